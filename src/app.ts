@@ -1,0 +1,124 @@
+/**
+ * buildApp(config): the whole daemon as a Fastify instance — options, body
+ * handling, plugins, routes, the error and 404 handlers. It never listens;
+ * server.ts does, and tests call this same function.
+ */
+import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import { fastifySSE } from '@fastify/sse';
+import type { Config } from './config.js';
+import { BadRequestError, isWireError } from './errors.js';
+import channelSupervisor from './plugins/channel-supervisor.js';
+import restoreCoordinator from './plugins/restore-coordinator.js';
+import security from './plugins/security.js';
+import sessionRegistry from './plugins/session-registry.js';
+import eventRoutes from './routes/events.js';
+import metaRoutes from './routes/meta.js';
+import permissionRoutes from './routes/permissions.js';
+import sessionRoutes from './routes/sessions.js';
+import { ErrorEnvelope } from './schemas/common.js';
+import { safeBody, validationMessage } from './schemas/validation.js';
+
+export const BODY_LIMIT = 10 * 1024 * 1024;
+export const SSE_HEARTBEAT_MS = 15_000;
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** SIGKILL every agent now: the last resort of a forced exit. */
+    killAllSync(): void;
+  }
+}
+
+export async function buildApp(config: Config): Promise<FastifyInstance> {
+  const app = Fastify({
+    logger: {
+      level: config.logLevel,
+      redact: { paths: ['req.headers.authorization', 'headers.authorization'], censor: '[redacted]' },
+    },
+    bodyLimit: BODY_LIMIT,
+    onProtoPoisoning: 'remove',
+    onConstructorPoisoning: 'remove',
+    ajv: {
+      customOptions: { coerceTypes: false, removeAdditional: false, verbose: true, allErrors: false },
+      plugins: [
+        (ajv) => {
+          ajv.addKeyword({ keyword: 'errorMessage' });
+          ajv.addKeyword({ keyword: 'errorCode' });
+          return ajv;
+        },
+      ],
+    },
+    schemaErrorFormatter: (errors) => {
+      const { message, code } = validationMessage(errors);
+      return new BadRequestError(message, code);
+    },
+  }).withTypeProvider<TypeBoxTypeProvider>();
+
+  // Bodies: JSON only (empty means {}), anything else is read and ignored;
+  // every route then sees a plain, prototype-free object.
+  const parseJson = app.getDefaultJsonParser('remove', 'remove');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
+    const text = typeof body === 'string' ? body : body.toString('utf8');
+    if (text.trim() === '') return done(null, {});
+    parseJson(req, text, done);
+  });
+  app.addContentTypeParser('*', (_req, payload, done) => {
+    payload.on('error', done);
+    payload.on('end', () => done(null, undefined));
+    payload.resume();
+  });
+  app.addHook('preValidation', async (req) => {
+    if (req.method !== 'GET' && req.method !== 'HEAD') req.body = safeBody(req.body);
+  });
+
+  app.addSchema(ErrorEnvelope);
+
+  app.setErrorHandler((err: FastifyError, req, reply) => {
+    if (isWireError(err)) {
+      const status = err.statusCode ?? 500;
+      if (err.retryAfter !== undefined) reply.header('Retry-After', String(err.retryAfter));
+      if (status >= 500) req.log.error({ err }, 'request failed');
+      return reply.code(status).send(err.envelope());
+    }
+    if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
+      return reply.code(413).send({ error: 'Request body too large (max 10 MB)' });
+    }
+    if (err.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || (err instanceof SyntaxError && err.statusCode === 400)) {
+      return reply.code(400).send({ error: 'Invalid JSON in request body' });
+    }
+    if (typeof err.statusCode === 'number' && err.statusCode >= 400 && err.statusCode < 500) {
+      return reply.code(err.statusCode).send({ error: err.message });
+    }
+    // Agent errors, timeouts, a closed channel, a drain: the contract's 500
+    // carries the JSON-RPC `code` and `data` when the error has them.
+    req.log.error({ err, sessionId: sessionIdOf(req.params) }, 'request failed');
+    const body: Record<string, unknown> = { error: err.message || 'Internal server error' };
+    if ('code' in err && err.code !== undefined) body.code = err.code;
+    if ('data' in err) body.data = (err as { data?: unknown }).data;
+    return reply.code(500).send(body);
+  });
+
+  app.setNotFoundHandler((req, reply) => {
+    reply.code(404).send({ error: `Route ${req.method} ${req.url.split('?')[0]} not found` });
+  });
+
+  await app.register(security, { config });
+  await app.register(fastifySSE, { heartbeatInterval: SSE_HEARTBEAT_MS });
+  await app.register(channelSupervisor, { config });
+  await app.register(sessionRegistry, { config });
+  await app.register(restoreCoordinator);
+  app.decorate('killAllSync', () => app.sessions.killAllSync());
+
+  await app.register(metaRoutes);
+  await app.register(sessionRoutes);
+  await app.register(eventRoutes);
+  await app.register(permissionRoutes);
+
+  return app;
+}
+
+function sessionIdOf(params: unknown): string | undefined {
+  if (typeof params !== 'object' || params === null) return undefined;
+  const id = (params as { id?: unknown }).id;
+  return typeof id === 'string' ? id : undefined;
+}

@@ -1,0 +1,196 @@
+/**
+ * Domain errors, declared once. Each carries its HTTP status (through
+ * `@fastify/error`), the extra envelope fields the wire contract puts next to
+ * `error`, and a `Retry-After` value where the contract asks for one. Services
+ * throw these; the single error handler in app.ts turns them into responses.
+ */
+import createError from '@fastify/error';
+
+/** Seconds a client is told to wait on 503 / 409 / 429. */
+export const RETRY_AFTER_SECONDS = 5;
+
+/** What the error handler needs from a domain error. */
+export interface WireError extends Error {
+  statusCode?: number;
+  retryAfter?: number;
+  /** The JSON body, `error` included. */
+  envelope(): Record<string, unknown>;
+}
+
+export function isWireError(err: unknown): err is WireError {
+  return err instanceof Error && typeof (err as Partial<WireError>).envelope === 'function';
+}
+
+const SessionNotFoundBase = createError<[string]>('ACPD_SESSION_NOT_FOUND', '%s', 404);
+export class SessionNotFoundError extends SessionNotFoundBase implements WireError {
+  readonly sessionId: string;
+  constructor(sessionId: string, extra?: string) {
+    super(`No session with id ${JSON.stringify(sessionId)}${extra ? `. ${extra}` : ''}`);
+    this.sessionId = sessionId;
+  }
+  envelope() {
+    return { error: this.message, sessionId: this.sessionId };
+  }
+}
+
+const WorkspaceMismatchBase = createError<[string]>('ACPD_WORKSPACE_MISMATCH', '%s', 400);
+export class WorkspaceMismatchError extends WorkspaceMismatchBase implements WireError {
+  readonly bound: string;
+  readonly requested: string;
+  constructor(bound: string, requested: string, message?: string) {
+    const req = truncatePath(requested);
+    super(
+      message ??
+        `Workspace mismatch: daemon is bound to ${JSON.stringify(bound)} but request asked for ` +
+          `${JSON.stringify(req)}. Each acpd daemon binds to exactly one workspace; start a separate ` +
+          `daemon for ${JSON.stringify(req)} (or route the request to one via an orchestrator).`,
+    );
+    this.bound = bound;
+    this.requested = req;
+  }
+  envelope() {
+    return {
+      error: this.message,
+      code: 'workspace_mismatch',
+      boundWorkspace: this.bound,
+      requestedWorkspace: this.requested,
+    };
+  }
+}
+
+const InvalidSessionScopeBase = createError<[string]>('ACPD_INVALID_SESSION_SCOPE', '%s', 400);
+export class InvalidSessionScopeError extends InvalidSessionScopeBase implements WireError {
+  constructor(scope: unknown, message?: string) {
+    super(message ?? `Invalid sessionScope: ${JSON.stringify(scope)}. Expected 'single' or 'thread'.`);
+  }
+  envelope() {
+    return { error: this.message, code: 'invalid_session_scope' };
+  }
+}
+
+const SessionLimitBase = createError<[number]>('ACPD_SESSION_LIMIT', 'Session limit reached (%d)', 503);
+export class SessionLimitExceededError extends SessionLimitBase implements WireError {
+  readonly limit: number;
+  readonly retryAfter = RETRY_AFTER_SECONDS;
+  constructor(limit: number) {
+    super(limit);
+    this.limit = limit;
+  }
+  envelope() {
+    return { error: this.message, code: 'session_limit_exceeded', limit: this.limit };
+  }
+}
+
+export type RestoreAction = 'load' | 'resume';
+
+const RestoreInProgressBase = createError<[string, string, string]>(
+  'ACPD_RESTORE_IN_PROGRESS',
+  'Session "%s" is already being restored via session/%s; retry session/%s after it completes',
+  409,
+);
+export class RestoreInProgressError extends RestoreInProgressBase implements WireError {
+  readonly retryAfter = RETRY_AFTER_SECONDS;
+  constructor(
+    readonly sessionId: string,
+    readonly activeAction: RestoreAction,
+    readonly requestedAction: RestoreAction,
+  ) {
+    super(sessionId, activeAction, requestedAction);
+  }
+  envelope() {
+    return {
+      error: this.message,
+      code: 'restore_in_progress',
+      sessionId: this.sessionId,
+      activeAction: this.activeAction,
+      requestedAction: this.requestedAction,
+    };
+  }
+}
+
+const SubscriberLimitBase = createError<[number]>(
+  'ACPD_SUBSCRIBER_LIMIT',
+  'EventBus subscriber limit reached (%d)',
+  429,
+);
+export class SubscriberLimitExceededError extends SubscriberLimitBase implements WireError {
+  readonly retryAfter = RETRY_AFTER_SECONDS;
+  constructor(readonly limit: number) {
+    super(limit);
+  }
+  envelope() {
+    return { error: this.message, code: 'subscriber_limit_exceeded', limit: this.limit };
+  }
+}
+
+const InvalidPermissionOptionBase = createError<[string, string]>(
+  'ACPD_INVALID_OPTION_ID',
+  'Permission %s: optionId "%s" is not in the set of options the agent offered.',
+  400,
+);
+export class InvalidPermissionOptionError extends InvalidPermissionOptionBase implements WireError {
+  constructor(
+    readonly requestId: string,
+    readonly optionId: string,
+  ) {
+    super(requestId, optionId);
+  }
+  envelope() {
+    return { error: this.message, code: 'invalid_option_id', requestId: this.requestId, optionId: this.optionId };
+  }
+}
+
+const PermissionNotFoundBase = createError('ACPD_PERMISSION_NOT_FOUND', 'No pending permission request', 404);
+export class PermissionNotFoundError extends PermissionNotFoundBase implements WireError {
+  constructor(readonly requestId: string) {
+    super();
+  }
+  envelope() {
+    return { error: this.message, requestId: this.requestId };
+  }
+}
+
+/** A 400 for a route's own body/param check, with an optional `code`. */
+const BadRequestBase = createError<[string]>('ACPD_BAD_REQUEST', '%s', 400);
+export class BadRequestError extends BadRequestBase implements WireError {
+  constructor(
+    message: string,
+    readonly wireCode?: string,
+  ) {
+    super(message);
+  }
+  envelope() {
+    return this.wireCode ? { error: this.message, code: this.wireCode } : { error: this.message };
+  }
+}
+
+/** Raised when new work arrives while the daemon drains. Maps to a 500 like the reference. */
+export class ShuttingDownError extends Error {
+  constructor() {
+    super('acpd is shutting down');
+  }
+}
+
+/** A prompt whose client went away before or while it ran. */
+export class PromptAbortedError extends Error {
+  override readonly name = 'AbortError';
+  constructor() {
+    super('Prompt aborted');
+  }
+}
+
+/** The agent process went away while a call was outstanding. */
+export class ChannelClosedError extends Error {}
+
+/** A call to the agent outlived its deadline. */
+export class AgentTimeoutError extends Error {
+  constructor(label: string, ms: number) {
+    super(`acpd ${label} timed out after ${ms}ms`);
+  }
+}
+
+export const MAX_WORKSPACE_PATH_LENGTH = 4096;
+
+export function truncatePath(p: string): string {
+  return p.length > MAX_WORKSPACE_PATH_LENGTH ? `${p.slice(0, MAX_WORKSPACE_PATH_LENGTH)}…[truncated]` : p;
+}

@@ -1,0 +1,41 @@
+/**
+ * The channel supervisor plugin: owns the agent processes (see
+ * services/channel-supervisor.ts). On close it kills every agent and waits
+ * for the exits, so no child outlives the app.
+ */
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import fp from 'fastify-plugin';
+import type { FastifyInstance } from 'fastify';
+import type { Config } from '../config.js';
+import { ChannelSupervisor } from '../services/channel-supervisor.js';
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    channels: ChannelSupervisor;
+  }
+}
+
+/** The embedded agent shipped with acpd, run with the same Node. */
+export function embeddedAgentArgv(dataDir: string): string[] {
+  const entry = fileURLToPath(new URL('../agent/main.js', import.meta.url));
+  return [process.execPath, entry, '--data-dir', path.join(dataDir, 'sessions')];
+}
+
+async function channelSupervisor(app: FastifyInstance, opts: { config: Config }) {
+  const { config } = opts;
+  const supervisor = new ChannelSupervisor({
+    argv: config.agent ?? embeddedAgentArgv(config.dataDir),
+    cwd: config.workspace,
+    env: config.agentEnv,
+    initTimeoutMs: config.initTimeoutMs,
+    killGraceMs: config.killGraceMs,
+    log: app.log.child({ component: 'agent' }),
+  });
+  app.decorate('channels', supervisor);
+  app.addHook('onClose', async () => {
+    await supervisor.shutdown();
+  });
+}
+
+export default fp(channelSupervisor, { name: 'channel-supervisor', fastify: '5.x' });

@@ -1,0 +1,44 @@
+/**
+ * The session registry plugin: live sessions, prompts, permissions and event
+ * buses (see services/session-registry.ts). `preClose` drains it, which sends
+ * `session_died {reason:"daemon_shutdown"}` and so ends every SSE stream before
+ * the listener waits for open connections.
+ */
+import fp from 'fastify-plugin';
+import type { FastifyInstance } from 'fastify';
+import type { Config } from '../config.js';
+import { SessionRegistry } from '../services/session-registry.js';
+import { DEFAULT_MAX_PENDING_PER_SESSION } from '../services/permissions.js';
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    sessions: SessionRegistry;
+  }
+}
+
+async function sessionRegistry(app: FastifyInstance, opts: { config: Config }) {
+  const { config } = opts;
+  const registry = new SessionRegistry(
+    {
+      workspace: config.workspace,
+      maxSessions: config.maxSessions,
+      initTimeoutMs: config.initTimeoutMs,
+      permissionTimeoutMs: config.permissionTimeoutMs,
+      maxPendingPermissionsPerSession: DEFAULT_MAX_PENDING_PER_SESSION,
+      defaultScope: 'single',
+      bus: {},
+      log: app.log.child({ component: 'sessions' }),
+    },
+    app.channels,
+  );
+  app.decorate('sessions', registry);
+  app.addHook('preClose', async () => {
+    await registry.shutdown();
+  });
+}
+
+export default fp(sessionRegistry, {
+  name: 'session-registry',
+  fastify: '5.x',
+  dependencies: ['channel-supervisor'],
+});

@@ -1,0 +1,50 @@
+/** GET /health and GET /capabilities. */
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { capabilities, health } from '../schemas/meta.js';
+
+/** Advertised features, in the contract's order; only what this build serves. */
+export const FEATURES = [
+  'health',
+  'capabilities',
+  'session_create',
+  'session_scope_override',
+  'session_load',
+  'unstable_session_resume',
+  'session_list',
+  'session_prompt',
+  'session_cancel',
+  'session_events',
+  'session_set_model',
+  'permission_vote',
+] as const;
+
+const PROTOCOL_VERSIONS = { current: 'v1', supported: ['v1'] };
+
+function isDeep(query: Record<string, unknown>): boolean {
+  if (!('deep' in query)) return false;
+  const v = query.deep;
+  return v === '' || v === '1' || v === 'true';
+}
+
+const metaRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  app.get('/health', { schema: health }, async (req, reply) => {
+    if (!isDeep(req.query)) return { status: 'ok' };
+    try {
+      return { status: 'ok', sessions: app.sessions.sessionCount, pendingPermissions: app.sessions.pendingPermissionCount };
+    } catch (err) {
+      req.log.error({ err }, 'deep health probe failed');
+      return reply.code(503).send({ status: 'degraded' });
+    }
+  });
+
+  app.get('/capabilities', { schema: capabilities }, async () => ({
+    v: 1 as const,
+    protocolVersions: { current: PROTOCOL_VERSIONS.current, supported: [...PROTOCOL_VERSIONS.supported] },
+    mode: 'http-bridge' as const,
+    features: [...FEATURES],
+    modelServices: [],
+    workspaceCwd: app.sessions.workspace,
+  }));
+};
+
+export default metaRoutes;

@@ -1,0 +1,14 @@
+/** POST /permission/:requestId — first responder wins. */
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { PermissionNotFoundError } from '../errors.js';
+import { vote } from '../schemas/permissions.js';
+
+const permissionRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  app.post('/permission/:requestId', { schema: vote }, async (req) => {
+    const { requestId } = req.params;
+    if (!app.sessions.respondToPermission(requestId, req.body)) throw new PermissionNotFoundError(requestId);
+    return {};
+  });
+};
+
+export default permissionRoutes;

@@ -1,0 +1,91 @@
+/**
+ * The session routes: create/attach, restore, list, prompt, cancel, model.
+ * Handlers stay thin: validated input in, one service call, result out.
+ */
+import path from 'node:path';
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { PromptAbortedError, WorkspaceMismatchError, type RestoreAction } from '../errors.js';
+import { cancelSession, createSession, listSessions, promptSession, restoreSession, setModel } from '../schemas/sessions.js';
+import { canonicalizeWorkspace } from '../services/workspace.js';
+import { clientGone } from './client-gone.js';
+
+const sessionRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  const sessions = app.sessions;
+
+  /**
+   * When the client left before its create/restore answer could be written:
+   * the session's creator kills it unless someone else attached meanwhile;
+   * an attacher just lets go.
+   */
+  async function reapIfGone(req: FastifyRequest, reply: FastifyReply, sessionId: string, attached: boolean): Promise<boolean> {
+    if (!clientGone(req, reply)) return false;
+    req.log.info({ sessionId, attached }, 'client left before the session answer; releasing it');
+    if (attached) await sessions.detachClient(sessionId).catch(() => {});
+    else await sessions.killSession(sessionId, { requireZeroAttaches: true }).catch(() => {});
+    reply.hijack();
+    return true;
+  }
+
+  app.post('/session', { schema: createSession }, async (req, reply) => {
+    const body = req.body;
+    const handle = await sessions.spawnOrAttach({
+      workspaceCwd: body.cwd,
+      modelServiceId: typeof body.modelServiceId === 'string' ? body.modelServiceId : undefined,
+      sessionScope: body.sessionScope,
+    });
+    if (await reapIfGone(req, reply, handle.sessionId, handle.attached)) return reply;
+    return handle;
+  });
+
+  for (const action of ['load', 'resume'] as const satisfies readonly RestoreAction[]) {
+    app.post(`/session/:id/${action}`, { schema: restoreSession }, async (req, reply) => {
+      const result = await app.restores.restore(action, req.params.id, req.body.cwd);
+      if (await reapIfGone(req, reply, result.sessionId, result.attached)) return reply;
+      return result;
+    });
+  }
+
+  app.get('/workspace/:id/sessions', { schema: listSessions }, async (req) => {
+    const requested = req.params.id;
+    const key = requested === sessions.workspace ? requested : canonicalizeWorkspace(path.resolve(requested));
+    if (key !== sessions.workspace) {
+      throw new WorkspaceMismatchError(
+        sessions.workspace,
+        key,
+        `Workspace mismatch: daemon is bound to ${JSON.stringify(sessions.workspace)}`,
+      );
+    }
+    return { sessions: sessions.list().map((s) => ({ sessionId: s.sessionId, workspaceCwd: s.workspaceCwd })) };
+  });
+
+  app.post('/session/:id/prompt', { schema: promptSession }, async (req, reply) => {
+    const ac = new AbortController();
+    const onClose = () => {
+      if (!reply.raw.writableEnded) ac.abort();
+    };
+    reply.raw.once('close', onClose);
+    try {
+      return await sessions.sendPrompt(req.params.id, req.body, ac.signal);
+    } catch (err) {
+      if (err instanceof PromptAbortedError && ac.signal.aborted) {
+        reply.hijack();
+        return reply;
+      }
+      throw err;
+    } finally {
+      reply.raw.off('close', onClose);
+    }
+  });
+
+  app.post('/session/:id/cancel', { schema: cancelSession }, async (req, reply) => {
+    await sessions.cancel(req.params.id, req.body);
+    return reply.code(204).send(null);
+  });
+
+  app.post('/session/:id/model', { schema: setModel }, async (req) => {
+    return sessions.setSessionModel(req.params.id, req.body);
+  });
+};
+
+export default sessionRoutes;

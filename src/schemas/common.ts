@@ -1,0 +1,53 @@
+/**
+ * Shared schema pieces. Request schemas carry the contract's exact 400 text
+ * in an `errorMessage` annotation (and an `errorCode` where the contract has
+ * one); app.ts turns the first failing keyword into that envelope.
+ */
+import { Type } from '@sinclair/typebox';
+
+export const ErrorEnvelope = Type.Object(
+  {
+    error: Type.String(),
+    code: Type.Optional(Type.String()),
+  },
+  { additionalProperties: true, $id: 'ErrorEnvelope', description: 'Every error body: `error` and, where the contract has one, `code` and context fields.' },
+);
+
+export const ErrorRef = Type.Ref('ErrorEnvelope');
+
+/** Responses every route can give, besides its own. */
+export const commonErrors = {
+  400: ErrorRef,
+  401: ErrorRef,
+  403: ErrorRef,
+  413: ErrorRef,
+  500: ErrorRef,
+};
+
+export const CWD_MESSAGES = {
+  type: '`cwd` must be a string absolute path when provided',
+  length: '`cwd` exceeds the 4096-character limit',
+  absolute: '`cwd` must be an absolute path when provided',
+};
+
+/**
+ * `cwd`: absent → the bound workspace; present → a string, at most 4096
+ * characters, absolute (checked in that order, as ajv checks type, then
+ * maxLength, then pattern).
+ */
+export const Cwd = Type.String({
+  maxLength: 4096,
+  pattern: '^/',
+  errorMessage: { type: CWD_MESSAGES.type, maxLength: CWD_MESSAGES.length, pattern: CWD_MESSAGES.absolute },
+});
+
+export const SessionIdParams = Type.Object({ id: Type.String() });
+
+export const SessionHandle = Type.Object({
+  sessionId: Type.String(),
+  workspaceCwd: Type.String(),
+  attached: Type.Boolean(),
+});
+
+/** An agent's answer passed through untouched. */
+export const Opaque = Type.Object({}, { additionalProperties: true });

@@ -1,0 +1,47 @@
+/**
+ * Request validation glue: the body sanitizer every route reads through, and
+ * the formatter that turns ajv's first failing keyword into the contract's
+ * exact 400 text (from the schemas' `errorMessage` / `errorCode` annotations).
+ */
+import type { FastifySchemaValidationError } from 'fastify/types/schema.js';
+
+const FORBIDDEN_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
+
+/** A prototype-free copy of a JSON object body; anything else becomes `{}`. */
+export function safeBody(body: unknown): Record<string, unknown> {
+  const out: Record<string, unknown> = Object.create(null);
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) return out;
+  for (const key of Object.keys(body)) {
+    if (!FORBIDDEN_KEYS.has(key)) out[key] = (body as Record<string, unknown>)[key];
+  }
+  return out;
+}
+
+interface Annotated {
+  errorMessage?: string | Record<string, string>;
+  errorCode?: string;
+  properties?: Record<string, Annotated>;
+}
+
+function annotation(schema: Annotated | undefined, keyword: string): { message: string; code?: string } | undefined {
+  const m = schema?.errorMessage;
+  if (m === undefined) return undefined;
+  const message = typeof m === 'string' ? m : m[keyword];
+  return message === undefined ? undefined : { message, code: schema?.errorCode };
+}
+
+export function validationMessage(errors: FastifySchemaValidationError[]): { message: string; code?: string } {
+  for (const err of errors) {
+    const parent = (err as { parentSchema?: Annotated }).parentSchema;
+    if (err.keyword === 'required') {
+      const missing = (err.params as { missingProperty?: string }).missingProperty;
+      const found = missing === undefined ? undefined : annotation(parent?.properties?.[missing], 'required');
+      if (found) return found;
+      continue;
+    }
+    const found = annotation(parent, err.keyword);
+    if (found) return found;
+  }
+  const first = errors[0];
+  return { message: first ? `${first.instancePath || 'request'} ${first.message ?? 'is invalid'}` : 'Invalid request' };
+}

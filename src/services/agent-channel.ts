@@ -1,0 +1,257 @@
+/**
+ * One agent child process and the ACP connection over its stdio.
+ *
+ * The process belongs to the channel, never to a request: it is spawned from an
+ * argv array (no shell) in its own process group, its stderr goes to a child
+ * logger line by line, and stopping it means closing stdin, SIGTERM to the
+ * group, SIGKILL after a grace period, and waiting for the exit.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { Readable, Writable } from 'node:stream';
+import { client, ndJsonStream, RequestError, PROTOCOL_VERSION } from '@agentclientprotocol/sdk';
+import type {
+  ClientConnection,
+  InitializeResponse,
+  ReadTextFileRequest,
+  ReadTextFileResponse,
+  RequestPermissionRequest,
+  RequestPermissionResponse,
+  SessionNotification,
+  WriteTextFileRequest,
+  WriteTextFileResponse,
+} from '@agentclientprotocol/sdk';
+import type { FastifyBaseLogger } from 'fastify';
+import { AgentTimeoutError, ChannelClosedError } from '../errors.js';
+
+export interface ExitInfo {
+  exitCode: number | null;
+  signalCode: NodeJS.Signals | null;
+}
+
+/** The client-side ACP methods the daemon serves to its agent. */
+export interface ClientHandlers {
+  sessionUpdate(params: SessionNotification): void;
+  requestPermission(params: RequestPermissionRequest): Promise<RequestPermissionResponse>;
+  readTextFile(params: ReadTextFileRequest): Promise<ReadTextFileResponse>;
+  writeTextFile(params: WriteTextFileRequest): Promise<WriteTextFileResponse>;
+}
+
+export interface ChannelOptions {
+  argv: readonly string[];
+  cwd: string;
+  env: Record<string, string>;
+  killGraceMs: number;
+  log: FastifyBaseLogger;
+  handlers: ClientHandlers;
+}
+
+const STDERR_LINE_CAP = 64 * 1024;
+
+/** Resolves with `p`, or rejects once `ms` have passed; the timer never outlives the race. */
+export function withTimeout<T>(p: Promise<T>, ms: number, label: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new AgentTimeoutError(label, ms)), ms);
+  });
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
+}
+
+export class AgentChannel {
+  readonly pid: number | undefined;
+  /** Settles once, when the child has exited (or failed to start). Never rejects. */
+  readonly exited: Promise<ExitInfo | undefined>;
+  /** Sessions registered on this channel. */
+  readonly sessionIds = new Set<string>();
+  /** Restores in flight on this channel. */
+  readonly pendingRestoreIds = new Set<string>();
+  /** Set synchronously by every teardown path before it awaits the kill. */
+  isDying = false;
+  initializeResponse: InitializeResponse | undefined;
+
+  private readonly child: ChildProcess;
+  private readonly connection: ClientConnection;
+  private readonly log: FastifyBaseLogger;
+  private readonly killGraceMs: number;
+  private exitInfo: ExitInfo | undefined;
+  private hasExited = false;
+  private killing: Promise<void> | undefined;
+  private closedError: Promise<never> | undefined;
+
+  constructor(opts: ChannelOptions) {
+    const [command, ...args] = opts.argv;
+    if (!command) throw new Error('agent command is empty');
+    this.log = opts.log;
+    this.killGraceMs = opts.killGraceMs;
+    this.child = spawn(command, args, {
+      cwd: opts.cwd,
+      env: opts.env,
+      stdio: ['pipe', 'pipe', 'pipe'],
+      detached: true,
+    });
+    this.pid = this.child.pid;
+    this.exited = new Promise<ExitInfo | undefined>((resolve) => {
+      this.child.once('exit', (exitCode, signalCode) => {
+        this.hasExited = true;
+        this.exitInfo = { exitCode, signalCode };
+        resolve(this.exitInfo);
+      });
+      this.child.once('error', (err) => {
+        this.log.warn({ err }, 'agent process error');
+        if (this.child.pid === undefined) {
+          this.hasExited = true;
+          resolve(undefined);
+        }
+      });
+    });
+    // Pipe errors (EPIPE after the child died) must not crash the daemon.
+    this.child.stdin?.on('error', () => {});
+    this.child.stdout?.on('error', () => {});
+    this.forwardStderr();
+
+    const { stdin, stdout } = this.child;
+    if (!stdin || !stdout) {
+      this.child.kill('SIGKILL');
+      throw new Error('agent process has no stdio pipes');
+    }
+    const stream = ndJsonStream(
+      Writable.toWeb(stdin) as WritableStream<Uint8Array>,
+      Readable.toWeb(stdout) as ReadableStream<Uint8Array>,
+    );
+    const h = opts.handlers;
+    this.connection = client({ name: 'acpd' })
+      .onNotification('session/update', ({ params }) => h.sessionUpdate(params))
+      .onRequest('session/request_permission', ({ params }) => h.requestPermission(params))
+      .onRequest('fs/read_text_file', ({ params }) => h.readTextFile(params))
+      .onRequest('fs/write_text_file', ({ params }) => h.writeTextFile(params))
+      .onRequest('*', ({ method }) => {
+        throw RequestError.methodNotFound(method);
+      })
+      .onNotification('*', ({ method }) => {
+        this.log.trace({ method }, 'ignored agent notification');
+      })
+      .connect(stream);
+  }
+
+  get alive(): boolean {
+    return !this.hasExited;
+  }
+
+  get exitStatus(): ExitInfo | undefined {
+    return this.exitInfo;
+  }
+
+  /** The ACP handshake. */
+  async initialize(timeoutMs: number): Promise<InitializeResponse> {
+    this.initializeResponse = await this.call<InitializeResponse>(
+      'initialize',
+      {
+        protocolVersion: PROTOCOL_VERSION,
+        clientCapabilities: { fs: { readTextFile: true, writeTextFile: true } },
+        clientInfo: { name: 'acpd', version: '0' },
+      },
+      { timeoutMs, closedMessage: 'agent channel closed during initialize' },
+    );
+    return this.initializeResponse;
+  }
+
+  /**
+   * Sends a request, racing the child's exit (and a deadline when given). The
+   * losing promises never surface as unhandled rejections.
+   */
+  call<T>(method: string, params: unknown, opts: { timeoutMs?: number; closedMessage: string }): Promise<T> {
+    const request = this.connection.agent.request<T>(method, params);
+    const racers: Promise<T>[] = [request, this.closedRejection(opts.closedMessage)];
+    const raced = Promise.race(racers);
+    // Whichever loses must not become an unhandled rejection.
+    request.catch(() => {});
+    return opts.timeoutMs !== undefined ? withTimeout(raced, opts.timeoutMs, method) : raced;
+  }
+
+  notify(method: string, params: unknown): Promise<void> {
+    if (this.hasExited) return Promise.resolve();
+    return this.connection.agent.notify(method, params).catch((err: unknown) => {
+      this.log.debug({ err, method }, 'notification to agent failed');
+    });
+  }
+
+  private closedRejection(message: string): Promise<never> {
+    // One shared listener on `exited` for the common message; others get their own.
+    const make = () => {
+      const p = this.exited.then((): never => {
+        throw new ChannelClosedError(message);
+      });
+      p.catch(() => {});
+      return p;
+    };
+    if (message !== 'agent channel closed') return make();
+    this.closedError ??= make();
+    return this.closedError;
+  }
+
+  /** SIGTERM the process group, SIGKILL after the grace period; resolves on exit. Idempotent. */
+  kill(): Promise<void> {
+    this.isDying = true;
+    this.killing ??= this.doKill();
+    return this.killing;
+  }
+
+  private async doKill(): Promise<void> {
+    if (!this.hasExited) {
+      this.child.stdin?.end();
+      this.signalGroup('SIGTERM');
+      const grace = setTimeout(() => this.signalGroup('SIGKILL'), this.killGraceMs);
+      const hardDeadline = new Promise<void>((resolve) => setTimeout(resolve, this.killGraceMs * 2).unref());
+      await Promise.race([this.exited, hardDeadline]);
+      clearTimeout(grace);
+    }
+    // Grandchildren the agent left behind share its group: make sure they go too.
+    this.signalGroup('SIGKILL');
+    this.connection.close();
+  }
+
+  /** SIGKILL now, without waiting. For a forced exit. */
+  killSync(): void {
+    this.isDying = true;
+    this.signalGroup('SIGKILL');
+  }
+
+  private signalGroup(signal: NodeJS.Signals): void {
+    if (this.pid === undefined) return;
+    try {
+      process.kill(-this.pid, signal);
+    } catch {
+      // The group is already gone.
+      if (!this.hasExited) {
+        try {
+          this.child.kill(signal);
+        } catch {
+          // nothing left to signal
+        }
+      }
+    }
+  }
+
+  private forwardStderr(): void {
+    const stderr = this.child.stderr;
+    if (!stderr) return;
+    stderr.setEncoding('utf8');
+    let buf = '';
+    const emit = (line: string) => {
+      if (line.length > 0) this.log.debug({ agentPid: this.pid, line }, 'agent stderr');
+    };
+    stderr.on('data', (chunk: string) => {
+      buf += chunk;
+      let nl: number;
+      while ((nl = buf.indexOf('\n')) !== -1) {
+        emit(buf.slice(0, nl));
+        buf = buf.slice(nl + 1);
+      }
+      while (buf.length > STDERR_LINE_CAP) {
+        emit(`${buf.slice(0, STDERR_LINE_CAP)} [truncated]`);
+        buf = buf.slice(STDERR_LINE_CAP);
+      }
+    });
+    stderr.on('end', () => emit(buf));
+    stderr.on('error', () => {});
+  }
+}

@@ -1,0 +1,123 @@
+/**
+ * Pending `session/request_permission` calls. The table is daemon-wide: any
+ * authenticated client may answer any request, and the first answer wins.
+ * Every settlement publishes `permission_resolved` on the session's bus.
+ */
+import { randomUUID } from 'node:crypto';
+import type { FastifyBaseLogger } from 'fastify';
+import type { RequestPermissionRequest, RequestPermissionResponse } from '@agentclientprotocol/sdk';
+import { InvalidPermissionOptionError } from '../errors.js';
+import type { EventBus } from './event-bus.js';
+
+export const DEFAULT_MAX_PENDING_PER_SESSION = 64;
+
+const CANCELLED: RequestPermissionResponse = { outcome: { outcome: 'cancelled' } };
+
+interface Pending {
+  requestId: string;
+  sessionId: string;
+  events: EventBus;
+  allowedOptionIds: Set<string>;
+  resolve: (r: RequestPermissionResponse) => void;
+  timer: NodeJS.Timeout | undefined;
+}
+
+export interface PermissionOptions {
+  timeoutMs: number;
+  maxPendingPerSession: number;
+  log: FastifyBaseLogger;
+}
+
+export class PermissionBroker {
+  private readonly pending = new Map<string, Pending>();
+  private readonly bySession = new Map<string, Set<string>>();
+
+  constructor(private readonly opts: PermissionOptions) {}
+
+  get size(): number {
+    return this.pending.size;
+  }
+
+  /** Parks the agent's request until a vote, a cancel, a kill or the timeout. */
+  request(sessionId: string, events: EventBus, params: RequestPermissionRequest): Promise<RequestPermissionResponse> {
+    const ids = this.bySession.get(sessionId);
+    const max = this.opts.maxPendingPerSession;
+    if (max > 0 && Number.isFinite(max) && ids && ids.size >= max) {
+      this.opts.log.warn({ sessionId, max }, 'too many pending permissions; resolving the new one as cancelled');
+      return Promise.resolve(CANCELLED);
+    }
+    const requestId = randomUUID();
+    const allowedOptionIds = new Set(params.options.map((o) => String(o.optionId)).filter((id) => id !== ''));
+    return new Promise<RequestPermissionResponse>((resolve) => {
+      const entry: Pending = { requestId, sessionId, events, allowedOptionIds, resolve, timer: undefined };
+      this.pending.set(requestId, entry);
+      let set = this.bySession.get(sessionId);
+      if (!set) this.bySession.set(sessionId, (set = new Set()));
+      set.add(requestId);
+      const published = events.publish('permission_request', {
+        requestId,
+        sessionId,
+        toolCall: params.toolCall,
+        options: params.options,
+      });
+      if (!published) {
+        this.take(requestId);
+        resolve(CANCELLED);
+        return;
+      }
+      const ms = this.opts.timeoutMs;
+      if (ms > 0 && Number.isFinite(ms)) {
+        entry.timer = setTimeout(() => {
+          this.opts.log.warn({ sessionId, requestId, ms }, 'permission timed out; resolving as cancelled');
+          this.settle(requestId, CANCELLED);
+        }, ms);
+        entry.timer.unref();
+      }
+    });
+  }
+
+  /**
+   * A client's vote. False when the request is unknown or already settled;
+   * throws when a selected option was never offered (the request stays open).
+   */
+  respond(requestId: string, response: RequestPermissionResponse): boolean {
+    const entry = this.pending.get(requestId);
+    if (!entry) return false;
+    const outcome = response.outcome;
+    if (outcome.outcome === 'selected' && !entry.allowedOptionIds.has(outcome.optionId)) {
+      throw new InvalidPermissionOptionError(requestId, outcome.optionId);
+    }
+    return this.settle(requestId, response);
+  }
+
+  /** Resolves every pending request of a session as cancelled. */
+  cancelSession(sessionId: string): void {
+    const ids = this.bySession.get(sessionId);
+    if (!ids) return;
+    for (const id of [...ids]) this.settle(id, CANCELLED);
+  }
+
+  /** Resolves everything as cancelled (shutdown). */
+  cancelAll(): void {
+    for (const id of [...this.pending.keys()]) this.settle(id, CANCELLED);
+  }
+
+  private take(requestId: string): Pending | undefined {
+    const entry = this.pending.get(requestId);
+    if (!entry) return undefined;
+    this.pending.delete(requestId);
+    clearTimeout(entry.timer);
+    const set = this.bySession.get(entry.sessionId);
+    set?.delete(requestId);
+    if (set?.size === 0) this.bySession.delete(entry.sessionId);
+    return entry;
+  }
+
+  private settle(requestId: string, response: RequestPermissionResponse): boolean {
+    const entry = this.take(requestId);
+    if (!entry) return false;
+    entry.events.publish('permission_resolved', { requestId, outcome: response.outcome });
+    entry.resolve(response);
+    return true;
+  }
+}

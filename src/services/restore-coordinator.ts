@@ -1,0 +1,194 @@
+/**
+ * Brings persisted sessions back by id (`session/load` replays history,
+ * `session/resume` does not), exactly once however many clients ask at the
+ * same time:
+ *  - same id, same action → one agent call; everybody gets the same state and
+ *    exactly one caller gets `attached: false`;
+ *  - same id, other action → RestoreInProgressError (409);
+ *  - in-flight restores hold session slots and keep their channel alive;
+ *  - a restored session never becomes the single-scope default.
+ */
+import type { FastifyBaseLogger } from 'fastify';
+import { ChannelClosedError, RestoreInProgressError, SessionNotFoundError, ShuttingDownError, type RestoreAction } from '../errors.js';
+import type { EventBus } from './event-bus.js';
+import type { SessionRegistry, SlotHolder } from './session-registry.js';
+
+export interface RestoreResult {
+  sessionId: string;
+  workspaceCwd: string;
+  attached: boolean;
+  state: unknown;
+}
+
+interface Coalesced {
+  /** Callers that joined this restore; reserved synchronously, folded into attachCount by the owner. */
+  waiters: number;
+}
+
+interface InFlight {
+  action: RestoreAction;
+  promise: Promise<RestoreResult>;
+  coalesced: Coalesced;
+  /** Where the agent's history replay lands until the session is registered. */
+  events: EventBus;
+}
+
+const METHOD: Record<RestoreAction, string> = { load: 'session/load', resume: 'session/resume' };
+
+/** ACP resource-not-found for exactly this session (never a substring match). */
+export function isSessionNotFound(err: unknown, sessionId: string): boolean {
+  if (typeof err !== 'object' || err === null) return false;
+  const e = err as { code?: unknown; data?: unknown; message?: unknown };
+  if (e.code !== -32002) return false;
+  const uri = typeof e.data === 'object' && e.data !== null ? (e.data as { uri?: unknown }).uri : undefined;
+  return uri === `session:${sessionId}` || e.message === `Resource not found: session:${sessionId}`;
+}
+
+export class RestoreCoordinator implements SlotHolder {
+  private readonly inFlight = new Map<string, InFlight>();
+  /** Counters for metrics and tests. */
+  readonly stats = { coalesced: 0, conflicts: 0, notFound: 0, limited: 0, restored: 0 };
+
+  constructor(
+    private readonly registry: SessionRegistry,
+    private readonly log: FastifyBaseLogger,
+  ) {
+    registry.addSlotHolder(this);
+  }
+
+  get inFlightCount(): number {
+    return this.inFlight.size;
+  }
+
+  pendingBus(sessionId: string): EventBus | undefined {
+    return this.inFlight.get(sessionId)?.events;
+  }
+
+  async settled(): Promise<void> {
+    await Promise.all([...this.inFlight.values()].map((f) => f.promise.catch(() => undefined)));
+  }
+
+  activeAction(sessionId: string): RestoreAction | undefined {
+    return this.inFlight.get(sessionId)?.action;
+  }
+
+  restore(action: RestoreAction, sessionId: string, workspaceCwd: string | undefined): Promise<RestoreResult> {
+    const registry = this.registry;
+    if (registry.isShuttingDown) return Promise.reject(new ShuttingDownError());
+    let key: string;
+    try {
+      key = registry.resolveWorkspace(workspaceCwd);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+
+    const live = registry.get(sessionId);
+    if (live) {
+      live.attachCount++;
+      return Promise.resolve({ sessionId, workspaceCwd: key, attached: true, state: live.restoreState ?? {} });
+    }
+
+    const running = this.inFlight.get(sessionId);
+    if (running) {
+      if (running.action !== action) {
+        this.stats.conflicts++;
+        return Promise.reject(new RestoreInProgressError(sessionId, running.action, action));
+      }
+      this.stats.coalesced++;
+      running.coalesced.waiters++;
+      return this.join(running, sessionId);
+    }
+
+    try {
+      registry.checkCapacity();
+    } catch (err) {
+      this.stats.limited++;
+      return Promise.reject(err);
+    }
+
+    const coalesced: Coalesced = { waiters: 0 };
+    const events = registry.newBus();
+    const flight: InFlight = { action, coalesced, events, promise: this.own(action, coalesced, events, sessionId, key) };
+    this.inFlight.set(sessionId, flight);
+    const clear = () => {
+      if (this.inFlight.get(sessionId) === flight) this.inFlight.delete(sessionId);
+    };
+    flight.promise.then(clear, clear);
+    return flight.promise;
+  }
+
+  private async join(flight: InFlight, sessionId: string): Promise<RestoreResult> {
+    let result: RestoreResult;
+    try {
+      result = await flight.promise;
+    } catch (err) {
+      flight.coalesced.waiters--;
+      throw err;
+    }
+    if (!this.registry.get(sessionId)) {
+      flight.coalesced.waiters--;
+      throw new SessionNotFoundError(sessionId, 'the agent child likely crashed during session restore — retry to restore the session');
+    }
+    return { ...result, attached: true };
+  }
+
+  private async own(
+    action: RestoreAction,
+    coalesced: Coalesced,
+    events: EventBus,
+    sessionId: string,
+    key: string,
+  ): Promise<RestoreResult> {
+    const registry = this.registry;
+    let registered = false;
+    const channel = await registry.channels.ensure().catch((err: unknown) => {
+      events.close();
+      throw err;
+    });
+    channel.pendingRestoreIds.add(sessionId);
+    try {
+      let state: unknown;
+      try {
+        state =
+          (await channel.call<unknown>(
+            METHOD[action],
+            { sessionId, cwd: key, mcpServers: [] },
+            { timeoutMs: registry.initTimeoutMs, closedMessage: `agent channel closed during session/${action}` },
+          )) ?? {};
+      } catch (err) {
+        events.close();
+        if (isSessionNotFound(err, sessionId)) {
+          this.stats.notFound++;
+          throw new SessionNotFoundError(sessionId);
+        }
+        if (channel.sessionIds.size === 0 && channel.pendingRestoreIds.size === 1) {
+          channel.pendingRestoreIds.delete(sessionId);
+          await registry.channels.releaseIfIdle(channel);
+        }
+        throw err;
+      }
+      if (registry.isShuttingDown) {
+        events.close();
+        throw new ShuttingDownError();
+      }
+      if (channel.isDying || !channel.alive) {
+        events.close();
+        throw new ChannelClosedError(`Session ${sessionId} restored on a closed agent channel`);
+      }
+      const existing = registry.get(sessionId);
+      if (existing) {
+        events.close();
+        existing.attachCount += 1 + coalesced.waiters;
+        return { sessionId, workspaceCwd: key, attached: true, state: existing.restoreState ?? {} };
+      }
+      registry.register(sessionId, channel, events, state, coalesced.waiters);
+      registered = true;
+      this.stats.restored++;
+      this.log.info({ sessionId, action: action }, 'session restored');
+      return { sessionId, workspaceCwd: key, attached: false, state };
+    } finally {
+      channel.pendingRestoreIds.delete(sessionId);
+      if (!registered) events.close();
+    }
+  }
+}
