@@ -36,6 +36,9 @@ export async function buildApp(config: Config): Promise<FastifyInstance> {
       redact: { paths: ['req.headers.authorization', 'headers.authorization'], censor: '[redacted]' },
     },
     bodyLimit: BODY_LIMIT,
+    // The drain (preClose) ends every stream and answers every request it
+    // can; whatever connection is left after it is closed, not waited for.
+    forceCloseConnections: true,
     onProtoPoisoning: 'remove',
     onConstructorPoisoning: 'remove',
     ajv: {

@@ -1,0 +1,15 @@
+import t from 'tap';
+import { call, createSession, openEvents, startDaemon, textPrompt } from './helper.js';
+
+t.test('a newcomer\'s path: create, subscribe, prompt, streamed answer from the embedded agent', async (t) => {
+  const d = await startDaemon(t);
+  const id = await createSession(d);
+  const sse = await openEvents(t, d, id, { lastEventId: 0 });
+  t.equal(sse.status, 200);
+  const res = await call(d, 'POST', `/session/${id}/prompt`, textPrompt('hello world'));
+  t.same(res.body, { stopReason: 'end_turn' });
+  await sse.waitFor((f) => f.envelope?.type === 'session_update' && JSON.stringify(f.envelope.data).includes('world'));
+  t.equal(sse.frames[0]?.retry, '3000', 'the stream opens with retry: 3000');
+  const chunks = sse.events().filter((e) => JSON.stringify(e.data).includes('agent_message_chunk'));
+  t.ok(chunks.length >= 2, 'the answer arrives in several chunks');
+});
