@@ -1,0 +1,135 @@
+#!/usr/bin/env node
+// The acpd executable: read the configuration, build the app, listen, and
+// drain on the way out. This is the only module that listens or installs
+// process-wide handlers; everything it starts is built by buildApp, exactly
+// as the tests build it.
+//
+// Three lines are plain text on purpose, because tools and tests parse them:
+// the "listening on" line on stdout, and the workspace and auth notices on
+// stderr. Everything else goes through the app's pino logger.
+import closeWithGrace from 'close-with-grace';
+import type { FastifyInstance } from 'fastify';
+import { buildApp } from './app.js';
+import { formatListenUrl, loadConfig, parseCommandLine, usage, type Config } from './config.js';
+
+// Headroom on top of the agents' SIGTERM→SIGKILL grace for the listener to
+// drain; past it, the process kills what is left and exits 1.
+const DRAIN_MARGIN_MS = 10_000;
+
+function say(stream: NodeJS.WriteStream, line: string): void {
+  stream.write(`${line}\n`);
+}
+
+function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+function exitWith(message: string): never {
+  say(process.stderr, `acpd: ${message}`);
+  process.exit(1);
+}
+
+function readConfig(): Config {
+  const argv = process.argv.slice(2);
+  try {
+    const commandLine = parseCommandLine(argv);
+    if (commandLine.help) {
+      process.stdout.write(usage());
+      process.exit(0);
+    }
+    if (commandLine.values.ACPD_TOKEN?.trim()) {
+      say(
+        process.stderr,
+        `acpd: warning: --token is readable by other local users in /proc/${process.pid}/cmdline and ps; ` +
+          'set ACPD_TOKEN in the environment instead.',
+      );
+    }
+    return loadConfig({ argv, env: process.env, cwd: process.cwd() });
+  } catch (err) {
+    // A ConfigError's message is meant for the operator as is; anything else
+    // is a bug and gets the same treatment rather than a stack trace.
+    exitWith(messageOf(err));
+  }
+}
+
+// SIGKILL every agent without waiting: the last resort of a forced exit.
+function killAgentsNow(app: FastifyInstance): void {
+  // app.ts decorates killAllSync; checked anyway, as this must never throw.
+  if (typeof app.killAllSync !== 'function') return;
+  try {
+    app.killAllSync();
+  } catch (err) {
+    app.log.error({ err }, 'killAllSync failed');
+  }
+}
+
+async function main(): Promise<void> {
+  const config = readConfig();
+
+  let app: FastifyInstance;
+  try {
+    app = await buildApp(config);
+  } catch (err) {
+    exitWith(`failed to start: ${messageOf(err)}`);
+  }
+
+  // First SIGINT/SIGTERM (or an uncaught error): drain through app.close(),
+  // which ends the streams and reaps the agents, then exit 0 (1 after an
+  // error). A second signal, a second error or the deadline: SIGKILL the
+  // agents and exit 1 at once.
+  const graceful = closeWithGrace(
+    {
+      delay: config.killGraceMs + DRAIN_MARGIN_MS,
+      logger: app.log,
+      onSecondSignal(signal) {
+        say(process.stderr, `acpd: received ${signal} during drain, forcing exit`);
+        killAgentsNow(app);
+      },
+      onSecondError(err) {
+        app.log.error({ err }, 'second error during drain, forcing exit');
+        killAgentsNow(app);
+      },
+      onTimeout(delay) {
+        app.log.error({ delay }, 'drain deadline reached, forcing exit');
+        killAgentsNow(app);
+      },
+    },
+    async ({ signal, err }) => {
+      if (err !== undefined) app.log.error({ err }, 'uncaught error, shutting down');
+      if (signal !== undefined) say(process.stderr, `acpd: received ${signal}, draining...`);
+      await app.close();
+    },
+  );
+  // Last line of defence against orphans: whatever path ends the process,
+  // no agent outlives it. After a clean close this finds nothing to kill.
+  process.once('exit', () => killAgentsNow(app));
+
+  // Node reads maxConnections on every accept, so setting it before listen()
+  // leaves no window. 0/Infinity mean "no cap": leave it unset, since 0 would
+  // refuse every connection on newer Node versions.
+  if (Number.isFinite(config.maxConnections) && config.maxConnections > 0) {
+    app.server.maxConnections = config.maxConnections;
+  }
+
+  try {
+    await app.listen({ port: config.port, host: config.listenHost });
+  } catch (err) {
+    graceful.uninstall();
+    say(process.stderr, `acpd: ${messageOf(err)}`);
+    await app.close().catch((closeErr: unknown) => app.log.error({ err: closeErr }, 'close after failed listen'));
+    process.exit(1);
+  }
+
+  const address = app.server.address();
+  const port = typeof address === 'object' && address !== null ? address.port : config.port;
+  say(
+    process.stdout,
+    `acpd listening on ${formatListenUrl(config.hostname, port)} (mode=http-bridge, workspace=${config.workspace})`,
+  );
+  say(process.stderr, `acpd: bound to workspace ${JSON.stringify(config.workspace)}`);
+  if (config.token === undefined) {
+    say(process.stderr, 'acpd: bearer auth disabled (loopback default). Set ACPD_TOKEN to enable.');
+  }
+}
+
+main().catch((err: unknown) => exitWith(messageOf(err)));

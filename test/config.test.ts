@@ -1,0 +1,515 @@
+// loadConfig: defaults, flag/env precedence, every validation rule with its
+// exact message, the boot order of those rules, argv splitting and the
+// agent's environment. Pure function tests: no app, no sockets.
+import { spawnSync } from 'node:child_process';
+import { chmodSync, mkdirSync, realpathSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import t from 'tap';
+import {
+  ConfigError,
+  ConfigSchema,
+  flagFor,
+  formatListenUrl,
+  isLoopbackHost,
+  loadConfig,
+  parseCommandLine,
+  splitCommand,
+  usage,
+  type Config,
+} from '../src/config.js';
+
+const REFUSAL_TAIL =
+  'without a bearer token. Set ACPD_TOKEN or pass --token, or rebind to loopback (127.0.0.1, localhost, ::1, or [::1]).';
+const BRACKET_TAIL =
+  `brackets indicate an IPv6 literal but the value isn't a clean [addr] form. ` +
+  'Pass the address without a trailing :port (use --port for that), e.g. "--hostname [::1] --port 4170".';
+
+// A workspace that exists for every test of this file.
+const root = realpathSync(t.testdir({ ws: { 'file.txt': 'x' }, other: {} }));
+const ws = join(root, 'ws');
+
+function load(argv: string[] = [], env: NodeJS.ProcessEnv = {}, cwd = ws): Config {
+  return loadConfig({ argv, env, cwd });
+}
+
+/** The ConfigError message thrown by `fn`, or a failure when there is none. */
+function failure(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (err) {
+    if (err instanceof ConfigError) return err.message;
+    throw err;
+  }
+  throw new Error('expected a ConfigError');
+}
+
+t.test('defaults', async (t) => {
+  const config = load();
+  t.same(config, {
+    port: 4170,
+    hostname: '127.0.0.1',
+    listenHost: '127.0.0.1',
+    isLoopback: true,
+    token: undefined,
+    workspace: ws,
+    maxSessions: 20,
+    maxConnections: 256,
+    agent: undefined,
+    dataDir: join(ws, '.acpd'),
+    initTimeoutMs: 10_000,
+    permissionTimeoutMs: 300_000,
+    killGraceMs: 5_000,
+    logLevel: 'info',
+    agentEnv: {},
+  });
+  t.equal(config.token, undefined);
+  t.equal(config.agent, undefined);
+});
+
+t.test('every setting has an environment twin', async (t) => {
+  const config = load([], {
+    ACPD_PORT: '8080',
+    ACPD_HOSTNAME: 'localhost',
+    ACPD_TOKEN: 'secret',
+    ACPD_WORKSPACE: ws,
+    ACPD_MAX_SESSIONS: '3',
+    ACPD_MAX_CONNECTIONS: '7',
+    ACPD_AGENT: 'qwen --acp',
+    ACPD_DATA_DIR: '/var/lib/acpd',
+    ACPD_INIT_TIMEOUT_MS: '500',
+    ACPD_PERMISSION_TIMEOUT_MS: '0',
+    ACPD_KILL_GRACE_MS: '100',
+    ACPD_LOG_LEVEL: 'debug',
+  }, '/');
+  t.match(config, {
+    port: 8080,
+    hostname: 'localhost',
+    token: 'secret',
+    workspace: ws,
+    maxSessions: 3,
+    maxConnections: 7,
+    agent: ['qwen', '--acp'],
+    dataDir: '/var/lib/acpd',
+    initTimeoutMs: 500,
+    permissionTimeoutMs: 0,
+    killGraceMs: 100,
+    logLevel: 'debug',
+  });
+});
+
+t.test('flags win over their environment twins', async (t) => {
+  const other = join(root, 'other');
+  const env = {
+    ACPD_PORT: '8080',
+    ACPD_HOSTNAME: 'localhost',
+    ACPD_TOKEN: 'from-env',
+    ACPD_WORKSPACE: ws,
+    ACPD_MAX_SESSIONS: '3',
+    ACPD_MAX_CONNECTIONS: '7',
+    ACPD_AGENT: 'qwen --acp',
+    ACPD_DATA_DIR: '/env/data',
+    ACPD_INIT_TIMEOUT_MS: '500',
+    ACPD_PERMISSION_TIMEOUT_MS: '600',
+    ACPD_KILL_GRACE_MS: '700',
+    ACPD_LOG_LEVEL: 'debug',
+  };
+  const config = load(
+    [
+      '--port', '9090',
+      '--hostname', '::1',
+      '--token', 'from-flag',
+      '--workspace', other,
+      '--max-sessions', '4',
+      '--max-connections', '8',
+      '--agent', 'gemini --experimental-acp',
+      '--data-dir', '/flag/data',
+      '--init-timeout-ms', '501',
+      '--permission-timeout-ms', '601',
+      '--kill-grace-ms', '701',
+      '--log-level', 'warn',
+    ],
+    env,
+  );
+  t.match(config, {
+    port: 9090,
+    hostname: '::1',
+    listenHost: '::1',
+    token: 'from-flag',
+    workspace: other,
+    maxSessions: 4,
+    maxConnections: 8,
+    agent: ['gemini', '--experimental-acp'],
+    dataDir: '/flag/data',
+    initTimeoutMs: 501,
+    permissionTimeoutMs: 601,
+    killGraceMs: 701,
+    logLevel: 'warn',
+  });
+  // Only the flag it was given overrides; the rest still come from env.
+  t.equal(load(['--port', '1'], env).maxSessions, 3);
+});
+
+t.test('--flag=value works like --flag value; the last repeat wins', async (t) => {
+  t.equal(load(['--port=1234']).port, 1234);
+  t.equal(load(['--port', '1', '--port', '2']).port, 2);
+  t.equal(load(['--token=--weird']).token, '--weird');
+});
+
+t.test('blank environment values count as unset', async (t) => {
+  const config = load([], { ACPD_PORT: '', ACPD_HOSTNAME: '  ', ACPD_WORKSPACE: '', ACPD_AGENT: ' ', ACPD_LOG_LEVEL: '' });
+  t.equal(config.port, 4170);
+  t.equal(config.hostname, '127.0.0.1');
+  t.equal(config.workspace, ws);
+  t.equal(config.agent, undefined);
+  t.equal(config.logLevel, 'info');
+});
+
+t.test('loadConfig reads only the env it is given', async (t) => {
+  process.env.ACPD_PORT = '1';
+  t.teardown(() => {
+    delete process.env.ACPD_PORT;
+  });
+  t.equal(load().port, 4170);
+});
+
+t.test('port', async (t) => {
+  t.equal(load(['--port', '0']).port, 0);
+  t.equal(load(['--port', '65535']).port, 65535);
+  t.equal(failure(() => load(['--port', '65536'])), 'Invalid --port "65536": must be an integer from 0 to 65535.');
+  t.equal(failure(() => load(['--port', '-1'])), 'Invalid --port "-1": must be an integer from 0 to 65535.');
+  t.equal(failure(() => load(['--port', 'http'])), 'Invalid --port "http": must be an integer from 0 to 65535.');
+  t.equal(failure(() => load(['--port', '80.5'])), 'Invalid --port "80.5": must be an integer from 0 to 65535.');
+  t.equal(failure(() => load(['--port', '1e400'])), 'Invalid --port "1e400": must be an integer from 0 to 65535.');
+  t.equal(failure(() => load(['--port', 'Infinity'])), 'Invalid --port "Infinity": must be an integer from 0 to 65535.');
+  t.equal(
+    failure(() => load([], { ACPD_PORT: 'abc' })),
+    'Invalid --port "abc" (from ACPD_PORT): must be an integer from 0 to 65535.',
+  );
+});
+
+t.test('token is trimmed; blank means none; a blank flag still wins', async (t) => {
+  t.equal(load([], { ACPD_TOKEN: '  abc\n' }).token, 'abc');
+  t.equal(load(['--token', ' xyz ']).token, 'xyz');
+  t.equal(load([], { ACPD_TOKEN: '   ' }).token, undefined);
+  t.equal(load(['--token', ''], { ACPD_TOKEN: 'env' }).token, undefined);
+  t.equal(load(['--token', '  '], { ACPD_TOKEN: 'env' }).token, undefined);
+});
+
+t.test('agentEnv is the environment minus ACPD_TOKEN and undefined values', async (t) => {
+  const config = load([], { ACPD_TOKEN: 'secret', OPENAI_API_KEY: 'k', PATH: '/bin', ACPD_PORT: '1', GONE: undefined });
+  t.same(config.agentEnv, { OPENAI_API_KEY: 'k', PATH: '/bin', ACPD_PORT: '1' });
+  t.notOk('ACPD_TOKEN' in config.agentEnv);
+  t.notOk('GONE' in config.agentEnv);
+  t.equal(config.token, 'secret');
+});
+
+t.test('hostname: loopback forms need no token', async (t) => {
+  for (const host of ['127.0.0.1', 'localhost', 'LocalHost', '::1', '[::1]']) {
+    const config = load(['--hostname', host]);
+    t.equal(config.isLoopback, true, host);
+    t.equal(config.hostname, host, `${host} kept as typed`);
+  }
+  t.equal(load(['--hostname', '[::1]']).listenHost, '::1');
+  t.equal(load(['--hostname', '::1']).listenHost, '::1');
+});
+
+t.test('hostname: host:port typo', async (t) => {
+  t.equal(
+    failure(() => load(['--hostname', 'h:1'])),
+    'Invalid --hostname "h:1": looks like a "host:port" combination. Use --port for the port, e.g. "--hostname <host> --port <port>".',
+  );
+  t.equal(
+    failure(() => load([], { ACPD_HOSTNAME: 'localhost:4170', ACPD_TOKEN: 't' })),
+    'Invalid --hostname "localhost:4170": looks like a "host:port" combination. Use --port for the port, e.g. "--hostname <host> --port <port>".',
+  );
+  // Raw IPv6 has at least two colons and is not a typo.
+  t.equal(load(['--hostname', 'fe80::1', '--token', 't']).listenHost, 'fe80::1');
+});
+
+t.test('hostname: non-loopback needs a token', async (t) => {
+  t.equal(failure(() => load(['--hostname', '0.0.0.0'])), `Refusing to bind 0.0.0.0:4170 ${REFUSAL_TAIL}`);
+  t.equal(
+    failure(() => load(['--hostname', '192.168.1.10', '--port', '9000'])),
+    `Refusing to bind 192.168.1.10:9000 ${REFUSAL_TAIL}`,
+  );
+  t.equal(failure(() => load(['--hostname', '0.0.0.0', '--token', '  '])), `Refusing to bind 0.0.0.0:4170 ${REFUSAL_TAIL}`);
+  const config = load(['--hostname', '0.0.0.0'], { ACPD_TOKEN: 'secret' });
+  t.equal(config.isLoopback, false);
+  t.equal(config.listenHost, '0.0.0.0');
+  t.equal(config.token, 'secret');
+});
+
+t.test('hostname: bracketed IPv6 must be a clean [addr]', async (t) => {
+  const withToken = (host: string): Config => load(['--hostname', host, '--token', 't']);
+  for (const host of ['[]', '[::1]:80', '[::1', '[a]b]', '[2001:db8::1]:8080']) {
+    t.equal(failure(() => withToken(host)), `Invalid --hostname "${host}": ${BRACKET_TAIL}`, host);
+  }
+  const config = withToken('[2001:db8::1]');
+  t.equal(config.hostname, '[2001:db8::1]');
+  t.equal(config.listenHost, '2001:db8::1');
+  t.equal(config.isLoopback, false);
+  // Without a token a non-loopback bracket form is refused first (step 3
+  // comes before step 7), as in the reference.
+  t.equal(failure(() => load(['--hostname', '[]'])), `Refusing to bind []:4170 ${REFUSAL_TAIL}`);
+  t.equal(failure(() => load(['--hostname', '[::1]:80'])), `Refusing to bind [::1]:80:4170 ${REFUSAL_TAIL}`);
+});
+
+t.test('hostname: empty is rejected', async (t) => {
+  t.equal(failure(() => load(['--hostname', ''])), 'Invalid --hostname "": must be a non-empty string.');
+});
+
+t.test('workspace', async (t) => {
+  t.equal(failure(() => load(['--workspace', 'rel/dir'])), 'Invalid --workspace "rel/dir": must be an absolute path.');
+  t.equal(failure(() => load(['--workspace', ''])), 'Invalid --workspace "": must be an absolute path.');
+  const missing = join(root, 'missing');
+  t.equal(failure(() => load(['--workspace', missing])), `Invalid --workspace "${missing}": directory does not exist.`);
+  const file = join(ws, 'file.txt');
+  t.equal(failure(() => load(['--workspace', file])), `Invalid --workspace "${file}": exists but is not a directory.`);
+  const underFile = join(file, 'sub');
+  t.equal(failure(() => load(['--workspace', underFile])), `Invalid --workspace "${underFile}": directory does not exist.`);
+  // The default is the cwd, and it is checked the same way.
+  t.equal(failure(() => load([], {}, 'relative')), 'Invalid --workspace "relative": must be an absolute path.');
+  t.equal(failure(() => load([], {}, missing)), `Invalid --workspace "${missing}": directory does not exist.`);
+});
+
+t.test('workspace is canonical: symlinks resolved, trailing slash and dots gone', async (t) => {
+  const dir = realpathSync(t.testdir({ real: {}, link: t.fixture('symlink', 'real') }));
+  t.equal(load(['--workspace', join(dir, 'link')]).workspace, join(dir, 'real'));
+  t.equal(load(['--workspace', `${dir}/real/`]).workspace, join(dir, 'real'));
+  t.equal(load(['--workspace', `${dir}/real/../real/.`]).workspace, join(dir, 'real'));
+  t.equal(load([], {}, join(dir, 'link')).workspace, join(dir, 'real'));
+});
+
+t.test('workspace: permission denied', async (t) => {
+  const dir = t.testdir({ locked: { ws: {} } });
+  const target = join(dir, 'locked', 'ws');
+  const expected = `Invalid --workspace "${target}": permission denied (EACCES). The path exists but cannot be stat'd by the current user.`;
+  if (process.getuid?.() !== 0) {
+    chmodSync(join(dir, 'locked'), 0o000);
+    try {
+      t.equal(failure(() => load(['--workspace', target])), expected);
+    } finally {
+      // Before tap removes the fixture, which it could not do through 000.
+      chmodSync(join(dir, 'locked'), 0o755);
+    }
+    return;
+  }
+  // root is never denied, so the check runs in a child as "nobody".
+  chmodSync(join(dir, 'locked'), 0o000);
+  const configModule = fileURLToPath(new URL('../src/config.js', import.meta.url));
+  const script = `
+    const { loadConfig } = await import(${JSON.stringify(configModule)});
+    try { loadConfig({ argv: ['--workspace', process.argv[1]], env: {}, cwd: '/' }); console.log('no error'); }
+    catch (err) { console.log(err.name + ': ' + err.message); }`;
+  // tap adds its instrumentation to every child through NODE_OPTIONS, and
+  // "nobody" may not write its records; `env -u` drops it for this one.
+  const run = spawnSync('/usr/bin/env', ['-u', 'NODE_OPTIONS', process.execPath, '--input-type=module', '-e', script, target], {
+    uid: 65534,
+    gid: 65534,
+    cwd: '/',
+    encoding: 'utf8',
+  });
+  t.equal(run.stderr, '');
+  t.equal(run.stdout.trim(), `ConfigError: ${expected}`);
+});
+
+t.test('max sessions and max connections: 0 or Infinity mean unlimited', async (t) => {
+  t.equal(load(['--max-sessions', '0']).maxSessions, Infinity);
+  t.equal(load(['--max-sessions', 'Infinity']).maxSessions, Infinity);
+  t.equal(load([], { ACPD_MAX_SESSIONS: 'infinity' }).maxSessions, Infinity);
+  t.equal(load(['--max-connections', '0']).maxConnections, Infinity);
+  t.equal(load(['--max-connections', 'Infinity']).maxConnections, Infinity);
+  t.equal(load(['--max-connections', '1']).maxConnections, 1);
+  t.equal(
+    failure(() => load(['--max-sessions', '-1'])),
+    'Invalid --max-sessions "-1": must be an integer >= 0 (0 = unlimited).',
+  );
+  t.equal(
+    failure(() => load(['--max-sessions', 'NaN'])),
+    'Invalid --max-sessions "NaN": must be an integer >= 0 (0 = unlimited).',
+  );
+  t.equal(
+    failure(() => load(['--max-sessions=-Infinity'])),
+    'Invalid --max-sessions "-Infinity": must be an integer >= 0 (0 = unlimited).',
+  );
+  t.equal(
+    failure(() => load(['--max-connections', '1e400'])),
+    'Invalid --max-connections "1e400": must be an integer >= 0 (0 = unlimited).',
+  );
+  t.equal(
+    failure(() => load([], { ACPD_MAX_CONNECTIONS: '-5' })),
+    'Invalid --max-connections "-5" (from ACPD_MAX_CONNECTIONS): must be an integer >= 0 (0 = unlimited).',
+  );
+  t.equal(
+    failure(() => load(['--max-connections', 'lots'])),
+    'Invalid --max-connections "lots": must be an integer >= 0 (0 = unlimited).',
+  );
+});
+
+t.test('timeouts', async (t) => {
+  t.equal(
+    failure(() => load(['--init-timeout-ms', '0'])),
+    'Invalid --init-timeout-ms "0": must be an integer from 1 to 2147483647.',
+  );
+  t.equal(load(['--permission-timeout-ms', '0']).permissionTimeoutMs, 0);
+  t.equal(load(['--kill-grace-ms', '0']).killGraceMs, 0);
+  t.equal(
+    failure(() => load(['--kill-grace-ms', '2147483648'])),
+    'Invalid --kill-grace-ms "2147483648": must be an integer from 0 to 2147483647.',
+  );
+  t.equal(
+    failure(() => load(['--permission-timeout-ms', '-1'])),
+    'Invalid --permission-timeout-ms "-1": must be an integer from 0 to 2147483647.',
+  );
+  t.equal(
+    failure(() => load([], { ACPD_INIT_TIMEOUT_MS: '1.5' })),
+    'Invalid --init-timeout-ms "1.5" (from ACPD_INIT_TIMEOUT_MS): must be an integer from 1 to 2147483647.',
+  );
+});
+
+t.test('log level', async (t) => {
+  t.equal(load(['--log-level', 'trace']).logLevel, 'trace');
+  t.equal(load([], { ACPD_LOG_LEVEL: 'DEBUG' }).logLevel, 'debug');
+  t.equal(load(['--log-level', 'silent']).logLevel, 'silent');
+  t.equal(
+    failure(() => load(['--log-level', 'loud'])),
+    'Invalid --log-level "loud": must be one of fatal, error, warn, info, debug, trace, silent.',
+  );
+});
+
+t.test('data dir: default under the workspace, relative resolved against cwd', async (t) => {
+  t.equal(load().dataDir, join(ws, '.acpd'));
+  t.equal(load(['--workspace', join(root, 'other')]).dataDir, join(root, 'other', '.acpd'));
+  t.equal(load(['--data-dir', 'state'], {}, ws).dataDir, join(ws, 'state'));
+  t.equal(load([], { ACPD_DATA_DIR: '/srv/acpd/' }).dataDir, '/srv/acpd');
+  t.equal(failure(() => load(['--data-dir', ''])), 'Invalid --data-dir "": must be a non-empty string.');
+});
+
+t.test('agent command is split into argv without a shell', async (t) => {
+  t.same(load(['--agent', 'qwen --acp']).agent, ['qwen', '--acp']);
+  t.same(load(['--agent', '  node   /opt/agent.js\t--acp\n']).agent, ['node', '/opt/agent.js', '--acp']);
+  t.same(load([], { ACPD_AGENT: `"/opt/my agent/bin" --name 'a b'` }).agent, ['/opt/my agent/bin', '--name', 'a b']);
+  t.same(load(['--agent', 'echo $HOME | rm -rf / ; `x` *']).agent, ['echo', '$HOME', '|', 'rm', '-rf', '/', ';', '`x`', '*']);
+  t.equal(failure(() => load(['--agent', ''])), 'Invalid --agent "": the command is empty.');
+  t.equal(failure(() => load(['--agent', '""'])), 'Invalid --agent """": the command is empty.');
+  t.equal(failure(() => load(['--agent', `qwen "--acp`])), 'Invalid --agent "qwen "--acp": a double quote is not closed.');
+  t.equal(failure(() => load([], { ACPD_AGENT: `qwen 'x` })), `Invalid ACPD_AGENT "qwen 'x": a single quote is not closed.`);
+  t.equal(failure(() => load(['--agent', 'qwen \\'])), 'Invalid --agent "qwen \\": it ends with a lone backslash.');
+});
+
+t.test('splitCommand', async (t) => {
+  const cases: Array<[string, string[]]> = [
+    ['', []],
+    ['   ', []],
+    ['a', ['a']],
+    ['a b\tc\nd', ['a', 'b', 'c', 'd']],
+    [`'a b' "c d"`, ['a b', 'c d']],
+    [`a"b c"d`, ['ab cd']],
+    [`''`, ['']],
+    [`a '' b`, ['a', '', 'b']],
+    ['a\\ b', ['a b']],
+    ['\\"a\\"', ['"a"']],
+    ['\\\\', ['\\']],
+    [`"say \\"hi\\""`, ['say "hi"']],
+    [`"back\\\\slash"`, ['back\\slash']],
+    [`"\\$HOME \\x"`, ['$HOME \\x']],
+    [`"C:\\dir\\file"`, ['C:\\dir\\file']],
+    [`'no \\escape "here"'`, ['no \\escape "here"']],
+    [`"it's"`, [`it's`]],
+    [`'say "x"'`, ['say "x"']],
+    ['a \\\nb', ['a', 'b']],
+    ['"a\\\nb"', ['ab']],
+  ];
+  for (const [input, expected] of cases) t.same(splitCommand(input), expected, JSON.stringify(input));
+  t.throws(() => splitCommand('"open'), SyntaxError);
+  t.throws(() => splitCommand(`'open`), SyntaxError);
+  t.throws(() => splitCommand('trailing\\'), SyntaxError);
+});
+
+t.test('command line: unknown options, positionals and missing values', async (t) => {
+  t.equal(failure(() => load(['--nope'])), 'Unknown option "--nope". Run "acpd --help" for the list of options.');
+  t.equal(failure(() => load(['-x'])), 'Unknown option "-x". Run "acpd --help" for the list of options.');
+  t.equal(failure(() => load(['--PORT', '1'])), 'Unknown option "--PORT". Run "acpd --help" for the list of options.');
+  t.equal(
+    failure(() => load(['serve'])),
+    'Unexpected argument "serve": acpd takes only options. Run "acpd --help" for the list.',
+  );
+  t.equal(failure(() => load(['--', 'x'])), 'Unexpected "--": acpd takes no positional arguments.');
+  t.equal(failure(() => load(['--port'])), 'Option "--port" needs a value, e.g. "--port <value>".');
+  t.equal(
+    failure(() => load(['--port', '--hostname', 'x'])),
+    'Option "--port" is followed by "--hostname", which looks like another option. If that is really the value, write "--port=--hostname".',
+  );
+  const err = (() => {
+    try {
+      load(['--nope']);
+    } catch (caught) {
+      return caught;
+    }
+    return undefined;
+  })();
+  t.ok(err instanceof ConfigError);
+  t.ok(err instanceof Error);
+  t.equal(err instanceof Error ? err.name : '', 'ConfigError');
+});
+
+t.test('--help wins over everything else', async (t) => {
+  t.same(parseCommandLine(['--help']), { help: true, values: {} });
+  t.same(parseCommandLine(['-h', '--nope', 'positional']), { help: true, values: {} });
+  t.same(parseCommandLine(['--port', '1']), { help: false, values: { ACPD_PORT: '1' } });
+  const text = usage();
+  for (const name of Object.keys(ConfigSchema.properties)) t.match(text, name);
+  for (const flag of ['--port', '--hostname', '--token', '--workspace', '--max-sessions', '--max-connections', '--agent', '--data-dir', '--init-timeout-ms', '--permission-timeout-ms', '--kill-grace-ms', '--log-level', '--help']) {
+    t.match(text, flag);
+  }
+  t.equal(flagFor('ACPD_PERMISSION_TIMEOUT_MS'), '--permission-timeout-ms');
+});
+
+t.test('validation order follows the reference boot sequence', async (t) => {
+  const missing = join(root, 'missing');
+  // host:port typo (2) before the refusal (3)
+  t.match(failure(() => load(['--hostname', 'h:1'])), /host:port/);
+  // refusal (3) before workspace (4) and the session cap (5)
+  t.match(failure(() => load(['--hostname', '0.0.0.0', '--workspace', missing, '--max-sessions', '-1'])), /^Refusing to bind/);
+  // a bad port is reported before the refusal that would print it
+  t.match(failure(() => load(['--hostname', '0.0.0.0', '--port', 'x'])), /^Invalid --port/);
+  // workspace (4) before the session cap (5)
+  t.match(failure(() => load(['--workspace', missing, '--max-sessions', '-1'])), /^Invalid --workspace/);
+  // session cap (5) before the brackets (7)
+  t.match(failure(() => load(['--hostname', '[]', '--token', 't', '--max-sessions', '-1'])), /^Invalid --max-sessions/);
+  // brackets (7) before the connection cap (8)
+  t.match(failure(() => load(['--hostname', '[]', '--token', 't', '--max-connections', '-1'])), /brackets/);
+  // the connection cap (8) before the rest
+  t.match(failure(() => load(['--max-connections', '-1', '--log-level', 'x'])), /^Invalid --max-connections/);
+  // unknown flags fail before any value is looked at
+  t.match(failure(() => load(['--hostname', '0.0.0.0', '--nope'])), /^Unknown option/);
+});
+
+t.test('isLoopbackHost', async (t) => {
+  for (const host of ['127.0.0.1', 'localhost', 'LOCALHOST', '::1', '[::1]']) t.equal(isLoopbackHost(host), true, host);
+  for (const host of ['0.0.0.0', '127.0.0.2', '::', '[::]', 'example.com', '', 'localhost.', '0:0:0:0:0:0:0:1']) {
+    t.equal(isLoopbackHost(host), false, host);
+  }
+});
+
+t.test('formatListenUrl', async (t) => {
+  t.equal(formatListenUrl('127.0.0.1', 4170), 'http://127.0.0.1:4170');
+  t.equal(formatListenUrl('Localhost', 1234), 'http://Localhost:1234');
+  t.equal(formatListenUrl('0.0.0.0', 1), 'http://0.0.0.0:1');
+  t.equal(formatListenUrl('::1', 80), 'http://[::1]:80');
+  t.equal(formatListenUrl('[::1]', 80), 'http://[::1]:80');
+  t.equal(formatListenUrl('fe80::1%lo0', 5), 'http://[fe80::1%25lo0]:5');
+  t.equal(formatListenUrl('[fe80::1%25lo0]', 5), 'http://[fe80::1%25lo0]:5');
+});
+
+t.test('a fresh Config per call; the input env is not modified', async (t) => {
+  const env = { ACPD_TOKEN: 'x', KEEP: 'y' };
+  const a = load([], env);
+  const b = load([], env);
+  t.not(a, b);
+  t.not(a.agentEnv, b.agentEnv);
+  t.same(env, { ACPD_TOKEN: 'x', KEEP: 'y' });
+  mkdirSync(join(root, 'made-later'));
+  t.equal(load(['--workspace', join(root, 'made-later')]).workspace, join(root, 'made-later'));
+});

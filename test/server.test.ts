@@ -1,0 +1,308 @@
+// The acpd executable as a real process: the start-up lines tools parse,
+// /health over a real socket, the connection cap, the refusal to listen
+// beyond loopback without a token, and shutdown on SIGTERM/SIGINT leaving
+// no process behind (checked against /proc, by pid, start time and group).
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readdirSync, readFileSync, realpathSync } from 'node:fs';
+import { connect, createServer, type Socket } from 'node:net';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import t, { type Test } from 'tap';
+
+const SERVER = fileURLToPath(new URL('../src/server.js', import.meta.url));
+const LISTENING = /^acpd listening on (http:\/\/(\S+):(\d+)) \(mode=http-bridge, workspace=(.*)\)$/m;
+const STARTUP_TIMEOUT_MS = 30_000;
+
+type Exit = { code: number | null; signal: NodeJS.Signals | null };
+
+type Daemon = {
+  child: ChildProcess;
+  pid: number;
+  stdout: () => string;
+  stderr: () => string;
+  /** Resolves once the process has exited and its pipes are drained. */
+  exited: Promise<Exit>;
+};
+
+// The daemon gets a clean environment: nothing of ours that starts with ACPD_.
+function baseEnv(): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [key, value] of Object.entries(process.env)) {
+    if (value !== undefined && !key.startsWith('ACPD_')) env[key] = value;
+  }
+  return env;
+}
+
+function startDaemon(t: Test, args: string[], env: Record<string, string> = {}): Daemon {
+  const child = spawn(process.execPath, [SERVER, ...args], {
+    env: { ...baseEnv(), ACPD_LOG_LEVEL: 'warn', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
+    stdout += chunk;
+  });
+  child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
+    stderr += chunk;
+  });
+  const exited = new Promise<Exit>((resolve) => {
+    child.once('close', (code, signal) => resolve({ code, signal }));
+  });
+  t.teardown(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  });
+  if (child.pid === undefined) throw new Error('spawn failed');
+  return { child, pid: child.pid, stdout: () => stdout, stderr: () => stderr, exited };
+}
+
+/** Waits for the start line; fails with the daemon's output if it exits first. */
+async function listening(daemon: Daemon): Promise<{ url: string; host: string; port: number; workspace: string }> {
+  const deadline = Date.now() + STARTUP_TIMEOUT_MS;
+  let exit: Exit | undefined;
+  void daemon.exited.then((value) => {
+    exit = value;
+  });
+  for (;;) {
+    const match = LISTENING.exec(daemon.stdout());
+    if (match) return { url: match[1], host: match[2], port: Number(match[3]), workspace: match[4] };
+    if (exit !== undefined || Date.now() > deadline) {
+      throw new Error(
+        `acpd did not start (exit ${JSON.stringify(exit)}):\nstdout: ${daemon.stdout()}\nstderr: ${daemon.stderr()}`,
+      );
+    }
+    await new Promise<void>((resolve) => {
+      const wake = (): void => resolve();
+      daemon.child.stdout?.once('data', wake);
+      daemon.child.once('close', wake);
+      setTimeout(wake, 100).unref();
+    });
+  }
+}
+
+type Proc = { pid: number; ppid: number; pgid: number; state: string; start: string };
+
+/** Every process on the machine, from /proc/<pid>/stat. */
+function processTable(): Proc[] {
+  const table: Proc[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+    } catch {
+      continue; // it exited while we looked
+    }
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    table.push({ pid: Number(entry), state: fields[0], ppid: Number(fields[1]), pgid: Number(fields[2]), start: fields[19] });
+  }
+  return table;
+}
+
+function descendantsOf(pid: number): Proc[] {
+  const table = processTable();
+  const found: Proc[] = [];
+  const queue = [pid];
+  while (queue.length > 0) {
+    const parent = queue.shift();
+    for (const proc of table) {
+      if (proc.ppid === parent) {
+        found.push(proc);
+        queue.push(proc.pid);
+      }
+    }
+  }
+  return found;
+}
+
+/**
+ * Which of `procs` (same pid and start time, so not a recycled pid) still
+ * run, plus anything left in their own process groups. Zombies are dead.
+ */
+function survivors(procs: Proc[], sharedGroup: number): Proc[] {
+  const groups = new Set(procs.map((proc) => proc.pgid).filter((pgid) => pgid !== sharedGroup));
+  return processTable().filter(
+    (proc) =>
+      proc.state !== 'Z' &&
+      (procs.some((old) => old.pid === proc.pid && old.start === proc.start) || groups.has(proc.pgid)),
+  );
+}
+
+function ownGroup(): number {
+  const self = processTable().find((proc) => proc.pid === process.pid);
+  if (self === undefined) throw new Error('cannot find this process in /proc');
+  return self.pgid;
+}
+
+/** SIGKILL whatever is left of `procs` if a test fails half-way. */
+function reapOnTeardown(t: Test, procs: () => Proc[]): void {
+  t.teardown(() => {
+    for (const proc of survivors(procs(), ownGroup())) {
+      try {
+        process.kill(proc.pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+  });
+}
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address();
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  if (typeof address !== 'object' || address === null) throw new Error('no port');
+  return address.port;
+}
+
+async function connectOutcome(port: number): Promise<string> {
+  return new Promise((resolve) => {
+    const socket = connect(port, '127.0.0.1');
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve('connected');
+    });
+    socket.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
+  });
+}
+
+/** A workspace and a data directory (t.testdir gives one directory per test). */
+function dirs(t: Test): { workspace: string; dataDir: string } {
+  const root = realpathSync(t.testdir({ ws: { 'README.md': '# fixture workspace\n' }, data: {} }));
+  return { workspace: join(root, 'ws'), dataDir: join(root, 'data') };
+}
+
+t.test('starts on an ephemeral port, answers /health, drains on SIGTERM and leaves no process behind', async (t) => {
+  const { workspace, dataDir } = dirs(t);
+  const daemon = startDaemon(t, ['--port', '0', '--workspace', workspace, '--data-dir', dataDir]);
+  let seen: Proc[] = [];
+  reapOnTeardown(t, () => seen);
+
+  const started = await listening(daemon);
+  t.equal(started.host, '127.0.0.1');
+  t.not(started.port, 0, 'the real port is printed, not 0');
+  t.equal(started.workspace, workspace);
+
+  const health = await fetch(`${started.url}/health`);
+  t.equal(health.status, 200);
+  await health.body?.cancel();
+
+  // A session makes the daemon start its agent, so there is something to reap.
+  const created = await fetch(`${started.url}/session`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ cwd: workspace }),
+  });
+  t.equal(created.status, 200, 'session created');
+  await created.body?.cancel();
+  seen = descendantsOf(daemon.pid);
+  t.ok(seen.length > 0, 'the agent runs as a descendant of the daemon');
+
+  daemon.child.kill('SIGTERM');
+  const exit = await daemon.exited;
+  t.same(exit, { code: 0, signal: null }, 'exit code 0');
+  // stderr is complete once the process has closed its pipes.
+  t.match(daemon.stderr(), `acpd: bound to workspace ${JSON.stringify(workspace)}\n`);
+  t.match(daemon.stderr(), 'acpd: bearer auth disabled (loopback default). Set ACPD_TOKEN to enable.\n');
+  t.match(daemon.stderr(), 'acpd: received SIGTERM, draining...');
+  t.same(survivors(seen, ownGroup()), [], 'no agent process or process group outlives the daemon');
+  t.equal(await connectOutcome(started.port), 'ECONNREFUSED', 'the port is closed');
+});
+
+t.test('SIGINT drains the same way', async (t) => {
+  const { workspace, dataDir } = dirs(t);
+  const daemon = startDaemon(t, ['--port', '0', '--workspace', workspace, '--data-dir', dataDir]);
+  const started = await listening(daemon);
+  const health = await fetch(`${started.url}/health`);
+  t.equal(health.status, 200);
+  await health.body?.cancel();
+  const seen = descendantsOf(daemon.pid);
+  reapOnTeardown(t, () => seen);
+  daemon.child.kill('SIGINT');
+  t.same(await daemon.exited, { code: 0, signal: null });
+  t.match(daemon.stderr(), 'acpd: received SIGINT, draining...');
+  t.same(survivors(seen, ownGroup()), []);
+});
+
+t.test('refuses a non-loopback bind without a token, and listens on nothing', async (t) => {
+  const { workspace } = dirs(t);
+  const port = await freePort();
+  const daemon = startDaemon(t, ['--hostname', '0.0.0.0', '--port', String(port), '--workspace', workspace]);
+  t.same(await daemon.exited, { code: 1, signal: null });
+  t.equal(
+    daemon.stderr(),
+    `acpd: Refusing to bind 0.0.0.0:${port} without a bearer token. ` +
+      'Set ACPD_TOKEN or pass --token, or rebind to loopback (127.0.0.1, localhost, ::1, or [::1]).\n',
+  );
+  t.notMatch(daemon.stdout(), 'listening');
+  t.equal(await connectOutcome(port), 'ECONNREFUSED');
+});
+
+t.test('a token from ACPD_TOKEN enables auth quietly; --token warns about /proc/<pid>/cmdline', async (t) => {
+  const { workspace } = dirs(t);
+
+  const fromEnv = startDaemon(t, ['--port', '0', '--workspace', workspace], { ACPD_TOKEN: 'secret' });
+  await listening(fromEnv);
+  fromEnv.child.kill('SIGTERM');
+  t.same(await fromEnv.exited, { code: 0, signal: null });
+  t.match(fromEnv.stderr(), 'acpd: bound to workspace');
+  t.notMatch(fromEnv.stderr(), 'bearer auth disabled');
+  t.notMatch(fromEnv.stderr(), '/cmdline');
+
+  const fromFlag = startDaemon(t, ['--port', '0', '--workspace', workspace, '--token', 'secret']);
+  await listening(fromFlag);
+  fromFlag.child.kill('SIGTERM');
+  t.same(await fromFlag.exited, { code: 0, signal: null });
+  t.match(fromFlag.stderr(), `/proc/${fromFlag.pid}/cmdline`);
+  t.match(fromFlag.stderr(), 'ACPD_TOKEN');
+  t.notMatch(fromFlag.stderr(), 'bearer auth disabled');
+});
+
+t.test('--max-connections caps open connections at the listener', async (t) => {
+  const { workspace } = dirs(t);
+  const daemon = startDaemon(t, ['--port', '0', '--workspace', workspace, '--max-connections', '1']);
+  const started = await listening(daemon);
+
+  // Hold the one allowed connection open with a keep-alive request; once its
+  // answer arrives the server has certainly accepted it.
+  const held: Socket = connect(started.port, '127.0.0.1');
+  t.teardown(() => {
+    held.destroy();
+  });
+  await new Promise<void>((resolve, reject) => {
+    held.once('error', reject);
+    held.once('data', () => resolve());
+    held.write('GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: keep-alive\r\n\r\n');
+  });
+
+  await t.rejects(fetch(`${started.url}/health`), 'a second connection is dropped');
+  held.destroy();
+  daemon.child.kill('SIGTERM');
+  t.same(await daemon.exited, { code: 0, signal: null });
+});
+
+t.test('bad configuration: "acpd: <message>" on stderr, exit 1', async (t) => {
+  const { workspace } = dirs(t);
+  const unknown = startDaemon(t, ['--nope']);
+  t.same(await unknown.exited, { code: 1, signal: null });
+  t.equal(unknown.stderr(), 'acpd: Unknown option "--nope". Run "acpd --help" for the list of options.\n');
+
+  const typo = startDaemon(t, ['--hostname', 'localhost:4170', '--workspace', workspace]);
+  t.same(await typo.exited, { code: 1, signal: null });
+  t.match(typo.stderr(), /^acpd: Invalid --hostname "localhost:4170": looks like a "host:port" combination\./);
+
+  const relative = startDaemon(t, ['--port', '0'], { ACPD_WORKSPACE: 'not/absolute' });
+  t.same(await relative.exited, { code: 1, signal: null });
+  t.equal(relative.stderr(), 'acpd: Invalid --workspace "not/absolute": must be an absolute path.\n');
+  t.equal(relative.stdout(), '');
+});
+
+t.test('--help prints the options and exits 0', async (t) => {
+  const help = startDaemon(t, ['--help', '--nope']);
+  t.same(await help.exited, { code: 0, signal: null });
+  t.match(help.stdout(), /^Usage: acpd \[options\]/);
+  for (const flag of ['--port', '--hostname', '--token', '--workspace', '--agent', '--data-dir']) t.match(help.stdout(), flag);
+  t.equal(help.stderr(), '');
+});
