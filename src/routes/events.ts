@@ -5,6 +5,7 @@
  */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyBaseLogger } from 'fastify';
+import type { SSEMessage } from '@fastify/sse';
 import { sessionEvents } from '../schemas/sessions.js';
 
 export const SSE_RETRY_MS = 3000;
@@ -37,14 +38,23 @@ const eventRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const ac = new AbortController();
       const events = app.sessions.subscribe(sessionId, { lastEventId, signal: ac.signal });
       const sse = reply.sse;
-      sse.onClose(() => ac.abort());
+      // A write blocked on back-pressure waits in @fastify/sse for 'drain' or
+      // 'error' only; a client that goes away meanwhile sends neither, so the
+      // socket's close has to end that wait too, or this handler never returns.
+      const closed = new Promise<void>((resolve) => {
+        sse.onClose(() => {
+          ac.abort();
+          resolve();
+        });
+      });
+      const send = (message: SSEMessage) => Promise.race([sse.send(message), closed]);
       reply.header('Cache-Control', 'no-cache, no-transform');
       try {
-        await sse.send({ retry: SSE_RETRY_MS, data: undefined });
+        await send({ retry: SSE_RETRY_MS, data: undefined });
         for await (const ev of events) {
           if (!sse.isConnected) break;
           const { id, type } = ev.envelope;
-          await sse.send({ id: id === undefined ? undefined : String(id), event: type, data: ev.json });
+          await send({ id: id === undefined ? undefined : String(id), event: type, data: ev.json });
         }
       } catch (err) {
         if (sse.isConnected) {

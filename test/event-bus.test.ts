@@ -1,0 +1,477 @@
+// EventBus on its own (no HTTP): ids, the replay ring, synchronous
+// registration, the per-subscriber live cap and eviction, abort, close, the
+// subscriber cap and the iterator protocol. Everything here is synchronous
+// or microtask-driven, so no test waits on time.
+import { getEventListeners } from 'node:events';
+import t from 'tap';
+import { SubscriberLimitExceededError } from '../src/errors.js';
+import {
+  DEFAULT_MAX_QUEUED,
+  DEFAULT_MAX_SUBSCRIBERS,
+  DEFAULT_RING_SIZE,
+  EventBus,
+  type BusEvent,
+  type EventEnvelope,
+} from '../src/services/event-bus.js';
+
+type Sub = AsyncIterableIterator<BusEvent>;
+
+/** Reads every item until the iterator is done (bounded, so a bug cannot hang the test). */
+async function drain(sub: Sub, bound = 100_000): Promise<EventEnvelope[]> {
+  const out: EventEnvelope[] = [];
+  for (let i = 0; i < bound; i++) {
+    const r = await sub.next();
+    if (r.done) return out;
+    out.push(r.value.envelope);
+  }
+  throw new Error(`iterator still not done after ${bound} items`);
+}
+
+/** Reads exactly `n` items; fails if the iterator ends first. */
+async function take(sub: Sub, n: number): Promise<EventEnvelope[]> {
+  const out: EventEnvelope[] = [];
+  for (let i = 0; i < n; i++) {
+    const r = await sub.next();
+    if (r.done) throw new Error(`iterator ended after ${i} of ${n} items`);
+    out.push(r.value.envelope);
+  }
+  return out;
+}
+
+function ids(envs: EventEnvelope[]): (number | undefined)[] {
+  return envs.map((e) => e.id);
+}
+
+function range(from: number, to: number): number[] {
+  return Array.from({ length: to - from + 1 }, (_, i) => from + i);
+}
+
+function publishN(bus: EventBus, n: number, type = 'tick'): void {
+  for (let i = 0; i < n; i++) bus.publish(type, { i });
+}
+
+/** Whether `p` is still pending once every queued microtask and one macrotask turn have run. */
+async function stillPending(p: Promise<unknown>): Promise<boolean> {
+  let settled = false;
+  p.then(
+    () => {
+      settled = true;
+    },
+    () => {
+      settled = true;
+    },
+  );
+  await new Promise<void>((resolve) => setImmediate(resolve));
+  return !settled;
+}
+
+/** What `fn` throws (undefined when it returns). */
+function thrownBy(fn: () => unknown): unknown {
+  try {
+    fn();
+  } catch (err) {
+    return err;
+  }
+  return undefined;
+}
+
+function abortListeners(signal: AbortSignal): number {
+  return getEventListeners(signal, 'abort').length;
+}
+
+t.test('defaults match the contract constants', async (t) => {
+  t.equal(DEFAULT_RING_SIZE, 4000);
+  t.equal(DEFAULT_MAX_QUEUED, 256);
+  t.equal(DEFAULT_MAX_SUBSCRIBERS, 64);
+});
+
+t.test('ids start at 1 and increase by one; envelopes are {id, v:1, type, data} serialized once', async (t) => {
+  const bus = new EventBus();
+  t.equal(bus.lastEventId, 0, 'no event yet');
+  const a = bus.publish('one', { x: 1 });
+  const b = bus.publish('two', null);
+  const c = bus.publish('three', 'text');
+  t.strictSame(a, { id: 1, v: 1, type: 'one', data: { x: 1 } });
+  t.strictSame(b, { id: 2, v: 1, type: 'two', data: null });
+  t.strictSame(c, { id: 3, v: 1, type: 'three', data: 'text' });
+  t.equal(bus.lastEventId, 3);
+
+  const s1 = bus.subscribe({ lastEventId: 0 });
+  const s2 = bus.subscribe({ lastEventId: 0 });
+  const r1 = await s1.next();
+  const r2 = await s2.next();
+  t.notOk(r1.done);
+  t.notOk(r2.done);
+  if (r1.done || r2.done) return;
+  t.equal(r1.value.json, '{"id":1,"v":1,"type":"one","data":{"x":1}}', 'key order id, v, type, data');
+  t.equal(r1.value, r2.value, 'the same serialized event object goes to every subscriber');
+  t.notOk('originatorClientId' in r1.value.envelope, 'originatorClientId is never set');
+
+  const many = new EventBus();
+  const got: number[] = [];
+  for (let i = 0; i < 50; i++) got.push(many.publish('x', i)?.id ?? -1);
+  t.strictSame(got, range(1, 50), 'strictly increasing, no gaps');
+});
+
+t.test('publish on a closed bus returns undefined and assigns no id', async (t) => {
+  const bus = new EventBus();
+  bus.publish('a', 1);
+  bus.close();
+  t.ok(bus.isClosed);
+  t.equal(bus.publish('b', 2), undefined);
+  t.equal(bus.lastEventId, 1, 'the id counter did not move');
+  t.doesNotThrow(() => bus.close(), 'close is idempotent');
+});
+
+t.test('registration is synchronous: events published before iterating are delivered', async (t) => {
+  const bus = new EventBus();
+  bus.publish('before', 0);
+  const sub = bus.subscribe();
+  t.equal(bus.subscriberCount, 1, 'counted as soon as subscribe returns');
+  bus.publish('after', 1);
+  bus.publish('after', 2);
+  bus.close();
+  const got = await drain(sub);
+  t.strictSame(ids(got), [2, 3], 'no replay without lastEventId, both live events delivered');
+});
+
+t.test('a pending next() is resolved directly by the next publish', async (t) => {
+  const bus = new EventBus({ maxQueued: 1 });
+  const sub = bus.subscribe();
+  for (let i = 1; i <= 5; i++) {
+    const p = sub.next();
+    t.ok(await stillPending(p), 'nothing to read yet');
+    bus.publish('tick', i);
+    const r = await p;
+    t.equal(r.done ? undefined : r.value.envelope.id, i);
+  }
+  t.equal(bus.subscriberCount, 1, 'a consumer that keeps up is never evicted, even with maxQueued 1');
+});
+
+t.test('replay with lastEventId', async (t) => {
+  /** Subscribes with `lastEventId`, publishes one live marker, closes, and returns every id received. */
+  async function replayed(bus: EventBus, lastEventId: number | undefined): Promise<(number | undefined)[]> {
+    const sub = bus.subscribe(lastEventId === undefined ? {} : { lastEventId });
+    const live = bus.publish('live', null);
+    bus.close();
+    const got = await drain(sub);
+    t.equal(got.at(-1)?.id, live?.id, 'the live event comes after the replay');
+    return ids(got);
+  }
+  function busWith(n: number, ringSize = 10): EventBus {
+    const bus = new EventBus({ ringSize });
+    publishN(bus, n);
+    return bus;
+  }
+
+  t.strictSame(await replayed(busWith(5), 0), [1, 2, 3, 4, 5, 6], '0 replays the whole ring');
+  t.strictSame(await replayed(busWith(5), 2), [3, 4, 5, 6], 'n replays the events after n');
+  t.strictSame(await replayed(busWith(5), 4), [5, 6]);
+  t.strictSame(await replayed(busWith(5), 5), [6], 'equal to the current id replays nothing');
+  t.strictSame(await replayed(busWith(5), 1000), [6], 'beyond the current id replays nothing');
+  t.strictSame(await replayed(busWith(5), Number.MAX_SAFE_INTEGER), [6]);
+  t.strictSame(await replayed(busWith(5), undefined), [6], 'no lastEventId: live only');
+  t.strictSame(await replayed(busWith(0), 0), [1], 'empty ring: nothing to replay');
+
+  // Ring of 5 after 8 events holds 4..8.
+  t.strictSame(await replayed(busWith(8, 5), 0), [4, 5, 6, 7, 8, 9]);
+  t.strictSame(await replayed(busWith(8, 5), 1), [4, 5, 6, 7, 8, 9], 'predating the ring starts at the oldest');
+  t.strictSame(await replayed(busWith(8, 5), 3), [4, 5, 6, 7, 8, 9], 'just before the oldest');
+  t.strictSame(await replayed(busWith(8, 5), 4), [5, 6, 7, 8, 9], 'the oldest itself');
+  t.strictSame(await replayed(busWith(8, 5), 7), [8, 9]);
+  t.strictSame(await replayed(busWith(8, 5), 8), [9]);
+});
+
+t.test('replay is a snapshot: events published later arrive once, as live events', async (t) => {
+  const bus = new EventBus();
+  publishN(bus, 3);
+  const sub = bus.subscribe({ lastEventId: 1 });
+  t.strictSame(ids(await take(sub, 1)), [2]);
+  publishN(bus, 2);
+  bus.close();
+  t.strictSame(ids(await drain(sub)), [3, 4, 5], 'no duplicates, no gaps');
+});
+
+t.test('the ring keeps only the newest ringSize events', async (t) => {
+  const bus = new EventBus({ ringSize: 5 });
+  publishN(bus, 12);
+  const sub = bus.subscribe({ lastEventId: 0 });
+  bus.close();
+  t.strictSame(ids(await drain(sub)), range(8, 12));
+
+  const wrapped = new EventBus({ ringSize: 5 });
+  for (let round = 0; round < 4; round++) {
+    publishN(wrapped, 3);
+    const s = wrapped.subscribe({ lastEventId: 0 });
+    const last = wrapped.lastEventId;
+    const got = ids(await take(s, Math.min(5, last)));
+    t.strictSame(got, range(Math.max(1, last - 4), last), `ring contents after ${last} events`);
+    await s.return?.();
+  }
+});
+
+t.test('replayed frames do not count toward maxQueued', async (t) => {
+  const bus = new EventBus({ maxQueued: 3 });
+  publishN(bus, 50);
+  const sub = bus.subscribe({ lastEventId: 0 });
+  publishN(bus, 3);
+  t.equal(bus.subscriberCount, 1, '50 replayed + 3 live is within a cap of 3 live');
+
+  // Reading some replay must not make room for more live events.
+  t.strictSame(ids(await take(sub, 10)), range(1, 10));
+  publishN(bus, 1);
+  t.equal(bus.subscriberCount, 0, 'the 4th waiting live event evicts');
+  const rest = await drain(sub);
+  t.strictSame(ids(rest.slice(0, -1)), range(11, 53), 'remaining replay and the 3 live events that fit');
+  t.strictSame(rest.at(-1), {
+    v: 1,
+    type: 'client_evicted',
+    data: { reason: 'queue_overflow', droppedAfter: 54 },
+  });
+});
+
+t.test('consuming live events makes room again', async (t) => {
+  const bus = new EventBus({ maxQueued: 2 });
+  const sub = bus.subscribe();
+  publishN(bus, 2);
+  t.strictSame(ids(await take(sub, 1)), [1]);
+  publishN(bus, 1);
+  t.equal(bus.subscriberCount, 1, 'one was consumed, so the third fits');
+  publishN(bus, 1);
+  t.equal(bus.subscriberCount, 0, 'now 3 would be waiting');
+  await sub.return?.();
+});
+
+t.test('eviction: buffered frames, then client_evicted without id, then done; others unaffected', async (t) => {
+  const maxQueued = 4;
+  const bus = new EventBus({ maxQueued });
+  const signal = new AbortController().signal;
+  const slow = bus.subscribe({ signal });
+  const fast = bus.subscribe();
+  t.equal(abortListeners(signal), 1);
+
+  const fastGot: EventEnvelope[] = [];
+  for (let i = 0; i < maxQueued; i++) {
+    bus.publish('tick', i);
+    fastGot.push(...(await take(fast, 1)));
+  }
+  t.equal(bus.subscriberCount, 2, 'exactly maxQueued waiting live frames is still fine');
+
+  const overflow = bus.publish('tick', 'overflow');
+  t.equal(overflow?.id, 5);
+  t.equal(bus.subscriberCount, 1, 'the slow subscriber is gone from the bus at once');
+  t.equal(abortListeners(signal), 0, 'its abort listener is detached');
+  fastGot.push(...(await take(fast, 1)));
+
+  bus.publish('tick', 'later');
+  fastGot.push(...(await take(fast, 1)));
+  t.strictSame(ids(fastGot), [1, 2, 3, 4, 5, 6], 'the other subscriber got every event, including the overflow one');
+
+  const slowGot = await drain(slow);
+  t.strictSame(ids(slowGot.slice(0, -1)), [1, 2, 3, 4], 'buffered frames are still delivered');
+  const evicted = slowGot.at(-1);
+  t.strictSame(evicted, { v: 1, type: 'client_evicted', data: { reason: 'queue_overflow', droppedAfter: 5 } });
+  t.notOk(evicted !== undefined && 'id' in evicted, 'the synthetic frame carries no id key at all');
+  t.same(await slow.next(), { value: undefined, done: true }, 'done stays done');
+
+  const late = bus.subscribe({ lastEventId: 0 });
+  bus.close();
+  t.strictSame(ids(await drain(late)), [1, 2, 3, 4, 5, 6], 'the overflowing event still entered the ring, the synthetic one did not');
+  t.equal(bus.lastEventId, 6, 'eviction consumed no id');
+});
+
+t.test('per-subscription maxQueued overrides the bus default', async (t) => {
+  const bus = new EventBus({ maxQueued: 100 });
+  const tight = bus.subscribe({ maxQueued: 1 });
+  const loose = bus.subscribe();
+  publishN(bus, 2);
+  t.equal(bus.subscriberCount, 1);
+  const got = await drain(tight);
+  t.strictSame(got.map((e) => e.type), ['tick', 'client_evicted']);
+  t.same(got[1]?.data, { reason: 'queue_overflow', droppedAfter: 2 });
+  await loose.return?.();
+});
+
+t.test('eviction with the default cap happens on live frame 257', async (t) => {
+  const bus = new EventBus();
+  const sub = bus.subscribe();
+  publishN(bus, DEFAULT_MAX_QUEUED);
+  t.equal(bus.subscriberCount, 1);
+  publishN(bus, 1);
+  t.equal(bus.subscriberCount, 0);
+  const got = await drain(sub);
+  t.equal(got.length, DEFAULT_MAX_QUEUED + 1);
+  t.same(got.at(-1)?.data, { reason: 'queue_overflow', droppedAfter: DEFAULT_MAX_QUEUED + 1 });
+});
+
+t.test('abort discards buffered items and ends the iterator', async (t) => {
+  const bus = new EventBus();
+  publishN(bus, 3);
+  const ac = new AbortController();
+  const sub = bus.subscribe({ lastEventId: 0, signal: ac.signal });
+  publishN(bus, 3);
+  t.strictSame(ids(await take(sub, 1)), [1]);
+  ac.abort();
+  t.equal(bus.subscriberCount, 0, 'disposed immediately');
+  t.equal(abortListeners(ac.signal), 0);
+  t.same(await sub.next(), { value: undefined, done: true }, 'replayed and live leftovers are discarded');
+  bus.publish('after', null);
+  t.same(await sub.next(), { value: undefined, done: true }, 'nothing more after abort');
+});
+
+t.test('abort resolves a pending next() with done', async (t) => {
+  const bus = new EventBus();
+  const ac = new AbortController();
+  const sub = bus.subscribe({ signal: ac.signal });
+  const p = sub.next();
+  t.ok(await stillPending(p));
+  ac.abort();
+  t.same(await p, { value: undefined, done: true });
+  t.equal(bus.subscriberCount, 0);
+});
+
+t.test('an already-aborted signal gives an ended, unregistered subscription', async (t) => {
+  const bus = new EventBus({ maxSubscribers: 1 });
+  publishN(bus, 3);
+  const signal = AbortSignal.abort();
+  const sub = bus.subscribe({ lastEventId: 0, signal });
+  t.equal(bus.subscriberCount, 0);
+  t.equal(abortListeners(signal), 0, 'no listener left on the signal');
+  bus.publish('live', null);
+  t.same(await sub.next(), { value: undefined, done: true }, 'neither replay nor live events');
+  t.doesNotThrow(() => bus.subscribe(), 'it did not take the only slot');
+});
+
+t.test('subscriber cap', async (t) => {
+  const bus = new EventBus({ maxSubscribers: 2 });
+  const a = bus.subscribe();
+  bus.subscribe();
+  const thrown = thrownBy(() => bus.subscribe());
+  t.ok(thrown instanceof SubscriberLimitExceededError, 'throws SubscriberLimitExceededError');
+  if (thrown instanceof SubscriberLimitExceededError) {
+    t.equal(thrown.limit, 2);
+    t.equal(thrown.statusCode, 429);
+    t.equal(thrown.retryAfter, 5);
+    t.equal(thrown.message, 'EventBus subscriber limit reached (2)');
+    t.strictSame(thrown.envelope(), {
+      error: 'EventBus subscriber limit reached (2)',
+      code: 'subscriber_limit_exceeded',
+      limit: 2,
+    });
+  }
+  t.equal(bus.subscriberCount, 2, 'the refused subscriber was not counted');
+  await a.return?.();
+  t.equal(bus.subscriberCount, 1);
+  t.doesNotThrow(() => bus.subscribe(), 'a freed slot can be taken again');
+
+  const dflt = new EventBus();
+  for (let i = 0; i < DEFAULT_MAX_SUBSCRIBERS; i++) dflt.subscribe();
+  const refused = thrownBy(() => dflt.subscribe());
+  t.ok(refused instanceof SubscriberLimitExceededError && refused.limit === 64, 'the default cap is 64');
+  t.equal(dflt.subscriberCount, 64);
+});
+
+t.test('close drains every subscriber, then ends', async (t) => {
+  const bus = new EventBus();
+  const ac = new AbortController();
+  const a = bus.subscribe({ signal: ac.signal });
+  const waiting = bus.subscribe();
+  const pending = waiting.next();
+  publishN(bus, 3);
+  bus.close();
+  t.equal(bus.subscriberCount, 0);
+  t.equal(abortListeners(ac.signal), 0, 'abort listeners detached on close');
+  t.strictSame(ids(await drain(a)), [1, 2, 3], 'buffered events survive close');
+  const first = await pending;
+  t.equal(first.done ? undefined : first.value.envelope.id, 1);
+  t.strictSame(ids(await drain(waiting)), [2, 3]);
+
+  const idle = new EventBus();
+  const sub = idle.subscribe();
+  const p = sub.next();
+  t.ok(await stillPending(p));
+  idle.close();
+  t.same(await p, { value: undefined, done: true }, 'a pending next() ends on close');
+});
+
+t.test('close after session_died: the terminal event is the last one delivered', async (t) => {
+  const bus = new EventBus();
+  const sub = bus.subscribe();
+  bus.publish('session_update', {});
+  bus.publish('session_died', { reason: 'killed' });
+  bus.close();
+  const got = await drain(sub);
+  t.strictSame(got.map((e) => e.type), ['session_update', 'session_died']);
+});
+
+t.test('subscribe on a closed bus returns an empty iterable', async (t) => {
+  const bus = new EventBus({ maxSubscribers: 1 });
+  publishN(bus, 3);
+  bus.close();
+  const sub = bus.subscribe({ lastEventId: 0 });
+  t.same(await sub.next(), { value: undefined, done: true }, 'no replay either');
+  t.doesNotThrow(() => bus.subscribe(), 'no cap check on a closed bus');
+  t.equal(bus.subscriberCount, 0);
+  const seen: BusEvent[] = [];
+  for await (const ev of bus.subscribe()) seen.push(ev);
+  t.equal(seen.length, 0, 'for await ends at once');
+});
+
+t.test('iterator return() discards, ends and disposes', async (t) => {
+  const bus = new EventBus();
+  const ac = new AbortController();
+  const sub = bus.subscribe({ signal: ac.signal });
+  publishN(bus, 3);
+  t.equal(typeof sub.return, 'function');
+  t.same(await sub.return?.(), { value: undefined, done: true });
+  t.equal(bus.subscriberCount, 0);
+  t.equal(abortListeners(ac.signal), 0);
+  t.same(await sub.next(), { value: undefined, done: true }, 'buffered events discarded');
+
+  // break out of for await calls return().
+  const other = bus.subscribe();
+  publishN(bus, 3);
+  const got: number[] = [];
+  for await (const ev of other) {
+    got.push(ev.envelope.id ?? -1);
+    if (got.length === 2) break;
+  }
+  t.strictSame(got, [4, 5]);
+  t.equal(bus.subscriberCount, 0, 'break disposed the subscription');
+  t.equal(other[Symbol.asyncIterator](), other, 'the subscription is its own async iterator');
+});
+
+t.test('subscriberCount bookkeeping across eviction, abort, return and close', async (t) => {
+  const bus = new EventBus({ maxQueued: 1 });
+  const ac = new AbortController();
+  const evicted = bus.subscribe();
+  const aborted = bus.subscribe({ signal: ac.signal });
+  const returned = bus.subscribe();
+  const reader = bus.subscribe();
+  const closed = bus.subscribe();
+  t.equal(bus.subscriberCount, 5);
+
+  ac.abort();
+  t.equal(bus.subscriberCount, 4, 'abort');
+  await returned.return?.();
+  t.equal(bus.subscriberCount, 3, 'return()');
+
+  const readerNext = reader.next();
+  const closedNext = closed.next();
+  bus.publish('a', 1);
+  await readerNext;
+  await closedNext;
+  t.equal(bus.subscriberCount, 3, 'one queued event in evicted, the others consumed theirs');
+  bus.publish('b', 2);
+  t.equal(bus.subscriberCount, 2, 'eviction');
+  ac.abort();
+  t.equal(bus.subscriberCount, 2, 'a second abort changes nothing');
+
+  bus.close();
+  t.equal(bus.subscriberCount, 0, 'close');
+  await drain(evicted);
+  await drain(aborted);
+  await drain(reader);
+  await drain(closed);
+  t.equal(bus.subscriberCount, 0);
+});
