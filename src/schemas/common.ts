@@ -8,7 +8,9 @@ import { Type } from '@sinclair/typebox';
 export const ErrorEnvelope = Type.Object(
   {
     error: Type.String(),
-    code: Type.Optional(Type.String()),
+    // A wire code ("workspace_mismatch"), a JSON-RPC code forwarded from the
+    // agent (-32602), or a Node system error code ("ENOENT"): kept as sent.
+    code: Type.Optional(Type.Union([Type.String(), Type.Number()])),
   },
   { additionalProperties: true, $id: 'ErrorEnvelope', description: 'Every error body: `error` and, where the contract has one, `code` and context fields.' },
 );

@@ -5,14 +5,18 @@ import { realpathSync } from 'node:fs';
 import path from 'node:path';
 import { WorkspaceMismatchError } from '../errors.js';
 
-/** Absolute, symlinks resolved, on-disk casing; a path that does not exist keeps its resolved form. */
+/**
+ * Absolute, symlinks resolved, on-disk casing. A path that cannot be resolved
+ * (missing, not a directory, too long, a loop, unreadable) keeps its resolved
+ * form: it can then only differ from the bound workspace, which the caller
+ * reports as a 400 mismatch rather than letting client input cause a 500.
+ */
 export function canonicalizeWorkspace(p: string): string {
   const resolved = path.resolve(p);
   try {
     return realpathSync.native(resolved);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return resolved;
-    throw err;
+  } catch {
+    return resolved;
   }
 }
 

@@ -1,0 +1,269 @@
+// The request guards of reference §2.1, over real sockets: the CORS deny
+// (any Origin), the Host allowlist of loopback binds, the bearer token with
+// its exact parsing, the order of all three against each other and against
+// body parsing, the non-loopback variant, and the token never reaching the
+// agent's environment.
+import { readFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import t from 'tap';
+import { request } from 'undici';
+import { call, obj, startDaemon, testConfig, type Teardown, type TestDaemon, type TestOptions } from './helper.js';
+
+// Load shedding on event-loop delay is another feature's subject; on a busy
+// test machine it would answer 503 to the very requests these tests check.
+const NO_SHEDDING = ['--max-event-loop-delay-ms', '0'];
+
+function quietDaemon(t: Teardown, opts: TestOptions = {}): Promise<TestDaemon> {
+  return startDaemon(t, { ...opts, args: [...NO_SHEDDING, ...(opts.args ?? [])] });
+}
+
+const CORS = '{"error":"Request denied by CORS policy"}';
+const BAD_HOST = '{"error":"Invalid Host header"}';
+const UNAUTHORIZED = '{"error":"Unauthorized"}';
+
+type Method = 'GET' | 'POST' | 'OPTIONS' | 'HEAD' | 'DELETE';
+
+interface Raw {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  text: string;
+}
+
+/** One request with exactly these headers (nothing from the daemon's defaults). */
+async function send(d: TestDaemon, method: Method, url: string, headers: Record<string, string>, body?: string): Promise<Raw> {
+  const res = await request(`${d.baseUrl}${url}`, { method, headers, body });
+  const text = await res.body.text();
+  return { status: res.statusCode, headers: res.headers, text };
+}
+
+/** A request with no Host header at all: HTTP/1.0 over a bare socket, where Host is optional. */
+function withoutHost(d: TestDaemon, path: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(d.port, '127.0.0.1');
+    let data = '';
+    socket.setEncoding('utf8');
+    socket.on('data', (chunk: string) => {
+      data += chunk;
+    });
+    socket.on('error', reject);
+    socket.on('end', () => resolve(data));
+    socket.write(`GET ${path} HTTP/1.0\r\n\r\n`);
+  });
+}
+
+const EVERY_ROUTE: [Method, string][] = [
+  ['GET', '/health'],
+  ['GET', '/health?deep'],
+  ['GET', '/capabilities'],
+  ['POST', '/session'],
+  ['POST', '/session/s-1/load'],
+  ['POST', '/session/s-1/resume'],
+  ['GET', '/workspace/%2Ftmp/sessions'],
+  ['POST', '/session/s-1/prompt'],
+  ['POST', '/session/s-1/cancel'],
+  ['POST', '/session/s-1/model'],
+  ['GET', '/session/s-1/events'],
+  ['POST', '/permission/r-1'],
+  ['GET', '/no-such-route'],
+  ['OPTIONS', '/session'],
+  ['OPTIONS', '/health'],
+];
+
+t.test('any Origin → 403 CORS on every route, before the Host check and before auth', async (t) => {
+  const d = await quietDaemon(t, { args: ['--token', 's3cret'] });
+  const host = `127.0.0.1:${d.port}`;
+  for (const [method, url] of EVERY_ROUTE) {
+    for (const origin of ['http://localhost:3000', 'null', `http://${host}`]) {
+      const res = await send(d, method, url, { host, origin, 'access-control-request-method': 'POST' });
+      t.equal(res.status, 403, `${method} ${url} Origin: ${origin}`);
+      t.equal(res.text, CORS, `${method} ${url} Origin: ${origin}`);
+      t.equal(res.headers['access-control-allow-origin'], undefined, 'no CORS grant');
+    }
+  }
+  const authorized = await send(d, 'POST', '/session', { host, origin: 'https://app.example', authorization: 'Bearer s3cret' }, '{}');
+  t.equal(authorized.text, CORS, 'a valid token does not help');
+  const badHost = await send(d, 'GET', '/health', { host: 'evil.com', origin: 'https://evil.com' });
+  t.equal(badHost.text, CORS, 'the Origin check comes before the Host check');
+  t.equal(d.app.channels.spawnCount, 0, 'no agent was started');
+});
+
+t.test('loopback Host allowlist: the four names with the actual port, any letter case', async (t) => {
+  const d = await quietDaemon(t);
+  const port = d.port;
+  const allowed = [
+    `localhost:${port}`,
+    `127.0.0.1:${port}`,
+    `[::1]:${port}`,
+    `host.docker.internal:${port}`,
+    `LocalHost:${port}`,
+    `HOST.DOCKER.INTERNAL:${port}`,
+  ];
+  for (const host of allowed) {
+    for (const url of ['/health', '/capabilities']) {
+      const res = await send(d, 'GET', url, { host });
+      t.equal(res.status, 200, `${host} ${url}`);
+    }
+  }
+  const otherPort = port === 65535 ? port - 1 : port + 1;
+  const denied = [
+    'evil.com',
+    `evil.com:${port}`,
+    'localhost',
+    '127.0.0.1',
+    `localhost:${otherPort}`,
+    `127.0.0.1:80`,
+    `0.0.0.0:${port}`,
+    `[::ffff:127.0.0.1]:${port}`,
+    `localhost.:${port}`,
+    `sub.localhost:${port}`,
+    `localhost:${port}.evil.com`,
+  ];
+  for (const host of denied) {
+    for (const [method, url] of [['GET', '/health'], ['GET', '/capabilities'], ['POST', '/session']] as const) {
+      const res = await send(d, method, url, { host });
+      t.equal(res.status, 403, `${host} ${method} ${url}`);
+      t.equal(res.text, BAD_HOST, `${host} ${method} ${url}`);
+    }
+  }
+  const missing = await withoutHost(d, '/health');
+  t.match(missing, /^HTTP\/1\.[01] 403 /, 'no Host header at all is refused');
+  t.ok(missing.endsWith(BAD_HOST), 'with the Host envelope');
+  t.equal(d.app.channels.spawnCount, 0, 'no agent was started');
+});
+
+t.test('bearer token: exact parsing, case-sensitive token, the same 401 for every failure', async (t) => {
+  const d = await quietDaemon(t, { args: ['--token', 's3cret'] });
+  const host = `127.0.0.1:${d.port}`;
+  const refused = [
+    undefined,
+    '',
+    's3cret',
+    'Bearer',
+    'Bearer ',
+    'Bearer wrong',
+    'Bearer s3cre',
+    'Bearer s3cret2',
+    'Bearer S3CRET',
+    'Basic s3cret',
+    'Token s3cret',
+    'Bearers3cret',
+    'Bearer\ts3cret',
+    'Bearer\t s3cret',
+    'Bearer s3cret s3cret',
+  ];
+  for (const authorization of refused) {
+    for (const [method, url] of [['GET', '/capabilities'], ['POST', '/session/s-1/cancel'], ['GET', '/session/s-1/events']] as const) {
+      const headers: Record<string, string> = { host };
+      if (authorization !== undefined) headers.authorization = authorization;
+      const res = await send(d, method, url, headers);
+      t.equal(res.status, 401, `${JSON.stringify(authorization)} ${method} ${url}`);
+      t.equal(res.text, UNAUTHORIZED, `${JSON.stringify(authorization)} ${method} ${url}`);
+      t.match(res.headers['content-type'], /^application\/json/);
+    }
+  }
+  const accepted = ['Bearer s3cret', 'bearer   s3cret', 'BEARER s3cret', 'bEaReR s3cret', 'Bearer \t s3cret', 'Bearer \ts3cret'];
+  for (const authorization of accepted) {
+    const res = await send(d, 'GET', '/capabilities', { host, authorization });
+    t.equal(res.status, 200, JSON.stringify(authorization));
+  }
+});
+
+t.test('bearer token: loopback /health is exempt; everything else, unknown routes included, is not', async (t) => {
+  const d = await quietDaemon(t, { args: ['--token', 's3cret'] });
+  const host = `localhost:${d.port}`;
+  t.equal((await send(d, 'GET', '/health', { host })).text, '{"status":"ok"}');
+  const deep = await send(d, 'GET', '/health?deep=1', { host });
+  t.equal(deep.status, 200);
+  t.strictSame(JSON.parse(deep.text), { status: 'ok', sessions: 0, pendingPermissions: 0 });
+  t.equal((await send(d, 'HEAD', '/health', { host })).status, 200, 'HEAD rides on the GET route');
+  t.equal((await send(d, 'GET', '/health', { host, authorization: 'Bearer wrong' })).status, 200, 'a wrong token does not matter there');
+
+  const guarded = [
+    ['POST', '/health'],
+    ['GET', '/healthz'],
+    ['GET', '/no-such-route'],
+    ['OPTIONS', '/session'],
+    ['DELETE', '/session/s-1'],
+  ] as const;
+  for (const [method, url] of guarded) {
+    const res = await send(d, method, url, { host });
+    t.equal(res.status, 401, `${method} ${url}`);
+    t.equal(res.text, UNAUTHORIZED, `${method} ${url}`);
+  }
+  const withToken = await send(d, 'GET', '/no-such-route', { host, authorization: 'Bearer s3cret' });
+  t.equal(withToken.status, 404, 'past auth an unknown route is a 404');
+  t.equal((await send(d, 'GET', '/health', { host: 'evil.com' })).text, BAD_HOST, 'the Host check still applies to /health');
+  t.equal((await send(d, 'GET', '/capabilities', { host: 'evil.com' })).text, BAD_HOST, 'the Host check comes before auth');
+});
+
+t.test('bearer token: auth runs before the body is read', async (t) => {
+  const d = await quietDaemon(t, { args: ['--token', 's3cret'] });
+  const host = `127.0.0.1:${d.port}`;
+  const json = { host, 'content-type': 'application/json' };
+
+  const badJson = await send(d, 'POST', '/session', json, '{not json');
+  t.equal(badJson.status, 401, 'an unauthenticated bad body is a 401, not a 400');
+  t.equal(badJson.text, UNAUTHORIZED);
+  const badJsonAuthed = await send(d, 'POST', '/session', { ...json, authorization: 'Bearer s3cret' }, '{not json');
+  t.equal(badJsonAuthed.status, 400);
+  t.equal(badJsonAuthed.text, '{"error":"Invalid JSON in request body"}');
+
+  const big = JSON.stringify({ prompt: [{ type: 'text', text: 'x'.repeat(10 * 1024 * 1024 + 1) }] });
+  const tooLarge = await send(d, 'POST', '/session/s-1/prompt', { ...json, authorization: 'Bearer s3cret' }, big);
+  t.equal(tooLarge.status, 413, 'an authenticated oversized body reaches the parser');
+  t.equal(tooLarge.text, '{"error":"Request body too large (max 10 MB)"}');
+  const tooLargeAnonymous = await send(d, 'POST', '/session/s-1/prompt', json, big);
+  t.equal(tooLargeAnonymous.status, 401, 'an unauthenticated oversized body is refused before it is read');
+  t.equal(tooLargeAnonymous.text, UNAUTHORIZED);
+  t.equal(d.app.channels.spawnCount, 0);
+});
+
+t.test('non-loopback bind: /health needs the token, and the Host check is skipped', async (t) => {
+  // Listening on 127.0.0.1 with the config of a public bind is enough: the
+  // guards read the config, not the socket.
+  const d = await quietDaemon(t, { args: ['--token', 's3cret'], config: { isLoopback: false } });
+  const auth = { authorization: 'Bearer s3cret' };
+  for (const url of ['/health', '/health?deep']) {
+    const anonymous = await send(d, 'GET', url, { host: `127.0.0.1:${d.port}` });
+    t.equal(anonymous.status, 401, `${url} without a token`);
+    t.equal(anonymous.text, UNAUTHORIZED);
+  }
+  t.equal((await send(d, 'HEAD', '/health', { host: `127.0.0.1:${d.port}` })).status, 401, 'HEAD too');
+  for (const host of ['acpd.example.com', 'evil.com', `10.0.0.7:${d.port}`, `localhost:${d.port}`]) {
+    const health = await send(d, 'GET', '/health', { host, ...auth });
+    t.equal(health.status, 200, `${host} /health with the token`);
+    t.equal(health.text, '{"status":"ok"}');
+    t.equal((await send(d, 'GET', '/capabilities', { host, ...auth })).status, 200, `${host} /capabilities with the token`);
+    t.equal((await send(d, 'GET', '/capabilities', { host })).text, UNAUTHORIZED, `${host} /capabilities without`);
+  }
+  const deep = await send(d, 'GET', '/health?deep=true', { host: 'acpd.example.com', ...auth });
+  t.strictSame(JSON.parse(deep.text), { status: 'ok', sessions: 0, pendingPermissions: 0 });
+  const origin = await send(d, 'GET', '/health', { host: 'acpd.example.com', origin: 'https://acpd.example.com', ...auth });
+  t.equal(origin.text, CORS, 'Origin is still denied');
+});
+
+t.test('the agent never sees ACPD_TOKEN, and sees the rest of the environment', async (t) => {
+  const env = { ACPD_TOKEN: 's3cret', PATH: process.env.PATH ?? '', AGENT_SEES_ME: 'yes' };
+
+  // The config loader: the token is read, and left out of the agent's environment.
+  const config = testConfig(t, { env });
+  t.equal(config.token, 's3cret');
+  t.equal(Object.hasOwn(config.agentEnv, 'ACPD_TOKEN'), false);
+  t.strictSame(config.agentEnv, { PATH: env.PATH, AGENT_SEES_ME: 'yes' });
+
+  // End to end: the embedded agent process's real environment, read from /proc.
+  const d = await quietDaemon(t, { env });
+  const anonymous = await call(d, 'GET', '/capabilities', undefined, { authorization: '' });
+  t.equal(anonymous.status, 401, 'the token from the environment is in force');
+  const created = await call(d, 'POST', '/session', {});
+  t.equal(created.status, 200);
+  t.type(obj(created.body).sessionId, 'string');
+  const [channel] = [...d.app.channels.alive];
+  const pid = channel?.pid;
+  if (pid === undefined) throw new Error('no agent process');
+  const agentEnv = readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').filter((entry) => entry !== '');
+  t.ok(agentEnv.includes('AGENT_SEES_ME=yes'), 'the rest of the environment is passed on');
+  t.ok(agentEnv.includes(`PATH=${env.PATH}`));
+  t.notOk(agentEnv.some((entry) => entry.startsWith('ACPD_TOKEN=')), 'no ACPD_TOKEN in the agent');
+  t.notOk(agentEnv.some((entry) => entry.includes('s3cret')), 'the token value appears nowhere');
+});
