@@ -1,0 +1,414 @@
+// The six scenarios of issue 4, each driven only by the published @qwen-code/sdk client and each
+// recording what it saw (facts and frame sequences) so that the two daemons can be compared.
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { DaemonClient, DaemonHttpError, DaemonSessionClient } from '@qwen-code/sdk/daemon';
+import type { DaemonEvent, DaemonSessionSubscribeOptions, PromptResult } from '@qwen-code/sdk/daemon';
+import type { DaemonHandle, DaemonKind } from './daemon.js';
+import { type FakeLogEntry, type FakeModel, isMainTurn } from './fake-model.js';
+import {
+  chunkText, coreSequence, dataOf, distinctHttp, FrameCollector, fullSequence, isBridgeEcho,
+  type Observation, recordingFetch, updateKind, updateOf, V1_TYPES,
+} from './observe.js';
+import { descendantsOf, isAlive, pollUntil, withTimeout } from './procs.js';
+
+export interface ScenarioContext {
+  readonly kind: DaemonKind;
+  readonly workspace: string;
+  readonly fake: FakeModel;
+  readonly obs: Observation;
+  /** Starts the daemon under test (stopped by the runner afterwards, whatever happens). */
+  startDaemon(): Promise<DaemonHandle>;
+}
+
+export interface Scenario {
+  id: number;
+  title: string;
+  timeoutMs: number;
+  run(ctx: ScenarioContext): Promise<void>;
+}
+
+const PROMPT_MS = 60_000;
+const FRAME_MS = 20_000;
+
+/** A DaemonClient whose HTTP exchanges land in the observation. */
+function clientFor(ctx: ScenarioContext, d: DaemonHandle): DaemonClient {
+  return new DaemonClient({ baseUrl: d.baseUrl, fetch: recordingFetch(ctx.obs.http), fetchTimeoutMs: 30_000 });
+}
+
+function subscribe(name: string, s: DaemonSessionClient, opts: DaemonSessionSubscribeOptions = {}): FrameCollector {
+  const ac = new AbortController();
+  return new FrameCollector(name, s.events({ ...opts, signal: ac.signal }), ac);
+}
+
+function subscribeRaw(name: string, c: DaemonClient, sessionId: string, lastEventId?: number): FrameCollector {
+  const ac = new AbortController();
+  return new FrameCollector(name, c.subscribeEvents(sessionId, { signal: ac.signal, lastEventId }), ac);
+}
+
+function text(t: string): { prompt: Array<{ type: 'text'; text: string }> } {
+  return { prompt: [{ type: 'text', text: t }] };
+}
+
+/** A prompt that cannot hang the run: aborted (which cancels it daemon-side) after PROMPT_MS. */
+function prompt(s: DaemonSessionClient, t: string): Promise<PromptResult> {
+  return withTimeout(s.prompt(text(t), AbortSignal.timeout(PROMPT_MS)), PROMPT_MS + 2000, `prompt "${t}"`);
+}
+
+/** `status code` of an SDK error, for the table. */
+function errorShape(err: unknown): string {
+  if (err instanceof DaemonHttpError) {
+    const body = err.body;
+    const code = typeof body === 'object' && body !== null && 'code' in body ? ` ${String(body.code)}` : '';
+    return `${err.status}${code}`;
+  }
+  return err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+}
+
+const isAgentChunk = (ev: DaemonEvent): boolean => updateKind(ev) === 'agent_message_chunk';
+const isPong = (ev: DaemonEvent): boolean => isAgentChunk(ev) && chunkText(ev).includes('pong');
+const replyOf = (frames: DaemonEvent[]): string => frames.filter(isAgentChunk).map(chunkText).join('');
+
+/** Roles of a chat request, counted: "system, user×3, assistant×2". */
+function roleCounts(e: FakeLogEntry | undefined): string {
+  if (!e?.roles) return 'no request';
+  const counts = new Map<string, number>();
+  for (const r of e.roles.split(',')) counts.set(r, (counts.get(r) ?? 0) + 1);
+  return [...counts].map(([r, n]) => (n > 1 ? `${r}×${n}` : r)).join(', ');
+}
+
+/** The first main-turn model request logged after `mark` entries. */
+function mainTurnAfter(fake: FakeModel, mark: number): FakeLogEntry | undefined {
+  return fake.entries().slice(mark).find(isMainTurn);
+}
+
+/** The request carried an earlier exchange: an assistant message before its last user message. */
+function carriesHistory(e: FakeLogEntry | undefined): boolean {
+  if (!e?.roles) return false;
+  const roles = e.roles.split(',');
+  const lastUser = roles.lastIndexOf('user');
+  return roles.slice(0, lastUser).includes('assistant') && roles.filter((r) => r === 'user').length >= 2;
+}
+
+function recordSequences(obs: Observation, name: string, frames: DaemonEvent[]): void {
+  obs.sequences[`${name} (all frames)`] = fullSequence(frames);
+  obs.sequences[`${name} (v1 core)`] = coreSequence(frames);
+}
+
+// ─── 1 ────────────────────────────────────────────────────────────────────────────────────────────
+const s1: Scenario = {
+  id: 1,
+  title: 'create → subscribe → prompt: "pong" streams as session_update, prompt ends with end_turn',
+  timeoutMs: 90_000,
+  async run(ctx) {
+    const { obs } = ctx;
+    const d = await ctx.startDaemon();
+    const c = clientFor(ctx, d);
+    const caps = await c.capabilities();
+    const missing = [
+      'health', 'capabilities', 'session_create', 'session_scope_override', 'session_load',
+      'unstable_session_resume', 'session_list', 'session_prompt', 'session_cancel', 'session_events',
+      'session_set_model', 'permission_vote',
+    ].filter((f) => !caps.features.includes(f));
+    obs.require('caps.v1', 'GET /capabilities advertises every v1 feature', missing.length ? `missing ${missing.join(',')}` : 'all 12', missing.length === 0);
+    obs.info('caps.extra', 'GET /capabilities: features beyond v1', caps.features.length - 12 + missing.length);
+    obs.info('caps.mode', 'GET /capabilities: mode', caps.mode);
+
+    const s = await DaemonSessionClient.createOrAttach(c, {});
+    obs.require('s1.attached', 'POST /session on a fresh daemon → attached', s.attached, s.attached === false);
+    const sub = subscribe('A', s, { lastEventId: 0 });
+    const res = await prompt(s, 'ping');
+    obs.require('s1.stop', 'prompt → stopReason', res.stopReason, res.stopReason === 'end_turn');
+    await sub.waitFor(isPong, FRAME_MS, 'agent_message_chunk "pong"').catch(() => undefined);
+    await sub.settle(500, 3000);
+    const reply = replyOf(sub.frames);
+    obs.require('s1.reply', 'agent_message_chunk text over SSE', reply, reply.includes('pong'));
+    const promptHttp = distinctHttp(obs.http).filter((h) => h.startsWith('POST /session/:id/prompt'));
+    obs.info('s1.promptHttp', 'POST /session/:id/prompt status', promptHttp.map((h) => h.split(' → ')[1]).join(','));
+    obs.info('s1.idless', 'frames without id', [...new Set(sub.frames.filter((f) => f.id === undefined).map((f) => f.type))].join(',') || 'none');
+    const extra = [...new Set(sub.frames.filter((f) => !V1_TYPES.has(f.type)).map((f) => f.type))];
+    obs.info('s1.nonV1', 'frame types outside v1', extra.join(',') || 'none');
+    obs.info('s1.echo', 'daemon echoes the prompt as user_message_chunk', sub.frames.some(isBridgeEcho));
+    recordSequences(obs, 'prompt', sub.frames);
+    await sub.close();
+  },
+};
+
+// ─── 2 ────────────────────────────────────────────────────────────────────────────────────────────
+const s2: Scenario = {
+  id: 2,
+  title: 'tool call needing permission: permission_request → vote → permission_resolved → tool runs → end_turn',
+  timeoutMs: 90_000,
+  async run(ctx) {
+    const { obs } = ctx;
+    const d = await ctx.startDaemon();
+    const c = clientFor(ctx, d);
+    const s = await DaemonSessionClient.createOrAttach(c, {});
+    const sub = subscribe('A', s, { lastEventId: 0 });
+    const file = 'peers-s2-touched';
+    const running = prompt(s, `TOOL:touch ${file}`);
+    running.catch(() => undefined);
+
+    const req = await sub.waitFor((ev) => ev.type === 'permission_request', FRAME_MS, 'permission_request');
+    const data = dataOf(req);
+    const requestId = String(data.requestId);
+    const options = Array.isArray(data.options) ? data.options.filter((o): o is Record<string, unknown> => typeof o === 'object' && o !== null) : [];
+    obs.require('s2.request', 'permission_request frame over SSE', 'yes', true);
+    obs.info('s2.options', 'offered option kinds', options.map((o) => String(o.kind)).join(','));
+    const toolCall = typeof data.toolCall === 'object' && data.toolCall !== null ? (data.toolCall as Record<string, unknown>) : {};
+    obs.info('s2.toolKind', 'permission_request toolCall.kind', toolCall.kind);
+
+    const bad = await s.respondToPermission(requestId, { outcome: { outcome: 'selected', optionId: 'no-such-option' } })
+      .then((ok) => `accepted (${ok})`, errorShape);
+    obs.info('s2.badOption', 'vote with an optionId not offered', bad);
+
+    const allow = options.find((o) => o.kind === 'allow_once') ?? options[0];
+    const ok = await s.respondToPermission(requestId, { outcome: { outcome: 'selected', optionId: String(allow?.optionId) } });
+    obs.require('s2.vote', 'first vote → accepted (200)', ok, ok === true);
+    const again = await s.respondToPermission(requestId, { outcome: { outcome: 'selected', optionId: String(allow?.optionId) } })
+      .then((v) => String(v), errorShape);
+    obs.info('s2.voteAgain', 'second vote on the same request → (false = 404)', again);
+
+    const resolved = await sub.waitFor((ev) => ev.type === 'permission_resolved' && dataOf(ev).requestId === requestId, FRAME_MS, 'permission_resolved');
+    const outcome = dataOf(resolved).outcome;
+    obs.require('s2.resolved', 'permission_resolved carries the vote', outcome, JSON.stringify(outcome) === JSON.stringify({ outcome: 'selected', optionId: allow?.optionId }));
+
+    const res = await running;
+    obs.require('s2.stop', 'prompt → stopReason', res.stopReason, res.stopReason === 'end_turn');
+    const done = await sub.waitFor((ev) => updateKind(ev) === 'tool_call_update' && updateOf(ev)?.status === 'completed', FRAME_MS, 'tool_call_update completed')
+      .catch(() => undefined);
+    obs.require('s2.toolDone', 'tool_call_update status completed', done ? 'yes' : 'no', done !== undefined);
+    const ran = existsSync(join(ctx.workspace, file));
+    obs.require('s2.ran', 'the tool ran (file created in the workspace)', ran, ran);
+    const order = [req.id ?? 0, resolved.id ?? 0, done?.id ?? 0];
+    const inOrder = order[0]! < order[1]! && order[1]! < order[2]!;
+    obs.require('s2.order', 'frame order: permission_request < permission_resolved < tool completed', inOrder ? 'in order' : `ids ${order.join(', ')}`, inOrder);
+    obs.note(`permission_request id ${order[0]}, permission_resolved id ${order[1]}, tool_call_update completed id ${order[2]}`);
+    await sub.settle(500, 3000);
+    recordSequences(obs, 'permission turn', sub.frames);
+    await sub.close();
+  },
+};
+
+// ─── 3 ────────────────────────────────────────────────────────────────────────────────────────────
+const s3: Scenario = {
+  id: 3,
+  title: 'cancel during a slow reply → stopReason cancelled',
+  timeoutMs: 90_000,
+  async run(ctx) {
+    const { obs, fake } = ctx;
+    const d = await ctx.startDaemon();
+    const c = clientFor(ctx, d);
+    const s = await DaemonSessionClient.createOrAttach(c, {});
+    const sub = subscribe('A', s, { lastEventId: 0 });
+    const running = prompt(s, 'SLOW please');
+    running.catch(() => undefined);
+    await sub.waitFor((ev) => isAgentChunk(ev) && chunkText(ev).includes('slow'), FRAME_MS, 'first slow chunk');
+    obs.require('s3.streaming', 'slow reply is streaming before the cancel', 'yes', true);
+    const t0 = Date.now();
+    const cancelled = await s.cancel().then(() => 'ok', errorShape);
+    obs.require('s3.cancel', 'POST /session/:id/cancel', cancelled, cancelled === 'ok');
+    const res = await withTimeout(running, 20_000, 'prompt after cancel');
+    const ms = Date.now() - t0;
+    obs.require('s3.stop', 'prompt → stopReason', res.stopReason, res.stopReason === 'cancelled');
+    // Timing is a note, not a compared fact: on a loaded CI machine it would flap.
+    obs.note(`cancel → prompt returned in ${ms} ms`);
+    await sub.settle(700, 4000);
+    const slowChunks = sub.frames.filter((ev) => isAgentChunk(ev) && /^(slow |\.)$/.test(chunkText(ev))).length;
+    obs.info('s3.partial', 'slow reply cut short (fewer than 20 chunks)', slowChunks < 20);
+    obs.note(`${slowChunks} of 20 slow chunks reached the client`);
+    const aborted = fake.entries().some((e) => e.event === 'client_aborted_stream');
+    obs.info('s3.modelAbort', 'the agent aborted its model stream', aborted);
+    const cancelHttp = distinctHttp(obs.http).filter((h) => h.startsWith('POST /session/:id/cancel'));
+    obs.info('s3.cancelHttp', 'POST /session/:id/cancel status', cancelHttp.map((h) => h.split(' → ')[1]).join(','));
+    recordSequences(obs, 'cancelled turn', sub.frames);
+    await sub.close();
+  },
+};
+
+// ─── 4 ────────────────────────────────────────────────────────────────────────────────────────────
+const s4: Scenario = {
+  id: 4,
+  title: 'two clients on one single-scope session see every frame; a third reconnects with Last-Event-ID',
+  timeoutMs: 120_000,
+  async run(ctx) {
+    const { obs } = ctx;
+    const d = await ctx.startDaemon();
+    const cA = clientFor(ctx, d);
+    const cB = clientFor(ctx, d);
+    const cC = clientFor(ctx, d);
+    const a = await DaemonSessionClient.createOrAttach(cA, { sessionScope: 'single' });
+    const b = await DaemonSessionClient.createOrAttach(cB, { sessionScope: 'single' });
+    obs.require('s4.attach', 'A: attached=false, B: attached=true, same session', `${a.attached},${b.attached},${a.sessionId === b.sessionId ? 'same' : 'different'}`,
+      !a.attached && b.attached && a.sessionId === b.sessionId);
+    const subA = subscribe('A', a, { lastEventId: 0 });
+    const subB = subscribe('B', b, { lastEventId: 0 });
+    const subC = subscribeRaw('C', cC, a.sessionId, 0);
+
+    const r1 = await prompt(a, 'ping one');
+    await Promise.all([subA, subB, subC].map((x) => x.waitFor(isPong, FRAME_MS, 'pong of turn 1')));
+    await subA.settle(500, 3000);
+    await pollUntil(() => subC.maxId() >= subA.maxId(), 5000, 'C caught up with A');
+    const n = subC.maxId();
+    const cClosed = await subC.close();
+    obs.note(`C disconnected (${cClosed}) after id ${n}`);
+
+    const firstOfTurn2 = subA.frames.length;
+    const r2 = await prompt(b, 'ping two');
+    obs.require('s4.stop', 'turn 1 (by A) and turn 2 (by B) → stopReason', `${r1.stopReason},${r2.stopReason}`, r1.stopReason === 'end_turn' && r2.stopReason === 'end_turn');
+    await subA.waitFor((ev) => isPong(ev) && subA.frames.indexOf(ev) >= firstOfTurn2, FRAME_MS, 'pong of turn 2');
+    await subA.settle(700, 4000);
+    const maxA = subA.maxId();
+    await pollUntil(() => subB.maxId() >= maxA, 5000, 'B caught up with A').catch(() => undefined);
+
+    const upTo = (c: FrameCollector, lo: number): string[] =>
+      c.frames.filter((f) => f.id !== undefined && f.id > lo && f.id <= maxA).map((f) => `${f.id}:${f.type}`);
+    const same = JSON.stringify(upTo(subA, 0)) === JSON.stringify(upTo(subB, 0));
+    obs.require('s4.fanout', 'A and B receive the same frames (ids and types)', same ? 'same' : 'different', same);
+    obs.note(`A and B each got ${upTo(subA, 0).length} id-bearing frames over both turns`);
+
+    const subC2 = subscribeRaw('C2', cC, a.sessionId, n);
+    await pollUntil(() => subC2.maxId() >= maxA, 10_000, 'C2 replayed up to A').catch(() => undefined);
+    await subC2.settle(500, 3000);
+    const want = upTo(subA, n);
+    const got = upTo(subC2, n);
+    const below = subC2.frames.filter((f) => f.id !== undefined && f.id <= n).length;
+    const ids = subC2.frames.filter((f) => f.id !== undefined).map((f) => f.id ?? 0);
+    const dupes = ids.length - new Set(ids).size;
+    const exact = JSON.stringify(want) === JSON.stringify(got) && below === 0 && dupes === 0;
+    obs.require('s4.replay', 'reconnect with Last-Event-ID gets exactly the missed frames, in order', exact ? 'exactly' : `want ${want.length}, got ${got.length}, ${below} old, ${dupes} dupes`, exact);
+    obs.note(`C missed ${want.length} frames (ids ${n + 1}–${maxA}) and got them back on reconnect`);
+    obs.info('s4.replayFirst', 'first replayed id = Last-Event-ID + 1', ids[0] === n + 1);
+    obs.info('s4.replayIdless', 'id-less frames on reconnect', [...new Set(subC2.frames.filter((f) => f.id === undefined).map((f) => f.type))].join(',') || 'none');
+    recordSequences(obs, 'A, both turns', subA.frames);
+    obs.sequences['C after reconnect (all frames)'] = fullSequence(subC2.frames);
+    await Promise.all([subA.close(), subB.close(), subC2.close()]);
+  },
+};
+
+// ─── 5 ────────────────────────────────────────────────────────────────────────────────────────────
+const s5: Scenario = {
+  id: 5,
+  title: 'restart the daemon: load replays history over SSE, resume does not, the agent keeps the conversation',
+  timeoutMs: 180_000,
+  async run(ctx) {
+    const { obs, fake } = ctx;
+    const d = await ctx.startDaemon();
+    const c1 = clientFor(ctx, d);
+    const s = await DaemonSessionClient.createOrAttach(c1, {});
+    const id = s.sessionId;
+    const sub = subscribe('turn1', s, { lastEventId: 0 });
+    const mark1 = fake.entries().length;
+    const r1 = await prompt(s, 'remember: the code word is ZEBRA');
+    obs.require('s5.turn1', 'turn 1 → stopReason', r1.stopReason, r1.stopReason === 'end_turn');
+    await sub.waitFor(isPong, FRAME_MS, 'pong of turn 1').catch(() => undefined);
+    await sub.settle(800, 5000);
+    await sub.close();
+    obs.info('s5.turn1Roles', 'model request of turn 1 (roles)', roleCounts(mainTurnAfter(fake, mark1)));
+
+    // Restart #1 → load.
+    const pid1 = d.pid;
+    await d.restart();
+    obs.require('s5.restart', 'daemon restarted (new pid)', d.pid !== pid1, d.pid !== pid1);
+    const c2 = clientFor(ctx, d);
+    const listed = await c2.listWorkspaceSessions(ctx.workspace).then((l) => (l.some((x) => x.sessionId === id) ? 'listed' : 'not listed'), errorShape);
+    obs.info('s5.listAfterRestart', 'GET /workspace/:id/sessions after restart (before restore)', listed);
+    const loaded = await DaemonSessionClient.load(c2, id).then((x) => x, (err: unknown) => errorShape(err));
+    if (typeof loaded === 'string') {
+      obs.require('s5.load', 'POST /session/:id/load after restart', loaded, false);
+      return;
+    }
+    obs.require('s5.load', 'POST /session/:id/load after restart → attached', loaded.attached, loaded.attached === false);
+    const subL = subscribe('load', loaded, { lastEventId: 0 });
+    await subL.settle(1000, 8000);
+    const body = loaded.replaySnapshot?.compactedReplay ?? [];
+    const hasHistory = (frames: DaemonEvent[]): boolean =>
+      frames.some((ev) => updateKind(ev) === 'user_message_chunk' && chunkText(ev).includes('ZEBRA')) && frames.some(isPong);
+    const viaSse = hasHistory(subL.frames);
+    const viaBody = hasHistory(body);
+    const via = [viaSse ? 'SSE' : '', viaBody ? 'load response body' : ''].filter(Boolean).join(' + ') || 'nowhere';
+    // acpd implements v1 (history as SSE frames); qwen 0.24 moved it into the load response.
+    obs.require('s5.loadHistory', 'load → the history (user + agent messages) reaches the client via', via, ctx.kind === 'acpd' ? viaSse : viaSse || viaBody);
+    obs.info('s5.loadIdless', 'id-less frames after load', [...new Set(subL.frames.filter((f) => f.id === undefined).map((f) => f.type))].join(',') || 'none');
+    if (body.length > 0) obs.sequences['load response body (compactedReplay)'] = fullSequence(body);
+    recordSequences(obs, 'after load', subL.frames);
+    const mark2 = fake.entries().length;
+    const r2 = await prompt(loaded, 'what did I ask before?');
+    const req2 = await pollUntil(() => mainTurnAfter(fake, mark2), 5000, 'model request after load').catch(() => undefined);
+    obs.require('s5.loadSaw', 'prompt after load: the model request carries turn 1', `${r2.stopReason}; ${roleCounts(req2)}`, r2.stopReason === 'end_turn' && carriesHistory(req2));
+    await subL.close();
+
+    // Restart #2 → resume.
+    await d.restart();
+    const c3 = clientFor(ctx, d);
+    const resumed = await DaemonSessionClient.resume(c3, id).then((x) => x, (err: unknown) => errorShape(err));
+    if (typeof resumed === 'string') {
+      obs.require('s5.resume', 'POST /session/:id/resume after restart', resumed, false);
+      return;
+    }
+    obs.require('s5.resume', 'POST /session/:id/resume after restart → attached', resumed.attached, resumed.attached === false);
+    const subR = subscribe('resume', resumed, { lastEventId: 0 });
+    await subR.settle(1000, 5000);
+    const history = subR.frames.filter((ev) => !isBridgeEcho(ev) && ['user_message_chunk', 'agent_message_chunk'].includes(updateKind(ev) ?? ''));
+    obs.require('s5.resumeQuiet', 'resume → no history frames', history.length === 0 ? 'none' : `${history.length} message frames`, history.length === 0);
+    recordSequences(obs, 'after resume', subR.frames);
+    const mark3 = fake.entries().length;
+    const r3 = await prompt(resumed, 'and what was the code word?');
+    const req3 = await pollUntil(() => mainTurnAfter(fake, mark3), 5000, 'model request after resume').catch(() => undefined);
+    obs.require('s5.resumeSaw', 'prompt after resume: the model request carries turns 1–2', `${r3.stopReason}; ${roleCounts(req3)}`, r3.stopReason === 'end_turn' && carriesHistory(req3));
+    await subR.close();
+  },
+};
+
+// ─── 6 ────────────────────────────────────────────────────────────────────────────────────────────
+const s6: Scenario = {
+  id: 6,
+  title: 'kill the agent child → session_died → resume brings the session back',
+  timeoutMs: 120_000,
+  async run(ctx) {
+    const { obs, fake } = ctx;
+    const d = await ctx.startDaemon();
+    const c = clientFor(ctx, d);
+    const s = await DaemonSessionClient.createOrAttach(c, {});
+    const sub = subscribe('A', s, { lastEventId: 0 });
+    const r1 = await prompt(s, 'ping');
+    obs.require('s6.turn1', 'turn 1 → stopReason', r1.stopReason, r1.stopReason === 'end_turn');
+    await sub.settle(800, 5000);
+
+    const agents = d.agentPids();
+    obs.require('s6.agent', 'the daemon has an agent child (--acp)', agents.length, agents.length >= 1);
+    const victims = agents.flatMap((p) => [p, ...descendantsOf(p)]);
+    for (const p of victims) {
+      try { process.kill(p, 'SIGKILL'); } catch { /* gone */ }
+    }
+    await pollUntil(() => victims.every((p) => !isAlive(p)), 5000, 'agent gone');
+    const died = await sub.waitFor((ev) => ev.type === 'session_died', FRAME_MS, 'session_died').catch(() => undefined);
+    const dd = died ? dataOf(died) : {};
+    obs.require('s6.died', 'session_died frame', died ? String(dd.reason) : 'none', died !== undefined);
+    obs.info('s6.diedData', 'session_died data', died ? { reason: dd.reason, exitCode: dd.exitCode, signalCode: dd.signalCode } : undefined);
+    const end = await withTimeout(sub.ended, 10_000, 'stream end').catch(() => 'still open');
+    obs.info('s6.streamEnds', 'SSE stream ends after session_died', end);
+    recordSequences(obs, 'turn 1 + crash', sub.frames);
+    await sub.close();
+
+    const resumed = await DaemonSessionClient.resume(c, s.sessionId).then((x) => x, (err: unknown) => errorShape(err));
+    if (typeof resumed === 'string') {
+      obs.require('s6.resume', 'POST /session/:id/resume after the crash', resumed, false);
+      return;
+    }
+    obs.require('s6.resume', 'POST /session/:id/resume after the crash → attached', resumed.attached, resumed.attached === false);
+    const subR = subscribe('R', resumed, { lastEventId: 0 });
+    const mark = fake.entries().length;
+    const r2 = await prompt(resumed, 'ping again');
+    obs.require('s6.turn2', 'prompt on the resumed session → stopReason', r2.stopReason, r2.stopReason === 'end_turn');
+    const req = await pollUntil(() => mainTurnAfter(fake, mark), 5000, 'model request after resume').catch(() => undefined);
+    obs.info('s6.history', 'the model request after resume carries turn 1', carriesHistory(req));
+    const newAgents = d.agentPids();
+    obs.info('s6.newAgent', 'a new agent child serves the resumed session', newAgents.length > 0 && newAgents.every((p) => !agents.includes(p)));
+    await subR.settle(500, 3000);
+    recordSequences(obs, 'after resume', subR.frames);
+    await subR.close();
+  },
+};
+
+export const scenarios: Scenario[] = [s1, s2, s3, s4, s5, s6];
