@@ -159,7 +159,12 @@ export class AgentChannel {
    * losing promises never surface as unhandled rejections.
    */
   call<T>(method: string, params: unknown, opts: { timeoutMs?: number; closedMessage: string }): Promise<T> {
-    const request = this.connection.agent.request<T>(method, params);
+    // When the child dies, EOF on its stdout usually closes the connection (rejecting this request with
+    // the SDK's generic "ACP connection closed") before the exit event: report it as the closed channel.
+    const request = this.connection.agent.request<T>(method, params).catch((err: unknown): never => {
+      if (!(err instanceof RequestError) && this.connection.signal.aborted) throw new ChannelClosedError(opts.closedMessage);
+      throw err;
+    });
     const racers: Promise<T>[] = [request, this.closedRejection(opts.closedMessage)];
     const raced = Promise.race(racers);
     // Whichever loses must not become an unhandled rejection.
