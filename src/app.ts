@@ -9,17 +9,24 @@ import { fastifySSE } from '@fastify/sse';
 import type { Config } from './config.js';
 import { BadRequestError, isWireError } from './errors.js';
 import channelSupervisor from './plugins/channel-supervisor.js';
+import metrics from './plugins/metrics.js';
+import openapi from './plugins/openapi.js';
+import probes from './plugins/probes.js';
+import rateLimits from './plugins/rate-limits.js';
+import requestLog, { loggerOptions, RequestLogController, requestIdFor, type LogOutput } from './plugins/request-log.js';
 import restoreCoordinator from './plugins/restore-coordinator.js';
 import security from './plugins/security.js';
 import sessionRegistry from './plugins/session-registry.js';
 import eventRoutes from './routes/events.js';
 import metaRoutes from './routes/meta.js';
+import operationRoutes from './routes/operations.js';
 import permissionRoutes from './routes/permissions.js';
 import sessionRoutes from './routes/sessions.js';
 import { ErrorEnvelope } from './schemas/common.js';
 import { safeBody, validationMessage } from './schemas/validation.js';
 
 export const BODY_LIMIT = 10 * 1024 * 1024;
+export const MAX_PARAM_LENGTH = 16 * 1024;
 export const SSE_HEARTBEAT_MS = 15_000;
 
 declare module 'fastify' {
@@ -29,13 +36,25 @@ declare module 'fastify' {
   }
 }
 
-export async function buildApp(config: Config): Promise<FastifyInstance> {
+export interface BuildOptions {
+  /** Where log lines go (JSON); stdout when absent. */
+  logStream?: LogOutput['stream'];
+  /** Pretty logs for a human; defaults to whether stdout is a terminal. */
+  prettyLogs?: boolean;
+}
+
+export async function buildApp(config: Config, options: BuildOptions = {}): Promise<FastifyInstance> {
   const app = Fastify({
-    logger: {
-      level: config.logLevel,
-      redact: { paths: ['req.headers.authorization', 'headers.authorization'], censor: '[redacted]' },
-    },
+    logger: loggerOptions(config, { stream: options.logStream, isTTY: options.prettyLogs ?? process.stdout.isTTY === true }),
+    logController: new RequestLogController(),
+    requestIdHeader: false,
+    genReqId: requestIdFor,
     bodyLimit: BODY_LIMIT,
+    // `/workspace/:id/sessions` takes a whole URL-encoded workspace path as
+    // `:id`; the router's default cap of 100 characters would answer 414 for
+    // any workspace a few folders deep. Node's 16 KiB header limit (request
+    // line included) bounds what can arrive anyway.
+    routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
     // The drain (preClose) ends every stream and answers every request it
     // can; whatever connection is left after it is closed, not waited for.
     forceCloseConnections: true,
@@ -105,17 +124,24 @@ export async function buildApp(config: Config): Promise<FastifyInstance> {
     reply.code(404).send({ error: `Route ${req.method} ${req.url.split('?')[0]} not found` });
   });
 
+  await app.register(requestLog);
   await app.register(security, { config });
+  // Both work in onRoute, so they come before every route.
+  await app.register(rateLimits, { config });
+  await app.register(openapi);
   await app.register(fastifySSE, { heartbeatInterval: SSE_HEARTBEAT_MS });
   await app.register(channelSupervisor, { config });
   await app.register(sessionRegistry, { config });
   await app.register(restoreCoordinator);
+  await app.register(probes, { config });
+  await app.register(metrics);
   app.decorate('killAllSync', () => app.sessions.killAllSync());
 
   await app.register(metaRoutes);
   await app.register(sessionRoutes);
   await app.register(eventRoutes);
   await app.register(permissionRoutes);
+  await app.register(operationRoutes);
 
   return app;
 }

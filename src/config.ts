@@ -95,6 +95,37 @@ export const ConfigSchema = Type.Object({
     LOG_LEVELS.map((level) => Type.Literal(level)),
     { default: 'info', description: `Log level: ${LOG_LEVELS.join(', ')}.` },
   ),
+  ACPD_RATE_LIMIT_PROMPTS: Type.Integer({
+    minimum: 0,
+    default: 0,
+    description: 'Prompts (POST /session/:id/prompt) a client may send per minute. 0 = no limit.',
+  }),
+  ACPD_RATE_LIMIT_MUTATIONS: Type.Integer({
+    minimum: 0,
+    default: 0,
+    description: 'Other POST requests a client may send per minute. 0 = no limit.',
+  }),
+  ACPD_RATE_LIMIT_READS: Type.Integer({
+    minimum: 0,
+    default: 0,
+    description: 'GET requests a client may send per minute (probes and /metrics excepted). 0 = no limit.',
+  }),
+  ACPD_MAX_EVENT_LOOP_DELAY_MS: Type.Integer({
+    minimum: 0,
+    maximum: MAX_TIMER_MS,
+    default: 1_000,
+    description: 'Event-loop delay past which acpd sheds load (503 + Retry-After) and reports not ready. 0 = not checked.',
+  }),
+  ACPD_MAX_HEAP_USED_BYTES: Type.Integer({
+    minimum: 0,
+    default: 0,
+    description: 'Heap size past which acpd sheds load and reports not ready. 0 = not checked.',
+  }),
+  ACPD_MAX_RSS_BYTES: Type.Integer({
+    minimum: 0,
+    default: 0,
+    description: 'Resident set size past which acpd sheds load and reports not ready. 0 = not checked.',
+  }),
 });
 
 type Settings = Static<typeof ConfigSchema>;
@@ -123,6 +154,14 @@ export type Config = {
   permissionTimeoutMs: number;
   killGraceMs: number;
   logLevel: string;
+  /** Requests per minute per client for each budget; 0 = no limit. */
+  rateLimitPrompts: number;
+  rateLimitMutations: number;
+  rateLimitReads: number;
+  /** Load-shedding thresholds (@fastify/under-pressure); 0 = not checked. */
+  maxEventLoopDelayMs: number;
+  maxHeapUsedBytes: number;
+  maxRssBytes: number;
   /** The environment an agent child receives: ours, minus ACPD_TOKEN. */
   agentEnv: Record<string, string>;
 };
@@ -529,6 +568,12 @@ export function loadConfig(opts: { argv: string[]; env: NodeJS.ProcessEnv; cwd: 
     permissionTimeoutMs: settings.ACPD_PERMISSION_TIMEOUT_MS,
     killGraceMs: settings.ACPD_KILL_GRACE_MS,
     logLevel: settings.ACPD_LOG_LEVEL,
+    rateLimitPrompts: settings.ACPD_RATE_LIMIT_PROMPTS,
+    rateLimitMutations: settings.ACPD_RATE_LIMIT_MUTATIONS,
+    rateLimitReads: settings.ACPD_RATE_LIMIT_READS,
+    maxEventLoopDelayMs: settings.ACPD_MAX_EVENT_LOOP_DELAY_MS,
+    maxHeapUsedBytes: settings.ACPD_MAX_HEAP_USED_BYTES,
+    maxRssBytes: settings.ACPD_MAX_RSS_BYTES,
     agentEnv: childEnvironment(opts.env),
   };
 }

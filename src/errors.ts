@@ -150,6 +150,32 @@ export class PermissionNotFoundError extends PermissionNotFoundBase implements W
   }
 }
 
+const RateLimitedBase = createError<[string]>('ACPD_RATE_LIMITED', 'Rate limit exceeded for %s; retry later', 429);
+/** A client spent its budget (prompts, mutations or reads) for the current window. */
+export class RateLimitedError extends RateLimitedBase implements WireError {
+  constructor(
+    readonly budget: string,
+    readonly retryAfter: number,
+  ) {
+    super(budget);
+  }
+  envelope() {
+    return { error: this.message, code: 'rate_limited', budget: this.budget };
+  }
+}
+
+const OverloadedBase = createError<[string]>('ACPD_OVERLOADED', 'acpd is overloaded (%s); retry later', 503);
+/** Load shedding: the event loop lags or memory is past its threshold. */
+export class OverloadedError extends OverloadedBase implements WireError {
+  readonly retryAfter = RETRY_AFTER_SECONDS;
+  constructor(readonly reason: string) {
+    super(reason);
+  }
+  envelope() {
+    return { error: this.message, code: 'overloaded', reason: this.reason };
+  }
+}
+
 /** A 400 for a route's own body/param check, with an optional `code`. */
 const BadRequestBase = createError<[string]>('ACPD_BAD_REQUEST', '%s', 400);
 export class BadRequestError extends BadRequestBase implements WireError {

@@ -61,6 +61,12 @@ t.test('defaults', async (t) => {
     permissionTimeoutMs: 300_000,
     killGraceMs: 5_000,
     logLevel: 'info',
+    rateLimitPrompts: 0,
+    rateLimitMutations: 0,
+    rateLimitReads: 0,
+    maxEventLoopDelayMs: 1_000,
+    maxHeapUsedBytes: 0,
+    maxRssBytes: 0,
     agentEnv: {},
   });
   t.equal(config.token, undefined);
@@ -81,6 +87,12 @@ t.test('every setting has an environment twin', async (t) => {
     ACPD_PERMISSION_TIMEOUT_MS: '0',
     ACPD_KILL_GRACE_MS: '100',
     ACPD_LOG_LEVEL: 'debug',
+    ACPD_RATE_LIMIT_PROMPTS: '11',
+    ACPD_RATE_LIMIT_MUTATIONS: '12',
+    ACPD_RATE_LIMIT_READS: '13',
+    ACPD_MAX_EVENT_LOOP_DELAY_MS: '14',
+    ACPD_MAX_HEAP_USED_BYTES: '15',
+    ACPD_MAX_RSS_BYTES: '16',
   }, '/');
   t.match(config, {
     port: 8080,
@@ -95,6 +107,12 @@ t.test('every setting has an environment twin', async (t) => {
     permissionTimeoutMs: 0,
     killGraceMs: 100,
     logLevel: 'debug',
+    rateLimitPrompts: 11,
+    rateLimitMutations: 12,
+    rateLimitReads: 13,
+    maxEventLoopDelayMs: 14,
+    maxHeapUsedBytes: 15,
+    maxRssBytes: 16,
   });
 });
 
@@ -113,6 +131,12 @@ t.test('flags win over their environment twins', async (t) => {
     ACPD_PERMISSION_TIMEOUT_MS: '600',
     ACPD_KILL_GRACE_MS: '700',
     ACPD_LOG_LEVEL: 'debug',
+    ACPD_RATE_LIMIT_PROMPTS: '11',
+    ACPD_RATE_LIMIT_MUTATIONS: '12',
+    ACPD_RATE_LIMIT_READS: '13',
+    ACPD_MAX_EVENT_LOOP_DELAY_MS: '14',
+    ACPD_MAX_HEAP_USED_BYTES: '15',
+    ACPD_MAX_RSS_BYTES: '16',
   };
   const config = load(
     [
@@ -128,6 +152,12 @@ t.test('flags win over their environment twins', async (t) => {
       '--permission-timeout-ms', '601',
       '--kill-grace-ms', '701',
       '--log-level', 'warn',
+      '--rate-limit-prompts', '21',
+      '--rate-limit-mutations', '22',
+      '--rate-limit-reads', '23',
+      '--max-event-loop-delay-ms', '24',
+      '--max-heap-used-bytes', '25',
+      '--max-rss-bytes', '26',
     ],
     env,
   );
@@ -145,6 +175,12 @@ t.test('flags win over their environment twins', async (t) => {
     permissionTimeoutMs: 601,
     killGraceMs: 701,
     logLevel: 'warn',
+    rateLimitPrompts: 21,
+    rateLimitMutations: 22,
+    rateLimitReads: 23,
+    maxEventLoopDelayMs: 24,
+    maxHeapUsedBytes: 25,
+    maxRssBytes: 26,
   });
   // Only the flag it was given overrides; the rest still come from env.
   t.equal(load(['--port', '1'], env).maxSessions, 3);

@@ -38,7 +38,12 @@ export function testConfig(t: Teardown, opts: TestOptions = {}): Config {
   const workspace = opts.workspace ?? tempDir(t, 'acpd-ws-');
   const dataDir = opts.dataDir ?? path.join(workspace, '.acpd');
   const config = loadConfig({
-    argv: ['--port', '0', '--workspace', workspace, '--data-dir', dataDir, '--log-level', 'silent', ...(opts.args ?? [])],
+    // Load shedding is off unless a test turns it on: a busy CI machine must not turn answers into 503s.
+    argv: [
+      '--port', '0', '--workspace', workspace, '--data-dir', dataDir, '--log-level', 'silent',
+      '--max-event-loop-delay-ms', '0',
+      ...(opts.args ?? []),
+    ],
     env: opts.env ?? { PATH: process.env.PATH ?? '' },
     cwd: workspace,
   });

@@ -10,6 +10,9 @@ import fp from 'fastify-plugin';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Config } from '../config.js';
 
+/** Probes an orchestrator calls without credentials on a loopback bind. */
+const PUBLIC_PROBES = new Set(['/health', '/livez', '/readyz']);
+
 function sha256(s: string): Buffer {
   return createHash('sha256').update(s).digest();
 }
@@ -38,6 +41,10 @@ async function security(app: FastifyInstance, opts: { config: Config }) {
   let hostsForPort: { port: number; hosts: Set<string> } | undefined;
 
   const hostAllowed = (req: FastifyRequest): boolean => {
+    // Not listening means no socket can reach us: the request was injected
+    // in-process (app.inject), where DNS rebinding is no concern and there is
+    // no port to compare against.
+    if (!app.server.listening) return true;
     const port = (app.server.address() as AddressInfo | null)?.port ?? config.port;
     if (!hostsForPort || hostsForPort.port !== port) hostsForPort = { port, hosts: allowedHosts(port) };
     return hostsForPort.hosts.has((req.headers.host ?? '').toLowerCase());
@@ -51,7 +58,10 @@ async function security(app: FastifyInstance, opts: { config: Config }) {
       return reply.code(403).send({ error: 'Invalid Host header' });
     }
     if (!tokenDigest) return;
-    if (config.isLoopback && req.method === 'GET' && req.routeOptions.url === '/health') return;
+    // HEAD rides on the GET route (as Express's app.get does), so probes that
+    // only want the status line are exempt too.
+    const probe = req.method === 'GET' || req.method === 'HEAD';
+    if (config.isLoopback && probe && PUBLIC_PROBES.has(req.routeOptions.url ?? '')) return;
     const creds = bearerCredentials(req.headers.authorization);
     if (!creds || !timingSafeEqual(sha256(creds), tokenDigest)) {
       return reply.code(401).send({ error: 'Unauthorized' });

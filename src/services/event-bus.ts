@@ -25,10 +25,27 @@ export interface BusEvent {
   readonly json: string;
 }
 
+/**
+ * Counters a bus bumps as it works, for metrics. One instance is usually
+ * shared by every bus of an app; each update is a plain integer increment.
+ */
+export class BusStats {
+  /** Events given an id and stored. */
+  published = 0;
+  /** Ring events handed to a subscriber that reconnected with a Last-Event-ID. */
+  replayed = 0;
+  /** Events pushed out of a full ring: a reconnect from before them can no longer replay them. */
+  dropped = 0;
+  /** Subscribers cut off because their queue overflowed. */
+  evicted = 0;
+}
+
 export interface BusOptions {
   ringSize?: number;
   maxQueued?: number;
   maxSubscribers?: number;
+  /** Where to count; a private instance when absent. */
+  stats?: BusStats;
 }
 
 export interface SubscribeOptions {
@@ -52,15 +69,17 @@ class Ring {
     this.slots = new Array<BusEvent | undefined>(capacity);
   }
 
-  push(ev: BusEvent): void {
-    if (this.capacity === 0) return;
+  /** Returns true when the oldest event had to make room. */
+  push(ev: BusEvent): boolean {
+    if (this.capacity === 0) return false;
     if (this.size < this.capacity) {
       this.slots[(this.start + this.size) % this.capacity] = ev;
       this.size++;
-    } else {
-      this.slots[this.start] = ev;
-      this.start = (this.start + 1) % this.capacity;
+      return false;
     }
+    this.slots[this.start] = ev;
+    this.start = (this.start + 1) % this.capacity;
+    return true;
   }
 
   at(i: number): BusEvent {
@@ -198,6 +217,7 @@ export class EventBus {
   private readonly subscribers = new Set<Subscription>();
   private readonly maxQueued: number;
   private readonly maxSubscribers: number;
+  private readonly stats: BusStats;
   private nextId = 1;
   private closed = false;
 
@@ -205,6 +225,7 @@ export class EventBus {
     this.ring = new Ring(opts.ringSize ?? DEFAULT_RING_SIZE);
     this.maxQueued = opts.maxQueued ?? DEFAULT_MAX_QUEUED;
     this.maxSubscribers = opts.maxSubscribers ?? DEFAULT_MAX_SUBSCRIBERS;
+    this.stats = opts.stats ?? new BusStats();
   }
 
   get lastEventId(): number {
@@ -224,9 +245,11 @@ export class EventBus {
     if (this.closed) return undefined;
     const envelope: EventEnvelope = { id: this.nextId++, v: EVENT_SCHEMA_VERSION, type, data };
     const ev = makeEvent(envelope);
-    this.ring.push(ev);
+    this.stats.published++;
+    if (this.ring.push(ev)) this.stats.dropped++;
     for (const sub of this.subscribers) {
       if (!sub.pushLive(ev)) {
+        this.stats.evicted++;
         sub.end(
           true,
           makeEvent({
@@ -249,7 +272,10 @@ export class EventBus {
     if (this.subscribers.size >= this.maxSubscribers) throw new SubscriberLimitExceededError(this.maxSubscribers);
     const sub = new Subscription(opts.maxQueued ?? this.maxQueued, (s) => this.subscribers.delete(s));
     if (opts.lastEventId !== undefined) {
-      for (const ev of this.ring.after(opts.lastEventId)) sub.pushReplay(ev);
+      for (const ev of this.ring.after(opts.lastEventId)) {
+        sub.pushReplay(ev);
+        this.stats.replayed++;
+      }
     }
     if (opts.signal?.aborted) {
       sub.abort();

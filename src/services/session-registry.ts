@@ -23,7 +23,7 @@ import {
 } from '../errors.js';
 import type { AgentChannel, ExitInfo } from './agent-channel.js';
 import type { ChannelListener, ChannelSupervisor } from './channel-supervisor.js';
-import { EventBus, type BusEvent, type BusOptions, type SubscribeOptions } from './event-bus.js';
+import { BusStats, EventBus, type BusEvent, type BusOptions, type SubscribeOptions } from './event-bus.js';
 import { FsProxy } from './fs-proxy.js';
 import { PermissionBroker } from './permissions.js';
 import { resolveWorkspace } from './workspace.js';
@@ -81,6 +81,8 @@ export interface SlotHolder {
 
 export class SessionRegistry implements ChannelListener {
   readonly permissions: PermissionBroker;
+  /** What every session bus counts, summed over the app's lifetime (for metrics). */
+  readonly busStats: BusStats;
   private readonly byId = new Map<string, SessionEntry>();
   private defaultEntry: SessionEntry | undefined;
   private readonly inFlightSpawns = new Map<string, Promise<SessionEntry>>();
@@ -99,6 +101,7 @@ export class SessionRegistry implements ChannelListener {
       log: opts.log,
     });
     this.fsProxy = new FsProxy(opts.workspace);
+    this.busStats = opts.bus.stats ?? new BusStats();
     channels.setListener(this);
   }
 
@@ -175,7 +178,7 @@ export class SessionRegistry implements ChannelListener {
   }
 
   newBus(): EventBus {
-    return new EventBus(this.opts.bus);
+    return new EventBus({ ...this.opts.bus, stats: this.busStats });
   }
 
   // ---- create / attach -------------------------------------------------

@@ -1,0 +1,166 @@
+/**
+ * Prometheus metrics (prom-client), in a registry of this app's own: two apps
+ * in one process never share a series. The services already count what
+ * matters (sessions, channels, bus traffic, restores); their numbers are read
+ * at scrape time, so nothing here runs on the hot paths. Only durations are
+ * observed as they happen, from one `onResponse` hook.
+ *
+ * prom-client's default process metrics are left out on purpose: they start
+ * event-loop and GC monitors that can never be stopped, which would outlive
+ * the app. Event-loop delay and memory come from under-pressure's sampler
+ * instead (the probes plugin).
+ */
+import fp from 'fastify-plugin';
+import type { FastifyInstance } from 'fastify';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** This app's Prometheus registry; `GET /metrics` renders it. */
+    metrics: Registry;
+  }
+}
+
+export const PROMPT_ROUTE = '/session/:id/prompt';
+/** The `route` label of a request that matched no route (a 404). */
+export const UNMATCHED_ROUTE = '(unmatched)';
+
+// Prompts run from milliseconds to many minutes.
+const PROMPT_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800];
+// Ordinary requests are fast; SSE streams land in the last buckets.
+const HTTP_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300];
+
+async function metrics(app: FastifyInstance) {
+  const registry = new Registry();
+  const registers = [registry];
+  const { sessions, channels, restores } = app;
+
+  /** A counter whose value a service keeps; copied at scrape time. */
+  function mirrored(name: string, help: string, read: () => number): void {
+    new Counter({
+      name,
+      help,
+      registers,
+      collect() {
+        this.reset();
+        this.inc(read());
+      },
+    });
+  }
+
+  new Gauge({
+    name: 'acpd_sessions',
+    help: 'Live sessions.',
+    registers,
+    collect() {
+      this.set(sessions.sessionCount);
+    },
+  });
+  new Gauge({
+    name: 'acpd_agent_channels',
+    help: 'Agent processes not reaped yet, by state: active (may take sessions) or dying (being stopped).',
+    labelNames: ['state'],
+    registers,
+    collect() {
+      let dying = 0;
+      for (const channel of channels.alive) if (channel.isDying) dying++;
+      this.set({ state: 'active' }, channels.alive.size - dying);
+      this.set({ state: 'dying' }, dying);
+    },
+  });
+  mirrored('acpd_agent_spawns_total', 'Agent processes started.', () => channels.spawnCount);
+  mirrored('acpd_agent_crashes_total', 'Agent processes that exited without being asked to.', () => channels.crashCount);
+  new Gauge({
+    name: 'acpd_sse_subscribers',
+    help: 'Open event streams, over all sessions.',
+    registers,
+    collect() {
+      let subscribers = 0;
+      for (const entry of sessions.list()) subscribers += entry.events.subscriberCount;
+      this.set(subscribers);
+    },
+  });
+
+  const bus = sessions.busStats;
+  mirrored('acpd_events_published_total', 'Session events published.', () => bus.published);
+  mirrored('acpd_events_replayed_total', 'Events replayed to streams that reconnected with Last-Event-ID.', () => bus.replayed);
+  mirrored(
+    'acpd_events_dropped_total',
+    'Events pushed out of a full replay ring (a reconnect from before them can no longer replay them).',
+    () => bus.dropped,
+  );
+  mirrored('acpd_sse_evictions_total', 'Event streams cut off because the client fell too far behind.', () => bus.evicted);
+
+  new Counter({
+    name: 'acpd_restores_total',
+    help: 'Session load/resume requests by outcome: restored, coalesced (joined one in flight), conflict (409), limited (503), not_found (404).',
+    labelNames: ['outcome'],
+    registers,
+    collect() {
+      const { stats } = restores;
+      this.reset();
+      this.inc({ outcome: 'restored' }, stats.restored);
+      this.inc({ outcome: 'coalesced' }, stats.coalesced);
+      this.inc({ outcome: 'conflict' }, stats.conflicts);
+      this.inc({ outcome: 'limited' }, stats.limited);
+      this.inc({ outcome: 'not_found' }, stats.notFound);
+    },
+  });
+
+  new Gauge({
+    name: 'acpd_event_loop_delay_milliseconds',
+    help: 'Mean event-loop delay over the last sample (under-pressure).',
+    registers,
+    collect() {
+      this.set(app.memoryUsage().eventLoopDelay);
+    },
+  });
+  new Gauge({
+    name: 'acpd_heap_used_bytes',
+    help: 'V8 heap in use at the last sample.',
+    registers,
+    collect() {
+      this.set(app.memoryUsage().heapUsed);
+    },
+  });
+  new Gauge({
+    name: 'acpd_rss_bytes',
+    help: 'Resident set size at the last sample.',
+    registers,
+    collect() {
+      this.set(app.memoryUsage().rssBytes);
+    },
+  });
+
+  const promptDuration = new Histogram({
+    name: 'acpd_prompt_duration_seconds',
+    help: 'Time from a prompt request to its answer, by HTTP status.',
+    labelNames: ['status_code'],
+    buckets: PROMPT_BUCKETS,
+    registers,
+  });
+  const httpDuration = new Histogram({
+    name: 'acpd_http_request_duration_seconds',
+    help: 'HTTP request durations by method, route pattern and status (an SSE stream counts until it ends).',
+    labelNames: ['method', 'route', 'status_code'],
+    buckets: HTTP_BUCKETS,
+    registers,
+  });
+
+  app.addHook('onResponse', (req, reply, done) => {
+    const route = req.routeOptions.url ?? UNMATCHED_ROUTE;
+    const seconds = reply.elapsedTime / 1000;
+    const status = String(reply.statusCode);
+    httpDuration.observe({ method: req.method, route, status_code: status }, seconds);
+    if (route === PROMPT_ROUTE && req.method === 'POST') promptDuration.observe({ status_code: status }, seconds);
+    done();
+  });
+
+  app.decorate('metrics', registry);
+}
+
+export default fp(metrics, {
+  name: 'metrics',
+  fastify: '5.x',
+  dependencies: ['session-registry', 'channel-supervisor', 'restore-coordinator', 'probes'],
+});

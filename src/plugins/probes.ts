@@ -1,0 +1,108 @@
+/**
+ * Readiness for orchestrators, and load shedding through
+ * @fastify/under-pressure: when the event loop lags or memory is past its
+ * threshold, requests get 503 + Retry-After (our envelope, code `overloaded`)
+ * — except the probes and /metrics, which must keep answering exactly then.
+ *
+ * Ready means: the config was valid (or there would be no app), the listener
+ * is up, the agent command resolves to an executable, the daemon is not
+ * draining, and the process is not under pressure. The agent command is
+ * looked up at start-up (a miss is logged) and again on every check, so
+ * installing the agent later makes the daemon ready without a restart.
+ */
+import fp from 'fastify-plugin';
+import underPressure from '@fastify/under-pressure';
+import type { FastifyInstance } from 'fastify';
+import type { Config } from '../config.js';
+import { OverloadedError } from '../errors.js';
+import { resolveCommand } from '../services/agent-command.js';
+import { embeddedAgentArgv } from './channel-supervisor.js';
+
+/** How often under-pressure samples the event loop and memory. */
+const SAMPLE_INTERVAL_MS = 1000;
+/**
+ * Start-up itself (compiling every route schema, mostly) blocks the loop for
+ * up to a second or so, and under-pressure's first sample would report that
+ * as lag and shed the first requests. Pressure counts from the second sample
+ * after ready on.
+ */
+const WARM_UP_MS = 2 * SAMPLE_INTERVAL_MS;
+
+/** Routes that are never shed. */
+export const UNSHED_ROUTES: ReadonlySet<string> = new Set(['/health', '/livez', '/readyz', '/metrics']);
+
+export interface ReadinessChecks {
+  config: 'ok';
+  listener: 'ok' | 'down';
+  agent: 'ok' | 'missing';
+  drain: 'ok' | 'draining';
+  load: 'ok' | 'overloaded';
+}
+
+export interface ReadinessReport {
+  ready: boolean;
+  checks: ReadinessChecks;
+}
+
+export interface Readiness {
+  /** The agent's argv[0] as configured. */
+  readonly agentCommand: string;
+  /** Looks everything up now, the agent command included. */
+  check(): Promise<ReadinessReport>;
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    readiness: Readiness;
+  }
+}
+
+async function probes(app: FastifyInstance, opts: { config: Config }) {
+  const { config } = opts;
+  let readyAt: number | undefined;
+  const warmingUp = () => readyAt === undefined || performance.now() - readyAt < WARM_UP_MS;
+  app.addHook('onReady', async () => {
+    readyAt = performance.now();
+  });
+  const overloaded = () => !warmingUp() && app.isUnderPressure();
+
+  await app.register(underPressure, {
+    sampleInterval: SAMPLE_INTERVAL_MS,
+    maxEventLoopDelay: config.maxEventLoopDelayMs,
+    maxHeapUsedBytes: config.maxHeapUsedBytes,
+    maxRssBytes: config.maxRssBytes,
+    // Through the error handler, so the body is our envelope and Retry-After
+    // comes from the error like every other 503.
+    pressureHandler: async (req, _reply, type) => {
+      if (warmingUp()) return;
+      if (req.routeOptions.url !== undefined && UNSHED_ROUTES.has(req.routeOptions.url)) return;
+      req.log.warn({ pressure: type }, 'shedding load');
+      throw new OverloadedError(type);
+    },
+  });
+
+  const argv = config.agent ?? embeddedAgentArgv(config.dataDir);
+  const agentCommand = argv[0] ?? '';
+  const lookup = { cwd: config.workspace, pathVariable: config.agentEnv.PATH };
+  const agentFound = async (): Promise<boolean> => (await resolveCommand(agentCommand, lookup)) !== undefined;
+
+  if (!(await agentFound())) {
+    app.log.warn({ agentCommand }, 'agent command not found: not ready until it is');
+  }
+
+  app.decorate('readiness', {
+    agentCommand,
+    async check(): Promise<ReadinessReport> {
+      const checks: ReadinessChecks = {
+        config: 'ok',
+        listener: app.server.listening ? 'ok' : 'down',
+        agent: (await agentFound()) ? 'ok' : 'missing',
+        drain: app.sessions.isShuttingDown ? 'draining' : 'ok',
+        load: overloaded() ? 'overloaded' : 'ok',
+      };
+      return { ready: Object.values(checks).every((state) => state === 'ok'), checks };
+    },
+  });
+}
+
+export default fp(probes, { name: 'probes', fastify: '5.x', dependencies: ['session-registry'] });

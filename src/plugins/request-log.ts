@@ -1,0 +1,99 @@
+/**
+ * Request logging: exactly one line per request, written when its response
+ * is finished (Fastify's "incoming request" line is dropped by the log
+ * controller below, which app.ts installs), carrying the request id. The id is the client's
+ * `X-Request-Id` when that is a sane token, a fresh UUID otherwise, and it is
+ * echoed back in the response so a client can quote it.
+ *
+ * The logger options live here too, as they belong to the same concern but
+ * must be handed to the Fastify constructor: JSON lines, the bearer token
+ * redacted, and pino-pretty only for a human at a terminal (when installed —
+ * it is a dev dependency, so a production install always logs JSON).
+ */
+import { randomUUID } from 'node:crypto';
+import { createRequire } from 'node:module';
+import type { IncomingMessage } from 'node:http';
+import fp from 'fastify-plugin';
+import { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
+import type { Config } from '../config.js';
+
+export const REQUEST_ID_HEADER = 'x-request-id';
+
+// Printable, no spaces or quotes, bounded: safe to echo and to index.
+const SANE_REQUEST_ID = /^[A-Za-z0-9._:@/+=-]{1,128}$/;
+
+/** Fastify's `genReqId`: the client's X-Request-Id when sane, else a UUID. */
+export function requestIdFor(req: IncomingMessage): string {
+  const header = req.headers[REQUEST_ID_HEADER];
+  return typeof header === 'string' && SANE_REQUEST_ID.test(header) ? header : randomUUID();
+}
+
+/** Paths pino censors wherever a request's headers get logged. */
+export const REDACTED_PATHS = ['req.headers.authorization', 'headers.authorization'];
+
+/** The pino-pretty entry point, when it is installed. */
+function prettyTarget(): string | undefined {
+  try {
+    return createRequire(import.meta.url).resolve('pino-pretty');
+  } catch {
+    return undefined;
+  }
+}
+
+export interface LogOutput {
+  /** Write log lines here instead of stdout (always JSON). */
+  stream?: { write(line: string): void };
+  /** Whether a human reads stdout; pretty output needs pino-pretty too. */
+  isTTY?: boolean;
+}
+
+export type LoggerOptions = Exclude<FastifyServerOptions['logger'], boolean | undefined>;
+
+export function loggerOptions(config: Pick<Config, 'logLevel'>, output: LogOutput = {}): LoggerOptions {
+  const base = { level: config.logLevel, redact: { paths: REDACTED_PATHS, censor: '[redacted]' } };
+  if (output.stream !== undefined) return { ...base, stream: output.stream };
+  const target = output.isTTY === true ? prettyTarget() : undefined;
+  if (target === undefined) return base;
+  return { ...base, transport: { target, options: { translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname' } } };
+}
+
+/**
+ * The fields of a request's line; the status only when a response was sent,
+ * headers (token censored) only when debugging.
+ */
+function requestLine(request: FastifyRequest, reply: FastifyReply, sent: boolean): Record<string, unknown> {
+  const line: Record<string, unknown> = { req: request, route: request.routeOptions.url };
+  if (sent) line.res = reply;
+  line.responseTime = reply.elapsedTime;
+  if (request.log.level === 'debug' || request.log.level === 'trace') line.headers = request.headers;
+  return line;
+}
+
+/**
+ * Fastify's request log lines, reduced to one per request: nothing when it
+ * arrives, everything when its response is done.
+ */
+export class RequestLogController extends LogController {
+  override incomingRequest(): void {}
+
+  override requestCompleted(error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {
+    if (error) request.log.error({ ...requestLine(request, reply, true), err: error }, 'request errored');
+    else request.log.info(requestLine(request, reply, true), 'request completed');
+  }
+}
+
+async function requestLog(app: FastifyInstance) {
+  // First hook of all, so that even a request refused by the guards gets it.
+  app.addHook('onRequest', (req, reply, done) => {
+    reply.header(REQUEST_ID_HEADER, req.id);
+    // A response that never finished (the client left mid-prompt or
+    // mid-stream) gets no line from the controller; this is its one line.
+    const res = reply.raw;
+    res.once('close', () => {
+      if (!res.writableFinished && !res.errored) req.log.info(requestLine(req, reply, false), 'request aborted');
+    });
+    done();
+  });
+}
+
+export default fp(requestLog, { name: 'request-log', fastify: '5.x' });

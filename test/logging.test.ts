@@ -1,0 +1,203 @@
+// Request logs (issue 5): one JSON line per request, carrying the request id (the client's X-Request-Id
+// when sane, echoed back); the bearer token never reaches a log line; pretty output only for a terminal.
+import { execFile } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import type { AddressInfo } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import t, { type Test } from 'tap';
+import { buildApp } from '../src/app.js';
+import { loggerOptions } from '../src/plugins/request-log.js';
+import { call, createSession, obj, openEvents, tempDir, testConfig, textPrompt, type TestDaemon } from './helper.js';
+
+const run = promisify(execFile);
+const TOKEN = 'tok-3f9c2a7e-never-in-logs';
+/** A generous bound so that a missing line fails the test instead of hanging it. */
+const WAIT_LIMIT_MS = 10_000;
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+interface Logged {
+  d: TestDaemon;
+  /** Everything written so far, as written. */
+  text(): string;
+  /** Every line, parsed (a line that is not JSON fails the test that reads it). */
+  lines(): Record<string, unknown>[];
+  /** The lines of one request. */
+  forRequest(reqId: string): Record<string, unknown>[];
+}
+
+/** The real app on 127.0.0.1, its log lines captured through buildApp's logStream. */
+async function loggedDaemon(t: Test, args: string[]): Promise<Logged> {
+  const config = testConfig(t, { args: ['--token', TOKEN, ...args] });
+  const chunks: string[] = [];
+  const app = await buildApp(config, { logStream: { write: (line) => void chunks.push(line) } });
+  t.teardown(() => app.close());
+  await app.listen({ host: '127.0.0.1', port: 0 });
+  const port = (app.server.address() as AddressInfo).port;
+  const d: TestDaemon = { app, config, baseUrl: `http://127.0.0.1:${port}`, port, headers: { authorization: `Bearer ${TOKEN}` } };
+  const text = () => chunks.join('');
+  const lines = () =>
+    text()
+      .split('\n')
+      .filter((line) => line !== '')
+      .map((line) => obj(JSON.parse(line)));
+  return { d, text, lines, forRequest: (reqId) => lines().filter((line) => line.reqId === reqId) };
+}
+
+/** Waits until `check()` holds, looking again every few milliseconds. */
+async function until(check: () => boolean, label: string): Promise<void> {
+  const deadline = Date.now() + WAIT_LIMIT_MS;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`gave up waiting for: ${label}`);
+    await new Promise<void>((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+t.test('one JSON line per request, with the request id the client sent, echoed back', async (t) => {
+  const log = await loggedDaemon(t, ['--log-level', 'info']);
+  const res = await call(log.d, 'GET', '/capabilities', undefined, { 'x-request-id': 'trace-abc.1' });
+  t.equal(res.status, 200);
+  t.equal(res.headers['x-request-id'], 'trace-abc.1');
+
+  const lines = log.forRequest('trace-abc.1');
+  t.equal(lines.length, 1, 'exactly one line');
+  const [line] = lines;
+  t.equal(line.msg, 'request completed');
+  t.equal(line.level, 30);
+  t.equal(line.route, '/capabilities');
+  t.same(obj(line.res).statusCode, 200);
+  t.equal(obj(line.req).method, 'GET');
+  t.equal(obj(line.req).url, '/capabilities');
+  t.type(line.responseTime, 'number');
+  t.notOk(log.lines().some((l) => l.msg === 'incoming request'), 'no separate "incoming" line');
+});
+
+t.test('without a sane X-Request-Id the daemon makes one up', async (t) => {
+  const log = await loggedDaemon(t, ['--log-level', 'info']);
+  const none = await call(log.d, 'GET', '/livez');
+  const fresh = String(none.headers['x-request-id']);
+  t.match(fresh, UUID);
+  t.equal(log.forRequest(fresh).length, 1);
+
+  for (const bad of ['has spaces in it', 'x'.repeat(129), 'quote"s']) {
+    const res = await call(log.d, 'GET', '/livez', undefined, { 'x-request-id': bad });
+    const id = String(res.headers['x-request-id']);
+    t.match(id, UUID, `${JSON.stringify(bad.slice(0, 20))} is replaced`);
+    t.equal(log.forRequest(id).length, 1);
+  }
+  const requests = log.lines().filter((l) => l.msg === 'request completed');
+  t.equal(requests.length, 4);
+  t.equal(new Set(requests.map((l) => l.reqId)).size, 4, 'every request got its own id');
+});
+
+t.test('refused and failed requests are logged once each too', async (t) => {
+  const log = await loggedDaemon(t, ['--log-level', 'info']);
+  const denied = await call(log.d, 'GET', '/capabilities', undefined, { authorization: 'Bearer wrong', 'x-request-id': 'denied-1' });
+  t.equal(denied.status, 401);
+  t.equal(denied.headers['x-request-id'], 'denied-1', 'echoed even when the guards refuse');
+  t.same(log.forRequest('denied-1').map((l) => obj(l.res).statusCode), [401]);
+
+  const missing = await call(log.d, 'POST', '/session/nope/prompt', textPrompt('x'), { 'x-request-id': 'missing-1' });
+  t.equal(missing.status, 404);
+  t.same(log.forRequest('missing-1').map((l) => obj(l.res).statusCode), [404]);
+  t.equal(log.forRequest('missing-1')[0]?.route, '/session/:id/prompt');
+});
+
+t.test('a client that leaves mid-stream or mid-prompt still gets its one line', async (t) => {
+  const log = await loggedDaemon(t, ['--log-level', 'info']);
+  const id = await createSession(log.d);
+
+  const stream = await openEvents(t, log.d, id, { headers: { 'x-request-id': 'stream-1' } });
+  t.equal(stream.headers['x-request-id'], 'stream-1', 'echoed on the event stream too');
+  await stream.waitFor((f) => f.retry !== undefined, 'retry frame');
+
+  // A slow prompt the client walks away from once it is under way.
+  const watcher = await openEvents(t, log.d, id);
+  const ac = new AbortController();
+  const prompt = call(log.d, 'POST', `/session/${id}/prompt`, textPrompt('/slow 50 100'), { 'x-request-id': 'left-1' }, ac.signal).catch(
+    (err: unknown) => err,
+  );
+  await watcher.waitFor((f) => JSON.stringify(f.envelope?.data ?? '').includes('agent_message_chunk'), 'the prompt is running');
+  ac.abort();
+  await prompt;
+  stream.close();
+
+  await until(() => log.forRequest('left-1').length > 0 && log.forRequest('stream-1').length > 0, 'both lines');
+  for (const reqId of ['left-1', 'stream-1']) {
+    const lines = log.forRequest(reqId);
+    t.equal(lines.length, 1, `${reqId}: one line`);
+    t.equal(lines[0]?.msg, 'request aborted', `${reqId}: marked as aborted`);
+    t.type(lines[0]?.responseTime, 'number');
+    t.notOk(lines[0] !== undefined && 'res' in lines[0], `${reqId}: no status, none was sent`);
+  }
+});
+
+t.test('the bearer token never reaches the logs, even with headers logged at debug', async (t) => {
+  const log = await loggedDaemon(t, ['--log-level', 'debug']);
+  const id = await createSession(log.d);
+  t.equal((await call(log.d, 'POST', `/session/${id}/prompt`, textPrompt('hello'), { 'x-request-id': 'prompt-1' })).status, 200);
+  t.equal((await call(log.d, 'GET', '/capabilities', undefined, { authorization: `Bearer ${TOKEN}x` })).status, 401);
+  t.equal((await call(log.d, 'GET', '/metrics')).status, 200);
+
+  const [prompt] = log.forRequest('prompt-1');
+  t.ok(prompt, 'the prompt was logged');
+  const headers = obj(prompt?.headers);
+  t.equal(headers.authorization, '[redacted]', 'the header is there, censored');
+  t.equal(headers['x-request-id'], 'prompt-1');
+  t.ok(log.lines().length >= 4);
+  t.notOk(log.text().includes(TOKEN), 'the token appears nowhere in the log output');
+});
+
+t.test('logger options: a capture stream, pretty only for a terminal with pino-pretty', async (t) => {
+  const stream = { write: () => {} };
+  t.same(loggerOptions({ logLevel: 'info' }, { stream, isTTY: true }), {
+    level: 'info',
+    redact: { paths: ['req.headers.authorization', 'headers.authorization'], censor: '[redacted]' },
+    stream,
+  });
+  t.notOk('transport' in loggerOptions({ logLevel: 'info' }, { isTTY: false }), 'JSON when not a terminal');
+  const pretty = loggerOptions({ logLevel: 'info' }, { isTTY: true });
+  t.match(pretty, { transport: { target: /pino-pretty/ } }, 'pino-pretty for a terminal (a dev dependency here)');
+});
+
+t.test('a real process logs JSON to a pipe and pretty lines to a terminal', async (t) => {
+  const dir = tempDir(t, 'acpd-log-proc-');
+  const appModule = fileURLToPath(new URL('../src/app.js', import.meta.url));
+  const configModule = fileURLToPath(new URL('../src/config.js', import.meta.url));
+  const script = path.join(dir, 'one-request.mjs');
+  // Builds the app exactly as server.ts does (no log options), serves one request, closes.
+  writeFileSync(
+    script,
+    [
+      `import { buildApp } from ${JSON.stringify(appModule)};`,
+      `import { loadConfig } from ${JSON.stringify(configModule)};`,
+      `const config = loadConfig({ argv: ['--port', '0', '--workspace', ${JSON.stringify(dir)}], env: { PATH: process.env.PATH ?? '' }, cwd: ${JSON.stringify(dir)} });`,
+      'const app = await buildApp(config);',
+      `await app.inject({ method: 'GET', url: '/livez', headers: { 'x-request-id': 'proc-check-1' } });`,
+      'await app.close();',
+      '',
+    ].join('\n'),
+  );
+
+  const piped = await run(process.execPath, [script], { cwd: dir });
+  const jsonLines = piped.stdout
+    .split('\n')
+    .filter((line) => line !== '')
+    .map((line) => obj(JSON.parse(line)));
+  t.ok(
+    jsonLines.some((line) => line.reqId === 'proc-check-1' && line.msg === 'request completed'),
+    'stdout is a pipe: JSON lines',
+  );
+
+  // util-linux `script` gives the child a pseudo-terminal for stdout.
+  const command = [process.execPath, script].map((word) => `'${word}'`).join(' ');
+  const tty = await run('script', ['-qec', command, '/dev/null'], { cwd: dir });
+  t.match(tty.stdout, /request completed/, 'the line is there');
+  t.match(tty.stdout, /proc-check-1/);
+  t.notOk(
+    tty.stdout.split(/\r?\n/).some((line) => line.trim().startsWith('{"level"')),
+    'stdout is a terminal: no raw JSON lines',
+  );
+  t.match(tty.stdout, /INFO/, 'pino-pretty\'s level label');
+});
