@@ -27,7 +27,6 @@ import { safeBody, validationMessage } from './schemas/validation.js';
 
 export const BODY_LIMIT = 10 * 1024 * 1024;
 export const MAX_PARAM_LENGTH = 16 * 1024;
-export const SSE_HEARTBEAT_MS = 15_000;
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -58,6 +57,13 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     // The drain (preClose) ends every stream and answers every request it
     // can; whatever connection is left after it is closed, not waited for.
     forceCloseConnections: true,
+    // During the drain the session registry answers new work itself (503
+    // `draining` with Retry-After), so Fastify must keep routing requests.
+    return503OnClosing: false,
+    // X-Forwarded-For/-Proto/-Host count only from the proxies the operator
+    // named (--trust-proxy); then req.ip, which the rate limits key on and the
+    // request log records, is the client behind the proxy.
+    trustProxy: config.trustProxy,
     onProtoPoisoning: 'remove',
     onConstructorPoisoning: 'remove',
     ajv: {
@@ -129,7 +135,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   // Both work in onRoute, so they come before every route.
   await app.register(rateLimits, { config });
   await app.register(openapi);
-  await app.register(fastifySSE, { heartbeatInterval: SSE_HEARTBEAT_MS });
+  await app.register(fastifySSE, { heartbeatInterval: config.sseHeartbeatMs });
   await app.register(channelSupervisor, { config });
   await app.register(sessionRegistry, { config });
   await app.register(restoreCoordinator);

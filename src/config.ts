@@ -12,6 +12,7 @@
 // schema type or range is reported at the step where the reference would
 // have looked at it, so the first error an operator sees is the same one.
 import { realpathSync, statSync, type Stats } from 'node:fs';
+import { isIP } from 'node:net';
 import { isAbsolute, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { KindGuard, Type, type Static, type TSchema } from '@sinclair/typebox';
@@ -91,6 +92,19 @@ export const ConfigSchema = Type.Object({
     default: 5_000,
     description: 'Time between SIGTERM and SIGKILL when an agent process is stopped.',
   }),
+  ACPD_WARM_SESSIONS: Type.Integer({
+    minimum: 0,
+    maximum: 1000,
+    default: 1,
+    description:
+      'Agent sessions kept created ahead of demand once the agent runs, so a create need not wait for it. 0 = off.',
+  }),
+  ACPD_DRAIN_TIMEOUT_MS: Type.Integer({
+    minimum: 0,
+    maximum: MAX_TIMER_MS,
+    default: 10_000,
+    description: 'On SIGTERM, how long running prompts may go on before they are cancelled. 0 = cancel at once.',
+  }),
   ACPD_LOG_LEVEL: Type.Union(
     LOG_LEVELS.map((level) => Type.Literal(level)),
     { default: 'info', description: `Log level: ${LOG_LEVELS.join(', ')}.` },
@@ -126,6 +140,22 @@ export const ConfigSchema = Type.Object({
     default: 0,
     description: 'Resident set size past which acpd sheds load and reports not ready. 0 = not checked.',
   }),
+  ACPD_REQUIRE_AUTH: Type.Boolean({
+    default: false,
+    description:
+      'Require the bearer token on every request, the probes included, whatever the bind; refuse to start without a token.',
+  }),
+  ACPD_TRUST_PROXY: Type.String({
+    default: 'false',
+    description:
+      'Reverse proxies whose X-Forwarded-For/-Proto/-Host are believed: "false", "true" (any peer), or a comma-separated list of addresses and CIDR ranges (e.g. 127.0.0.1,10.0.0.0/8; also loopback, linklocal, uniquelocal).',
+  }),
+  ACPD_SSE_HEARTBEAT_MS: Type.Integer({
+    minimum: 1,
+    maximum: MAX_TIMER_MS,
+    default: 15_000,
+    description: 'Interval of the `: heartbeat` comment on idle event streams; keep it below every proxy idle timeout.',
+  }),
 });
 
 type Settings = Static<typeof ConfigSchema>;
@@ -153,6 +183,10 @@ export type Config = {
   /** 0 disables the timeout. */
   permissionTimeoutMs: number;
   killGraceMs: number;
+  /** Agent sessions created ahead of demand. */
+  warmSessions: number;
+  /** How long a drain lets running prompts finish before cancelling them. */
+  drainTimeoutMs: number;
   logLevel: string;
   /** Requests per minute per client for each budget; 0 = no limit. */
   rateLimitPrompts: number;
@@ -162,6 +196,11 @@ export type Config = {
   maxEventLoopDelayMs: number;
   maxHeapUsedBytes: number;
   maxRssBytes: number;
+  /** The token is required everywhere: no loopback exemption for the probes. */
+  requireAuth: boolean;
+  /** Fastify's `trustProxy`: whom to believe about X-Forwarded-*. */
+  trustProxy: boolean | string[];
+  sseHeartbeatMs: number;
   /** The environment an agent child receives: ours, minus ACPD_TOKEN. */
   agentEnv: Record<string, string>;
 };
@@ -174,6 +213,11 @@ export class ConfigError extends Error {
 const SETTING_NAMES: readonly SettingName[] = Object.keys(ConfigSchema.properties).filter(
   (key): key is SettingName => key in ConfigSchema.properties,
 );
+
+/** Settings that are switches: a bare flag means true. */
+function isSwitch(name: SettingName): boolean {
+  return KindGuard.IsBoolean(ConfigSchema.properties[name]);
+}
 
 /** `ACPD_MAX_SESSIONS` → `--max-sessions`. */
 export function flagFor(name: SettingName): string {
@@ -188,15 +232,16 @@ export type CommandLine = {
 
 /**
  * Reads the flags. Every flag takes a value (`--port 80` or `--port=80`)
- * except `--help`/`-h`; anything else is a ConfigError. When help is asked
+ * except `--help`/`-h` and the switches (`--require-auth`, or
+ * `--require-auth=false`); anything else is a ConfigError. When help is asked
  * for, the other arguments are not checked.
  */
 export function parseCommandLine(argv: readonly string[]): CommandLine {
   const byFlag = new Map<string, SettingName>(SETTING_NAMES.map((name) => [flagFor(name).slice(2), name]));
-  const options: Record<string, { type: 'string' } | { type: 'boolean'; short: string }> = {
+  const options: Record<string, { type: 'string' } | { type: 'boolean'; short?: string }> = {
     help: { type: 'boolean', short: 'h' },
   };
-  for (const flag of byFlag.keys()) options[flag] = { type: 'string' };
+  for (const [flag, name] of byFlag) options[flag] = isSwitch(name) ? { type: 'boolean' } : { type: 'string' };
 
   // Non-strict parsing hands back every token, so the errors below can be
   // worded for acpd rather than in parseArgs' generic terms.
@@ -207,8 +252,15 @@ export function parseCommandLine(argv: readonly string[]): CommandLine {
   }
 
   const values: Partial<Record<SettingName, string>> = {};
-  for (const token of tokens) {
+  for (const [index, token] of tokens.entries()) {
     if (token.kind === 'positional') {
+      const before = tokens[index - 1];
+      const name = before?.kind === 'option' ? byFlag.get(before.name) : undefined;
+      if (before?.kind === 'option' && name !== undefined && isSwitch(name) && before.value === undefined) {
+        throw new ConfigError(
+          `Unexpected argument "${token.value}" after ${before.rawName}, which takes no value: write "${before.rawName}=${token.value}".`,
+        );
+      }
       throw new ConfigError(`Unexpected argument "${token.value}": acpd takes only options. Run "acpd --help" for the list.`);
     }
     if (token.kind === 'option-terminator') {
@@ -217,6 +269,10 @@ export function parseCommandLine(argv: readonly string[]): CommandLine {
     const name = byFlag.get(token.name);
     if (name === undefined) {
       throw new ConfigError(`Unknown option "${token.rawName}". Run "acpd --help" for the list of options.`);
+    }
+    if (token.value === undefined && isSwitch(name)) {
+      values[name] = 'true';
+      continue;
     }
     if (token.value === undefined) {
       throw new ConfigError(`Option "${token.rawName}" needs a value, e.g. "${token.rawName} <value>".`);
@@ -322,7 +378,7 @@ export function usage(): string {
   for (const name of SETTING_NAMES) {
     const schema: TSchema = ConfigSchema.properties[name];
     const fallback = defaultText(schema);
-    lines.push(`  ${flagFor(name)} <value>`.padEnd(34) + name);
+    lines.push(`  ${flagFor(name)}${isSwitch(name) ? '' : ' <value>'}`.padEnd(34) + name);
     lines.push(`      ${schema.description ?? ''}${fallback === undefined ? '' : ` Default: ${fallback}.`}`);
   }
   lines.push('  -h, --help                      Show this text.', '');
@@ -331,7 +387,7 @@ export function usage(): string {
 
 function defaultText(schema: TSchema): string | undefined {
   const value: unknown = schema.default;
-  return typeof value === 'number' || typeof value === 'string' ? String(value) : undefined;
+  return typeof value === 'number' || typeof value === 'string' || typeof value === 'boolean' ? String(value) : undefined;
 }
 
 /** What a schema accepts, in words, for error messages. */
@@ -342,6 +398,7 @@ function expectation(schema: TSchema): string {
     if (minimum !== undefined) return `an integer >= ${minimum}`;
     return 'an integer';
   }
+  if (KindGuard.IsBoolean(schema)) return 'true or false';
   if (KindGuard.IsUnion(schema)) {
     const choices = schema.anyOf.filter(KindGuard.IsLiteral).map((literal) => String(literal.const));
     return `one of ${choices.join(', ')}`;
@@ -453,6 +510,41 @@ function agentArgv(command: string, fromFlag: boolean): string[] {
   return argv;
 }
 
+/** The address ranges proxy-addr (Fastify's trustProxy) knows by name. */
+const NAMED_RANGES = new Set(['loopback', 'linklocal', 'uniquelocal']);
+
+/** An address, an address/prefix (CIDR), or a named range. */
+function isProxyRange(entry: string): boolean {
+  if (NAMED_RANGES.has(entry)) return true;
+  const [address = '', prefix, ...rest] = entry.split('/');
+  const family = isIP(address);
+  if (family === 0 || rest.length > 0) return false;
+  if (prefix === undefined) return true;
+  return /^\d{1,3}$/.test(prefix) && Number(prefix) <= (family === 4 ? 32 : 128);
+}
+
+/**
+ * --trust-proxy: "true"/"1" believes any peer, "false"/"0" none (the
+ * default), anything else is a list of the proxies' addresses or ranges.
+ * Checked here so that a typo is a start-up error in our words rather than
+ * proxy-addr's when the app is built.
+ */
+function trustedProxies(value: string | undefined, fromFlag: boolean): boolean | string[] {
+  const text = value?.trim() ?? '';
+  const lower = text.toLowerCase();
+  if (lower === 'true' || lower === '1') return true;
+  if (lower === 'false' || lower === '0' || lower === '') return false;
+  const entries = text.split(',').map((entry) => entry.trim().toLowerCase());
+  const bad = entries.find((entry) => !isProxyRange(entry));
+  if (bad !== undefined) {
+    throw new ConfigError(
+      `Invalid --trust-proxy "${value ?? ''}"${fromFlag ? '' : ' (from ACPD_TRUST_PROXY)'}: "${bad}" is not an IP address, ` +
+        'a CIDR range or one of loopback, linklocal, uniquelocal. Use true, false, or a comma-separated list such as "127.0.0.1,10.0.0.0/8".',
+    );
+  }
+  return entries;
+}
+
 function childEnvironment(env: NodeJS.ProcessEnv): Record<string, string> {
   const copy: Record<string, string> = {};
   for (const [key, value] of Object.entries(env)) {
@@ -484,6 +576,11 @@ export function loadConfig(opts: { argv: string[]; env: NodeJS.ProcessEnv; cwd: 
     if (value !== undefined && /^\s*\+?infinity\s*$/i.test(value)) raw[name] = '0';
   }
   if (raw.ACPD_LOG_LEVEL !== undefined) raw.ACPD_LOG_LEVEL = raw.ACPD_LOG_LEVEL.trim().toLowerCase();
+  // Switches take true/false in any letter case, and 1/0 as compose files often write them.
+  for (const name of SETTING_NAMES.filter(isSwitch)) {
+    const value = raw[name]?.trim().toLowerCase();
+    if (value !== undefined) raw[name] = value === '1' ? 'true' : value === '0' ? 'false' : value;
+  }
 
   let settings: Settings | undefined;
   let invalid = new Map<SettingName | '', ConfigError>();
@@ -521,6 +618,14 @@ export function loadConfig(opts: { argv: string[]; env: NodeJS.ProcessEnv; cwd: 
     );
   }
 
+  // 3b. --require-auth without a token would be a daemon that nobody may use:
+  // refuse it as loudly as the unguarded bind above.
+  check('ACPD_REQUIRE_AUTH');
+  const requireAuth = raw.ACPD_REQUIRE_AUTH === 'true';
+  if (requireAuth && token === undefined) {
+    throw new ConfigError('Refusing to start with --require-auth but no bearer token. Set ACPD_TOKEN or pass --token.');
+  }
+
   // 4. The workspace.
   const workspace = resolveWorkspace(raw.ACPD_WORKSPACE ?? opts.cwd);
 
@@ -529,6 +634,8 @@ export function loadConfig(opts: { argv: string[]; env: NodeJS.ProcessEnv; cwd: 
   check('ACPD_INIT_TIMEOUT_MS');
   check('ACPD_PERMISSION_TIMEOUT_MS');
   check('ACPD_KILL_GRACE_MS');
+  check('ACPD_DRAIN_TIMEOUT_MS');
+  check('ACPD_WARM_SESSIONS');
   const agent = raw.ACPD_AGENT === undefined ? undefined : agentArgv(raw.ACPD_AGENT, fromFlag.has('ACPD_AGENT'));
   check('ACPD_DATA_DIR');
   const dataDir = raw.ACPD_DATA_DIR === undefined ? join(workspace, '.acpd') : resolve(opts.cwd, raw.ACPD_DATA_DIR);
@@ -549,6 +656,8 @@ export function loadConfig(opts: { argv: string[]; env: NodeJS.ProcessEnv; cwd: 
 
   // 8. The connection cap, then anything left.
   check('ACPD_MAX_CONNECTIONS');
+  check('ACPD_TRUST_PROXY');
+  const trustProxy = trustedProxies(raw.ACPD_TRUST_PROXY, fromFlag.has('ACPD_TRUST_PROXY'));
   const [leftover] = invalid.values();
   if (leftover !== undefined) throw leftover;
   if (settings === undefined) throw new ConfigError('Invalid configuration.');
@@ -567,6 +676,8 @@ export function loadConfig(opts: { argv: string[]; env: NodeJS.ProcessEnv; cwd: 
     initTimeoutMs: settings.ACPD_INIT_TIMEOUT_MS,
     permissionTimeoutMs: settings.ACPD_PERMISSION_TIMEOUT_MS,
     killGraceMs: settings.ACPD_KILL_GRACE_MS,
+    drainTimeoutMs: settings.ACPD_DRAIN_TIMEOUT_MS,
+    warmSessions: settings.ACPD_WARM_SESSIONS,
     logLevel: settings.ACPD_LOG_LEVEL,
     rateLimitPrompts: settings.ACPD_RATE_LIMIT_PROMPTS,
     rateLimitMutations: settings.ACPD_RATE_LIMIT_MUTATIONS,
@@ -574,6 +685,9 @@ export function loadConfig(opts: { argv: string[]; env: NodeJS.ProcessEnv; cwd: 
     maxEventLoopDelayMs: settings.ACPD_MAX_EVENT_LOOP_DELAY_MS,
     maxHeapUsedBytes: settings.ACPD_MAX_HEAP_USED_BYTES,
     maxRssBytes: settings.ACPD_MAX_RSS_BYTES,
+    requireAuth,
+    trustProxy,
+    sseHeartbeatMs: settings.ACPD_SSE_HEARTBEAT_MS,
     agentEnv: childEnvironment(opts.env),
   };
 }

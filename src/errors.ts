@@ -190,10 +190,19 @@ export class BadRequestError extends BadRequestBase implements WireError {
   }
 }
 
-/** Raised when new work arrives while the daemon drains. Maps to a 500 like the reference. */
+/** Work that was under way when the daemon stopped its sessions. A 500, as in the reference. */
 export class ShuttingDownError extends Error {
   constructor() {
     super('acpd is shutting down');
+  }
+}
+
+const DrainingBase = createError('ACPD_DRAINING', 'acpd is draining: it takes no new sessions or prompts', 503);
+/** New work that arrives while the daemon drains: 503, so a proxy or client retries another node. */
+export class DrainingError extends DrainingBase implements WireError {
+  readonly retryAfter = RETRY_AFTER_SECONDS;
+  envelope() {
+    return { error: this.message, code: 'draining' };
   }
 }
 

@@ -79,7 +79,7 @@ async function main(): Promise<void> {
   // agents and exit 1 at once.
   const graceful = closeWithGrace(
     {
-      delay: config.killGraceMs + DRAIN_MARGIN_MS,
+      delay: config.drainTimeoutMs + config.killGraceMs + DRAIN_MARGIN_MS,
       logger: app.log,
       onSecondSignal(signal) {
         say(process.stderr, `acpd: received ${signal} during drain, forcing exit`);

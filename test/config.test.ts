@@ -60,6 +60,8 @@ t.test('defaults', async (t) => {
     initTimeoutMs: 10_000,
     permissionTimeoutMs: 300_000,
     killGraceMs: 5_000,
+    drainTimeoutMs: 10_000,
+    warmSessions: 1,
     logLevel: 'info',
     rateLimitPrompts: 0,
     rateLimitMutations: 0,
@@ -67,6 +69,9 @@ t.test('defaults', async (t) => {
     maxEventLoopDelayMs: 1_000,
     maxHeapUsedBytes: 0,
     maxRssBytes: 0,
+    requireAuth: false,
+    trustProxy: false,
+    sseHeartbeatMs: 15_000,
     agentEnv: {},
   });
   t.equal(config.token, undefined);
@@ -86,6 +91,8 @@ t.test('every setting has an environment twin', async (t) => {
     ACPD_INIT_TIMEOUT_MS: '500',
     ACPD_PERMISSION_TIMEOUT_MS: '0',
     ACPD_KILL_GRACE_MS: '100',
+    ACPD_DRAIN_TIMEOUT_MS: '150',
+    ACPD_WARM_SESSIONS: '2',
     ACPD_LOG_LEVEL: 'debug',
     ACPD_RATE_LIMIT_PROMPTS: '11',
     ACPD_RATE_LIMIT_MUTATIONS: '12',
@@ -93,6 +100,9 @@ t.test('every setting has an environment twin', async (t) => {
     ACPD_MAX_EVENT_LOOP_DELAY_MS: '14',
     ACPD_MAX_HEAP_USED_BYTES: '15',
     ACPD_MAX_RSS_BYTES: '16',
+    ACPD_REQUIRE_AUTH: 'true',
+    ACPD_TRUST_PROXY: '10.0.0.1',
+    ACPD_SSE_HEARTBEAT_MS: '17',
   }, '/');
   t.match(config, {
     port: 8080,
@@ -106,6 +116,8 @@ t.test('every setting has an environment twin', async (t) => {
     initTimeoutMs: 500,
     permissionTimeoutMs: 0,
     killGraceMs: 100,
+    drainTimeoutMs: 150,
+    warmSessions: 2,
     logLevel: 'debug',
     rateLimitPrompts: 11,
     rateLimitMutations: 12,
@@ -113,6 +125,9 @@ t.test('every setting has an environment twin', async (t) => {
     maxEventLoopDelayMs: 14,
     maxHeapUsedBytes: 15,
     maxRssBytes: 16,
+    requireAuth: true,
+    trustProxy: ['10.0.0.1'],
+    sseHeartbeatMs: 17,
   });
 });
 
@@ -130,6 +145,8 @@ t.test('flags win over their environment twins', async (t) => {
     ACPD_INIT_TIMEOUT_MS: '500',
     ACPD_PERMISSION_TIMEOUT_MS: '600',
     ACPD_KILL_GRACE_MS: '700',
+    ACPD_DRAIN_TIMEOUT_MS: '750',
+    ACPD_WARM_SESSIONS: '3',
     ACPD_LOG_LEVEL: 'debug',
     ACPD_RATE_LIMIT_PROMPTS: '11',
     ACPD_RATE_LIMIT_MUTATIONS: '12',
@@ -137,6 +154,9 @@ t.test('flags win over their environment twins', async (t) => {
     ACPD_MAX_EVENT_LOOP_DELAY_MS: '14',
     ACPD_MAX_HEAP_USED_BYTES: '15',
     ACPD_MAX_RSS_BYTES: '16',
+    ACPD_REQUIRE_AUTH: 'true',
+    ACPD_TRUST_PROXY: '10.0.0.1',
+    ACPD_SSE_HEARTBEAT_MS: '17',
   };
   const config = load(
     [
@@ -151,6 +171,8 @@ t.test('flags win over their environment twins', async (t) => {
       '--init-timeout-ms', '501',
       '--permission-timeout-ms', '601',
       '--kill-grace-ms', '701',
+      '--drain-timeout-ms', '751',
+      '--warm-sessions', '4',
       '--log-level', 'warn',
       '--rate-limit-prompts', '21',
       '--rate-limit-mutations', '22',
@@ -158,6 +180,9 @@ t.test('flags win over their environment twins', async (t) => {
       '--max-event-loop-delay-ms', '24',
       '--max-heap-used-bytes', '25',
       '--max-rss-bytes', '26',
+      '--require-auth=false',
+      '--trust-proxy', 'false',
+      '--sse-heartbeat-ms', '27',
     ],
     env,
   );
@@ -174,6 +199,8 @@ t.test('flags win over their environment twins', async (t) => {
     initTimeoutMs: 501,
     permissionTimeoutMs: 601,
     killGraceMs: 701,
+    drainTimeoutMs: 751,
+    warmSessions: 4,
     logLevel: 'warn',
     rateLimitPrompts: 21,
     rateLimitMutations: 22,
@@ -181,6 +208,9 @@ t.test('flags win over their environment twins', async (t) => {
     maxEventLoopDelayMs: 24,
     maxHeapUsedBytes: 25,
     maxRssBytes: 26,
+    requireAuth: false,
+    trustProxy: false,
+    sseHeartbeatMs: 27,
   });
   // Only the flag it was given overrides; the rest still come from env.
   t.equal(load(['--port', '1'], env).maxSessions, 3);
@@ -488,6 +518,80 @@ t.test('command line: unknown options, positionals and missing values', async (t
   t.ok(err instanceof ConfigError);
   t.ok(err instanceof Error);
   t.equal(err instanceof Error ? err.name : '', 'ConfigError');
+});
+
+t.test('--require-auth: a switch, and no start without a token', async (t) => {
+  const refusal = 'Refusing to start with --require-auth but no bearer token. Set ACPD_TOKEN or pass --token.';
+  t.equal(load(['--require-auth', '--token', 't']).requireAuth, true, 'a bare flag means true');
+  t.equal(load(['--token', 't', '--require-auth']).requireAuth, true, 'also as the last argument');
+  t.equal(load(['--require-auth=true', '--token', 't']).requireAuth, true);
+  t.equal(load(['--require-auth=FALSE']).requireAuth, false);
+  t.equal(load(['--require-auth=false'], { ACPD_REQUIRE_AUTH: 'true' }).requireAuth, false, 'the flag wins');
+  for (const value of ['true', 'TRUE', '1', ' true ']) {
+    t.equal(load([], { ACPD_REQUIRE_AUTH: value, ACPD_TOKEN: 't' }).requireAuth, true, `ACPD_REQUIRE_AUTH=${JSON.stringify(value)}`);
+  }
+  for (const value of ['false', 'False', '0', '']) {
+    t.equal(load([], { ACPD_REQUIRE_AUTH: value }).requireAuth, false, `ACPD_REQUIRE_AUTH=${JSON.stringify(value)}`);
+  }
+  t.equal(failure(() => load(['--require-auth'])), refusal);
+  t.equal(failure(() => load([], { ACPD_REQUIRE_AUTH: 'true' })), refusal);
+  t.equal(failure(() => load(['--require-auth', '--token', '  '])), refusal, 'a blank token is no token');
+  t.equal(failure(() => load(['--require-auth=yes', '--token', 't'])), 'Invalid --require-auth "yes": must be true or false.');
+  t.equal(
+    failure(() => load([], { ACPD_REQUIRE_AUTH: 'on' })),
+    'Invalid --require-auth "on" (from ACPD_REQUIRE_AUTH): must be true or false.',
+  );
+  t.equal(
+    failure(() => load(['--require-auth', 'false'])),
+    'Unexpected argument "false" after --require-auth, which takes no value: write "--require-auth=false".',
+  );
+  // The non-loopback refusal comes first, as it names the bind.
+  t.match(failure(() => load(['--hostname', '0.0.0.0', '--require-auth'])), /^Refusing to bind 0\.0\.0\.0:4170/);
+  t.match(usage(), /^ {2}--require-auth {2,}ACPD_REQUIRE_AUTH$/m, '--help shows it without <value>');
+});
+
+t.test('--trust-proxy: true, false, or the proxies\' addresses and ranges', async (t) => {
+  t.equal(load().trustProxy, false);
+  for (const value of ['true', 'TRUE', '1']) t.equal(load(['--trust-proxy', value]).trustProxy, true, value);
+  for (const value of ['false', '0', '']) t.equal(load(['--trust-proxy', value]).trustProxy, false, JSON.stringify(value));
+  t.same(load(['--trust-proxy', '127.0.0.1']).trustProxy, ['127.0.0.1']);
+  t.same(
+    load([], { ACPD_TRUST_PROXY: ' 10.0.0.0/8, 192.168.1.7 ,::1,FE80::/10,loopback,uniquelocal,linklocal,0.0.0.0/0,::/0' }).trustProxy,
+    ['10.0.0.0/8', '192.168.1.7', '::1', 'fe80::/10', 'loopback', 'uniquelocal', 'linklocal', '0.0.0.0/0', '::/0'],
+  );
+  const tail = 'Use true, false, or a comma-separated list such as "127.0.0.1,10.0.0.0/8".';
+  const cases: Array<[string, string]> = [
+    ['proxy.example.com', 'proxy.example.com'],
+    ['10.0.0.0/33', '10.0.0.0/33'],
+    ['::1/129', '::1/129'],
+    ['10.0.0.1/8/8', '10.0.0.1/8/8'],
+    ['10.0.0.0/x', '10.0.0.0/x'],
+    ['10.0.0.0/', '10.0.0.0/'],
+    ['127.0.0.1,,10.0.0.1', ''],
+    ['yes', 'yes'],
+    ['256.0.0.1', '256.0.0.1'],
+  ];
+  for (const [value, bad] of cases) {
+    t.equal(
+      failure(() => load(['--trust-proxy', value])),
+      `Invalid --trust-proxy "${value}": "${bad}" is not an IP address, a CIDR range or one of loopback, linklocal, uniquelocal. ${tail}`,
+      value,
+    );
+  }
+  t.match(failure(() => load([], { ACPD_TRUST_PROXY: 'nope' })), /^Invalid --trust-proxy "nope" \(from ACPD_TRUST_PROXY\)/);
+});
+
+t.test('--sse-heartbeat-ms: a positive timer', async (t) => {
+  t.equal(load().sseHeartbeatMs, 15_000);
+  t.equal(load(['--sse-heartbeat-ms', '1']).sseHeartbeatMs, 1);
+  t.equal(load([], { ACPD_SSE_HEARTBEAT_MS: '300' }).sseHeartbeatMs, 300);
+  for (const value of ['0', '-5', '1.5', 'fast', '2147483648']) {
+    t.equal(
+      failure(() => load(['--sse-heartbeat-ms', value])),
+      `Invalid --sse-heartbeat-ms "${value}": must be an integer from 1 to 2147483647.`,
+      value,
+    );
+  }
 });
 
 t.test('--help wins over everything else', async (t) => {

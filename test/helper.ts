@@ -42,6 +42,10 @@ export function testConfig(t: Teardown, opts: TestOptions = {}): Config {
     argv: [
       '--port', '0', '--workspace', workspace, '--data-dir', dataDir, '--log-level', 'silent',
       '--max-event-loop-delay-ms', '0',
+      // app.close() in a test cancels running prompts at once unless a test asks for a drain.
+      '--drain-timeout-ms', '0',
+      // No sessions created behind a test's back (the steer agent counts session/new calls).
+      '--warm-sessions', '0',
       ...(opts.args ?? []),
     ],
     env: opts.env ?? { PATH: process.env.PATH ?? '' },

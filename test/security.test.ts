@@ -2,12 +2,26 @@
 // (any Origin), the Host allowlist of loopback binds, the bearer token with
 // its exact parsing, the order of all three against each other and against
 // body parsing, the non-loopback variant, and the token never reaching the
-// agent's environment.
+// agent's environment. Then issue 5's additions: the token is never read
+// from the query string, and --require-auth closes the probes' loopback
+// exemption and refuses to start without a token.
+import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { connect } from 'node:net';
+import { fileURLToPath } from 'node:url';
 import t from 'tap';
 import { request } from 'undici';
-import { call, obj, startDaemon, testConfig, type Teardown, type TestDaemon, type TestOptions } from './helper.js';
+import {
+  buildTestApp,
+  call,
+  obj,
+  startDaemon,
+  tempDir,
+  testConfig,
+  type Teardown,
+  type TestDaemon,
+  type TestOptions,
+} from './helper.js';
 
 // Load shedding on event-loop delay is another feature's subject; on a busy
 // test machine it would answer 503 to the very requests these tests check.
@@ -266,4 +280,117 @@ t.test('the agent never sees ACPD_TOKEN, and sees the rest of the environment', 
   t.ok(agentEnv.includes(`PATH=${env.PATH}`));
   t.notOk(agentEnv.some((entry) => entry.startsWith('ACPD_TOKEN=')), 'no ACPD_TOKEN in the agent');
   t.notOk(agentEnv.some((entry) => entry.includes('s3cret')), 'the token value appears nowhere');
+});
+
+/** Writes `head` byte for byte on a bare socket (HTTP/1.0: the server closes when done) and returns the reply. */
+function rawExchange(d: TestDaemon, head: Buffer): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(d.port, '127.0.0.1');
+    let data = '';
+    socket.setEncoding('latin1');
+    socket.on('data', (chunk: string) => {
+      data += chunk;
+    });
+    socket.on('error', reject);
+    socket.on('end', () => resolve(data));
+    socket.write(head);
+  });
+}
+
+t.test('bearer token: white space the contract keeps in the credentials is not trimmed away', async (t) => {
+  // @fastify/bearer-auth trims the credentials; the contract only skips SP/HTAB before them. A latin-1 NBSP
+  // (byte 0xA0) survives Node's header parser, so these credentials are not the token.
+  const d = await quietDaemon(t, { args: ['--token', 's3cret'] });
+  const ask = (authorization: string) =>
+    rawExchange(d, Buffer.from(`GET /capabilities HTTP/1.0\r\nHost: 127.0.0.1:${d.port}\r\nAuthorization: ${authorization}\r\n\r\n`, 'latin1'));
+  for (const authorization of ['Bearer s3cret\u00a0', 'Bearer \u00a0s3cret', 'Bearer\u00a0s3cret', 'Bearer \t\u00a0 s3cret']) {
+    const reply = await ask(authorization);
+    t.match(reply, /^HTTP\/1\.[01] 401 /, JSON.stringify(authorization));
+    t.ok(reply.endsWith(UNAUTHORIZED), `${JSON.stringify(authorization)}: the 401 envelope`);
+  }
+  t.match(await ask('Bearer s3cret'), /^HTTP\/1\.[01] 200 /, 'the same path with the plain token works');
+  t.match(await ask('Bearer \t s3cret \t '), /^HTTP\/1\.[01] 200 /, 'trailing SP/HTAB never reach the app: Node strips them');
+
+  // app.inject skips Node's parser, so a trailing blank does reach the guard there, and is refused as the
+  // contract's byte-exact comparison would refuse it.
+  const app = await buildTestApp(t, { args: ['--token', 's3cret', ...NO_SHEDDING] });
+  for (const [authorization, status] of [['Bearer s3cret', 200], ['Bearer s3cret ', 401], ['Bearer s3cret\t', 401], ['bearer \ts3cret', 200]] as const) {
+    const res = await app.inject({ method: 'GET', url: '/capabilities', headers: { authorization } });
+    t.equal(res.statusCode, status, `inject ${JSON.stringify(authorization)}`);
+    if (status === 401) t.equal(res.body, UNAUTHORIZED);
+  }
+});
+
+t.test('the token is never taken from the query string', async (t) => {
+  const d = await quietDaemon(t, { args: ['--token', 's3cret'] });
+  const host = `127.0.0.1:${d.port}`;
+  const queries = ['token=s3cret', 'access_token=s3cret', 'authorization=Bearer%20s3cret', 'bearer=s3cret', 'token=s3cret&access_token=s3cret'];
+  const routes = [
+    ['GET', '/capabilities'],
+    ['GET', '/session/s-1/events'],
+    ['POST', '/session'],
+    ['POST', '/session/s-1/cancel'],
+    ['GET', '/metrics'],
+  ] as const;
+  for (const query of queries) {
+    for (const [method, url] of routes) {
+      const res = await send(d, method, `${url}?${query}`, { host });
+      t.equal(res.status, 401, `${method} ${url}?${query}`);
+      t.equal(res.text, UNAUTHORIZED, `${method} ${url}?${query}`);
+    }
+  }
+  const withHeader = await send(d, 'GET', '/capabilities?token=wrong', { host, authorization: 'Bearer s3cret' });
+  t.equal(withHeader.status, 200, 'the header decides; the query string is ignored either way');
+  t.equal(d.app.channels.spawnCount, 0, 'no agent was started');
+});
+
+t.test('--require-auth: the probes need the token on loopback too; the other guards still come first', async (t) => {
+  const open = await quietDaemon(t, { args: ['--token', 's3cret'] });
+  const locked = await quietDaemon(t, { args: ['--token', 's3cret', '--require-auth'] });
+  t.equal(locked.config.requireAuth, true);
+  for (const url of ['/health', '/health?deep', '/livez', '/readyz']) {
+    for (const method of ['GET', 'HEAD'] as const) {
+      const exempt = await send(open, method, url, { host: `127.0.0.1:${open.port}` });
+      t.equal(exempt.status, 200, `without --require-auth: ${method} ${url} is public on loopback`);
+
+      const host = `127.0.0.1:${locked.port}`;
+      for (const authorization of [undefined, 'Bearer wrong', 'Basic s3cret']) {
+        const headers: Record<string, string> = { host };
+        if (authorization !== undefined) headers.authorization = authorization;
+        const res = await send(locked, method, url, headers);
+        t.equal(res.status, 401, `--require-auth: ${method} ${url} with ${JSON.stringify(authorization)}`);
+        if (method === 'GET') t.equal(res.text, UNAUTHORIZED);
+      }
+      const authed = await send(locked, method, url, { host, authorization: 'Bearer s3cret' });
+      t.equal(authed.status, 200, `--require-auth: ${method} ${url} with the token`);
+    }
+  }
+  t.equal((await send(locked, 'GET', '/health', { host: 'evil.com' })).text, BAD_HOST, 'the Host check still runs first');
+  t.equal(
+    (await send(locked, 'GET', '/livez', { host: `127.0.0.1:${locked.port}`, origin: 'http://x' })).text,
+    CORS,
+    'and the Origin check before it',
+  );
+});
+
+t.test('--require-auth: the real process refuses to start without a token', async (t) => {
+  const server = fileURLToPath(new URL('../src/server.js', import.meta.url));
+  const workspace = tempDir(t);
+  const env: Record<string, string> = { PATH: process.env.PATH ?? '' };
+  const refusal = 'acpd: Refusing to start with --require-auth but no bearer token. Set ACPD_TOKEN or pass --token.\n';
+  const runs: Array<[string, string[], Record<string, string>]> = [
+    ['the flag', ['--require-auth'], env],
+    ['the variable', [], { ...env, ACPD_REQUIRE_AUTH: 'true' }],
+    ['a blank token', ['--require-auth'], { ...env, ACPD_TOKEN: '   ' }],
+  ];
+  for (const [label, args, runEnv] of runs) {
+    const run = spawnSync(process.execPath, [server, '--port', '0', '--workspace', workspace, ...args], {
+      env: runEnv,
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
+    t.equal(run.status, 1, `${label}: exit 1`);
+    t.equal(run.stderr, refusal, `${label}: the reason on stderr`);
+    t.equal(run.stdout, '', `${label}: never listened`);
+  }
 });

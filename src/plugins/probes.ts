@@ -97,7 +97,7 @@ async function probes(app: FastifyInstance, opts: { config: Config }) {
         config: 'ok',
         listener: app.server.listening ? 'ok' : 'down',
         agent: (await agentFound()) ? 'ok' : 'missing',
-        drain: app.sessions.isShuttingDown ? 'draining' : 'ok',
+        drain: app.sessions.isDraining ? 'draining' : 'ok',
         load: overloaded() ? 'overloaded' : 'ok',
       };
       return { ready: Object.values(checks).every((state) => state === 'ok'), checks };

@@ -2,30 +2,38 @@
  * Request guards, as `onRequest` hooks so they run before any body is read:
  *  1. any `Origin` header → 403 (browsers are not clients of this daemon);
  *  2. on loopback binds, a Host allowlist against DNS rebinding;
- *  3. the bearer token, when one is configured (loopback `/health` exempt).
+ *  3. the bearer token, when one is configured: @fastify/bearer-auth's
+ *     constant-time check, behind a guard that keeps the contract's exact
+ *     parsing (below). Loopback probes are exempt unless --require-auth.
  */
-import { createHash, timingSafeEqual } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import fp from 'fastify-plugin';
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import fastifyBearerAuth from '@fastify/bearer-auth';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Config } from '../config.js';
 
-/** Probes an orchestrator calls without credentials on a loopback bind. */
+/** Probes an orchestrator calls without credentials on a loopback bind (unless --require-auth). */
 const PUBLIC_PROBES = new Set(['/health', '/livez', '/readyz']);
 
-function sha256(s: string): Buffer {
-  return createHash('sha256').update(s).digest();
-}
+const UNAUTHORIZED = { error: 'Unauthorized' };
 
-/** Scheme before the first space (case-insensitive `bearer`), optional extra blanks, non-empty credentials. */
-export function bearerCredentials(header: string | undefined): string | undefined {
-  if (!header) return undefined;
+/**
+ * Whether the credentials after `<scheme> ` are as the contract reads them.
+ *
+ * The contract skips SP/HTAB after the first space and compares the rest
+ * exactly. @fastify/bearer-auth (rfc6749 mode) takes the same scheme check
+ * (`bearer` + one space, any letter case, so `Bearer<TAB>tok` fails) but then
+ * `trim()`s the credentials, which also drops trailing blanks and other
+ * white space such as a latin-1 NBSP. The token is trimmed at start-up, so
+ * credentials that `trim()` would change can never be the token by the
+ * contract's reading: refusing them here leaves the library's answer exact.
+ */
+export function credentialsIntact(header: string | undefined): boolean {
+  if (header === undefined) return true;
   const space = header.indexOf(' ');
-  if (space <= 0 || header.slice(0, space).toLowerCase() !== 'bearer') return undefined;
-  let i = space + 1;
-  while (i < header.length && (header[i] === ' ' || header[i] === '\t')) i++;
-  const creds = header.slice(i);
-  return creds.length > 0 ? creds : undefined;
+  if (space < 0) return true;
+  const credentials = header.slice(space + 1).replace(/^[ \t]+/, '');
+  return credentials === credentials.trim();
 }
 
 function allowedHosts(port: number): Set<string> {
@@ -35,9 +43,30 @@ function allowedHosts(port: number): Set<string> {
   return set;
 }
 
+type TokenCheck = (req: FastifyRequest, reply: FastifyReply) => Promise<boolean>;
+
+/** The library's verifier, registered without its own hook so the exemptions and our 401 body stay ours. */
+async function tokenCheck(app: FastifyInstance, token: string): Promise<TokenCheck> {
+  await app.register(fastifyBearerAuth, {
+    keys: [token],
+    addHook: false,
+    specCompliance: 'rfc6749',
+    // Every refused request would otherwise log at error level; the request
+    // line already records the 401.
+    verifyErrorLogLevel: 'debug',
+  });
+  const verify = app.verifyBearerAuth;
+  if (verify === undefined) throw new Error('@fastify/bearer-auth did not provide verifyBearerAuth');
+  return (req, reply) =>
+    new Promise<boolean>((resolve) => {
+      verify(req, reply, (err) => resolve(err === undefined));
+    });
+}
+
 async function security(app: FastifyInstance, opts: { config: Config }) {
   const { config } = opts;
-  const tokenDigest = config.token ? sha256(config.token) : undefined;
+  const checkToken = config.token === undefined ? undefined : await tokenCheck(app, config.token);
+  const probesArePublic = config.isLoopback && !config.requireAuth;
   let hostsForPort: { port: number; hosts: Set<string> } | undefined;
 
   const hostAllowed = (req: FastifyRequest): boolean => {
@@ -57,14 +86,17 @@ async function security(app: FastifyInstance, opts: { config: Config }) {
     if (config.isLoopback && !hostAllowed(req)) {
       return reply.code(403).send({ error: 'Invalid Host header' });
     }
-    if (!tokenDigest) return;
+    if (checkToken === undefined) return;
     // HEAD rides on the GET route (as Express's app.get does), so probes that
     // only want the status line are exempt too.
     const probe = req.method === 'GET' || req.method === 'HEAD';
-    if (config.isLoopback && probe && PUBLIC_PROBES.has(req.routeOptions.url ?? '')) return;
-    const creds = bearerCredentials(req.headers.authorization);
-    if (!creds || !timingSafeEqual(sha256(creds), tokenDigest)) {
-      return reply.code(401).send({ error: 'Unauthorized' });
+    if (probesArePublic && probe && PUBLIC_PROBES.has(req.routeOptions.url ?? '')) return;
+    // Only the Authorization header counts: a token in the query string
+    // (?token=, ?access_token=) is never looked at, so it cannot end up in
+    // URLs, logs or browser history as a working credential.
+    const authorization = req.headers.authorization;
+    if (!credentialsIntact(authorization) || !(await checkToken(req, reply))) {
+      return reply.code(401).send(UNAUTHORIZED);
     }
   });
 }

@@ -26,6 +26,7 @@ async function sessionRegistry(app: FastifyInstance, opts: { config: Config }) {
       permissionTimeoutMs: config.permissionTimeoutMs,
       maxPendingPermissionsPerSession: DEFAULT_MAX_PENDING_PER_SESSION,
       defaultScope: 'single',
+      warmSessions: config.warmSessions,
       bus: {},
       log: app.log.child({ component: 'sessions' }),
     },
@@ -33,7 +34,7 @@ async function sessionRegistry(app: FastifyInstance, opts: { config: Config }) {
   );
   app.decorate('sessions', registry);
   app.addHook('preClose', async () => {
-    await registry.shutdown();
+    await registry.shutdown(config.drainTimeoutMs);
   });
 }
 

@@ -46,6 +46,8 @@ export interface ChannelOptions {
 }
 
 const STDERR_LINE_CAP = 64 * 1024;
+/** How long a stop waits for the agent's process group to vanish after SIGKILL. */
+const GROUP_EXIT_WAIT_MS = 500;
 
 /** Resolves with `p`, or rejects once `ms` have passed; the timer never outlives the race. */
 export function withTimeout<T>(p: Promise<T>, ms: number, label: string): Promise<T> {
@@ -211,7 +213,22 @@ export class AgentChannel {
     }
     // Grandchildren the agent left behind share its group: make sure they go too.
     this.signalGroup('SIGKILL');
+    await this.groupGone(GROUP_EXIT_WAIT_MS);
     this.connection.close();
+  }
+
+  /** Waits (bounded) until no process of the agent's group is left for signals to reach. */
+  private async groupGone(maxMs: number): Promise<void> {
+    if (this.pid === undefined) return;
+    const deadline = Date.now() + maxMs;
+    while (Date.now() < deadline) {
+      try {
+        process.kill(-this.pid, 0);
+      } catch {
+        return;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
   }
 
   /** SIGKILL now, without waiting. For a forced exit. */

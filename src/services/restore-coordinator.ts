@@ -74,9 +74,9 @@ export class RestoreCoordinator implements SlotHolder {
 
   restore(action: RestoreAction, sessionId: string, workspaceCwd: string | undefined): Promise<RestoreResult> {
     const registry = this.registry;
-    if (registry.isShuttingDown) return Promise.reject(new ShuttingDownError());
     let key: string;
     try {
+      registry.assertAcceptingWork();
       key = registry.resolveWorkspace(workspaceCwd);
     } catch (err) {
       return Promise.reject(err);

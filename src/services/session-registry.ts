@@ -19,6 +19,7 @@ import {
   PromptAbortedError,
   SessionLimitExceededError,
   SessionNotFoundError,
+  DrainingError,
   ShuttingDownError,
 } from '../errors.js';
 import type { AgentChannel, ExitInfo } from './agent-channel.js';
@@ -26,6 +27,7 @@ import type { ChannelListener, ChannelSupervisor } from './channel-supervisor.js
 import { BusStats, EventBus, type BusEvent, type BusOptions, type SubscribeOptions } from './event-bus.js';
 import { FsProxy } from './fs-proxy.js';
 import { PermissionBroker } from './permissions.js';
+import { WarmPool } from './warm-pool.js';
 import { resolveWorkspace } from './workspace.js';
 
 export type SessionScope = 'single' | 'thread';
@@ -60,8 +62,17 @@ export interface RegistryOptions {
   permissionTimeoutMs: number;
   maxPendingPermissionsPerSession: number;
   defaultScope: SessionScope;
+  /** Agent sessions kept created ahead of demand (0 = none). */
+  warmSessions: number;
   bus: BusOptions;
   log: FastifyBaseLogger;
+}
+
+/** How long cancelled prompts get to answer before the agents are stopped anyway. */
+const CANCEL_GRACE_MS = 2000;
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
 }
 
 export interface SpawnRequest {
@@ -88,7 +99,10 @@ export class SessionRegistry implements ChannelListener {
   private readonly inFlightSpawns = new Map<string, Promise<SessionEntry>>();
   private readonly holders: SlotHolder[] = [];
   private readonly fsProxy: FsProxy;
+  readonly pool: WarmPool;
   private shuttingDown = false;
+  private draining = false;
+  private drained: Promise<void> | undefined;
 
   constructor(
     private readonly opts: RegistryOptions,
@@ -101,6 +115,13 @@ export class SessionRegistry implements ChannelListener {
       log: opts.log,
     });
     this.fsProxy = new FsProxy(opts.workspace);
+    this.pool = new WarmPool({
+      size: opts.warmSessions,
+      log: opts.log,
+      create: (channel) => this.newAgentSession(channel),
+      newBus: () => this.newBus(),
+      hasRoom: (pooled) => this.hasRoomFor(pooled + 1),
+    });
     this.busStats = opts.bus.stats ?? new BusStats();
     channels.setListener(this);
   }
@@ -115,6 +136,17 @@ export class SessionRegistry implements ChannelListener {
 
   get isShuttingDown(): boolean {
     return this.shuttingDown;
+  }
+
+  /** True from the first moment of a drain: no new sessions, restores or prompts. */
+  get isDraining(): boolean {
+    return this.draining;
+  }
+
+  /** Refuses new work while draining (503), and everything once stopped. */
+  assertAcceptingWork(): void {
+    if (this.shuttingDown) throw new ShuttingDownError();
+    if (this.draining) throw new DrainingError();
   }
 
   get sessionCount(): number {
@@ -148,13 +180,18 @@ export class SessionRegistry implements ChannelListener {
     return resolveWorkspace(this.opts.workspace, requested);
   }
 
-  /** Throws when one more session would exceed the cap (live + spawning + restoring). */
-  checkCapacity(): void {
+  /** Whether `more` sessions fit beside the live, spawning and restoring ones. */
+  private hasRoomFor(more: number): boolean {
     const max = this.opts.maxSessions;
-    if (max === 0 || !Number.isFinite(max)) return;
+    if (max === 0 || !Number.isFinite(max)) return true;
     let used = this.byId.size + this.inFlightSpawns.size;
     for (const h of this.holders) used += h.inFlightCount;
-    if (used >= max) throw new SessionLimitExceededError(max);
+    return used + more <= max;
+  }
+
+  /** Throws when one more session would exceed the cap (live + spawning + restoring). */
+  checkCapacity(): void {
+    if (!this.hasRoomFor(1)) throw new SessionLimitExceededError(this.opts.maxSessions);
   }
 
   /** Creates the bus-bearing entry for a session the agent now knows. */
@@ -184,7 +221,7 @@ export class SessionRegistry implements ChannelListener {
   // ---- create / attach -------------------------------------------------
 
   async spawnOrAttach(req: SpawnRequest): Promise<SessionHandle> {
-    if (this.shuttingDown) throw new ShuttingDownError();
+    this.assertAcceptingWork();
     const workspaceCwd = this.resolveWorkspace(req.workspaceCwd);
     if (req.sessionScope !== undefined && req.sessionScope !== 'single' && req.sessionScope !== 'thread') {
       throw new InvalidSessionScopeError(req.sessionScope);
@@ -229,16 +266,21 @@ export class SessionRegistry implements ChannelListener {
     return { sessionId: entry.sessionId, workspaceCwd, attached: false };
   }
 
+  private async newAgentSession(channel: AgentChannel): Promise<string> {
+    const res = await channel.call<{ sessionId: string }>(
+      'session/new',
+      { cwd: this.opts.workspace, mcpServers: [] },
+      { timeoutMs: this.opts.initTimeoutMs, closedMessage: 'agent channel closed during session/new' },
+    );
+    return res.sessionId;
+  }
+
   private async doSpawn(scope: SessionScope): Promise<SessionEntry> {
     const channel = await this.channels.ensure();
+    const warm = this.pool.take(channel);
     let sessionId: string;
     try {
-      const res = await channel.call<{ sessionId: string }>(
-        'session/new',
-        { cwd: this.opts.workspace, mcpServers: [] },
-        { timeoutMs: this.opts.initTimeoutMs, closedMessage: 'agent channel closed during session/new' },
-      );
-      sessionId = res.sessionId;
+      sessionId = warm?.sessionId ?? (await this.newAgentSession(channel));
     } catch (err) {
       if (channel.sessionIds.size === 0) await this.channels.releaseIfIdle(channel);
       throw err;
@@ -247,9 +289,11 @@ export class SessionRegistry implements ChannelListener {
     if (!channel.alive || channel.isDying) {
       throw new SessionNotFoundError(sessionId, 'the agent child likely crashed during initialization — retry to spawn a new session');
     }
-    const entry = this.register(sessionId, channel, this.newBus(), undefined, 0);
+    const entry = this.register(sessionId, channel, warm?.events ?? this.newBus(), undefined, 0);
     if (scope === 'single' && !this.defaultEntry) this.defaultEntry = entry;
-    this.opts.log.info({ sessionId, scope }, 'session created');
+    this.opts.log.info({ sessionId, scope, warm: warm !== undefined }, 'session created');
+    // After this spawn has left the in-flight set, so the cap counts it once.
+    setImmediate(() => this.pool.refill(channel));
     return entry;
   }
 
@@ -290,10 +334,13 @@ export class SessionRegistry implements ChannelListener {
   /** Queues a prompt behind the session's earlier ones; an aborted signal cancels it. */
   sendPrompt(sessionId: string, body: Record<string, unknown>, signal?: AbortSignal): Promise<PromptResponse> {
     const entry = this.require(sessionId);
+    this.assertAcceptingWork();
     if (signal?.aborted) return Promise.reject(new PromptAbortedError());
     const request = { ...body, sessionId };
     const run = entry.promptQueue.then(async () => {
       if (signal?.aborted) throw new PromptAbortedError();
+      // A prompt still queued when the drain began never starts.
+      this.assertAcceptingWork();
       const onAbort = () => {
         this.permissions.cancelSession(sessionId);
         void entry.channel.notify('session/cancel', { sessionId });
@@ -374,6 +421,8 @@ export class SessionRegistry implements ChannelListener {
   }
 
   private pendingBus(sessionId: string): EventBus | undefined {
+    const warm = this.pool.pendingBus(sessionId);
+    if (warm) return warm;
     for (const h of this.holders) {
       const bus = h.pendingBus(sessionId);
       if (bus) return bus;
@@ -396,6 +445,7 @@ export class SessionRegistry implements ChannelListener {
   }
 
   channelExited(channel: AgentChannel, info: ExitInfo | undefined): void {
+    this.pool.discard(channel);
     const ids = [...channel.sessionIds];
     channel.sessionIds.clear();
     if (!this.shuttingDown && ids.length > 0) {
@@ -421,9 +471,40 @@ export class SessionRegistry implements ChannelListener {
 
   // ---- shutdown --------------------------------------------------------
 
-  /** Drains: refuse new work, tell every subscriber, kill the agents, await everything in flight. */
-  async shutdown(): Promise<void> {
+  /**
+   * The graceful drain: refuse new work at once; give running prompts up to
+   * `drainMs` to finish, then cancel them (and give the agent a moment to
+   * answer `cancelled`); then stop everything. Idempotent.
+   */
+  shutdown(drainMs = 0): Promise<void> {
+    this.drained ??= this.drain(drainMs);
+    return this.drained;
+  }
+
+  private async drain(drainMs: number): Promise<void> {
+    this.draining = true;
+    const busy = () => [...this.byId.values()].filter((e) => e.activePrompts > 0);
+    const promptsSettled = () => Promise.all([...this.byId.values()].map((e) => e.promptQueue));
+    if (busy().length > 0 && drainMs > 0) {
+      this.opts.log.info({ prompts: busy().length, drainMs }, 'draining: waiting for running prompts');
+      await Promise.race([promptsSettled(), delay(drainMs)]);
+    }
+    const left = busy();
+    if (left.length > 0) {
+      this.opts.log.info({ prompts: left.length }, 'draining: cancelling running prompts');
+      for (const entry of left) {
+        this.permissions.cancelSession(entry.sessionId);
+        void entry.channel.notify('session/cancel', { sessionId: entry.sessionId });
+      }
+      await Promise.race([promptsSettled(), delay(CANCEL_GRACE_MS)]);
+    }
+    await this.stop();
+  }
+
+  /** Tells every subscriber, kills the agents, awaits everything in flight. */
+  private async stop(): Promise<void> {
     this.shuttingDown = true;
+    this.pool.discard();
     const entries = [...this.byId.values()];
     for (const ch of this.channels.alive) ch.isDying = true;
     this.permissions.cancelAll();
