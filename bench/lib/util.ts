@@ -1,0 +1,37 @@
+// Small shared helpers.
+import { mkdirSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+export function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+export interface WorkDir {
+  root: string;
+  workspace: string;
+  dataDir: string;
+  logDir: string;
+}
+
+/** A throw-away directory with a workspace, a data dir and a log dir. */
+export function workDir(prefix: string): WorkDir {
+  const root = mkdtempSync(join(tmpdir(), `acpd-bench-${prefix}-`));
+  const dirs = { root, workspace: join(root, 'ws'), dataDir: join(root, 'data'), logDir: join(root, 'logs') };
+  for (const d of [dirs.workspace, dirs.dataDir, dirs.logDir]) mkdirSync(d, { recursive: true });
+  return dirs;
+}
+
+/** Polls until `check` holds; for conditions only observable from outside a process (RSS, /proc). */
+export async function until(check: () => boolean, ms: number, label: string, everyMs = 20): Promise<void> {
+  const end = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > end) throw new Error(`timed out after ${ms} ms: ${label}`);
+    await sleep(everyMs);
+  }
+}
+
+export function log(line: string): void {
+  process.stderr.write(`${line}\n`);
+}

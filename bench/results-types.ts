@@ -1,0 +1,65 @@
+// The shape of bench/results/<date>.json: everything RESULTS.md is rendered from.
+import type { FanoutRun } from './scenarios/fanout.js';
+import type { ProfileResult } from './scenarios/profile.js';
+import type { QwenResult } from './scenarios/qwen.js';
+import type { ReplayResult } from './scenarios/replay.js';
+import type { RestoreResult } from './scenarios/restore.js';
+import type { ScaleResult } from './scenarios/scale.js';
+import type { Summary } from './lib/stats.js';
+
+export interface Machine {
+  cpus: number;
+  cpuModel: string;
+  node: string;
+  platform: string;
+  memGb: number;
+  loadAvg: number[];
+}
+
+export interface FanoutRow {
+  subscribers: number;
+  frames: number;
+  acpd: { fps: Summary; p50: Summary; p99: Summary; cpuPer1k: Summary };
+  raw: { fps: Summary; p50: Summary; p99: Summary; cpuPer1k: Summary };
+  embedded?: { fps: Summary; cpuPer1k: Summary };
+  /** acpd / raw server CPU per delivered frame. */
+  cpuRatio: number;
+  /** acpd / raw, medians. */
+  fpsRatio: number;
+  p50Ratio: number;
+  p99Ratio: number;
+}
+
+export interface FanoutResult {
+  rows: FanoutRow[];
+  runs: FanoutRun[];
+  sameBytes: boolean;
+  evictions: number;
+}
+
+export interface Target {
+  target: string;
+  measured: string;
+  met: boolean | undefined;
+  note?: string;
+}
+
+export interface Results {
+  schema: 1;
+  date: string;
+  durationS: number;
+  /** 1/5/15-minute load averages when the run ended (the start is in machine). */
+  loadAvgEnd?: number[];
+  quick: boolean;
+  machine: Machine;
+  acpd: { version: string; commit: string; dirty: boolean };
+  reps: number;
+  fanout?: FanoutResult;
+  replay?: ReplayResult;
+  restore?: RestoreResult[];
+  scale?: ScaleResult;
+  qwen?: QwenResult;
+  profile?: ProfileResult;
+  targets: Target[];
+  errors: string[];
+}
