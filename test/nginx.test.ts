@@ -1,0 +1,433 @@
+// acpd behind a real nginx (issue 5), configured by deploy/nginx.conf itself:
+// only the listen port, the upstream port and, for the idle test, the read
+// timeout are rewritten. Shows that SSE frames pass through one by one as they
+// are published, that a reconnect with Last-Event-ID through the proxy
+// replays without a gap, that heartbeats keep a quiet stream open past the
+// proxy's read timeout, and that X-Forwarded-* counts only with --trust-proxy.
+//
+// nginx comes from Debian's package (.ci/run installs it when missing); this
+// file fails, rather than skips, without it.
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import t, { type Test } from 'tap';
+import { Agent, request } from 'undici';
+import type { SessionUpdate } from '@agentclientprotocol/sdk';
+import { buildApp } from '../src/app.js';
+import { Steer } from './fixtures/steer.js';
+import { call, createSession, obj, openEvents, startDaemon, tempDir, testConfig, type SseFrame, type SseStream, type TestDaemon } from './helper.js';
+
+const NGINX = '/usr/sbin/nginx';
+const DEPLOY_CONF = fileURLToPath(new URL('../../deploy/nginx.conf', import.meta.url));
+/** acpd's default heartbeat: the bound within which every frame must pass the proxy. */
+const DEFAULT_HEARTBEAT_MS = 15_000;
+/** A generous bound, so that something that never comes fails the test instead of hanging it. */
+const WAIT_LIMIT_MS = 10_000;
+
+interface Proxy {
+  port: number;
+  /** The daemon as seen through nginx: the helpers' requests go to the proxy. */
+  front(d: TestDaemon): TestDaemon;
+  /** What nginx wrote to its error log (stderr). */
+  log(): string;
+}
+
+/** Replaces `from` in deploy/nginx.conf, which must hold it exactly `count` times (else the template is stale). */
+function rewrite(conf: string, from: string, to: string, count: number): string {
+  const found = conf.split(from).length - 1;
+  if (found !== count) {
+    throw new Error(`deploy/nginx.conf holds ${JSON.stringify(from)} ${found} times, expected ${count}: update test/nginx.test.ts`);
+  }
+  return conf.replaceAll(from, to);
+}
+
+/** A port that was free a moment ago (nginx cannot be told to pick one). */
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+/** The whole nginx.conf: a minimal main context around deploy/nginx.conf's server block, all paths in `dir`. */
+function mainConfig(dir: string, site: string): string {
+  const temp = (name: string) => {
+    const p = path.join(dir, name);
+    mkdirSync(p, { recursive: true });
+    return p;
+  };
+  // As root, workers would otherwise switch to "nobody", who cannot enter our 0700 temp dir.
+  const user = process.getuid?.() === 0 ? `user ${os.userInfo().username};\n` : '';
+  return [
+    `${user}worker_processes 1;`,
+    `pid ${path.join(dir, 'nginx.pid')};`,
+    'error_log stderr notice;',
+    'events { worker_connections 128; }',
+    'http {',
+    '  access_log off;',
+    `  client_body_temp_path ${temp('client_body')};`,
+    `  proxy_temp_path ${temp('proxy')};`,
+    `  fastcgi_temp_path ${temp('fastcgi')};`,
+    `  uwsgi_temp_path ${temp('uwsgi')};`,
+    `  scgi_temp_path ${temp('scgi')};`,
+    site,
+    '}',
+    '',
+  ].join('\n');
+}
+
+/**
+ * nginx in the foreground on a loopback port, in front of `upstreamPort`, as
+ * the current user; stopped (SIGTERM, exit awaited) by teardown.
+ */
+async function startNginx(t: Test, upstreamPort: number, opts: { readTimeout?: string } = {}): Promise<Proxy> {
+  const dir = tempDir(t, 'acpd-nginx-');
+  for (let attempt = 1; ; attempt++) {
+    const port = await freePort();
+    let site = readFileSync(DEPLOY_CONF, 'utf8');
+    site = rewrite(site, 'listen 80;', `listen 127.0.0.1:${port};`, 1);
+    site = rewrite(site, 'proxy_pass http://127.0.0.1:4170;', `proxy_pass http://127.0.0.1:${upstreamPort};`, 2);
+    if (opts.readTimeout !== undefined) {
+      site = rewrite(site, 'proxy_read_timeout 60s;', `proxy_read_timeout ${opts.readTimeout};`, 1);
+    }
+    const confPath = path.join(dir, 'nginx.conf');
+    writeFileSync(confPath, mainConfig(dir, site));
+
+    const child = spawn(NGINX, ['-p', dir, '-c', confPath, '-e', 'stderr', '-g', 'daemon off;'], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let stderr = '';
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    t.teardown(async () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+      await exited;
+    });
+    // With the error log at notice, nginx says when its worker runs: by then it listens.
+    const started = await new Promise<boolean>((resolve) => {
+      child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
+        stderr += chunk;
+        if (stderr.includes('start worker process ')) resolve(true);
+      });
+      void exited.then(() => resolve(false));
+    });
+    if (started) {
+      return {
+        port,
+        front: (d) => ({ ...d, baseUrl: `http://127.0.0.1:${port}` }),
+        log: () => stderr,
+      };
+    }
+    // Another test may have taken the port in between; anything else is fatal.
+    if (!stderr.includes('Address already in use') || attempt >= 3) throw new Error(`nginx did not start:\n${stderr}`);
+  }
+}
+
+/** Fails with `label` if `promise` has not settled within `ms`. */
+async function within<T>(promise: Promise<T>, ms: number, label: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => reject(new Error(`${label}: nothing within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([promise, deadline]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function chunk(text: string): SessionUpdate {
+  return { sessionUpdate: 'agent_message_chunk', content: { type: 'text', text } };
+}
+
+/** The text of an agent chunk frame. */
+function chunkText(f: SseFrame): string | undefined {
+  const update: unknown = f.envelope?.data.update;
+  if (typeof update !== 'object' || update === null || !('content' in update)) return undefined;
+  const content: unknown = update.content;
+  if (typeof content !== 'object' || content === null || !('text' in content)) return undefined;
+  return typeof content.text === 'string' ? content.text : undefined;
+}
+
+/** The frame carrying the agent chunk `text`. */
+function saying(text: string): (f: SseFrame) => boolean {
+  return (f) => chunkText(f) === text;
+}
+
+const isHeartbeat = (f: SseFrame): boolean => f.comment === 'heartbeat';
+
+function texts(stream: SseStream): (string | undefined)[] {
+  return stream.frames.filter((f) => f.envelope !== undefined).map(chunkText);
+}
+
+function ms(value: number): string {
+  return `${value.toFixed(1)} ms`;
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)] ?? NaN;
+}
+
+/** A daemon on the steerable agent, behind nginx, with one session created through the proxy. */
+async function proxied(t: Test, opts: { args?: string[]; readTimeout?: string } = {}) {
+  const steer = await Steer.create();
+  // Teardowns run last-in first-out: nginx stops, then the daemon, then the controller.
+  t.teardown(() => steer.close());
+  const d = await startDaemon(t, { agent: steer.argv, args: opts.args });
+  const proxy = await startNginx(t, d.port, { readTimeout: opts.readTimeout });
+  const viaProxy = proxy.front(d);
+  const sid = await createSession(viaProxy);
+  const agent = await steer.agent();
+  return { d, proxy, viaProxy, sid, agent };
+}
+
+/** An nginx time (`60s`, `5m`, `1h`, `30`) in milliseconds. */
+function duration(value: string): number {
+  const match = /^(\d+)(ms|s|m|h)?$/.exec(value);
+  if (!match) throw new Error(`not an nginx time: ${value}`);
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[match[2] ?? 's'] ?? NaN;
+  return Number(match[1]) * unit;
+}
+
+t.test('deploy/nginx.conf spells out what acpd\'s streams need', async (t) => {
+  // acpd's streams also send X-Accel-Buffering: no, which nginx obeys; the
+  // config must not rely on that alone (another proxy in the path may not).
+  const lines = readFileSync(DEPLOY_CONF, 'utf8')
+    .split('\n')
+    .map((line) => line.replace(/#.*$/, '').trim())
+    .filter((line) => line !== '');
+  for (const directive of [
+    'proxy_http_version 1.1;',
+    'proxy_set_header Connection "";',
+    'proxy_buffering off;',
+    'proxy_cache off;',
+    'gzip off;',
+    'proxy_set_header Last-Event-ID $http_last_event_id;',
+    'proxy_set_header X-Forwarded-For $remote_addr;',
+    'proxy_set_header X-Forwarded-Proto $scheme;',
+    'proxy_set_header X-Forwarded-Host $host;',
+  ]) {
+    t.ok(lines.includes(directive), directive);
+  }
+  t.notOk(lines.some((line) => /^proxy_set_header\s+Host\b/i.test(line)), 'Host stays the upstream address, which acpd\'s loopback guard accepts');
+  t.notOk(lines.some((line) => /^proxy_set_header\s+Origin\b/i.test(line)), 'Origin passes through: acpd keeps refusing browser pages');
+
+  const timeouts = lines.flatMap((line) => /^proxy_read_timeout\s+(\S+);$/.exec(line)?.[1] ?? []).map(duration);
+  t.equal(timeouts.length, 2, 'one read timeout for everything, one for prompts');
+  const [general = 0, prompts = 0] = timeouts;
+  t.ok(general >= 2 * DEFAULT_HEARTBEAT_MS, `the general read timeout (${general} ms) leaves room for a missed heartbeat`);
+  t.ok(prompts >= 30 * 60_000, `prompts get a long read timeout (${prompts} ms): a turn sends nothing until it ends`);
+  const start = lines.indexOf('location ~ ^/session/[^/]+/prompt$ {');
+  const block = start < 0 ? [] : lines.slice(start, lines.indexOf('}', start));
+  t.ok(block.some((line) => /^proxy_read_timeout\s/.test(line) && duration(line.split(/\s+/)[1]?.replace(';', '') ?? '') === prompts),
+    'the long timeout is the prompt location\'s');
+});
+
+if (!existsSync(NGINX)) {
+  t.fail(
+    `nginx not found at ${NGINX}: these tests run a real nginx. Install Debian's package ` +
+      '(apt-get install -y nginx; .ci/run does so when it runs as root).',
+  );
+} else {
+  t.test('SSE frames pass through nginx as they are published, none held back for a later one', async (t) => {
+    const { d, viaProxy, sid, agent } = await proxied(t);
+
+    const opened = performance.now();
+    const stream = await within(openEvents(t, viaProxy, sid), WAIT_LIMIT_MS, 'the response head through nginx');
+    t.equal(stream.status, 200);
+    t.equal(stream.headers['content-type'], 'text/event-stream');
+    t.equal(stream.headers['cache-control'], 'no-cache, no-transform');
+    await within(stream.waitFor((f) => f.retry === '3000', 'the retry frame'), WAIT_LIMIT_MS, 'the retry frame');
+    const firstByte = performance.now() - opened;
+    const direct = await openEvents(t, d, sid);
+    await direct.waitFor((f) => f.retry === '3000', 'the retry frame, directly');
+
+    // One frame at a time: the next is published only once the previous one
+    // came out of the proxy, so a proxy that holds frames back until more
+    // arrive (or until a heartbeat pushes them out) never gets past frame 1.
+    const throughProxy: number[] = [];
+    const straight: number[] = [];
+    const count = 20;
+    for (let i = 1; i <= count; i++) {
+      const text = `frame ${i}`;
+      const sent = performance.now();
+      await agent.notify(sid, chunk(text));
+      const viaDirect = direct.waitFor(saying(text), text).then(() => straight.push(performance.now() - sent));
+      await within(stream.waitFor(saying(text), text), DEFAULT_HEARTBEAT_MS, `${text} through nginx`);
+      throughProxy.push(performance.now() - sent);
+      await viaDirect;
+      if (stream.events().length !== i) t.fail(`after ${text}: ${stream.events().length} events through nginx`);
+    }
+    t.strictSame(texts(stream), Array.from({ length: count }, (_, i) => `frame ${i + 1}`), 'every frame, in order');
+    t.strictSame(stream.events().map((e) => e.id), Array.from({ length: count }, (_, i) => i + 1));
+    t.notOk(stream.frames.some(isHeartbeat), 'no heartbeat was needed to push anything out');
+    t.ok(Math.max(...throughProxy) < DEFAULT_HEARTBEAT_MS, 'each frame arrived well before the next heartbeat');
+    const browser = await call(viaProxy, 'GET', '/capabilities', undefined, { origin: 'https://ui.example' });
+    t.equal(browser.status, 403, 'an Origin still reaches acpd through nginx, and is refused');
+    t.same(browser.body, { error: 'Request denied by CORS policy' });
+    t.comment(
+      `through nginx: headers + retry frame ${ms(firstByte)} after the request; publish → receipt median ` +
+        `${ms(median(throughProxy))}, max ${ms(Math.max(...throughProxy))} (direct: median ${ms(median(straight))}, ` +
+        `max ${ms(Math.max(...straight))}) over ${count} frames`,
+    );
+  });
+
+  t.test('a reconnect through nginx with Last-Event-ID replays what was missed, without a gap', async (t) => {
+    const { d, viaProxy, sid, agent } = await proxied(t);
+    const witness = await openEvents(t, d, sid);
+
+    const first = await within(openEvents(t, viaProxy, sid), WAIT_LIMIT_MS, 'the response head through nginx');
+    for (const text of ['a1', 'a2', 'a3']) await agent.notify(sid, chunk(text));
+    await within(first.waitFor(saying('a3'), 'a3'), WAIT_LIMIT_MS, 'a3 through nginx');
+    const lastSeen = first.events().at(-1)?.id;
+    t.equal(lastSeen, 3);
+    first.close();
+    await first.ended;
+
+    // Published while the client is away; the direct witness shows they are on the bus.
+    for (const text of ['b1', 'b2', 'b3']) await agent.notify(sid, chunk(text));
+    await witness.waitFor(saying('b3'), 'b3 on the witness');
+
+    const second = await within(openEvents(t, viaProxy, sid, { lastEventId: String(lastSeen) }), WAIT_LIMIT_MS, 'the response head through nginx');
+    t.equal(second.status, 200);
+    await agent.notify(sid, chunk('c1'));
+    await within(second.waitFor(saying('c1'), 'c1'), WAIT_LIMIT_MS, 'c1 through nginx');
+
+    t.strictSame(texts(second), ['b1', 'b2', 'b3', 'c1'], 'the missed frames first, then the live one');
+    const ids = [...first.events(), ...second.events()].map((e) => e.id);
+    t.strictSame(ids, [1, 2, 3, 4, 5, 6, 7], 'both connections together: every id once, in order');
+    t.ok(
+      second.frames.filter((f) => f.envelope).every((f) => f.id === String(f.envelope?.id)),
+      'replayed frames carry their id: lines, so a further reconnect resumes from them',
+    );
+  });
+
+  t.test('heartbeats keep a quiet stream open past nginx\'s read timeout', async (t) => {
+    // nginx gives up on an upstream silent for 1 s; acpd's heartbeat comes every 300 ms.
+    const { viaProxy, sid, agent } = await proxied(t, { args: ['--sse-heartbeat-ms', '300'], readTimeout: '1s' });
+    const stream = await within(openEvents(t, viaProxy, sid), WAIT_LIMIT_MS, 'the response head through nginx');
+    let ended = false;
+    void stream.ended.then(() => {
+      ended = true;
+    });
+    await within(stream.waitFor((f) => f.retry === '3000', 'the retry frame'), WAIT_LIMIT_MS, 'the retry frame');
+
+    // Nothing is published for three read timeouts. This wait is the
+    // behaviour under test (time passing), not a synchronization.
+    const quietMs = 3000;
+    const quietStart = performance.now();
+    const arrivals: number[] = [];
+    const counted = new Set<SseFrame>();
+    while (performance.now() - quietStart < quietMs) {
+      const beat = await stream.waitFor((f) => isHeartbeat(f) && !counted.has(f), 'a heartbeat');
+      counted.add(beat);
+      arrivals.push(performance.now());
+    }
+    const gaps = arrivals.map((at, i) => at - (arrivals[i - 1] ?? quietStart));
+    t.notOk(ended, 'the stream is still open after three read timeouts');
+    t.ok(arrivals.length >= 5, `${arrivals.length} heartbeats came through nginx in ${ms(performance.now() - quietStart)}`);
+    t.ok(Math.max(...gaps) < 1000, `the longest silence (${ms(Math.max(...gaps))}) stayed under nginx's 1 s`);
+    t.equal(stream.events().length, 0, 'nothing but heartbeats meanwhile');
+
+    await agent.notify(sid, chunk('after the quiet'));
+    await within(stream.waitFor(saying('after the quiet'), 'the late frame'), WAIT_LIMIT_MS, 'the late frame');
+    t.notOk(ended, 'and it still delivers');
+    t.comment(`heartbeats through nginx every ${ms(median(gaps))} (median), longest gap ${ms(Math.max(...gaps))}`);
+  });
+
+  t.test('control: with heartbeats slower than the read timeout, nginx does cut the stream', async (t) => {
+    // Shows the timeout above is really in force, so that test proves something.
+    const { proxy, viaProxy, sid } = await proxied(t, { args: ['--sse-heartbeat-ms', '5000'], readTimeout: '1s' });
+    const stream = await within(openEvents(t, viaProxy, sid), WAIT_LIMIT_MS, 'the response head through nginx');
+    await within(stream.waitFor((f) => f.retry === '3000', 'the retry frame'), WAIT_LIMIT_MS, 'the retry frame');
+    const start = performance.now();
+    await within(stream.ended, WAIT_LIMIT_MS, 'nginx ending the quiet stream');
+    t.ok(performance.now() - start < 5000, `cut after ${ms(performance.now() - start)}, before the first heartbeat`);
+    t.notOk(stream.frames.some(isHeartbeat));
+    t.match(proxy.log(), /upstream timed out/, 'nginx says why');
+  });
+
+  interface LoggedDaemon {
+    d: TestDaemon;
+    /** The request log lines carrying this request id. */
+    requestLine(reqId: string): Record<string, unknown> | undefined;
+  }
+
+  /** The real app with its log captured (JSON lines), as test/logging.test.ts does it. */
+  async function loggedDaemon(t: Test, args: string[]): Promise<LoggedDaemon> {
+    const config = testConfig(t, { args: [...args, '--log-level', 'info'] });
+    const chunks: string[] = [];
+    const app = await buildApp(config, { logStream: { write: (line) => void chunks.push(line) } });
+    t.teardown(() => app.close());
+    await app.listen({ host: '127.0.0.1', port: 0 });
+    const port = (app.server.address() as AddressInfo).port;
+    const d: TestDaemon = { app, config, baseUrl: `http://127.0.0.1:${port}`, port, headers: {} };
+    const requestLine = (reqId: string) =>
+      chunks
+        .join('')
+        .split('\n')
+        .filter((line) => line !== '')
+        .map((line) => obj(JSON.parse(line)))
+        .find((line) => line.reqId === reqId && typeof line.req === 'object');
+    return { d, requestLine };
+  }
+
+  t.test('X-Forwarded-* from nginx counts only with --trust-proxy', async (t) => {
+    // Two clients on different loopback addresses (Linux routes all of 127/8 to lo).
+    const alice = new Agent({ localAddress: '127.0.0.2' });
+    const bob = new Agent({ localAddress: '127.0.0.3' });
+    t.teardown(() => alice.close());
+    t.teardown(() => bob.close());
+
+    const ask = async (base: string, client: Agent, reqId: string): Promise<number> => {
+      const res = await request(`${base}/capabilities`, {
+        dispatcher: client,
+        // A client's own X-Forwarded-For must not survive the proxy: nginx is the first hop.
+        headers: { host: 'acpd.example.com', 'x-forwarded-for': '203.0.113.66', 'x-request-id': reqId },
+      });
+      await res.body.dump();
+      return res.statusCode;
+    };
+
+    for (const trusted of [true, false]) {
+      const label = trusted ? '--trust-proxy 127.0.0.1' : 'no --trust-proxy';
+      // One read a minute per client address: the budget shows whom acpd takes the request to come from.
+      const logged = await loggedDaemon(t, ['--rate-limit-reads', '1', ...(trusted ? ['--trust-proxy', '127.0.0.1'] : [])]);
+      const proxy = await startNginx(t, logged.d.port);
+      const base = `http://127.0.0.1:${proxy.port}`;
+
+      t.equal(await ask(base, alice, `${trusted}-alice-1`), 200, `${label}: alice's first read`);
+      t.equal(await ask(base, alice, `${trusted}-alice-2`), 429, `${label}: alice's second read is over her budget`);
+      t.equal(
+        await ask(base, bob, `${trusted}-bob-1`),
+        trusted ? 200 : 429,
+        trusted ? `${label}: bob has a budget of his own` : `${label}: bob shares nginx's budget, already spent`,
+      );
+
+      const aliceLine = obj(logged.requestLine(`${trusted}-alice-1`)?.req);
+      const bobLine = obj(logged.requestLine(`${trusted}-bob-1`)?.req);
+      t.equal(aliceLine.remoteAddress, trusted ? '127.0.0.2' : '127.0.0.1', `${label}: the logged address for alice`);
+      t.equal(bobLine.remoteAddress, trusted ? '127.0.0.3' : '127.0.0.1', `${label}: the logged address for bob`);
+      t.equal(
+        aliceLine.host,
+        trusted ? 'acpd.example.com' : `127.0.0.1:${logged.d.port}`,
+        `${label}: the logged host is ${trusted ? 'X-Forwarded-Host' : 'the Host nginx sent'}`,
+      );
+
+      if (trusted) {
+        // Trust goes to the proxy's address only: a client connecting directly cannot claim another address.
+        const direct = await request(`${logged.d.baseUrl}/capabilities`, {
+          dispatcher: bob,
+          headers: { 'x-forwarded-for': '203.0.113.77', 'x-request-id': 'direct-bob' },
+        });
+        await direct.body.dump();
+        t.equal(direct.statusCode, 429, 'bob, directly and whatever he claims, is still bob (budget spent)');
+        t.equal(obj(logged.requestLine('direct-bob')?.req).remoteAddress, '127.0.0.3');
+      }
+    }
+  });
+}
