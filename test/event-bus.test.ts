@@ -475,3 +475,26 @@ t.test('subscriberCount bookkeeping across eviction, abort, return and close', a
   await drain(closed);
   t.equal(bus.subscriberCount, 0);
 });
+
+t.test('each event carries its SSE frame, and a backlog can be taken at once', async (t) => {
+  const bus = new EventBus();
+  bus.publish('session_update', { n: 1 });
+  bus.publish('session_update', { n: 2 });
+  const sub = bus.subscribe({ lastEventId: 0 });
+  bus.publish('permission_request', { n: 3 });
+  const backlog = sub.takeBuffered();
+  t.same(
+    backlog.map((e) => e.envelope.id),
+    [1, 2, 3],
+    'replayed and live events, in order',
+  );
+  t.equal(backlog[0]?.frame, `id: 1\nevent: session_update\ndata: ${backlog[0]?.json}\n\n`);
+  t.equal(backlog[2]?.frame, `id: 3\nevent: permission_request\ndata: {"id":3,"v":1,"type":"permission_request","data":{"n":3}}\n\n`);
+  t.same(sub.takeBuffered(), [], 'nothing is handed out twice');
+  bus.publish('session_update', { n: 4 });
+  const next = await sub.next();
+  t.equal(next.value?.envelope.id, 4, 'iteration goes on after a take');
+  t.same(bus.subscribe().takeBuffered(), [], 'a live-only subscriber starts empty');
+  bus.close();
+  t.same(bus.subscribe().takeBuffered(), [], 'a closed bus hands out nothing');
+});

@@ -19,10 +19,21 @@ export interface EventEnvelope {
   originatorClientId?: string;
 }
 
-/** An envelope with its JSON text, serialized once and shared by every subscriber. */
+/**
+ * An envelope with its JSON text and its Server-Sent Events frame, both
+ * built once at publish and shared by every subscriber.
+ */
 export interface BusEvent {
   readonly envelope: EventEnvelope;
   readonly json: string;
+  /** `id:` (when the envelope has one), `event:` and one `data:` line, then the blank line. */
+  readonly frame: string;
+}
+
+/** A subscriber's view of the bus: an async iterator that can also hand over its backlog at once. */
+export interface EventSubscription extends AsyncIterableIterator<BusEvent> {
+  /** Everything buffered right now, in order, without waiting (possibly nothing). */
+  takeBuffered(): BusEvent[];
 }
 
 /**
@@ -56,7 +67,9 @@ export interface SubscribeOptions {
 }
 
 function makeEvent(envelope: EventEnvelope): BusEvent {
-  return { envelope, json: JSON.stringify(envelope) };
+  const json = JSON.stringify(envelope);
+  const head = envelope.id === undefined ? '' : `id: ${envelope.id}\n`;
+  return { envelope, json, frame: `${head}event: ${envelope.type}\ndata: ${json}\n\n` };
 }
 
 /** A fixed-capacity circular buffer of events, oldest first. */
@@ -99,7 +112,7 @@ class Ring {
  * A subscriber's queue. Replayed events sit at the front and do not count
  * against the live cap; only live events waiting to be consumed do.
  */
-class Subscription implements AsyncIterableIterator<BusEvent> {
+class Subscription implements EventSubscription {
   private items: (BusEvent | undefined)[] = [];
   private head = 0;
   private replayed = 0;
@@ -195,6 +208,15 @@ class Subscription implements AsyncIterableIterator<BusEvent> {
     });
   }
 
+  takeBuffered(): BusEvent[] {
+    if (this.head === this.items.length) return [];
+    const taken = (this.head === 0 ? this.items : this.items.slice(this.head)) as BusEvent[];
+    this.items = [];
+    this.head = 0;
+    this.replayed = 0;
+    return taken;
+  }
+
   return(): Promise<IteratorResult<BusEvent>> {
     this.end(false);
     return Promise.resolve({ value: undefined, done: true });
@@ -205,8 +227,9 @@ class Subscription implements AsyncIterableIterator<BusEvent> {
   }
 }
 
-const EMPTY: AsyncIterableIterator<BusEvent> = {
+const EMPTY: EventSubscription = {
   next: () => Promise.resolve({ value: undefined, done: true }),
+  takeBuffered: () => [],
   [Symbol.asyncIterator]() {
     return this;
   },
@@ -267,7 +290,7 @@ export class EventBus {
    * Registers a subscriber synchronously: events published after this call
    * returns are delivered even before the consumer starts iterating.
    */
-  subscribe(opts: SubscribeOptions = {}): AsyncIterableIterator<BusEvent> {
+  subscribe(opts: SubscribeOptions = {}): EventSubscription {
     if (this.closed) return EMPTY;
     if (this.subscribers.size >= this.maxSubscribers) throw new SubscriberLimitExceededError(this.maxSubscribers);
     const sub = new Subscription(opts.maxQueued ?? this.maxQueued, (s) => this.subscribers.delete(s));

@@ -24,7 +24,7 @@ import {
 } from '../errors.js';
 import type { AgentChannel, ExitInfo } from './agent-channel.js';
 import type { ChannelListener, ChannelSupervisor } from './channel-supervisor.js';
-import { BusStats, EventBus, type BusEvent, type BusOptions, type SubscribeOptions } from './event-bus.js';
+import { BusStats, EventBus, type BusOptions, type EventSubscription, type SubscribeOptions } from './event-bus.js';
 import { FsProxy } from './fs-proxy.js';
 import { PermissionBroker } from './permissions.js';
 import { WarmPool } from './warm-pool.js';
@@ -372,7 +372,7 @@ export class SessionRegistry implements ChannelListener {
   // ---- events ----------------------------------------------------------
 
   /** Synchronous: a 404 or 429 is thrown before any response byte. */
-  subscribe(sessionId: string, opts: SubscribeOptions): AsyncIterableIterator<BusEvent> {
+  subscribe(sessionId: string, opts: SubscribeOptions): EventSubscription {
     return this.require(sessionId).events.subscribe(opts);
   }
 
