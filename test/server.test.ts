@@ -306,3 +306,33 @@ t.test('--help prints the options and exits 0', async (t) => {
   for (const flag of ['--port', '--hostname', '--token', '--workspace', '--agent', '--data-dir']) t.match(help.stdout(), flag);
   t.equal(help.stderr(), '');
 });
+
+t.test('a second signal during the drain forces the exit: agents SIGKILLed, exit 1', async (t) => {
+  const { workspace, dataDir } = dirs(t);
+  const stubborn = fileURLToPath(new URL('./fixtures/stubborn-agent.js', import.meta.url));
+  // The agent ignores SIGTERM and the kill grace is a minute: the drain cannot end by itself.
+  const daemon = startDaemon(t, [
+    '--port', '0', '--workspace', workspace, '--data-dir', dataDir,
+    '--agent', `${JSON.stringify(process.execPath)} ${JSON.stringify(stubborn)}`,
+    '--kill-grace-ms', '60000',
+  ]);
+  let seen: Proc[] = [];
+  reapOnTeardown(t, () => seen);
+  const started = await listening(daemon);
+  const created = await fetch(`${started.url}/session`, { method: 'POST' });
+  t.equal(created.status, 200, 'session created on the stubborn agent');
+  await created.body?.cancel();
+  seen = descendantsOf(daemon.pid);
+  t.ok(seen.length >= 2, 'the agent and its grandchild run');
+
+  daemon.child.kill('SIGTERM');
+  // The first signal has been taken once the daemon says so; only then is the next one a second signal.
+  while (!daemon.stderr().includes('acpd: received SIGTERM, draining...')) {
+    await new Promise((resolve) => daemon.child.stderr?.once('data', resolve));
+  }
+  t.equal(daemon.child.exitCode, null, 'still draining: the agent ignores SIGTERM');
+  daemon.child.kill('SIGTERM');
+  const exit = await daemon.exited;
+  t.same(exit, { code: 1, signal: null }, 'forced exit, code 1');
+  t.same(survivors(seen, ownGroup()), [], 'the agent and its grandchild were SIGKILLed');
+});
