@@ -24,13 +24,13 @@ const bar = (series: string, s: Summary | undefined): { series: string; value: n
 /** What each profile area is, in this code base (for the reading of the profile). */
 const AREA_NOTES: Record<string, string> = {
   'garbage collection':
-    'short-lived objects: per event, the copies zod builds while validating each update (intersections are merged into new objects); per frame *and subscriber*, the SSE message object, the string @fastify/sse formats again, the promises of each awaited write, and the Buffer node makes when a string is written to a socket',
+    'short-lived objects: per event, the copies zod builds while validating each update (intersections are merged into new objects) and the envelope, its JSON and its frame; per write, the batch string and the Buffer node makes of it',
   'node http/net/stream write path':
-    'one `res.write` (chunked encoding, `writev` syscall) per frame per subscriber — nothing batches the frames a subscriber has queued',
+    'one `res.write` (chunked encoding, `writev` syscall) per subscriber per batch: the frames a subscriber has queued go out together',
   'SSE route + @fastify/sse (frame formatting, send)':
-    '`formatSSEMessage` (split on newlines, string concatenation) and the per-frame `await send()` in routes/events.ts, repeated for every subscriber although the bytes are the same',
+    'routes/events.ts joining a subscriber\'s queued frames (built once per event by the bus) into one write; @fastify/sse only sends the headers and heartbeats',
   'promises / microtasks':
-    'the per-frame `await` chain: the bus iterator, `Promise.race([sse.send(), closed])`, @fastify/sse\'s async `send`/`writeToStream`',
+    'the await per batch in routes/events.ts: the bus iterator when the queue is empty, and the wait for `drain` under back-pressure',
   'envelope serialization (makeEvent: JSON.stringify)': 'one JSON.stringify per event, shared by every subscriber',
   'ring append (Ring.push)': 'one slot write per event',
   'event bus (fan-out queues, iterator)': 'handing each event to each subscriber\'s queue or waiting iterator',
