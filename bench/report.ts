@@ -28,15 +28,17 @@ const AREA_NOTES: Record<string, string> = {
   'node http/net/stream write path':
     'one `res.write` (chunked encoding, `writev` syscall) per subscriber per batch: the frames a subscriber has queued go out together',
   'SSE route + @fastify/sse (frame formatting, send)':
-    'routes/events.ts joining a subscriber\'s queued frames (built once per event by the bus) into one write; @fastify/sse only sends the headers and heartbeats',
+    "routes/events.ts joining a subscriber's queued frames (built once per event by the bus) into one write; @fastify/sse only sends the headers and heartbeats",
   'promises / microtasks':
     'the await per batch in routes/events.ts: the bus iterator when the queue is empty, and the wait for `drain` under back-pressure',
   'envelope serialization (makeEvent: JSON.stringify)': 'one JSON.stringify per event, shared by every subscriber',
   'ring append (Ring.push)': 'one slot write per event',
-  'event bus (fan-out queues, iterator)': 'handing each event to each subscriber\'s queue or waiting iterator',
-  'JSON.parse / JSON.stringify': 'one parse of each agent line and one stringify of each envelope (shared by all subscribers)',
-  'zod validation (ACP SDK schemas)': 'the ACP SDK validating every incoming session/update against its zod schemas (`mergeValues`/`handleIntersectionResults`: intersection types rebuilt object by object) — per event, whatever the subscriber count',
-  'ACP SDK (JSON-RPC, ndjson)': 'the SDK splitting and dispatching the agent\'s ndjson lines',
+  'event bus (fan-out queues, iterator)': "handing each event to each subscriber's queue or waiting iterator",
+  'JSON.parse / JSON.stringify':
+    'one parse of each agent line and one stringify of each envelope (shared by all subscribers)',
+  'zod validation (ACP SDK schemas)':
+    'the ACP SDK validating every incoming session/update against its zod schemas (`mergeValues`/`handleIntersectionResults`: intersection types rebuilt object by object) — per event, whatever the subscriber count',
+  'ACP SDK (JSON-RPC, ndjson)': "the SDK splitting and dispatching the agent's ndjson lines",
 };
 
 function machineLine(r: Results): string {
@@ -47,7 +49,14 @@ function machineLine(r: Results): string {
 function targetsSection(r: Results): string[] {
   const out = ['## Targets of issue 6', '', '| Target | Measured | Met |', '|---|---|---|'];
   for (const t of r.targets) {
-    const met = t.met === undefined ? (t.note?.startsWith('inconclusive') ? '❔ inconclusive' : 'n/a') : t.met ? '✅ met' : '❌ missed';
+    const met =
+      t.met === undefined
+        ? t.note?.startsWith('inconclusive')
+          ? '❔ inconclusive'
+          : 'n/a'
+        : t.met
+          ? '✅ met'
+          : '❌ missed';
     out.push(`| ${t.target} | ${t.measured}${t.note ? ` — ${t.note}` : ''} | ${met} |`);
   }
   return [...out, ''];
@@ -65,14 +74,21 @@ function fanoutSection(r: Results, charts: Map<string, string>): string[] {
           unit: 'frames/s',
           groups: f.rows.map((row) => ({
             label: `${row.subscribers} sub${row.subscribers > 1 ? 's' : ''}`,
-            bars: [bar('acpd', row.acpd.fps), bar('raw node:http', row.raw.fps), ...(row.embedded ? [bar('acpd + embedded agent', row.embedded.fps)] : [])],
+            bars: [
+              bar('acpd', row.acpd.fps),
+              bar('raw node:http', row.raw.fps),
+              ...(row.embedded ? [bar('acpd + embedded agent', row.embedded.fps)] : []),
+            ],
           })),
         },
         {
           title: 'Publish → receive latency p99',
           unit: 'ms',
           log: true,
-          groups: f.rows.map((row) => ({ label: `${row.subscribers} sub${row.subscribers > 1 ? 's' : ''}`, bars: [bar('acpd', row.acpd.p99), bar('raw node:http', row.raw.p99)] })),
+          groups: f.rows.map((row) => ({
+            label: `${row.subscribers} sub${row.subscribers > 1 ? 's' : ''}`,
+            bars: [bar('acpd', row.acpd.p99), bar('raw node:http', row.raw.p99)],
+          })),
         },
       ],
       'bars: median of the repetitions; whiskers: min–max',
@@ -81,7 +97,7 @@ function fanoutSection(r: Results, charts: Map<string, string>): string[] {
   const out = [
     '## 1. Fan-out',
     '',
-    'One session, S subscribers, the agent floods N `agent_message_chunk` updates as fast as it can. Frames/s = N × S divided by the time from the first frame\'s publish stamp to the last subscriber receiving frame N. Latency is over every (frame, subscriber) pair.',
+    "One session, S subscribers, the agent floods N `agent_message_chunk` updates as fast as it can. Frames/s = N × S divided by the time from the first frame's publish stamp to the last subscriber receiving frame N. Latency is over every (frame, subscriber) pair.",
     '',
     '![fan-out](charts/fanout.svg)',
     '',
@@ -99,13 +115,16 @@ function fanoutSection(r: Results, charts: Map<string, string>): string[] {
     '',
     '| Subscribers | acpd ms | raw ms | acpd / raw | acpd + embedded agent ms |',
     '|---:|---:|---:|---:|---:|',
-    ...f.rows.map((row) => `| ${row.subscribers} | ${med(row.acpd.cpuPer1k, 2)} | ${med(row.raw.cpuPer1k, 2)} | ${ratio(row.cpuRatio)} | ${med(row.embedded?.cpuPer1k, 2)} |`),
+    ...f.rows.map(
+      (row) =>
+        `| ${row.subscribers} | ${med(row.acpd.cpuPer1k, 2)} | ${med(row.raw.cpuPer1k, 2)} | ${ratio(row.cpuRatio)} | ${med(row.embedded?.cpuPer1k, 2)} |`,
+    ),
   );
   out.push(
     '',
-    `- Same bytes: the raw server's frames ${f.sameBytes ? 'are byte-identical to acpd\'s (stamps aside) — checked in this run' : '**differ** from acpd\'s: the frame format changed, update bench/baseline/frames.ts'}. Evicted subscribers: ${f.evictions}.`,
+    `- Same bytes: the raw server's frames ${f.sameBytes ? "are byte-identical to acpd's (stamps aside) — checked in this run" : "**differ** from acpd's: the frame format changed, update bench/baseline/frames.ts"}. Evicted subscribers: ${f.evictions}.`,
     '- **acpd** hosts `bench/agents/flood-agent` (a bare ndjson agent that stamps each chunk with CLOCK_MONOTONIC when it writes it), so latency covers agent → pipe → acpd → socket → client. **raw node:http** (`bench/baseline/raw-sse-server`) holds the same frames in memory and stamps each one right before its first socket write. Neither the embedded agent nor the steerable one can carry a publish time, so the embedded agent (`/flood N`) only gets a throughput column, timed from the prompt request.',
-    '- Client, daemon and agent share the machine\'s cores: the client (one process reading every subscriber) is part of both measurements.',
+    "- Client, daemon and agent share the machine's cores: the client (one process reading every subscriber) is part of both measurements.",
     '',
   );
   return out;
@@ -117,11 +136,22 @@ function replaySection(r: Results, charts: Map<string, string>): string[] {
   charts.set(
     'replay',
     barChart(
-      [{
-        title: `Replay of ${p.frames} frames (Last-Event-ID: 0)`,
-        unit: 'ms to the last frame',
-        groups: [{ label: `${p.frames} frames, ${(p.bytes / 1024).toFixed(0)} KiB`, bars: [bar('acpd', p.acpd), bar('raw, one write per frame', p.raw), bar('raw, one single write', p.rawSingleWrite)] }],
-      }],
+      [
+        {
+          title: `Replay of ${p.frames} frames (Last-Event-ID: 0)`,
+          unit: 'ms to the last frame',
+          groups: [
+            {
+              label: `${p.frames} frames, ${(p.bytes / 1024).toFixed(0)} KiB`,
+              bars: [
+                bar('acpd', p.acpd),
+                bar('raw, one write per frame', p.raw),
+                bar('raw, one single write', p.rawSingleWrite),
+              ],
+            },
+          ],
+        },
+      ],
       'bars: median; whiskers: min–max',
     ),
   );
@@ -149,22 +179,29 @@ function restoreSection(r: Results, charts: Map<string, string>): string[] {
   charts.set(
     'restore',
     barChart(
-      [{
-        title: 'Restore latency (embedded agent)',
-        unit: 'ms',
-        log: true,
-        groups: turns.map((t) => ({
-          label: `${t} turns`,
-          bars: [bar('acpd load', find(t, 'load')?.acpd), bar('floor load', find(t, 'load')?.floor), bar('acpd resume', find(t, 'resume')?.acpd), bar('floor resume', find(t, 'resume')?.floor)],
-        })),
-      }],
+      [
+        {
+          title: 'Restore latency (embedded agent)',
+          unit: 'ms',
+          log: true,
+          groups: turns.map((t) => ({
+            label: `${t} turns`,
+            bars: [
+              bar('acpd load', find(t, 'load')?.acpd),
+              bar('floor load', find(t, 'load')?.floor),
+              bar('acpd resume', find(t, 'resume')?.acpd),
+              bar('floor resume', find(t, 'resume')?.floor),
+            ],
+          })),
+        },
+      ],
       'floor: the same agent driven by a bare ACP client over stdio',
     ),
   );
   const out = [
     '## 3. Restore',
     '',
-    'Sessions with 10 / 100 / 1000 stored turns (files written in the embedded agent\'s format), restored through acpd (`POST /session/:id/load|resume`, agent already running) and, as the floor, by a bare ACP client over stdio to the same agent. `load` replays the history (2 updates per turn) before it answers; `resume` does not.',
+    "Sessions with 10 / 100 / 1000 stored turns (files written in the embedded agent's format), restored through acpd (`POST /session/:id/load|resume`, agent already running) and, as the floor, by a bare ACP client over stdio to the same agent. `load` replays the history (2 updates per turn) before it answers; `resume` does not.",
     '',
     '![restore](charts/restore.svg)',
     '',
@@ -172,9 +209,15 @@ function restoreSection(r: Results, charts: Map<string, string>): string[] {
     '|---:|---|---:|---:|---:|---:|',
   ];
   for (const x of rows) {
-    out.push(`| ${x.turns} | ${x.action} | ${med(x.acpd, 2)} | ${med(x.floor, 2)} | ${(x.acpd.median - x.floor.median).toFixed(2)} ms | ${ratio(x.acpd.median / x.floor.median)} |`);
+    out.push(
+      `| ${x.turns} | ${x.action} | ${med(x.acpd, 2)} | ${med(x.floor, 2)} | ${(x.acpd.median - x.floor.median).toFixed(2)} ms | ${ratio(x.acpd.median / x.floor.median)} |`,
+    );
   }
-  out.push('', '- The floor\'s client parses and validates every replayed update itself (so does acpd, then publishes it to the session\'s bus); acpd\'s HTTP client only receives the small answer.', '');
+  out.push(
+    '',
+    "- The floor's client parses and validates every replayed update itself (so does acpd, then publishes it to the session's bus); acpd's HTTP client only receives the small answer.",
+    '',
+  );
   return out;
 }
 
@@ -182,7 +225,8 @@ function scaleSection(r: Results, charts: Map<string, string>): string[] {
   const s = r.scale;
   if (!s) return [];
   const label = (n: number): string => `${n} idle`;
-  const liveNote = (l: { sessions: number; liveSessions: number }): string => (l.liveSessions !== l.sessions ? `${l.sessions} (${l.liveSessions} live)` : String(l.sessions));
+  const liveNote = (l: { sessions: number; liveSessions: number }): string =>
+    l.liveSessions !== l.sessions ? `${l.sessions} (${l.liveSessions} live)` : String(l.sessions);
   charts.set(
     'scale',
     barChart(
@@ -191,7 +235,10 @@ function scaleSection(r: Results, charts: Map<string, string>): string[] {
           title: 'Daemon RSS',
           unit: 'MB',
           groups: [
-            ...s.levels.map((l) => ({ label: `acpd, ${label(l.sessions)}`, bars: [bar('no subscriber', l.rssMb), bar('64 subscribers', l.rssMb64)] })),
+            ...s.levels.map((l) => ({
+              label: `acpd, ${label(l.sessions)}`,
+              bars: [bar('no subscriber', l.rssMb), bar('64 subscribers', l.rssMb64)],
+            })),
             { label: 'raw node:http', bars: [bar('no subscriber', s.rawRssMb), bar('64 subscribers', s.rawRssMb64)] },
           ],
         },
@@ -205,13 +252,13 @@ function scaleSection(r: Results, charts: Map<string, string>): string[] {
           ],
         },
       ],
-      'raw node:http: idle / with 64 SSE streams; floor: the agent\'s own session/new over stdio',
+      "raw node:http: idle / with 64 SSE streams; floor: the agent's own session/new over stdio",
     ),
   );
   const out = [
     '## 4. Scale of sessions',
     '',
-    'acpd with the embedded agent, `--max-sessions 0`, thread-scoped sessions created up to each level (the lowest level keeps one session for the subscribers), then 64 SSE subscribers on one session; 10 creates timed at each level. Baselines: a raw node:http SSE server\'s RSS (idle, and holding 64 streams) and the agent\'s own `session/new` over stdio.',
+    "acpd with the embedded agent, `--max-sessions 0`, thread-scoped sessions created up to each level (the lowest level keeps one session for the subscribers), then 64 SSE subscribers on one session; 10 creates timed at each level. Baselines: a raw node:http SSE server's RSS (idle, and holding 64 streams) and the agent's own `session/new` over stdio.",
     '',
     '![scale](charts/scale.svg)',
     '',
@@ -272,8 +319,14 @@ function qwenSection(r: Results, charts: Map<string, string>): string[] {
           unit: 'ms',
           log: true,
           groups: [
-            { label: 'create', bars: [bar('floor (bare ACP client)', fl.newMs), ...contenders.map(([n, d]) => bar(n, d.createMs))] },
-            { label: 'load', bars: [bar('floor (bare ACP client)', fl.loadMs), ...contenders.map(([n, d]) => bar(n, d.loadMs))] },
+            {
+              label: 'create',
+              bars: [bar('floor (bare ACP client)', fl.newMs), ...contenders.map(([n, d]) => bar(n, d.createMs))],
+            },
+            {
+              label: 'load',
+              bars: [bar('floor (bare ACP client)', fl.loadMs), ...contenders.map(([n, d]) => bar(n, d.loadMs))],
+            },
             { label: 'prompt→chunk', bars: contenders.map(([n, d]) => bar(n, d.firstChunkLaterMs)) },
             { label: 'reply at 10 subs', bars: contenders.map(([n, d]) => bar(n, d.fanout10Ms)) },
           ],
@@ -291,7 +344,12 @@ function qwenSection(r: Results, charts: Map<string, string>): string[] {
       `@qwen-code/qwen-code ${q.version ?? '?'} against ../shared/tools/fake-openai-server.mjs; bars: median, whiskers: min–max`,
     ),
   );
-  const rowsOf = (label: string, pick: (d: DaemonFigures) => Summary | number, floor?: Summary, compare = true): string => {
+  const rowsOf = (
+    label: string,
+    pick: (d: DaemonFigures) => Summary | number,
+    floor?: Summary,
+    compare = true,
+  ): string => {
     const v = (d: DaemonFigures): string => {
       const x = pick(d);
       return typeof x === 'number' ? fmt(x) : med(x);
@@ -300,7 +358,14 @@ function qwenSection(r: Results, charts: Map<string, string>): string[] {
       const x = pick(d);
       return typeof x === 'number' ? x : x.median;
     };
-    const cells = [label, floor ? med(floor) : '', v(qw), v(ac), ...(warm ? [v(warm)] : []), compare ? ratio(num(ac) / num(qw)) : 'n/a'];
+    const cells = [
+      label,
+      floor ? med(floor) : '',
+      v(qw),
+      v(ac),
+      ...(warm ? [v(warm)] : []),
+      compare ? ratio(num(ac) / num(qw)) : 'n/a',
+    ];
     return `| ${cells.join(' | ')} |`;
   };
   const out = [
@@ -338,7 +403,14 @@ function profileSection(r: Results, charts: Map<string, string>): string[] {
   const p = r.profile;
   const main = p?.windows[0];
   if (!p || !main) return [];
-  charts.set('profile', hbarChart(`acpd CPU profile: fan-out to ${main.subscribers} subscribers (share of busy time)`, main.areas.slice(0, 12).map((a) => ({ label: a.area, value: a.selfPct })), '%'));
+  charts.set(
+    'profile',
+    hbarChart(
+      `acpd CPU profile: fan-out to ${main.subscribers} subscribers (share of busy time)`,
+      main.areas.slice(0, 12).map((a) => ({ label: a.area, value: a.selfPct })),
+      '%',
+    ),
+  );
   const label = (w: { subscribers: number }): string => `${w.subscribers} subscriber${w.subscribers > 1 ? 's' : ''}`;
   const out = [
     '## Profile of the hot path',
@@ -359,12 +431,26 @@ function profileSection(r: Results, charts: Map<string, string>): string[] {
     out.push(`| ${area} | ${cells.join(' | ')} | ${AREA_NOTES[area] ?? ''} |`);
   }
   for (const w of p.windows) {
-    out.push('', `Top functions by self time, ${label(w)}:`, '', '| Function | Where | self ms | share |', '|---|---|---:|---:|');
+    out.push(
+      '',
+      `Top functions by self time, ${label(w)}:`,
+      '',
+      '| Function | Where | self ms | share |',
+      '|---|---|---:|---:|',
+    );
     for (const f of w.top.slice(0, 12)) out.push(`| \`${f.name}\` | ${f.where} | ${f.selfMs} | ${f.selfPct}% |`);
   }
-  const top3 = main.areas.slice(0, 3).map((a) => `${a.area} (${a.selfPct}%)`).join(', ');
+  const top3 = main.areas
+    .slice(0, 3)
+    .map((a) => `${a.area} (${a.selfPct}%)`)
+    .join(', ');
   const one = p.windows.find((w) => w.subscribers === 1);
-  const oneTop = one ? one.areas.slice(0, 3).map((a) => `${a.area} (${a.selfPct}%)`).join(', ') : '';
+  const oneTop = one
+    ? one.areas
+        .slice(0, 3)
+        .map((a) => `${a.area} (${a.selfPct}%)`)
+        .join(', ')
+    : '';
   out.push(
     '',
     `**Reading.** With ${main.subscribers} subscribers the largest shares are ${top3}. Each event is serialized to JSON once by the bus and the ring append is negligible; what grows with the subscriber count is everything after the bus, done again for every subscriber: a message object, @fastify/sse formatting the same frame text again, an \`await\` chain of several promises, and a string written through node's chunked \`res.write\` (encoded into a fresh Buffer and flushed with one \`writev\` per frame). The garbage this makes is the GC share.${one ? ` With one subscriber the per-event path shows: ${oneTop}.` : ''} No tuning was made in this change (src/ is not the bench's), so this is the "before" profile.`,
@@ -380,13 +466,21 @@ function rssInTheWay(r: Results): string {
   const imported = at('modules imported');
   const ready = at('app ready (schemas compiled)');
   const goal = r.qwen?.qwen ? r.qwen.qwen.rssLoadedMb.median / 3 : Number.NaN;
-  const parts = ['acpd\'s idle footprint is nearly all of it; sessions and subscribers add little (section 4).'];
+  const parts = ["acpd's idle footprint is nearly all of it; sessions and subscribers add little (section 4)."];
   if (Number.isFinite(bare) && Number.isFinite(imported)) {
-    parts.push(`A bare node process is ${bare.toFixed(0)} MB; importing acpd's modules (Fastify and its plugins, Swagger/OpenAPI, prom-client, the ACP SDK with its zod schemas) brings it to ${imported.toFixed(0)} MB, and compiling the route schemas at \`ready\` to ${ready.toFixed(0)} MB — mostly code, not heap.`);
+    parts.push(
+      `A bare node process is ${bare.toFixed(0)} MB; importing acpd's modules (Fastify and its plugins, Swagger/OpenAPI, prom-client, the ACP SDK with its zod schemas) brings it to ${imported.toFixed(0)} MB, and compiling the route schemas at \`ready\` to ${ready.toFixed(0)} MB — mostly code, not heap.`,
+    );
   }
-  const heavy = (r.scale?.dependencies ?? []).slice(0, 3).map((d) => `${d.name} +${d.addedMb.toFixed(0)} MB`).join(', ');
+  const heavy = (r.scale?.dependencies ?? [])
+    .slice(0, 3)
+    .map((d) => `${d.name} +${d.addedMb.toFixed(0)} MB`)
+    .join(', ');
   if (heavy) parts.push(`Heaviest imports on their own: ${heavy}.`);
-  if (Number.isFinite(goal)) parts.push(`The target (${goal.toFixed(0)} MB) is ${Number.isFinite(imported) && imported > goal ? 'below what the imports alone cost' : 'close to the start-up cost'}: it needs fewer or lazily loaded dependencies, not tuning of the hot path.`);
+  if (Number.isFinite(goal))
+    parts.push(
+      `The target (${goal.toFixed(0)} MB) is ${Number.isFinite(imported) && imported > goal ? 'below what the imports alone cost' : 'close to the start-up cost'}: it needs fewer or lazily loaded dependencies, not tuning of the hot path.`,
+    );
   return parts.join(' ');
 }
 
@@ -396,7 +490,9 @@ function inTheWay(r: Results): string[] {
   const out = ['## What is in the way', ''];
   for (const t of missed) {
     if (t.target.startsWith('Fan-out') || t.target.startsWith('Replay')) {
-      out.push(`- **${t.target}** — the per-subscriber work after the bus (profile above): format each frame once per event (keep the \`id:/event:/data:\` bytes as a Buffer on the bus event), write that Buffer to \`reply.raw\` directly, and drain a subscriber's whole queue in one write (or cork/uncork) instead of one awaited \`send\` per frame. A replay is the same loop over 4000 queued frames. At low subscriber counts the per-event path adds to it: the ACP SDK's zod validation of every \`session/update\` is a quarter of the CPU with one subscriber.`);
+      out.push(
+        `- **${t.target}** — the per-subscriber work after the bus (profile above): format each frame once per event (keep the \`id:/event:/data:\` bytes as a Buffer on the bus event), write that Buffer to \`reply.raw\` directly, and drain a subscriber's whole queue in one write (or cork/uncork) instead of one awaited \`send\` per frame. A replay is the same loop over 4000 queued frames. At low subscriber counts the per-event path adds to it: the ACP SDK's zod validation of every \`session/update\` is a quarter of the CPU with one subscriber.`,
+      );
     } else if (t.target.startsWith('Daemon RSS')) {
       out.push(`- **${t.target}** — ${rssInTheWay(r)}`);
     } else if (t.target.startsWith('Warm-session')) {
@@ -426,7 +522,10 @@ function repetitions(r: Results): string {
   const restore = r.restore?.[0];
   if (restore) parts.push(`restore ${restore.acpd.n}`);
   const level = r.scale?.levels[0];
-  if (level) parts.push(`scale ${level.rssMb.n} daemons × ${Math.round(level.createMs.n / Math.max(level.rssMb.n, 1))} creates per level`);
+  if (level)
+    parts.push(
+      `scale ${level.rssMb.n} daemons × ${Math.round(level.createMs.n / Math.max(level.rssMb.n, 1))} creates per level`,
+    );
   const q = r.qwen?.acpd;
   if (q) parts.push(`qwen ${q.createMs.n}`);
   return parts.join(', ');
@@ -440,11 +539,15 @@ export function renderMarkdown(r: Results, jsonRel: string, charts: Map<string, 
     '',
     `- Machine: ${machineLine(r)}.`,
     ...(busy(r)
-      ? [`- **The machine was busy with other work** (1-minute load average ${r.machine.loadAvg[0]} at the start, ${r.loadAvgEnd?.[0] ?? '?'} at the end, on ${r.machine.cpus} cores): expect wide ranges; the ratios compare runs interleaved under the same conditions.`]
+      ? [
+          `- **The machine was busy with other work** (1-minute load average ${r.machine.loadAvg[0]} at the start, ${r.loadAvgEnd?.[0] ?? '?'} at the end, on ${r.machine.cpus} cores): expect wide ranges; the ratios compare runs interleaved under the same conditions.`,
+        ]
       : [`- 1-minute load average at the end: ${r.loadAvgEnd?.[0] ?? '?'}.`]),
     `- acpd ${r.acpd.version}, commit ${r.acpd.commit}${r.acpd.dirty ? ' with local changes' : ''}; \`dist/server.js\` as \`npm start\` runs it (default log level).`,
     `- Each figure is the median of its repetitions (${repetitions(r)}; untimed warm-up first), with the range (min–max) in brackets; ratios are of medians, each against a baseline measured in the same run.`,
-    ...(r.errors.length > 0 ? ['', '**Errors in this run:**', '', ...r.errors.map((e) => `- ${e.split('\n')[0]}`)] : []),
+    ...(r.errors.length > 0
+      ? ['', '**Errors in this run:**', '', ...r.errors.map((e) => `- ${e.split('\n')[0]}`)]
+      : []),
     '',
     ...targetsSection(r),
     ...fanoutSection(r, charts),
@@ -455,7 +558,10 @@ export function renderMarkdown(r: Results, jsonRel: string, charts: Map<string, 
     ...profileSection(r, charts),
     ...inTheWay(r),
   ];
-  return `${lines.join('\n').replace(/\n{3,}/g, '\n\n').trimEnd()}\n`;
+  return `${lines
+    .join('\n')
+    .replace(/\n{3,}/g, '\n\n')
+    .trimEnd()}\n`;
 }
 
 export function renderAll(r: Results, benchDir: string, jsonFile: string): void {

@@ -73,7 +73,11 @@ function machine(): Machine {
 function gitState(): { commit: string; dirty: boolean } {
   try {
     const commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: repoRoot, encoding: 'utf8' }).trim();
-    const dirty = execFileSync('git', ['status', '--porcelain', '--untracked-files=no'], { cwd: repoRoot, encoding: 'utf8' }).trim() !== '';
+    const dirty =
+      execFileSync('git', ['status', '--porcelain', '--untracked-files=no'], {
+        cwd: repoRoot,
+        encoding: 'utf8',
+      }).trim() !== '';
     return { commit, dirty };
   } catch {
     return { commit: 'unknown', dirty: false };
@@ -88,15 +92,24 @@ function stampName(d: Date): string {
 /** Flood sizes: about a second of work per run at each subscriber count. */
 function fanoutPlan(quick: boolean): Array<{ subscribers: number; frames: number }> {
   return quick
-    ? [{ subscribers: 1, frames: 4000 }, { subscribers: 10, frames: 2000 }, { subscribers: 64, frames: 1000 }]
-    : [{ subscribers: 1, frames: 16000 }, { subscribers: 10, frames: 8000 }, { subscribers: 64, frames: 4000 }];
+    ? [
+        { subscribers: 1, frames: 4000 },
+        { subscribers: 10, frames: 2000 },
+        { subscribers: 64, frames: 1000 },
+      ]
+    : [
+        { subscribers: 1, frames: 16000 },
+        { subscribers: 10, frames: 8000 },
+        { subscribers: 64, frames: 4000 },
+      ];
 }
 
 function fanoutRows(runs: FanoutRun[]): FanoutRow[] {
   const rows: FanoutRow[] = [];
   const counts = [...new Set(runs.map((r) => r.subscribers))];
   for (const s of counts) {
-    const of = (system: FanoutRun['system']): FanoutRun[] => runs.filter((r) => r.subscribers === s && r.system === system);
+    const of = (system: FanoutRun['system']): FanoutRun[] =>
+      runs.filter((r) => r.subscribers === s && r.system === system);
     const a = of('acpd');
     const r = of('raw');
     const e = of('acpd-embedded');
@@ -113,7 +126,10 @@ function fanoutRows(runs: FanoutRun[]): FanoutRow[] {
       frames: a[0]?.frames ?? 0,
       acpd,
       raw,
-      embedded: e.length > 0 ? { fps: summarize(e.map((x) => x.framesPerSec)), cpuPer1k: summarize(e.map((x) => x.serverCpuMsPer1k)) } : undefined,
+      embedded:
+        e.length > 0
+          ? { fps: summarize(e.map((x) => x.framesPerSec)), cpuPer1k: summarize(e.map((x) => x.serverCpuMsPer1k)) }
+          : undefined,
       cpuRatio: acpd.cpuPer1k.median / raw.cpuPer1k.median,
       fpsRatio: acpd.fps.median / raw.fps.median,
       p50Ratio: acpd.p50.median / raw.p50.median,
@@ -179,7 +195,7 @@ async function section(name: string, results: Results, fn: () => Promise<void>):
   try {
     await fn();
   } catch (err) {
-    const msg = `${name}: ${err instanceof Error ? err.stack ?? err.message : String(err)}`;
+    const msg = `${name}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`;
     log(`!! ${msg}`);
     results.errors.push(msg);
   } finally {
@@ -204,7 +220,9 @@ async function main(): Promise<number> {
     targets: [],
     errors: [],
   };
-  log(`acpd bench: ${results.machine.cpus} × ${results.machine.cpuModel}, node ${results.machine.node}, reps ${args.reps}${args.quick ? ' (quick)' : ''}`);
+  log(
+    `acpd bench: ${results.machine.cpus} × ${results.machine.cpuModel}, node ${results.machine.node}, reps ${args.reps}${args.quick ? ' (quick)' : ''}`,
+  );
   const dirs: WorkDir[] = [];
   const dir = (name: string): WorkDir => {
     const d = workDir(name);
@@ -233,7 +251,11 @@ async function main(): Promise<number> {
     if (args.only.has('scale')) {
       await section('scale', results, async () => {
         log('4. scale');
-        results.scale = await runScale(dir('scale'), { levels: [0, 20, 200], reps: Math.min(args.reps, 3), creates: 10, subscribers: 64 }, childrenOf);
+        results.scale = await runScale(
+          dir('scale'),
+          { levels: [0, 20, 200], reps: Math.min(args.reps, 3), creates: 10, subscribers: 64 },
+          childrenOf,
+        );
       });
     }
     if (args.only.has('qwen')) {
@@ -247,7 +269,8 @@ async function main(): Promise<number> {
     await Procs.stopAll();
     if (!args.keep) for (const d of dirs) rmSync(d.root, { recursive: true, force: true });
   }
-  if (results.profile && !args.keep) results.profile.file = 'deleted with the run\'s temporary files (run with --keep to keep it)';
+  if (results.profile && !args.keep)
+    results.profile.file = "deleted with the run's temporary files (run with --keep to keep it)";
   results.durationS = Math.round((Date.now() - t0) / 100) / 10;
   results.loadAvgEnd = os.loadavg().map((x) => Math.round(x * 100) / 100);
   results.targets = evaluateTargets(results);
@@ -275,7 +298,7 @@ main().then(
     process.exitCode = code;
   },
   async (err: unknown) => {
-    log(err instanceof Error ? err.stack ?? err.message : String(err));
+    log(err instanceof Error ? (err.stack ?? err.message) : String(err));
     await Procs.stopAll();
     process.exitCode = 1;
   },

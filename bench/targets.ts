@@ -14,7 +14,10 @@ const iqr = (s: Summary): number => s.p75 - s.p25;
  */
 function verdict(met: boolean, noiseMs: number, marginMs: number): { met: boolean | undefined; note?: string } {
   if (noiseMs > 4 * marginMs) {
-    return { met: undefined, note: `inconclusive: the agent's own timings scatter by ${ms(noiseMs)} (interquartile range), far more than the ${ms(marginMs)} margin; see the embedded-agent cross-check` };
+    return {
+      met: undefined,
+      note: `inconclusive: the agent's own timings scatter by ${ms(noiseMs)} (interquartile range), far more than the ${ms(marginMs)} margin; see the embedded-agent cross-check`,
+    };
   }
   return { met };
 }
@@ -39,7 +42,12 @@ export function evaluateTargets(r: Results): Target[] {
   }
   const q = r.qwen;
   if (q?.skipped) {
-    out.push({ target: 'Daemon RSS ≤ 1/3 of qwen serve; create/load overhead over the floor', measured: 'not measured', met: undefined, note: q.skipped });
+    out.push({
+      target: 'Daemon RSS ≤ 1/3 of qwen serve; create/load overhead over the floor',
+      measured: 'not measured',
+      met: undefined,
+      note: q.skipped,
+    });
   } else if (q?.acpd && q.qwen && q.floor) {
     // acpd as shipped: with its default pool where it has one.
     const shipped = q.acpdWarm ?? q.acpd;

@@ -13,7 +13,12 @@ import metrics from './plugins/metrics.js';
 import openapi from './plugins/openapi.js';
 import probes from './plugins/probes.js';
 import rateLimits from './plugins/rate-limits.js';
-import requestLog, { loggerOptions, RequestLogController, requestIdFor, type LogOutput } from './plugins/request-log.js';
+import requestLog, {
+  loggerOptions,
+  RequestLogController,
+  requestIdFor,
+  type LogOutput,
+} from './plugins/request-log.js';
 import restoreCoordinator from './plugins/restore-coordinator.js';
 import security from './plugins/security.js';
 import sessionRegistry from './plugins/session-registry.js';
@@ -44,7 +49,10 @@ export interface BuildOptions {
 
 export async function buildApp(config: Config, options: BuildOptions = {}): Promise<FastifyInstance> {
   const app = Fastify({
-    logger: loggerOptions(config, { stream: options.logStream, isTTY: options.prettyLogs ?? process.stdout.isTTY === true }),
+    logger: loggerOptions(config, {
+      stream: options.logStream,
+      isTTY: options.prettyLogs ?? process.stdout.isTTY === true,
+    }),
     logController: new RequestLogController(),
     requestIdHeader: false,
     genReqId: requestIdFor,

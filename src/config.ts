@@ -38,13 +38,11 @@ export const ConfigSchema = Type.Object({
   ACPD_HOSTNAME: Type.String({
     minLength: 1,
     default: DEFAULT_HOSTNAME,
-    description:
-      'Interface to bind. Any value other than 127.0.0.1, localhost, ::1 or [::1] requires a token.',
+    description: 'Interface to bind. Any value other than 127.0.0.1, localhost, ::1 or [::1] requires a token.',
   }),
   ACPD_TOKEN: Type.Optional(
     Type.String({
-      description:
-        'Bearer token clients must send. Prefer the environment variable: flags show up in ps.',
+      description: 'Bearer token clients must send. Prefer the environment variable: flags show up in ps.',
     }),
   ),
   ACPD_WORKSPACE: Type.Optional(
@@ -128,7 +126,8 @@ export const ConfigSchema = Type.Object({
     minimum: 0,
     maximum: MAX_TIMER_MS,
     default: 1_000,
-    description: 'Event-loop delay past which acpd sheds load (503 + Retry-After) and reports not ready. 0 = not checked.',
+    description:
+      'Event-loop delay past which acpd sheds load (503 + Retry-After) and reports not ready. 0 = not checked.',
   }),
   ACPD_MAX_HEAP_USED_BYTES: Type.Integer({
     minimum: 0,
@@ -261,7 +260,9 @@ export function parseCommandLine(argv: readonly string[]): CommandLine {
           `Unexpected argument "${token.value}" after ${before.rawName}, which takes no value: write "${before.rawName}=${token.value}".`,
         );
       }
-      throw new ConfigError(`Unexpected argument "${token.value}": acpd takes only options. Run "acpd --help" for the list.`);
+      throw new ConfigError(
+        `Unexpected argument "${token.value}": acpd takes only options. Run "acpd --help" for the list.`,
+      );
     }
     if (token.kind === 'option-terminator') {
       throw new ConfigError('Unexpected "--": acpd takes no positional arguments.');
@@ -387,7 +388,9 @@ export function usage(): string {
 
 function defaultText(schema: TSchema): string | undefined {
   const value: unknown = schema.default;
-  return typeof value === 'number' || typeof value === 'string' || typeof value === 'boolean' ? String(value) : undefined;
+  return typeof value === 'number' || typeof value === 'string' || typeof value === 'boolean'
+    ? String(value)
+    : undefined;
 }
 
 /** What a schema accepts, in words, for error messages. */
@@ -427,7 +430,8 @@ function schemaErrors(
   const found = new Map<SettingName | '', ConfigError>();
   const details: unknown = err instanceof Error && 'errors' in err ? err.errors : undefined;
   for (const detail of Array.isArray(details) ? details : []) {
-    const path: unknown = typeof detail === 'object' && detail !== null && 'instancePath' in detail ? detail.instancePath : '';
+    const path: unknown =
+      typeof detail === 'object' && detail !== null && 'instancePath' in detail ? detail.instancePath : '';
     const key = typeof path === 'string' ? path.split('/')[1] : undefined;
     const name = SETTING_NAMES.find((candidate) => candidate === key);
     if (name !== undefined && !found.has(name)) found.set(name, invalidSetting(name, raw, fromFlag));

@@ -79,31 +79,35 @@ t.test('defaults', async (t) => {
 });
 
 t.test('every setting has an environment twin', async (t) => {
-  const config = load([], {
-    ACPD_PORT: '8080',
-    ACPD_HOSTNAME: 'localhost',
-    ACPD_TOKEN: 'secret',
-    ACPD_WORKSPACE: ws,
-    ACPD_MAX_SESSIONS: '3',
-    ACPD_MAX_CONNECTIONS: '7',
-    ACPD_AGENT: 'qwen --acp',
-    ACPD_DATA_DIR: '/var/lib/acpd',
-    ACPD_INIT_TIMEOUT_MS: '500',
-    ACPD_PERMISSION_TIMEOUT_MS: '0',
-    ACPD_KILL_GRACE_MS: '100',
-    ACPD_DRAIN_TIMEOUT_MS: '150',
-    ACPD_WARM_SESSIONS: '2',
-    ACPD_LOG_LEVEL: 'debug',
-    ACPD_RATE_LIMIT_PROMPTS: '11',
-    ACPD_RATE_LIMIT_MUTATIONS: '12',
-    ACPD_RATE_LIMIT_READS: '13',
-    ACPD_MAX_EVENT_LOOP_DELAY_MS: '14',
-    ACPD_MAX_HEAP_USED_BYTES: '15',
-    ACPD_MAX_RSS_BYTES: '16',
-    ACPD_REQUIRE_AUTH: 'true',
-    ACPD_TRUST_PROXY: '10.0.0.1',
-    ACPD_SSE_HEARTBEAT_MS: '17',
-  }, '/');
+  const config = load(
+    [],
+    {
+      ACPD_PORT: '8080',
+      ACPD_HOSTNAME: 'localhost',
+      ACPD_TOKEN: 'secret',
+      ACPD_WORKSPACE: ws,
+      ACPD_MAX_SESSIONS: '3',
+      ACPD_MAX_CONNECTIONS: '7',
+      ACPD_AGENT: 'qwen --acp',
+      ACPD_DATA_DIR: '/var/lib/acpd',
+      ACPD_INIT_TIMEOUT_MS: '500',
+      ACPD_PERMISSION_TIMEOUT_MS: '0',
+      ACPD_KILL_GRACE_MS: '100',
+      ACPD_DRAIN_TIMEOUT_MS: '150',
+      ACPD_WARM_SESSIONS: '2',
+      ACPD_LOG_LEVEL: 'debug',
+      ACPD_RATE_LIMIT_PROMPTS: '11',
+      ACPD_RATE_LIMIT_MUTATIONS: '12',
+      ACPD_RATE_LIMIT_READS: '13',
+      ACPD_MAX_EVENT_LOOP_DELAY_MS: '14',
+      ACPD_MAX_HEAP_USED_BYTES: '15',
+      ACPD_MAX_RSS_BYTES: '16',
+      ACPD_REQUIRE_AUTH: 'true',
+      ACPD_TRUST_PROXY: '10.0.0.1',
+      ACPD_SSE_HEARTBEAT_MS: '17',
+    },
+    '/',
+  );
   t.match(config, {
     port: 8080,
     hostname: 'localhost',
@@ -160,29 +164,51 @@ t.test('flags win over their environment twins', async (t) => {
   };
   const config = load(
     [
-      '--port', '9090',
-      '--hostname', '::1',
-      '--token', 'from-flag',
-      '--workspace', other,
-      '--max-sessions', '4',
-      '--max-connections', '8',
-      '--agent', 'gemini --experimental-acp',
-      '--data-dir', '/flag/data',
-      '--init-timeout-ms', '501',
-      '--permission-timeout-ms', '601',
-      '--kill-grace-ms', '701',
-      '--drain-timeout-ms', '751',
-      '--warm-sessions', '4',
-      '--log-level', 'warn',
-      '--rate-limit-prompts', '21',
-      '--rate-limit-mutations', '22',
-      '--rate-limit-reads', '23',
-      '--max-event-loop-delay-ms', '24',
-      '--max-heap-used-bytes', '25',
-      '--max-rss-bytes', '26',
+      '--port',
+      '9090',
+      '--hostname',
+      '::1',
+      '--token',
+      'from-flag',
+      '--workspace',
+      other,
+      '--max-sessions',
+      '4',
+      '--max-connections',
+      '8',
+      '--agent',
+      'gemini --experimental-acp',
+      '--data-dir',
+      '/flag/data',
+      '--init-timeout-ms',
+      '501',
+      '--permission-timeout-ms',
+      '601',
+      '--kill-grace-ms',
+      '701',
+      '--drain-timeout-ms',
+      '751',
+      '--warm-sessions',
+      '4',
+      '--log-level',
+      'warn',
+      '--rate-limit-prompts',
+      '21',
+      '--rate-limit-mutations',
+      '22',
+      '--rate-limit-reads',
+      '23',
+      '--max-event-loop-delay-ms',
+      '24',
+      '--max-heap-used-bytes',
+      '25',
+      '--max-rss-bytes',
+      '26',
       '--require-auth=false',
-      '--trust-proxy', 'false',
-      '--sse-heartbeat-ms', '27',
+      '--trust-proxy',
+      'false',
+      '--sse-heartbeat-ms',
+      '27',
     ],
     env,
   );
@@ -223,7 +249,13 @@ t.test('--flag=value works like --flag value; the last repeat wins', async (t) =
 });
 
 t.test('blank environment values count as unset', async (t) => {
-  const config = load([], { ACPD_PORT: '', ACPD_HOSTNAME: '  ', ACPD_WORKSPACE: '', ACPD_AGENT: ' ', ACPD_LOG_LEVEL: '' });
+  const config = load([], {
+    ACPD_PORT: '',
+    ACPD_HOSTNAME: '  ',
+    ACPD_WORKSPACE: '',
+    ACPD_AGENT: ' ',
+    ACPD_LOG_LEVEL: '',
+  });
   t.equal(config.port, 4170);
   t.equal(config.hostname, '127.0.0.1');
   t.equal(config.workspace, ws);
@@ -242,12 +274,30 @@ t.test('loadConfig reads only the env it is given', async (t) => {
 t.test('port', async (t) => {
   t.equal(load(['--port', '0']).port, 0);
   t.equal(load(['--port', '65535']).port, 65535);
-  t.equal(failure(() => load(['--port', '65536'])), 'Invalid --port "65536": must be an integer from 0 to 65535.');
-  t.equal(failure(() => load(['--port', '-1'])), 'Invalid --port "-1": must be an integer from 0 to 65535.');
-  t.equal(failure(() => load(['--port', 'http'])), 'Invalid --port "http": must be an integer from 0 to 65535.');
-  t.equal(failure(() => load(['--port', '80.5'])), 'Invalid --port "80.5": must be an integer from 0 to 65535.');
-  t.equal(failure(() => load(['--port', '1e400'])), 'Invalid --port "1e400": must be an integer from 0 to 65535.');
-  t.equal(failure(() => load(['--port', 'Infinity'])), 'Invalid --port "Infinity": must be an integer from 0 to 65535.');
+  t.equal(
+    failure(() => load(['--port', '65536'])),
+    'Invalid --port "65536": must be an integer from 0 to 65535.',
+  );
+  t.equal(
+    failure(() => load(['--port', '-1'])),
+    'Invalid --port "-1": must be an integer from 0 to 65535.',
+  );
+  t.equal(
+    failure(() => load(['--port', 'http'])),
+    'Invalid --port "http": must be an integer from 0 to 65535.',
+  );
+  t.equal(
+    failure(() => load(['--port', '80.5'])),
+    'Invalid --port "80.5": must be an integer from 0 to 65535.',
+  );
+  t.equal(
+    failure(() => load(['--port', '1e400'])),
+    'Invalid --port "1e400": must be an integer from 0 to 65535.',
+  );
+  t.equal(
+    failure(() => load(['--port', 'Infinity'])),
+    'Invalid --port "Infinity": must be an integer from 0 to 65535.',
+  );
   t.equal(
     failure(() => load([], { ACPD_PORT: 'abc' })),
     'Invalid --port "abc" (from ACPD_PORT): must be an integer from 0 to 65535.',
@@ -294,12 +344,18 @@ t.test('hostname: host:port typo', async (t) => {
 });
 
 t.test('hostname: non-loopback needs a token', async (t) => {
-  t.equal(failure(() => load(['--hostname', '0.0.0.0'])), `Refusing to bind 0.0.0.0:4170 ${REFUSAL_TAIL}`);
+  t.equal(
+    failure(() => load(['--hostname', '0.0.0.0'])),
+    `Refusing to bind 0.0.0.0:4170 ${REFUSAL_TAIL}`,
+  );
   t.equal(
     failure(() => load(['--hostname', '192.168.1.10', '--port', '9000'])),
     `Refusing to bind 192.168.1.10:9000 ${REFUSAL_TAIL}`,
   );
-  t.equal(failure(() => load(['--hostname', '0.0.0.0', '--token', '  '])), `Refusing to bind 0.0.0.0:4170 ${REFUSAL_TAIL}`);
+  t.equal(
+    failure(() => load(['--hostname', '0.0.0.0', '--token', '  '])),
+    `Refusing to bind 0.0.0.0:4170 ${REFUSAL_TAIL}`,
+  );
   const config = load(['--hostname', '0.0.0.0'], { ACPD_TOKEN: 'secret' });
   t.equal(config.isLoopback, false);
   t.equal(config.listenHost, '0.0.0.0');
@@ -309,7 +365,11 @@ t.test('hostname: non-loopback needs a token', async (t) => {
 t.test('hostname: bracketed IPv6 must be a clean [addr]', async (t) => {
   const withToken = (host: string): Config => load(['--hostname', host, '--token', 't']);
   for (const host of ['[]', '[::1]:80', '[::1', '[a]b]', '[2001:db8::1]:8080']) {
-    t.equal(failure(() => withToken(host)), `Invalid --hostname "${host}": ${BRACKET_TAIL}`, host);
+    t.equal(
+      failure(() => withToken(host)),
+      `Invalid --hostname "${host}": ${BRACKET_TAIL}`,
+      host,
+    );
   }
   const config = withToken('[2001:db8::1]');
   t.equal(config.hostname, '[2001:db8::1]');
@@ -317,26 +377,56 @@ t.test('hostname: bracketed IPv6 must be a clean [addr]', async (t) => {
   t.equal(config.isLoopback, false);
   // Without a token a non-loopback bracket form is refused first (step 3
   // comes before step 7), as in the reference.
-  t.equal(failure(() => load(['--hostname', '[]'])), `Refusing to bind []:4170 ${REFUSAL_TAIL}`);
-  t.equal(failure(() => load(['--hostname', '[::1]:80'])), `Refusing to bind [::1]:80:4170 ${REFUSAL_TAIL}`);
+  t.equal(
+    failure(() => load(['--hostname', '[]'])),
+    `Refusing to bind []:4170 ${REFUSAL_TAIL}`,
+  );
+  t.equal(
+    failure(() => load(['--hostname', '[::1]:80'])),
+    `Refusing to bind [::1]:80:4170 ${REFUSAL_TAIL}`,
+  );
 });
 
 t.test('hostname: empty is rejected', async (t) => {
-  t.equal(failure(() => load(['--hostname', ''])), 'Invalid --hostname "": must be a non-empty string.');
+  t.equal(
+    failure(() => load(['--hostname', ''])),
+    'Invalid --hostname "": must be a non-empty string.',
+  );
 });
 
 t.test('workspace', async (t) => {
-  t.equal(failure(() => load(['--workspace', 'rel/dir'])), 'Invalid --workspace "rel/dir": must be an absolute path.');
-  t.equal(failure(() => load(['--workspace', ''])), 'Invalid --workspace "": must be an absolute path.');
+  t.equal(
+    failure(() => load(['--workspace', 'rel/dir'])),
+    'Invalid --workspace "rel/dir": must be an absolute path.',
+  );
+  t.equal(
+    failure(() => load(['--workspace', ''])),
+    'Invalid --workspace "": must be an absolute path.',
+  );
   const missing = join(root, 'missing');
-  t.equal(failure(() => load(['--workspace', missing])), `Invalid --workspace "${missing}": directory does not exist.`);
+  t.equal(
+    failure(() => load(['--workspace', missing])),
+    `Invalid --workspace "${missing}": directory does not exist.`,
+  );
   const file = join(ws, 'file.txt');
-  t.equal(failure(() => load(['--workspace', file])), `Invalid --workspace "${file}": exists but is not a directory.`);
+  t.equal(
+    failure(() => load(['--workspace', file])),
+    `Invalid --workspace "${file}": exists but is not a directory.`,
+  );
   const underFile = join(file, 'sub');
-  t.equal(failure(() => load(['--workspace', underFile])), `Invalid --workspace "${underFile}": directory does not exist.`);
+  t.equal(
+    failure(() => load(['--workspace', underFile])),
+    `Invalid --workspace "${underFile}": directory does not exist.`,
+  );
   // The default is the cwd, and it is checked the same way.
-  t.equal(failure(() => load([], {}, 'relative')), 'Invalid --workspace "relative": must be an absolute path.');
-  t.equal(failure(() => load([], {}, missing)), `Invalid --workspace "${missing}": directory does not exist.`);
+  t.equal(
+    failure(() => load([], {}, 'relative')),
+    'Invalid --workspace "relative": must be an absolute path.',
+  );
+  t.equal(
+    failure(() => load([], {}, missing)),
+    `Invalid --workspace "${missing}": directory does not exist.`,
+  );
 });
 
 t.test('workspace is canonical: symlinks resolved, trailing slash and dots gone', async (t) => {
@@ -354,7 +444,10 @@ t.test('workspace: permission denied', async (t) => {
   if (process.getuid?.() !== 0) {
     chmodSync(join(dir, 'locked'), 0o000);
     try {
-      t.equal(failure(() => load(['--workspace', target])), expected);
+      t.equal(
+        failure(() => load(['--workspace', target])),
+        expected,
+      );
     } finally {
       // Before tap removes the fixture, which it could not do through 000.
       chmodSync(join(dir, 'locked'), 0o755);
@@ -370,12 +463,16 @@ t.test('workspace: permission denied', async (t) => {
     catch (err) { console.log(err.name + ': ' + err.message); }`;
   // tap adds its instrumentation to every child through NODE_OPTIONS, and
   // "nobody" may not write its records; `env -u` drops it for this one.
-  const run = spawnSync('/usr/bin/env', ['-u', 'NODE_OPTIONS', process.execPath, '--input-type=module', '-e', script, target], {
-    uid: 65534,
-    gid: 65534,
-    cwd: '/',
-    encoding: 'utf8',
-  });
+  const run = spawnSync(
+    '/usr/bin/env',
+    ['-u', 'NODE_OPTIONS', process.execPath, '--input-type=module', '-e', script, target],
+    {
+      uid: 65534,
+      gid: 65534,
+      cwd: '/',
+      encoding: 'utf8',
+    },
+  );
   t.equal(run.stderr, '');
   t.equal(run.stdout.trim(), `ConfigError: ${expected}`);
 });
@@ -449,19 +546,47 @@ t.test('data dir: default under the workspace, relative resolved against cwd', a
   t.equal(load(['--workspace', join(root, 'other')]).dataDir, join(root, 'other', '.acpd'));
   t.equal(load(['--data-dir', 'state'], {}, ws).dataDir, join(ws, 'state'));
   t.equal(load([], { ACPD_DATA_DIR: '/srv/acpd/' }).dataDir, '/srv/acpd');
-  t.equal(failure(() => load(['--data-dir', ''])), 'Invalid --data-dir "": must be a non-empty string.');
+  t.equal(
+    failure(() => load(['--data-dir', ''])),
+    'Invalid --data-dir "": must be a non-empty string.',
+  );
 });
 
 t.test('agent command is split into argv without a shell', async (t) => {
   t.same(load(['--agent', 'qwen --acp']).agent, ['qwen', '--acp']);
   t.same(load(['--agent', '  node   /opt/agent.js\t--acp\n']).agent, ['node', '/opt/agent.js', '--acp']);
   t.same(load([], { ACPD_AGENT: `"/opt/my agent/bin" --name 'a b'` }).agent, ['/opt/my agent/bin', '--name', 'a b']);
-  t.same(load(['--agent', 'echo $HOME | rm -rf / ; `x` *']).agent, ['echo', '$HOME', '|', 'rm', '-rf', '/', ';', '`x`', '*']);
-  t.equal(failure(() => load(['--agent', ''])), 'Invalid --agent "": the command is empty.');
-  t.equal(failure(() => load(['--agent', '""'])), 'Invalid --agent """": the command is empty.');
-  t.equal(failure(() => load(['--agent', `qwen "--acp`])), 'Invalid --agent "qwen "--acp": a double quote is not closed.');
-  t.equal(failure(() => load([], { ACPD_AGENT: `qwen 'x` })), `Invalid ACPD_AGENT "qwen 'x": a single quote is not closed.`);
-  t.equal(failure(() => load(['--agent', 'qwen \\'])), 'Invalid --agent "qwen \\": it ends with a lone backslash.');
+  t.same(load(['--agent', 'echo $HOME | rm -rf / ; `x` *']).agent, [
+    'echo',
+    '$HOME',
+    '|',
+    'rm',
+    '-rf',
+    '/',
+    ';',
+    '`x`',
+    '*',
+  ]);
+  t.equal(
+    failure(() => load(['--agent', ''])),
+    'Invalid --agent "": the command is empty.',
+  );
+  t.equal(
+    failure(() => load(['--agent', '""'])),
+    'Invalid --agent """": the command is empty.',
+  );
+  t.equal(
+    failure(() => load(['--agent', `qwen "--acp`])),
+    'Invalid --agent "qwen "--acp": a double quote is not closed.',
+  );
+  t.equal(
+    failure(() => load([], { ACPD_AGENT: `qwen 'x` })),
+    `Invalid ACPD_AGENT "qwen 'x": a single quote is not closed.`,
+  );
+  t.equal(
+    failure(() => load(['--agent', 'qwen \\'])),
+    'Invalid --agent "qwen \\": it ends with a lone backslash.',
+  );
 });
 
 t.test('splitCommand', async (t) => {
@@ -494,15 +619,30 @@ t.test('splitCommand', async (t) => {
 });
 
 t.test('command line: unknown options, positionals and missing values', async (t) => {
-  t.equal(failure(() => load(['--nope'])), 'Unknown option "--nope". Run "acpd --help" for the list of options.');
-  t.equal(failure(() => load(['-x'])), 'Unknown option "-x". Run "acpd --help" for the list of options.');
-  t.equal(failure(() => load(['--PORT', '1'])), 'Unknown option "--PORT". Run "acpd --help" for the list of options.');
+  t.equal(
+    failure(() => load(['--nope'])),
+    'Unknown option "--nope". Run "acpd --help" for the list of options.',
+  );
+  t.equal(
+    failure(() => load(['-x'])),
+    'Unknown option "-x". Run "acpd --help" for the list of options.',
+  );
+  t.equal(
+    failure(() => load(['--PORT', '1'])),
+    'Unknown option "--PORT". Run "acpd --help" for the list of options.',
+  );
   t.equal(
     failure(() => load(['serve'])),
     'Unexpected argument "serve": acpd takes only options. Run "acpd --help" for the list.',
   );
-  t.equal(failure(() => load(['--', 'x'])), 'Unexpected "--": acpd takes no positional arguments.');
-  t.equal(failure(() => load(['--port'])), 'Option "--port" needs a value, e.g. "--port <value>".');
+  t.equal(
+    failure(() => load(['--', 'x'])),
+    'Unexpected "--": acpd takes no positional arguments.',
+  );
+  t.equal(
+    failure(() => load(['--port'])),
+    'Option "--port" needs a value, e.g. "--port <value>".',
+  );
   t.equal(
     failure(() => load(['--port', '--hostname', 'x'])),
     'Option "--port" is followed by "--hostname", which looks like another option. If that is really the value, write "--port=--hostname".',
@@ -528,15 +668,32 @@ t.test('--require-auth: a switch, and no start without a token', async (t) => {
   t.equal(load(['--require-auth=FALSE']).requireAuth, false);
   t.equal(load(['--require-auth=false'], { ACPD_REQUIRE_AUTH: 'true' }).requireAuth, false, 'the flag wins');
   for (const value of ['true', 'TRUE', '1', ' true ']) {
-    t.equal(load([], { ACPD_REQUIRE_AUTH: value, ACPD_TOKEN: 't' }).requireAuth, true, `ACPD_REQUIRE_AUTH=${JSON.stringify(value)}`);
+    t.equal(
+      load([], { ACPD_REQUIRE_AUTH: value, ACPD_TOKEN: 't' }).requireAuth,
+      true,
+      `ACPD_REQUIRE_AUTH=${JSON.stringify(value)}`,
+    );
   }
   for (const value of ['false', 'False', '0', '']) {
     t.equal(load([], { ACPD_REQUIRE_AUTH: value }).requireAuth, false, `ACPD_REQUIRE_AUTH=${JSON.stringify(value)}`);
   }
-  t.equal(failure(() => load(['--require-auth'])), refusal);
-  t.equal(failure(() => load([], { ACPD_REQUIRE_AUTH: 'true' })), refusal);
-  t.equal(failure(() => load(['--require-auth', '--token', '  '])), refusal, 'a blank token is no token');
-  t.equal(failure(() => load(['--require-auth=yes', '--token', 't'])), 'Invalid --require-auth "yes": must be true or false.');
+  t.equal(
+    failure(() => load(['--require-auth'])),
+    refusal,
+  );
+  t.equal(
+    failure(() => load([], { ACPD_REQUIRE_AUTH: 'true' })),
+    refusal,
+  );
+  t.equal(
+    failure(() => load(['--require-auth', '--token', '  '])),
+    refusal,
+    'a blank token is no token',
+  );
+  t.equal(
+    failure(() => load(['--require-auth=yes', '--token', 't'])),
+    'Invalid --require-auth "yes": must be true or false.',
+  );
   t.equal(
     failure(() => load([], { ACPD_REQUIRE_AUTH: 'on' })),
     'Invalid --require-auth "on" (from ACPD_REQUIRE_AUTH): must be true or false.',
@@ -546,17 +703,23 @@ t.test('--require-auth: a switch, and no start without a token', async (t) => {
     'Unexpected argument "false" after --require-auth, which takes no value: write "--require-auth=false".',
   );
   // The non-loopback refusal comes first, as it names the bind.
-  t.match(failure(() => load(['--hostname', '0.0.0.0', '--require-auth'])), /^Refusing to bind 0\.0\.0\.0:4170/);
+  t.match(
+    failure(() => load(['--hostname', '0.0.0.0', '--require-auth'])),
+    /^Refusing to bind 0\.0\.0\.0:4170/,
+  );
   t.match(usage(), /^ {2}--require-auth {2,}ACPD_REQUIRE_AUTH$/m, '--help shows it without <value>');
 });
 
-t.test('--trust-proxy: true, false, or the proxies\' addresses and ranges', async (t) => {
+t.test("--trust-proxy: true, false, or the proxies' addresses and ranges", async (t) => {
   t.equal(load().trustProxy, false);
   for (const value of ['true', 'TRUE', '1']) t.equal(load(['--trust-proxy', value]).trustProxy, true, value);
-  for (const value of ['false', '0', '']) t.equal(load(['--trust-proxy', value]).trustProxy, false, JSON.stringify(value));
+  for (const value of ['false', '0', ''])
+    t.equal(load(['--trust-proxy', value]).trustProxy, false, JSON.stringify(value));
   t.same(load(['--trust-proxy', '127.0.0.1']).trustProxy, ['127.0.0.1']);
   t.same(
-    load([], { ACPD_TRUST_PROXY: ' 10.0.0.0/8, 192.168.1.7 ,::1,FE80::/10,loopback,uniquelocal,linklocal,0.0.0.0/0,::/0' }).trustProxy,
+    load([], {
+      ACPD_TRUST_PROXY: ' 10.0.0.0/8, 192.168.1.7 ,::1,FE80::/10,loopback,uniquelocal,linklocal,0.0.0.0/0,::/0',
+    }).trustProxy,
     ['10.0.0.0/8', '192.168.1.7', '::1', 'fe80::/10', 'loopback', 'uniquelocal', 'linklocal', '0.0.0.0/0', '::/0'],
   );
   const tail = 'Use true, false, or a comma-separated list such as "127.0.0.1,10.0.0.0/8".';
@@ -578,7 +741,10 @@ t.test('--trust-proxy: true, false, or the proxies\' addresses and ranges', asyn
       value,
     );
   }
-  t.match(failure(() => load([], { ACPD_TRUST_PROXY: 'nope' })), /^Invalid --trust-proxy "nope" \(from ACPD_TRUST_PROXY\)/);
+  t.match(
+    failure(() => load([], { ACPD_TRUST_PROXY: 'nope' })),
+    /^Invalid --trust-proxy "nope" \(from ACPD_TRUST_PROXY\)/,
+  );
 });
 
 t.test('--sse-heartbeat-ms: a positive timer', async (t) => {
@@ -600,7 +766,21 @@ t.test('--help wins over everything else', async (t) => {
   t.same(parseCommandLine(['--port', '1']), { help: false, values: { ACPD_PORT: '1' } });
   const text = usage();
   for (const name of Object.keys(ConfigSchema.properties)) t.match(text, name);
-  for (const flag of ['--port', '--hostname', '--token', '--workspace', '--max-sessions', '--max-connections', '--agent', '--data-dir', '--init-timeout-ms', '--permission-timeout-ms', '--kill-grace-ms', '--log-level', '--help']) {
+  for (const flag of [
+    '--port',
+    '--hostname',
+    '--token',
+    '--workspace',
+    '--max-sessions',
+    '--max-connections',
+    '--agent',
+    '--data-dir',
+    '--init-timeout-ms',
+    '--permission-timeout-ms',
+    '--kill-grace-ms',
+    '--log-level',
+    '--help',
+  ]) {
     t.match(text, flag);
   }
   t.equal(flagFor('ACPD_PERMISSION_TIMEOUT_MS'), '--permission-timeout-ms');
@@ -609,21 +789,45 @@ t.test('--help wins over everything else', async (t) => {
 t.test('validation order follows the reference boot sequence', async (t) => {
   const missing = join(root, 'missing');
   // host:port typo (2) before the refusal (3)
-  t.match(failure(() => load(['--hostname', 'h:1'])), /host:port/);
+  t.match(
+    failure(() => load(['--hostname', 'h:1'])),
+    /host:port/,
+  );
   // refusal (3) before workspace (4) and the session cap (5)
-  t.match(failure(() => load(['--hostname', '0.0.0.0', '--workspace', missing, '--max-sessions', '-1'])), /^Refusing to bind/);
+  t.match(
+    failure(() => load(['--hostname', '0.0.0.0', '--workspace', missing, '--max-sessions', '-1'])),
+    /^Refusing to bind/,
+  );
   // a bad port is reported before the refusal that would print it
-  t.match(failure(() => load(['--hostname', '0.0.0.0', '--port', 'x'])), /^Invalid --port/);
+  t.match(
+    failure(() => load(['--hostname', '0.0.0.0', '--port', 'x'])),
+    /^Invalid --port/,
+  );
   // workspace (4) before the session cap (5)
-  t.match(failure(() => load(['--workspace', missing, '--max-sessions', '-1'])), /^Invalid --workspace/);
+  t.match(
+    failure(() => load(['--workspace', missing, '--max-sessions', '-1'])),
+    /^Invalid --workspace/,
+  );
   // session cap (5) before the brackets (7)
-  t.match(failure(() => load(['--hostname', '[]', '--token', 't', '--max-sessions', '-1'])), /^Invalid --max-sessions/);
+  t.match(
+    failure(() => load(['--hostname', '[]', '--token', 't', '--max-sessions', '-1'])),
+    /^Invalid --max-sessions/,
+  );
   // brackets (7) before the connection cap (8)
-  t.match(failure(() => load(['--hostname', '[]', '--token', 't', '--max-connections', '-1'])), /brackets/);
+  t.match(
+    failure(() => load(['--hostname', '[]', '--token', 't', '--max-connections', '-1'])),
+    /brackets/,
+  );
   // the connection cap (8) before the rest
-  t.match(failure(() => load(['--max-connections', '-1', '--log-level', 'x'])), /^Invalid --max-connections/);
+  t.match(
+    failure(() => load(['--max-connections', '-1', '--log-level', 'x'])),
+    /^Invalid --max-connections/,
+  );
   // unknown flags fail before any value is looked at
-  t.match(failure(() => load(['--hostname', '0.0.0.0', '--nope'])), /^Unknown option/);
+  t.match(
+    failure(() => load(['--hostname', '0.0.0.0', '--nope'])),
+    /^Unknown option/,
+  );
 });
 
 t.test('isLoopbackHost', async (t) => {

@@ -7,12 +7,11 @@
 // breaks this test.
 import { execFile, spawn } from 'node:child_process';
 import { cpSync, existsSync, readFileSync } from 'node:fs';
-import { createServer, type AddressInfo } from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import t, { type Test } from 'tap';
-import { livingDescendants, livingInGroup, tempDir } from './helper.js';
+import { freePort, livingDescendants, livingInGroup, tempDir } from './helper.js';
 
 const run = promisify(execFile);
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
@@ -43,7 +42,11 @@ function readDockerfile(): Image {
   const stage = lines.slice(lastFrom);
   const execForm = (text: string, what: string): string[] => {
     const parsed: unknown = JSON.parse(text);
-    if (!Array.isArray(parsed) || !parsed.every((word): word is string => typeof word === 'string') || parsed.length === 0) {
+    if (
+      !Array.isArray(parsed) ||
+      !parsed.every((word): word is string => typeof word === 'string') ||
+      parsed.length === 0
+    ) {
       throw new Error(`${what} is not in exec form: ${text}`);
     }
     return parsed;
@@ -51,7 +54,8 @@ function readDockerfile(): Image {
   const cmdLine = stage.findLast((line) => /^CMD\s/i.test(line));
   const healthLine = stage.find((line) => /^HEALTHCHECK\s/i.test(line));
   const healthCmd = healthLine === undefined ? undefined : /\sCMD\s+(\[.*\])\s*$/i.exec(healthLine)?.[1];
-  if (cmdLine === undefined || healthCmd === undefined) throw new Error('the Dockerfile has no CMD or no HEALTHCHECK ... CMD [...]');
+  if (cmdLine === undefined || healthCmd === undefined)
+    throw new Error('the Dockerfile has no CMD or no HEALTHCHECK ... CMD [...]');
   return {
     cmd: execForm(cmdLine.replace(/^CMD\s+/i, ''), 'CMD'),
     healthcheck: execForm(healthCmd, 'HEALTHCHECK CMD'),
@@ -64,7 +68,14 @@ function readDockerfile(): Image {
 function cleanEnv(extra: Record<string, string> = {}): Record<string, string> {
   const env: Record<string, string> = {};
   for (const [key, value] of Object.entries(process.env)) {
-    if (value === undefined || key === 'NODE_OPTIONS' || key.startsWith('npm_') || key.startsWith('ACPD_') || key.startsWith('TAP')) continue;
+    if (
+      value === undefined ||
+      key === 'NODE_OPTIONS' ||
+      key.startsWith('npm_') ||
+      key.startsWith('ACPD_') ||
+      key.startsWith('TAP')
+    )
+      continue;
     env[key] = value;
   }
   return { ...env, ...extra };
@@ -74,14 +85,6 @@ function cleanEnv(extra: Record<string, string> = {}): Record<string, string> {
 function resolveNode(argv: string[]): [string, string[]] {
   const [command = '', ...args] = argv;
   return [command === 'node' ? process.execPath : command, args];
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
 }
 
 /** Runs the HEALTHCHECK command with the container's environment; resolves with its exit code. */
@@ -141,7 +144,10 @@ t.test('the image, reproduced: production install, CMD, HEALTHCHECK, SIGTERM', a
     'the final stage gets exactly the manifest, the lockfile and dist/: what this test copies',
   );
   t.ok(image.stage.includes('USER node'), 'it runs as the unprivileged node user');
-  t.ok(image.stage.includes('ENTRYPOINT ["/usr/bin/tini", "--"]'), 'tini is PID 1: signals reach node, orphans are reaped');
+  t.ok(
+    image.stage.includes('ENTRYPOINT ["/usr/bin/tini", "--"]'),
+    'tini is PID 1: signals reach node, orphans are reaped',
+  );
   t.ok(existsSync(path.join(REPO, 'dist', 'server.js')), 'dist/ is built (npm test builds it first)');
 
   // The final stage, in a clean directory.
@@ -195,7 +201,12 @@ t.test('the HEALTHCHECK sends the token when the container has one', async (t) =
   const image = readDockerfile();
   const workspace = tempDir(t, 'acpd-image-ws-');
   const port = await freePort();
-  const env = { ACPD_WORKSPACE: workspace, ACPD_PORT: String(port), ACPD_TOKEN: 'container-secret', ACPD_REQUIRE_AUTH: 'true' };
+  const env = {
+    ACPD_WORKSPACE: workspace,
+    ACPD_PORT: String(port),
+    ACPD_TOKEN: 'container-secret',
+    ACPD_REQUIRE_AUTH: 'true',
+  };
   // The repository's own dist/ and node_modules stand in for the image here: the install is the first test's subject.
   const daemon = await startCmd(t, image, REPO, env);
   t.equal(await healthcheck(image, { ACPD_PORT: String(port), ACPD_TOKEN: 'container-secret' }), 0, 'with the token');
@@ -204,4 +215,3 @@ t.test('the HEALTHCHECK sends the token when the container has one', async (t) =
   process.kill(daemon.pid, 'SIGTERM');
   t.strictSame(await daemon.exited, { code: 0, signal: null });
 });
-

@@ -13,6 +13,7 @@ import {
   type BusEvent,
   type EventEnvelope,
 } from '../src/services/event-bus.js';
+import { range } from './helper.js';
 
 type Sub = AsyncIterableIterator<BusEvent>;
 
@@ -40,10 +41,6 @@ async function take(sub: Sub, n: number): Promise<EventEnvelope[]> {
 
 function ids(envs: EventEnvelope[]): (number | undefined)[] {
   return envs.map((e) => e.id);
-}
-
-function range(from: number, to: number): number[] {
-  return Array.from({ length: to - from + 1 }, (_, i) => from + i);
 }
 
 function publishN(bus: EventBus, n: number, type = 'tick'): void {
@@ -276,7 +273,11 @@ t.test('eviction: buffered frames, then client_evicted without id, then done; ot
 
   const late = bus.subscribe({ lastEventId: 0 });
   bus.close();
-  t.strictSame(ids(await drain(late)), [1, 2, 3, 4, 5, 6], 'the overflowing event still entered the ring, the synthetic one did not');
+  t.strictSame(
+    ids(await drain(late)),
+    [1, 2, 3, 4, 5, 6],
+    'the overflowing event still entered the ring, the synthetic one did not',
+  );
   t.equal(bus.lastEventId, 6, 'eviction consumed no id');
 });
 
@@ -287,7 +288,10 @@ t.test('per-subscription maxQueued overrides the bus default', async (t) => {
   publishN(bus, 2);
   t.equal(bus.subscriberCount, 1);
   const got = await drain(tight);
-  t.strictSame(got.map((e) => e.type), ['tick', 'client_evicted']);
+  t.strictSame(
+    got.map((e) => e.type),
+    ['tick', 'client_evicted'],
+  );
   t.same(got[1]?.data, { reason: 'queue_overflow', droppedAfter: 2 });
   await loose.return?.();
 });
@@ -401,7 +405,10 @@ t.test('close after session_died: the terminal event is the last one delivered',
   bus.publish('session_died', { reason: 'killed' });
   bus.close();
   const got = await drain(sub);
-  t.strictSame(got.map((e) => e.type), ['session_update', 'session_died']);
+  t.strictSame(
+    got.map((e) => e.type),
+    ['session_update', 'session_died'],
+  );
 });
 
 t.test('subscribe on a closed bus returns an empty iterable', async (t) => {
@@ -489,7 +496,10 @@ t.test('each event carries its SSE frame, and a backlog can be taken at once', a
     'replayed and live events, in order',
   );
   t.equal(backlog[0]?.frame, `id: 1\nevent: session_update\ndata: ${backlog[0]?.json}\n\n`);
-  t.equal(backlog[2]?.frame, `id: 3\nevent: permission_request\ndata: {"id":3,"v":1,"type":"permission_request","data":{"n":3}}\n\n`);
+  t.equal(
+    backlog[2]?.frame,
+    `id: 3\nevent: permission_request\ndata: {"id":3,"v":1,"type":"permission_request","data":{"n":3}}\n\n`,
+  );
   t.same(sub.takeBuffered(), [], 'nothing is handed out twice');
   bus.publish('session_update', { n: 4 });
   const next = await sub.next();

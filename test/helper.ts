@@ -4,13 +4,15 @@
  * Cleanup always goes through t.teardown.
  */
 import { mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import type { AddressInfo } from 'node:net';
+import type { SessionUpdate } from '@agentclientprotocol/sdk';
 import type { FastifyInstance } from 'fastify';
 import { request } from 'undici';
-import { buildApp } from '../src/app.js';
+import { buildApp, type BuildOptions } from '../src/app.js';
 import { loadConfig, type Config } from '../src/config.js';
+import { Steer } from './fixtures/steer.js';
 
 /** What a tap test object offers that the helpers use. */
 export interface Teardown {
@@ -32,6 +34,8 @@ export interface TestOptions {
   args?: string[];
   env?: NodeJS.ProcessEnv;
   config?: Partial<Config>;
+  /** Where the app writes its log lines (JSON). testConfig passes `--log-level silent`: raise it in `args`. */
+  logStream?: BuildOptions['logStream'];
 }
 
 export function testConfig(t: Teardown, opts: TestOptions = {}): Config {
@@ -40,12 +44,22 @@ export function testConfig(t: Teardown, opts: TestOptions = {}): Config {
   const config = loadConfig({
     // Load shedding is off unless a test turns it on: a busy CI machine must not turn answers into 503s.
     argv: [
-      '--port', '0', '--workspace', workspace, '--data-dir', dataDir, '--log-level', 'silent',
-      '--max-event-loop-delay-ms', '0',
+      '--port',
+      '0',
+      '--workspace',
+      workspace,
+      '--data-dir',
+      dataDir,
+      '--log-level',
+      'silent',
+      '--max-event-loop-delay-ms',
+      '0',
       // app.close() in a test cancels running prompts at once unless a test asks for a drain.
-      '--drain-timeout-ms', '0',
+      '--drain-timeout-ms',
+      '0',
       // No sessions created behind a test's back (the steer agent counts session/new calls).
-      '--warm-sessions', '0',
+      '--warm-sessions',
+      '0',
       ...(opts.args ?? []),
     ],
     env: opts.env ?? { PATH: process.env.PATH ?? '' },
@@ -56,7 +70,7 @@ export function testConfig(t: Teardown, opts: TestOptions = {}): Config {
 
 /** The app, built but not listening: for `app.inject`. */
 export async function buildTestApp(t: Teardown, opts: TestOptions = {}): Promise<FastifyInstance> {
-  const app = await buildApp(testConfig(t, opts));
+  const app = await buildApp(testConfig(t, opts), { logStream: opts.logStream });
   t.teardown(() => app.close());
   return app;
 }
@@ -73,12 +87,32 @@ export interface TestDaemon {
 /** The app listening on 127.0.0.1 with an ephemeral port. */
 export async function startDaemon(t: Teardown, opts: TestOptions = {}): Promise<TestDaemon> {
   const config = testConfig(t, opts);
-  const app = await buildApp(config);
+  const app = await buildApp(config, { logStream: opts.logStream });
   t.teardown(() => app.close());
   await app.listen({ host: '127.0.0.1', port: 0 });
   const port = (app.server.address() as AddressInfo).port;
   const headers: Record<string, string> = config.token ? { authorization: `Bearer ${config.token}` } : {};
   return { app, config, baseUrl: `http://127.0.0.1:${port}`, port, headers };
+}
+
+export interface SteeredDaemon {
+  d: TestDaemon;
+  steer: Steer;
+}
+
+/**
+ * A daemon whose agent is the steerable one, holding `hold` from the first request on. The controller's
+ * teardown is registered first: tap runs teardowns last-in first-out, so the app closes before it.
+ */
+export async function steerDaemon(
+  t: Teardown,
+  opts: Omit<TestOptions, 'agent'> & { hold?: string[] } = {},
+): Promise<SteeredDaemon> {
+  const { hold, ...rest } = opts;
+  const steer = await Steer.create({ hold });
+  t.teardown(() => steer.close());
+  const d = await startDaemon(t, { ...rest, agent: steer.argv });
+  return { d, steer };
 }
 
 export interface JsonResponse {
@@ -113,7 +147,8 @@ export async function call(
 }
 
 export function obj(v: unknown): Record<string, unknown> {
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error(`expected an object, got ${JSON.stringify(v)}`);
+  if (typeof v !== 'object' || v === null || Array.isArray(v))
+    throw new Error(`expected an object, got ${JSON.stringify(v)}`);
   return v as Record<string, unknown>;
 }
 
@@ -125,6 +160,103 @@ export async function createSession(d: TestDaemon, body: Record<string, unknown>
 
 export function textPrompt(text: string): { prompt: { type: 'text'; text: string }[] } {
   return { prompt: [{ type: 'text', text }] };
+}
+
+/** An `agent_message_chunk` update carrying `text`. */
+export function chunk(text: string): SessionUpdate {
+  return { sessionUpdate: 'agent_message_chunk', content: { type: 'text', text } };
+}
+
+/** The integers from `from` to `to`, both included. */
+export function range(from: number, to: number): number[] {
+  return Array.from({ length: to - from + 1 }, (_, i) => from + i);
+}
+
+/** The id of the newest event on a live session's bus. */
+export function lastEventId(d: TestDaemon, sessionId: string): number {
+  const entry = d.app.sessions.get(sessionId);
+  if (!entry) throw new Error(`no live session ${sessionId}`);
+  return entry.events.lastEventId;
+}
+
+// ---- waiting ----------------------------------------------------------------
+
+/** A generous bound, so that a broken rule fails its test quickly instead of hanging it. */
+export const WAIT_LIMIT_MS = 10_000;
+
+/** Waits until `check()` holds, looking again every few milliseconds; gives up after WAIT_LIMIT_MS. */
+export async function until(check: () => boolean | Promise<boolean>, label: string): Promise<void> {
+  const deadline = Date.now() + WAIT_LIMIT_MS;
+  for (;;) {
+    const result = check();
+    // A synchronous check is answered without yielding, as a plain `while (!check())` would.
+    if (typeof result === 'boolean' ? result : await result) return;
+    if (Date.now() > deadline) throw new Error(`gave up waiting for: ${label}`);
+    await new Promise<void>((resolve) => setTimeout(resolve, 2));
+  }
+}
+
+/**
+ * Yields to the event loop, one turn at a time, until `cond` holds: for conditions the server reaches
+ * through I/O callbacks, looked at after every turn rather than every few milliseconds.
+ */
+export async function spinUntil(cond: () => boolean, label: string): Promise<void> {
+  for (let turns = 0; !cond(); turns++) {
+    if (turns > 2_000_000) throw new Error(`gave up waiting for ${label}`);
+    await new Promise<void>((resolve) => setImmediate(resolve));
+  }
+}
+
+/** `promise`, or a failure naming `label` if it has not settled within `ms` (WAIT_LIMIT_MS by default). */
+export async function within<T>(promise: Promise<T>, label: string, ms = WAIT_LIMIT_MS): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const limit = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`gave up waiting for: ${label} (nothing within ${ms} ms)`)), ms);
+  });
+  try {
+    return await Promise.race([promise, limit]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Resolves with the rejection of `p`; fails if `p` resolves. */
+export async function rejection(p: Promise<unknown>): Promise<unknown> {
+  try {
+    await p;
+  } catch (err) {
+    return err;
+  }
+  throw new Error('expected a rejection');
+}
+
+/**
+ * Collects the process's unhandled rejections until the test's teardown, which stops listening. With
+ * `failAtTeardown`, that teardown also throws if any were collected; registered before the daemon, it
+ * runs after the app closed, so rejections raised by the close count too.
+ */
+export function watchUnhandled(t: Teardown, opts: { failAtTeardown?: boolean } = {}): unknown[] {
+  const unhandled: unknown[] = [];
+  const onUnhandled = (reason: unknown): void => {
+    unhandled.push(reason);
+  };
+  process.on('unhandledRejection', onUnhandled);
+  t.teardown(() => {
+    process.off('unhandledRejection', onUnhandled);
+    if (opts.failAtTeardown && unhandled.length > 0) {
+      throw new Error(`unhandled rejection(s): ${unhandled.map(String).join('; ')}`);
+    }
+  });
+  return unhandled;
+}
+
+/** A port that was free a moment ago (for programs that cannot be told to pick one themselves). */
+export async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
 }
 
 // ---- SSE ------------------------------------------------------------------
@@ -198,7 +330,12 @@ export async function openEvents(
         void stream.ended.then(() => {
           const late = frames.find(match);
           if (late) resolve(late);
-          else reject(new Error(`stream ended before ${label}; got ${frames.map((f) => f.event ?? f.comment ?? 'retry').join(',')}`));
+          else
+            reject(
+              new Error(
+                `stream ended before ${label}; got ${frames.map((f) => f.event ?? f.comment ?? 'retry').join(',')}`,
+              ),
+            );
         });
       });
     },

@@ -1,10 +1,11 @@
 // Session creation against the steerable agent: scopes and attaches, one lazily spawned agent for many
 // sessions, spawn failures and the init deadline, and the session cap (reference §1.3, §5.3, §5.4).
 import t from 'tap';
-import { call, createSession, livingInGroup, obj, textPrompt, type Teardown } from './helper.js';
-import { countCreates, nextTurn, steerDaemon } from './lifecycle-kit.js';
+import { call, createSession, livingInGroup, obj, steerDaemon, textPrompt, watchUnhandled } from './helper.js';
+import { countCreates, nextTurn } from './lifecycle-kit.js';
 
-const newSessionCalls = (log: readonly { method: string }[]): number => log.filter((r) => r.method === 'session/new').length;
+const newSessionCalls = (log: readonly { method: string }[]): number =>
+  log.filter((r) => r.method === 'session/new').length;
 
 t.test('scope single: the first create spawns, every later single create attaches to it and is counted', async (t) => {
   const { d, steer } = await steerDaemon(t);
@@ -112,29 +113,35 @@ t.test('one agent child for many sessions, spawned lazily on the first create', 
 
   // And it serves them all.
   const answers = await Promise.all(ids.map((id) => call(d, 'POST', `/session/${id}/prompt`, textPrompt('hi'))));
-  t.same(answers.map((r) => r.body), ids.map(() => ({ stopReason: 'end_turn' })));
+  t.same(
+    answers.map((r) => r.body),
+    ids.map(() => ({ stopReason: 'end_turn' })),
+  );
   t.equal(steer.pids.length, 1);
 });
 
-t.test('a failed session/new answers 500 with the JSON-RPC error and kills the channel that has no session', async (t) => {
-  const { d, steer } = await steerDaemon(t, { hold: ['session/new'] });
-  const pending = call(d, 'POST', '/session', {});
-  const held = await steer.nextCall('session/new');
-  const agent = await steer.agent(0);
-  await held.fail({ code: -32042, message: 'no sessions today', data: { why: 'steered' } });
-  const res = await pending;
-  t.equal(res.status, 500);
-  t.same(res.body, { error: 'no sessions today', code: -32042, data: { why: 'steered' } });
-  t.equal(d.app.channels.alive.size, 0, 'the idle channel is gone before the answer');
-  t.same(livingInGroup(agent.pid), [], 'its process is gone');
-  t.equal(d.app.sessions.sessionCount, 0);
+t.test(
+  'a failed session/new answers 500 with the JSON-RPC error and kills the channel that has no session',
+  async (t) => {
+    const { d, steer } = await steerDaemon(t, { hold: ['session/new'] });
+    const pending = call(d, 'POST', '/session', {});
+    const held = await steer.nextCall('session/new');
+    const agent = await steer.agent(0);
+    await held.fail({ code: -32042, message: 'no sessions today', data: { why: 'steered' } });
+    const res = await pending;
+    t.equal(res.status, 500);
+    t.same(res.body, { error: 'no sessions today', code: -32042, data: { why: 'steered' } });
+    t.equal(d.app.channels.alive.size, 0, 'the idle channel is gone before the answer');
+    t.same(livingInGroup(agent.pid), [], 'its process is gone');
+    t.equal(d.app.sessions.sessionCount, 0);
 
-  await steer.unhold(['session/new']);
-  const next = await call(d, 'POST', '/session', {});
-  t.equal(next.status, 200);
-  t.equal(obj(next.body).attached, false);
-  t.equal(steer.pids.length, 2, 'the next create spawned a fresh child');
-});
+    await steer.unhold(['session/new']);
+    const next = await call(d, 'POST', '/session', {});
+    t.equal(next.status, 200);
+    t.equal(obj(next.body).attached, false);
+    t.equal(steer.pids.length, 2, 'the next create spawned a fresh child');
+  },
+);
 
 t.test('a failed session/new leaves a channel that carries sessions alone', async (t) => {
   const { d, steer } = await steerDaemon(t);
@@ -152,23 +159,8 @@ t.test('a failed session/new leaves a channel that carries sessions alone', asyn
   t.same(prompt.body, { stopReason: 'end_turn' });
 });
 
-/** Fails the test on any unhandled rejection, until after the app has closed. */
-function watchUnhandled(t: Teardown): unknown[] {
-  const unhandled: unknown[] = [];
-  const onUnhandled = (reason: unknown): void => {
-    unhandled.push(reason);
-  };
-  process.on('unhandledRejection', onUnhandled);
-  // Registered before the daemon, so it runs after the app closed: rejections during the close count too.
-  t.teardown(() => {
-    process.off('unhandledRejection', onUnhandled);
-    if (unhandled.length > 0) throw new Error(`unhandled rejection(s): ${unhandled.map(String).join('; ')}`);
-  });
-  return unhandled;
-}
-
 t.test('an initialize that never answers fails after the init deadline and the child is killed', async (t) => {
-  const unhandled = watchUnhandled(t);
+  const unhandled = watchUnhandled(t, { failAtTeardown: true });
   const { d, steer } = await steerDaemon(t, { hold: ['initialize'], config: { initTimeoutMs: 300 } });
   const res = await call(d, 'POST', '/session', {});
   t.equal(res.status, 500);
@@ -181,7 +173,7 @@ t.test('an initialize that never answers fails after the init deadline and the c
 });
 
 t.test('session/new that never answers fails after the init deadline, without a dangling rejection', async (t) => {
-  const unhandled = watchUnhandled(t);
+  const unhandled = watchUnhandled(t, { failAtTeardown: true });
   // The deadline also covers the agent's cold start (initialize), which takes 200-500 ms on a loaded
   // 2-CPU machine: 300 ms would mostly time out there instead. 1500 ms leaves room for the start.
   const { d, steer } = await steerDaemon(t, { hold: ['session/new'], config: { initTimeoutMs: 1500 } });
@@ -202,18 +194,25 @@ t.test('session/new that never answers fails after the init deadline, without a 
   t.same(unhandled, [], 'no unhandled rejection');
 });
 
-t.test('session cap: the create beyond --max-sessions gets 503 session_limit_exceeded; attaches are free', async (t) => {
-  const { d } = await steerDaemon(t, { args: ['--max-sessions', '2'] });
-  const single = await createSession(d);
-  await createSession(d, { sessionScope: 'thread' });
-  const over = await call(d, 'POST', '/session', { sessionScope: 'thread' });
-  t.equal(over.status, 503);
-  t.same(over.body, { error: 'Session limit reached (2)', code: 'session_limit_exceeded', limit: 2 });
-  t.equal(over.headers['retry-after'], '5');
-  const attach = await call(d, 'POST', '/session', {});
-  t.same(attach.body, { sessionId: single, workspaceCwd: d.config.workspace, attached: true }, 'an attach needs no slot');
-  t.equal(d.app.sessions.sessionCount, 2);
-});
+t.test(
+  'session cap: the create beyond --max-sessions gets 503 session_limit_exceeded; attaches are free',
+  async (t) => {
+    const { d } = await steerDaemon(t, { args: ['--max-sessions', '2'] });
+    const single = await createSession(d);
+    await createSession(d, { sessionScope: 'thread' });
+    const over = await call(d, 'POST', '/session', { sessionScope: 'thread' });
+    t.equal(over.status, 503);
+    t.same(over.body, { error: 'Session limit reached (2)', code: 'session_limit_exceeded', limit: 2 });
+    t.equal(over.headers['retry-after'], '5');
+    const attach = await call(d, 'POST', '/session', {});
+    t.same(
+      attach.body,
+      { sessionId: single, workspaceCwd: d.config.workspace, attached: true },
+      'an attach needs no slot',
+    );
+    t.equal(d.app.sessions.sessionCount, 2);
+  },
+);
 
 t.test('session cap: spawns in flight hold their slots', async (t) => {
   const { d, steer } = await steerDaemon(t, { hold: ['session/new'], args: ['--max-sessions', '2'] });

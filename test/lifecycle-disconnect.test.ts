@@ -6,67 +6,73 @@
 // parked in the agent, the test waits until the server itself has seen that connection close (the raw
 // server's response `close` event, see serverSawClose), and only then lets the agent answer.
 import t from 'tap';
-import { call, isType, livingInGroup, obj, openEvents, textPrompt } from './helper.js';
-import { abandoned, countCreates, onlyChannel, serverSawClose, steerDaemon } from './lifecycle-kit.js';
+import { call, isType, livingInGroup, obj, openEvents, steerDaemon, textPrompt } from './helper.js';
+import { abandoned, countCreates, onlyChannel, serverSawClose } from './lifecycle-kit.js';
 
-t.test('the creator leaves before its answer, nobody attached: the session is killed and so is the idle channel', async (t) => {
-  const { d, steer } = await steerDaemon(t, { hold: ['session/new'] });
-  const ac = new AbortController();
-  const closed = serverSawClose(d, 'POST', '/session');
-  const owner = abandoned(call(d, 'POST', '/session', {}, {}, ac.signal));
-  const held = await steer.nextCall('session/new');
-  const agent = await steer.agent(0);
-  const channel = onlyChannel(d);
-  ac.abort();
-  const req = await closed;
-  t.ok(req.socket.destroyed, 'the server saw the client go');
-  t.equal(await owner, 'AbortError');
+t.test(
+  'the creator leaves before its answer, nobody attached: the session is killed and so is the idle channel',
+  async (t) => {
+    const { d, steer } = await steerDaemon(t, { hold: ['session/new'] });
+    const ac = new AbortController();
+    const closed = serverSawClose(d, 'POST', '/session');
+    const owner = abandoned(call(d, 'POST', '/session', {}, {}, ac.signal));
+    const held = await steer.nextCall('session/new');
+    const agent = await steer.agent(0);
+    const channel = onlyChannel(d);
+    ac.abort();
+    const req = await closed;
+    t.ok(req.socket.destroyed, 'the server saw the client go');
+    t.equal(await owner, 'AbortError');
 
-  await held.release({ sessionId: 'left-behind' });
-  // The reaper kills the session, which leaves the channel empty: the agent is stopped.
-  await channel.exited;
-  t.equal(d.app.sessions.get('left-behind'), undefined, 'the session is not registered');
-  t.equal(d.app.sessions.sessionCount, 0);
-  t.equal(d.app.channels.alive.size, 0, 'the channel is gone');
-  t.same(livingInGroup(agent.pid), []);
-  const events = await call(d, 'GET', '/session/left-behind/events');
-  t.equal(events.status, 404);
+    await held.release({ sessionId: 'left-behind' });
+    // The reaper kills the session, which leaves the channel empty: the agent is stopped.
+    await channel.exited;
+    t.equal(d.app.sessions.get('left-behind'), undefined, 'the session is not registered');
+    t.equal(d.app.sessions.sessionCount, 0);
+    t.equal(d.app.channels.alive.size, 0, 'the channel is gone');
+    t.same(livingInGroup(agent.pid), []);
+    const events = await call(d, 'GET', '/session/left-behind/events');
+    t.equal(events.status, 404);
 
-  // The next create starts over with a fresh child.
-  await steer.unhold(['session/new']);
-  const next = await call(d, 'POST', '/session', {});
-  t.equal(next.status, 200);
-  t.not(obj(next.body).sessionId, 'left-behind');
-  t.equal(obj(next.body).attached, false);
-  t.equal(steer.pids.length, 2);
-});
+    // The next create starts over with a fresh child.
+    await steer.unhold(['session/new']);
+    const next = await call(d, 'POST', '/session', {});
+    t.equal(next.status, 200);
+    t.not(obj(next.body).sessionId, 'left-behind');
+    t.equal(obj(next.body).attached, false);
+    t.equal(steer.pids.length, 2);
+  },
+);
 
-t.test('the creator leaves but another client attached to the same spawn: the session survives with a tombstone', async (t) => {
-  const { d, steer } = await steerDaemon(t, { hold: ['session/new'] });
-  const creates = countCreates(d.app.sessions);
-  const ac = new AbortController();
-  const closed = serverSawClose(d, 'POST', '/session');
-  const owner = abandoned(call(d, 'POST', '/session', {}, {}, ac.signal));
-  const held = await steer.nextCall('session/new');
-  const attacher = call(d, 'POST', '/session', {});
-  await creates.reached(2);
-  ac.abort();
-  await closed;
-  t.equal(await owner, 'AbortError');
+t.test(
+  'the creator leaves but another client attached to the same spawn: the session survives with a tombstone',
+  async (t) => {
+    const { d, steer } = await steerDaemon(t, { hold: ['session/new'] });
+    const creates = countCreates(d.app.sessions);
+    const ac = new AbortController();
+    const closed = serverSawClose(d, 'POST', '/session');
+    const owner = abandoned(call(d, 'POST', '/session', {}, {}, ac.signal));
+    const held = await steer.nextCall('session/new');
+    const attacher = call(d, 'POST', '/session', {});
+    await creates.reached(2);
+    ac.abort();
+    await closed;
+    t.equal(await owner, 'AbortError');
 
-  await held.release({ sessionId: 'shared' });
-  const res = await attacher;
-  t.equal(res.status, 200);
-  t.same(res.body, { sessionId: 'shared', workspaceCwd: d.config.workspace, attached: true });
-  // Both routes resumed in the same run of microtasks, before this answer could be read.
-  const entry = d.app.sessions.get('shared');
-  t.ok(entry, 'the session is alive');
-  t.equal(entry?.spawnOwnerWantedKill, true, 'the creator left a tombstone');
-  t.equal(entry?.attachCount, 1, 'the attacher still counts');
-  t.equal(d.app.channels.alive.size, 1);
-  const prompt = await call(d, 'POST', '/session/shared/prompt', textPrompt('still usable'));
-  t.same(prompt.body, { stopReason: 'end_turn' });
-});
+    await held.release({ sessionId: 'shared' });
+    const res = await attacher;
+    t.equal(res.status, 200);
+    t.same(res.body, { sessionId: 'shared', workspaceCwd: d.config.workspace, attached: true });
+    // Both routes resumed in the same run of microtasks, before this answer could be read.
+    const entry = d.app.sessions.get('shared');
+    t.ok(entry, 'the session is alive');
+    t.equal(entry?.spawnOwnerWantedKill, true, 'the creator left a tombstone');
+    t.equal(entry?.attachCount, 1, 'the attacher still counts');
+    t.equal(d.app.channels.alive.size, 1);
+    const prompt = await call(d, 'POST', '/session/shared/prompt', textPrompt('still usable'));
+    t.same(prompt.body, { stopReason: 'end_turn' });
+  },
+);
 
 t.test('a tombstoned session is reaped when its last attacher leaves and nobody is subscribed', async (t) => {
   // The attacher asks for a model: its create then waits on session/set_model, which the test holds, so

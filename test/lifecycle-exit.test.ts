@@ -3,8 +3,18 @@
 // SIGTERM and has a child of its own.
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
-import { call, createSession, isType, livingInGroup, obj, openEvents, startDaemon, textPrompt } from './helper.js';
-import { countCreates, onlyChannel, steerDaemon } from './lifecycle-kit.js';
+import {
+  call,
+  createSession,
+  isType,
+  livingInGroup,
+  obj,
+  openEvents,
+  startDaemon,
+  steerDaemon,
+  textPrompt,
+} from './helper.js';
+import { countCreates, onlyChannel } from './lifecycle-kit.js';
 
 const STUBBORN_AGENT = fileURLToPath(new URL('./fixtures/stubborn-agent.js', import.meta.url));
 
@@ -105,36 +115,46 @@ t.test('an agent that exits on its own reports its exit code in session_died', a
   t.equal(d.app.sessions.sessionCount, 0);
 });
 
-t.test('close: every stream gets daemon_shutdown and ends, the hanging prompt settles, no agent survives', async (t) => {
-  const { d, steer } = await steerDaemon(t);
-  const a = await createSession(d);
-  const b = await createSession(d, { sessionScope: 'thread' });
-  const sseA = await openEvents(t, d, a);
-  const sseB = await openEvents(t, d, b);
-  const hanging = call(d, 'POST', `/session/${a}/prompt`, textPrompt('hang')).then(
-    (res) => res,
-    (err: unknown) => err,
-  );
-  await steer.seen('session/prompt');
-  const channel = onlyChannel(d);
-  t.same(livingInGroup(steer.pids[0] ?? -1), [steer.pids[0]], 'the agent runs before the close');
+t.test(
+  'close: every stream gets daemon_shutdown and ends, the hanging prompt settles, no agent survives',
+  async (t) => {
+    const { d, steer } = await steerDaemon(t);
+    const a = await createSession(d);
+    const b = await createSession(d, { sessionScope: 'thread' });
+    const sseA = await openEvents(t, d, a);
+    const sseB = await openEvents(t, d, b);
+    const hanging = call(d, 'POST', `/session/${a}/prompt`, textPrompt('hang')).then(
+      (res) => res,
+      (err: unknown) => err,
+    );
+    await steer.seen('session/prompt');
+    const channel = onlyChannel(d);
+    t.same(livingInGroup(steer.pids[0] ?? -1), [steer.pids[0]], 'the agent runs before the close');
 
-  await d.app.close();
-  const diedA = await sseA.waitFor(isType('session_died'), 'session_died on a');
-  const diedB = await sseB.waitFor(isType('session_died'), 'session_died on b');
-  t.same(diedA.envelope?.data, { sessionId: a, reason: 'daemon_shutdown' });
-  t.same(diedB.envelope?.data, { sessionId: b, reason: 'daemon_shutdown' });
-  await sseA.ended;
-  await sseB.ended;
-  const settled = await hanging;
-  // The drain (deadline 0 in tests) cancels the running prompt before it stops the agent.
-  t.match(settled, { status: 200, body: { stopReason: 'cancelled' } }, 'the prompt in flight was cancelled by the drain');
-  t.ok(steer.log.some((r) => r.method === 'session/cancel'), 'the agent was told to cancel');
-  t.equal(channel.alive, false, 'the daemon saw the agent exit');
-  t.equal(d.app.channels.alive.size, 0);
-  t.equal(steer.pids.length, 1);
-  for (const pid of steer.pids) t.same(livingInGroup(pid), [], `nothing left of agent ${pid}'s process group`);
-});
+    await d.app.close();
+    const diedA = await sseA.waitFor(isType('session_died'), 'session_died on a');
+    const diedB = await sseB.waitFor(isType('session_died'), 'session_died on b');
+    t.same(diedA.envelope?.data, { sessionId: a, reason: 'daemon_shutdown' });
+    t.same(diedB.envelope?.data, { sessionId: b, reason: 'daemon_shutdown' });
+    await sseA.ended;
+    await sseB.ended;
+    const settled = await hanging;
+    // The drain (deadline 0 in tests) cancels the running prompt before it stops the agent.
+    t.match(
+      settled,
+      { status: 200, body: { stopReason: 'cancelled' } },
+      'the prompt in flight was cancelled by the drain',
+    );
+    t.ok(
+      steer.log.some((r) => r.method === 'session/cancel'),
+      'the agent was told to cancel',
+    );
+    t.equal(channel.alive, false, 'the daemon saw the agent exit');
+    t.equal(d.app.channels.alive.size, 0);
+    t.equal(steer.pids.length, 1);
+    for (const pid of steer.pids) t.same(livingInGroup(pid), [], `nothing left of agent ${pid}'s process group`);
+  },
+);
 
 t.test('close: an agent that ignores SIGTERM is SIGKILLed after the grace, with its grandchild', async (t) => {
   const d = await startDaemon(t, {

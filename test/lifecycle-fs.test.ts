@@ -4,7 +4,18 @@
 import { chmodSync, existsSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
-import { call, createSession, isType, openEvents, startDaemon, tempDir, textPrompt, type SseFrame, type SseStream, type TestDaemon } from './helper.js';
+import {
+  call,
+  createSession,
+  isType,
+  openEvents,
+  startDaemon,
+  tempDir,
+  textPrompt,
+  type SseFrame,
+  type SseStream,
+  type TestDaemon,
+} from './helper.js';
 import { chunkText, updateOf } from './lifecycle-kit.js';
 
 /** The tool call the agent opened with `title`, and the status of its final update. */
@@ -28,12 +39,21 @@ function transcript(sse: SseStream): string {
 const answered = new WeakMap<SseStream, Set<unknown>>();
 
 /** Sends `/write`, answers its (new) permission request with `optionId`, and returns the prompt's answer. */
-async function writeWithVote(d: TestDaemon, sse: SseStream, id: string, target: string, text: string, optionId: string) {
+async function writeWithVote(
+  d: TestDaemon,
+  sse: SseStream,
+  id: string,
+  target: string,
+  text: string,
+  optionId: string,
+) {
   const seen = answered.get(sse) ?? new Set<unknown>();
   answered.set(sse, seen);
   const prompt = call(d, 'POST', `/session/${id}/prompt`, textPrompt(`/write ${target} ${text}`));
   const request = await sse.waitFor(
-    (f) => isType('permission_request')(f) && !seen.has(f.envelope?.data.requestId) &&
+    (f) =>
+      isType('permission_request')(f) &&
+      !seen.has(f.envelope?.data.requestId) &&
       JSON.stringify(f.envelope?.data.toolCall).includes(`Write ${target}`),
     `permission for ${target}`,
   );
@@ -83,7 +103,11 @@ t.test('fs proxy: /write inside after allow replaces the file atomically and kee
   const after = statSync(target);
   t.equal(after.mode & 0o7777, 0o640, 'the mode is kept');
   t.not(after.ino, before.ino, 'replaced by a rename, not rewritten in place');
-  t.same(readdirSync(ws).filter((n) => n.endsWith('.tmp')), [], 'no temp file left behind');
+  t.same(
+    readdirSync(ws).filter((n) => n.endsWith('.tmp')),
+    [],
+    'no temp file left behind',
+  );
 
   const fresh = path.join(ws, 'fresh.txt');
   const created = await writeWithVote(d, sse, id, fresh, 'hello', 'allow');

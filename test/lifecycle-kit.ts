@@ -1,26 +1,11 @@
 /**
- * Shared pieces of the lifecycle tests: a daemon driven by the steerable agent, and the few signals the
- * race tests wait on (a registry method was entered, the server saw a client leave, an SSE chunk).
+ * Shared pieces of the lifecycle tests: the few signals the race tests wait on (a registry method was
+ * entered, the server saw a client leave, an SSE chunk). The steered daemon is in helper.ts.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AgentChannel } from '../src/services/agent-channel.js';
 import type { SessionRegistry } from '../src/services/session-registry.js';
-import { Steer } from './fixtures/steer.js';
-import { startDaemon, type JsonResponse, type SseFrame, type TestDaemon, type TestOptions, type Teardown } from './helper.js';
-
-export interface SteeredDaemon {
-  d: TestDaemon;
-  steer: Steer;
-}
-
-/** A daemon whose agent is the steerable one. The controller is closed after the app (teardowns run LIFO). */
-export async function steerDaemon(t: Teardown, opts: Omit<TestOptions, 'agent'> & { hold?: string[] } = {}): Promise<SteeredDaemon> {
-  const { hold, ...rest } = opts;
-  const steer = await Steer.create({ hold });
-  t.teardown(() => steer.close());
-  const d = await startDaemon(t, { ...rest, agent: steer.argv });
-  return { d, steer };
-}
+import type { JsonResponse, SseFrame, TestDaemon } from './helper.js';
 
 /** The daemon's only agent channel (its own view of the child); throws unless there is exactly one. */
 export function onlyChannel(d: TestDaemon): AgentChannel {

@@ -3,10 +3,13 @@
 // POST cancel settles pending permissions before the agent hears of it and never touches queued prompts,
 // and permission requests are voted on, or time out.
 import t from 'tap';
-import { call, createSession, isType, obj, openEvents, textPrompt, type SseFrame } from './helper.js';
-import { abandoned, chunkText, countPrompts, promptTextOf, serverSawClose, steerDaemon } from './lifecycle-kit.js';
+import { call, createSession, isType, obj, openEvents, steerDaemon, textPrompt, type SseFrame } from './helper.js';
+import { abandoned, chunkText, countPrompts, promptTextOf, serverSawClose } from './lifecycle-kit.js';
 
-const hasChunk = (text: string) => (f: SseFrame): boolean => chunkText(f) === text;
+const hasChunk =
+  (text: string) =>
+  (f: SseFrame): boolean =>
+    chunkText(f) === text;
 
 t.test('prompts on a session run one at a time, in arrival order', async (t) => {
   const { d, steer } = await steerDaemon(t, { hold: ['session/prompt'] });
@@ -50,31 +53,34 @@ t.test('prompts on different sessions do not wait for each other', async (t) => 
   t.same((await pb).body, { stopReason: 'end_turn' });
 });
 
-t.test('a client that leaves during its prompt: pending permissions are cancelled and session/cancel is sent', async (t) => {
-  const { d, steer } = await steerDaemon(t);
-  const id = await createSession(d);
-  const sse = await openEvents(t, d, id);
-  const ac = new AbortController();
-  const closed = serverSawClose(d, 'POST', `/session/${id}/prompt`);
-  const prompt = abandoned(call(d, 'POST', `/session/${id}/prompt`, textPrompt('perm'), {}, ac.signal));
-  const request = await sse.waitFor(isType('permission_request'));
-  const requestId = request.envelope?.data.requestId;
-  t.equal(d.app.sessions.pendingPermissionCount, 1);
+t.test(
+  'a client that leaves during its prompt: pending permissions are cancelled and session/cancel is sent',
+  async (t) => {
+    const { d, steer } = await steerDaemon(t);
+    const id = await createSession(d);
+    const sse = await openEvents(t, d, id);
+    const ac = new AbortController();
+    const closed = serverSawClose(d, 'POST', `/session/${id}/prompt`);
+    const prompt = abandoned(call(d, 'POST', `/session/${id}/prompt`, textPrompt('perm'), {}, ac.signal));
+    const request = await sse.waitFor(isType('permission_request'));
+    const requestId = request.envelope?.data.requestId;
+    t.equal(d.app.sessions.pendingPermissionCount, 1);
 
-  ac.abort();
-  await closed;
-  const cancel = await steer.seen('session/cancel');
-  t.same(cancel.params, { sessionId: id }, 'the agent is told to cancel the turn');
-  const resolved = await sse.waitFor(isType('permission_resolved'));
-  t.same(resolved.envelope?.data, { requestId, outcome: { outcome: 'cancelled' } });
-  t.equal(d.app.sessions.pendingPermissionCount, 0);
-  await sse.waitFor(hasChunk('permission: cancelled'), 'the agent saw the cancelled outcome');
-  t.equal(await prompt, 'AbortError', 'the client saw its own abort');
+    ac.abort();
+    await closed;
+    const cancel = await steer.seen('session/cancel');
+    t.same(cancel.params, { sessionId: id }, 'the agent is told to cancel the turn');
+    const resolved = await sse.waitFor(isType('permission_resolved'));
+    t.same(resolved.envelope?.data, { requestId, outcome: { outcome: 'cancelled' } });
+    t.equal(d.app.sessions.pendingPermissionCount, 0);
+    await sse.waitFor(hasChunk('permission: cancelled'), 'the agent saw the cancelled outcome');
+    t.equal(await prompt, 'AbortError', 'the client saw its own abort');
 
-  // The turn ended: the session takes the next prompt.
-  const next = await call(d, 'POST', `/session/${id}/prompt`, textPrompt('next'));
-  t.same(next.body, { stopReason: 'end_turn' });
-});
+    // The turn ended: the session takes the next prompt.
+    const next = await call(d, 'POST', `/session/${id}/prompt`, textPrompt('next'));
+    t.same(next.body, { stopReason: 'end_turn' });
+  },
+);
 
 t.test('a client that leaves during a hanging prompt cancels it in the agent', async (t) => {
   const { d, steer } = await steerDaemon(t);
@@ -141,7 +147,9 @@ t.test('POST cancel: 204, pending permissions resolved cancelled, then session/c
   t.equal(answer.status, 200);
   t.match(answer.body, { stopReason: /^(end_turn|cancelled)$/ });
   await sse.waitFor(hasChunk('permission: cancelled'));
-  const vote = await call(d, 'POST', `/permission/${String(requestId)}`, { outcome: { outcome: 'selected', optionId: 'allow' } });
+  const vote = await call(d, 'POST', `/permission/${String(requestId)}`, {
+    outcome: { outcome: 'selected', optionId: 'allow' },
+  });
   t.equal(vote.status, 404, 'a late vote finds nothing');
 
   const again = await call(d, 'POST', `/session/${id}/cancel`);
@@ -190,12 +198,16 @@ t.test('permission: request frame, vote, resolved frame, and the agent gets the 
   t.same(Object.keys(data).sort(), ['options', 'requestId', 'sessionId', 'toolCall'], 'nothing else is published');
   await watcher.waitFor(isType('permission_request'), 'every subscriber sees the request');
 
-  const bad = await call(d, 'POST', `/permission/${requestId}`, { outcome: { outcome: 'selected', optionId: 'maybe' } });
+  const bad = await call(d, 'POST', `/permission/${requestId}`, {
+    outcome: { outcome: 'selected', optionId: 'maybe' },
+  });
   t.equal(bad.status, 400);
   t.match(bad.body, { code: 'invalid_option_id', requestId, optionId: 'maybe' });
   t.equal(d.app.sessions.pendingPermissionCount, 1, 'a bad vote leaves the request open');
 
-  const vote = await call(d, 'POST', `/permission/${requestId}`, { outcome: { outcome: 'selected', optionId: 'allow' } });
+  const vote = await call(d, 'POST', `/permission/${requestId}`, {
+    outcome: { outcome: 'selected', optionId: 'allow' },
+  });
   t.equal(vote.status, 200);
   t.same(vote.body, {});
   const resolved = await sse.waitFor(isType('permission_resolved'));
@@ -204,7 +216,9 @@ t.test('permission: request frame, vote, resolved frame, and the agent gets the 
   t.same(answer.body, { stopReason: 'end_turn' });
   await sse.waitFor(hasChunk('permission: allow'), 'the agent reports the chosen option');
 
-  const late = await call(d, 'POST', `/permission/${requestId}`, { outcome: { outcome: 'selected', optionId: 'reject' } });
+  const late = await call(d, 'POST', `/permission/${requestId}`, {
+    outcome: { outcome: 'selected', optionId: 'reject' },
+  });
   t.equal(late.status, 404, 'first vote wins');
   t.same(late.body, { error: 'No pending permission request', requestId });
 });

@@ -3,18 +3,24 @@
 import { execFile } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
-import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import t, { type Test } from 'tap';
-import { buildApp } from '../src/app.js';
 import { loggerOptions } from '../src/plugins/request-log.js';
-import { call, createSession, obj, openEvents, tempDir, testConfig, textPrompt, type TestDaemon } from './helper.js';
+import {
+  call,
+  createSession,
+  obj,
+  openEvents,
+  startDaemon,
+  tempDir,
+  textPrompt,
+  until,
+  type TestDaemon,
+} from './helper.js';
 
 const run = promisify(execFile);
 const TOKEN = 'tok-3f9c2a7e-never-in-logs';
-/** A generous bound so that a missing line fails the test instead of hanging it. */
-const WAIT_LIMIT_MS = 10_000;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 interface Logged {
@@ -29,13 +35,12 @@ interface Logged {
 
 /** The real app on 127.0.0.1, its log lines captured through buildApp's logStream. */
 async function loggedDaemon(t: Test, args: string[]): Promise<Logged> {
-  const config = testConfig(t, { args: ['--token', TOKEN, ...args] });
   const chunks: string[] = [];
-  const app = await buildApp(config, { logStream: { write: (line) => void chunks.push(line) } });
-  t.teardown(() => app.close());
-  await app.listen({ host: '127.0.0.1', port: 0 });
-  const port = (app.server.address() as AddressInfo).port;
-  const d: TestDaemon = { app, config, baseUrl: `http://127.0.0.1:${port}`, port, headers: { authorization: `Bearer ${TOKEN}` } };
+  // With --token set, the daemon's default headers carry it.
+  const d = await startDaemon(t, {
+    args: ['--token', TOKEN, ...args],
+    logStream: { write: (line) => void chunks.push(line) },
+  });
   const text = () => chunks.join('');
   const lines = () =>
     text()
@@ -43,15 +48,6 @@ async function loggedDaemon(t: Test, args: string[]): Promise<Logged> {
       .filter((line) => line !== '')
       .map((line) => obj(JSON.parse(line)));
   return { d, text, lines, forRequest: (reqId) => lines().filter((line) => line.reqId === reqId) };
-}
-
-/** Waits until `check()` holds, looking again every few milliseconds. */
-async function until(check: () => boolean, label: string): Promise<void> {
-  const deadline = Date.now() + WAIT_LIMIT_MS;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`gave up waiting for: ${label}`);
-    await new Promise<void>((resolve) => setTimeout(resolve, 5));
-  }
 }
 
 t.test('one JSON line per request, with the request id the client sent, echoed back', async (t) => {
@@ -70,7 +66,10 @@ t.test('one JSON line per request, with the request id the client sent, echoed b
   t.equal(obj(line.req).method, 'GET');
   t.equal(obj(line.req).url, '/capabilities');
   t.type(line.responseTime, 'number');
-  t.notOk(log.lines().some((l) => l.msg === 'incoming request'), 'no separate "incoming" line');
+  t.notOk(
+    log.lines().some((l) => l.msg === 'incoming request'),
+    'no separate "incoming" line',
+  );
 });
 
 t.test('without a sane X-Request-Id the daemon makes one up', async (t) => {
@@ -93,14 +92,23 @@ t.test('without a sane X-Request-Id the daemon makes one up', async (t) => {
 
 t.test('refused and failed requests are logged once each too', async (t) => {
   const log = await loggedDaemon(t, ['--log-level', 'info']);
-  const denied = await call(log.d, 'GET', '/capabilities', undefined, { authorization: 'Bearer wrong', 'x-request-id': 'denied-1' });
+  const denied = await call(log.d, 'GET', '/capabilities', undefined, {
+    authorization: 'Bearer wrong',
+    'x-request-id': 'denied-1',
+  });
   t.equal(denied.status, 401);
   t.equal(denied.headers['x-request-id'], 'denied-1', 'echoed even when the guards refuse');
-  t.same(log.forRequest('denied-1').map((l) => obj(l.res).statusCode), [401]);
+  t.same(
+    log.forRequest('denied-1').map((l) => obj(l.res).statusCode),
+    [401],
+  );
 
   const missing = await call(log.d, 'POST', '/session/nope/prompt', textPrompt('x'), { 'x-request-id': 'missing-1' });
   t.equal(missing.status, 404);
-  t.same(log.forRequest('missing-1').map((l) => obj(l.res).statusCode), [404]);
+  t.same(
+    log.forRequest('missing-1').map((l) => obj(l.res).statusCode),
+    [404],
+  );
   t.equal(log.forRequest('missing-1')[0]?.route, '/session/:id/prompt');
 });
 
@@ -115,10 +123,18 @@ t.test('a client that leaves mid-stream or mid-prompt still gets its one line', 
   // A slow prompt the client walks away from once it is under way.
   const watcher = await openEvents(t, log.d, id);
   const ac = new AbortController();
-  const prompt = call(log.d, 'POST', `/session/${id}/prompt`, textPrompt('/slow 50 100'), { 'x-request-id': 'left-1' }, ac.signal).catch(
-    (err: unknown) => err,
+  const prompt = call(
+    log.d,
+    'POST',
+    `/session/${id}/prompt`,
+    textPrompt('/slow 50 100'),
+    { 'x-request-id': 'left-1' },
+    ac.signal,
+  ).catch((err: unknown) => err);
+  await watcher.waitFor(
+    (f) => JSON.stringify(f.envelope?.data ?? '').includes('agent_message_chunk'),
+    'the prompt is running',
   );
-  await watcher.waitFor((f) => JSON.stringify(f.envelope?.data ?? '').includes('agent_message_chunk'), 'the prompt is running');
   ac.abort();
   await prompt;
   stream.close();
@@ -136,7 +152,10 @@ t.test('a client that leaves mid-stream or mid-prompt still gets its one line', 
 t.test('the bearer token never reaches the logs, even with headers logged at debug', async (t) => {
   const log = await loggedDaemon(t, ['--log-level', 'debug']);
   const id = await createSession(log.d);
-  t.equal((await call(log.d, 'POST', `/session/${id}/prompt`, textPrompt('hello'), { 'x-request-id': 'prompt-1' })).status, 200);
+  t.equal(
+    (await call(log.d, 'POST', `/session/${id}/prompt`, textPrompt('hello'), { 'x-request-id': 'prompt-1' })).status,
+    200,
+  );
   t.equal((await call(log.d, 'GET', '/capabilities', undefined, { authorization: `Bearer ${TOKEN}x` })).status, 401);
   t.equal((await call(log.d, 'GET', '/metrics')).status, 200);
 
@@ -199,5 +218,5 @@ t.test('a real process logs JSON to a pipe and pretty lines to a terminal', asyn
     tty.stdout.split(/\r?\n/).some((line) => line.trim().startsWith('{"level"')),
     'stdout is a terminal: no raw JSON lines',
   );
-  t.match(tty.stdout, /INFO/, 'pino-pretty\'s level label');
+  t.match(tty.stdout, /INFO/, "pino-pretty's level label");
 });

@@ -1,8 +1,18 @@
 // GET /metrics (issue 5): every series is read from the real daemon over HTTP and must move exactly as the
 // sessions, channels, streams, frames, restores and requests behind it do.
-import t, { type Test } from 'tap';
-import { Steer } from './fixtures/steer.js';
-import { call, createSession, isType, obj, openEvents, startDaemon, textPrompt, type TestDaemon, type TestOptions } from './helper.js';
+import t from 'tap';
+import {
+  call,
+  createSession,
+  isType,
+  lastEventId,
+  obj,
+  openEvents,
+  startDaemon,
+  steerDaemon,
+  textPrompt,
+  type TestDaemon,
+} from './helper.js';
 
 /** Samples keyed by `name{label="value",…}` with the labels sorted, so lookups do not depend on their order. */
 type Samples = Map<string, number>;
@@ -36,7 +46,8 @@ interface Scrape {
 
 async function scrape(d: TestDaemon): Promise<Scrape> {
   const res = await call(d, 'GET', '/metrics');
-  if (res.status !== 200 || typeof res.body !== 'string') throw new Error(`GET /metrics → ${res.status} ${JSON.stringify(res.body)}`);
+  if (res.status !== 200 || typeof res.body !== 'string')
+    throw new Error(`GET /metrics → ${res.status} ${JSON.stringify(res.body)}`);
   const text = res.body;
   const samples = parseExposition(text);
   return {
@@ -48,19 +59,6 @@ async function scrape(d: TestDaemon): Promise<Scrape> {
       return found;
     },
   };
-}
-
-async function steered(t: Test, hold: string[], opts: TestOptions = {}): Promise<{ steer: Steer; d: TestDaemon }> {
-  const steer = await Steer.create({ hold });
-  t.teardown(() => steer.close());
-  const d = await startDaemon(t, { ...opts, agent: steer.argv });
-  return { steer, d };
-}
-
-function lastEventId(d: TestDaemon, sessionId: string): number {
-  const entry = d.app.sessions.get(sessionId);
-  if (!entry) throw new Error(`no live session ${sessionId}`);
-  return entry.events.lastEventId;
 }
 
 t.test('Prometheus text, behind the token like every other route', async (t) => {
@@ -142,7 +140,7 @@ t.test('sessions, channels, subscribers, frames and request durations follow the
 });
 
 t.test('agent spawns and crashes, and the channel gauge, follow the agent processes', async (t) => {
-  const { steer, d } = await steered(t, []);
+  const { steer, d } = await steerDaemon(t);
   const id = await createSession(d);
   const events = await openEvents(t, d, id);
   await events.waitFor((f) => f.retry !== undefined, 'retry frame');
@@ -158,7 +156,7 @@ t.test('agent spawns and crashes, and the channel gauge, follow the agent proces
   t.equal(down.value('acpd_agent_crashes_total'), 1);
   t.equal(down.value('acpd_agent_channels', { state: 'active' }), 0);
   t.equal(down.value('acpd_sessions'), 0);
-  t.equal(down.value('acpd_sse_subscribers'), 0, 'the dead session\'s stream ended');
+  t.equal(down.value('acpd_sse_subscribers'), 0, "the dead session's stream ended");
 
   await createSession(d);
   const respawned = await scrape(d);
@@ -167,7 +165,7 @@ t.test('agent spawns and crashes, and the channel gauge, follow the agent proces
 });
 
 t.test('restores by outcome: restored, coalesced, conflict (409), limited (503), not found (404)', async (t) => {
-  const { steer, d } = await steered(t, ['session/load'], { args: ['--max-sessions', '1'] });
+  const { steer, d } = await steerDaemon(t, { hold: ['session/load'], args: ['--max-sessions', '1'] });
   const count = async (outcome: string) => (await scrape(d)).value('acpd_restores_total', { outcome });
 
   const unknown = call(d, 'POST', '/session/unknown-1/load', {});
@@ -198,7 +196,7 @@ t.test('restores by outcome: restored, coalesced, conflict (409), limited (503),
 });
 
 t.test('evicted streams and events pushed out of the replay ring', async (t) => {
-  const { d } = await steered(t, []);
+  const { d } = await steerDaemon(t);
   const id = await createSession(d);
 
   // A subscriber that never reads, with room for one event: the second one evicts it.

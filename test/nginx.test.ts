@@ -9,23 +9,31 @@
 // file fails, rather than skips, without it.
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { createServer, type AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t, { type Test } from 'tap';
 import { Agent, request } from 'undici';
-import type { SessionUpdate } from '@agentclientprotocol/sdk';
-import { buildApp } from '../src/app.js';
-import { Steer } from './fixtures/steer.js';
-import { call, createSession, obj, openEvents, startDaemon, tempDir, testConfig, type SseFrame, type SseStream, type TestDaemon } from './helper.js';
+import {
+  call,
+  chunk,
+  createSession,
+  freePort,
+  obj,
+  openEvents,
+  startDaemon,
+  steerDaemon,
+  tempDir,
+  within,
+  type SseFrame,
+  type SseStream,
+  type TestDaemon,
+} from './helper.js';
 
 const NGINX = '/usr/sbin/nginx';
 const DEPLOY_CONF = fileURLToPath(new URL('../../deploy/nginx.conf', import.meta.url));
 /** acpd's default heartbeat: the bound within which every frame must pass the proxy. */
 const DEFAULT_HEARTBEAT_MS = 15_000;
-/** A generous bound, so that something that never comes fails the test instead of hanging it. */
-const WAIT_LIMIT_MS = 10_000;
 
 interface Proxy {
   port: number;
@@ -39,18 +47,11 @@ interface Proxy {
 function rewrite(conf: string, from: string, to: string, count: number): string {
   const found = conf.split(from).length - 1;
   if (found !== count) {
-    throw new Error(`deploy/nginx.conf holds ${JSON.stringify(from)} ${found} times, expected ${count}: update test/nginx.test.ts`);
+    throw new Error(
+      `deploy/nginx.conf holds ${JSON.stringify(from)} ${found} times, expected ${count}: update test/nginx.test.ts`,
+    );
   }
   return conf.replaceAll(from, to);
-}
-
-/** A port that was free a moment ago (nginx cannot be told to pick one). */
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
 }
 
 /** The whole nginx.conf: a minimal main context around deploy/nginx.conf's server block, all paths in `dir`. */
@@ -126,23 +127,6 @@ async function startNginx(t: Test, upstreamPort: number, opts: { readTimeout?: s
   }
 }
 
-/** Fails with `label` if `promise` has not settled within `ms`. */
-async function within<T>(promise: Promise<T>, ms: number, label: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const deadline = new Promise<never>((_resolve, reject) => {
-    timer = setTimeout(() => reject(new Error(`${label}: nothing within ${ms} ms`)), ms);
-  });
-  try {
-    return await Promise.race([promise, deadline]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-function chunk(text: string): SessionUpdate {
-  return { sessionUpdate: 'agent_message_chunk', content: { type: 'text', text } };
-}
-
 /** The text of an agent chunk frame. */
 function chunkText(f: SseFrame): string | undefined {
   const update: unknown = f.envelope?.data.update;
@@ -174,10 +158,8 @@ function median(values: number[]): number {
 
 /** A daemon on the steerable agent, behind nginx, with one session created through the proxy. */
 async function proxied(t: Test, opts: { args?: string[]; readTimeout?: string } = {}) {
-  const steer = await Steer.create();
   // Teardowns run last-in first-out: nginx stops, then the daemon, then the controller.
-  t.teardown(() => steer.close());
-  const d = await startDaemon(t, { agent: steer.argv, args: opts.args });
+  const { d, steer } = await steerDaemon(t, { args: opts.args });
   const proxy = await startNginx(t, d.port, { readTimeout: opts.readTimeout });
   const viaProxy = proxy.front(d);
   const sid = await createSession(viaProxy);
@@ -193,7 +175,7 @@ function duration(value: string): number {
   return Number(match[1]) * unit;
 }
 
-t.test('deploy/nginx.conf spells out what acpd\'s streams need', async (t) => {
+t.test("deploy/nginx.conf spells out what acpd's streams need", async (t) => {
   // acpd's streams also send X-Accel-Buffering: no, which nginx obeys; the
   // config must not rely on that alone (another proxy in the path may not).
   const lines = readFileSync(DEPLOY_CONF, 'utf8')
@@ -213,18 +195,32 @@ t.test('deploy/nginx.conf spells out what acpd\'s streams need', async (t) => {
   ]) {
     t.ok(lines.includes(directive), directive);
   }
-  t.notOk(lines.some((line) => /^proxy_set_header\s+Host\b/i.test(line)), 'Host stays the upstream address, which acpd\'s loopback guard accepts');
-  t.notOk(lines.some((line) => /^proxy_set_header\s+Origin\b/i.test(line)), 'Origin passes through: acpd keeps refusing browser pages');
+  t.notOk(
+    lines.some((line) => /^proxy_set_header\s+Host\b/i.test(line)),
+    "Host stays the upstream address, which acpd's loopback guard accepts",
+  );
+  t.notOk(
+    lines.some((line) => /^proxy_set_header\s+Origin\b/i.test(line)),
+    'Origin passes through: acpd keeps refusing browser pages',
+  );
 
   const timeouts = lines.flatMap((line) => /^proxy_read_timeout\s+(\S+);$/.exec(line)?.[1] ?? []).map(duration);
   t.equal(timeouts.length, 2, 'one read timeout for everything, one for prompts');
   const [general = 0, prompts = 0] = timeouts;
-  t.ok(general >= 2 * DEFAULT_HEARTBEAT_MS, `the general read timeout (${general} ms) leaves room for a missed heartbeat`);
+  t.ok(
+    general >= 2 * DEFAULT_HEARTBEAT_MS,
+    `the general read timeout (${general} ms) leaves room for a missed heartbeat`,
+  );
   t.ok(prompts >= 30 * 60_000, `prompts get a long read timeout (${prompts} ms): a turn sends nothing until it ends`);
   const start = lines.indexOf('location ~ ^/session/[^/]+/prompt$ {');
   const block = start < 0 ? [] : lines.slice(start, lines.indexOf('}', start));
-  t.ok(block.some((line) => /^proxy_read_timeout\s/.test(line) && duration(line.split(/\s+/)[1]?.replace(';', '') ?? '') === prompts),
-    'the long timeout is the prompt location\'s');
+  t.ok(
+    block.some(
+      (line) =>
+        /^proxy_read_timeout\s/.test(line) && duration(line.split(/\s+/)[1]?.replace(';', '') ?? '') === prompts,
+    ),
+    "the long timeout is the prompt location's",
+  );
 });
 
 if (!existsSync(NGINX)) {
@@ -237,11 +233,14 @@ if (!existsSync(NGINX)) {
     const { d, viaProxy, sid, agent } = await proxied(t);
 
     const opened = performance.now();
-    const stream = await within(openEvents(t, viaProxy, sid), WAIT_LIMIT_MS, 'the response head through nginx');
+    const stream = await within(openEvents(t, viaProxy, sid), 'the response head through nginx');
     t.equal(stream.status, 200);
     t.equal(stream.headers['content-type'], 'text/event-stream');
     t.equal(stream.headers['cache-control'], 'no-cache, no-transform');
-    await within(stream.waitFor((f) => f.retry === '3000', 'the retry frame'), WAIT_LIMIT_MS, 'the retry frame');
+    await within(
+      stream.waitFor((f) => f.retry === '3000', 'the retry frame'),
+      'the retry frame',
+    );
     const firstByte = performance.now() - opened;
     const direct = await openEvents(t, d, sid);
     await direct.waitFor((f) => f.retry === '3000', 'the retry frame, directly');
@@ -257,13 +256,20 @@ if (!existsSync(NGINX)) {
       const sent = performance.now();
       await agent.notify(sid, chunk(text));
       const viaDirect = direct.waitFor(saying(text), text).then(() => straight.push(performance.now() - sent));
-      await within(stream.waitFor(saying(text), text), DEFAULT_HEARTBEAT_MS, `${text} through nginx`);
+      await within(stream.waitFor(saying(text), text), `${text} through nginx`, DEFAULT_HEARTBEAT_MS);
       throughProxy.push(performance.now() - sent);
       await viaDirect;
       if (stream.events().length !== i) t.fail(`after ${text}: ${stream.events().length} events through nginx`);
     }
-    t.strictSame(texts(stream), Array.from({ length: count }, (_, i) => `frame ${i + 1}`), 'every frame, in order');
-    t.strictSame(stream.events().map((e) => e.id), Array.from({ length: count }, (_, i) => i + 1));
+    t.strictSame(
+      texts(stream),
+      Array.from({ length: count }, (_, i) => `frame ${i + 1}`),
+      'every frame, in order',
+    );
+    t.strictSame(
+      stream.events().map((e) => e.id),
+      Array.from({ length: count }, (_, i) => i + 1),
+    );
     t.notOk(stream.frames.some(isHeartbeat), 'no heartbeat was needed to push anything out');
     t.ok(Math.max(...throughProxy) < DEFAULT_HEARTBEAT_MS, 'each frame arrived well before the next heartbeat');
     const browser = await call(viaProxy, 'GET', '/capabilities', undefined, { origin: 'https://ui.example' });
@@ -280,9 +286,9 @@ if (!existsSync(NGINX)) {
     const { d, viaProxy, sid, agent } = await proxied(t);
     const witness = await openEvents(t, d, sid);
 
-    const first = await within(openEvents(t, viaProxy, sid), WAIT_LIMIT_MS, 'the response head through nginx');
+    const first = await within(openEvents(t, viaProxy, sid), 'the response head through nginx');
     for (const text of ['a1', 'a2', 'a3']) await agent.notify(sid, chunk(text));
-    await within(first.waitFor(saying('a3'), 'a3'), WAIT_LIMIT_MS, 'a3 through nginx');
+    await within(first.waitFor(saying('a3'), 'a3'), 'a3 through nginx');
     const lastSeen = first.events().at(-1)?.id;
     t.equal(lastSeen, 3);
     first.close();
@@ -292,10 +298,13 @@ if (!existsSync(NGINX)) {
     for (const text of ['b1', 'b2', 'b3']) await agent.notify(sid, chunk(text));
     await witness.waitFor(saying('b3'), 'b3 on the witness');
 
-    const second = await within(openEvents(t, viaProxy, sid, { lastEventId: String(lastSeen) }), WAIT_LIMIT_MS, 'the response head through nginx');
+    const second = await within(
+      openEvents(t, viaProxy, sid, { lastEventId: String(lastSeen) }),
+      'the response head through nginx',
+    );
     t.equal(second.status, 200);
     await agent.notify(sid, chunk('c1'));
-    await within(second.waitFor(saying('c1'), 'c1'), WAIT_LIMIT_MS, 'c1 through nginx');
+    await within(second.waitFor(saying('c1'), 'c1'), 'c1 through nginx');
 
     t.strictSame(texts(second), ['b1', 'b2', 'b3', 'c1'], 'the missed frames first, then the live one');
     const ids = [...first.events(), ...second.events()].map((e) => e.id);
@@ -306,15 +315,18 @@ if (!existsSync(NGINX)) {
     );
   });
 
-  t.test('heartbeats keep a quiet stream open past nginx\'s read timeout', async (t) => {
+  t.test("heartbeats keep a quiet stream open past nginx's read timeout", async (t) => {
     // nginx gives up on an upstream silent for 1 s; acpd's heartbeat comes every 300 ms.
     const { viaProxy, sid, agent } = await proxied(t, { args: ['--sse-heartbeat-ms', '300'], readTimeout: '1s' });
-    const stream = await within(openEvents(t, viaProxy, sid), WAIT_LIMIT_MS, 'the response head through nginx');
+    const stream = await within(openEvents(t, viaProxy, sid), 'the response head through nginx');
     let ended = false;
     void stream.ended.then(() => {
       ended = true;
     });
-    await within(stream.waitFor((f) => f.retry === '3000', 'the retry frame'), WAIT_LIMIT_MS, 'the retry frame');
+    await within(
+      stream.waitFor((f) => f.retry === '3000', 'the retry frame'),
+      'the retry frame',
+    );
 
     // Nothing is published for three read timeouts. This wait is the
     // behaviour under test (time passing), not a synchronization.
@@ -329,12 +341,15 @@ if (!existsSync(NGINX)) {
     }
     const gaps = arrivals.map((at, i) => at - (arrivals[i - 1] ?? quietStart));
     t.notOk(ended, 'the stream is still open after three read timeouts');
-    t.ok(arrivals.length >= 5, `${arrivals.length} heartbeats came through nginx in ${ms(performance.now() - quietStart)}`);
+    t.ok(
+      arrivals.length >= 5,
+      `${arrivals.length} heartbeats came through nginx in ${ms(performance.now() - quietStart)}`,
+    );
     t.ok(Math.max(...gaps) < 1000, `the longest silence (${ms(Math.max(...gaps))}) stayed under nginx's 1 s`);
     t.equal(stream.events().length, 0, 'nothing but heartbeats meanwhile');
 
     await agent.notify(sid, chunk('after the quiet'));
-    await within(stream.waitFor(saying('after the quiet'), 'the late frame'), WAIT_LIMIT_MS, 'the late frame');
+    await within(stream.waitFor(saying('after the quiet'), 'the late frame'), 'the late frame');
     t.notOk(ended, 'and it still delivers');
     t.comment(`heartbeats through nginx every ${ms(median(gaps))} (median), longest gap ${ms(Math.max(...gaps))}`);
   });
@@ -342,10 +357,13 @@ if (!existsSync(NGINX)) {
   t.test('control: with heartbeats slower than the read timeout, nginx does cut the stream', async (t) => {
     // Shows the timeout above is really in force, so that test proves something.
     const { proxy, viaProxy, sid } = await proxied(t, { args: ['--sse-heartbeat-ms', '5000'], readTimeout: '1s' });
-    const stream = await within(openEvents(t, viaProxy, sid), WAIT_LIMIT_MS, 'the response head through nginx');
-    await within(stream.waitFor((f) => f.retry === '3000', 'the retry frame'), WAIT_LIMIT_MS, 'the retry frame');
+    const stream = await within(openEvents(t, viaProxy, sid), 'the response head through nginx');
+    await within(
+      stream.waitFor((f) => f.retry === '3000', 'the retry frame'),
+      'the retry frame',
+    );
     const start = performance.now();
-    await within(stream.ended, WAIT_LIMIT_MS, 'nginx ending the quiet stream');
+    await within(stream.ended, 'nginx ending the quiet stream');
     t.ok(performance.now() - start < 5000, `cut after ${ms(performance.now() - start)}, before the first heartbeat`);
     t.notOk(stream.frames.some(isHeartbeat));
     t.match(proxy.log(), /upstream timed out/, 'nginx says why');
@@ -359,13 +377,11 @@ if (!existsSync(NGINX)) {
 
   /** The real app with its log captured (JSON lines), as test/logging.test.ts does it. */
   async function loggedDaemon(t: Test, args: string[]): Promise<LoggedDaemon> {
-    const config = testConfig(t, { args: [...args, '--log-level', 'info'] });
     const chunks: string[] = [];
-    const app = await buildApp(config, { logStream: { write: (line) => void chunks.push(line) } });
-    t.teardown(() => app.close());
-    await app.listen({ host: '127.0.0.1', port: 0 });
-    const port = (app.server.address() as AddressInfo).port;
-    const d: TestDaemon = { app, config, baseUrl: `http://127.0.0.1:${port}`, port, headers: {} };
+    const d = await startDaemon(t, {
+      args: [...args, '--log-level', 'info'],
+      logStream: { write: (line) => void chunks.push(line) },
+    });
     const requestLine = (reqId: string) =>
       chunks
         .join('')
@@ -396,7 +412,11 @@ if (!existsSync(NGINX)) {
     for (const trusted of [true, false]) {
       const label = trusted ? '--trust-proxy 127.0.0.1' : 'no --trust-proxy';
       // One read a minute per client address: the budget shows whom acpd takes the request to come from.
-      const logged = await loggedDaemon(t, ['--rate-limit-reads', '1', ...(trusted ? ['--trust-proxy', '127.0.0.1'] : [])]);
+      const logged = await loggedDaemon(t, [
+        '--rate-limit-reads',
+        '1',
+        ...(trusted ? ['--trust-proxy', '127.0.0.1'] : []),
+      ]);
       const proxy = await startNginx(t, logged.d.port);
       const base = `http://127.0.0.1:${proxy.port}`;
 

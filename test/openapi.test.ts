@@ -124,7 +124,11 @@ t.test('every route of the app is documented with every response it declares', a
   t.ok(obj(obj(metrics['200']).content)['text/plain'], '/metrics documents text/plain');
   t.notMatch(JSON.stringify(doc), /"error(Message|Code)"/, 'validator-only keywords stay out of the document');
   const prompt = obj(obj(obj(paths['/session/{id}/prompt']).post).requestBody);
-  t.match(prompt, { required: true, content: { 'application/json': { schema: { required: ['prompt'] } } } }, 'request bodies are documented');
+  t.match(
+    prompt,
+    { required: true, content: { 'application/json': { schema: { required: ['prompt'] } } } },
+    'request bodies are documented',
+  );
   const components = obj(obj(doc.components).schemas);
   t.same(obj(components.ErrorEnvelope).required, ['error'], 'the shared envelope is a named component');
 });

@@ -4,7 +4,18 @@
 import t, { type Test } from 'tap';
 import { Agent, request } from 'undici';
 import { ConfigError } from '../src/config.js';
-import { call, createSession, obj, openEvents, startDaemon, tempDir, testConfig, textPrompt, type JsonResponse, type TestDaemon } from './helper.js';
+import {
+  call,
+  createSession,
+  obj,
+  openEvents,
+  startDaemon,
+  tempDir,
+  testConfig,
+  textPrompt,
+  type JsonResponse,
+  type TestDaemon,
+} from './helper.js';
 
 function assertLimited(t: Test, res: JsonResponse, budget: string, label: string): void {
   t.equal(res.status, 429, `${label}: 429`);
@@ -37,7 +48,12 @@ t.test('each budget runs out on its own', async (t) => {
     t.equal(res.headers['x-ratelimit-limit'], '4');
   }
   assertLimited(t, await call(d, 'GET', '/capabilities'), 'reads', 'read 5');
-  assertLimited(t, await call(d, 'GET', `/workspace/${encodeURIComponent(d.config.workspace)}/sessions`), 'reads', 'another GET route');
+  assertLimited(
+    t,
+    await call(d, 'GET', `/workspace/${encodeURIComponent(d.config.workspace)}/sessions`),
+    'reads',
+    'another GET route',
+  );
   for (const url of ['/health', '/livez', '/readyz', '/metrics']) {
     for (let i = 0; i < 6; i++) {
       const res = await call(d, 'GET', url);
@@ -88,6 +104,9 @@ t.test('refused requests do not spend the budget: auth runs first', async (t) =>
 t.test('budgets are whole requests per minute, 0 or more', async (t) => {
   const workspace = tempDir(t);
   t.equal(testConfig(t, { workspace, args: ['--rate-limit-prompts', '30'] }).rateLimitPrompts, 30);
-  t.throws(() => testConfig(t, { workspace, args: ['--rate-limit-reads', '-1'] }), new ConfigError('Invalid --rate-limit-reads "-1": must be an integer >= 0.'));
+  t.throws(
+    () => testConfig(t, { workspace, args: ['--rate-limit-reads', '-1'] }),
+    new ConfigError('Invalid --rate-limit-reads "-1": must be an integer >= 0.'),
+  );
   t.throws(() => testConfig(t, { workspace, args: ['--rate-limit-mutations', '1.5'] }), ConfigError);
 });

@@ -15,8 +15,8 @@ import {
   type SseFrame,
   type SseStream,
   type TestDaemon,
+  within,
 } from './helper.js';
-import { within } from './restore-kit.js';
 
 type Envelope = NonNullable<SseFrame['envelope']>;
 
@@ -53,86 +53,123 @@ function chunkRun(events: Envelope[], kind: string, from = 0): string {
 /** Waits until the agent chunks seen so far contain `text`. */
 async function waitForAgentText(sse: SseStream, text: string): Promise<void> {
   let seen = '';
-  await within(sse.waitFor((f) => {
-    if (f.envelope && kindOf(f.envelope) === 'agent_message_chunk') seen += textOf(f.envelope);
-    return seen.includes(text);
-  }, `agent text ${JSON.stringify(text)}`), `agent text ${JSON.stringify(text)}`);
+  await within(
+    sse.waitFor(
+      (f) => {
+        if (f.envelope && kindOf(f.envelope) === 'agent_message_chunk') seen += textOf(f.envelope);
+        return seen.includes(text);
+      },
+      `agent text ${JSON.stringify(text)}`,
+    ),
+    `agent text ${JSON.stringify(text)}`,
+  );
 }
 
 function restart(t: Test, workspace: string, dataDir: string): Promise<TestDaemon> {
   return startDaemon(t, { workspace, dataDir });
 }
 
-t.test('end to end with the embedded agent: load replays, resume does not, unknown → 404, load after an agent crash', async (t) => {
-  const workspace = tempDir(t, 'acpd-ws-');
-  const dataDir = tempDir(t, 'acpd-data-');
+t.test(
+  'end to end with the embedded agent: load replays, resume does not, unknown → 404, load after an agent crash',
+  async (t) => {
+    const workspace = tempDir(t, 'acpd-ws-');
+    const dataDir = tempDir(t, 'acpd-data-');
 
-  // 1. Create and prompt, then stop the daemon.
-  const first = await restart(t, workspace, dataDir);
-  const caps = obj((await call(first, 'GET', '/capabilities')).body);
-  t.ok(Array.isArray(caps.features) && caps.features.includes('session_load'), 'session_load advertised');
-  t.ok(Array.isArray(caps.features) && caps.features.includes('unstable_session_resume'), 'unstable_session_resume advertised');
-  const id = await createSession(first);
-  t.same((await call(first, 'POST', `/session/${id}/prompt`, textPrompt('hello world'))).body, { stopReason: 'end_turn' });
-  await first.app.close();
+    // 1. Create and prompt, then stop the daemon.
+    const first = await restart(t, workspace, dataDir);
+    const caps = obj((await call(first, 'GET', '/capabilities')).body);
+    t.ok(Array.isArray(caps.features) && caps.features.includes('session_load'), 'session_load advertised');
+    t.ok(
+      Array.isArray(caps.features) && caps.features.includes('unstable_session_resume'),
+      'unstable_session_resume advertised',
+    );
+    const id = await createSession(first);
+    t.same((await call(first, 'POST', `/session/${id}/prompt`, textPrompt('hello world'))).body, {
+      stopReason: 'end_turn',
+    });
+    await first.app.close();
 
-  // 2. A new daemon loads it: the turn is in the ring before the response, seen from Last-Event-ID: 0.
-  const second = await restart(t, workspace, dataDir);
-  const loaded = await call(second, 'POST', `/session/${id}/load`, {});
-  t.equal(loaded.status, 200);
-  t.match(loaded.body, { sessionId: id, workspaceCwd: workspace, attached: false, state: { models: { currentModelId: 'acpd-echo' } } });
-  const replay = await openEvents(t, second, id, { lastEventId: 0 });
-  t.equal(replay.status, 200);
-  await waitForAgentText(replay, 'echo: hello world');
-  const replayed = replay.events();
-  t.equal(replayed[0]?.id, 1, 'the replay starts the session\'s ring');
-  const userAt = replayed.findIndex((e) => kindOf(e) === 'user_message_chunk');
-  t.ok(userAt >= 0, 'the user turn is replayed');
-  t.equal(chunkRun(replayed, 'user_message_chunk'), 'hello world');
-  t.equal(chunkRun(replayed, 'agent_message_chunk', userAt), 'echo: hello world', 'the agent turn is replayed');
+    // 2. A new daemon loads it: the turn is in the ring before the response, seen from Last-Event-ID: 0.
+    const second = await restart(t, workspace, dataDir);
+    const loaded = await call(second, 'POST', `/session/${id}/load`, {});
+    t.equal(loaded.status, 200);
+    t.match(loaded.body, {
+      sessionId: id,
+      workspaceCwd: workspace,
+      attached: false,
+      state: { models: { currentModelId: 'acpd-echo' } },
+    });
+    const replay = await openEvents(t, second, id, { lastEventId: 0 });
+    t.equal(replay.status, 200);
+    await waitForAgentText(replay, 'echo: hello world');
+    const replayed = replay.events();
+    t.equal(replayed[0]?.id, 1, "the replay starts the session's ring");
+    const userAt = replayed.findIndex((e) => kindOf(e) === 'user_message_chunk');
+    t.ok(userAt >= 0, 'the user turn is replayed');
+    t.equal(chunkRun(replayed, 'user_message_chunk'), 'hello world');
+    t.equal(chunkRun(replayed, 'agent_message_chunk', userAt), 'echo: hello world', 'the agent turn is replayed');
 
-  // Unknown ids are the contract's 404.
-  const unknown = await call(second, 'POST', '/session/no-such-session/load', {});
-  t.equal(unknown.status, 404);
-  t.same(unknown.body, { error: 'No session with id "no-such-session"', sessionId: 'no-such-session' });
-  const unknownResume = await call(second, 'POST', '/session/no-such-session/resume', {});
-  t.same({ status: unknownResume.status, body: unknownResume.body }, { status: 404, body: unknown.body });
-  await second.app.close();
+    // Unknown ids are the contract's 404.
+    const unknown = await call(second, 'POST', '/session/no-such-session/load', {});
+    t.equal(unknown.status, 404);
+    t.same(unknown.body, { error: 'No session with id "no-such-session"', sessionId: 'no-such-session' });
+    const unknownResume = await call(second, 'POST', '/session/no-such-session/resume', {});
+    t.same({ status: unknownResume.status, body: unknownResume.body }, { status: 404, body: unknown.body });
+    await second.app.close();
 
-  // 3. Another daemon resumes it: context back, no history frames.
-  const third = await restart(t, workspace, dataDir);
-  const resumed = await call(third, 'POST', `/session/${id}/resume`, {});
-  t.equal(resumed.status, 200);
-  t.match(resumed.body, { sessionId: id, workspaceCwd: workspace, attached: false, state: { models: { currentModelId: 'acpd-echo' } } });
-  const live = await openEvents(t, third, id, { lastEventId: 0 });
-  const history = await call(third, 'POST', `/session/${id}/prompt`, textPrompt('/history'));
-  t.same(history.body, { stopReason: 'end_turn' });
-  await waitForAgentText(live, 'earlier turn');
-  const afterResume = live.events();
-  const answerAt = afterResume.findIndex((e) => kindOf(e) === 'agent_message_chunk');
-  t.same(
-    afterResume.slice(0, answerAt).map(kindOf).filter((k) => k !== 'available_commands_update'),
-    [],
-    'before the new turn only available_commands_update, no replay',
-  );
-  t.notOk(afterResume.some((e) => kindOf(e) === 'user_message_chunk'), 'no user turn replayed');
-  t.match(chunkRun(afterResume, 'agent_message_chunk'), /1 earlier turn stored[\s\S]*1\. hello world/, 'the agent has the context');
+    // 3. Another daemon resumes it: context back, no history frames.
+    const third = await restart(t, workspace, dataDir);
+    const resumed = await call(third, 'POST', `/session/${id}/resume`, {});
+    t.equal(resumed.status, 200);
+    t.match(resumed.body, {
+      sessionId: id,
+      workspaceCwd: workspace,
+      attached: false,
+      state: { models: { currentModelId: 'acpd-echo' } },
+    });
+    const live = await openEvents(t, third, id, { lastEventId: 0 });
+    const history = await call(third, 'POST', `/session/${id}/prompt`, textPrompt('/history'));
+    t.same(history.body, { stopReason: 'end_turn' });
+    await waitForAgentText(live, 'earlier turn');
+    const afterResume = live.events();
+    const answerAt = afterResume.findIndex((e) => kindOf(e) === 'agent_message_chunk');
+    t.same(
+      afterResume
+        .slice(0, answerAt)
+        .map(kindOf)
+        .filter((k) => k !== 'available_commands_update'),
+      [],
+      'before the new turn only available_commands_update, no replay',
+    );
+    t.notOk(
+      afterResume.some((e) => kindOf(e) === 'user_message_chunk'),
+      'no user turn replayed',
+    );
+    t.match(
+      chunkRun(afterResume, 'agent_message_chunk'),
+      /1 earlier turn stored[\s\S]*1\. hello world/,
+      'the agent has the context',
+    );
 
-  // 4. The agent dies; the session comes back by load, with both turns.
-  const [channel] = [...third.app.channels.alive];
-  const pid = channel?.pid;
-  t.ok(pid, 'the agent runs');
-  if (pid !== undefined) process.kill(pid, 'SIGKILL');
-  const died = await within(live.waitFor(isType('session_died')), 'session_died');
-  t.match(died.envelope?.data, { sessionId: id, reason: 'channel_closed' });
-  t.equal(third.app.sessions.get(id), undefined);
-  const reloaded = await call(third, 'POST', `/session/${id}/load`, {});
-  t.equal(reloaded.status, 200);
-  t.match(reloaded.body, { sessionId: id, attached: false });
-  t.not([...third.app.channels.alive][0]?.pid, pid, 'on a new agent');
-  const again = await openEvents(t, third, id, { lastEventId: 0 });
-  await waitForAgentText(again, 'earlier turn');
-  const users = again.events().filter((e) => kindOf(e) === 'user_message_chunk').map(textOf);
-  t.same(users, ['hello world', '/history'], 'both turns replayed');
-  t.same((await call(third, 'POST', `/session/${id}/prompt`, textPrompt('back'))).body, { stopReason: 'end_turn' });
-});
+    // 4. The agent dies; the session comes back by load, with both turns.
+    const [channel] = [...third.app.channels.alive];
+    const pid = channel?.pid;
+    t.ok(pid, 'the agent runs');
+    if (pid !== undefined) process.kill(pid, 'SIGKILL');
+    const died = await within(live.waitFor(isType('session_died')), 'session_died');
+    t.match(died.envelope?.data, { sessionId: id, reason: 'channel_closed' });
+    t.equal(third.app.sessions.get(id), undefined);
+    const reloaded = await call(third, 'POST', `/session/${id}/load`, {});
+    t.equal(reloaded.status, 200);
+    t.match(reloaded.body, { sessionId: id, attached: false });
+    t.not([...third.app.channels.alive][0]?.pid, pid, 'on a new agent');
+    const again = await openEvents(t, third, id, { lastEventId: 0 });
+    await waitForAgentText(again, 'earlier turn');
+    const users = again
+      .events()
+      .filter((e) => kindOf(e) === 'user_message_chunk')
+      .map(textOf);
+    t.same(users, ['hello world', '/history'], 'both turns replayed');
+    t.same((await call(third, 'POST', `/session/${id}/prompt`, textPrompt('back'))).body, { stopReason: 'end_turn' });
+  },
+);

@@ -1,44 +1,10 @@
-// Shared pieces of the restore tests (issue 3): a daemon on the steerable agent, restore requests,
-// waits on conditions, and the server's view of a client that left.
+// Shared pieces of the restore tests (issue 3): restore requests, parked agent calls, and the server's
+// view of a client that left. The steered daemon and the waits on conditions are in helper.ts.
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Test } from 'tap';
-import { Steer, type HeldCall } from './fixtures/steer.js';
-import { call, startDaemon, type JsonResponse, type TestDaemon, type TestOptions } from './helper.js';
+import type { HeldCall, Steer } from './fixtures/steer.js';
+import { call, type JsonResponse, type TestDaemon } from './helper.js';
 
 export type Action = 'load' | 'resume';
-
-/** A generous bound so that a broken rule fails its test quickly instead of hanging it. */
-const WAIT_LIMIT_MS = 10_000;
-
-/** Waits until `check()` holds, looking again every few milliseconds. */
-export async function until(check: () => boolean, label: string): Promise<void> {
-  const deadline = Date.now() + WAIT_LIMIT_MS;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`gave up waiting for: ${label}`);
-    await new Promise<void>((resolve) => setTimeout(resolve, 2));
-  }
-}
-
-/** `promise`, or a failure naming `label` if it has not settled within the wait limit. */
-export async function within<T>(promise: Promise<T>, label: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const limit = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`gave up waiting for: ${label}`)), WAIT_LIMIT_MS);
-  });
-  try {
-    return await Promise.race([promise, limit]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/** A steer controller and a daemon running its agent; tap tears down in reverse, so the daemon goes first. */
-export async function steered(t: Test, hold: string[], opts: TestOptions = {}): Promise<{ steer: Steer; d: TestDaemon }> {
-  const steer = await Steer.create({ hold });
-  t.teardown(() => steer.close());
-  const d = await startDaemon(t, { ...opts, agent: steer.argv });
-  return { steer, d };
-}
 
 function sessionIdOf(params: unknown): unknown {
   return typeof params === 'object' && params !== null && 'sessionId' in params ? params.sessionId : undefined;
@@ -47,11 +13,18 @@ function sessionIdOf(params: unknown): unknown {
 /** How many `method` requests the agents received (for `sessionId` only, when given). */
 export function agentCalls(steer: Steer, method: string, sessionId?: string): number {
   return steer.log.filter(
-    (r) => r.kind === 'request' && r.method === method && (sessionId === undefined || sessionIdOf(r.params) === sessionId),
+    (r) =>
+      r.kind === 'request' && r.method === method && (sessionId === undefined || sessionIdOf(r.params) === sessionId),
   ).length;
 }
 
-export function restore(d: TestDaemon, action: Action, id: string, body: unknown = {}, signal?: AbortSignal): Promise<JsonResponse> {
+export function restore(
+  d: TestDaemon,
+  action: Action,
+  id: string,
+  body: unknown = {},
+  signal?: AbortSignal,
+): Promise<JsonResponse> {
   return call(d, 'POST', `/session/${encodeURIComponent(id)}/${action}`, body, {}, signal);
 }
 
@@ -68,7 +41,11 @@ export async function parked(steer: Steer, method: string, pending: Promise<unkn
 }
 
 /** A restore request the test can abort; `done` never rejects (undefined once aborted). */
-export function abortableRestore(d: TestDaemon, action: Action, id: string): { abort: () => void; done: Promise<JsonResponse | undefined> } {
+export function abortableRestore(
+  d: TestDaemon,
+  action: Action,
+  id: string,
+): { abort: () => void; done: Promise<JsonResponse | undefined> } {
   const ac = new AbortController();
   const done = restore(d, action, id, {}, ac.signal).catch(() => undefined);
   return { abort: () => ac.abort(), done };
@@ -110,6 +87,12 @@ export async function despiteSlowStart(request: () => Promise<JsonResponse>): Pr
   for (let attempt = 1; ; attempt++) {
     const res = await request();
     const error = typeof res.body === 'object' && res.body !== null && 'error' in res.body ? res.body.error : undefined;
-    if (res.status !== 500 || typeof error !== 'string' || !error.startsWith('acpd initialize timed out') || attempt === 5) return res;
+    if (
+      res.status !== 500 ||
+      typeof error !== 'string' ||
+      !error.startsWith('acpd initialize timed out') ||
+      attempt === 5
+    )
+      return res;
   }
 }

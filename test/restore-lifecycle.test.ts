@@ -3,43 +3,58 @@
 // Real daemon on 127.0.0.1, the steerable agent, real HTTP; races are ordered by parking agent calls.
 import t from 'tap';
 import { Steer } from './fixtures/steer.js';
-import { call, createSession, obj, openEvents, startDaemon } from './helper.js';
-import { abortableRestore, agentPid, despiteSlowStart, parked, restore, serverEnd, steered, until, within } from './restore-kit.js';
+import {
+  call,
+  createSession,
+  obj,
+  openEvents,
+  startDaemon,
+  steerDaemon,
+  until,
+  watchUnhandled,
+  within,
+} from './helper.js';
+import { abortableRestore, agentPid, despiteSlowStart, parked, restore, serverEnd } from './restore-kit.js';
 
 /** Agent deadline for the timeout tests: short, yet far above the time an agent takes to answer. */
 const TIMEOUT_MS = 1000;
 
-t.test('rule 6: coalesced attaches are reserved synchronously: the owner leaving does not kill a joiner\'s session', async (t) => {
-  const { steer, d } = await steered(t, ['session/load']);
-  const ownerEnd = serverEnd(d, '/session/s1/load');
-  const owner = abortableRestore(d, 'load', 's1');
-  const held = await parked(steer, 'session/load', owner.done);
-  const joiner = restore(d, 'load', 's1');
-  await until(() => d.app.restores.stats.coalesced === 1, 'the joiner reached the restore in flight');
+t.test(
+  "rule 6: coalesced attaches are reserved synchronously: the owner leaving does not kill a joiner's session",
+  async (t) => {
+    const { steer, d } = await steerDaemon(t, { hold: ['session/load'] });
+    const ownerEnd = serverEnd(d, '/session/s1/load');
+    const owner = abortableRestore(d, 'load', 's1');
+    const held = await parked(steer, 'session/load', owner.done);
+    const joiner = restore(d, 'load', 's1');
+    await until(() => d.app.restores.stats.coalesced === 1, 'the joiner reached the restore in flight');
 
-  // The owner leaves; the server has seen its connection close before the agent answers.
-  owner.abort();
-  await (await ownerEnd).gone;
-  t.equal(await owner.done, undefined, 'the owner got no answer');
+    // The owner leaves; the server has seen its connection close before the agent answers.
+    owner.abort();
+    await (
+      await ownerEnd
+    ).gone;
+    t.equal(await owner.done, undefined, 'the owner got no answer');
 
-  await held.release();
-  const joined = await joiner;
-  t.equal(joined.status, 200);
-  t.match(joined.body, { sessionId: 's1', attached: true, state: { _meta: { restoredBy: 'session/load' } } });
-  const entry = d.app.sessions.get('s1');
-  t.ok(entry, 'the session survived its owner');
-  t.equal(entry?.spawnOwnerWantedKill, true, 'the owner\'s reaper ran and left a tombstone');
-  t.equal(entry?.attachCount, 1, 'the joiner is attached');
+    await held.release();
+    const joined = await joiner;
+    t.equal(joined.status, 200);
+    t.match(joined.body, { sessionId: 's1', attached: true, state: { _meta: { restoredBy: 'session/load' } } });
+    const entry = d.app.sessions.get('s1');
+    t.ok(entry, 'the session survived its owner');
+    t.equal(entry?.spawnOwnerWantedKill, true, "the owner's reaper ran and left a tombstone");
+    t.equal(entry?.attachCount, 1, 'the joiner is attached');
 
-  // It still works for the joiner.
-  const sse = await openEvents(t, d, 's1', { lastEventId: 0 });
-  t.equal(sse.status, 200);
-  const prompt = await call(d, 'POST', '/session/s1/prompt', { prompt: [{ type: 'text', text: 'still here' }] });
-  t.same(prompt.body, { stopReason: 'end_turn' });
-});
+    // It still works for the joiner.
+    const sse = await openEvents(t, d, 's1', { lastEventId: 0 });
+    t.equal(sse.status, 200);
+    const prompt = await call(d, 'POST', '/session/s1/prompt', { prompt: [{ type: 'text', text: 'still here' }] });
+    t.same(prompt.body, { stopReason: 'end_turn' });
+  },
+);
 
 t.test('rule 7: the last live session leaving while a restore is in flight does not kill the channel', async (t) => {
-  const { steer, d } = await steered(t, ['session/load']);
+  const { steer, d } = await steerDaemon(t, { hold: ['session/load'] });
   const thread = await createSession(d, { sessionScope: 'thread' });
   const pid = agentPid(d);
   t.ok(pid, 'an agent runs');
@@ -54,7 +69,11 @@ t.test('rule 7: the last live session leaving while a restore is in flight does 
   await held.release();
   const res = await loading;
   t.equal(res.status, 200);
-  t.match(res.body, { sessionId: 's1', attached: false, state: { _meta: { restoredBy: 'session/load', pid } } }, 'loaded by the same agent');
+  t.match(
+    res.body,
+    { sessionId: 's1', attached: false, state: { _meta: { restoredBy: 'session/load', pid } } },
+    'loaded by the same agent',
+  );
   t.equal(d.app.channels.spawnCount, 1, 'no respawn');
   t.equal(d.app.channels.crashCount, 0);
 
@@ -75,16 +94,8 @@ t.test('rule 7: the last live session leaving while a restore is in flight does 
 });
 
 t.test('rule 8: a restore that loses its race against the timeout leaves no dangling rejection', async (t) => {
-  const unhandled: unknown[] = [];
-  const onUnhandled = (reason: unknown): void => {
-    unhandled.push(reason);
-  };
-  process.on('unhandledRejection', onUnhandled);
-  t.teardown(() => {
-    process.off('unhandledRejection', onUnhandled);
-  });
-
-  const { steer, d } = await steered(t, ['session/load'], { config: { initTimeoutMs: TIMEOUT_MS } });
+  const unhandled = watchUnhandled(t);
+  const { steer, d } = await steerDaemon(t, { hold: ['session/load'], config: { initTimeoutMs: TIMEOUT_MS } });
   // A live session keeps the agent (and so the parked calls) alive past the timeouts.
   const created = await despiteSlowStart(() => call(d, 'POST', '/session'));
   t.equal(created.status, 200, 'the agent started');
@@ -100,7 +111,11 @@ t.test('rule 8: a restore that loses its race against the timeout leaves no dang
   const second = restore(d, 'load', 's2');
   const held2 = await parked(steer, 'session/load', second);
   const answers = await within(Promise.all([owner, joiner, second]), 'the three timed-out answers');
-  for (const [label, res] of [['s1 owner', answers[0]], ['s1 joiner', answers[1]], ['s2', answers[2]]] as const) {
+  for (const [label, res] of [
+    ['s1 owner', answers[0]],
+    ['s1 joiner', answers[1]],
+    ['s2', answers[2]],
+  ] as const) {
     t.same({ status: res.status, body: res.body }, { status: 500, body: timedOut }, `${label} gets the timeout`);
   }
   // Then the agent answers after all: s1 with an error, s2 with success.
@@ -109,8 +124,14 @@ t.test('rule 8: a restore that loses its race against the timeout leaves no dang
 
   // Later traffic on the same pipe comes after both late answers: the daemon has processed them by now.
   await steer.unhold(['session/load']);
-  t.match(await restore(d, 'load', 's3'), { status: 200, body: { sessionId: 's3', attached: false } }, 'the daemon keeps serving');
-  t.same((await call(d, 'POST', `/session/${live}/prompt`, { prompt: [{ type: 'text', text: 'hi' }] })).body, { stopReason: 'end_turn' });
+  t.match(
+    await restore(d, 'load', 's3'),
+    { status: 200, body: { sessionId: 's3', attached: false } },
+    'the daemon keeps serving',
+  );
+  t.same((await call(d, 'POST', `/session/${live}/prompt`, { prompt: [{ type: 'text', text: 'hi' }] })).body, {
+    stopReason: 'end_turn',
+  });
   t.equal(d.app.sessions.get('s1'), undefined, 'the late answers registered nothing');
   t.equal(d.app.sessions.get('s2'), undefined);
   t.equal(d.app.restores.inFlightCount, 0);
@@ -120,22 +141,33 @@ t.test('rule 8: a restore that loses its race against the timeout leaves no dang
 
 t.test('rule 9: timeout, agent crash and shutdown during a restore all clean up and answer 500', async (t) => {
   t.test('timeout', async (t) => {
-    const { steer, d } = await steered(t, ['session/load'], { args: ['--max-sessions', '2'], config: { initTimeoutMs: TIMEOUT_MS } });
+    const { steer, d } = await steerDaemon(t, {
+      hold: ['session/load'],
+      args: ['--max-sessions', '2'],
+      config: { initTimeoutMs: TIMEOUT_MS },
+    });
     // One slot is taken by a live session, which also keeps the agent running through the timeout.
     t.equal((await despiteSlowStart(() => call(d, 'POST', '/session'))).status, 200, 'the agent started');
     const spawned = d.app.channels.spawnCount;
     const pending = restore(d, 'load', 's1');
     await parked(steer, 'session/load', pending); // never released
     const res = await within(pending, 'the timed-out answer');
-    t.same({ status: res.status, body: res.body }, { status: 500, body: { error: `acpd session/load timed out after ${TIMEOUT_MS}ms` } });
+    t.same(
+      { status: res.status, body: res.body },
+      { status: 500, body: { error: `acpd session/load timed out after ${TIMEOUT_MS}ms` } },
+    );
     t.equal(d.app.sessions.get('s1'), undefined, 'no registry entry');
     t.equal(d.app.restores.inFlightCount, 0, 'no in-flight record');
-    t.match(await call(d, 'POST', '/session', { sessionScope: 'thread' }), { status: 200, body: { attached: false } }, 'the slot is free again');
+    t.match(
+      await call(d, 'POST', '/session', { sessionScope: 'thread' }),
+      { status: 200, body: { attached: false } },
+      'the slot is free again',
+    );
     t.equal(d.app.channels.spawnCount, spawned, 'the same agent');
   });
 
   t.test('agent crash', async (t) => {
-    const { steer, d } = await steered(t, ['session/load'], { args: ['--max-sessions', '1'] });
+    const { steer, d } = await steerDaemon(t, { hold: ['session/load'], args: ['--max-sessions', '1'] });
     const owner = restore(d, 'load', 's1');
     const held = await parked(steer, 'session/load', owner);
     const joiner = restore(d, 'load', 's1');
@@ -143,7 +175,7 @@ t.test('rule 9: timeout, agent crash and shutdown during a restore all clean up 
     await (await steer.agent()).crash();
     for (const res of await Promise.all([owner, joiner])) {
       t.equal(res.status, 500);
-      t.same(res.body, { error: 'agent channel closed during session/load' }, 'the contract\'s closed-channel message');
+      t.same(res.body, { error: 'agent channel closed during session/load' }, "the contract's closed-channel message");
     }
     t.equal(d.app.sessions.get('s1'), undefined, 'no registry entry');
     t.equal(d.app.restores.inFlightCount, 0, 'no in-flight record');
@@ -153,7 +185,7 @@ t.test('rule 9: timeout, agent crash and shutdown during a restore all clean up 
   });
 
   t.test('shutdown kills the agent under a held restore', async (t) => {
-    const { steer, d } = await steered(t, ['session/load'], { args: ['--max-sessions', '1'] });
+    const { steer, d } = await steerDaemon(t, { hold: ['session/load'], args: ['--max-sessions', '1'] });
     const pending = restore(d, 'load', 's1');
     await parked(steer, 'session/load', pending);
     await d.app.close();
@@ -161,7 +193,7 @@ t.test('rule 9: timeout, agent crash and shutdown during a restore all clean up 
     t.equal(d.app.sessions.get('s1'), undefined);
     const res = await pending;
     t.equal(res.status, 500);
-    t.same(res.body, { error: 'agent channel closed during session/load' }, 'the contract\'s closed-channel message');
+    t.same(res.body, { error: 'agent channel closed during session/load' }, "the contract's closed-channel message");
   });
 
   t.test('shutdown awaits a restore the agent answers during the drain', async (t) => {
@@ -195,57 +227,74 @@ t.test('rule 9: timeout, agent crash and shutdown during a restore all clean up 
   });
 });
 
-t.test('rule 10: a client leaving while its restore is in flight: killed if nobody else attached, detached otherwise', async (t) => {
-  t.test('the only caller leaves → the session is killed', async (t) => {
-    const { steer, d } = await steered(t, ['session/load']);
-    const end = serverEnd(d, '/session/s1/load');
-    const owner = abortableRestore(d, 'load', 's1');
-    const held = await parked(steer, 'session/load', owner.done);
-    owner.abort();
-    await (await end).gone;
-    await held.release();
-    await until(() => d.app.restores.stats.restored === 1 && d.app.restores.inFlightCount === 0, 'the restore finished');
-    await until(() => d.app.sessions.get('s1') === undefined, 'the orphan is reaped');
-    t.equal(await owner.done, undefined);
-    t.equal(d.app.sessions.sessionCount, 0);
-    await until(() => d.app.channels.alive.size === 0, 'the idle agent is let go');
-  });
+t.test(
+  'rule 10: a client leaving while its restore is in flight: killed if nobody else attached, detached otherwise',
+  async (t) => {
+    t.test('the only caller leaves → the session is killed', async (t) => {
+      const { steer, d } = await steerDaemon(t, { hold: ['session/load'] });
+      const end = serverEnd(d, '/session/s1/load');
+      const owner = abortableRestore(d, 'load', 's1');
+      const held = await parked(steer, 'session/load', owner.done);
+      owner.abort();
+      await (
+        await end
+      ).gone;
+      await held.release();
+      await until(
+        () => d.app.restores.stats.restored === 1 && d.app.restores.inFlightCount === 0,
+        'the restore finished',
+      );
+      await until(() => d.app.sessions.get('s1') === undefined, 'the orphan is reaped');
+      t.equal(await owner.done, undefined);
+      t.equal(d.app.sessions.sessionCount, 0);
+      await until(() => d.app.channels.alive.size === 0, 'the idle agent is let go');
+    });
 
-  t.test('a joiner leaves while the owner stays → it detaches, the owner keeps the session', async (t) => {
-    const { steer, d } = await steered(t, ['session/load']);
-    const owner = restore(d, 'load', 's1');
-    const held = await parked(steer, 'session/load', owner);
-    const end = serverEnd(d, '/session/s1/load');
-    const joiner = abortableRestore(d, 'load', 's1');
-    await until(() => d.app.restores.stats.coalesced === 1, 'the joiner reached the restore in flight');
-    joiner.abort();
-    await (await end).gone;
-    await held.release();
-    t.match(await owner, { status: 200, body: { sessionId: 's1', attached: false } });
-    await until(() => d.app.sessions.get('s1')?.attachCount === 0, 'the joiner detached');
-    t.equal(await joiner.done, undefined);
-    t.equal(d.app.sessions.get('s1')?.spawnOwnerWantedKill, false, 'nobody asked for a kill');
-    t.match(await call(d, 'POST', '/session/s1/prompt', { prompt: [{ type: 'text', text: 'x' }] }), { status: 200 });
-  });
+    t.test('a joiner leaves while the owner stays → it detaches, the owner keeps the session', async (t) => {
+      const { steer, d } = await steerDaemon(t, { hold: ['session/load'] });
+      const owner = restore(d, 'load', 's1');
+      const held = await parked(steer, 'session/load', owner);
+      const end = serverEnd(d, '/session/s1/load');
+      const joiner = abortableRestore(d, 'load', 's1');
+      await until(() => d.app.restores.stats.coalesced === 1, 'the joiner reached the restore in flight');
+      joiner.abort();
+      await (
+        await end
+      ).gone;
+      await held.release();
+      t.match(await owner, { status: 200, body: { sessionId: 's1', attached: false } });
+      await until(() => d.app.sessions.get('s1')?.attachCount === 0, 'the joiner detached');
+      t.equal(await joiner.done, undefined);
+      t.equal(d.app.sessions.get('s1')?.spawnOwnerWantedKill, false, 'nobody asked for a kill');
+      t.match(await call(d, 'POST', '/session/s1/prompt', { prompt: [{ type: 'text', text: 'x' }] }), { status: 200 });
+    });
 
-  t.test('owner and joiner both leave → the last one out reaps it', async (t) => {
-    const { steer, d } = await steered(t, ['session/load']);
-    const ownerEnd = serverEnd(d, '/session/s1/load');
-    const owner = abortableRestore(d, 'load', 's1');
-    const held = await parked(steer, 'session/load', owner.done);
-    const joinerEnd = serverEnd(d, '/session/s1/load');
-    const joiner = abortableRestore(d, 'load', 's1');
-    await until(() => d.app.restores.stats.coalesced === 1, 'the joiner reached the restore in flight');
-    owner.abort();
-    joiner.abort();
-    await (await ownerEnd).gone;
-    await (await joinerEnd).gone;
-    await held.release();
-    await until(() => d.app.restores.stats.restored === 1 && d.app.restores.inFlightCount === 0, 'the restore finished');
-    await until(() => d.app.sessions.get('s1') === undefined, 'the session is reaped');
-    t.same([await owner.done, await joiner.done], [undefined, undefined]);
-  });
-});
+    t.test('owner and joiner both leave → the last one out reaps it', async (t) => {
+      const { steer, d } = await steerDaemon(t, { hold: ['session/load'] });
+      const ownerEnd = serverEnd(d, '/session/s1/load');
+      const owner = abortableRestore(d, 'load', 's1');
+      const held = await parked(steer, 'session/load', owner.done);
+      const joinerEnd = serverEnd(d, '/session/s1/load');
+      const joiner = abortableRestore(d, 'load', 's1');
+      await until(() => d.app.restores.stats.coalesced === 1, 'the joiner reached the restore in flight');
+      owner.abort();
+      joiner.abort();
+      await (
+        await ownerEnd
+      ).gone;
+      await (
+        await joinerEnd
+      ).gone;
+      await held.release();
+      await until(
+        () => d.app.restores.stats.restored === 1 && d.app.restores.inFlightCount === 0,
+        'the restore finished',
+      );
+      await until(() => d.app.sessions.get('s1') === undefined, 'the session is reaped');
+      t.same([await owner.done, await joiner.done], [undefined, undefined]);
+    });
+  },
+);
 
 /**
  * An agent wrapper (for `node -e`): it relays stdio to the real agent, which runs in its own process

@@ -5,10 +5,9 @@
 // see (or shape) what the agent received.
 import { mkdirSync, symlinkSync } from 'node:fs';
 import path from 'node:path';
-import t, { type Test } from 'tap';
+import t from 'tap';
 import type { FastifyInstance, InjectOptions } from 'fastify';
 import { request } from 'undici';
-import { Steer } from './fixtures/steer.js';
 import {
   buildTestApp,
   call,
@@ -17,25 +16,12 @@ import {
   obj,
   openEvents,
   startDaemon,
+  steerDaemon,
   tempDir,
   textPrompt,
   type SseFrame,
-  type Teardown,
   type TestDaemon,
-  type TestOptions,
 } from './helper.js';
-
-// Load shedding on event-loop delay is another feature's subject; on a busy
-// test machine it would answer 503 to the very requests these tests check.
-const NO_SHEDDING = ['--max-event-loop-delay-ms', '0'];
-
-function quietApp(t: Teardown, opts: TestOptions = {}): Promise<FastifyInstance> {
-  return buildTestApp(t, { ...opts, args: [...NO_SHEDDING, ...(opts.args ?? [])] });
-}
-
-function quietDaemon(t: Teardown, opts: TestOptions = {}): Promise<TestDaemon> {
-  return startDaemon(t, { ...opts, args: [...NO_SHEDDING, ...(opts.args ?? [])] });
-}
 
 const CWD_TYPE = '`cwd` must be a string absolute path when provided';
 const CWD_LENGTH = '`cwd` exceeds the 4096-character limit';
@@ -70,7 +56,12 @@ function post(app: FastifyInstance, url: string, payload?: unknown): Promise<Ans
 
 /** POST with a body sent verbatim, under the content type given (none when undefined). */
 function postRaw(app: FastifyInstance, url: string, payload: string, contentType?: string): Promise<Answer> {
-  return inject(app, { method: 'POST', url, payload, headers: contentType === undefined ? {} : { 'content-type': contentType } });
+  return inject(app, {
+    method: 'POST',
+    url,
+    payload,
+    headers: contentType === undefined ? {} : { 'content-type': contentType },
+  });
 }
 
 /** The same over a real socket, for a daemon whose agent must see the body. */
@@ -84,14 +75,6 @@ async function postRawHttp(d: TestDaemon, url: string, payload: string, contentT
   return { status: res.statusCode, headers: res.headers, body: text === '' ? undefined : JSON.parse(text), text };
 }
 
-/** A steer controller that outlives the daemon: its close is registered first, so it runs last. */
-async function steered(t: Test): Promise<{ steer: Steer; d: TestDaemon }> {
-  const steer = await Steer.create();
-  t.teardown(() => steer.close());
-  const d = await quietDaemon(t, { agent: steer.argv });
-  return { steer, d };
-}
-
 function mismatchMessage(bound: string, requested: string): string {
   return (
     `Workspace mismatch: daemon is bound to ${JSON.stringify(bound)} but request asked for ${JSON.stringify(requested)}. ` +
@@ -103,7 +86,7 @@ function mismatchMessage(bound: string, requested: string): string {
 // ---- health and capabilities ------------------------------------------------
 
 t.test('GET /health: shallow unless ?deep is bare, empty, 1 or true', async (t) => {
-  const app = await quietApp(t);
+  const app = await buildTestApp(t);
   for (const url of ['/health', '/health?deep=0', '/health?deep=false', '/health?deep=yes', '/health?deeper=1']) {
     const res = await inject(app, { method: 'GET', url });
     t.equal(res.status, 200, url);
@@ -115,15 +98,18 @@ t.test('GET /health: shallow unless ?deep is bare, empty, 1 or true', async (t) 
     t.strictSame(res.body, { status: 'ok', sessions: 0, pendingPermissions: 0 }, `${url} is deep`);
   }
   t.equal((await post(app, '/session', {})).status, 200);
-  t.strictSame((await inject(app, { method: 'GET', url: '/health?deep' })).body, { status: 'ok', sessions: 1, pendingPermissions: 0 },
-    'the deep probe counts live sessions');
+  t.strictSame(
+    (await inject(app, { method: 'GET', url: '/health?deep' })).body,
+    { status: 'ok', sessions: 1, pendingPermissions: 0 },
+    'the deep probe counts live sessions',
+  );
 });
 
 t.test('GET /capabilities: the exact v1 document, workspaceCwd canonical', async (t) => {
   const real = tempDir(t, 'acpd-ws-real-');
   const link = path.join(tempDir(t, 'acpd-ws-link-'), 'ws');
   symlinkSync(real, link);
-  const app = await quietApp(t, { workspace: link });
+  const app = await buildTestApp(t, { workspace: link });
   const res = await inject(app, { method: 'GET', url: '/capabilities' });
   t.equal(res.status, 200);
   t.match(res.headers['content-type'], /^application\/json/);
@@ -132,8 +118,18 @@ t.test('GET /capabilities: the exact v1 document, workspaceCwd canonical', async
     protocolVersions: { current: 'v1', supported: ['v1'] },
     mode: 'http-bridge',
     features: [
-      'health', 'capabilities', 'session_create', 'session_scope_override', 'session_load', 'unstable_session_resume',
-      'session_list', 'session_prompt', 'session_cancel', 'session_events', 'session_set_model', 'permission_vote',
+      'health',
+      'capabilities',
+      'session_create',
+      'session_scope_override',
+      'session_load',
+      'unstable_session_resume',
+      'session_list',
+      'session_prompt',
+      'session_cancel',
+      'session_events',
+      'session_set_model',
+      'permission_vote',
     ],
     modelServices: [],
     workspaceCwd: real,
@@ -144,7 +140,7 @@ t.test('GET /capabilities: the exact v1 document, workspaceCwd canonical', async
 // ---- POST /session ------------------------------------------------------------
 
 t.test('POST /session and restores: cwd is checked for type, then length, then absoluteness', async (t) => {
-  const app = await quietApp(t);
+  const app = await buildTestApp(t);
   const longAbsolute = `/${'a'.repeat(4096)}`;
   const cases: [unknown, string][] = [
     [null, CWD_TYPE],
@@ -165,8 +161,11 @@ t.test('POST /session and restores: cwd is checked for type, then length, then a
       t.strictSame(res.body, { error }, `${url} cwd=${JSON.stringify(cwd).slice(0, 20)}`);
     }
   }
-  t.strictSame((await post(app, '/session', { cwd: 5, sessionScope: 'bad' })).body, { error: CWD_TYPE },
-    'cwd is checked before sessionScope');
+  t.strictSame(
+    (await post(app, '/session', { cwd: 5, sessionScope: 'bad' })).body,
+    { error: CWD_TYPE },
+    'cwd is checked before sessionScope',
+  );
   const atLimit = await post(app, '/session', { cwd: '/a'.repeat(2048) });
   t.equal(atLimit.status, 400);
   t.equal(obj(atLimit.body).code, 'workspace_mismatch', 'a 4096-character cwd passes the length check');
@@ -174,7 +173,7 @@ t.test('POST /session and restores: cwd is checked for type, then length, then a
 });
 
 t.test('POST /session: sessionScope other than "single"/"thread" → 400 invalid_session_scope', async (t) => {
-  const app = await quietApp(t);
+  const app = await buildTestApp(t);
   for (const sessionScope of [null, '', 'SINGLE', 'Thread', 5, true, {}, ['single']]) {
     const res = await post(app, '/session', { sessionScope });
     t.equal(res.status, 400, JSON.stringify(sessionScope));
@@ -183,43 +182,52 @@ t.test('POST /session: sessionScope other than "single"/"thread" → 400 invalid
   t.equal(app.channels.spawnCount, 0, 'no agent was started');
 });
 
-t.test('POST /session: another workspace → 400 workspace_mismatch; the workspace by any spelling is accepted', async (t) => {
-  const outside = tempDir(t, 'acpd-other-');
-  const d = await quietDaemon(t);
-  const ws = d.config.workspace;
+t.test(
+  'POST /session: another workspace → 400 workspace_mismatch; the workspace by any spelling is accepted',
+  async (t) => {
+    const outside = tempDir(t, 'acpd-other-');
+    const d = await startDaemon(t);
+    const ws = d.config.workspace;
 
-  const other = await call(d, 'POST', '/session', { cwd: outside });
-  t.equal(other.status, 400);
-  t.strictSame(other.body, {
-    error: mismatchMessage(ws, outside),
-    code: 'workspace_mismatch',
-    boundWorkspace: ws,
-    requestedWorkspace: outside,
-  });
+    const other = await call(d, 'POST', '/session', { cwd: outside });
+    t.equal(other.status, 400);
+    t.strictSame(other.body, {
+      error: mismatchMessage(ws, outside),
+      code: 'workspace_mismatch',
+      boundWorkspace: ws,
+      requestedWorkspace: outside,
+    });
 
-  // The requested path is reported canonical: a link to the other directory names its target.
-  const linkToOther = path.join(tempDir(t, 'acpd-links-'), 'other');
-  symlinkSync(outside, linkToOther);
-  t.strictSame(obj((await call(d, 'POST', '/session', { cwd: linkToOther })).body).requestedWorkspace, outside);
-  // A path that does not exist is compared in its resolved form.
-  t.strictSame(obj((await call(d, 'POST', '/session', { cwd: '/nonexistent/a/../b' })).body).requestedWorkspace, '/nonexistent/b');
-  const inside = path.join(ws, 'sub');
-  mkdirSync(inside);
-  t.strictSame(obj((await call(d, 'POST', '/session', { cwd: inside })).body).code, 'workspace_mismatch',
-    'a subdirectory is another workspace');
-  t.equal(d.app.sessions.sessionCount, 0, 'no session was created');
+    // The requested path is reported canonical: a link to the other directory names its target.
+    const linkToOther = path.join(tempDir(t, 'acpd-links-'), 'other');
+    symlinkSync(outside, linkToOther);
+    t.strictSame(obj((await call(d, 'POST', '/session', { cwd: linkToOther })).body).requestedWorkspace, outside);
+    // A path that does not exist is compared in its resolved form.
+    t.strictSame(
+      obj((await call(d, 'POST', '/session', { cwd: '/nonexistent/a/../b' })).body).requestedWorkspace,
+      '/nonexistent/b',
+    );
+    const inside = path.join(ws, 'sub');
+    mkdirSync(inside);
+    t.strictSame(
+      obj((await call(d, 'POST', '/session', { cwd: inside })).body).code,
+      'workspace_mismatch',
+      'a subdirectory is another workspace',
+    );
+    t.equal(d.app.sessions.sessionCount, 0, 'no session was created');
 
-  const linkToWs = path.join(tempDir(t, 'acpd-links-'), 'ws');
-  symlinkSync(ws, linkToWs);
-  for (const cwd of [linkToWs, `${ws}/`, `${ws}/sub/..`, ws]) {
-    const res = await call(d, 'POST', '/session', { cwd });
-    t.equal(res.status, 200, cwd);
-    t.equal(obj(res.body).workspaceCwd, ws, `${cwd} is answered with the canonical path`);
-  }
-});
+    const linkToWs = path.join(tempDir(t, 'acpd-links-'), 'ws');
+    symlinkSync(ws, linkToWs);
+    for (const cwd of [linkToWs, `${ws}/`, `${ws}/sub/..`, ws]) {
+      const res = await call(d, 'POST', '/session', { cwd });
+      t.equal(res.status, 200, cwd);
+      t.equal(obj(res.body).workspaceCwd, ws, `${cwd} is answered with the canonical path`);
+    }
+  },
+);
 
 t.test('POST /session: success shape; single scope attaches, thread scope always spawns', async (t) => {
-  const d = await quietDaemon(t);
+  const d = await startDaemon(t);
   const ws = d.config.workspace;
 
   const thread1 = await call(d, 'POST', '/session', { sessionScope: 'thread' });
@@ -228,13 +236,21 @@ t.test('POST /session: success shape; single scope attaches, thread scope always
   t.match(thread1.body, { sessionId: /\S/, workspaceCwd: ws, attached: false });
 
   const first = obj((await call(d, 'POST', '/session', {})).body);
-  t.strictSame(first, { sessionId: first.sessionId, workspaceCwd: ws, attached: false }, 'a thread session is never the shared one');
+  t.strictSame(
+    first,
+    { sessionId: first.sessionId, workspaceCwd: ws, attached: false },
+    'a thread session is never the shared one',
+  );
   t.not(first.sessionId, obj(thread1.body).sessionId);
 
   const again = obj((await call(d, 'POST', '/session', { sessionScope: 'single' })).body);
   t.strictSame(again, { sessionId: first.sessionId, workspaceCwd: ws, attached: true }, 'single scope attaches');
   const omitted = obj((await call(d, 'POST', '/session')).body);
-  t.strictSame(omitted, { sessionId: first.sessionId, workspaceCwd: ws, attached: true }, 'no body means the default scope, single');
+  t.strictSame(
+    omitted,
+    { sessionId: first.sessionId, workspaceCwd: ws, attached: true },
+    'no body means the default scope, single',
+  );
 
   const thread2 = obj((await call(d, 'POST', '/session', { sessionScope: 'thread' })).body);
   t.equal(thread2.attached, false);
@@ -245,7 +261,7 @@ t.test('POST /session: success shape; single scope attaches, thread scope always
 });
 
 t.test('POST /session: modelServiceId is applied through session/set_model; a failure is only an event', async (t) => {
-  const { steer, d } = await steered(t);
+  const { steer, d } = await steerDaemon(t);
 
   const ok = await call(d, 'POST', '/session', { sessionScope: 'thread', modelServiceId: 'm2' });
   t.equal(ok.status, 200);
@@ -274,16 +290,23 @@ t.test('POST /session: modelServiceId is applied through session/set_model; a fa
   const shared = String(obj((await call(d, 'POST', '/session', {})).body).sessionId);
   const attach = await call(d, 'POST', '/session', { modelServiceId: 'm2' });
   t.strictSame(attach.body, { sessionId: shared, workspaceCwd: d.config.workspace, attached: true });
-  t.ok(steer.log.some((r) => r.method === 'session/set_model' && obj(r.params).sessionId === shared && obj(r.params).modelId === 'm2'),
-    'the agent was asked before the attach was answered');
+  t.ok(
+    steer.log.some(
+      (r) => r.method === 'session/set_model' && obj(r.params).sessionId === shared && obj(r.params).modelId === 'm2',
+    ),
+    'the agent was asked before the attach was answered',
+  );
   const sharedEvents = await openEvents(t, d, shared, { lastEventId: 0 });
-  t.strictSame((await sharedEvents.waitFor(isType('model_switched'))).envelope?.data, { sessionId: shared, modelId: 'm2' });
+  t.strictSame((await sharedEvents.waitFor(isType('model_switched'))).envelope?.data, {
+    sessionId: shared,
+    modelId: 'm2',
+  });
 });
 
 // ---- body handling ------------------------------------------------------------
 
 t.test('bodies: bad JSON → 400, over 10 MB → 413, both with the contract text', async (t) => {
-  const app = await quietApp(t);
+  const app = await buildTestApp(t);
   for (const text of ['{bad', '{"cwd": }', "{'cwd':1}", '[1,']) {
     const res = await postRaw(app, '/session', text, 'application/json');
     t.equal(res.status, 400, text);
@@ -294,13 +317,17 @@ t.test('bodies: bad JSON → 400, over 10 MB → 413, both with the contract tex
   t.equal(tooLarge.status, 413);
   t.strictSame(tooLarge.body, { error: 'Request body too large (max 10 MB)' });
   const justFits = JSON.stringify({ pad: 'x'.repeat(10 * 1024 * 1024 - 100) });
-  t.equal((await postRaw(app, '/session/s-1/cancel', justFits, 'application/json')).status, 404,
-    'a body under 10 MB is read (and the unknown session answered)');
+  t.equal(
+    (await postRaw(app, '/session/s-1/cancel', justFits, 'application/json')).status,
+    404,
+    'a body under 10 MB is read (and the unknown session answered)',
+  );
 });
 
 t.test('bodies: __proto__, constructor and prototype keys are dropped, not refused', async (t) => {
-  const app = await quietApp(t);
-  const poisoned = '{"__proto__":{"cwd":"relative"},"constructor":{"prototype":{"cwd":5}},"prototype":{"sessionScope":"bad"}}';
+  const app = await buildTestApp(t);
+  const poisoned =
+    '{"__proto__":{"cwd":"relative"},"constructor":{"prototype":{"cwd":5}},"prototype":{"sessionScope":"bad"}}';
   const res = await postRaw(app, '/session', poisoned, 'application/json');
   t.equal(res.status, 200, 'answered as an empty body');
   t.equal(obj(res.body).attached, false);
@@ -312,7 +339,7 @@ t.test('bodies: __proto__, constructor and prototype keys are dropped, not refus
 });
 
 t.test('bodies: non-JSON content types, empty bodies, and non-object JSON read as {}', async (t) => {
-  const app = await quietApp(t);
+  const app = await buildTestApp(t);
   const plain = await postRaw(app, '/session', '{"cwd":"relative"', 'text/plain');
   t.equal(plain.status, 200, 'a text/plain body is not parsed');
   const id = String(obj(plain.body).sessionId);
@@ -334,19 +361,33 @@ t.test('bodies: non-JSON content types, empty bodies, and non-object JSON read a
   const noBody = await inject(app, { method: 'POST', url: `/session/${id}/cancel` });
   t.equal(noBody.status, 204, 'cancel with no body and no content type');
   t.equal(noBody.text, '');
-  t.equal((await postRaw(app, `/session/${id}/cancel`, '', 'application/json')).status, 204, 'cancel with an empty JSON body');
-  t.equal((await postRaw(app, `/session/${id}/cancel`, 'whatever', 'text/plain')).status, 204, 'cancel with a text body');
-  t.strictSame((await postRaw(app, `/session/${id}/prompt`, '[{"prompt":[{"type":"text","text":"x"}]}]', 'application/json')).body,
-    { error: PROMPT_REQUIRED }, 'an array body is {} for the prompt route too');
-  t.strictSame((await postRaw(app, `/session/${id}/prompt`, '{"prompt":[{"type":"text","text":"x"}]}', 'text/plain')).body,
-    { error: PROMPT_REQUIRED }, 'a JSON text under another content type is not read');
+  t.equal(
+    (await postRaw(app, `/session/${id}/cancel`, '', 'application/json')).status,
+    204,
+    'cancel with an empty JSON body',
+  );
+  t.equal(
+    (await postRaw(app, `/session/${id}/cancel`, 'whatever', 'text/plain')).status,
+    204,
+    'cancel with a text body',
+  );
+  t.strictSame(
+    (await postRaw(app, `/session/${id}/prompt`, '[{"prompt":[{"type":"text","text":"x"}]}]', 'application/json')).body,
+    { error: PROMPT_REQUIRED },
+    'an array body is {} for the prompt route too',
+  );
+  t.strictSame(
+    (await postRaw(app, `/session/${id}/prompt`, '{"prompt":[{"type":"text","text":"x"}]}', 'text/plain')).body,
+    { error: PROMPT_REQUIRED },
+    'a JSON text under another content type is not read',
+  );
 });
 
 // ---- GET /workspace/:id/sessions -------------------------------------------------
 
 t.test('GET /workspace/:id/sessions: encoded absolute path lists, others are refused', async (t) => {
   const outside = tempDir(t, 'acpd-other-');
-  const d = await quietDaemon(t);
+  const d = await startDaemon(t);
   const ws = d.config.workspace;
   const list = (p: string) => call(d, 'GET', `/workspace/${encodeURIComponent(p)}/sessions`);
 
@@ -368,7 +409,11 @@ t.test('GET /workspace/:id/sessions: encoded absolute path lists, others are ref
     boundWorkspace: ws,
     requestedWorkspace: outside,
   });
-  t.equal(obj((await list('/nonexistent/x/../y')).body).requestedWorkspace, '/nonexistent/y', 'the requested key is canonical');
+  t.equal(
+    obj((await list('/nonexistent/x/../y')).body).requestedWorkspace,
+    '/nonexistent/y',
+    'the requested key is canonical',
+  );
 
   const a = await createSession(d, { sessionScope: 'thread' });
   const b = await createSession(d);
@@ -380,16 +425,23 @@ t.test('GET /workspace/:id/sessions: encoded absolute path lists, others are ref
     const sessions = (obj(res.body).sessions as unknown[]).map(obj);
     t.strictSame(
       sessions.sort((x, y) => String(x.sessionId).localeCompare(String(y.sessionId))),
-      [{ sessionId: a, workspaceCwd: ws }, { sessionId: b, workspaceCwd: ws }].sort((x, y) => x.sessionId.localeCompare(y.sessionId)),
+      [
+        { sessionId: a, workspaceCwd: ws },
+        { sessionId: b, workspaceCwd: ws },
+      ].sort((x, y) => x.sessionId.localeCompare(y.sessionId)),
       `${spelling} lists both sessions`,
     );
   }
 });
 
 t.test('GET /workspace/:id/sessions: a deep workspace path (hundreds of encoded characters) still lists', async (t) => {
-  const deep = path.join(tempDir(t, 'acpd-deep-'), 'a-rather-long-folder-name'.repeat(4), 'another-long-folder-name'.repeat(4));
+  const deep = path.join(
+    tempDir(t, 'acpd-deep-'),
+    'a-rather-long-folder-name'.repeat(4),
+    'another-long-folder-name'.repeat(4),
+  );
   mkdirSync(deep, { recursive: true });
-  const d = await quietDaemon(t, { workspace: deep });
+  const d = await startDaemon(t, { workspace: deep });
   const id = await createSession(d);
   const encoded = encodeURIComponent(deep);
   t.ok(encoded.length > 200, `the :id is ${encoded.length} characters`);
@@ -397,21 +449,39 @@ t.test('GET /workspace/:id/sessions: a deep workspace path (hundreds of encoded 
   t.equal(res.status, 200);
   t.strictSame(res.body, { sessions: [{ sessionId: id, workspaceCwd: deep }] });
   const longId = 'x'.repeat(300);
-  t.strictSame((await call(d, 'POST', `/session/${longId}/cancel`)).body, { error: `No session with id "${longId}"`, sessionId: longId },
-    'long ids reach the route too');
+  t.strictSame(
+    (await call(d, 'POST', `/session/${longId}/cancel`)).body,
+    { error: `No session with id "${longId}"`, sessionId: longId },
+    'long ids reach the route too',
+  );
 });
 
 // ---- POST /session/:id/prompt -------------------------------------------------
 
 t.test('POST /session/:id/prompt: validation and the unknown session', async (t) => {
-  const app = await quietApp(t);
-  const missing: unknown[] = [{}, { prompt: null }, { prompt: [] }, { prompt: 'hi' }, { prompt: {} }, { prompt: 5 }, { text: 'hi' }];
+  const app = await buildTestApp(t);
+  const missing: unknown[] = [
+    {},
+    { prompt: null },
+    { prompt: [] },
+    { prompt: 'hi' },
+    { prompt: {} },
+    { prompt: 5 },
+    { text: 'hi' },
+  ];
   for (const body of missing) {
     const res = await post(app, '/session/nope/prompt', body);
     t.equal(res.status, 400, JSON.stringify(body));
     t.strictSame(res.body, { error: PROMPT_REQUIRED }, JSON.stringify(body));
   }
-  for (const prompt of [['hi'], [null], [[]], [5], [{ type: 'text', text: 'ok' }, 'hi'], [[{ type: 'text', text: 'x' }]]]) {
+  for (const prompt of [
+    ['hi'],
+    [null],
+    [[]],
+    [5],
+    [{ type: 'text', text: 'ok' }, 'hi'],
+    [[{ type: 'text', text: 'x' }]],
+  ]) {
     const res = await post(app, '/session/nope/prompt', { prompt });
     t.equal(res.status, 400, JSON.stringify(prompt));
     t.strictSame(res.body, { error: PROMPT_BLOCK }, JSON.stringify(prompt));
@@ -424,7 +494,7 @@ t.test('POST /session/:id/prompt: validation and the unknown session', async (t)
 });
 
 t.test('POST /session/:id/prompt: 200 {stopReason}; the body reaches the agent with sessionId forced', async (t) => {
-  const { steer, d } = await steered(t);
+  const { steer, d } = await steerDaemon(t);
   const id = await createSession(d);
 
   const plain = await call(d, 'POST', `/session/${id}/prompt`, textPrompt('hello'));
@@ -451,12 +521,14 @@ t.test('POST /session/:id/prompt: 200 {stopReason}; the body reaches the agent w
 });
 
 t.test('agent errors → 500 carrying the JSON-RPC code and data', async (t) => {
-  const { steer, d } = await steered(t);
+  const { steer, d } = await steerDaemon(t);
   const id = await createSession(d);
   await steer.hold(['session/prompt']);
 
   const withData = call(d, 'POST', `/session/${id}/prompt`, textPrompt('one'));
-  await (await steer.nextCall('session/prompt')).fail({ code: -32099, message: 'quota exhausted', data: { retryAfterS: 30 } });
+  await (
+    await steer.nextCall('session/prompt')
+  ).fail({ code: -32099, message: 'quota exhausted', data: { retryAfterS: 30 } });
   const a = await withData;
   t.equal(a.status, 500);
   t.strictSame(a.body, { error: 'quota exhausted', code: -32099, data: { retryAfterS: 30 } });
@@ -467,14 +539,13 @@ t.test('agent errors → 500 carrying the JSON-RPC code and data', async (t) => 
   t.equal(b.status, 500);
   t.equal(obj(b.body).error, 'Internal error');
   t.equal(obj(b.body).code, -32603, 'a numeric code stays a number');
-
 });
 
 // The SDK rejects a pending request with its own "ACP connection closed" as
 // soon as the agent's stdout ends, usually before the process's exit: the
 // answer must still be the contract's channel-closed message.
 t.test('an agent dying mid-turn → 500 "agent channel closed mid-request (session <id>)"', async (t) => {
-  const { d } = await steered(t);
+  const { d } = await steerDaemon(t);
   const id = await createSession(d);
   const crashed = await call(d, 'POST', `/session/${id}/prompt`, textPrompt('crash'));
   t.equal(crashed.status, 500);
@@ -484,7 +555,7 @@ t.test('an agent dying mid-turn → 500 "agent channel closed mid-request (sessi
 // ---- POST /session/:id/cancel -------------------------------------------------
 
 t.test('POST /session/:id/cancel: 204 with no body, any number of times; 404 for an unknown session', async (t) => {
-  const { steer, d } = await steered(t);
+  const { steer, d } = await steerDaemon(t);
   const id = await createSession(d);
 
   const hang = call(d, 'POST', `/session/${id}/prompt`, textPrompt('hang'));
@@ -492,8 +563,11 @@ t.test('POST /session/:id/cancel: 204 with no body, any number of times; 404 for
   const first = await call(d, 'POST', `/session/${id}/cancel`, { sessionId: 'someone-else', _meta: { why: 'user' } });
   t.equal(first.status, 204);
   t.equal(first.body, undefined, 'empty body');
-  t.strictSame(obj((await steer.seen('session/cancel')).params), { _meta: { why: 'user' }, sessionId: id },
-    'the body is forwarded with the route id');
+  t.strictSame(
+    obj((await steer.seen('session/cancel')).params),
+    { _meta: { why: 'user' }, sessionId: id },
+    'the body is forwarded with the route id',
+  );
   t.strictSame((await hang).body, { stopReason: 'cancelled' });
 
   const second = await call(d, 'POST', `/session/${id}/cancel`);
@@ -508,7 +582,7 @@ t.test('POST /session/:id/cancel: 204 with no body, any number of times; 404 for
 // ---- POST /session/:id/model --------------------------------------------------
 
 t.test('POST /session/:id/model: validation and the unknown session', async (t) => {
-  const app = await quietApp(t);
+  const app = await buildTestApp(t);
   for (const body of [{}, { modelId: '' }, { modelId: 5 }, { modelId: null }, { modelId: ['m2'] }, { model: 'm2' }]) {
     const res = await post(app, '/session/nope/model', body);
     t.equal(res.status, 400, JSON.stringify(body));
@@ -520,14 +594,22 @@ t.test('POST /session/:id/model: validation and the unknown session', async (t) 
 });
 
 t.test('POST /session/:id/model: the agent answer passes through; a failure is a 500 and an event', async (t) => {
-  const { steer, d } = await steered(t);
+  const { steer, d } = await steerDaemon(t);
   const id = await createSession(d);
   const sse = await openEvents(t, d, id, { lastEventId: 0 });
   await steer.hold(['session/set_model']);
 
-  const ok = call(d, 'POST', `/session/${id}/model`, { modelId: 'm2', sessionId: 'someone-else', _meta: { by: 'test' } });
+  const ok = call(d, 'POST', `/session/${id}/model`, {
+    modelId: 'm2',
+    sessionId: 'someone-else',
+    _meta: { by: 'test' },
+  });
   const okCall = await steer.nextCall('session/set_model');
-  t.strictSame(obj(okCall.params), { modelId: 'm2', sessionId: id, _meta: { by: 'test' } }, 'the body is forwarded with the route id');
+  t.strictSame(
+    obj(okCall.params),
+    { modelId: 'm2', sessionId: id, _meta: { by: 'test' } },
+    'the body is forwarded with the route id',
+  );
   await okCall.release({ _meta: { switchedAt: 'now' } });
   const okRes = await ok;
   t.equal(okRes.status, 200);
@@ -539,18 +621,23 @@ t.test('POST /session/:id/model: the agent answer passes through; a failure is a
   t.strictSame((await plain).body, {}, 'an empty answer is {}');
 
   const bad = call(d, 'POST', `/session/${id}/model`, { modelId: 'm3' });
-  await (await steer.nextCall('session/set_model')).fail({ code: -32001, message: 'model unavailable', data: { modelId: 'm3' } });
+  await (
+    await steer.nextCall('session/set_model')
+  ).fail({ code: -32001, message: 'model unavailable', data: { modelId: 'm3' } });
   const badRes = await bad;
   t.equal(badRes.status, 500);
   t.strictSame(badRes.body, { error: 'model unavailable', code: -32001, data: { modelId: 'm3' } });
-  t.strictSame((await sse.waitFor(isType('model_switch_failed'))).envelope?.data,
-    { sessionId: id, requestedModelId: 'm3', error: 'model unavailable' });
+  t.strictSame((await sse.waitFor(isType('model_switch_failed'))).envelope?.data, {
+    sessionId: id,
+    requestedModelId: 'm3',
+    error: 'model unavailable',
+  });
 });
 
 // ---- POST /permission/:requestId ------------------------------------------------
 
 t.test('POST /permission/:requestId: outcome validation and the unknown request', async (t) => {
-  const app = await quietApp(t);
+  const app = await buildTestApp(t);
   const bad: unknown[] = [
     {},
     { outcome: null },
@@ -577,7 +664,7 @@ t.test('POST /permission/:requestId: outcome validation and the unknown request'
 });
 
 t.test('POST /permission/:requestId: a bad option keeps the request open, the first valid vote wins', async (t) => {
-  const { d } = await steered(t);
+  const { d } = await steerDaemon(t);
   const id = await createSession(d);
   const sse = await openEvents(t, d, id, { lastEventId: 0 });
 
@@ -588,11 +675,16 @@ t.test('POST /permission/:requestId: a bad option keeps the request open, the fi
   t.match(asked, {
     sessionId: id,
     toolCall: { title: 'steer-agent asks' },
-    options: [{ optionId: 'allow', kind: 'allow_once' }, { optionId: 'reject', kind: 'reject_once' }],
+    options: [
+      { optionId: 'allow', kind: 'allow_once' },
+      { optionId: 'reject', kind: 'reject_once' },
+    ],
   });
   t.strictSame(Object.keys(obj(asked)).sort(), ['options', 'requestId', 'sessionId', 'toolCall']);
 
-  const invalid = await call(d, 'POST', `/permission/${requestId}`, { outcome: { outcome: 'selected', optionId: 'maybe' } });
+  const invalid = await call(d, 'POST', `/permission/${requestId}`, {
+    outcome: { outcome: 'selected', optionId: 'maybe' },
+  });
   t.equal(invalid.status, 400);
   t.strictSame(invalid.body, {
     error: `Permission ${requestId}: optionId "maybe" is not in the set of options the agent offered.`,
@@ -601,26 +693,37 @@ t.test('POST /permission/:requestId: a bad option keeps the request open, the fi
     optionId: 'maybe',
   });
   t.match((await call(d, 'GET', '/health?deep')).body, { pendingPermissions: 1 }, 'still pending');
-  t.notOk(sse.events().some((e) => e.type === 'permission_resolved'), 'nothing resolved yet');
+  t.notOk(
+    sse.events().some((e) => e.type === 'permission_resolved'),
+    'nothing resolved yet',
+  );
 
-  const vote = await call(d, 'POST', `/permission/${requestId}`, { outcome: { outcome: 'selected', optionId: 'reject' } });
+  const vote = await call(d, 'POST', `/permission/${requestId}`, {
+    outcome: { outcome: 'selected', optionId: 'reject' },
+  });
   t.equal(vote.status, 200);
   t.strictSame(vote.body, {});
-  const late = await call(d, 'POST', `/permission/${requestId}`, { outcome: { outcome: 'selected', optionId: 'allow' } });
+  const late = await call(d, 'POST', `/permission/${requestId}`, {
+    outcome: { outcome: 'selected', optionId: 'allow' },
+  });
   t.equal(late.status, 404, 'the second voter loses');
   t.strictSame(late.body, { error: 'No pending permission request', requestId });
 
   t.strictSame((await prompt).body, { stopReason: 'end_turn' });
-  t.strictSame((await sse.waitFor(isType('permission_resolved'))).envelope?.data,
-    { requestId, outcome: { outcome: 'selected', optionId: 'reject' } });
-  await sse.waitFor((f) => f.envelope?.type === 'session_update' && JSON.stringify(f.envelope.data).includes('permission: reject'),
-    'the agent got the winning vote');
+  t.strictSame((await sse.waitFor(isType('permission_resolved'))).envelope?.data, {
+    requestId,
+    outcome: { outcome: 'selected', optionId: 'reject' },
+  });
+  await sse.waitFor(
+    (f) => f.envelope?.type === 'session_update' && JSON.stringify(f.envelope.data).includes('permission: reject'),
+    'the agent got the winning vote',
+  );
   t.equal(sse.events().filter((e) => e.type === 'permission_resolved').length, 1, 'resolved once');
   t.match((await call(d, 'GET', '/health?deep')).body, { pendingPermissions: 0 });
 });
 
-t.test('POST /permission/:requestId: the whole vote body is the agent\'s answer; cancelled is a vote too', async (t) => {
-  const { steer, d } = await steered(t);
+t.test("POST /permission/:requestId: the whole vote body is the agent's answer; cancelled is a vote too", async (t) => {
+  const { steer, d } = await steerDaemon(t);
   const id = await createSession(d);
   const sse = await openEvents(t, d, id, { lastEventId: 0 });
   const agent = await steer.agent();
@@ -639,7 +742,8 @@ t.test('POST /permission/:requestId: the whole vote body is the agent\'s answer;
   t.strictSame((await call(d, 'POST', `/permission/${second}`, { outcome: { outcome: 'cancelled' } })).body, {});
   t.strictSame(await cancelled, { outcome: { outcome: 'cancelled' } });
   t.strictSame(
-    (await sse.waitFor((f) => isType('permission_resolved')(f) && obj(f.envelope?.data).requestId === second)).envelope?.data,
+    (await sse.waitFor((f) => isType('permission_resolved')(f) && obj(f.envelope?.data).requestId === second)).envelope
+      ?.data,
     { requestId: second, outcome: { outcome: 'cancelled' } },
   );
 });
@@ -647,7 +751,7 @@ t.test('POST /permission/:requestId: the whole vote body is the agent\'s answer;
 // ---- the rest -------------------------------------------------------------------
 
 t.test('GET /session/:id/events: an unknown session is a 404 JSON answer, not a stream', async (t) => {
-  const app = await quietApp(t);
+  const app = await buildTestApp(t);
   const res = await inject(app, { method: 'GET', url: '/session/x/events', headers: { accept: 'text/event-stream' } });
   t.equal(res.status, 404);
   t.match(res.headers['content-type'], /^application\/json/);
@@ -655,15 +759,20 @@ t.test('GET /session/:id/events: an unknown session is a 404 JSON answer, not a 
 });
 
 t.test('unknown routes: 404 JSON; 401 first when a token is set', async (t) => {
-  const open = await quietApp(t);
-  const unknownRoutes = [['GET', '/nope'], ['POST', '/session/x/close'], ['DELETE', '/session/x'], ['GET', '/session']] as const;
+  const open = await buildTestApp(t);
+  const unknownRoutes = [
+    ['GET', '/nope'],
+    ['POST', '/session/x/close'],
+    ['DELETE', '/session/x'],
+    ['GET', '/session'],
+  ] as const;
   for (const [method, url] of unknownRoutes) {
     const res = await inject(open, { method, url });
     t.equal(res.status, 404, `${method} ${url}`);
     t.match(res.headers['content-type'], /^application\/json/);
     t.type(obj(res.body).error, 'string');
   }
-  const locked = await quietApp(t, { args: ['--token', 's3cret'] });
+  const locked = await buildTestApp(t, { args: ['--token', 's3cret'] });
   const anonymous = await inject(locked, { method: 'GET', url: '/nope' });
   t.equal(anonymous.status, 401);
   t.strictSame(anonymous.body, { error: 'Unauthorized' });

@@ -16,7 +16,7 @@ import {
   requireWorkspaceCwd,
   type DaemonEvent,
 } from '@qwen-code/sdk/daemon';
-import { startDaemon, type Teardown, type TestDaemon } from './helper.js';
+import { lastEventId, rejection, startDaemon, type Teardown, type TestDaemon } from './helper.js';
 
 // ---- helpers ------------------------------------------------------------------
 
@@ -135,23 +135,6 @@ function agentText(events: DaemonEvent[]): string {
     .join('');
 }
 
-/** The id of the newest event on the session's bus. */
-function busHead(d: TestDaemon, sessionId: string): number {
-  const entry = d.app.sessions.get(sessionId);
-  if (!entry) throw new Error(`session ${sessionId} is not live`);
-  return entry.events.lastEventId;
-}
-
-/** The rejection of `p`, or a failure if it resolves. */
-async function rejection(p: Promise<unknown>): Promise<unknown> {
-  try {
-    await p;
-  } catch (err) {
-    return err;
-  }
-  throw new Error('expected a rejection');
-}
-
 // ---- 1. DaemonClient basics ------------------------------------------------------
 
 t.test('DaemonClient: health, capabilities, create then attach, list', async (t) => {
@@ -194,7 +177,7 @@ t.test('DaemonSessionClient: prompt streams echo chunks that the SDK recognises'
   t.same(result, { stopReason: 'end_turn' });
 
   // The answer comes only after the turn's last update is on the bus.
-  const last = busHead(d, session.sessionId);
+  const last = lastEventId(d, session.sessionId);
   await feed.waitFor((e) => e.id === last, `event ${last}`);
 
   const events = feed.events;
@@ -204,10 +187,15 @@ t.test('DaemonSessionClient: prompt streams echo chunks that the SDK recognises'
     t.equal(asKnownDaemonEvent(ev), ev, `event ${ev.id ?? '?'} (${ev.type}) is a valid known event`);
     t.equal(ev.v, 1);
     const data = record(ev.data);
-    if (ev.type === 'session_update') t.equal(data?.sessionId, session.sessionId, 'session_update carries the session id');
+    if (ev.type === 'session_update')
+      t.equal(data?.sessionId, session.sessionId, 'session_update carries the session id');
   }
   const ids = events.map((e) => e.id);
-  t.same(ids, ids.map((_, i) => (ids[0] ?? 0) + i), 'ids are consecutive');
+  t.same(
+    ids,
+    ids.map((_, i) => (ids[0] ?? 0) + i),
+    'ids are consecutive',
+  );
 
   const state = reduceDaemonSessionEvents(events);
   t.equal(state.unrecognizedKnownEventCount, 0);
@@ -250,9 +238,9 @@ t.test('DaemonSessionClient.prompt(signal): aborting the request makes the daemo
 
   // Prompts of a session run one at a time, so this one starts only after the aborted turn has ended;
   // without the daemon's cancel it would wait for all 10000 chunks.
-  const mark = busHead(d, session.sessionId);
+  const mark = lastEventId(d, session.sessionId);
   t.same(await session.prompt({ prompt: [{ type: 'text', text: 'still here' }] }), { stopReason: 'end_turn' });
-  const last = busHead(d, session.sessionId);
+  const last = lastEventId(d, session.sessionId);
   await feed.waitFor((e) => e.id === last, `event ${last}`);
   // A last chunk of the cancelled turn may still land after the mark; only the new turn's text counts.
   const later = feed.events.filter((e) => (e.id ?? 0) > mark && !textOf(e).startsWith('slow '));
@@ -278,7 +266,11 @@ t.test('DaemonClient.respondToPermission: first vote wins and the write happens'
   t.equal(data?.sessionId, session.sessionId);
   const options = Array.isArray(data?.options) ? data.options.map((o) => record(o)?.optionId) : [];
   t.same(options, ['allow', 'reject']);
-  t.same(Object.keys(reduceDaemonSessionEvents(feed.events).pendingPermissions), [requestId], 'the view state holds it as pending');
+  t.same(
+    Object.keys(reduceDaemonSessionEvents(feed.events).pendingPermissions),
+    [requestId],
+    'the view state holds it as pending',
+  );
 
   t.equal(await client.respondToPermission(requestId, { outcome: { outcome: 'selected', optionId: 'allow' } }), true);
   const resolved = await feed.waitFor(
@@ -288,7 +280,11 @@ t.test('DaemonClient.respondToPermission: first vote wins and the write happens'
   t.equal(asKnownDaemonEvent(resolved), resolved, 'permission_resolved is valid for the SDK');
   t.same(record(resolved.data)?.outcome, { outcome: 'selected', optionId: 'allow' });
   t.same(await turn, { stopReason: 'end_turn' });
-  t.equal(readFileSync(path.join(d.config.workspace, 'note.txt'), 'utf8'), 'hi', 'the file is written in the workspace');
+  t.equal(
+    readFileSync(path.join(d.config.workspace, 'note.txt'), 'utf8'),
+    'hi',
+    'the file is written in the workspace',
+  );
 
   t.equal(
     await client.respondToPermission(requestId, { outcome: { outcome: 'selected', optionId: 'reject' } }),
@@ -296,7 +292,7 @@ t.test('DaemonClient.respondToPermission: first vote wins and the write happens'
     'a late vote is refused',
   );
 
-  const last = busHead(d, session.sessionId);
+  const last = lastEventId(d, session.sessionId);
   await feed.waitFor((e) => e.id === last, `event ${last}`);
   const state = reduceDaemonSessionEvents(feed.events);
   t.same(state.pendingPermissions, {}, 'nothing is pending any more');
@@ -315,9 +311,9 @@ t.test('DaemonClient.setSessionModel: model_switched, then the shout model answe
   await streamsOpened(1);
 
   t.same(await client.setSessionModel(session.sessionId, 'acpd-shout'), {});
-  const mark = busHead(d, session.sessionId);
+  const mark = lastEventId(d, session.sessionId);
   t.same(await session.prompt({ prompt: [{ type: 'text', text: 'quiet words' }] }), { stopReason: 'end_turn' });
-  const last = busHead(d, session.sessionId);
+  const last = lastEventId(d, session.sessionId);
   await feed.waitFor((e) => e.id === last, `event ${last}`);
   t.equal(agentText(feed.events.filter((e) => (e.id ?? 0) > mark)), 'ECHO: QUIET WORDS', 'the shout model answers');
 
@@ -381,15 +377,15 @@ t.test('DaemonSessionClient.load replays history on a new daemon; resume on a th
   t.equal(loaded.attached, false);
   t.equal(loaded.workspaceCwd, d2.config.workspace);
   t.equal(loaded.lastEventId, 0, 'load seeds the cursor at 0');
-  t.equal(record(loaded.state.models)?.currentModelId, 'acpd-echo', 'the agent\'s load answer is the session state');
+  t.equal(record(loaded.state.models)?.currentModelId, 'acpd-echo', "the agent's load answer is the session state");
 
-  const head = busHead(d2, sessionId);
+  const head = lastEventId(d2, sessionId);
   t.ok(head >= 2, 'the history was published before the load answer');
   const replay = follow(t, loaded);
   await sdk2.streamsOpened(1);
   // A live turn after the subscription: once its last event is in, any replay has come before it.
   t.same(await loaded.prompt({ prompt: [{ type: 'text', text: 'back again' }] }), { stopReason: 'end_turn' });
-  const afterLoad = busHead(d2, sessionId);
+  const afterLoad = lastEventId(d2, sessionId);
   await replay.waitFor((e) => e.id === afterLoad, `event ${afterLoad}`);
   t.equal(agentText(replay.events.filter((e) => (e.id ?? 0) > head)), 'echo: back again', 'the loaded session answers');
   const history = replay.events.filter((e) => (e.id ?? 0) <= head);
@@ -414,9 +410,9 @@ t.test('DaemonSessionClient.load replays history on a new daemon; resume on a th
   t.equal(resumed.lastEventId, 0, 'resume seeds the cursor at 0');
   const live = follow(t, resumed);
   await sdk3.streamsOpened(1);
-  const mark = busHead(d3, sessionId);
+  const mark = lastEventId(d3, sessionId);
   t.same(await resumed.prompt({ prompt: [{ type: 'text', text: 'after resume' }] }), { stopReason: 'end_turn' });
-  const last = busHead(d3, sessionId);
+  const last = lastEventId(d3, sessionId);
   await live.waitFor((e) => e.id === last, `event ${last}`);
 
   const beforeTurn = live.events.filter((e) => (e.id ?? 0) <= mark);
@@ -426,7 +422,10 @@ t.test('DaemonSessionClient.load replays history on a new daemon; resume on a th
     'resume replays no history (at most the command list)',
   );
   t.equal(agentText(live.events), 'echo: after resume', 'a prompt works after resume');
-  t.notOk(live.events.some((e) => textOf(e).includes('remember me')), 'nothing of the old turn is replayed');
+  t.notOk(
+    live.events.some((e) => textOf(e).includes('remember me')),
+    'nothing of the old turn is replayed',
+  );
 });
 
 // ---- 8. fan-out and Last-Event-ID ----------------------------------------------------
@@ -445,11 +444,11 @@ t.test('several DaemonSessionClients: each sees every frame; lastEventId=n repla
   await streamsOpened(1);
   const feedB = follow(t, b);
   await streamsOpened(2);
-  const mark = busHead(d, sessionId);
+  const mark = lastEventId(d, sessionId);
 
   t.same(await a.prompt({ prompt: [{ type: 'text', text: 'one two three four five' }] }), { stopReason: 'end_turn' });
   t.same(await b.prompt({ prompt: [{ type: 'text', text: 'six seven' }] }), { stopReason: 'end_turn' });
-  const last = busHead(d, sessionId);
+  const last = lastEventId(d, sessionId);
   await feedA.waitFor((e) => e.id === last, `A: event ${last}`);
   await feedB.waitFor((e) => e.id === last, `B: event ${last}`);
 
@@ -469,12 +468,18 @@ t.test('several DaemonSessionClients: each sees every frame; lastEventId=n repla
   await streamsOpened(3);
   // One more turn that all three follow live: when it is in, C's replay is complete.
   t.same(await c.prompt({ prompt: [{ type: 'text', text: 'eight' }] }), { stopReason: 'end_turn' });
-  const end = busHead(d, sessionId);
-  await Promise.all([feedA, feedB, feedC].map((f, i) => f.waitFor((e) => e.id === end, `${'ABC'[i] ?? '?'}: event ${end}`)));
+  const end = lastEventId(d, sessionId);
+  await Promise.all(
+    [feedA, feedB, feedC].map((f, i) => f.waitFor((e) => e.id === end, `${'ABC'[i] ?? '?'}: event ${end}`)),
+  );
   t.same(
     feedC.events,
     feedA.events.filter((e) => (e.id ?? 0) > n),
     `lastEventId=${n} replays exactly the frames after ${n}, then follows live`,
   );
-  t.same(feedB.events, feedA.events.filter((e) => (e.id ?? 0) > mark), 'B still sees every frame A sees');
+  t.same(
+    feedB.events,
+    feedA.events.filter((e) => (e.id ?? 0) > mark),
+    'B still sees every frame A sees',
+  );
 });

@@ -11,25 +11,7 @@ import { connect } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
 import { request } from 'undici';
-import {
-  buildTestApp,
-  call,
-  obj,
-  startDaemon,
-  tempDir,
-  testConfig,
-  type Teardown,
-  type TestDaemon,
-  type TestOptions,
-} from './helper.js';
-
-// Load shedding on event-loop delay is another feature's subject; on a busy
-// test machine it would answer 503 to the very requests these tests check.
-const NO_SHEDDING = ['--max-event-loop-delay-ms', '0'];
-
-function quietDaemon(t: Teardown, opts: TestOptions = {}): Promise<TestDaemon> {
-  return startDaemon(t, { ...opts, args: [...NO_SHEDDING, ...(opts.args ?? [])] });
-}
+import { buildTestApp, call, obj, startDaemon, tempDir, testConfig, type TestDaemon } from './helper.js';
 
 const CORS = '{"error":"Request denied by CORS policy"}';
 const BAD_HOST = '{"error":"Invalid Host header"}';
@@ -44,7 +26,13 @@ interface Raw {
 }
 
 /** One request with exactly these headers (nothing from the daemon's defaults). */
-async function send(d: TestDaemon, method: Method, url: string, headers: Record<string, string>, body?: string): Promise<Raw> {
+async function send(
+  d: TestDaemon,
+  method: Method,
+  url: string,
+  headers: Record<string, string>,
+  body?: string,
+): Promise<Raw> {
   const res = await request(`${d.baseUrl}${url}`, { method, headers, body });
   const text = await res.body.text();
   return { status: res.statusCode, headers: res.headers, text };
@@ -84,7 +72,7 @@ const EVERY_ROUTE: [Method, string][] = [
 ];
 
 t.test('any Origin → 403 CORS on every route, before the Host check and before auth', async (t) => {
-  const d = await quietDaemon(t, { args: ['--token', 's3cret'] });
+  const d = await startDaemon(t, { args: ['--token', 's3cret'] });
   const host = `127.0.0.1:${d.port}`;
   for (const [method, url] of EVERY_ROUTE) {
     for (const origin of ['http://localhost:3000', 'null', `http://${host}`]) {
@@ -94,7 +82,13 @@ t.test('any Origin → 403 CORS on every route, before the Host check and before
       t.equal(res.headers['access-control-allow-origin'], undefined, 'no CORS grant');
     }
   }
-  const authorized = await send(d, 'POST', '/session', { host, origin: 'https://app.example', authorization: 'Bearer s3cret' }, '{}');
+  const authorized = await send(
+    d,
+    'POST',
+    '/session',
+    { host, origin: 'https://app.example', authorization: 'Bearer s3cret' },
+    '{}',
+  );
   t.equal(authorized.text, CORS, 'a valid token does not help');
   const badHost = await send(d, 'GET', '/health', { host: 'evil.com', origin: 'https://evil.com' });
   t.equal(badHost.text, CORS, 'the Origin check comes before the Host check');
@@ -102,7 +96,7 @@ t.test('any Origin → 403 CORS on every route, before the Host check and before
 });
 
 t.test('loopback Host allowlist: the four names with the actual port, any letter case', async (t) => {
-  const d = await quietDaemon(t);
+  const d = await startDaemon(t);
   const port = d.port;
   const allowed = [
     `localhost:${port}`,
@@ -133,7 +127,11 @@ t.test('loopback Host allowlist: the four names with the actual port, any letter
     `localhost:${port}.evil.com`,
   ];
   for (const host of denied) {
-    for (const [method, url] of [['GET', '/health'], ['GET', '/capabilities'], ['POST', '/session']] as const) {
+    for (const [method, url] of [
+      ['GET', '/health'],
+      ['GET', '/capabilities'],
+      ['POST', '/session'],
+    ] as const) {
       const res = await send(d, method, url, { host });
       t.equal(res.status, 403, `${host} ${method} ${url}`);
       t.equal(res.text, BAD_HOST, `${host} ${method} ${url}`);
@@ -146,7 +144,7 @@ t.test('loopback Host allowlist: the four names with the actual port, any letter
 });
 
 t.test('bearer token: exact parsing, case-sensitive token, the same 401 for every failure', async (t) => {
-  const d = await quietDaemon(t, { args: ['--token', 's3cret'] });
+  const d = await startDaemon(t, { args: ['--token', 's3cret'] });
   const host = `127.0.0.1:${d.port}`;
   const refused = [
     undefined,
@@ -166,7 +164,11 @@ t.test('bearer token: exact parsing, case-sensitive token, the same 401 for ever
     'Bearer s3cret s3cret',
   ];
   for (const authorization of refused) {
-    for (const [method, url] of [['GET', '/capabilities'], ['POST', '/session/s-1/cancel'], ['GET', '/session/s-1/events']] as const) {
+    for (const [method, url] of [
+      ['GET', '/capabilities'],
+      ['POST', '/session/s-1/cancel'],
+      ['GET', '/session/s-1/events'],
+    ] as const) {
       const headers: Record<string, string> = { host };
       if (authorization !== undefined) headers.authorization = authorization;
       const res = await send(d, method, url, headers);
@@ -175,7 +177,14 @@ t.test('bearer token: exact parsing, case-sensitive token, the same 401 for ever
       t.match(res.headers['content-type'], /^application\/json/);
     }
   }
-  const accepted = ['Bearer s3cret', 'bearer   s3cret', 'BEARER s3cret', 'bEaReR s3cret', 'Bearer \t s3cret', 'Bearer \ts3cret'];
+  const accepted = [
+    'Bearer s3cret',
+    'bearer   s3cret',
+    'BEARER s3cret',
+    'bEaReR s3cret',
+    'Bearer \t s3cret',
+    'Bearer \ts3cret',
+  ];
   for (const authorization of accepted) {
     const res = await send(d, 'GET', '/capabilities', { host, authorization });
     t.equal(res.status, 200, JSON.stringify(authorization));
@@ -183,14 +192,18 @@ t.test('bearer token: exact parsing, case-sensitive token, the same 401 for ever
 });
 
 t.test('bearer token: loopback /health is exempt; everything else, unknown routes included, is not', async (t) => {
-  const d = await quietDaemon(t, { args: ['--token', 's3cret'] });
+  const d = await startDaemon(t, { args: ['--token', 's3cret'] });
   const host = `localhost:${d.port}`;
   t.equal((await send(d, 'GET', '/health', { host })).text, '{"status":"ok"}');
   const deep = await send(d, 'GET', '/health?deep=1', { host });
   t.equal(deep.status, 200);
   t.strictSame(JSON.parse(deep.text), { status: 'ok', sessions: 0, pendingPermissions: 0 });
   t.equal((await send(d, 'HEAD', '/health', { host })).status, 200, 'HEAD rides on the GET route');
-  t.equal((await send(d, 'GET', '/health', { host, authorization: 'Bearer wrong' })).status, 200, 'a wrong token does not matter there');
+  t.equal(
+    (await send(d, 'GET', '/health', { host, authorization: 'Bearer wrong' })).status,
+    200,
+    'a wrong token does not matter there',
+  );
 
   const guarded = [
     ['POST', '/health'],
@@ -206,12 +219,20 @@ t.test('bearer token: loopback /health is exempt; everything else, unknown route
   }
   const withToken = await send(d, 'GET', '/no-such-route', { host, authorization: 'Bearer s3cret' });
   t.equal(withToken.status, 404, 'past auth an unknown route is a 404');
-  t.equal((await send(d, 'GET', '/health', { host: 'evil.com' })).text, BAD_HOST, 'the Host check still applies to /health');
-  t.equal((await send(d, 'GET', '/capabilities', { host: 'evil.com' })).text, BAD_HOST, 'the Host check comes before auth');
+  t.equal(
+    (await send(d, 'GET', '/health', { host: 'evil.com' })).text,
+    BAD_HOST,
+    'the Host check still applies to /health',
+  );
+  t.equal(
+    (await send(d, 'GET', '/capabilities', { host: 'evil.com' })).text,
+    BAD_HOST,
+    'the Host check comes before auth',
+  );
 });
 
 t.test('bearer token: auth runs before the body is read', async (t) => {
-  const d = await quietDaemon(t, { args: ['--token', 's3cret'] });
+  const d = await startDaemon(t, { args: ['--token', 's3cret'] });
   const host = `127.0.0.1:${d.port}`;
   const json = { host, 'content-type': 'application/json' };
 
@@ -235,7 +256,7 @@ t.test('bearer token: auth runs before the body is read', async (t) => {
 t.test('non-loopback bind: /health needs the token, and the Host check is skipped', async (t) => {
   // Listening on 127.0.0.1 with the config of a public bind is enough: the
   // guards read the config, not the socket.
-  const d = await quietDaemon(t, { args: ['--token', 's3cret'], config: { isLoopback: false } });
+  const d = await startDaemon(t, { args: ['--token', 's3cret'], config: { isLoopback: false } });
   const auth = { authorization: 'Bearer s3cret' };
   for (const url of ['/health', '/health?deep']) {
     const anonymous = await send(d, 'GET', url, { host: `127.0.0.1:${d.port}` });
@@ -247,12 +268,20 @@ t.test('non-loopback bind: /health needs the token, and the Host check is skippe
     const health = await send(d, 'GET', '/health', { host, ...auth });
     t.equal(health.status, 200, `${host} /health with the token`);
     t.equal(health.text, '{"status":"ok"}');
-    t.equal((await send(d, 'GET', '/capabilities', { host, ...auth })).status, 200, `${host} /capabilities with the token`);
+    t.equal(
+      (await send(d, 'GET', '/capabilities', { host, ...auth })).status,
+      200,
+      `${host} /capabilities with the token`,
+    );
     t.equal((await send(d, 'GET', '/capabilities', { host })).text, UNAUTHORIZED, `${host} /capabilities without`);
   }
   const deep = await send(d, 'GET', '/health?deep=true', { host: 'acpd.example.com', ...auth });
   t.strictSame(JSON.parse(deep.text), { status: 'ok', sessions: 0, pendingPermissions: 0 });
-  const origin = await send(d, 'GET', '/health', { host: 'acpd.example.com', origin: 'https://acpd.example.com', ...auth });
+  const origin = await send(d, 'GET', '/health', {
+    host: 'acpd.example.com',
+    origin: 'https://acpd.example.com',
+    ...auth,
+  });
   t.equal(origin.text, CORS, 'Origin is still denied');
 });
 
@@ -266,7 +295,7 @@ t.test('the agent never sees ACPD_TOKEN, and sees the rest of the environment', 
   t.strictSame(config.agentEnv, { PATH: env.PATH, AGENT_SEES_ME: 'yes' });
 
   // End to end: the embedded agent process's real environment, read from /proc.
-  const d = await quietDaemon(t, { env });
+  const d = await startDaemon(t, { env });
   const anonymous = await call(d, 'GET', '/capabilities', undefined, { authorization: '' });
   t.equal(anonymous.status, 401, 'the token from the environment is in force');
   const created = await call(d, 'POST', '/session', {});
@@ -275,11 +304,19 @@ t.test('the agent never sees ACPD_TOKEN, and sees the rest of the environment', 
   const [channel] = [...d.app.channels.alive];
   const pid = channel?.pid;
   if (pid === undefined) throw new Error('no agent process');
-  const agentEnv = readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').filter((entry) => entry !== '');
+  const agentEnv = readFileSync(`/proc/${pid}/environ`, 'utf8')
+    .split('\0')
+    .filter((entry) => entry !== '');
   t.ok(agentEnv.includes('AGENT_SEES_ME=yes'), 'the rest of the environment is passed on');
   t.ok(agentEnv.includes(`PATH=${env.PATH}`));
-  t.notOk(agentEnv.some((entry) => entry.startsWith('ACPD_TOKEN=')), 'no ACPD_TOKEN in the agent');
-  t.notOk(agentEnv.some((entry) => entry.includes('s3cret')), 'the token value appears nowhere');
+  t.notOk(
+    agentEnv.some((entry) => entry.startsWith('ACPD_TOKEN=')),
+    'no ACPD_TOKEN in the agent',
+  );
+  t.notOk(
+    agentEnv.some((entry) => entry.includes('s3cret')),
+    'the token value appears nowhere',
+  );
 });
 
 /** Writes `head` byte for byte on a bare socket (HTTP/1.0: the server closes when done) and returns the reply. */
@@ -300,21 +337,41 @@ function rawExchange(d: TestDaemon, head: Buffer): Promise<string> {
 t.test('bearer token: white space the contract keeps in the credentials is not trimmed away', async (t) => {
   // @fastify/bearer-auth trims the credentials; the contract only skips SP/HTAB before them. A latin-1 NBSP
   // (byte 0xA0) survives Node's header parser, so these credentials are not the token.
-  const d = await quietDaemon(t, { args: ['--token', 's3cret'] });
+  const d = await startDaemon(t, { args: ['--token', 's3cret'] });
   const ask = (authorization: string) =>
-    rawExchange(d, Buffer.from(`GET /capabilities HTTP/1.0\r\nHost: 127.0.0.1:${d.port}\r\nAuthorization: ${authorization}\r\n\r\n`, 'latin1'));
-  for (const authorization of ['Bearer s3cret\u00a0', 'Bearer \u00a0s3cret', 'Bearer\u00a0s3cret', 'Bearer \t\u00a0 s3cret']) {
+    rawExchange(
+      d,
+      Buffer.from(
+        `GET /capabilities HTTP/1.0\r\nHost: 127.0.0.1:${d.port}\r\nAuthorization: ${authorization}\r\n\r\n`,
+        'latin1',
+      ),
+    );
+  for (const authorization of [
+    'Bearer s3cret\u00a0',
+    'Bearer \u00a0s3cret',
+    'Bearer\u00a0s3cret',
+    'Bearer \t\u00a0 s3cret',
+  ]) {
     const reply = await ask(authorization);
     t.match(reply, /^HTTP\/1\.[01] 401 /, JSON.stringify(authorization));
     t.ok(reply.endsWith(UNAUTHORIZED), `${JSON.stringify(authorization)}: the 401 envelope`);
   }
   t.match(await ask('Bearer s3cret'), /^HTTP\/1\.[01] 200 /, 'the same path with the plain token works');
-  t.match(await ask('Bearer \t s3cret \t '), /^HTTP\/1\.[01] 200 /, 'trailing SP/HTAB never reach the app: Node strips them');
+  t.match(
+    await ask('Bearer \t s3cret \t '),
+    /^HTTP\/1\.[01] 200 /,
+    'trailing SP/HTAB never reach the app: Node strips them',
+  );
 
   // app.inject skips Node's parser, so a trailing blank does reach the guard there, and is refused as the
   // contract's byte-exact comparison would refuse it.
-  const app = await buildTestApp(t, { args: ['--token', 's3cret', ...NO_SHEDDING] });
-  for (const [authorization, status] of [['Bearer s3cret', 200], ['Bearer s3cret ', 401], ['Bearer s3cret\t', 401], ['bearer \ts3cret', 200]] as const) {
+  const app = await buildTestApp(t, { args: ['--token', 's3cret'] });
+  for (const [authorization, status] of [
+    ['Bearer s3cret', 200],
+    ['Bearer s3cret ', 401],
+    ['Bearer s3cret\t', 401],
+    ['bearer \ts3cret', 200],
+  ] as const) {
     const res = await app.inject({ method: 'GET', url: '/capabilities', headers: { authorization } });
     t.equal(res.statusCode, status, `inject ${JSON.stringify(authorization)}`);
     if (status === 401) t.equal(res.body, UNAUTHORIZED);
@@ -322,9 +379,15 @@ t.test('bearer token: white space the contract keeps in the credentials is not t
 });
 
 t.test('the token is never taken from the query string', async (t) => {
-  const d = await quietDaemon(t, { args: ['--token', 's3cret'] });
+  const d = await startDaemon(t, { args: ['--token', 's3cret'] });
   const host = `127.0.0.1:${d.port}`;
-  const queries = ['token=s3cret', 'access_token=s3cret', 'authorization=Bearer%20s3cret', 'bearer=s3cret', 'token=s3cret&access_token=s3cret'];
+  const queries = [
+    'token=s3cret',
+    'access_token=s3cret',
+    'authorization=Bearer%20s3cret',
+    'bearer=s3cret',
+    'token=s3cret&access_token=s3cret',
+  ];
   const routes = [
     ['GET', '/capabilities'],
     ['GET', '/session/s-1/events'],
@@ -345,8 +408,8 @@ t.test('the token is never taken from the query string', async (t) => {
 });
 
 t.test('--require-auth: the probes need the token on loopback too; the other guards still come first', async (t) => {
-  const open = await quietDaemon(t, { args: ['--token', 's3cret'] });
-  const locked = await quietDaemon(t, { args: ['--token', 's3cret', '--require-auth'] });
+  const open = await startDaemon(t, { args: ['--token', 's3cret'] });
+  const locked = await startDaemon(t, { args: ['--token', 's3cret', '--require-auth'] });
   t.equal(locked.config.requireAuth, true);
   for (const url of ['/health', '/health?deep', '/livez', '/readyz']) {
     for (const method of ['GET', 'HEAD'] as const) {
@@ -365,7 +428,11 @@ t.test('--require-auth: the probes need the token on loopback too; the other gua
       t.equal(authed.status, 200, `--require-auth: ${method} ${url} with the token`);
     }
   }
-  t.equal((await send(locked, 'GET', '/health', { host: 'evil.com' })).text, BAD_HOST, 'the Host check still runs first');
+  t.equal(
+    (await send(locked, 'GET', '/health', { host: 'evil.com' })).text,
+    BAD_HOST,
+    'the Host check still runs first',
+  );
   t.equal(
     (await send(locked, 'GET', '/livez', { host: `127.0.0.1:${locked.port}`, origin: 'http://x' })).text,
     CORS,

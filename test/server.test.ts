@@ -4,10 +4,11 @@
 // no process behind (checked against /proc, by pid, start time and group).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync, realpathSync } from 'node:fs';
-import { connect, createServer, type Socket } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t, { type Test } from 'tap';
+import { freePort } from './helper.js';
 
 const SERVER = fileURLToPath(new URL('../src/server.js', import.meta.url));
 const LISTENING = /^acpd listening on (http:\/\/(\S+):(\d+)) \(mode=http-bridge, workspace=(.*)\)$/m;
@@ -95,7 +96,13 @@ function processTable(): Proc[] {
     }
     // The command name may hold spaces and parentheses: fields start after the last ')'.
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    table.push({ pid: Number(entry), state: fields[0], ppid: Number(fields[1]), pgid: Number(fields[2]), start: fields[19] });
+    table.push({
+      pid: Number(entry),
+      state: fields[0],
+      ppid: Number(fields[1]),
+      pgid: Number(fields[2]),
+      start: fields[19],
+    });
   }
   return table;
 }
@@ -146,15 +153,6 @@ function reapOnTeardown(t: Test, procs: () => Proc[]): void {
       }
     }
   });
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const address = server.address();
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  if (typeof address !== 'object' || address === null) throw new Error('no port');
-  return address.port;
 }
 
 async function connectOutcome(port: number): Promise<string> {
@@ -303,7 +301,8 @@ t.test('--help prints the options and exits 0', async (t) => {
   const help = startDaemon(t, ['--help', '--nope']);
   t.same(await help.exited, { code: 0, signal: null });
   t.match(help.stdout(), /^Usage: acpd \[options\]/);
-  for (const flag of ['--port', '--hostname', '--token', '--workspace', '--agent', '--data-dir']) t.match(help.stdout(), flag);
+  for (const flag of ['--port', '--hostname', '--token', '--workspace', '--agent', '--data-dir'])
+    t.match(help.stdout(), flag);
   t.equal(help.stderr(), '');
 });
 
@@ -312,9 +311,16 @@ t.test('a second signal during the drain forces the exit: agents SIGKILLed, exit
   const stubborn = fileURLToPath(new URL('./fixtures/stubborn-agent.js', import.meta.url));
   // The agent ignores SIGTERM and the kill grace is a minute: the drain cannot end by itself.
   const daemon = startDaemon(t, [
-    '--port', '0', '--workspace', workspace, '--data-dir', dataDir,
-    '--agent', `${JSON.stringify(process.execPath)} ${JSON.stringify(stubborn)}`,
-    '--kill-grace-ms', '60000',
+    '--port',
+    '0',
+    '--workspace',
+    workspace,
+    '--data-dir',
+    dataDir,
+    '--agent',
+    `${JSON.stringify(process.execPath)} ${JSON.stringify(stubborn)}`,
+    '--kill-grace-ms',
+    '60000',
   ]);
   let seen: Proc[] = [];
   reapOnTeardown(t, () => seen);

@@ -1,7 +1,7 @@
 import t from 'tap';
 import { call, createSession, openEvents, startDaemon, textPrompt } from './helper.js';
 
-t.test('a newcomer\'s path: create, subscribe, prompt, streamed answer from the embedded agent', async (t) => {
+t.test("a newcomer's path: create, subscribe, prompt, streamed answer from the embedded agent", async (t) => {
   const d = await startDaemon(t);
   const id = await createSession(d);
   const sse = await openEvents(t, d, id, { lastEventId: 0 });

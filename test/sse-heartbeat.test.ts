@@ -4,9 +4,8 @@
 // it. The exact bytes are read off the socket.
 import t from 'tap';
 import { request } from 'undici';
-import type { SessionUpdate } from '@agentclientprotocol/sdk';
 import { Steer } from './fixtures/steer.js';
-import { createSession, startDaemon, type TestDaemon, type Teardown } from './helper.js';
+import { chunk, createSession, startDaemon, type TestDaemon, type Teardown } from './helper.js';
 
 /** A generous bound, so that a missing heartbeat fails the test instead of hanging it. */
 const WAIT_LIMIT_MS = 10_000;
@@ -45,7 +44,10 @@ async function openRaw(t: Teardown, d: TestDaemon, sessionId: string): Promise<R
     waitForText(pred, label) {
       if (pred(text)) return Promise.resolve(text);
       return new Promise((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`no ${label} within ${WAIT_LIMIT_MS} ms; got ${JSON.stringify(text)}`)), WAIT_LIMIT_MS);
+        const timer = setTimeout(
+          () => reject(new Error(`no ${label} within ${WAIT_LIMIT_MS} ms; got ${JSON.stringify(text)}`)),
+          WAIT_LIMIT_MS,
+        );
         waiters.push({
           pred,
           resolve: (s) => {
@@ -62,10 +64,6 @@ function count(text: string, part: string): number {
   return text.split(part).length - 1;
 }
 
-function chunk(text: string): SessionUpdate {
-  return { sessionUpdate: 'agent_message_chunk', content: { type: 'text', text } };
-}
-
 t.test('an idle stream gets `: heartbeat` comment frames at the configured interval', async (t) => {
   const steer = await Steer.create();
   // Teardowns run last-in first-out: the daemon closes before its controller.
@@ -79,7 +77,11 @@ t.test('an idle stream gets `: heartbeat` comment frames at the configured inter
   const text = await raw.waitForText((s) => count(s, HEARTBEAT) >= 3, 'three heartbeats');
   const elapsed = performance.now() - start;
   t.ok(text.startsWith('retry: 3000\n\n'), 'the retry frame comes first');
-  t.equal(text, `retry: 3000\n\n${HEARTBEAT.repeat(count(text, HEARTBEAT))}`, 'then nothing but whole heartbeat frames');
+  t.equal(
+    text,
+    `retry: 3000\n\n${HEARTBEAT.repeat(count(text, HEARTBEAT))}`,
+    'then nothing but whole heartbeat frames',
+  );
   // The default (15 s) would take 45 s for three; this shows the setting is the one in force.
   t.ok(elapsed < 5000, `three heartbeats within ${elapsed.toFixed(0)} ms`);
 
@@ -87,12 +89,19 @@ t.test('an idle stream gets `: heartbeat` comment frames at the configured inter
   const agent = await steer.agent();
   await agent.notify(sid, chunk('between beats'));
   const before = count(raw.text(), HEARTBEAT);
-  const after = await raw.waitForText((s) => s.includes('"between beats"') && count(s, HEARTBEAT) >= before + 2, 'an event between heartbeats');
+  const after = await raw.waitForText(
+    (s) => s.includes('"between beats"') && count(s, HEARTBEAT) >= before + 2,
+    'an event between heartbeats',
+  );
   const frames = after.split('\n\n');
   t.equal(frames.pop(), '', 'the text ends on a frame boundary');
   for (const frame of frames.slice(1)) {
     if (frame === ': heartbeat') continue;
     t.match(frame, /^id: 1\nevent: session_update\ndata: \{.*"between beats".*\}$/, 'the one event frame is whole');
   }
-  t.equal(frames.filter((frame) => frame !== ': heartbeat').length, 2, 'the retry frame and the event, the rest heartbeats');
+  t.equal(
+    frames.filter((frame) => frame !== ': heartbeat').length,
+    2,
+    'the retry frame and the event, the rest heartbeats',
+  );
 });

@@ -5,15 +5,18 @@
 // the frames, so every wait here is for a frame or a condition, never a delay.
 import t from 'tap';
 import { request } from 'undici';
-import type { SessionUpdate } from '@agentclientprotocol/sdk';
-import { Steer } from './fixtures/steer.js';
+import type { Steer } from './fixtures/steer.js';
 import {
   call,
+  chunk,
   createSession,
   isType,
   obj,
   openEvents,
+  range,
+  spinUntil,
   startDaemon,
+  steerDaemon,
   textPrompt,
   type SseFrame,
   type SseStream,
@@ -29,16 +32,9 @@ interface Ctx {
 
 /** A daemon running the steerable agent, with one fresh session (whose bus starts empty). */
 async function setup(t: Teardown): Promise<Ctx> {
-  const steer = await Steer.create();
-  // Teardowns run last-in first-out: the daemon closes before its controller.
-  t.teardown(() => steer.close());
-  const d = await startDaemon(t, { agent: steer.argv });
+  const { steer, d } = await steerDaemon(t);
   const sid = await createSession(d);
   return { steer, d, sid };
-}
-
-function chunk(text: string): SessionUpdate {
-  return { sessionUpdate: 'agent_message_chunk', content: { type: 'text', text } };
 }
 
 /** Makes the agent send one session/update per text, in order. */
@@ -51,18 +47,6 @@ function busOf(ctx: Ctx) {
   const entry = ctx.d.app.sessions.get(ctx.sid);
   if (!entry) throw new Error(`session ${ctx.sid} is not registered`);
   return entry.events;
-}
-
-/** Yields to the event loop until `cond` holds (the server notices things through I/O callbacks). */
-async function until(cond: () => boolean, label: string): Promise<void> {
-  for (let turns = 0; !cond(); turns++) {
-    if (turns > 2_000_000) throw new Error(`gave up waiting for ${label}`);
-    await new Promise<void>((resolve) => setImmediate(resolve));
-  }
-}
-
-function range(from: number, to: number): number[] {
-  return Array.from({ length: to - from + 1 }, (_, i) => from + i);
 }
 
 function ids(stream: SseStream): (number | undefined)[] {
@@ -171,7 +155,10 @@ t.test('200 with the exact SSE headers, and retry: 3000 as the first bytes', asy
   t.equal(raw.text(), 'retry: 3000\n\n');
   await notify(ctx, 'first');
   const text = await raw.waitForText((s) => s.includes('\n\nid: 1\n'), 'event 1');
-  t.ok(text.startsWith('retry: 3000\n\nid: 1\nevent: session_update\ndata: {'), 'the first event follows the retry frame');
+  t.ok(
+    text.startsWith('retry: 3000\n\nid: 1\nevent: session_update\ndata: {'),
+    'the first event follows the retry frame',
+  );
 });
 
 t.test('the Accept header is not enforced', async (t) => {
@@ -280,7 +267,19 @@ t.test('invalid Last-Event-ID values are ignored: 200 and a live-only stream', a
   await notify(ctx, 'a', 'b', 'c');
   await first.waitFor(hasId(3), 'event 3');
 
-  const values = ['abc', '-1', '1.5', '1abc', '1.5e10z', '+1', '0x1', '1 2', '99999999999999999999', '9007199254740992', ''];
+  const values = [
+    'abc',
+    '-1',
+    '1.5',
+    '1abc',
+    '1.5e10z',
+    '+1',
+    '0x1',
+    '1 2',
+    '99999999999999999999',
+    '9007199254740992',
+    '',
+  ];
   const streams: SseStream[] = [];
   for (const value of values) {
     const s = await openEvents(t, ctx.d, ctx.sid, { lastEventId: value });
@@ -305,7 +304,9 @@ t.test('unknown session: 404 JSON, not an SSE response', async (t) => {
       'GET',
       '/session/no-such-session/events',
       undefined,
-      lastEventId === undefined ? { accept: 'text/event-stream' } : { accept: 'text/event-stream', 'last-event-id': lastEventId },
+      lastEventId === undefined
+        ? { accept: 'text/event-stream' }
+        : { accept: 'text/event-stream', 'last-event-id': lastEventId },
     );
     t.equal(res.status, 404);
     t.match(res.headers['content-type'], /^application\/json/);
@@ -318,7 +319,10 @@ t.test('64 subscribers are fine, the 65th gets 429 JSON, and a freed slot is reu
   const ctx = await setup(t);
   const bus = busOf(ctx);
   const streams = await Promise.all(Array.from({ length: 64 }, () => openEvents(t, ctx.d, ctx.sid)));
-  t.ok(streams.every((s) => s.status === 200), '64 × 200');
+  t.ok(
+    streams.every((s) => s.status === 200),
+    '64 × 200',
+  );
   t.equal(bus.subscriberCount, 64);
 
   const refused = await call(ctx.d, 'GET', `/session/${ctx.sid}/events`, undefined, { accept: 'text/event-stream' });
@@ -337,7 +341,7 @@ t.test('64 subscribers are fine, the 65th gets 429 JSON, and a freed slot is reu
   await Promise.all(streams.map((s) => s.waitFor(hasId(1), 'event 1')));
 
   streams[0]?.close();
-  await until(() => bus.subscriberCount === 63, 'the server to notice the disconnect');
+  await spinUntil(() => bus.subscriberCount === 63, 'the server to notice the disconnect');
   const next = await openEvents(t, ctx.d, ctx.sid);
   t.equal(next.status, 200, 'accepted once a slot is free');
   t.equal(bus.subscriberCount, 64);
@@ -369,7 +373,10 @@ t.test('a client that stops reading is evicted; a reading client gets everything
   const total = floods * perFlood;
   await reader.waitFor(hasId(total), `event ${total} on the reading client`);
   t.equal(bus.lastEventId, total);
-  t.ok(ids(reader).every((id, i) => id === i + 1) && reader.events().length === total, 'the reader got 1..total, in order');
+  t.ok(
+    ids(reader).every((id, i) => id === i + 1) && reader.events().length === total,
+    'the reader got 1..total, in order',
+  );
   t.notOk(reader.frames.some(isType('client_evicted')), 'the reader was not evicted');
 
   stalled.resume();
@@ -377,9 +384,10 @@ t.test('a client that stops reading is evicted; a reading client gets everything
   const frames = splitFrames(stalled.text());
   t.equal(stalled.text().endsWith('\n\n'), true, 'nothing after the last frame');
   const lastFrame = frames.at(-1) ?? '';
-  const match = /^event: client_evicted\ndata: \{"v":1,"type":"client_evicted","data":\{"reason":"queue_overflow","droppedAfter":(\d+)\}\}$/.exec(
-    lastFrame,
-  );
+  const match =
+    /^event: client_evicted\ndata: \{"v":1,"type":"client_evicted","data":\{"reason":"queue_overflow","droppedAfter":(\d+)\}\}$/.exec(
+      lastFrame,
+    );
   t.ok(match, `the last frame is client_evicted without an id line: ${JSON.stringify(lastFrame)}`);
   const droppedAfter = Number(match?.[1]);
   t.ok(droppedAfter > 256 && droppedAfter <= total, `droppedAfter ${droppedAfter} is a real event id`);

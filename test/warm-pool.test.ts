@@ -6,11 +6,7 @@
 import t from 'tap';
 import type { FastifyInstance } from 'fastify';
 import { Steer } from './fixtures/steer.js';
-import { call, createSession, obj, openEvents, startDaemon } from './helper.js';
-
-async function until(cond: () => boolean): Promise<void> {
-  while (!cond()) await new Promise((resolve) => setImmediate(resolve));
-}
+import { call, createSession, obj, openEvents, spinUntil, startDaemon } from './helper.js';
 
 function poolSize(app: FastifyInstance): number {
   return app.sessions.pool.size;
@@ -25,7 +21,7 @@ t.test('a create takes a warm session without waiting for the agent, and the poo
   const first = await createSession(d, { sessionScope: 'thread' });
   await steer.seen('session/new');
   await steer.seen('session/new');
-  await until(() => poolSize(d.app) === 1);
+  await spinUntil(() => poolSize(d.app) === 1, 'one warm session in the pool');
   t.pass('one session/new for the create, one for the pool');
   const [warmId] = d.app.sessions.pool.sessionIds;
 
@@ -39,7 +35,7 @@ t.test('a create takes a warm session without waiting for the agent, and the poo
   const refill = await steer.nextCall('session/new');
   t.pass('the pool refills in the background');
   await refill.release();
-  await until(() => poolSize(d.app) === 1);
+  await spinUntil(() => poolSize(d.app) === 1, 'one warm session in the pool');
   t.equal(d.app.sessions.pool.stats.hits, 1);
 });
 
@@ -48,12 +44,12 @@ t.test('what the agent says about a warm session before it is taken reaches its 
   t.teardown(() => steer.close());
   const d = await startDaemon(t, { agent: steer.argv, args: ['--warm-sessions', '1'] });
   await createSession(d, { sessionScope: 'thread' });
-  await until(() => poolSize(d.app) === 1);
+  await spinUntil(() => poolSize(d.app) === 1, 'one warm session in the pool');
   const [warmId] = d.app.sessions.pool.sessionIds;
   if (warmId === undefined) throw new Error('no warm session');
   const agent = await steer.agent();
   await agent.notify(warmId, { sessionUpdate: 'agent_message_chunk', content: { type: 'text', text: 'early' } });
-  await until(() => d.app.sessions.pool.pendingBus(warmId)?.lastEventId === 1);
+  await spinUntil(() => d.app.sessions.pool.pendingBus(warmId)?.lastEventId === 1, 'the early update on the warm bus');
 
   const taken = await createSession(d, { sessionScope: 'thread' });
   t.equal(taken, warmId);
@@ -67,7 +63,7 @@ t.test('the pool never passes the session cap', async (t) => {
   t.teardown(() => steer.close());
   const d = await startDaemon(t, { agent: steer.argv, args: ['--warm-sessions', '3', '--max-sessions', '2'] });
   await createSession(d, { sessionScope: 'thread' });
-  await until(() => poolSize(d.app) === 1);
+  await spinUntil(() => poolSize(d.app) === 1, 'one warm session in the pool');
   await steer.seen('session/new');
   await steer.seen('session/new');
   t.equal(d.app.sessions.pool.size, 1, 'room for one warm session only');
@@ -87,17 +83,17 @@ t.test('the pool goes with its agent, and a warm session never keeps an agent al
   t.teardown(() => steer.close());
   const d = await startDaemon(t, { agent: steer.argv, args: ['--warm-sessions', '1'] });
   const id = await createSession(d, { sessionScope: 'thread' });
-  await until(() => poolSize(d.app) === 1);
+  await spinUntil(() => poolSize(d.app) === 1, 'one warm session in the pool');
   const sse = await openEvents(t, d, id);
   const agent = await steer.agent();
   await agent.crash();
   await sse.ended;
-  await until(() => d.app.channels.alive.size === 0);
+  await spinUntil(() => d.app.channels.alive.size === 0, 'the crashed agent channel gone');
   t.equal(poolSize(d.app), 0, 'the warm session died with its agent');
 
   const next = await createSession(d, { sessionScope: 'thread' });
   t.equal(steer.pids.length, 2, 'a fresh agent for the next create');
-  await until(() => poolSize(d.app) === 1);
+  await spinUntil(() => poolSize(d.app) === 1, 'one warm session in the pool');
   const channel = d.app.sessions.get(next)?.channel;
   await d.app.sessions.killSession(next);
   await channel?.exited;

@@ -53,7 +53,11 @@ function promptText(params: Record<string, unknown> | undefined): string {
   const prompt = params?.prompt;
   if (!Array.isArray(prompt)) return '';
   return prompt
-    .map((block: unknown) => (typeof block === 'object' && block !== null && 'text' in block && typeof block.text === 'string' ? block.text : ''))
+    .map((block: unknown) =>
+      typeof block === 'object' && block !== null && 'text' in block && typeof block.text === 'string'
+        ? block.text
+        : '',
+    )
     .join('\n')
     .trim();
 }
@@ -90,7 +94,15 @@ async function handle(msg: RpcMessage): Promise<void> {
       const sessionId = typeof params?.sessionId === 'string' ? params.sessionId : '';
       const m = /^flood\s+(\d+)$/.exec(promptText(params));
       if (m) await flood(sessionId, Number(m[1]));
-      else send({ jsonrpc: '2.0', method: 'session/update', params: { sessionId, update: { sessionUpdate: 'agent_message_chunk', content: { type: 'text', text: 'ok' } } } });
+      else
+        send({
+          jsonrpc: '2.0',
+          method: 'session/update',
+          params: {
+            sessionId,
+            update: { sessionUpdate: 'agent_message_chunk', content: { type: 'text', text: 'ok' } },
+          },
+        });
       send({ jsonrpc: '2.0', id, result: { stopReason: cancelled ? 'cancelled' : 'end_turn' } });
       return;
     }
@@ -115,9 +127,11 @@ lines.on('line', (line) => {
     void handle(msg);
     return;
   }
-  tail = tail.then(() => handle(msg)).catch((err: unknown) => {
-    process.stderr.write(`flood-agent: ${err instanceof Error ? err.message : String(err)}\n`);
-  });
+  tail = tail
+    .then(() => handle(msg))
+    .catch((err: unknown) => {
+      process.stderr.write(`flood-agent: ${err instanceof Error ? err.message : String(err)}\n`);
+    });
 });
 lines.on('close', () => process.exit(0));
 process.stdout.on('error', () => process.exit(0));

@@ -9,7 +9,13 @@ export function floodFrame(id: number, sessionId: string, i: number, count: numb
     v: 1,
     type: 'session_update',
     // Key order as acpd writes it: the ACP SDK rebuilds each update while validating it.
-    data: { sessionId, update: { content: { text: `flood ${i}/${count} @${'0'.repeat(STAMP_DIGITS)}\n`, type: 'text' }, sessionUpdate: 'agent_message_chunk' } },
+    data: {
+      sessionId,
+      update: {
+        content: { text: `flood ${i}/${count} @${'0'.repeat(STAMP_DIGITS)}\n`, type: 'text' },
+        sessionUpdate: 'agent_message_chunk',
+      },
+    },
   };
   return `id: ${id}\nevent: session_update\ndata: ${JSON.stringify(envelope)}\n\n`;
 }

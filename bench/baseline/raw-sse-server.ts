@@ -132,7 +132,8 @@ const server = http.createServer((req, res) => {
         const count = 'count' in body && typeof body.count === 'number' ? body.count : 0;
         const firstId = 'firstId' in body && typeof body.firstId === 'number' ? body.firstId : 1;
         const sessionId = 'sessionId' in body && typeof body.sessionId === 'string' ? body.sessionId : '';
-        const want = 'subscribers' in body && typeof body.subscribers === 'number' ? body.subscribers : subscribers.size;
+        const want =
+          'subscribers' in body && typeof body.subscribers === 'number' ? body.subscribers : subscribers.size;
         await flood(count, firstId, sessionId, want);
         json(res, 200, { stopReason: 'end_turn', subscribers: subscribers.size });
       })

@@ -29,7 +29,10 @@ export class BareAgent {
     this.child.stdin?.on('error', () => {});
     const { stdin, stdout } = this.child;
     if (!stdin || !stdout) throw new Error('agent has no stdio pipes');
-    const stream = ndJsonStream(Writable.toWeb(stdin) as WritableStream<Uint8Array>, Readable.toWeb(stdout) as ReadableStream<Uint8Array>);
+    const stream = ndJsonStream(
+      Writable.toWeb(stdin) as WritableStream<Uint8Array>,
+      Readable.toWeb(stdout) as ReadableStream<Uint8Array>,
+    );
     this.connection = client({ name: 'acpd-bench-floor' })
       .onNotification('session/update', () => {
         this.updates++;

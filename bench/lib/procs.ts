@@ -63,7 +63,10 @@ let warmSessionsFlag: boolean | undefined;
 export function hasWarmSessions(): boolean {
   if (warmSessionsFlag === undefined) {
     try {
-      warmSessionsFlag = execFileSync(process.execPath, [acpdServer, '--help'], { encoding: 'utf8', timeout: 20_000 }).includes('--warm-sessions');
+      warmSessionsFlag = execFileSync(process.execPath, [acpdServer, '--help'], {
+        encoding: 'utf8',
+        timeout: 20_000,
+      }).includes('--warm-sessions');
     } catch {
       warmSessionsFlag = false;
     }

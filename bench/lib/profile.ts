@@ -46,7 +46,13 @@ export interface ProfileSummary {
 }
 
 function isProfile(v: unknown): v is CpuProfile {
-  return isRecord(v) && Array.isArray(v.nodes) && Array.isArray(v.samples) && Array.isArray(v.timeDeltas) && typeof v.startTime === 'number';
+  return (
+    isRecord(v) &&
+    Array.isArray(v.nodes) &&
+    Array.isArray(v.samples) &&
+    Array.isArray(v.timeDeltas) &&
+    typeof v.startTime === 'number'
+  );
 }
 
 /** The area of the hot path a frame belongs to (first match wins). */
@@ -54,19 +60,42 @@ const AREAS: Array<[string, (f: CallFrame) => boolean]> = [
   ['idle', (f) => f.functionName === '(idle)'],
   ['garbage collection', (f) => f.functionName === '(garbage collector)'],
   ['V8/native (program)', (f) => f.functionName === '(program)'],
-  ['promises / microtasks', (f) => (f.url === '' && f.functionName === 'runMicrotasks') || f.url === 'node:internal/process/task_queues'],
-  ['node http/net/stream write path', (f) => f.url === '' && /^(writev|writeUtf8String|writeLatin1String|writeBuffer|writeAsciiString|writeUcs2String)$/.test(f.functionName)],
-  ['JSON.parse / JSON.stringify', (f) => f.url === '' && /^(parse|stringify|JSONParse|JSONStringify)$/.test(f.functionName)],
+  [
+    'promises / microtasks',
+    (f) => (f.url === '' && f.functionName === 'runMicrotasks') || f.url === 'node:internal/process/task_queues',
+  ],
+  [
+    'node http/net/stream write path',
+    (f) =>
+      f.url === '' &&
+      /^(writev|writeUtf8String|writeLatin1String|writeBuffer|writeAsciiString|writeUcs2String)$/.test(f.functionName),
+  ],
+  [
+    'JSON.parse / JSON.stringify',
+    (f) => f.url === '' && /^(parse|stringify|JSONParse|JSONStringify)$/.test(f.functionName),
+  ],
   // JSON.stringify is a builtin V8 inlines into its caller: its time shows as makeEvent's own.
-  ['envelope serialization (makeEvent: JSON.stringify)', (f) => f.url.includes('/services/event-bus.js') && f.functionName === 'makeEvent'],
+  [
+    'envelope serialization (makeEvent: JSON.stringify)',
+    (f) => f.url.includes('/services/event-bus.js') && f.functionName === 'makeEvent',
+  ],
   ['ring append (Ring.push)', (f) => f.url.includes('/services/event-bus.js') && f.functionName === 'push'],
   ['event bus (fan-out queues, iterator)', (f) => f.url.includes('/services/event-bus.js')],
-  ['SSE route + @fastify/sse (frame formatting, send)', (f) => f.url.includes('/routes/events.js') || f.url.includes('@fastify/sse')],
+  [
+    'SSE route + @fastify/sse (frame formatting, send)',
+    (f) => f.url.includes('/routes/events.js') || f.url.includes('@fastify/sse'),
+  ],
   ['zod validation (ACP SDK schemas)', (f) => f.url.includes('/zod/')],
   ['ACP SDK (JSON-RPC, ndjson)', (f) => f.url.includes('@agentclientprotocol/sdk')],
   ['web streams (Readable.toWeb / ndJsonStream)', (f) => f.url.startsWith('node:internal/webstreams')],
-  ['node http/net/stream write path', (f) => /^node:(_http|net|internal\/streams|internal\/stream_base|stream|internal\/net)/.test(f.url)],
-  ['fastify / avvio / pino', (f) => /node_modules\/(fastify|avvio|pino|light-my-request|find-my-way|@fastify)/.test(f.url)],
+  [
+    'node http/net/stream write path',
+    (f) => /^node:(_http|net|internal\/streams|internal\/stream_base|stream|internal\/net)/.test(f.url),
+  ],
+  [
+    'fastify / avvio / pino',
+    (f) => /node_modules\/(fastify|avvio|pino|light-my-request|find-my-way|@fastify)/.test(f.url),
+  ],
   ['acpd (other)', (f) => f.url.includes('/dist/')],
   ['node internals (other)', (f) => f.url.startsWith('node:')],
   ['other', () => true],

@@ -20,7 +20,11 @@ async function mark(stage: string): Promise<void> {
     await sleep(100);
   }
   const u = process.memoryUsage();
-  stages.push({ stage, rssMb: Math.round((u.rss / 2 ** 20) * 10) / 10, heapUsedMb: Math.round((u.heapUsed / 2 ** 20) * 10) / 10 });
+  stages.push({
+    stage,
+    rssMb: Math.round((u.rss / 2 ** 20) * 10) / 10,
+    heapUsedMb: Math.round((u.heapUsed / 2 ** 20) * 10) / 10,
+  });
 }
 
 async function onlyModule(name: string): Promise<void> {
@@ -40,7 +44,11 @@ async function main(): Promise<void> {
   const { buildApp } = await import('../../src/app.js');
   const { loadConfig } = await import('../../src/config.js');
   await mark('modules imported');
-  const config = loadConfig({ argv: ['--workspace', workspace, '--port', '0', '--log-level', 'warn'], env: {}, cwd: workspace });
+  const config = loadConfig({
+    argv: ['--workspace', workspace, '--port', '0', '--log-level', 'warn'],
+    env: {},
+    cwd: workspace,
+  });
   const app = await buildApp(config);
   await mark('app built');
   await app.ready();
@@ -54,6 +62,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
-  process.stderr.write(`${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+  process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
   process.exit(1);
 });

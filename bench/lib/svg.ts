@@ -50,14 +50,17 @@ function niceMax(v: number): number {
 
 function seriesOf(panels: Panel[]): string[] {
   const out: string[] = [];
-  for (const p of panels) for (const g of p.groups) for (const b of g.bars) if (!out.includes(b.series)) out.push(b.series);
+  for (const p of panels)
+    for (const g of p.groups) for (const b of g.bars) if (!out.includes(b.series)) out.push(b.series);
   return out;
 }
 
 function panelSvg(p: Panel, x0: number, series: string[]): string {
   const iw = W - M.left - M.right;
   const ih = H - M.top - M.bottom;
-  const values = p.groups.flatMap((g) => g.bars.flatMap((b) => [b.value, b.hi ?? b.value])).filter((v) => Number.isFinite(v) && v > 0);
+  const values = p.groups
+    .flatMap((g) => g.bars.flatMap((b) => [b.value, b.hi ?? b.value]))
+    .filter((v) => Number.isFinite(v) && v > 0);
   for (const l of p.lines ?? []) values.push(l.value);
   const top = p.log ? 10 ** Math.ceil(Math.log10(Math.max(...values, 1))) : niceMax(Math.max(...values, 0));
   const bottom = p.log ? 10 ** Math.floor(Math.log10(Math.max(Math.min(...values, top), 1e-3))) : 0;
@@ -77,9 +80,13 @@ function panelSvg(p: Panel, x0: number, series: string[]): string {
   for (const t of ticks) {
     const yy = y(t).toFixed(1);
     out.push(`<line x1="${M.left}" x2="${W - M.right}" y1="${yy}" y2="${yy}" stroke="#ddd"/>`);
-    out.push(`<text x="${M.left - 6}" y="${yy}" text-anchor="end" dominant-baseline="middle" font-size="11" fill="#555">${fmt(t)}</text>`);
+    out.push(
+      `<text x="${M.left - 6}" y="${yy}" text-anchor="end" dominant-baseline="middle" font-size="11" fill="#555">${fmt(t)}</text>`,
+    );
   }
-  out.push(`<text transform="translate(14,${M.top + ih / 2}) rotate(-90)" text-anchor="middle" font-size="11" fill="#333">${esc(p.unit)}${p.log ? ' (log)' : ''}</text>`);
+  out.push(
+    `<text transform="translate(14,${M.top + ih / 2}) rotate(-90)" text-anchor="middle" font-size="11" fill="#333">${esc(p.unit)}${p.log ? ' (log)' : ''}</text>`,
+  );
   const gw = iw / Math.max(p.groups.length, 1);
   p.groups.forEach((g, gi) => {
     const n = Math.max(g.bars.length, 1);
@@ -91,14 +98,22 @@ function panelSvg(p: Panel, x0: number, series: string[]): string {
       const v = Number.isFinite(b.value) ? b.value : 0;
       const yt = y(v);
       const base = y(bottom);
-      out.push(`<rect x="${x.toFixed(1)}" y="${yt.toFixed(1)}" width="${(bw - 2).toFixed(1)}" height="${Math.max(0, base - yt).toFixed(1)}" fill="${color}"><title>${esc(`${b.series}: ${fmt(b.value)} ${p.unit}`)}</title></rect>`);
+      out.push(
+        `<rect x="${x.toFixed(1)}" y="${yt.toFixed(1)}" width="${(bw - 2).toFixed(1)}" height="${Math.max(0, base - yt).toFixed(1)}" fill="${color}"><title>${esc(`${b.series}: ${fmt(b.value)} ${p.unit}`)}</title></rect>`,
+      );
       if (b.lo !== undefined && b.hi !== undefined && Number.isFinite(b.lo) && Number.isFinite(b.hi)) {
         const cx = (x + (bw - 2) / 2).toFixed(1);
-        out.push(`<line x1="${cx}" x2="${cx}" y1="${y(b.lo).toFixed(1)}" y2="${y(b.hi).toFixed(1)}" stroke="#222" stroke-width="1"/>`);
+        out.push(
+          `<line x1="${cx}" x2="${cx}" y1="${y(b.lo).toFixed(1)}" y2="${y(b.hi).toFixed(1)}" stroke="#222" stroke-width="1"/>`,
+        );
       }
-      out.push(`<text x="${(x + (bw - 2) / 2).toFixed(1)}" y="${(yt - 4).toFixed(1)}" text-anchor="middle" font-size="${bw < 24 ? 7 : 9}" fill="#222">${fmt(b.value)}</text>`);
+      out.push(
+        `<text x="${(x + (bw - 2) / 2).toFixed(1)}" y="${(yt - 4).toFixed(1)}" text-anchor="middle" font-size="${bw < 24 ? 7 : 9}" fill="#222">${fmt(b.value)}</text>`,
+      );
     });
-    out.push(`<text x="${(M.left + gi * gw + gw / 2).toFixed(1)}" y="${H - M.bottom + 16}" text-anchor="middle" font-size="11">${esc(g.label)}</text>`);
+    out.push(
+      `<text x="${(M.left + gi * gw + gw / 2).toFixed(1)}" y="${H - M.bottom + 16}" text-anchor="middle" font-size="11">${esc(g.label)}</text>`,
+    );
   });
   for (const l of p.lines ?? []) {
     const yy = y(l.value).toFixed(1);
@@ -155,7 +170,9 @@ export function hbarChart(title: string, rows: Array<{ label: string; value: num
     const y = 40 + i * rowH;
     const w = ((width - left - 70) * r.value) / max;
     out.push(`<text x="${left - 8}" y="${y + 12}" text-anchor="end" font-size="11">${esc(r.label)}</text>`);
-    out.push(`<rect x="${left}" y="${y}" width="${w.toFixed(1)}" height="${rowH - 6}" fill="${PALETTE[i % PALETTE.length]}"/>`);
+    out.push(
+      `<rect x="${left}" y="${y}" width="${w.toFixed(1)}" height="${rowH - 6}" fill="${PALETTE[i % PALETTE.length]}"/>`,
+    );
     out.push(`<text x="${(left + w + 6).toFixed(1)}" y="${y + 12}" font-size="11">${fmt(r.value)} ${esc(unit)}</text>`);
   });
   out.push('</svg>');

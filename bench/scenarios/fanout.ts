@@ -132,7 +132,11 @@ export interface FanoutContext {
   embedded: Server | undefined;
 }
 
-export async function startFanoutServers(dir: WorkDir, nodeArgs: string[] = [], embedded = true): Promise<FanoutContext> {
+export async function startFanoutServers(
+  dir: WorkDir,
+  nodeArgs: string[] = [],
+  embedded = true,
+): Promise<FanoutContext> {
   const acpd = await startAcpd({
     workspace: dir.workspace,
     dataDir: dir.dataDir,
@@ -155,28 +159,57 @@ export async function startFanoutServers(dir: WorkDir, nodeArgs: string[] = [], 
 }
 
 /** One acpd run: a fresh session (ids from 1, an empty subscriber set), S subscribers, `flood N`. */
-export async function runAcpd(server: Server, subscribers: number, frames: number, system: FanoutSystem = 'acpd', sample?: (f: string) => void): Promise<FanoutRun> {
+export async function runAcpd(
+  server: Server,
+  subscribers: number,
+  frames: number,
+  system: FanoutSystem = 'acpd',
+  sample?: (f: string) => void,
+): Promise<FanoutRun> {
   const client = new HttpClient(server.baseUrl);
   try {
     const { body } = await client.ok('/session', { sessionScope: 'thread' });
     const sid = stringField(body, 'sessionId');
     const text = system === 'acpd-embedded' ? `/flood ${frames}` : `flood ${frames}`;
     const agent = childrenOf(server.pid)[0];
-    return await measure({ server: server.pid, agent }, system, `${server.baseUrl}/session/${sid}/events`, subscribers, frames, async () => {
-      await client.ok(`/session/${sid}/prompt`, textPrompt(text));
-    }, system === 'acpd', sample);
+    return await measure(
+      { server: server.pid, agent },
+      system,
+      `${server.baseUrl}/session/${sid}/events`,
+      subscribers,
+      frames,
+      async () => {
+        await client.ok(`/session/${sid}/prompt`, textPrompt(text));
+      },
+      system === 'acpd',
+      sample,
+    );
   } finally {
     client.close();
   }
 }
 
-export async function runRaw(server: Server, subscribers: number, frames: number, sample?: (f: string) => void): Promise<FanoutRun> {
+export async function runRaw(
+  server: Server,
+  subscribers: number,
+  frames: number,
+  sample?: (f: string) => void,
+): Promise<FanoutRun> {
   const client = new HttpClient(server.baseUrl);
   try {
     const sessionId = randomUUID();
-    return await measure({ server: server.pid }, 'raw', `${server.baseUrl}/events`, subscribers, frames, async () => {
-      await client.ok('/flood', { count: frames, firstId: 1, sessionId, subscribers });
-    }, true, sample);
+    return await measure(
+      { server: server.pid },
+      'raw',
+      `${server.baseUrl}/events`,
+      subscribers,
+      frames,
+      async () => {
+        await client.ok('/flood', { count: frames, firstId: 1, sessionId, subscribers });
+      },
+      true,
+      sample,
+    );
   } finally {
     client.close();
   }
@@ -191,5 +224,7 @@ export function sameBytes(acpdFrame: string, rawFrame: string): boolean {
 }
 
 export function logRun(r: FanoutRun): void {
-  log(`  fanout ${r.system.padEnd(13)} S=${String(r.subscribers).padStart(2)} N=${r.frames}: ${r.framesPerSec.toFixed(0).padStart(8)} frames/s  p50 ${r.p50Ms.toFixed(2)} ms  p99 ${r.p99Ms.toFixed(2)} ms  cpu ${r.serverCpuMsPer1k.toFixed(2)} ms/1k frames${r.evicted ? `  EVICTED ${r.evicted}` : ''}`);
+  log(
+    `  fanout ${r.system.padEnd(13)} S=${String(r.subscribers).padStart(2)} N=${r.frames}: ${r.framesPerSec.toFixed(0).padStart(8)} frames/s  p50 ${r.p50Ms.toFixed(2)} ms  p99 ${r.p99Ms.toFixed(2)} ms  cpu ${r.serverCpuMsPer1k.toFixed(2)} ms/1k frames${r.evicted ? `  EVICTED ${r.evicted}` : ''}`,
+  );
 }

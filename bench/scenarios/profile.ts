@@ -48,7 +48,9 @@ export async function runProfile(dir: WorkDir, plans: ProfilePlan[]): Promise<Pr
   } finally {
     await acpd.stop(); // SIGTERM → a clean exit, which is when V8 writes the profile
   }
-  const file = readdirSync(profDir).filter((f) => f.endsWith('.cpuprofile')).map((f) => join(profDir, f))[0];
+  const file = readdirSync(profDir)
+    .filter((f) => f.endsWith('.cpuprofile'))
+    .map((f) => join(profDir, f))[0];
   if (file === undefined) throw new Error(`no .cpuprofile in ${profDir}`);
   return {
     file,

@@ -99,7 +99,8 @@ function makeQuietHome(home: string): void {
   writeFileSync(file, JSON.stringify(settings, null, 2));
 }
 
-const isPong = (frame: string): boolean => frame.includes('"sessionUpdate":"agent_message_chunk"') && frame.includes('pong');
+const isPong = (frame: string): boolean =>
+  frame.includes('"sessionUpdate":"agent_message_chunk"') && frame.includes('pong');
 const isTurnEnd = (frame: string): boolean => frame.startsWith('id: ') && frame.includes('\nevent: turn_complete');
 
 function step<T>(p: Promise<T>, label: string): Promise<T> {
@@ -120,7 +121,13 @@ interface Turn {
 }
 
 /** Subscribes `n` clients, prompts, and waits for the end of the turn. */
-async function turn(d: Running & { kind: Contender }, http: HttpClient, sid: string, n: number, text: string): Promise<Turn> {
+async function turn(
+  d: Running & { kind: Contender },
+  http: HttpClient,
+  sid: string,
+  n: number,
+  text: string,
+): Promise<Turn> {
   let firstFrame = Number.NaN;
   let firstChunk = Number.NaN;
   const pongs: Array<Promise<number>> = [];
@@ -150,7 +157,8 @@ async function turn(d: Running & { kind: Contender }, http: HttpClient, sid: str
     const started = nowMs();
     const res = await step(http.post(`/session/${sid}/prompt`, textPrompt(text)), `${d.kind} prompt`);
     if (res.status === 202) await step(ended, `${d.kind} turn_complete`);
-    else if (res.status !== 200) throw new Error(`${d.kind} prompt → ${res.status} ${JSON.stringify(res.body).slice(0, 200)}`);
+    else if (res.status !== 200)
+      throw new Error(`${d.kind} prompt → ${res.status} ${JSON.stringify(res.body).slice(0, 200)}`);
     const allPong = Math.max(...(await step(Promise.all(pongs), `${d.kind} reply at ${n} subscribers`)));
     return { firstFrame: firstFrame - started, firstChunk: firstChunk - started, allPong: allPong - started };
   } finally {
@@ -170,8 +178,21 @@ function starter(kind: Contender, dir: WorkDir, env: NodeJS.ProcessEnv): () => P
   // its harness does not pass.
   const args = kind === 'acpd' ? poolOff() : ['--warm-sessions', '1'];
   return async () => {
-    const d = await startAcpd({ workspace: dir.workspace, dataDir, logDir: dir.logDir, env, agent: agentCommand(), args });
-    return { kind, baseUrl: d.baseUrl, pid: d.pid, stop: () => d.stop(), agentPids: () => childrenOf(d.pid).filter((p) => cmdline(p).includes('--acp')) };
+    const d = await startAcpd({
+      workspace: dir.workspace,
+      dataDir,
+      logDir: dir.logDir,
+      env,
+      agent: agentCommand(),
+      args,
+    });
+    return {
+      kind,
+      baseUrl: d.baseUrl,
+      pid: d.pid,
+      stop: () => d.stop(),
+      agentPids: () => childrenOf(d.pid).filter((p) => cmdline(p).includes('--acp')),
+    };
   };
 }
 
@@ -258,7 +279,10 @@ class Floor {
   readonly create: number[] = [];
   readonly load: number[] = [];
 
-  constructor(private readonly spawnAgent: () => BareAgent, private readonly cwd: string) {}
+  constructor(
+    private readonly spawnAgent: () => BareAgent,
+    private readonly cwd: string,
+  ) {}
 
   async up(first: boolean): Promise<void> {
     this.agent = this.spawnAgent();
@@ -286,7 +310,12 @@ async function rotate(round: number, fns: Array<() => Promise<void>>): Promise<v
   }
 }
 
-async function measureAll(dir: WorkDir, fake: FakeModel, opts: QwenOptions, kinds: Contender[]): Promise<{ daemons: DaemonFigures[]; floor: FloorFigures }> {
+async function measureAll(
+  dir: WorkDir,
+  fake: FakeModel,
+  opts: QwenOptions,
+  kinds: Contender[],
+): Promise<{ daemons: DaemonFigures[]; floor: FloorFigures }> {
   const contestants = kinds.map((kind) => {
     const home = join(dir.root, `home-${kind}`);
     makeQuietHome(home);
@@ -296,7 +325,13 @@ async function measureAll(dir: WorkDir, fake: FakeModel, opts: QwenOptions, kind
   makeQuietHome(floorHome);
   const floorEnv = peerEnv(floorHome, fake.baseUrl);
   const floor = new Floor(
-    () => new BareAgent({ argv: [process.execPath, qwenCli, '--acp'], cwd: dir.workspace, env: floorEnv, logFile: join(dir.logDir, 'floor-qwen.log') }),
+    () =>
+      new BareAgent({
+        argv: [process.execPath, qwenCli, '--acp'],
+        cwd: dir.workspace,
+        env: floorEnv,
+        logFile: join(dir.logDir, 'floor-qwen.log'),
+      }),
     dir.workspace,
   );
   const all = async (fn: (c: Contestant) => Promise<void>): Promise<void> => {
@@ -325,8 +360,14 @@ async function measureAll(dir: WorkDir, fake: FakeModel, opts: QwenOptions, kind
       await rotate(i, [
         async () => {
           const sid = floor.sids[i] ?? '';
-          await step(floor.bare().timed('session/prompt', { sessionId: sid, prompt: textPrompt('hello').prompt }), 'floor prompt');
-          await step(floor.bare().timed('session/prompt', { sessionId: sid, prompt: textPrompt('hello again').prompt }), 'floor prompt');
+          await step(
+            floor.bare().timed('session/prompt', { sessionId: sid, prompt: textPrompt('hello').prompt }),
+            'floor prompt',
+          );
+          await step(
+            floor.bare().timed('session/prompt', { sessionId: sid, prompt: textPrompt('hello again').prompt }),
+            'floor prompt',
+          );
         },
         ...contestants.map((c) => async () => {
           const t = await turn(c.running(), c.client(), c.sids[i] ?? '', 1, 'hello');
@@ -336,17 +377,22 @@ async function measureAll(dir: WorkDir, fake: FakeModel, opts: QwenOptions, kind
       ]);
     }
     for (let i = 0; i < opts.reps; i++) {
-      await rotate(i, contestants.map((c) => async () => {
-        const t = await turn(c.running(), c.client(), c.sids[i] ?? '', opts.subscribers, 'hello again');
-        c.fanout.push(t.allPong);
-        c.firstChunkLater.push(t.firstChunk);
-        c.rssLoaded.push(await rssMb(c.running().pid));
-      }));
+      await rotate(
+        i,
+        contestants.map((c) => async () => {
+          const t = await turn(c.running(), c.client(), c.sids[i] ?? '', opts.subscribers, 'hello again');
+          c.fanout.push(t.allPong);
+          c.firstChunkLater.push(t.firstChunk);
+          c.rssLoaded.push(await rssMb(c.running().pid));
+        }),
+      );
     }
     await all(async (c) => {
       const agentPid = c.running().agentPids()[0];
       c.agentRssMb = agentPid === undefined ? Number.NaN : rssKb(agentPid) / 1024;
-      log(`  ${c.kind}: startup ${c.startupMs.toFixed(0)} ms, cold create ${c.coldCreateMs.toFixed(0)} ms, warm create p50 ${summarize(c.create).median.toFixed(1)} ms, first chunk p50 ${summarize(c.firstChunk).median.toFixed(1)} ms, fan-out to ${opts.subscribers} p50 ${summarize(c.fanout).median.toFixed(1)} ms, rss ${summarize(c.rssLoaded).median.toFixed(1)} MB`);
+      log(
+        `  ${c.kind}: startup ${c.startupMs.toFixed(0)} ms, cold create ${c.coldCreateMs.toFixed(0)} ms, warm create p50 ${summarize(c.create).median.toFixed(1)} ms, first chunk p50 ${summarize(c.firstChunk).median.toFixed(1)} ms, fan-out to ${opts.subscribers} p50 ${summarize(c.fanout).median.toFixed(1)} ms, rss ${summarize(c.rssLoaded).median.toFixed(1)} MB`,
+      );
     });
 
     // Phase 2: new processes over the same HOMEs, so the sessions are on disk only; one create
@@ -358,7 +404,10 @@ async function measureAll(dir: WorkDir, fake: FakeModel, opts: QwenOptions, kind
     for (let i = 0; i < opts.reps; i++) {
       await rotate(i, [
         async () => {
-          const r = await step(floor.bare().timed('session/load', { sessionId: floor.sids[i] ?? '', cwd: dir.workspace, mcpServers: [] }), 'floor load');
+          const r = await step(
+            floor.bare().timed('session/load', { sessionId: floor.sids[i] ?? '', cwd: dir.workspace, mcpServers: [] }),
+            'floor load',
+          );
           floor.load.push(r.ms);
         },
         ...contestants.map((c) => async () => {
@@ -371,7 +420,9 @@ async function measureAll(dir: WorkDir, fake: FakeModel, opts: QwenOptions, kind
     await all((c) => c.down());
   }
   const floorFigures = { coldNewMs: floor.coldNewMs, newMs: summarize(floor.create), loadMs: summarize(floor.load) };
-  log(`  floor (bare ACP client → qwen --acp): new p50 ${floorFigures.newMs.median.toFixed(1)} ms, load p50 ${floorFigures.loadMs.median.toFixed(1)} ms`);
+  log(
+    `  floor (bare ACP client → qwen --acp): new p50 ${floorFigures.newMs.median.toFixed(1)} ms, load p50 ${floorFigures.loadMs.median.toFixed(1)} ms`,
+  );
   for (const c of contestants) log(`  ${c.kind}: load p50 ${summarize(c.load).median.toFixed(1)} ms`);
   return { daemons: contestants.map((c) => c.figures()), floor: floorFigures };
 }
@@ -385,7 +436,14 @@ export async function runQwen(dir: WorkDir, opts: QwenOptions): Promise<QwenResu
     const kinds: Contender[] = warmSessions ? ['qwen', 'acpd', 'acpd-warm'] : ['qwen', 'acpd'];
     const { daemons, floor } = await measureAll(dir, fake, opts, kinds);
     const of = (k: Contender): DaemonFigures | undefined => daemons.find((d) => d.kind === k);
-    return { version: packageVersion(qwenPkgDir), warmSessions, floor, qwen: of('qwen'), acpd: of('acpd'), acpdWarm: of('acpd-warm') };
+    return {
+      version: packageVersion(qwenPkgDir),
+      warmSessions,
+      floor,
+      qwen: of('qwen'),
+      acpd: of('acpd'),
+      acpdWarm: of('acpd-warm'),
+    };
   } finally {
     await fake.stop();
   }

@@ -17,7 +17,12 @@ export interface ReplayResult {
 
 export const RING = 4000;
 
-async function timeTo(url: string, lastId: number, lastEventId: number | undefined, keepBytes = false): Promise<{ ms: number; frames: number; raw: Buffer }> {
+async function timeTo(
+  url: string,
+  lastId: number,
+  lastEventId: number | undefined,
+  keepBytes = false,
+): Promise<{ ms: number; frames: number; raw: Buffer }> {
   const started = nowMs();
   const s = await openSse(url, { lastEventId, keepBytes });
   if (s.status !== 200) throw new Error(`GET ${url} → ${s.status}`);
@@ -59,8 +64,16 @@ export async function runReplay(acpd: Server, raw: Server, reps: number): Promis
       rawMs.push(r.ms);
       singleMs.push(s.ms);
     }
-    const result = { frames: RING, bytes: bytes.length, acpd: summarize(acpdMs), raw: summarize(rawMs), rawSingleWrite: summarize(singleMs) };
-    log(`  replay ${RING} frames (${(bytes.length / 1024).toFixed(0)} KiB): acpd ${result.acpd.median.toFixed(2)} ms, raw ${result.raw.median.toFixed(2)} ms, raw single write ${result.rawSingleWrite.median.toFixed(2)} ms`);
+    const result = {
+      frames: RING,
+      bytes: bytes.length,
+      acpd: summarize(acpdMs),
+      raw: summarize(rawMs),
+      rawSingleWrite: summarize(singleMs),
+    };
+    log(
+      `  replay ${RING} frames (${(bytes.length / 1024).toFixed(0)} KiB): acpd ${result.acpd.median.toFixed(2)} ms, raw ${result.raw.median.toFixed(2)} ms, raw single write ${result.rawSingleWrite.median.toFixed(2)} ms`,
+    );
     return result;
   } finally {
     http.close();

@@ -45,7 +45,8 @@ function writeSession(dir: string, sessionId: string, cwd: string, turns: number
   writeFileSync(join(dir, `${sessionId}.json`), JSON.stringify(record));
 }
 
-const id = (who: string, action: RestoreAction, turns: number, rep: number): string => `bench-${who}-${action}-${turns}-${rep}`;
+const id = (who: string, action: RestoreAction, turns: number, rep: number): string =>
+  `bench-${who}-${action}-${turns}-${rep}`;
 
 export interface RestoreOptions {
   sizes: number[];
@@ -68,7 +69,12 @@ export async function runRestore(dir: WorkDir, opts: RestoreOptions): Promise<Re
     }
   }
 
-  const acpd: Server = await startAcpd({ workspace: dir.workspace, dataDir: dir.dataDir, logDir: dir.logDir, args: ['--max-sessions', '0'] });
+  const acpd: Server = await startAcpd({
+    workspace: dir.workspace,
+    dataDir: dir.dataDir,
+    logDir: dir.logDir,
+    args: ['--max-sessions', '0'],
+  });
   const http = new HttpClient(acpd.baseUrl);
   const floor = new BareAgent({
     argv: [process.execPath, embeddedAgentPath, '--data-dir', floorSessions],
@@ -86,7 +92,11 @@ export async function runRestore(dir: WorkDir, opts: RestoreOptions): Promise<Re
       for (const turns of opts.sizes) {
         for (const action of actions) {
           const a = await http.ok(`/session/${id('acpd', action, turns, rep)}/${action}`, {});
-          const f = await floor.timed(`session/${action}`, { sessionId: id('floor', action, turns, rep), cwd: dir.workspace, mcpServers: [] });
+          const f = await floor.timed(`session/${action}`, {
+            sessionId: id('floor', action, turns, rep),
+            cwd: dir.workspace,
+            mcpServers: [],
+          });
           if (rep === 0) continue;
           const key = `${turns}/${action}`;
           const s = samples.get(key) ?? { acpd: [], floor: [] };
@@ -107,7 +117,9 @@ export async function runRestore(dir: WorkDir, opts: RestoreOptions): Promise<Re
       const s = samples.get(`${turns}/${action}`);
       if (!s) continue;
       const r = { turns, action, acpd: summarize(s.acpd), floor: summarize(s.floor) };
-      log(`  restore ${action.padEnd(6)} ${String(turns).padStart(4)} turns: acpd ${r.acpd.median.toFixed(2)} ms, floor ${r.floor.median.toFixed(2)} ms`);
+      log(
+        `  restore ${action.padEnd(6)} ${String(turns).padStart(4)} turns: acpd ${r.acpd.median.toFixed(2)} ms, floor ${r.floor.median.toFixed(2)} ms`,
+      );
       out.push(r);
     }
   }

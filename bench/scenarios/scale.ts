@@ -71,13 +71,21 @@ async function settledRssMb(pid: number): Promise<number> {
 const rssProbe = fileURLToPath(new URL('../lib/rss-probe.js', import.meta.url));
 
 function isStageList(v: unknown): v is Array<{ stage: string; rssMb: number; heapUsedMb: number }> {
-  return Array.isArray(v) && v.every((x: unknown) => isRecord(x) && typeof x.stage === 'string' && typeof x.rssMb === 'number' && typeof x.heapUsedMb === 'number');
+  return (
+    Array.isArray(v) &&
+    v.every(
+      (x: unknown) =>
+        isRecord(x) && typeof x.stage === 'string' && typeof x.rssMb === 'number' && typeof x.heapUsedMb === 'number',
+    )
+  );
 }
 
 async function startupStages(workspace: string, reps: number): Promise<StageRss[]> {
   const runs = new Map<string, { rss: number[]; heap: number[] }>();
   for (let i = 0; i < reps; i++) {
-    const { stdout } = await promisify(execFile)(process.execPath, ['--expose-gc', rssProbe, workspace], { timeout: 60_000 });
+    const { stdout } = await promisify(execFile)(process.execPath, ['--expose-gc', rssProbe, workspace], {
+      timeout: 60_000,
+    });
     const parsed: unknown = JSON.parse(stdout.trim().split('\n').at(-1) ?? '[]');
     if (!isStageList(parsed)) throw new Error(`rss-probe printed ${stdout.slice(0, 200)}`);
     for (const st of parsed) {
@@ -97,9 +105,13 @@ async function dependencyCosts(): Promise<Array<{ name: string; addedMb: number 
   const out: Array<{ name: string; addedMb: number }> = [];
   for (const name of deps) {
     try {
-      const { stdout } = await promisify(execFile)(process.execPath, ['--expose-gc', rssProbe, '--module', name], { timeout: 30_000, cwd: repoRoot });
+      const { stdout } = await promisify(execFile)(process.execPath, ['--expose-gc', rssProbe, '--module', name], {
+        timeout: 30_000,
+        cwd: repoRoot,
+      });
       const parsed: unknown = JSON.parse(stdout.trim().split('\n').at(-1) ?? '[]');
-      if (isStageList(parsed) && parsed.length === 2) out.push({ name, addedMb: Math.round((parsed[1].rssMb - parsed[0].rssMb) * 10) / 10 });
+      if (isStageList(parsed) && parsed.length === 2)
+        out.push({ name, addedMb: Math.round((parsed[1].rssMb - parsed[0].rssMb) * 10) / 10 });
     } catch {
       out.push({ name, addedMb: Number.NaN });
     }
@@ -111,7 +123,11 @@ function agentPidOf(daemonPid: number, children: (pid: number) => number[]): num
   return children(daemonPid)[0];
 }
 
-export async function runScale(dir: WorkDir, opts: ScaleOptions, childrenOf: (pid: number) => number[]): Promise<ScaleResult> {
+export async function runScale(
+  dir: WorkDir,
+  opts: ScaleOptions,
+  childrenOf: (pid: number) => number[],
+): Promise<ScaleResult> {
   const per = new Map<number, { rss: number[]; rss64: number[]; create: number[]; agent: number[] }>();
   const live0 = new Map<number, number>();
   const rawRss: number[] = [];
@@ -148,7 +164,9 @@ export async function runScale(dir: WorkDir, opts: ScaleOptions, childrenOf: (pi
         for (let i = 0; i < opts.creates; i++) slot.create.push(await create());
         for (const s of subs) s.close();
         per.set(level, slot);
-        log(`  scale rep ${rep + 1}: ${level} sessions → rss ${slot.rss.at(-1)?.toFixed(1)} MB, +${opts.subscribers} subs ${slot.rss64.at(-1)?.toFixed(1)} MB, create p50 ${summarize(slot.create.slice(-opts.creates)).median.toFixed(2)} ms`);
+        log(
+          `  scale rep ${rep + 1}: ${level} sessions → rss ${slot.rss.at(-1)?.toFixed(1)} MB, +${opts.subscribers} subs ${slot.rss64.at(-1)?.toFixed(1)} MB, create p50 ${summarize(slot.create.slice(-opts.creates)).median.toFixed(2)} ms`,
+        );
       }
     } finally {
       http.close();
@@ -190,7 +208,14 @@ export async function runScale(dir: WorkDir, opts: ScaleOptions, childrenOf: (pi
     dependencies,
     levels: opts.levels.map((sessions) => {
       const s = per.get(sessions) ?? { rss: [], rss64: [], create: [], agent: [] };
-      return { sessions, liveSessions: live0.get(sessions) ?? sessions, rssMb: summarize(s.rss), rssMb64: summarize(s.rss64), createMs: summarize(s.create), agentRssMb: summarize(s.agent) };
+      return {
+        sessions,
+        liveSessions: live0.get(sessions) ?? sessions,
+        rssMb: summarize(s.rss),
+        rssMb64: summarize(s.rss64),
+        createMs: summarize(s.create),
+        agentRssMb: summarize(s.agent),
+      };
     }),
     floorCreateMs: summarize(floorCreate),
     rawRssMb: summarize(rawRss),

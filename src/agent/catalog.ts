@@ -7,62 +7,62 @@ import type {
   ResumeSessionResponse,
   SessionMode,
   SessionModeState,
-} from '@agentclientprotocol/sdk'
+} from '@agentclientprotocol/sdk';
 
-export const AGENT_NAME = 'acpd-agent'
-export const AGENT_TITLE = 'acpd embedded agent'
-export const AGENT_VERSION = '0.1.0'
+export const AGENT_NAME = 'acpd-agent';
+export const AGENT_TITLE = 'acpd embedded agent';
+export const AGENT_VERSION = '0.1.0';
 
 export interface ModelInfo {
-  modelId: string
-  name: string
-  description?: string
+  modelId: string;
+  name: string;
+  description?: string;
 }
 
 export interface SessionModelState {
-  availableModels: ModelInfo[]
-  currentModelId: string
+  availableModels: ModelInfo[];
+  currentModelId: string;
 }
 
 /** Parameters of the raw `session/set_model` request (not in the stable 2.x schema). */
 export interface SetSessionModelRequest {
-  sessionId: string
-  modelId: string
+  sessionId: string;
+  modelId: string;
 }
 
-export type NewSessionResult = NewSessionResponse & { models: SessionModelState }
-export type LoadSessionResult = LoadSessionResponse & { models: SessionModelState }
-export type ResumeSessionResult = ResumeSessionResponse & { models: SessionModelState }
+export type NewSessionResult = NewSessionResponse & { models: SessionModelState };
+export type LoadSessionResult = LoadSessionResponse & { models: SessionModelState };
+export type ResumeSessionResult = ResumeSessionResponse & { models: SessionModelState };
 
-export const ECHO_MODEL = 'acpd-echo'
-export const SHOUT_MODEL = 'acpd-shout'
-export const DEFAULT_MODEL = ECHO_MODEL
+export const ECHO_MODEL = 'acpd-echo';
+export const SHOUT_MODEL = 'acpd-shout';
+export const DEFAULT_MODEL = ECHO_MODEL;
 
 export const MODELS: readonly ModelInfo[] = [
   { modelId: ECHO_MODEL, name: 'Echo', description: 'Answers plain text with "echo: <text>".' },
   { modelId: SHOUT_MODEL, name: 'Shout', description: 'Like Echo, but the answer is upper-cased.' },
-]
+];
 
-export const DEFAULT_MODE = 'default'
-export const YOLO_MODE = 'yolo'
+export const DEFAULT_MODE = 'default';
+export const YOLO_MODE = 'yolo';
 
 export const MODES: readonly SessionMode[] = [
   { id: DEFAULT_MODE, name: 'Default', description: 'Ask for permission before writing a file.' },
   { id: YOLO_MODE, name: 'YOLO', description: 'Write files without asking for permission.' },
-]
+];
 
-export function isKnownModel (modelId: string): boolean {
-  return MODELS.some((model) => model.modelId === modelId)
+export function isKnownModel(modelId: string): boolean {
+  return MODELS.some((model) => model.modelId === modelId);
 }
 
-export function isKnownMode (modeId: string): boolean {
-  return MODES.some((mode) => mode.id === modeId)
+export function isKnownMode(modeId: string): boolean {
+  return MODES.some((mode) => mode.id === modeId);
 }
 
-export function modelState (currentModelId: string): SessionModelState {
-  return { availableModels: MODELS.map((model) => ({ ...model })), currentModelId }
+export function modelState(currentModelId: string): SessionModelState {
+  return { availableModels: MODELS.map((model) => ({ ...model })), currentModelId };
 }
 
-export function modeState (currentModeId: string): SessionModeState {
-  return { availableModes: MODES.map((mode) => ({ ...mode })), currentModeId }
+export function modeState(currentModeId: string): SessionModeState {
+  return { availableModes: MODES.map((mode) => ({ ...mode })), currentModeId };
 }

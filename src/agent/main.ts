@@ -1,67 +1,82 @@
 #!/usr/bin/env node
 // Entry point of the embedded ACP agent: wires stdin/stdout to the ACP connection, and stops cleanly
 // on end of input, SIGTERM or SIGINT (in-flight turns are cancelled and persisted before exit).
-import { Readable, Writable } from 'node:stream'
-import { ndJsonStream } from '@agentclientprotocol/sdk'
-import { AcpdAgent } from './agent.js'
-import { createLogger } from './logger.js'
-import { USAGE, parseOptions } from './options.js'
-import type { CliOptions } from './options.js'
-import { SessionStore } from './store.js'
+import { Readable, Writable } from 'node:stream';
+import { ndJsonStream } from '@agentclientprotocol/sdk';
+import { AcpdAgent } from './agent.js';
+import { createLogger } from './logger.js';
+import { USAGE, parseOptions } from './options.js';
+import type { CliOptions } from './options.js';
+import { SessionStore } from './store.js';
 
-const STOP_DEADLINE_MS = 2000
+const STOP_DEADLINE_MS = 2000;
 
-function main (): void {
-  let options: CliOptions
+function main(): void {
+  let options: CliOptions;
   try {
-    options = parseOptions(process.argv.slice(2), process.env, process.cwd())
+    options = parseOptions(process.argv.slice(2), process.env, process.cwd());
   } catch (error) {
-    process.stderr.write(`acpd-agent: ${error instanceof Error ? error.message : String(error)}\n${USAGE}`)
-    process.exit(2)
+    process.stderr.write(`acpd-agent: ${error instanceof Error ? error.message : String(error)}\n${USAGE}`);
+    process.exit(2);
   }
 
-  const log = createLogger(process.stderr, options.logLevel)
-  const store = new SessionStore(options.dataDir)
-  const acpd = new AcpdAgent({ store, log })
-  const stream = ndJsonStream(Writable.toWeb(process.stdout), Readable.toWeb(process.stdin))
-  const connection = acpd.app().connect(stream)
-  log.info('agent started', { dataDir: options.dataDir, cwd: process.cwd() })
+  const log = createLogger(process.stderr, options.logLevel);
+  const store = new SessionStore(options.dataDir);
+  const acpd = new AcpdAgent({ store, log });
+  const stream = ndJsonStream(Writable.toWeb(process.stdout), Readable.toWeb(process.stdin));
+  const connection = acpd.app().connect(stream);
+  log.info('agent started', { dataDir: options.dataDir, cwd: process.cwd() });
 
   // Stopping: running turns are cancelled and may still answer `cancelled` over the open connection,
   // then the connection closes and the sessions are flushed. Deadlines keep a peer that stopped
   // reading stdout from holding the process forever.
-  let stopped: Promise<void> | undefined
+  let stopped: Promise<void> | undefined;
   const stop = async (reason: string): Promise<void> => {
-    log.info('agent stopping', { reason })
-    acpd.cancelAll()
-    await withDeadline(acpd.drain(), STOP_DEADLINE_MS)
-    connection.close()
-    await withDeadline(acpd.drain(), STOP_DEADLINE_MS)
-    await store.flush()
-  }
+    log.info('agent stopping', { reason });
+    acpd.cancelAll();
+    await withDeadline(acpd.drain(), STOP_DEADLINE_MS);
+    connection.close();
+    await withDeadline(acpd.drain(), STOP_DEADLINE_MS);
+    await store.flush();
+  };
   const stopAndExit = (reason: string): void => {
-    stopped ??= stop(reason).then(() => { process.exit(0) }, (error: unknown) => {
-      log.error('could not stop cleanly', { error: String(error) })
-      process.exit(1)
-    })
-  }
+    stopped ??= stop(reason).then(
+      () => {
+        process.exit(0);
+      },
+      (error: unknown) => {
+        log.error('could not stop cleanly', { error: String(error) });
+        process.exit(1);
+      },
+    );
+  };
 
-  process.once('SIGTERM', () => { stopAndExit('SIGTERM') })
-  process.once('SIGINT', () => { stopAndExit('SIGINT') })
+  process.once('SIGTERM', () => {
+    stopAndExit('SIGTERM');
+  });
+  process.once('SIGINT', () => {
+    stopAndExit('SIGINT');
+  });
   // The peer went away: nobody is left to read stdout.
-  process.stdout.on('error', (error) => { stopAndExit(`stdout: ${error.message}`) })
-  void connection.closed.then(() => { stopAndExit('connection closed') })
+  process.stdout.on('error', (error) => {
+    stopAndExit(`stdout: ${error.message}`);
+  });
+  void connection.closed.then(() => {
+    stopAndExit('connection closed');
+  });
 }
 
 /** Waits for `promise`, but no longer than `ms`. */
-async function withDeadline (promise: Promise<unknown>, ms: number): Promise<void> {
-  let timer: NodeJS.Timeout | undefined
-  const expired = new Promise<void>((resolve) => { timer = setTimeout(resolve, ms) })
+async function withDeadline(promise: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const expired = new Promise<void>((resolve) => {
+    timer = setTimeout(resolve, ms);
+  });
   try {
-    await Promise.race([promise, expired])
+    await Promise.race([promise, expired]);
   } finally {
-    clearTimeout(timer)
+    clearTimeout(timer);
   }
 }
 
-main()
+main();

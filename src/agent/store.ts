@@ -1,160 +1,163 @@
 // Session persistence: one JSON file per session, `<dataDir>/<sessionId>.json`.
 // Every write goes to a temporary file in the same directory and is renamed over the target, so a
 // reader (or an agent that restarts after a crash) sees either the old file or the new one, never half.
-import { randomUUID } from 'node:crypto'
-import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises'
-import { join } from 'node:path'
-import type { SessionUpdate } from '@agentclientprotocol/sdk'
+import { randomUUID } from 'node:crypto';
+import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { SessionUpdate } from '@agentclientprotocol/sdk';
 
 export interface SessionRecord {
-  sessionId: string
-  cwd: string
-  createdAt: string
-  updatedAt: string
-  currentModelId: string
-  currentModeId: string
-  history: SessionUpdate[]
+  sessionId: string;
+  cwd: string;
+  createdAt: string;
+  updatedAt: string;
+  currentModelId: string;
+  currentModeId: string;
+  history: SessionUpdate[];
 }
 
 /** Thrown when a session file exists but cannot be understood. */
 export class CorruptSessionError extends Error {
-  constructor (readonly sessionId: string, reason: string) {
-    super(`session file for ${sessionId} is unreadable: ${reason}`)
-    this.name = 'CorruptSessionError'
+  constructor(
+    readonly sessionId: string,
+    reason: string,
+  ) {
+    super(`session file for ${sessionId} is unreadable: ${reason}`);
+    this.name = 'CorruptSessionError';
   }
 }
 
 // Ids end up in file names: allow only a conservative alphabet and length. Anything else is treated
 // as a session that does not exist, so it can never name a path outside the data directory.
-const SAFE_ID = /^[A-Za-z0-9_-]{1,128}$/
+const SAFE_ID = /^[A-Za-z0-9_-]{1,128}$/;
 
-export function isSafeSessionId (sessionId: string): boolean {
-  return SAFE_ID.test(sessionId)
+export function isSafeSessionId(sessionId: string): boolean {
+  return SAFE_ID.test(sessionId);
 }
 
 export class SessionStore {
-  readonly dataDir: string
+  readonly dataDir: string;
   // One promise tail per session, so that writes of one session land in the order they were asked for.
-  readonly #tails = new Map<string, Promise<void>>()
-  #ready: Promise<void> | undefined
+  readonly #tails = new Map<string, Promise<void>>();
+  #ready: Promise<void> | undefined;
 
-  constructor (dataDir: string) {
-    this.dataDir = dataDir
+  constructor(dataDir: string) {
+    this.dataDir = dataDir;
   }
 
-  #ensureDir (): Promise<void> {
-    this.#ready ??= mkdir(this.dataDir, { recursive: true }).then(() => undefined)
-    return this.#ready
+  #ensureDir(): Promise<void> {
+    this.#ready ??= mkdir(this.dataDir, { recursive: true }).then(() => undefined);
+    return this.#ready;
   }
 
-  #file (sessionId: string): string {
-    return join(this.dataDir, `${sessionId}.json`)
+  #file(sessionId: string): string {
+    return join(this.dataDir, `${sessionId}.json`);
   }
 
   /** Reads a session; `undefined` when the id is unsafe or no file exists. */
-  async read (sessionId: string): Promise<SessionRecord | undefined> {
-    if (!isSafeSessionId(sessionId)) return undefined
+  async read(sessionId: string): Promise<SessionRecord | undefined> {
+    if (!isSafeSessionId(sessionId)) return undefined;
     // Let a pending write of this session finish first, so a read never sees an older state.
-    await this.#tails.get(sessionId)
-    let text: string
+    await this.#tails.get(sessionId);
+    let text: string;
     try {
-      text = await readFile(this.#file(sessionId), 'utf8')
+      text = await readFile(this.#file(sessionId), 'utf8');
     } catch (error) {
-      if (isErrnoException(error) && error.code === 'ENOENT') return undefined
-      throw error
+      if (isErrnoException(error) && error.code === 'ENOENT') return undefined;
+      throw error;
     }
-    let parsed: unknown
+    let parsed: unknown;
     try {
-      parsed = JSON.parse(text)
+      parsed = JSON.parse(text);
     } catch {
-      throw new CorruptSessionError(sessionId, 'not JSON')
+      throw new CorruptSessionError(sessionId, 'not JSON');
     }
-    const record = toSessionRecord(parsed)
+    const record = toSessionRecord(parsed);
     if (record === undefined || record.sessionId !== sessionId) {
-      throw new CorruptSessionError(sessionId, 'unexpected shape')
+      throw new CorruptSessionError(sessionId, 'unexpected shape');
     }
-    return record
+    return record;
   }
 
   /**
    * Queues an atomic write of a snapshot of `record`. The returned promise settles when this write
    * (and every earlier write of the same session) is on disk.
    */
-  write (record: SessionRecord): Promise<void> {
+  write(record: SessionRecord): Promise<void> {
     if (!isSafeSessionId(record.sessionId)) {
-      return Promise.reject(new Error(`refusing to persist unsafe session id ${JSON.stringify(record.sessionId)}`))
+      return Promise.reject(new Error(`refusing to persist unsafe session id ${JSON.stringify(record.sessionId)}`));
     }
-    const text = JSON.stringify(record)
-    const target = this.#file(record.sessionId)
-    const previous = this.#tails.get(record.sessionId) ?? Promise.resolve()
+    const text = JSON.stringify(record);
+    const target = this.#file(record.sessionId);
+    const previous = this.#tails.get(record.sessionId) ?? Promise.resolve();
     const next = previous.then(async () => {
-      await this.#ensureDir()
-      const temp = `${target}.${process.pid}.${randomUUID()}.tmp`
+      await this.#ensureDir();
+      const temp = `${target}.${process.pid}.${randomUUID()}.tmp`;
       try {
-        await writeFile(temp, text, 'utf8')
-        await rename(temp, target)
+        await writeFile(temp, text, 'utf8');
+        await rename(temp, target);
       } catch (error) {
-        await rm(temp, { force: true })
-        throw error
+        await rm(temp, { force: true });
+        throw error;
       }
-    })
+    });
     // The tail never rejects, so one failed write does not poison the following ones.
-    const tail = next.catch(() => undefined)
-    this.#tails.set(record.sessionId, tail)
+    const tail = next.catch(() => undefined);
+    this.#tails.set(record.sessionId, tail);
     void tail.then(() => {
-      if (this.#tails.get(record.sessionId) === tail) this.#tails.delete(record.sessionId)
-    })
-    return next
+      if (this.#tails.get(record.sessionId) === tail) this.#tails.delete(record.sessionId);
+    });
+    return next;
   }
 
   /** Every readable session on disk, newest first. Unreadable files are skipped. */
-  async list (): Promise<SessionRecord[]> {
-    let names: string[]
+  async list(): Promise<SessionRecord[]> {
+    let names: string[];
     try {
-      names = await readdir(this.dataDir)
+      names = await readdir(this.dataDir);
     } catch (error) {
-      if (isErrnoException(error) && error.code === 'ENOENT') return []
-      throw error
+      if (isErrnoException(error) && error.code === 'ENOENT') return [];
+      throw error;
     }
-    const records: SessionRecord[] = []
+    const records: SessionRecord[] = [];
     for (const name of names) {
-      if (!name.endsWith('.json')) continue
-      const sessionId = name.slice(0, -'.json'.length)
+      if (!name.endsWith('.json')) continue;
+      const sessionId = name.slice(0, -'.json'.length);
       try {
-        const record = await this.read(sessionId)
-        if (record !== undefined) records.push(record)
+        const record = await this.read(sessionId);
+        if (record !== undefined) records.push(record);
       } catch {
         // A corrupt file must not hide the others.
       }
     }
-    return records.sort((a, b) => b.updatedAt.localeCompare(a.updatedAt))
+    return records.sort((a, b) => b.updatedAt.localeCompare(a.updatedAt));
   }
 
   /** Settles when every queued write has finished. */
-  async flush (): Promise<void> {
+  async flush(): Promise<void> {
     while (this.#tails.size > 0) {
-      await Promise.all(this.#tails.values())
+      await Promise.all(this.#tails.values());
     }
   }
 }
 
-function isErrnoException (error: unknown): error is NodeJS.ErrnoException {
-  return error instanceof Error && 'code' in error
+function isErrnoException(error: unknown): error is NodeJS.ErrnoException {
+  return error instanceof Error && 'code' in error;
 }
 
-function isObject (value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value)
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
 // A shallow check: entries were written by this agent from SDK-typed values, so the discriminant and
 // the object shape are enough to tell a real history from a foreign file.
-function isSessionUpdate (value: unknown): value is SessionUpdate {
-  return isObject(value) && typeof value.sessionUpdate === 'string'
+function isSessionUpdate(value: unknown): value is SessionUpdate {
+  return isObject(value) && typeof value.sessionUpdate === 'string';
 }
 
-function toSessionRecord (value: unknown): SessionRecord | undefined {
-  if (!isObject(value)) return undefined
-  const { sessionId, cwd, createdAt, updatedAt, currentModelId, currentModeId, history } = value
+function toSessionRecord(value: unknown): SessionRecord | undefined {
+  if (!isObject(value)) return undefined;
+  const { sessionId, cwd, createdAt, updatedAt, currentModelId, currentModeId, history } = value;
   if (
     typeof sessionId !== 'string' ||
     typeof cwd !== 'string' ||
@@ -163,12 +166,12 @@ function toSessionRecord (value: unknown): SessionRecord | undefined {
     typeof currentModeId !== 'string' ||
     !Array.isArray(history)
   ) {
-    return undefined
+    return undefined;
   }
-  const updates: SessionUpdate[] = []
+  const updates: SessionUpdate[] = [];
   for (const entry of history) {
-    if (!isSessionUpdate(entry)) return undefined
-    updates.push(entry)
+    if (!isSessionUpdate(entry)) return undefined;
+    updates.push(entry);
   }
   return {
     sessionId,
@@ -178,5 +181,5 @@ function toSessionRecord (value: unknown): SessionRecord | undefined {
     currentModelId,
     currentModeId,
     history: updates,
-  }
+  };
 }

@@ -69,7 +69,11 @@ async function metrics(app: FastifyInstance) {
     },
   });
   mirrored('acpd_agent_spawns_total', 'Agent processes started.', () => channels.spawnCount);
-  mirrored('acpd_agent_crashes_total', 'Agent processes that exited without being asked to.', () => channels.crashCount);
+  mirrored(
+    'acpd_agent_crashes_total',
+    'Agent processes that exited without being asked to.',
+    () => channels.crashCount,
+  );
   new Gauge({
     name: 'acpd_sse_subscribers',
     help: 'Open event streams, over all sessions.',
@@ -83,13 +87,21 @@ async function metrics(app: FastifyInstance) {
 
   const bus = sessions.busStats;
   mirrored('acpd_events_published_total', 'Session events published.', () => bus.published);
-  mirrored('acpd_events_replayed_total', 'Events replayed to streams that reconnected with Last-Event-ID.', () => bus.replayed);
+  mirrored(
+    'acpd_events_replayed_total',
+    'Events replayed to streams that reconnected with Last-Event-ID.',
+    () => bus.replayed,
+  );
   mirrored(
     'acpd_events_dropped_total',
     'Events pushed out of a full replay ring (a reconnect from before them can no longer replay them).',
     () => bus.dropped,
   );
-  mirrored('acpd_sse_evictions_total', 'Event streams cut off because the client fell too far behind.', () => bus.evicted);
+  mirrored(
+    'acpd_sse_evictions_total',
+    'Event streams cut off because the client fell too far behind.',
+    () => bus.evicted,
+  );
 
   new Counter({
     name: 'acpd_restores_total',

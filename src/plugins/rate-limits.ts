@@ -53,7 +53,8 @@ async function rateLimits(app: FastifyInstance, opts: { config: Config }) {
       app.rateLimit({
         max,
         timeWindow: WINDOW_MS,
-        errorResponseBuilder: (_req, context) => new RateLimitedError(budget, Math.max(1, Math.ceil(context.ttl / 1000))),
+        errorResponseBuilder: (_req, context) =>
+          new RateLimitedError(budget, Math.max(1, Math.ceil(context.ttl / 1000))),
       }),
     );
   }

@@ -30,7 +30,11 @@ const metaRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.get('/health', { schema: health }, async (req, reply) => {
     if (!isDeep(req.query)) return { status: 'ok' };
     try {
-      return { status: 'ok', sessions: app.sessions.sessionCount, pendingPermissions: app.sessions.pendingPermissionCount };
+      return {
+        status: 'ok',
+        sessions: app.sessions.sessionCount,
+        pendingPermissions: app.sessions.pendingPermissionCount,
+      };
     } catch (err) {
       req.log.error({ err }, 'deep health probe failed');
       return reply.code(503).send({ status: 'degraded' });

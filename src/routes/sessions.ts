@@ -6,7 +6,14 @@ import path from 'node:path';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { PromptAbortedError, WorkspaceMismatchError, type RestoreAction } from '../errors.js';
-import { cancelSession, createSession, listSessions, promptSession, restoreSession, setModel } from '../schemas/sessions.js';
+import {
+  cancelSession,
+  createSession,
+  listSessions,
+  promptSession,
+  restoreSession,
+  setModel,
+} from '../schemas/sessions.js';
 import { canonicalizeWorkspace } from '../services/workspace.js';
 import { clientGone } from './client-gone.js';
 
@@ -18,7 +25,12 @@ const sessionRoutes: FastifyPluginAsyncTypebox = async (app) => {
    * the session's creator kills it unless someone else attached meanwhile;
    * an attacher just lets go.
    */
-  async function reapIfGone(req: FastifyRequest, reply: FastifyReply, sessionId: string, attached: boolean): Promise<boolean> {
+  async function reapIfGone(
+    req: FastifyRequest,
+    reply: FastifyReply,
+    sessionId: string,
+    attached: boolean,
+  ): Promise<boolean> {
     if (!clientGone(req, reply)) return false;
     req.log.info({ sessionId, attached }, 'client left before the session answer; releasing it');
     if (attached) await sessions.detachClient(sessionId).catch(() => {});

@@ -12,7 +12,11 @@ export const ErrorEnvelope = Type.Object(
     // agent (-32602), or a Node system error code ("ENOENT"): kept as sent.
     code: Type.Optional(Type.Union([Type.String(), Type.Number()])),
   },
-  { additionalProperties: true, $id: 'ErrorEnvelope', description: 'Every error body: `error` and, where the contract has one, `code` and context fields.' },
+  {
+    additionalProperties: true,
+    $id: 'ErrorEnvelope',
+    description: 'Every error body: `error` and, where the contract has one, `code` and context fields.',
+  },
 );
 
 export const ErrorRef = Type.Ref('ErrorEnvelope');

@@ -2,14 +2,16 @@
 import { Type, type Static } from '@sinclair/typebox';
 import { commonErrors, ErrorRef } from './common.js';
 
-const OUTCOME_MESSAGE =
-  '`outcome` must be `{ outcome: "cancelled" }` or `{ outcome: "selected", optionId: string }`';
+const OUTCOME_MESSAGE = '`outcome` must be `{ outcome: "cancelled" }` or `{ outcome: "selected", optionId: string }`';
 
 export const VoteBody = Type.Object(
   {
     outcome: Type.Union(
       [
-        Type.Object({ outcome: Type.Literal('cancelled') }, { additionalProperties: true, errorMessage: OUTCOME_MESSAGE }),
+        Type.Object(
+          { outcome: Type.Literal('cancelled') },
+          { additionalProperties: true, errorMessage: OUTCOME_MESSAGE },
+        ),
         Type.Object(
           { outcome: Type.Literal('selected'), optionId: Type.String({ minLength: 1, errorMessage: OUTCOME_MESSAGE }) },
           { additionalProperties: true, errorMessage: OUTCOME_MESSAGE },

@@ -72,7 +72,7 @@ export const PromptBody = Type.Object(
 export type PromptBody = Static<typeof PromptBody>;
 
 export const promptSession = {
-  summary: 'Send a prompt; answers with the agent\'s PromptResponse when the turn ends',
+  summary: "Send a prompt; answers with the agent's PromptResponse when the turn ends",
   params: SessionIdParams,
   body: PromptBody,
   response: {
@@ -98,14 +98,14 @@ export const SetModelBody = Type.Object(
 export type SetModelBody = Static<typeof SetModelBody>;
 
 export const setModel = {
-  summary: 'Switch the session\'s model',
+  summary: "Switch the session's model",
   params: SessionIdParams,
   body: SetModelBody,
   response: { 200: Opaque, 404: ErrorRef, ...commonErrors },
 };
 
 export const sessionEvents = {
-  summary: 'Follow the session\'s events (Server-Sent Events); `Last-Event-ID` replays from the ring',
+  summary: "Follow the session's events (Server-Sent Events); `Last-Event-ID` replays from the ring",
   params: SessionIdParams,
   headers: Type.Object({ 'last-event-id': Type.Optional(Type.String()) }),
   response: { 404: ErrorRef, 429: ErrorRef, ...commonErrors },

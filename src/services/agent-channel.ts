@@ -164,7 +164,8 @@ export class AgentChannel {
     // When the child dies, EOF on its stdout usually closes the connection (rejecting this request with
     // the SDK's generic "ACP connection closed") before the exit event: report it as the closed channel.
     const request = this.connection.agent.request<T>(method, params).catch((err: unknown): never => {
-      if (!(err instanceof RequestError) && this.connection.signal.aborted) throw new ChannelClosedError(opts.closedMessage);
+      if (!(err instanceof RequestError) && this.connection.signal.aborted)
+        throw new ChannelClosedError(opts.closedMessage);
       throw err;
     });
     const racers: Promise<T>[] = [request, this.closedRejection(opts.closedMessage)];

@@ -75,7 +75,12 @@ export class ChannelSupervisor {
       if (this.current === channel) this.current = undefined;
       if (!channel.isDying) this.crashCount++;
       this.opts.log[this.shuttingDown ? 'debug' : 'info'](
-        { agentPid: channel.pid, exitCode: info?.exitCode ?? null, signal: info?.signalCode ?? null, sessions: channel.sessionIds.size },
+        {
+          agentPid: channel.pid,
+          exitCode: info?.exitCode ?? null,
+          signal: info?.signalCode ?? null,
+          sessions: channel.sessionIds.size,
+        },
         'agent exited',
       );
       listener.channelExited(channel, info);

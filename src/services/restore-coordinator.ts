@@ -9,7 +9,13 @@
  *  - a restored session never becomes the single-scope default.
  */
 import type { FastifyBaseLogger } from 'fastify';
-import { ChannelClosedError, RestoreInProgressError, SessionNotFoundError, ShuttingDownError, type RestoreAction } from '../errors.js';
+import {
+  ChannelClosedError,
+  RestoreInProgressError,
+  SessionNotFoundError,
+  ShuttingDownError,
+  type RestoreAction,
+} from '../errors.js';
 import type { EventBus } from './event-bus.js';
 import type { SessionRegistry, SlotHolder } from './session-registry.js';
 
@@ -108,7 +114,12 @@ export class RestoreCoordinator implements SlotHolder {
 
     const coalesced: Coalesced = { waiters: 0 };
     const events = registry.newBus();
-    const flight: InFlight = { action, coalesced, events, promise: this.own(action, coalesced, events, sessionId, key) };
+    const flight: InFlight = {
+      action,
+      coalesced,
+      events,
+      promise: this.own(action, coalesced, events, sessionId, key),
+    };
     this.inFlight.set(sessionId, flight);
     const clear = () => {
       if (this.inFlight.get(sessionId) === flight) this.inFlight.delete(sessionId);
@@ -127,7 +138,10 @@ export class RestoreCoordinator implements SlotHolder {
     }
     if (!this.registry.get(sessionId)) {
       flight.coalesced.waiters--;
-      throw new SessionNotFoundError(sessionId, 'the agent child likely crashed during session restore — retry to restore the session');
+      throw new SessionNotFoundError(
+        sessionId,
+        'the agent child likely crashed during session restore — retry to restore the session',
+      );
     }
     return { ...result, attached: true };
   }

@@ -108,7 +108,8 @@ export class SessionRegistry implements ChannelListener {
     private readonly opts: RegistryOptions,
     readonly channels: ChannelSupervisor,
   ) {
-    if (!Number.isNaN(opts.maxSessions) && opts.maxSessions < 0) throw new TypeError(`Invalid maxSessions: ${opts.maxSessions}`);
+    if (!Number.isNaN(opts.maxSessions) && opts.maxSessions < 0)
+      throw new TypeError(`Invalid maxSessions: ${opts.maxSessions}`);
     this.permissions = new PermissionBroker({
       timeoutMs: opts.permissionTimeoutMs,
       maxPendingPerSession: opts.maxPendingPermissionsPerSession,
@@ -195,7 +196,13 @@ export class SessionRegistry implements ChannelListener {
   }
 
   /** Creates the bus-bearing entry for a session the agent now knows. */
-  register(sessionId: string, channel: AgentChannel, events: EventBus, restoreState: unknown, attachCount: number): SessionEntry {
+  register(
+    sessionId: string,
+    channel: AgentChannel,
+    events: EventBus,
+    restoreState: unknown,
+    attachCount: number,
+  ): SessionEntry {
     const entry: SessionEntry = {
       sessionId,
       workspaceCwd: this.opts.workspace,
@@ -261,7 +268,8 @@ export class SessionRegistry implements ChannelListener {
     const entry = await spawn;
     if (req.modelServiceId) {
       await this.applyModel(entry, req.modelServiceId).catch(() => {});
-      if (!this.byId.has(entry.sessionId)) throw new Error(`Session ${entry.sessionId} died during model-switch initialization`);
+      if (!this.byId.has(entry.sessionId))
+        throw new Error(`Session ${entry.sessionId} died during model-switch initialization`);
     }
     return { sessionId: entry.sessionId, workspaceCwd, attached: false };
   }
@@ -287,7 +295,10 @@ export class SessionRegistry implements ChannelListener {
     }
     if (this.shuttingDown) throw new ShuttingDownError();
     if (!channel.alive || channel.isDying) {
-      throw new SessionNotFoundError(sessionId, 'the agent child likely crashed during initialization — retry to spawn a new session');
+      throw new SessionNotFoundError(
+        sessionId,
+        'the agent child likely crashed during initialization — retry to spawn a new session',
+      );
     }
     const entry = this.register(sessionId, channel, warm?.events ?? this.newBus(), undefined, 0);
     if (scope === 'single' && !this.defaultEntry) this.defaultEntry = entry;
@@ -305,7 +316,10 @@ export class SessionRegistry implements ChannelListener {
         const res = await entry.channel.call<unknown>(
           'session/set_model',
           { ...extra, sessionId: entry.sessionId, modelId },
-          { timeoutMs: this.opts.initTimeoutMs, closedMessage: `agent channel closed mid-request (session ${entry.sessionId})` },
+          {
+            timeoutMs: this.opts.initTimeoutMs,
+            closedMessage: `agent channel closed mid-request (session ${entry.sessionId})`,
+          },
         );
         entry.events.publish('model_switched', { sessionId: entry.sessionId, modelId });
         return res ?? {};

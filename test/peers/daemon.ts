@@ -51,7 +51,17 @@ function argvFor(kind: DaemonKind, opts: DaemonOptions): string[] {
     // The `qwen` bin; `serve` runs in-process there (no launcher child), so the pid is the daemon.
     return [qwenEntry, 'serve', '--port', '0', '--workspace', opts.workspace];
   }
-  return [acpdServer, '--port', '0', '--workspace', opts.workspace, '--data-dir', opts.dataDir, '--agent', opts.agent ?? agentCommand()];
+  return [
+    acpdServer,
+    '--port',
+    '0',
+    '--workspace',
+    opts.workspace,
+    '--data-dir',
+    opts.dataDir,
+    '--agent',
+    opts.agent ?? agentCommand(),
+  ];
 }
 
 class Daemon implements DaemonHandle {
@@ -59,7 +69,10 @@ class Daemon implements DaemonHandle {
   private url = '';
   starts = 0;
 
-  constructor(readonly kind: DaemonKind, private readonly opts: DaemonOptions) {}
+  constructor(
+    readonly kind: DaemonKind,
+    private readonly opts: DaemonOptions,
+  ) {}
 
   get baseUrl(): string {
     return this.url;

@@ -10,12 +10,12 @@
  * the wire (`v` stays 1) and the SDK copes with both shapes.
  */
 export const NEWER_QWEN = 'newer qwen';
-export const legend: Record<string, string> =
-  {
-    [NEWER_QWEN]: 'qwen 0.24 is many releases newer than the reference revision acpd implements '
-      + '(qwen-serve-v1.md §0); its additions are additive (`v` stays 1) and the SDK accepts both shapes. '
-      + 'SPEC §3 lists some of them (epochs, `replay_complete`, the non-blocking prompt) as later acpd issues.',
-  };
+export const legend: Record<string, string> = {
+  [NEWER_QWEN]:
+    'qwen 0.24 is many releases newer than the reference revision acpd implements ' +
+    '(qwen-serve-v1.md §0); its additions are additive (`v` stays 1) and the SDK accepts both shapes. ' +
+    'SPEC §3 lists some of them (epochs, `replay_complete`, the non-blocking prompt) as later acpd issues.',
+};
 
 const N = `${NEWER_QWEN}:`;
 
@@ -29,7 +29,8 @@ export const knownDifferences: Record<string, string> = {
   's5.loadHistory': `${N} load answers with the history in its body (compactedReplay, hydrated by the SDK into replaySnapshot) and does not replay it over SSE; acpd follows v1 §2.3/§5.8: the agent's replay goes into the session's ring, read with Last-Event-ID: 0`,
   's5.loadIdless': `${N} event epochs (state_resync_required when Last-Event-ID comes without an epoch) and replay_complete`,
   'after load (v1 core)': `${N} the history is in the load response body, not on SSE (see above)`,
-  's5.listAfterRestart': 'v1 lists the registered (live) sessions only (§2.3 GET /workspace/:id/sessions); qwen 0.24 lists its persisted catalog',
+  's5.listAfterRestart':
+    'v1 lists the registered (live) sessions only (§2.3 GET /workspace/:id/sessions); qwen 0.24 lists its persisted catalog',
 };
 
 /** Rows of all frames include the non-v1 frames, so they differ whenever those do. */

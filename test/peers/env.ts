@@ -40,7 +40,9 @@ export function packageVersion(dir: string): string {
     if (typeof parsed === 'object' && parsed !== null && 'version' in parsed && typeof parsed.version === 'string') {
       return parsed.version;
     }
-  } catch { /* fall through */ }
+  } catch {
+    /* fall through */
+  }
   return 'unknown';
 }
 

@@ -44,7 +44,11 @@ function freePort(): Promise<number> {
 }
 
 export class FakeModel {
-  private constructor(private readonly proc: Proc, readonly port: number, readonly logFile: string) {}
+  private constructor(
+    private readonly proc: Proc,
+    readonly port: number,
+    readonly logFile: string,
+  ) {}
 
   /** fake-openai-server.mjs with FAKE_PORT=0; the port comes from its start line. */
   static async start(dir: string, env: NodeJS.ProcessEnv): Promise<FakeModel> {
@@ -89,7 +93,9 @@ export class FakeModel {
 
   lines(): string[] {
     if (!existsSync(this.logFile)) return [];
-    return readFileSync(this.logFile, 'utf8').split('\n').filter((l) => l.trim().length > 0);
+    return readFileSync(this.logFile, 'utf8')
+      .split('\n')
+      .filter((l) => l.trim().length > 0);
   }
 
   entries(): FakeLogEntry[] {

@@ -55,8 +55,14 @@ function show(v: unknown): string {
 
 /** The v1 frame types of the reference contract (qwen-serve-v1.md §3.3). */
 export const V1_TYPES = new Set([
-  'session_update', 'permission_request', 'permission_resolved', 'model_switched',
-  'model_switch_failed', 'session_died', 'client_evicted', 'stream_error',
+  'session_update',
+  'permission_request',
+  'permission_resolved',
+  'model_switched',
+  'model_switch_failed',
+  'session_died',
+  'client_evicted',
+  'stream_error',
 ]);
 
 function isRecord(v: unknown): v is Record<string, unknown> {
@@ -108,7 +114,10 @@ export function foldLabels(labels: string[]): string[] {
     if (prev !== undefined) out.push(n > 1 ? `${prev}×${n}` : prev);
   };
   for (const l of labels) {
-    if (l === prev) { n += 1; continue; }
+    if (l === prev) {
+      n += 1;
+      continue;
+    }
     flush();
     prev = l;
     n = 1;
@@ -144,7 +153,11 @@ export class FrameCollector {
   private readonly waiters = new Set<() => void>();
   private done = false;
 
-  constructor(readonly name: string, gen: AsyncGenerator<DaemonEvent>, private readonly ac: AbortController) {
+  constructor(
+    readonly name: string,
+    gen: AsyncGenerator<DaemonEvent>,
+    private readonly ac: AbortController,
+  ) {
     this.ended = (async () => {
       try {
         for await (const ev of gen) {
@@ -169,15 +182,19 @@ export class FrameCollector {
   async waitFor(pred: (ev: DaemonEvent) => boolean, ms: number, label: string): Promise<DaemonEvent> {
     let wake: (() => void) | undefined;
     try {
-      return await withTimeout(new Promise<DaemonEvent>((resolve, reject) => {
-        wake = (): void => {
-          const hit = this.frames.find(pred);
-          if (hit) resolve(hit);
-          else if (this.done) reject(new Error(`${this.name}: stream ended before ${label}`));
-        };
-        this.waiters.add(wake);
-        wake();
-      }), ms, `${this.name}: ${label}`);
+      return await withTimeout(
+        new Promise<DaemonEvent>((resolve, reject) => {
+          wake = (): void => {
+            const hit = this.frames.find(pred);
+            if (hit) resolve(hit);
+            else if (this.done) reject(new Error(`${this.name}: stream ended before ${label}`));
+          };
+          this.waiters.add(wake);
+          wake();
+        }),
+        ms,
+        `${this.name}: ${label}`,
+      );
     } finally {
       if (wake) this.waiters.delete(wake);
     }
@@ -190,7 +207,10 @@ export class FrameCollector {
     let lastChange = Date.now();
     while (Date.now() < end) {
       await new Promise((r) => setTimeout(r, 50));
-      if (this.frames.length !== seen) { seen = this.frames.length; lastChange = Date.now(); }
+      if (this.frames.length !== seen) {
+        seen = this.frames.length;
+        lastChange = Date.now();
+      }
       if (Date.now() - lastChange >= quietMs) return;
     }
   }

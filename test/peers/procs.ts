@@ -28,7 +28,12 @@ export async function withTimeout<T>(p: Promise<T>, ms: number, label: string): 
 }
 
 /** Polls `check` until it returns a value other than undefined/false. */
-export async function pollUntil<T>(check: () => T | undefined | false, ms: number, label: string, everyMs = 50): Promise<T> {
+export async function pollUntil<T>(
+  check: () => T | undefined | false,
+  ms: number,
+  label: string,
+  everyMs = 50,
+): Promise<T> {
   const end = Date.now() + ms;
   for (;;) {
     const v = check();
@@ -38,7 +43,12 @@ export async function pollUntil<T>(check: () => T | undefined | false, ms: numbe
   }
 }
 
-interface ProcStat { pid: number; ppid: number; pgid: number; state: string }
+interface ProcStat {
+  pid: number;
+  ppid: number;
+  pgid: number;
+  state: string;
+}
 
 function readStat(pid: number): ProcStat | undefined {
   try {
@@ -59,7 +69,9 @@ export function isAlive(pid: number): boolean {
 
 export function cmdline(pid: number): string[] {
   try {
-    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter((s) => s.length > 0);
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8')
+      .split('\0')
+      .filter((s) => s.length > 0);
   } catch {
     return [];
   }
@@ -77,7 +89,9 @@ function allStats(): ProcStat[] {
 
 /** Direct children of `pid` (live ones). */
 export function childrenOf(pid: number): number[] {
-  return allStats().filter((s) => s.ppid === pid && s.state !== 'Z').map((s) => s.pid);
+  return allStats()
+    .filter((s) => s.ppid === pid && s.state !== 'Z')
+    .map((s) => s.pid);
 }
 
 /** Every live descendant of `pid`, breadth first. */
@@ -116,7 +130,10 @@ export async function terminate(pids: number[], graceMs: number): Promise<void> 
   while (Date.now() < hardEnd && live.some(isAlive)) await sleep(50);
 }
 
-export interface ExitInfo { code: number | null; signal: NodeJS.Signals | null }
+export interface ExitInfo {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
 
 export interface SpawnOptions {
   env: NodeJS.ProcessEnv;
@@ -137,7 +154,12 @@ export class Proc {
   private readonly lineWaiters = new Set<(line: string) => void>();
   private readonly log: WriteStream;
 
-  constructor(readonly name: string, cmd: string, args: string[], opts: SpawnOptions) {
+  constructor(
+    readonly name: string,
+    cmd: string,
+    args: string[],
+    opts: SpawnOptions,
+  ) {
     this.log = createWriteStream(opts.logFile, { flags: 'a' });
     this.log.write(`# ${new Date().toISOString()} spawn ${cmd} ${args.join(' ')}\n`);
     this.child = spawn(cmd, args, {
@@ -180,7 +202,9 @@ export class Proc {
         for (const w of this.lineWaiters) w(line);
       }
     });
-    stream.on('error', () => { /* the process is going away */ });
+    stream.on('error', () => {
+      /* the process is going away */
+    });
   }
 
   get alive(): boolean {
@@ -201,7 +225,8 @@ export class Proc {
       };
       this.lineWaiters.add(waiter);
       void this.exited.then((e) =>
-        reject(new Error(`${this.name} exited (code=${e.code} signal=${e.signal}) before printing ${re}`)));
+        reject(new Error(`${this.name} exited (code=${e.code} signal=${e.signal}) before printing ${re}`)),
+      );
     });
     return withTimeout(found, ms, `${this.name}: line ${re}`).finally(() => {
       if (waiter) this.lineWaiters.delete(waiter);
@@ -216,7 +241,10 @@ export class Proc {
       await terminate([this.pid], graceMs);
     }
     // … then whatever is still around from the snapshot (agents in their own sessions).
-    await terminate(family.filter((p) => p !== this.pid), 2000);
+    await terminate(
+      family.filter((p) => p !== this.pid),
+      2000,
+    );
     await withTimeout(this.exited, 5000, `${this.name}: exit`).catch(() => undefined);
     await new Promise<void>((resolve) => this.log.end(resolve));
     Procs.unregister(this);
@@ -227,8 +255,12 @@ export class Proc {
 /** Every live Proc, so that the runner can stop all of them on exit, error or signal. */
 export const Procs = {
   live: new Set<Proc>(),
-  register(p: Proc): void { this.live.add(p); },
-  unregister(p: Proc): void { this.live.delete(p); },
+  register(p: Proc): void {
+    this.live.add(p);
+  },
+  unregister(p: Proc): void {
+    this.live.delete(p);
+  },
   async stopAll(): Promise<void> {
     await Promise.all([...this.live].map((p) => p.stop(2000).catch(() => undefined)));
   },

@@ -32,9 +32,19 @@ function factValue(o: Outcome | undefined, key: string): string | undefined {
 
 const UNEXPLAINED = '**unexplained**: fix acpd or add the reason to test/peers/differences.ts';
 
-interface Row { label: string; qwen: string; acpd: string; verdict: 'same' | 'differs' | '—'; why: string }
+interface Row {
+  label: string;
+  qwen: string;
+  acpd: string;
+  verdict: 'same' | 'differs' | '—';
+  why: string;
+}
 
-function verdict(q: string | undefined, a: string | undefined, reason: string | undefined): Pick<Row, 'verdict' | 'why'> {
+function verdict(
+  q: string | undefined,
+  a: string | undefined,
+  reason: string | undefined,
+): Pick<Row, 'verdict' | 'why'> {
   if (q === undefined || a === undefined) return { verdict: '—', why: '' };
   if (q === a) return { verdict: 'same', why: '' };
   return { verdict: 'differs', why: reason ?? UNEXPLAINED };
@@ -47,12 +57,18 @@ function rowsFor(q: Outcome | undefined, a: Outcome | undefined): Row[] {
   const missing = (o: Outcome | undefined): string => (o?.ran ? '—' : 'not run');
   const keys: Array<{ key: string; behaviour: string }> = [];
   for (const o of ran) {
-    for (const f of o.obs.facts) if (!keys.some((k) => k.key === f.key)) keys.push({ key: f.key, behaviour: f.behaviour });
+    for (const f of o.obs.facts)
+      if (!keys.some((k) => k.key === f.key)) keys.push({ key: f.key, behaviour: f.behaviour });
   }
   for (const { key, behaviour } of keys) {
     const qv = factValue(q, key);
     const av = factValue(a, key);
-    rows.push({ label: behaviour, qwen: qv ?? missing(q), acpd: av ?? missing(a), ...verdict(qv, av, knownDifferences[key]) });
+    rows.push({
+      label: behaviour,
+      qwen: qv ?? missing(q),
+      acpd: av ?? missing(a),
+      ...verdict(qv, av, knownDifferences[key]),
+    });
   }
   const seqNames: string[] = [];
   for (const o of ran) for (const n of Object.keys(o.obs.sequences)) if (!seqNames.includes(n)) seqNames.push(n);
@@ -71,7 +87,8 @@ export function unexplainedDifferences(r: RunReport): string[] {
   return r.scenarios.flatMap((s) =>
     rowsFor(r.results.qwen.get(s.id), r.results.acpd.get(s.id))
       .filter((row) => row.why === UNEXPLAINED)
-      .map((row) => `${s.id}: ${row.label} (qwen serve: ${row.qwen}; acpd: ${row.acpd})`));
+      .map((row) => `${s.id}: ${row.label} (qwen serve: ${row.qwen}; acpd: ${row.acpd})`),
+  );
 }
 
 export function renderConformance(r: RunReport): string {
@@ -98,7 +115,9 @@ export function renderConformance(r: RunReport): string {
   out.push('| # | scenario | qwen serve | acpd |');
   out.push('|---|---|---|---|');
   for (const s of r.scenarios) {
-    out.push(`| ${s.id} | ${cell(s.title)} | ${status(r.results.qwen.get(s.id))} | ${status(r.results.acpd.get(s.id))} |`);
+    out.push(
+      `| ${s.id} | ${cell(s.title)} | ${status(r.results.qwen.get(s.id))} | ${status(r.results.acpd.get(s.id))} |`,
+    );
   }
   for (const s of r.scenarios) {
     const q = r.results.qwen.get(s.id);
@@ -111,8 +130,14 @@ export function renderConformance(r: RunReport): string {
     for (const row of rowsFor(q, a)) {
       out.push(`| ${cell(row.label)} | ${cell(row.qwen)} | ${cell(row.acpd)} | ${row.verdict} | ${cell(row.why)} |`);
     }
-    const notes = [...(q?.ran ? q.obs.notes.map((t) => `qwen serve: ${t}`) : []), ...(a?.ran ? a.obs.notes.map((t) => `acpd: ${t}`) : [])];
-    const failures = [...(q?.ran ? q.obs.failures.map((t) => `qwen serve: ${t}`) : []), ...(a?.ran ? a.obs.failures.map((t) => `acpd: ${t}`) : [])];
+    const notes = [
+      ...(q?.ran ? q.obs.notes.map((t) => `qwen serve: ${t}`) : []),
+      ...(a?.ran ? a.obs.notes.map((t) => `acpd: ${t}`) : []),
+    ];
+    const failures = [
+      ...(q?.ran ? q.obs.failures.map((t) => `qwen serve: ${t}`) : []),
+      ...(a?.ran ? a.obs.failures.map((t) => `acpd: ${t}`) : []),
+    ];
     if (failures.length > 0) {
       out.push('');
       out.push('Failures:');
@@ -138,8 +163,10 @@ export function renderConformance(r: RunReport): string {
     out.push('| behaviour | acpd |');
     out.push('|---|---|');
     if (outcome.ran) {
-      for (const f of outcome.obs.facts) out.push(`| ${cell(f.behaviour)} | ${cell(f.value)}${f.ok === false ? ' ✗' : ''} |`);
-      for (const [n, seq] of Object.entries(outcome.obs.sequences)) out.push(`| frames: ${cell(n)} | \`${cell(seq.join(' '))}\` |`);
+      for (const f of outcome.obs.facts)
+        out.push(`| ${cell(f.behaviour)} | ${cell(f.value)}${f.ok === false ? ' ✗' : ''} |`);
+      for (const [n, seq] of Object.entries(outcome.obs.sequences))
+        out.push(`| frames: ${cell(n)} | \`${cell(seq.join(' '))}\` |`);
       if (outcome.obs.failures.length > 0) {
         out.push('');
         out.push('Failures:');

@@ -13,8 +13,16 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type DaemonHandle, type DaemonKind, startDaemon } from './daemon.js';
 import {
-  acpdServer, checkPrerequisites, conformanceDoc, makeHome, packageVersion, peerEnv, peersDir,
-  qwenPkgDir, repoRoot, sdkDir,
+  acpdServer,
+  checkPrerequisites,
+  conformanceDoc,
+  makeHome,
+  packageVersion,
+  peerEnv,
+  peersDir,
+  qwenPkgDir,
+  repoRoot,
+  sdkDir,
 } from './env.js';
 import { FakeModel } from './fake-model.js';
 import { Observation } from './observe.js';
@@ -32,7 +40,9 @@ interface Args {
 
 function parseArgs(argv: string[]): Args {
   const args: Args = { daemons: ['qwen', 'acpd'], only: undefined, doc: true, keep: process.env.PEERS_KEEP === '1' };
-  const fromEnv = process.env.PEERS_DAEMONS?.split(',').map((s) => s.trim()).filter((s): s is DaemonKind => s === 'qwen' || s === 'acpd');
+  const fromEnv = process.env.PEERS_DAEMONS?.split(',')
+    .map((s) => s.trim())
+    .filter((s): s is DaemonKind => s === 'qwen' || s === 'acpd');
   if (fromEnv?.length) args.daemons = fromEnv;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -76,7 +86,12 @@ interface Setup {
 
 const qwenSetup: Setup = { fake: 'openai', env: (home, fake) => peerEnv(home, fake.baseUrl) };
 
-async function runScenario(kind: DaemonKind, scenario: Scenario, keep: boolean, setup: Setup = qwenSetup): Promise<{ obs: Observation; dir: string; logs: string[] }> {
+async function runScenario(
+  kind: DaemonKind,
+  scenario: Scenario,
+  keep: boolean,
+  setup: Setup = qwenSetup,
+): Promise<{ obs: Observation; dir: string; logs: string[] }> {
   const obs = new Observation();
   const dir = mkdtempSync(join(tmpdir(), `acpd-peers-${kind}-s${scenario.id}-`));
   run.tmpDirs.add(dir);
@@ -91,7 +106,10 @@ async function runScenario(kind: DaemonKind, scenario: Scenario, keep: boolean, 
   let fake: FakeModel | undefined;
   const t0 = Date.now();
   try {
-    fake = setup.fake === 'openai' ? await FakeModel.start(logDir, process.env) : await FakeModel.startMulti(logDir, process.env);
+    fake =
+      setup.fake === 'openai'
+        ? await FakeModel.start(logDir, process.env)
+        : await FakeModel.startMulti(logDir, process.env);
     const env = setup.env(home, fake);
     const fakeModel = fake;
     const ctx: ScenarioContext = {
@@ -114,8 +132,12 @@ async function runScenario(kind: DaemonKind, scenario: Scenario, keep: boolean, 
     await fake?.stop().catch(() => undefined);
     obs.durationMs = Date.now() - t0;
   }
-  const logs = obs.passed ? [] : readdirSync(logDir).filter((f) => f.includes('-daemon.')).sort()
-    .flatMap((f) => tail(join(logDir, f), 15).map((l) => `${f}: ${l}`));
+  const logs = obs.passed
+    ? []
+    : readdirSync(logDir)
+        .filter((f) => f.includes('-daemon.'))
+        .sort()
+        .flatMap((f) => tail(join(logDir, f), 15).map((l) => `${f}: ${l}`));
   if (!keep) rmSync(dir, { recursive: true, force: true });
   run.tmpDirs.delete(dir);
   return { obs, dir, logs };
@@ -149,7 +171,12 @@ class Tap {
   scenario(name: string, r: { obs: Observation; dir: string; logs: string[] }, keep: boolean): void {
     const secs = ` (${(r.obs.durationMs / 1000).toFixed(1)} s)`;
     if (r.obs.passed) this.pass(name, secs);
-    else this.fail(name, [...r.obs.failures, ...(keep ? [`tmpdir ${r.dir}`] : []), ...r.logs.map((l) => `log ${l}`)], secs);
+    else
+      this.fail(
+        name,
+        [...r.obs.failures, ...(keep ? [`tmpdir ${r.dir}`] : []), ...r.logs.map((l) => `log ${l}`)],
+        secs,
+      );
     for (const [seq, labels] of Object.entries(r.obs.sequences)) console.log(`#   ${seq}: ${labels.join(' ')}`);
   }
 
@@ -181,7 +208,7 @@ async function main(): Promise<number> {
   console.log('TAP version 14');
   console.log(`# repo ${repoRoot}`);
   const acpdMissing = `${acpdServer} is missing: npm run build (or PEERS_DAEMONS=qwen)`;
-  for (const kind of (['qwen', 'acpd'] as const)) {
+  for (const kind of ['qwen', 'acpd'] as const) {
     for (const s of selected) {
       if (run.interrupted) break;
       const name = `${LABEL[kind]} › ${s.id}. ${s.title}`;
@@ -210,9 +237,15 @@ async function main(): Promise<number> {
     else if (!acpdBuilt) tap.fail(name, [acpdMissing]);
     else {
       const r = await runScenario('acpd', secondAgentScenario, args.keep, {
-        fake: 'multi', agent: agent.command(), env: (home, fake) => agent.env(home, fake),
+        fake: 'multi',
+        agent: agent.command(),
+        env: (home, fake) => agent.env(home, fake),
       });
-      second = { agent: `${agent.name} ${agent.version()}`, scenario: secondAgentScenario, outcome: { ran: true, obs: r.obs } };
+      second = {
+        agent: `${agent.name} ${agent.version()}`,
+        scenario: secondAgentScenario,
+        outcome: { ran: true, obs: r.obs },
+      };
       tap.scenario(name, r, args.keep);
     }
   }
@@ -234,14 +267,22 @@ async function main(): Promise<number> {
   const explained = 'every difference between acpd and qwen serve is explained';
   if (!compared) tap.skip(explained, 'nothing compared');
   else if (unexplained.length === 0) tap.pass(explained);
-  else tap.fail(explained, ['unexplained (fix acpd, or give the reason in test/peers/differences.ts):', ...unexplained]);
+  else
+    tap.fail(explained, ['unexplained (fix acpd, or give the reason in test/peers/differences.ts):', ...unexplained]);
   tap.end();
   mkdirSync(peersDir, { recursive: true });
-  writeFileSync(join(peersDir, 'last-run.json'), JSON.stringify({
-    versions: report.versions,
-    results: Object.fromEntries((['qwen', 'acpd'] as const).map((k) => [k, Object.fromEntries(results[k])])),
-    second,
-  }, null, 2));
+  writeFileSync(
+    join(peersDir, 'last-run.json'),
+    JSON.stringify(
+      {
+        versions: report.versions,
+        results: Object.fromEntries((['qwen', 'acpd'] as const).map((k) => [k, Object.fromEntries(results[k])])),
+        second,
+      },
+      null,
+      2,
+    ),
+  );
   if (args.doc && !args.only) {
     mkdirSync(join(repoRoot, 'docs'), { recursive: true });
     writeFileSync(conformanceDoc, renderConformance(report));
@@ -269,7 +310,7 @@ main().then(
     process.exitCode = code;
   },
   async (err: unknown) => {
-    console.log(`Bail out! ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
+    console.log(`Bail out! ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
     await Procs.stopAll();
     process.exitCode = 1;
   },

@@ -7,8 +7,18 @@ import type { DaemonEvent, DaemonSessionSubscribeOptions, PromptResult } from '@
 import type { DaemonHandle, DaemonKind } from './daemon.js';
 import { type FakeLogEntry, type FakeModel, isMainTurn } from './fake-model.js';
 import {
-  chunkText, coreSequence, dataOf, distinctHttp, FrameCollector, fullSequence, isBridgeEcho,
-  type Observation, recordingFetch, updateKind, updateOf, V1_TYPES,
+  chunkText,
+  coreSequence,
+  dataOf,
+  distinctHttp,
+  FrameCollector,
+  fullSequence,
+  isBridgeEcho,
+  type Observation,
+  recordingFetch,
+  updateKind,
+  updateOf,
+  V1_TYPES,
 } from './observe.js';
 import { descendantsOf, isAlive, pollUntil, withTimeout } from './procs.js';
 
@@ -106,11 +116,25 @@ const s1: Scenario = {
     const c = clientFor(ctx, d);
     const caps = await c.capabilities();
     const missing = [
-      'health', 'capabilities', 'session_create', 'session_scope_override', 'session_load',
-      'unstable_session_resume', 'session_list', 'session_prompt', 'session_cancel', 'session_events',
-      'session_set_model', 'permission_vote',
+      'health',
+      'capabilities',
+      'session_create',
+      'session_scope_override',
+      'session_load',
+      'unstable_session_resume',
+      'session_list',
+      'session_prompt',
+      'session_cancel',
+      'session_events',
+      'session_set_model',
+      'permission_vote',
     ].filter((f) => !caps.features.includes(f));
-    obs.require('caps.v1', 'GET /capabilities advertises every v1 feature', missing.length ? `missing ${missing.join(',')}` : 'all 12', missing.length === 0);
+    obs.require(
+      'caps.v1',
+      'GET /capabilities advertises every v1 feature',
+      missing.length ? `missing ${missing.join(',')}` : 'all 12',
+      missing.length === 0,
+    );
     obs.info('caps.extra', 'GET /capabilities: features beyond v1', caps.features.length - 12 + missing.length);
     obs.info('caps.mode', 'GET /capabilities: mode', caps.mode);
 
@@ -125,7 +149,11 @@ const s1: Scenario = {
     obs.require('s1.reply', 'agent_message_chunk text over SSE', reply, reply.includes('pong'));
     const promptHttp = distinctHttp(obs.http).filter((h) => h.startsWith('POST /session/:id/prompt'));
     obs.info('s1.promptHttp', 'POST /session/:id/prompt status', promptHttp.map((h) => h.split(' → ')[1]).join(','));
-    obs.info('s1.idless', 'frames without id', [...new Set(sub.frames.filter((f) => f.id === undefined).map((f) => f.type))].join(',') || 'none');
+    obs.info(
+      's1.idless',
+      'frames without id',
+      [...new Set(sub.frames.filter((f) => f.id === undefined).map((f) => f.type))].join(',') || 'none',
+    );
     const extra = [...new Set(sub.frames.filter((f) => !V1_TYPES.has(f.type)).map((f) => f.type))];
     obs.info('s1.nonV1', 'frame types outside v1', extra.join(',') || 'none');
     obs.info('s1.echo', 'daemon echoes the prompt as user_message_chunk', sub.frames.some(isBridgeEcho));
@@ -152,38 +180,66 @@ const s2: Scenario = {
     const req = await sub.waitFor((ev) => ev.type === 'permission_request', FRAME_MS, 'permission_request');
     const data = dataOf(req);
     const requestId = String(data.requestId);
-    const options = Array.isArray(data.options) ? data.options.filter((o): o is Record<string, unknown> => typeof o === 'object' && o !== null) : [];
+    const options = Array.isArray(data.options)
+      ? data.options.filter((o): o is Record<string, unknown> => typeof o === 'object' && o !== null)
+      : [];
     obs.require('s2.request', 'permission_request frame over SSE', 'yes', true);
     obs.info('s2.options', 'offered option kinds', options.map((o) => String(o.kind)).join(','));
-    const toolCall = typeof data.toolCall === 'object' && data.toolCall !== null ? (data.toolCall as Record<string, unknown>) : {};
+    const toolCall =
+      typeof data.toolCall === 'object' && data.toolCall !== null ? (data.toolCall as Record<string, unknown>) : {};
     obs.info('s2.toolKind', 'permission_request toolCall.kind', toolCall.kind);
 
-    const bad = await s.respondToPermission(requestId, { outcome: { outcome: 'selected', optionId: 'no-such-option' } })
+    const bad = await s
+      .respondToPermission(requestId, { outcome: { outcome: 'selected', optionId: 'no-such-option' } })
       .then((ok) => `accepted (${ok})`, errorShape);
     obs.info('s2.badOption', 'vote with an optionId not offered', bad);
 
     const allow = options.find((o) => o.kind === 'allow_once') ?? options[0];
-    const ok = await s.respondToPermission(requestId, { outcome: { outcome: 'selected', optionId: String(allow?.optionId) } });
+    const ok = await s.respondToPermission(requestId, {
+      outcome: { outcome: 'selected', optionId: String(allow?.optionId) },
+    });
     obs.require('s2.vote', 'first vote → accepted (200)', ok, ok === true);
-    const again = await s.respondToPermission(requestId, { outcome: { outcome: 'selected', optionId: String(allow?.optionId) } })
+    const again = await s
+      .respondToPermission(requestId, { outcome: { outcome: 'selected', optionId: String(allow?.optionId) } })
       .then((v) => String(v), errorShape);
     obs.info('s2.voteAgain', 'second vote on the same request → (false = 404)', again);
 
-    const resolved = await sub.waitFor((ev) => ev.type === 'permission_resolved' && dataOf(ev).requestId === requestId, FRAME_MS, 'permission_resolved');
+    const resolved = await sub.waitFor(
+      (ev) => ev.type === 'permission_resolved' && dataOf(ev).requestId === requestId,
+      FRAME_MS,
+      'permission_resolved',
+    );
     const outcome = dataOf(resolved).outcome;
-    obs.require('s2.resolved', 'permission_resolved carries the vote', outcome, JSON.stringify(outcome) === JSON.stringify({ outcome: 'selected', optionId: allow?.optionId }));
+    obs.require(
+      's2.resolved',
+      'permission_resolved carries the vote',
+      outcome,
+      JSON.stringify(outcome) === JSON.stringify({ outcome: 'selected', optionId: allow?.optionId }),
+    );
 
     const res = await running;
     obs.require('s2.stop', 'prompt → stopReason', res.stopReason, res.stopReason === 'end_turn');
-    const done = await sub.waitFor((ev) => updateKind(ev) === 'tool_call_update' && updateOf(ev)?.status === 'completed', FRAME_MS, 'tool_call_update completed')
+    const done = await sub
+      .waitFor(
+        (ev) => updateKind(ev) === 'tool_call_update' && updateOf(ev)?.status === 'completed',
+        FRAME_MS,
+        'tool_call_update completed',
+      )
       .catch(() => undefined);
     obs.require('s2.toolDone', 'tool_call_update status completed', done ? 'yes' : 'no', done !== undefined);
     const ran = existsSync(join(ctx.workspace, file));
     obs.require('s2.ran', 'the tool ran (file created in the workspace)', ran, ran);
     const order = [req.id ?? 0, resolved.id ?? 0, done?.id ?? 0];
     const inOrder = order[0]! < order[1]! && order[1]! < order[2]!;
-    obs.require('s2.order', 'frame order: permission_request < permission_resolved < tool completed', inOrder ? 'in order' : `ids ${order.join(', ')}`, inOrder);
-    obs.note(`permission_request id ${order[0]}, permission_resolved id ${order[1]}, tool_call_update completed id ${order[2]}`);
+    obs.require(
+      's2.order',
+      'frame order: permission_request < permission_resolved < tool completed',
+      inOrder ? 'in order' : `ids ${order.join(', ')}`,
+      inOrder,
+    );
+    obs.note(
+      `permission_request id ${order[0]}, permission_resolved id ${order[1]}, tool_call_update completed id ${order[2]}`,
+    );
     await sub.settle(500, 3000);
     recordSequences(obs, 'permission turn', sub.frames);
     await sub.close();
@@ -239,8 +295,12 @@ const s4: Scenario = {
     const cC = clientFor(ctx, d);
     const a = await DaemonSessionClient.createOrAttach(cA, { sessionScope: 'single' });
     const b = await DaemonSessionClient.createOrAttach(cB, { sessionScope: 'single' });
-    obs.require('s4.attach', 'A: attached=false, B: attached=true, same session', `${a.attached},${b.attached},${a.sessionId === b.sessionId ? 'same' : 'different'}`,
-      !a.attached && b.attached && a.sessionId === b.sessionId);
+    obs.require(
+      's4.attach',
+      'A: attached=false, B: attached=true, same session',
+      `${a.attached},${b.attached},${a.sessionId === b.sessionId ? 'same' : 'different'}`,
+      !a.attached && b.attached && a.sessionId === b.sessionId,
+    );
     const subA = subscribe('A', a, { lastEventId: 0 });
     const subB = subscribe('B', b, { lastEventId: 0 });
     const subC = subscribeRaw('C', cC, a.sessionId, 0);
@@ -255,7 +315,12 @@ const s4: Scenario = {
 
     const firstOfTurn2 = subA.frames.length;
     const r2 = await prompt(b, 'ping two');
-    obs.require('s4.stop', 'turn 1 (by A) and turn 2 (by B) → stopReason', `${r1.stopReason},${r2.stopReason}`, r1.stopReason === 'end_turn' && r2.stopReason === 'end_turn');
+    obs.require(
+      's4.stop',
+      'turn 1 (by A) and turn 2 (by B) → stopReason',
+      `${r1.stopReason},${r2.stopReason}`,
+      r1.stopReason === 'end_turn' && r2.stopReason === 'end_turn',
+    );
     await subA.waitFor((ev) => isPong(ev) && subA.frames.indexOf(ev) >= firstOfTurn2, FRAME_MS, 'pong of turn 2');
     await subA.settle(700, 4000);
     const maxA = subA.maxId();
@@ -276,10 +341,19 @@ const s4: Scenario = {
     const ids = subC2.frames.filter((f) => f.id !== undefined).map((f) => f.id ?? 0);
     const dupes = ids.length - new Set(ids).size;
     const exact = JSON.stringify(want) === JSON.stringify(got) && below === 0 && dupes === 0;
-    obs.require('s4.replay', 'reconnect with Last-Event-ID gets exactly the missed frames, in order', exact ? 'exactly' : `want ${want.length}, got ${got.length}, ${below} old, ${dupes} dupes`, exact);
+    obs.require(
+      's4.replay',
+      'reconnect with Last-Event-ID gets exactly the missed frames, in order',
+      exact ? 'exactly' : `want ${want.length}, got ${got.length}, ${below} old, ${dupes} dupes`,
+      exact,
+    );
     obs.note(`C missed ${want.length} frames (ids ${n + 1}–${maxA}) and got them back on reconnect`);
     obs.info('s4.replayFirst', 'first replayed id = Last-Event-ID + 1', ids[0] === n + 1);
-    obs.info('s4.replayIdless', 'id-less frames on reconnect', [...new Set(subC2.frames.filter((f) => f.id === undefined).map((f) => f.type))].join(',') || 'none');
+    obs.info(
+      's4.replayIdless',
+      'id-less frames on reconnect',
+      [...new Set(subC2.frames.filter((f) => f.id === undefined).map((f) => f.type))].join(',') || 'none',
+    );
     recordSequences(obs, 'A, both turns', subA.frames);
     obs.sequences['C after reconnect (all frames)'] = fullSequence(subC2.frames);
     await Promise.all([subA.close(), subB.close(), subC2.close()]);
@@ -311,51 +385,100 @@ const s5: Scenario = {
     await d.restart();
     obs.require('s5.restart', 'daemon restarted (new pid)', d.pid !== pid1, d.pid !== pid1);
     const c2 = clientFor(ctx, d);
-    const listed = await c2.listWorkspaceSessions(ctx.workspace).then((l) => (l.some((x) => x.sessionId === id) ? 'listed' : 'not listed'), errorShape);
+    const listed = await c2
+      .listWorkspaceSessions(ctx.workspace)
+      .then((l) => (l.some((x) => x.sessionId === id) ? 'listed' : 'not listed'), errorShape);
     obs.info('s5.listAfterRestart', 'GET /workspace/:id/sessions after restart (before restore)', listed);
-    const loaded = await DaemonSessionClient.load(c2, id).then((x) => x, (err: unknown) => errorShape(err));
+    const loaded = await DaemonSessionClient.load(c2, id).then(
+      (x) => x,
+      (err: unknown) => errorShape(err),
+    );
     if (typeof loaded === 'string') {
       obs.require('s5.load', 'POST /session/:id/load after restart', loaded, false);
       return;
     }
-    obs.require('s5.load', 'POST /session/:id/load after restart → attached', loaded.attached, loaded.attached === false);
+    obs.require(
+      's5.load',
+      'POST /session/:id/load after restart → attached',
+      loaded.attached,
+      loaded.attached === false,
+    );
     const subL = subscribe('load', loaded, { lastEventId: 0 });
     await subL.settle(1000, 8000);
     const body = loaded.replaySnapshot?.compactedReplay ?? [];
     const hasHistory = (frames: DaemonEvent[]): boolean =>
-      frames.some((ev) => updateKind(ev) === 'user_message_chunk' && chunkText(ev).includes('ZEBRA')) && frames.some(isPong);
+      frames.some((ev) => updateKind(ev) === 'user_message_chunk' && chunkText(ev).includes('ZEBRA')) &&
+      frames.some(isPong);
     const viaSse = hasHistory(subL.frames);
     const viaBody = hasHistory(body);
     const via = [viaSse ? 'SSE' : '', viaBody ? 'load response body' : ''].filter(Boolean).join(' + ') || 'nowhere';
     // acpd implements v1 (history as SSE frames); qwen 0.24 moved it into the load response.
-    obs.require('s5.loadHistory', 'load → the history (user + agent messages) reaches the client via', via, ctx.kind === 'acpd' ? viaSse : viaSse || viaBody);
-    obs.info('s5.loadIdless', 'id-less frames after load', [...new Set(subL.frames.filter((f) => f.id === undefined).map((f) => f.type))].join(',') || 'none');
+    obs.require(
+      's5.loadHistory',
+      'load → the history (user + agent messages) reaches the client via',
+      via,
+      ctx.kind === 'acpd' ? viaSse : viaSse || viaBody,
+    );
+    obs.info(
+      's5.loadIdless',
+      'id-less frames after load',
+      [...new Set(subL.frames.filter((f) => f.id === undefined).map((f) => f.type))].join(',') || 'none',
+    );
     if (body.length > 0) obs.sequences['load response body (compactedReplay)'] = fullSequence(body);
     recordSequences(obs, 'after load', subL.frames);
     const mark2 = fake.entries().length;
     const r2 = await prompt(loaded, 'what did I ask before?');
-    const req2 = await pollUntil(() => mainTurnAfter(fake, mark2), 5000, 'model request after load').catch(() => undefined);
-    obs.require('s5.loadSaw', 'prompt after load: the model request carries turn 1', `${r2.stopReason}; ${roleCounts(req2)}`, r2.stopReason === 'end_turn' && carriesHistory(req2));
+    const req2 = await pollUntil(() => mainTurnAfter(fake, mark2), 5000, 'model request after load').catch(
+      () => undefined,
+    );
+    obs.require(
+      's5.loadSaw',
+      'prompt after load: the model request carries turn 1',
+      `${r2.stopReason}; ${roleCounts(req2)}`,
+      r2.stopReason === 'end_turn' && carriesHistory(req2),
+    );
     await subL.close();
 
     // Restart #2 → resume.
     await d.restart();
     const c3 = clientFor(ctx, d);
-    const resumed = await DaemonSessionClient.resume(c3, id).then((x) => x, (err: unknown) => errorShape(err));
+    const resumed = await DaemonSessionClient.resume(c3, id).then(
+      (x) => x,
+      (err: unknown) => errorShape(err),
+    );
     if (typeof resumed === 'string') {
       obs.require('s5.resume', 'POST /session/:id/resume after restart', resumed, false);
       return;
     }
-    obs.require('s5.resume', 'POST /session/:id/resume after restart → attached', resumed.attached, resumed.attached === false);
+    obs.require(
+      's5.resume',
+      'POST /session/:id/resume after restart → attached',
+      resumed.attached,
+      resumed.attached === false,
+    );
     const subR = subscribe('resume', resumed, { lastEventId: 0 });
     await subR.settle(1000, 5000);
-    const history = subR.frames.filter((ev) => !isBridgeEcho(ev) && ['user_message_chunk', 'agent_message_chunk'].includes(updateKind(ev) ?? ''));
-    obs.require('s5.resumeQuiet', 'resume → no history frames', history.length === 0 ? 'none' : `${history.length} message frames`, history.length === 0);
+    const history = subR.frames.filter(
+      (ev) => !isBridgeEcho(ev) && ['user_message_chunk', 'agent_message_chunk'].includes(updateKind(ev) ?? ''),
+    );
+    obs.require(
+      's5.resumeQuiet',
+      'resume → no history frames',
+      history.length === 0 ? 'none' : `${history.length} message frames`,
+      history.length === 0,
+    );
     recordSequences(obs, 'after resume', subR.frames);
     const mark3 = fake.entries().length;
     const r3 = await prompt(resumed, 'and what was the code word?');
-    const req3 = await pollUntil(() => mainTurnAfter(fake, mark3), 5000, 'model request after resume').catch(() => undefined);
-    obs.require('s5.resumeSaw', 'prompt after resume: the model request carries turns 1–2', `${r3.stopReason}; ${roleCounts(req3)}`, r3.stopReason === 'end_turn' && carriesHistory(req3));
+    const req3 = await pollUntil(() => mainTurnAfter(fake, mark3), 5000, 'model request after resume').catch(
+      () => undefined,
+    );
+    obs.require(
+      's5.resumeSaw',
+      'prompt after resume: the model request carries turns 1–2',
+      `${r3.stopReason}; ${roleCounts(req3)}`,
+      r3.stopReason === 'end_turn' && carriesHistory(req3),
+    );
     await subR.close();
   },
 };
@@ -379,32 +502,54 @@ const s6: Scenario = {
     obs.require('s6.agent', 'the daemon has an agent child (--acp)', agents.length, agents.length >= 1);
     const victims = agents.flatMap((p) => [p, ...descendantsOf(p)]);
     for (const p of victims) {
-      try { process.kill(p, 'SIGKILL'); } catch { /* gone */ }
+      try {
+        process.kill(p, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
     }
     await pollUntil(() => victims.every((p) => !isAlive(p)), 5000, 'agent gone');
     const died = await sub.waitFor((ev) => ev.type === 'session_died', FRAME_MS, 'session_died').catch(() => undefined);
     const dd = died ? dataOf(died) : {};
     obs.require('s6.died', 'session_died frame', died ? String(dd.reason) : 'none', died !== undefined);
-    obs.info('s6.diedData', 'session_died data', died ? { reason: dd.reason, exitCode: dd.exitCode, signalCode: dd.signalCode } : undefined);
+    obs.info(
+      's6.diedData',
+      'session_died data',
+      died ? { reason: dd.reason, exitCode: dd.exitCode, signalCode: dd.signalCode } : undefined,
+    );
     const end = await withTimeout(sub.ended, 10_000, 'stream end').catch(() => 'still open');
     obs.info('s6.streamEnds', 'SSE stream ends after session_died', end);
     recordSequences(obs, 'turn 1 + crash', sub.frames);
     await sub.close();
 
-    const resumed = await DaemonSessionClient.resume(c, s.sessionId).then((x) => x, (err: unknown) => errorShape(err));
+    const resumed = await DaemonSessionClient.resume(c, s.sessionId).then(
+      (x) => x,
+      (err: unknown) => errorShape(err),
+    );
     if (typeof resumed === 'string') {
       obs.require('s6.resume', 'POST /session/:id/resume after the crash', resumed, false);
       return;
     }
-    obs.require('s6.resume', 'POST /session/:id/resume after the crash → attached', resumed.attached, resumed.attached === false);
+    obs.require(
+      's6.resume',
+      'POST /session/:id/resume after the crash → attached',
+      resumed.attached,
+      resumed.attached === false,
+    );
     const subR = subscribe('R', resumed, { lastEventId: 0 });
     const mark = fake.entries().length;
     const r2 = await prompt(resumed, 'ping again');
     obs.require('s6.turn2', 'prompt on the resumed session → stopReason', r2.stopReason, r2.stopReason === 'end_turn');
-    const req = await pollUntil(() => mainTurnAfter(fake, mark), 5000, 'model request after resume').catch(() => undefined);
+    const req = await pollUntil(() => mainTurnAfter(fake, mark), 5000, 'model request after resume').catch(
+      () => undefined,
+    );
     obs.info('s6.history', 'the model request after resume carries turn 1', carriesHistory(req));
     const newAgents = d.agentPids();
-    obs.info('s6.newAgent', 'a new agent child serves the resumed session', newAgents.length > 0 && newAgents.every((p) => !agents.includes(p)));
+    obs.info(
+      's6.newAgent',
+      'a new agent child serves the resumed session',
+      newAgents.length > 0 && newAgents.every((p) => !agents.includes(p)),
+    );
     await subR.settle(500, 3000);
     recordSequences(obs, 'after resume', subR.frames);
     await subR.close();

@@ -33,7 +33,11 @@ const replyAfter = (frames: DaemonEvent[], from: number): string =>
   frames.slice(from).filter(isAgentChunk).map(chunkText).join('');
 
 function prompt(s: DaemonSessionClient, text: string): Promise<PromptResult> {
-  return withTimeout(s.prompt({ prompt: [{ type: 'text', text }] }, AbortSignal.timeout(90_000)), 92_000, `prompt "${text}"`);
+  return withTimeout(
+    s.prompt({ prompt: [{ type: 'text', text }] }, AbortSignal.timeout(90_000)),
+    92_000,
+    `prompt "${text}"`,
+  );
 }
 
 function subscribe(name: string, s: DaemonSessionClient): FrameCollector {
@@ -49,50 +53,85 @@ export const secondAgentScenario: Scenario = {
   async run(ctx: ScenarioContext) {
     const { obs } = ctx;
     const d = await ctx.startDaemon();
-    const client = (): DaemonClient => new DaemonClient({ baseUrl: d.baseUrl, fetch: recordingFetch(obs.http), fetchTimeoutMs: 30_000 });
+    const client = (): DaemonClient =>
+      new DaemonClient({ baseUrl: d.baseUrl, fetch: recordingFetch(obs.http), fetchTimeoutMs: 30_000 });
     const s = await DaemonSessionClient.createOrAttach(client(), {});
     const sub = subscribe('turn1', s);
     const r1 = await prompt(s, 'remember: the code word is ZEBRA');
     await sub.settle(800, 5000);
     const reply1 = replyAfter(sub.frames, 0);
-    obs.require('a.turn1', 'prompt → stopReason; reply streamed as agent_message_chunk', `${r1.stopReason}; ${reply1.length > 0 ? 'streamed' : 'no reply'}`,
-      r1.stopReason === 'end_turn' && reply1.length > 0);
+    obs.require(
+      'a.turn1',
+      'prompt → stopReason; reply streamed as agent_message_chunk',
+      `${r1.stopReason}; ${reply1.length > 0 ? 'streamed' : 'no reply'}`,
+      r1.stopReason === 'end_turn' && reply1.length > 0,
+    );
     obs.sequences['turn 1 (all frames)'] = fullSequence(sub.frames);
     await sub.close();
 
     await d.restart();
     const loaded = await DaemonSessionClient.load(client(), s.sessionId);
-    obs.require('a.load', 'POST /session/:id/load after restart → attached', loaded.attached, loaded.attached === false);
+    obs.require(
+      'a.load',
+      'POST /session/:id/load after restart → attached',
+      loaded.attached,
+      loaded.attached === false,
+    );
     const subL = subscribe('load', loaded);
     await subL.settle(1000, 8000);
-    const history = subL.frames.some((ev) => updateKind(ev) === 'user_message_chunk' && chunkText(ev).includes('ZEBRA'));
+    const history = subL.frames.some(
+      (ev) => updateKind(ev) === 'user_message_chunk' && chunkText(ev).includes('ZEBRA'),
+    );
     obs.require('a.loadHistory', 'load → the earlier user message replayed over SSE', history, history);
     const before = subL.frames.length;
     const r2 = await prompt(loaded, 'What is the code word?');
     await subL.settle(800, 5000);
     const reply2 = replyAfter(subL.frames, before);
-    obs.require('a.loadSaw', 'prompt after load: the agent answers from the restored history', `${r2.stopReason}; ${reply2.includes('ZEBRA') ? 'knows ZEBRA' : JSON.stringify(reply2.slice(0, 60))}`,
-      r2.stopReason === 'end_turn' && reply2.includes('ZEBRA'));
+    obs.require(
+      'a.loadSaw',
+      'prompt after load: the agent answers from the restored history',
+      `${r2.stopReason}; ${reply2.includes('ZEBRA') ? 'knows ZEBRA' : JSON.stringify(reply2.slice(0, 60))}`,
+      r2.stopReason === 'end_turn' && reply2.includes('ZEBRA'),
+    );
     obs.sequences['load, then a prompt (all frames)'] = fullSequence(subL.frames);
     await subL.close();
 
     await d.restart();
-    const resumed = await DaemonSessionClient.resume(client(), s.sessionId).then((x) => x, (err: unknown) => (err instanceof Error ? err.message : String(err)));
+    const resumed = await DaemonSessionClient.resume(client(), s.sessionId).then(
+      (x) => x,
+      (err: unknown) => (err instanceof Error ? err.message : String(err)),
+    );
     if (typeof resumed === 'string') {
       obs.require('a.resume', 'POST /session/:id/resume after restart', resumed, false);
       return;
     }
-    obs.require('a.resume', 'POST /session/:id/resume after restart → attached', resumed.attached, resumed.attached === false);
+    obs.require(
+      'a.resume',
+      'POST /session/:id/resume after restart → attached',
+      resumed.attached,
+      resumed.attached === false,
+    );
     const subR = subscribe('resume', resumed);
     await subR.settle(1000, 5000);
-    const replayed = subR.frames.filter((ev) => ['user_message_chunk', 'agent_message_chunk'].includes(updateKind(ev) ?? '')).length;
-    obs.require('a.resumeQuiet', 'resume → no history frames', replayed === 0 ? 'none' : `${replayed} message frames`, replayed === 0);
+    const replayed = subR.frames.filter((ev) =>
+      ['user_message_chunk', 'agent_message_chunk'].includes(updateKind(ev) ?? ''),
+    ).length;
+    obs.require(
+      'a.resumeQuiet',
+      'resume → no history frames',
+      replayed === 0 ? 'none' : `${replayed} message frames`,
+      replayed === 0,
+    );
     const beforeR = subR.frames.length;
     const r3 = await prompt(resumed, 'What is the code word?');
     await subR.settle(800, 5000);
     const reply3 = replyAfter(subR.frames, beforeR);
-    obs.require('a.resumeSaw', 'prompt after resume: the agent still knows the conversation', `${r3.stopReason}; ${reply3.includes('ZEBRA') ? 'knows ZEBRA' : JSON.stringify(reply3.slice(0, 60))}`,
-      r3.stopReason === 'end_turn' && reply3.includes('ZEBRA'));
+    obs.require(
+      'a.resumeSaw',
+      'prompt after resume: the agent still knows the conversation',
+      `${r3.stopReason}; ${reply3.includes('ZEBRA') ? 'knows ZEBRA' : JSON.stringify(reply3.slice(0, 60))}`,
+      r3.stopReason === 'end_turn' && reply3.includes('ZEBRA'),
+    );
     obs.sequences['resume, then a prompt (all frames)'] = fullSequence(subR.frames);
     await subR.close();
   },
