@@ -40,10 +40,6 @@ export class ChannelSupervisor {
     this.listener = listener;
   }
 
-  get isShuttingDown(): boolean {
-    return this.shuttingDown;
-  }
-
   /** The attach-available channel, spawning and initializing one if needed. */
   ensure(): Promise<AgentChannel> {
     if (this.shuttingDown) return Promise.reject(new ShuttingDownError());

@@ -74,10 +74,6 @@ export class RestoreCoordinator implements SlotHolder {
     await Promise.all([...this.inFlight.values()].map((f) => f.promise.catch(() => undefined)));
   }
 
-  activeAction(sessionId: string): RestoreAction | undefined {
-    return this.inFlight.get(sessionId)?.action;
-  }
-
   restore(action: RestoreAction, sessionId: string, workspaceCwd: string | undefined): Promise<RestoreResult> {
     const registry = this.registry;
     let key: string;
