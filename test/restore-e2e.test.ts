@@ -130,7 +130,12 @@ t.test(
     const live = await openEvents(t, third, id, { lastEventId: 0 });
     const history = await call(third, 'POST', `/session/${id}/prompt`, textPrompt('/history'));
     t.same(history.body, { stopReason: 'end_turn' });
-    await waitForAgentText(live, 'earlier turn');
+    // Every frame of the turn is published before the prompt answers; wait until the stream has them all.
+    const lastId = third.app.sessions.get(id)?.events.lastEventId ?? 0;
+    await within(
+      live.waitFor((f) => f.envelope?.id === lastId),
+      `frame ${lastId}`,
+    );
     const afterResume = live.events();
     const answerAt = afterResume.findIndex((e) => kindOf(e) === 'agent_message_chunk');
     t.same(
