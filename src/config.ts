@@ -22,6 +22,10 @@ const DEFAULT_PORT = 4170;
 const DEFAULT_HOSTNAME = '127.0.0.1';
 const DEFAULT_MAX_SESSIONS = 20;
 const DEFAULT_MAX_CONNECTIONS = 256;
+const DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024;
+const DEFAULT_MAX_BODY_DEPTH = 64;
+const DEFAULT_RING_BYTES = 16 * 1024 * 1024;
+const DEFAULT_SUBSCRIBER_BACKLOG_BYTES = 8 * 1024 * 1024;
 // setTimeout silently turns longer delays into 1 ms, so no timer setting may
 // go beyond this.
 const MAX_TIMER_MS = 2_147_483_647;
@@ -155,6 +159,43 @@ export const ConfigSchema = Type.Object({
     default: 15_000,
     description: 'Interval of the `: heartbeat` comment on idle event streams; keep it below every proxy idle timeout.',
   }),
+  ACPD_TOKEN_FILE: Type.Optional(
+    Type.String({
+      minLength: 1,
+      description:
+        'File holding the bearer token (surrounding blanks trimmed). Safer than ACPD_TOKEN: nothing lands in the environment or the command line.',
+    }),
+  ),
+  ACPD_MAX_BODY_BYTES: Type.Integer({
+    minimum: 1,
+    maximum: 1024 * 1024 * 1024,
+    default: DEFAULT_MAX_BODY_BYTES,
+    description: 'Largest request body read, whatever its content type (413 beyond it).',
+  }),
+  ACPD_MAX_BODY_DEPTH: Type.Integer({
+    minimum: 1,
+    maximum: 1000,
+    default: DEFAULT_MAX_BODY_DEPTH,
+    description: 'Deepest nesting of objects and arrays accepted in a JSON body (400 beyond it).',
+  }),
+  ACPD_RING_BYTES: Type.Integer({
+    minimum: 0,
+    default: DEFAULT_RING_BYTES,
+    description:
+      "Byte budget of each session's replay ring (Last-Event-ID); the oldest events leave first, the newest always stays. 0 = count only.",
+  }),
+  ACPD_SUBSCRIBER_BACKLOG_BYTES: Type.Integer({
+    minimum: 0,
+    default: DEFAULT_SUBSCRIBER_BACKLOG_BYTES,
+    description:
+      'Bytes of live events one SSE subscriber may have waiting before it is evicted (client_evicted). 0 = count only.',
+  }),
+  ACPD_HEADER_TIMEOUT_MS: Type.Integer({
+    minimum: 1,
+    maximum: MAX_TIMER_MS,
+    default: 10_000,
+    description: 'How long a connection may take to send a complete request head; idle or slow ones are closed.',
+  }),
 });
 
 type Settings = Static<typeof ConfigSchema>;
@@ -200,6 +241,14 @@ export type Config = {
   /** Fastify's `trustProxy`: whom to believe about X-Forwarded-*. */
   trustProxy: boolean | string[];
   sseHeartbeatMs: number;
+  /** Largest body read (any content type), and the deepest JSON nesting accepted. */
+  maxBodyBytes: number;
+  maxBodyDepth: number;
+  /** Byte budgets of a session's replay ring and of one subscriber's live backlog; 0 = unbounded by bytes. */
+  ringBytes: number;
+  subscriberBacklogBytes: number;
+  /** Deadline for a connection to send a complete request head. */
+  headerTimeoutMs: number;
   /** The environment an agent child receives: ours, minus ACPD_TOKEN. */
   agentEnv: Record<string, string>;
 };
@@ -692,6 +741,11 @@ export function loadConfig(opts: { argv: string[]; env: NodeJS.ProcessEnv; cwd: 
     requireAuth,
     trustProxy,
     sseHeartbeatMs: settings.ACPD_SSE_HEARTBEAT_MS,
+    maxBodyBytes: settings.ACPD_MAX_BODY_BYTES,
+    maxBodyDepth: settings.ACPD_MAX_BODY_DEPTH,
+    ringBytes: settings.ACPD_RING_BYTES,
+    subscriberBacklogBytes: settings.ACPD_SUBSCRIBER_BACKLOG_BYTES,
+    headerTimeoutMs: settings.ACPD_HEADER_TIMEOUT_MS,
     agentEnv: childEnvironment(opts.env),
   };
 }

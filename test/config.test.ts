@@ -72,6 +72,11 @@ t.test('defaults', async (t) => {
     requireAuth: false,
     trustProxy: false,
     sseHeartbeatMs: 15_000,
+    maxBodyBytes: 10 * 1024 * 1024,
+    maxBodyDepth: 64,
+    ringBytes: 16 * 1024 * 1024,
+    subscriberBacklogBytes: 8 * 1024 * 1024,
+    headerTimeoutMs: 10_000,
     agentEnv: {},
   });
   t.equal(config.token, undefined);
@@ -105,6 +110,11 @@ t.test('every setting has an environment twin', async (t) => {
       ACPD_REQUIRE_AUTH: 'true',
       ACPD_TRUST_PROXY: '10.0.0.1',
       ACPD_SSE_HEARTBEAT_MS: '17',
+      ACPD_MAX_BODY_BYTES: '18',
+      ACPD_MAX_BODY_DEPTH: '19',
+      ACPD_RING_BYTES: '20',
+      ACPD_SUBSCRIBER_BACKLOG_BYTES: '21',
+      ACPD_HEADER_TIMEOUT_MS: '22',
     },
     '/',
   );
@@ -132,6 +142,11 @@ t.test('every setting has an environment twin', async (t) => {
     requireAuth: true,
     trustProxy: ['10.0.0.1'],
     sseHeartbeatMs: 17,
+    maxBodyBytes: 18,
+    maxBodyDepth: 19,
+    ringBytes: 20,
+    subscriberBacklogBytes: 21,
+    headerTimeoutMs: 22,
   });
 });
 
