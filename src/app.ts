@@ -6,6 +6,7 @@
 import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { fastifySSE } from '@fastify/sse';
+import { RequestError } from '@agentclientprotocol/sdk';
 import type { Config } from './config.js';
 import { BadRequestError, isWireError } from './errors.js';
 import channelSupervisor from './plugins/channel-supervisor.js';
@@ -28,9 +29,11 @@ import operationRoutes from './routes/operations.js';
 import permissionRoutes from './routes/permissions.js';
 import sessionRoutes from './routes/sessions.js';
 import { ErrorEnvelope } from './schemas/common.js';
-import { safeBody, validationMessage } from './schemas/validation.js';
+import { formatByteLimit, nestsDeeperThan, safeBody, validationMessage } from './schemas/validation.js';
 
-export const BODY_LIMIT = 10 * 1024 * 1024;
+/** JSON-RPC's code for invalid method parameters. */
+const INVALID_PARAMS = -32602;
+
 export const MAX_PARAM_LENGTH = 16 * 1024;
 
 declare module 'fastify' {
@@ -56,7 +59,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     logController: new RequestLogController(),
     requestIdHeader: false,
     genReqId: requestIdFor,
-    bodyLimit: BODY_LIMIT,
+    // Every body, whatever its content type, is read up to this and no further (413).
+    bodyLimit: config.maxBodyBytes,
     // `/workspace/:id/sessions` takes a whole URL-encoded workspace path as
     // `:id`; the router's default cap of 100 characters would answer 414 for
     // any workspace a few folders deep. Node's 16 KiB header limit (request
@@ -75,7 +79,14 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     onProtoPoisoning: 'remove',
     onConstructorPoisoning: 'remove',
     ajv: {
-      customOptions: { coerceTypes: false, removeAdditional: false, verbose: true, allErrors: false },
+      // `discriminator` lets a content block's `type` pick the one schema it is checked against.
+      customOptions: {
+        coerceTypes: false,
+        removeAdditional: false,
+        verbose: true,
+        allErrors: false,
+        discriminator: true,
+      },
       plugins: [
         (ajv) => {
           ajv.addKeyword({ keyword: 'errorMessage' });
@@ -90,19 +101,22 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     },
   }).withTypeProvider<TypeBoxTypeProvider>();
 
-  // Bodies: JSON only (empty means {}), anything else is read and ignored;
-  // every route then sees a plain, prototype-free object.
+  // Bodies: JSON only (empty means {}), nested no deeper than the limit;
+  // anything else is read (within the same byte limit) and ignored. Every
+  // route then sees a plain, prototype-free object.
   const parseJson = app.getDefaultJsonParser('remove', 'remove');
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
     const text = typeof body === 'string' ? body : body.toString('utf8');
     if (text.trim() === '') return done(null, {});
+    if (nestsDeeperThan(text, config.maxBodyDepth)) {
+      return done(
+        new BadRequestError(`JSON body nests deeper than ${config.maxBodyDepth} levels`, 'body_too_deep'),
+        undefined,
+      );
+    }
     parseJson(req, text, done);
   });
-  app.addContentTypeParser('*', (_req, payload, done) => {
-    payload.on('error', done);
-    payload.on('end', () => done(null, undefined));
-    payload.resume();
-  });
+  app.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, _body, done) => done(null, undefined));
   app.addHook('preValidation', async (req) => {
     if (req.method !== 'GET' && req.method !== 'HEAD') req.body = safeBody(req.body);
   });
@@ -117,7 +131,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
       return reply.code(status).send(err.envelope());
     }
     if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
-      return reply.code(413).send({ error: 'Request body too large (max 10 MB)' });
+      return reply.code(413).send({ error: `Request body too large (max ${formatByteLimit(config.maxBodyBytes)})` });
     }
     if (err.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || (err instanceof SyntaxError && err.statusCode === 400)) {
       return reply.code(400).send({ error: 'Invalid JSON in request body' });
@@ -126,11 +140,13 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
       return reply.code(err.statusCode).send({ error: err.message });
     }
     // Agent errors, timeouts, a closed channel, a drain: the contract's 500
-    // carries the JSON-RPC `code` and `data` when the error has them.
-    req.log.error({ err, sessionId: sessionIdOf(req.params) }, 'request failed');
+    // carries the JSON-RPC `code` and `data` when the error has them. An
+    // agent refusing the client's own params (-32602) is the client's error.
     const body: Record<string, unknown> = { error: err.message || 'Internal server error' };
     if ('code' in err && err.code !== undefined) body.code = err.code;
     if ('data' in err) body.data = (err as { data?: unknown }).data;
+    if (isAgentInvalidParams(err)) return reply.code(400).send(body);
+    req.log.error({ err, sessionId: sessionIdOf(req.params) }, 'request failed');
     return reply.code(500).send(body);
   });
 
@@ -158,6 +174,11 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   await app.register(operationRoutes);
 
   return app;
+}
+
+/** The agent's JSON-RPC "invalid params" answer to a request acpd forwarded for a client. */
+function isAgentInvalidParams(err: Error): boolean {
+  return err instanceof RequestError && err.code === INVALID_PARAMS;
 }
 
 function sessionIdOf(params: unknown): string | undefined {

@@ -47,7 +47,23 @@ export const Cwd = Type.String({
   errorMessage: { type: CWD_MESSAGES.type, maxLength: CWD_MESSAGES.length, pattern: CWD_MESSAGES.absolute },
 });
 
-export const SessionIdParams = Type.Object({ id: Type.String() });
+/**
+ * A session id as agents issue them: UUIDs and other tokens of letters,
+ * digits and `. _ : @ + = ~ -`, at most 256 characters, never `.` or `..`.
+ * ACP itself allows any string, but an id reaches the agent, and agents
+ * that keep sessions in files name them after it: nothing that could be a
+ * path separator or a dot-segment may pass.
+ */
+export const SessionId = Type.String({
+  pattern: '^(?!\\.{1,2}$)[A-Za-z0-9._:@+=~-]{1,256}$',
+  errorMessage: {
+    pattern:
+      '`:id` is not a session id: letters, digits and . _ : @ + = ~ - only, at most 256 characters, not "." or ".."',
+  },
+  errorCode: 'invalid_session_id',
+});
+
+export const SessionIdParams = Type.Object({ id: SessionId });
 
 export const SessionHandle = Type.Object({
   sessionId: Type.String(),

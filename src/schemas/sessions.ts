@@ -1,5 +1,6 @@
 /** Schemas of the session routes. */
-import { Type, type Static } from '@sinclair/typebox';
+import { Type, type Static, type TSchema } from '@sinclair/typebox';
+import type { ContentBlock as ContentBlockType } from '@agentclientprotocol/sdk';
 import { commonErrors, Cwd, ErrorRef, Opaque, SessionHandle, SessionIdParams } from './common.js';
 
 const SCOPE_MESSAGE = '`sessionScope` must be "single" or "thread" when provided';
@@ -59,13 +60,66 @@ export const listSessions = {
 
 const PROMPT_MESSAGE = '`prompt` is required and must be a non-empty array of content blocks';
 const BLOCK_MESSAGE = 'each `prompt` element must be an object (content block)';
+const BLOCK_TYPES = ['text', 'image', 'audio', 'resource_link', 'resource'] as const;
+const BLOCK_TYPE_MESSAGE = `each \`prompt\` element needs a \`type\`: one of ${BLOCK_TYPES.join(', ')}`;
+
+/** A string field an ACP content block requires; the message names the block and the field. */
+function requiredText(block: string, field: string) {
+  return Type.String({ errorMessage: `a "${block}" content block needs \`${field}\` as a string` });
+}
+
+/**
+ * One ACP content block (schema v1), checked as agents check it: the
+ * discriminating `type` and the fields each kind requires. Optional fields
+ * (annotations, _meta, uri, size…) and unknown extra fields pass through
+ * unchecked, since agents drop the ones they cannot read.
+ */
+function contentBlock(type: (typeof BLOCK_TYPES)[number], fields: Record<string, TSchema>, required: string[]) {
+  return Type.Object(
+    { type: Type.Literal(type), ...fields },
+    { additionalProperties: true, required: ['type', ...required] },
+  );
+}
+
+const ResourceContents = Type.Union(
+  [
+    Type.Object({ uri: Type.String(), text: Type.String() }, { additionalProperties: true }),
+    Type.Object({ uri: Type.String(), blob: Type.String() }, { additionalProperties: true }),
+  ],
+  { errorMessage: 'a "resource" content block needs `resource` with a string `uri` and a string `text` or `blob`' },
+);
+
+/**
+ * Ajv's `discriminator` picks the one branch named by `type`, so an error is
+ * reported against that branch alone rather than against all five.
+ */
+export const ContentBlock = Type.Unsafe<ContentBlockType>({
+  type: 'object',
+  required: ['type'],
+  discriminator: { propertyName: 'type' },
+  oneOf: [
+    contentBlock('text', { text: requiredText('text', 'text') }, ['text']),
+    contentBlock('image', { data: requiredText('image', 'data'), mimeType: requiredText('image', 'mimeType') }, [
+      'data',
+      'mimeType',
+    ]),
+    contentBlock('audio', { data: requiredText('audio', 'data'), mimeType: requiredText('audio', 'mimeType') }, [
+      'data',
+      'mimeType',
+    ]),
+    contentBlock(
+      'resource_link',
+      { uri: requiredText('resource_link', 'uri'), name: requiredText('resource_link', 'name') },
+      ['uri', 'name'],
+    ),
+    contentBlock('resource', { resource: ResourceContents }, ['resource']),
+  ],
+  errorMessage: { type: BLOCK_MESSAGE, discriminator: BLOCK_TYPE_MESSAGE, required: BLOCK_TYPE_MESSAGE },
+});
 
 export const PromptBody = Type.Object(
   {
-    prompt: Type.Array(Type.Object({}, { additionalProperties: true, errorMessage: BLOCK_MESSAGE }), {
-      minItems: 1,
-      errorMessage: PROMPT_MESSAGE,
-    }),
+    prompt: Type.Array(ContentBlock, { minItems: 1, errorMessage: PROMPT_MESSAGE }),
   },
   { additionalProperties: true },
 );

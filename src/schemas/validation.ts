@@ -35,7 +35,9 @@ export function validationMessage(errors: FastifySchemaValidationError[]): { mes
     const parent = (err as { parentSchema?: Annotated }).parentSchema;
     if (err.keyword === 'required') {
       const missing = (err.params as { missingProperty?: string }).missingProperty;
-      const found = missing === undefined ? undefined : annotation(parent?.properties?.[missing], 'required');
+      const found =
+        (missing === undefined ? undefined : annotation(parent?.properties?.[missing], 'required')) ??
+        annotation(parent, 'required');
       if (found) return found;
       continue;
     }
@@ -44,4 +46,37 @@ export function validationMessage(errors: FastifySchemaValidationError[]): { mes
   }
   const first = errors[0];
   return { message: first ? `${first.instancePath || 'request'} ${first.message ?? 'is invalid'}` : 'Invalid request' };
+}
+
+/**
+ * Whether the JSON text nests objects and arrays deeper than `max`. One pass
+ * over the text, before it is parsed: a body that only nests deeply costs
+ * nothing more than reading it, and never reaches code that walks it
+ * recursively (JSON.stringify in the agent link, the serializers, the bus).
+ * Brackets inside strings do not count; the text need not be valid JSON
+ * (the parser judges that afterwards).
+ */
+export function nestsDeeperThan(text: string, max: number): boolean {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c /* \ */) i++;
+      else if (c === 0x22 /* " */) inString = false;
+    } else if (c === 0x22) {
+      inString = true;
+    } else if (c === 0x7b /* { */ || c === 0x5b /* [ */) {
+      if (++depth > max) return true;
+    } else if (c === 0x7d /* } */ || c === 0x5d /* ] */) {
+      depth--;
+    }
+  }
+  return false;
+}
+
+/** "10 MB" for whole mebibytes, else bytes: how the 413 text names the limit. */
+export function formatByteLimit(bytes: number): string {
+  const mib = 1024 * 1024;
+  return bytes % mib === 0 ? `${bytes / mib} MB` : `${bytes} bytes`;
 }

@@ -46,6 +46,8 @@ export interface ChannelOptions {
 }
 
 const STDERR_LINE_CAP = 64 * 1024;
+/** How long a process whose connection closed may take to exit by itself before it is stopped. */
+const LINK_LOSS_GRACE_MS = 250;
 /** How long a stop waits for the agent's process group to vanish after SIGKILL. */
 const GROUP_EXIT_WAIT_MS = 500;
 
@@ -66,8 +68,12 @@ export class AgentChannel {
   readonly sessionIds = new Set<string>();
   /** Restores in flight on this channel. */
   readonly pendingRestoreIds = new Set<string>();
+  /** `session/new` calls in flight on this channel (for creates; the warm pool's do not count). */
+  pendingCreates = 0;
   /** Set synchronously by every teardown path before it awaits the kill. */
   isDying = false;
+  /** The ACP connection closed while the process lived on, so acpd stopped the process. */
+  linkLost = false;
   initializeResponse: InitializeResponse | undefined;
 
   private readonly child: ChildProcess;
@@ -95,6 +101,9 @@ export class AgentChannel {
       this.child.once('exit', (exitCode, signalCode) => {
         this.hasExited = true;
         this.exitInfo = { exitCode, signalCode };
+        // However the agent went (crash, SIGKILL, its own exit), helpers it
+        // started share its process group and must not outlive it.
+        this.signalGroup('SIGKILL');
         resolve(this.exitInfo);
       });
       this.child.once('error', (err) => {
@@ -132,6 +141,31 @@ export class AgentChannel {
         this.log.trace({ method }, 'ignored agent notification');
       })
       .connect(stream);
+    this.superviseLink();
+  }
+
+  /**
+   * A connection that dies while the process lives (its stdout closed, a
+   * message that could not be written) leaves an agent nobody can talk to:
+   * stop the process, so that its sessions die and the next create spawns
+   * afresh, exactly as after a crash. A process that is exiting anyway gets
+   * a moment to do so, so that its own exit status is what gets reported.
+   */
+  private superviseLink(): void {
+    this.connection.signal.addEventListener(
+      'abort',
+      () => {
+        if (this.hasExited || this.isDying) return;
+        const grace = setTimeout(() => {
+          if (this.hasExited || this.isDying) return;
+          this.linkLost = true;
+          this.log.warn({ agentPid: this.pid }, 'agent connection closed while its process lives; stopping it');
+          void this.kill();
+        }, LINK_LOSS_GRACE_MS);
+        void this.exited.then(() => clearTimeout(grace));
+      },
+      { once: true },
+    );
   }
 
   get alive(): boolean {
@@ -173,6 +207,26 @@ export class AgentChannel {
     // Whichever loses must not become an unhandled rejection.
     request.catch(() => {});
     return opts.timeoutMs !== undefined ? withTimeout(raced, opts.timeoutMs, method) : raced;
+  }
+
+  /** Whether the agent advertised `session/close` in its `initialize` answer. */
+  get canCloseSessions(): boolean {
+    const close = this.initializeResponse?.agentCapabilities?.sessionCapabilities?.close;
+    return close !== undefined && close !== null;
+  }
+
+  /**
+   * Tells the agent that acpd is done with a session, when the agent takes
+   * `session/close` and still runs. Never throws: a refusal or a timeout is
+   * logged and the session is gone from acpd either way.
+   */
+  async closeSession(sessionId: string, timeoutMs: number): Promise<void> {
+    if (!this.canCloseSessions || this.hasExited || this.isDying) return;
+    try {
+      await this.call('session/close', { sessionId }, { timeoutMs, closedMessage: 'agent channel closed' });
+    } catch (err) {
+      this.log.debug({ err, sessionId }, 'session/close failed');
+    }
   }
 
   notify(method: string, params: unknown): Promise<void> {

@@ -69,7 +69,7 @@ export class ChannelSupervisor {
     void channel.exited.then((info) => {
       this.alive.delete(channel);
       if (this.current === channel) this.current = undefined;
-      if (!channel.isDying) this.crashCount++;
+      if (!channel.isDying || channel.linkLost) this.crashCount++;
       this.opts.log[this.shuttingDown ? 'debug' : 'info'](
         {
           agentPid: channel.pid,
@@ -95,9 +95,10 @@ export class ChannelSupervisor {
     return channel;
   }
 
-  /** Kills `channel` when it carries no session and no restore. */
+  /** Kills `channel` when it carries no session, no restore and no create. */
   async releaseIfIdle(channel: AgentChannel): Promise<void> {
-    if (channel.sessionIds.size > 0 || channel.pendingRestoreIds.size > 0 || channel.isDying) return;
+    if (channel.sessionIds.size > 0 || channel.pendingRestoreIds.size > 0 || channel.pendingCreates > 0) return;
+    if (channel.isDying) return;
     await channel.kill().catch(() => {});
   }
 

@@ -113,10 +113,16 @@ export class PermissionBroker {
     return entry;
   }
 
+  /**
+   * Publishes the resolution first and only then removes the request: if the
+   * publish throws, the request is still pending, its timeout still armed,
+   * and the agent still waiting for an answer someone can give.
+   */
   private settle(requestId: string, response: RequestPermissionResponse): boolean {
-    const entry = this.take(requestId);
+    const entry = this.pending.get(requestId);
     if (!entry) return false;
     entry.events.publish('permission_resolved', { requestId, outcome: response.outcome });
+    this.take(requestId);
     entry.resolve(response);
     return true;
   }

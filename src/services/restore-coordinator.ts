@@ -171,10 +171,6 @@ export class RestoreCoordinator implements SlotHolder {
           this.stats.notFound++;
           throw new SessionNotFoundError(sessionId);
         }
-        if (channel.sessionIds.size === 0 && channel.pendingRestoreIds.size === 1) {
-          channel.pendingRestoreIds.delete(sessionId);
-          await registry.channels.releaseIfIdle(channel);
-        }
         throw err;
       }
       if (registry.isShuttingDown) {
@@ -198,7 +194,12 @@ export class RestoreCoordinator implements SlotHolder {
       return { sessionId, workspaceCwd: key, attached: false, state };
     } finally {
       channel.pendingRestoreIds.delete(sessionId);
-      if (!registered) events.close();
+      if (!registered) {
+        events.close();
+        // A restore that brought nothing back (not found, refused, failed)
+        // must not leave an agent running for nobody.
+        await registry.channels.releaseIfIdle(channel);
+      }
     }
   }
 }

@@ -287,12 +287,15 @@ export class SessionRegistry implements ChannelListener {
     const channel = await this.channels.ensure();
     const warm = this.pool.take(channel);
     let sessionId: string;
+    channel.pendingCreates++;
     try {
       sessionId = warm?.sessionId ?? (await this.newAgentSession(channel));
     } catch (err) {
-      if (channel.sessionIds.size === 0) await this.channels.releaseIfIdle(channel);
+      channel.pendingCreates--;
+      await this.channels.releaseIfIdle(channel);
       throw err;
     }
+    channel.pendingCreates--;
     if (this.shuttingDown) throw new ShuttingDownError();
     if (!channel.alive || channel.isDying) {
       throw new SessionNotFoundError(
@@ -408,6 +411,7 @@ export class SessionRegistry implements ChannelListener {
     entry.events.publish('session_died', { sessionId, reason: 'killed' });
     entry.events.close();
     this.opts.log.info({ sessionId }, 'session killed');
+    await entry.channel.closeSession(sessionId, this.opts.initTimeoutMs);
     await this.channels.releaseIfIdle(entry.channel);
   }
 
