@@ -1,13 +1,16 @@
-// EventBus on its own (no HTTP): ids, the replay ring, synchronous
-// registration, the per-subscriber live cap and eviction, abort, close, the
-// subscriber cap and the iterator protocol. Everything here is synchronous
+// EventBus on its own (no HTTP): ids, the replay ring and its byte budget,
+// synchronous registration, the per-subscriber live caps (count and bytes) and
+// eviction, abort, close, the subscriber cap and the iterator protocol. Everything here is synchronous
 // or microtask-driven, so no test waits on time.
 import { getEventListeners } from 'node:events';
 import t from 'tap';
 import { SubscriberLimitExceededError } from '../src/errors.js';
 import {
+  BusStats,
   DEFAULT_MAX_QUEUED,
+  DEFAULT_MAX_QUEUED_BYTES,
   DEFAULT_MAX_SUBSCRIBERS,
+  DEFAULT_RING_BYTES,
   DEFAULT_RING_SIZE,
   EventBus,
   type BusEvent,
@@ -76,10 +79,26 @@ function abortListeners(signal: AbortSignal): number {
   return getEventListeners(signal, 'abort').length;
 }
 
+/** The UTF-8 size of the SSE frame of event `id`, worked out independently of the bus. */
+function frameSize(id: number, type: string, data: unknown): number {
+  const json = JSON.stringify({ id, v: 1, type, data });
+  return Buffer.byteLength(`id: ${id}\nevent: ${type}\ndata: ${json}\n\n`);
+}
+
+/** What `bus` would replay to a subscriber arriving with `lastEventId` (the subscription is given back). */
+function replayIds(bus: EventBus, lastEventId: number): (number | undefined)[] {
+  const sub = bus.subscribe({ lastEventId });
+  const got = sub.takeBuffered().map((ev) => ev.envelope.id);
+  void sub.return?.();
+  return got;
+}
+
 t.test('defaults match the contract constants', async (t) => {
   t.equal(DEFAULT_RING_SIZE, 4000);
   t.equal(DEFAULT_MAX_QUEUED, 256);
   t.equal(DEFAULT_MAX_SUBSCRIBERS, 64);
+  t.equal(DEFAULT_RING_BYTES, 16 * 1024 * 1024);
+  t.equal(DEFAULT_MAX_QUEUED_BYTES, 8 * 1024 * 1024);
 });
 
 t.test('ids start at 1 and increase by one; envelopes are {id, v:1, type, data} serialized once', async (t) => {
@@ -507,4 +526,230 @@ t.test('each event carries its SSE frame, and a backlog can be taken at once', a
   t.same(bus.subscribe().takeBuffered(), [], 'a live-only subscriber starts empty');
   bus.close();
   t.same(bus.subscribe().takeBuffered(), [], 'a closed bus hands out nothing');
+});
+
+// ---- byte budgets -----------------------------------------------------------
+
+t.test('each event knows its frame size in UTF-8 bytes', async (t) => {
+  const bus = new EventBus();
+  const sub = bus.subscribe();
+  bus.publish('tick', 'plain');
+  bus.publish('tick', 'é ✓ 😀');
+  const [plain, wide] = sub.takeBuffered();
+  t.equal(plain?.bytes, Buffer.byteLength(plain?.frame ?? ''));
+  t.equal(plain?.bytes, plain?.frame.length, 'ASCII: one byte per character');
+  t.equal(wide?.bytes, Buffer.byteLength(wide?.frame ?? ''));
+  t.ok((wide?.bytes ?? 0) > (wide?.frame.length ?? 0), 'non-ASCII: more bytes than UTF-16 units');
+  t.equal(wide?.bytes, frameSize(2, 'tick', 'é ✓ 😀'));
+});
+
+t.test('the ring drops its oldest events to stay within ringBytes, but always keeps the newest', async (t) => {
+  const stats = new BusStats();
+  const small = 'x'.repeat(200);
+  // Ids 1..9 all have one digit, so every small frame has the same size.
+  const size = frameSize(1, 'tick', small);
+  const bus = new EventBus({ ringBytes: 3 * size, stats });
+  for (let i = 0; i < 6; i++) bus.publish('tick', small);
+  t.equal(bus.ringBytes, 3 * size, 'three frames fill the budget exactly');
+  t.equal(stats.dropped, 3, 'the three oldest were dropped');
+  t.strictSame(replayIds(bus, 0), [4, 5, 6], 'replay from before the ring starts at its oldest event');
+  t.strictSame(replayIds(bus, 1), [4, 5, 6]);
+  t.strictSame(replayIds(bus, 4), [5, 6], 'replay after eviction still starts right after the given id');
+  t.strictSame(replayIds(bus, 6), []);
+
+  const big = 'y'.repeat(10 * size);
+  bus.publish('tick', big);
+  t.strictSame(replayIds(bus, 0), [7], 'an event over the whole budget evicts everything else');
+  t.equal(bus.ringBytes, frameSize(7, 'tick', big), '...and stays, alone over budget');
+  t.equal(stats.dropped, 6);
+
+  bus.publish('tick', small);
+  t.strictSame(replayIds(bus, 0), [8], 'the next event pushes the oversized one out');
+  bus.publish('tick', small);
+  t.strictSame(replayIds(bus, 0), [8, 9]);
+  t.equal(bus.ringBytes, 2 * size);
+  t.equal(stats.dropped, 7);
+  t.equal(stats.published, 9);
+
+  const sub = bus.subscribe({ lastEventId: 7 });
+  bus.close();
+  const got = await drain(sub);
+  t.strictSame(ids(got), [8, 9]);
+  t.equal(got[0]?.data, small, 'replayed events carry their data');
+});
+
+t.test('ringBytes 0 bounds the ring by count only; the count cap holds with a byte budget too', async (t) => {
+  const large = 'z'.repeat(100_000);
+  const countOnly = new EventBus({ ringSize: 5, ringBytes: 0 });
+  for (let i = 0; i < 7; i++) countOnly.publish('tick', large);
+  t.strictSame(replayIds(countOnly, 0), [3, 4, 5, 6, 7]);
+  t.ok(countOnly.ringBytes > 5 * large.length, 'no byte limit');
+
+  const both = new EventBus({ ringSize: 2, ringBytes: 1024 * 1024 });
+  publishN(both, 5);
+  t.strictSame(replayIds(both, 0), [4, 5], 'far under the byte budget, the count still applies');
+  t.equal(both.ringBytes, frameSize(4, 'tick', { i: 3 }) + frameSize(5, 'tick', { i: 4 }));
+});
+
+t.test('a subscriber whose waiting live bytes would exceed maxQueuedBytes is evicted', async (t) => {
+  const stats = new BusStats();
+  const payload = 'x'.repeat(300);
+  const size = frameSize(1, 'tick', payload);
+  const bus = new EventBus({ maxQueuedBytes: 3 * size, stats });
+  const slow = bus.subscribe();
+  const reader = bus.subscribe();
+  const readerGot: EventEnvelope[] = [];
+  for (let i = 0; i < 3; i++) {
+    bus.publish('tick', payload);
+    readerGot.push(...(await take(reader, 1)));
+  }
+  t.equal(bus.subscriberCount, 2, 'exactly maxQueuedBytes waiting is still fine');
+  t.equal(stats.evicted, 0);
+
+  bus.publish('tick', payload);
+  t.equal(bus.subscriberCount, 1, 'one frame more evicts the slow subscriber, far below the count cap');
+  t.equal(stats.evicted, 1);
+  readerGot.push(...(await take(reader, 1)));
+  t.strictSame(ids(readerGot), [1, 2, 3, 4], 'the reading subscriber is unaffected');
+
+  bus.close();
+  const slowGot = await drain(slow);
+  t.strictSame(ids(slowGot.slice(0, -1)), [1, 2, 3], 'what fit is still delivered');
+  t.strictSame(slowGot.at(-1), {
+    v: 1,
+    type: 'client_evicted',
+    data: { reason: 'queue_overflow', droppedAfter: 4 },
+  });
+});
+
+t.test('maxQueuedBytes: replay does not count, one event of any size fits an empty queue', async (t) => {
+  const budget = 1000;
+  const bus = new EventBus({ maxQueuedBytes: budget, ringBytes: 0 });
+  for (let i = 0; i < 5; i++) bus.publish('tick', 'r'.repeat(budget));
+  const sub = bus.subscribe({ lastEventId: 0 });
+  bus.publish('tick', 'L'.repeat(5 * budget));
+  t.equal(bus.subscriberCount, 1, '5 replayed frames over budget and one live frame over budget: still subscribed');
+  t.strictSame(ids(await take(sub, 5)), [1, 2, 3, 4, 5], 'reading the replay');
+  bus.publish('tick', 'small');
+  t.equal(bus.subscriberCount, 0, 'a second live frame on top of the oversized one evicts');
+  bus.close();
+  const rest = await drain(sub);
+  t.strictSame(
+    rest.map((e) => e.type),
+    ['tick', 'client_evicted'],
+  );
+  t.same(rest.at(-1)?.data, { reason: 'queue_overflow', droppedAfter: 7 });
+});
+
+t.test('consuming live events gives their bytes back', async (t) => {
+  const payload = 'x'.repeat(300);
+  const size = frameSize(1, 'tick', payload);
+  const bus = new EventBus({ maxQueuedBytes: 2 * size });
+  const sub = bus.subscribe();
+  bus.publish('tick', payload);
+  bus.publish('tick', payload);
+  t.strictSame(ids(await take(sub, 1)), [1], 'next() frees one frame');
+  bus.publish('tick', payload);
+  t.equal(bus.subscriberCount, 1, 'so the third fits');
+  t.strictSame(
+    sub.takeBuffered().map((e) => e.envelope.id),
+    [2, 3],
+    'takeBuffered() frees both',
+  );
+  bus.publish('tick', payload);
+  bus.publish('tick', payload);
+  t.equal(bus.subscriberCount, 1, 'two more fit again');
+  bus.publish('tick', payload);
+  t.equal(bus.subscriberCount, 0, 'a third does not');
+  await sub.return?.();
+});
+
+t.test('takeBuffered(maxBytes) hands out the leading events that fit, and keeps the counts right', async (t) => {
+  const payload = 'x'.repeat(300);
+  const size = frameSize(1, 'tick', payload);
+  const bus = new EventBus({ maxQueuedBytes: 2 * size });
+  bus.publish('tick', payload);
+  bus.publish('tick', payload);
+  const sub = bus.subscribe({ lastEventId: 0 });
+  bus.publish('tick', payload);
+  bus.publish('tick', payload);
+  t.equal(bus.subscriberCount, 1, '2 replayed + 2 live frames, the live ones exactly at the budget');
+
+  t.same(sub.takeBuffered(0), [], 'nothing fits in 0 bytes');
+  t.same(sub.takeBuffered(size - 1), [], 'an event larger than maxBytes is left for next()');
+  t.strictSame(
+    sub.takeBuffered(3 * size + 1).map((e) => e.envelope.id),
+    [1, 2, 3],
+    'both replayed events and the first live one',
+  );
+  bus.publish('tick', payload);
+  t.equal(bus.subscriberCount, 1, 'the live frame taken freed its bytes, the replayed ones freed none');
+  bus.publish('tick', payload);
+  t.equal(bus.subscriberCount, 0, 'three live frames waiting are over the budget');
+  bus.close();
+  const rest = await drain(sub);
+  t.strictSame(ids(rest), [4, 5, undefined]);
+});
+
+t.test('per-subscription maxQueuedBytes overrides the bus default', async (t) => {
+  const bus = new EventBus({ maxQueuedBytes: 0 });
+  const tight = bus.subscribe({ maxQueuedBytes: 1 });
+  const loose = bus.subscribe();
+  publishN(bus, 2);
+  t.equal(bus.subscriberCount, 1, 'the tight one is gone after its second frame');
+  publishN(bus, 298);
+  t.equal(bus.subscriberCount, 0, 'the loose one (maxQueuedBytes 0: count only) at the count cap');
+  bus.close();
+  const got = await drain(tight);
+  t.strictSame(
+    got.map((e) => e.type),
+    ['tick', 'client_evicted'],
+    'one frame, then evicted on the second',
+  );
+  t.same(got[1]?.data, { reason: 'queue_overflow', droppedAfter: 2 });
+  const looseGot = await drain(loose);
+  t.equal(looseGot.length, DEFAULT_MAX_QUEUED + 1, 'the loose one lasted until the count cap');
+});
+
+t.test('a publish whose data cannot be serialised throws and uses up no id', async (t) => {
+  const stats = new BusStats();
+  const bus = new EventBus({ stats });
+  const sub = bus.subscribe();
+  bus.publish('ok', 1);
+
+  let deep: unknown = null;
+  for (let i = 0; i < 100_000; i++) deep = [deep];
+  const cyclic: Record<string, unknown> = {};
+  cyclic.self = cyclic;
+  const bad: [string, unknown, ErrorConstructor][] = [
+    ['too deeply nested', deep, RangeError],
+    ['cyclic', cyclic, TypeError],
+    ['a BigInt', 10n, TypeError],
+  ];
+  for (const [label, data, kind] of bad) {
+    const err = thrownBy(() => bus.publish('bad', data));
+    t.ok(err instanceof kind, `${label}: throws ${kind.name}`);
+    t.equal(bus.lastEventId, 1, `${label}: no id used up`);
+  }
+  t.equal(stats.published, 1, 'nothing counted as published');
+  t.strictSame(replayIds(bus, 0), [1], 'nothing entered the ring');
+
+  t.equal(bus.publish('ok', 2)?.id, 2, 'the next publish gets the next id');
+  bus.close();
+  const got = await drain(sub);
+  t.strictSame(ids(got), [1, 2], 'the subscriber sees dense ids');
+  t.strictSame(
+    got.map((e) => e.type),
+    ['ok', 'ok'],
+  );
+});
+
+t.test('the envelope JSON is what JSON.stringify gives for the whole envelope', async (t) => {
+  const bus = new EventBus();
+  const sub = bus.subscribe();
+  const samples: unknown[] = [undefined, null, 0, 'text "quoted"\n', [1, { a: undefined }], { toJSON: () => 'custom' }];
+  for (const data of samples) bus.publish('type "odd"', data);
+  const got = sub.takeBuffered();
+  t.equal(got.length, samples.length);
+  for (const ev of got) t.equal(ev.json, JSON.stringify(ev.envelope), `data ${String(ev.json)}`);
 });

@@ -27,7 +27,7 @@ async function sessionRegistry(app: FastifyInstance, opts: { config: Config }) {
       maxPendingPermissionsPerSession: DEFAULT_MAX_PENDING_PER_SESSION,
       defaultScope: 'single',
       warmSessions: config.warmSessions,
-      bus: {},
+      bus: { ringBytes: config.ringBytes, maxQueuedBytes: config.subscriberBacklogBytes },
       log: app.log.child({ component: 'sessions' }),
     },
     app.channels,

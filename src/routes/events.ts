@@ -6,10 +6,17 @@
  * @fastify/sse owns the response's SSE life cycle here: headers, the
  * heartbeat comments, and noticing the client leave. The frames themselves
  * are written straight to the socket: the bus builds each frame's bytes once
- * for every subscriber, and a subscriber's whole backlog (a replay of
- * thousands of frames, or a burst) goes out as one write. Formatting each
- * frame again per subscriber through `reply.sse.send()` measured as the
- * largest cost of fan-out after the socket writes themselves (bench/RESULTS.md).
+ * for every subscriber, and a subscriber's backlog (a replay of thousands of
+ * frames, or a burst) goes out as few writes of up to WRITE_CHUNK_BYTES each,
+ * waiting for 'drain' between them, so a client that reads slowly never makes
+ * the daemon copy its whole backlog into one string or one socket buffer.
+ * Formatting each frame again per subscriber through `reply.sse.send()`
+ * measured as the largest cost of fan-out after the socket writes themselves
+ * (bench/RESULTS.md).
+ *
+ * HEAD /session/:id/events answers what GET would (404 for an unknown
+ * session, else 200 with the SSE headers) and ends there: it never subscribes,
+ * so it cannot hold one of the bus's subscriber slots.
  */
 import { once } from 'node:events';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
@@ -17,6 +24,15 @@ import type { FastifyBaseLogger } from 'fastify';
 import { sessionEvents } from '../schemas/sessions.js';
 
 export const SSE_RETRY_MS = 3000;
+
+/**
+ * The most frame bytes joined into one socket write. A frame larger than this
+ * goes out alone, as one write of its own.
+ */
+export const WRITE_CHUNK_BYTES = 64 * 1024;
+
+const SSE_CONTENT_TYPE = 'text/event-stream';
+const SSE_CACHE_CONTROL = 'no-cache, no-transform';
 
 /** A decimal `Last-Event-ID` up to MAX_SAFE_INTEGER; anything else counts as absent. */
 export function parseLastEventId(raw: string | undefined, log: FastifyBaseLogger): number | undefined {
@@ -38,55 +54,69 @@ function streamErrorFrame(message: string): string {
 }
 
 const eventRoutes: FastifyPluginAsyncTypebox = async (app) => {
-  app.get('/session/:id/events', { schema: sessionEvents, sse: 'manual' }, async (req, reply) => {
-    const sessionId = req.params.id;
-    const lastEventId = parseLastEventId(req.headers['last-event-id'], req.log);
-    const ac = new AbortController();
-    const events = app.sessions.subscribe(sessionId, { lastEventId, signal: ac.signal });
-    const sse = reply.sse;
-    const raw = reply.raw;
-    // The client leaving ends the subscription and any wait for 'drain'.
-    const closed = new Promise<void>((resolve) => {
-      sse.onClose(() => {
-        ac.abort();
-        resolve();
+  app.head(
+    '/session/:id/events',
+    { schema: { ...sessionEvents, summary: 'The headers GET would answer with, without subscribing' } },
+    async (req, reply) => {
+      // Throws SessionNotFoundError (404) exactly as subscribing would.
+      app.sessions.require(req.params.id);
+      reply.header('content-type', SSE_CONTENT_TYPE).header('cache-control', SSE_CACHE_CONTROL);
+      return reply.send();
+    },
+  );
+
+  // Fastify's automatic HEAD twin of this route would run the handler below and subscribe.
+  app.get(
+    '/session/:id/events',
+    { schema: sessionEvents, sse: 'manual', exposeHeadRoute: false },
+    async (req, reply) => {
+      const sessionId = req.params.id;
+      const lastEventId = parseLastEventId(req.headers['last-event-id'], req.log);
+      const ac = new AbortController();
+      const events = app.sessions.subscribe(sessionId, { lastEventId, signal: ac.signal });
+      const sse = reply.sse;
+      const raw = reply.raw;
+      // The client leaving ends the subscription and any wait for 'drain'.
+      const closed = new Promise<void>((resolve) => {
+        sse.onClose(() => {
+          ac.abort();
+          resolve();
+        });
       });
-    });
-    /** One write; on back-pressure, wait until the socket drains or closes. */
-    const write = async (chunk: string): Promise<void> => {
-      if (!sse.isConnected || raw.writableEnded) return;
-      if (raw.write(chunk)) return;
-      // A socket error ends the stream through `closed`; it must not reject here unobserved.
-      const drained = once(raw, 'drain').then(
-        () => {},
-        () => {},
-      );
-      await Promise.race([drained, closed]);
-    };
-    reply.header('Cache-Control', 'no-cache, no-transform');
-    sse.sendHeaders();
-    try {
-      await write(`retry: ${SSE_RETRY_MS}\n\n`);
-      while (sse.isConnected) {
-        let batch = events.takeBuffered();
-        if (batch.length === 0) {
+      /** One write; on back-pressure, wait until the socket drains or closes. */
+      const write = async (chunk: string): Promise<void> => {
+        if (!sse.isConnected || raw.writableEnded) return;
+        if (raw.write(chunk)) return;
+        // A socket error ends the stream through `closed`; it must not reject here unobserved.
+        const drained = once(raw, 'drain').then(
+          () => {},
+          () => {},
+        );
+        await Promise.race([drained, closed]);
+      };
+      reply.header('Cache-Control', SSE_CACHE_CONTROL);
+      sse.sendHeaders();
+      try {
+        await write(`retry: ${SSE_RETRY_MS}\n\n`);
+        while (sse.isConnected) {
+          // The first buffered event (or the next one to come), then as many
+          // buffered events after it as fit in one chunk with it.
           const next = await events.next();
           if (next.done) break;
-          batch = [next.value, ...events.takeBuffered()];
+          let chunk = next.value.frame;
+          for (const ev of events.takeBuffered(WRITE_CHUNK_BYTES - next.value.bytes)) chunk += ev.frame;
+          await write(chunk);
         }
-        let chunk = '';
-        for (const ev of batch) chunk += ev.frame;
-        await write(chunk);
+      } catch (err) {
+        if (sse.isConnected) {
+          req.log.warn({ err, sessionId }, 'SSE stream failed');
+          await write(streamErrorFrame(err instanceof Error ? err.message : String(err))).catch(() => {});
+        }
+      } finally {
+        ac.abort();
       }
-    } catch (err) {
-      if (sse.isConnected) {
-        req.log.warn({ err, sessionId }, 'SSE stream failed');
-        await write(streamErrorFrame(err instanceof Error ? err.message : String(err))).catch(() => {});
-      }
-    } finally {
-      ac.abort();
-    }
-  });
+    },
+  );
 };
 
 export default eventRoutes;

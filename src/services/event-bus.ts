@@ -1,8 +1,14 @@
 /**
- * One bus per session: numbered events, a bounded replay ring, and a bounded
- * queue per subscriber. Publishing never blocks and never throws; a subscriber
- * that falls too far behind is evicted with a synthetic `client_evicted` frame
- * while everybody else carries on.
+ * One bus per session: numbered events, a replay ring bounded by count and by
+ * bytes, and a queue per subscriber bounded the same two ways. Publishing
+ * never blocks; it throws only when the data cannot be serialised, and then
+ * nothing changes (see `EventBus.publish`). A subscriber that falls too far
+ * behind is evicted with a synthetic `client_evicted` frame while everybody
+ * else carries on.
+ *
+ * Sizes are the UTF-8 byte length of an event's SSE frame (`BusEvent.bytes`),
+ * measured once at publish: exactly what the frame costs on the wire, and the
+ * order of magnitude of what it costs in memory.
  */
 import { SubscriberLimitExceededError } from '../errors.js';
 
@@ -10,6 +16,9 @@ export const EVENT_SCHEMA_VERSION = 1 as const;
 export const DEFAULT_RING_SIZE = 4000;
 export const DEFAULT_MAX_QUEUED = 256;
 export const DEFAULT_MAX_SUBSCRIBERS = 64;
+/** The same defaults as the `ringBytes` and `subscriberBacklogBytes` settings. */
+export const DEFAULT_RING_BYTES = 16 * 1024 * 1024;
+export const DEFAULT_MAX_QUEUED_BYTES = 8 * 1024 * 1024;
 
 export interface EventEnvelope {
   id?: number;
@@ -28,12 +37,18 @@ export interface BusEvent {
   readonly json: string;
   /** `id:` (when the envelope has one), `event:` and one `data:` line, then the blank line. */
   readonly frame: string;
+  /** `Buffer.byteLength(frame)`: the frame's size in UTF-8 bytes. */
+  readonly bytes: number;
 }
 
 /** A subscriber's view of the bus: an async iterator that can also hand over its backlog at once. */
 export interface EventSubscription extends AsyncIterableIterator<BusEvent> {
-  /** Everything buffered right now, in order, without waiting (possibly nothing). */
-  takeBuffered(): BusEvent[];
+  /**
+   * What is buffered right now, in order, without waiting (possibly nothing).
+   * With `maxBytes`, only the leading events whose frames fit in it together;
+   * an event that alone is larger is left for `next()`.
+   */
+  takeBuffered(maxBytes?: number): BusEvent[];
 }
 
 /**
@@ -45,15 +60,21 @@ export class BusStats {
   published = 0;
   /** Ring events handed to a subscriber that reconnected with a Last-Event-ID. */
   replayed = 0;
-  /** Events pushed out of a full ring: a reconnect from before them can no longer replay them. */
+  /** Events pushed out of the ring (by count or by bytes): a reconnect from before them can no longer replay them. */
   dropped = 0;
-  /** Subscribers cut off because their queue overflowed. */
+  /** Subscribers cut off because their queue overflowed (by count or by bytes). */
   evicted = 0;
 }
 
 export interface BusOptions {
+  /** How many events the ring keeps at most. */
   ringSize?: number;
+  /** How many bytes of frames the ring keeps at most (the newest event always stays); 0 = count only. */
+  ringBytes?: number;
+  /** How many live events may wait for one subscriber. */
   maxQueued?: number;
+  /** How many bytes of live frames may wait for one subscriber; 0 = count only. */
+  maxQueuedBytes?: number;
   maxSubscribers?: number;
   /** Where to count; a private instance when absent. */
   stats?: BusStats;
@@ -64,35 +85,68 @@ export interface SubscribeOptions {
   lastEventId?: number;
   signal?: AbortSignal;
   maxQueued?: number;
+  maxQueuedBytes?: number;
 }
 
-function makeEvent(envelope: EventEnvelope): BusEvent {
-  const json = JSON.stringify(envelope);
+function frameOf(envelope: EventEnvelope, json: string): BusEvent {
   const head = envelope.id === undefined ? '' : `id: ${envelope.id}\n`;
-  return { envelope, json, frame: `${head}event: ${envelope.type}\ndata: ${json}\n\n` };
+  const frame = `${head}event: ${envelope.type}\ndata: ${json}\n\n`;
+  return { envelope, json, frame, bytes: Buffer.byteLength(frame) };
 }
 
-/** A fixed-capacity circular buffer of events, oldest first. */
+/** An event without an id (the synthetic `client_evicted`). */
+function makeEvent(envelope: EventEnvelope): BusEvent {
+  return frameOf(envelope, JSON.stringify(envelope));
+}
+
+/**
+ * A circular buffer of events, oldest first, bounded by a count and
+ * optionally by the total bytes of its frames.
+ */
 class Ring {
   private readonly slots: (BusEvent | undefined)[];
   private start = 0;
   size = 0;
+  /** Sum of `bytes` over the events held. */
+  bytes = 0;
 
-  constructor(readonly capacity: number) {
+  constructor(
+    readonly capacity: number,
+    private readonly maxBytes: number,
+  ) {
     this.slots = new Array<BusEvent | undefined>(capacity);
   }
 
-  /** Returns true when the oldest event had to make room. */
-  push(ev: BusEvent): boolean {
-    if (this.capacity === 0) return false;
-    if (this.size < this.capacity) {
-      this.slots[(this.start + this.size) % this.capacity] = ev;
-      this.size++;
-      return false;
+  /**
+   * Stores `ev` and returns how many of the oldest events had to make room:
+   * one when the count is full, then as many as it takes to get back within
+   * the byte budget. The newest event always stays, even alone over budget.
+   */
+  push(ev: BusEvent): number {
+    if (this.capacity === 0) return 0;
+    let evicted = 0;
+    if (this.size === this.capacity) {
+      this.shift();
+      evicted++;
     }
-    this.slots[this.start] = ev;
+    this.slots[(this.start + this.size) % this.capacity] = ev;
+    this.size++;
+    this.bytes += ev.bytes;
+    if (this.maxBytes > 0) {
+      while (this.bytes > this.maxBytes && this.size > 1) {
+        this.shift();
+        evicted++;
+      }
+    }
+    return evicted;
+  }
+
+  private shift(): void {
+    const oldest = this.at(0);
+    this.slots[this.start] = undefined;
     this.start = (this.start + 1) % this.capacity;
-    return true;
+    this.size--;
+    this.bytes -= oldest.bytes;
   }
 
   at(i: number): BusEvent {
@@ -110,18 +164,23 @@ class Ring {
 
 /**
  * A subscriber's queue. Replayed events sit at the front and do not count
- * against the live cap; only live events waiting to be consumed do.
+ * against the live caps (they are the ring's own objects, not copies); only
+ * live events waiting to be consumed do, by count and by bytes.
  */
 class Subscription implements EventSubscription {
   private items: (BusEvent | undefined)[] = [];
   private head = 0;
+  /** How many of the events from `head` on are replayed ones. */
   private replayed = 0;
+  /** Bytes of the live events waiting (everything from `head` on but the replayed ones). */
+  private liveBytes = 0;
   private closed = false;
   private waiter: ((r: IteratorResult<BusEvent>) => void) | undefined;
   private onAbort: (() => void) | undefined;
 
   constructor(
     private readonly maxQueued: number,
+    private readonly maxQueuedBytes: number,
     private readonly dispose: (sub: Subscription) => void,
   ) {}
 
@@ -143,7 +202,13 @@ class Subscription implements EventSubscription {
     this.replayed++;
   }
 
-  /** Returns false when the subscriber has to be evicted. */
+  /**
+   * Returns false when the subscriber has to be evicted: `maxQueued` live
+   * events are already waiting, or `ev` would take the waiting live bytes over
+   * `maxQueuedBytes`. An empty live queue takes one event of any size, as the
+   * ring keeps its newest event of any size: a reader that keeps up is never
+   * evicted for the size of a single event.
+   */
   pushLive(ev: BusEvent): boolean {
     if (this.closed) return true;
     if (this.waiter) {
@@ -152,8 +217,11 @@ class Subscription implements EventSubscription {
       w({ value: ev, done: false });
       return true;
     }
-    if (this.liveQueued >= this.maxQueued) return false;
+    const waiting = this.liveQueued;
+    if (waiting >= this.maxQueued) return false;
+    if (this.maxQueuedBytes > 0 && waiting > 0 && this.liveBytes + ev.bytes > this.maxQueuedBytes) return false;
     this.items.push(ev);
+    this.liveBytes += ev.bytes;
     return true;
   }
 
@@ -165,6 +233,7 @@ class Subscription implements EventSubscription {
       this.items = [];
       this.head = 0;
       this.replayed = 0;
+      this.liveBytes = 0;
     } else if (last) {
       if (this.waiter) {
         const w = this.waiter;
@@ -172,6 +241,7 @@ class Subscription implements EventSubscription {
         w({ value: last, done: false });
       } else {
         this.items.push(last);
+        this.liveBytes += last.bytes;
       }
     }
     if (this.waiter && this.items.length === this.head) {
@@ -187,19 +257,31 @@ class Subscription implements EventSubscription {
     this.end(false);
   }
 
+  /** Removes the front event (the caller checked there is one) and keeps the counters right. */
+  private shift(): BusEvent {
+    const value = this.items[this.head] as BusEvent;
+    this.items[this.head] = undefined;
+    this.head++;
+    if (this.replayed > 0) this.replayed--;
+    else this.liveBytes -= value.bytes;
+    return value;
+  }
+
+  /** Frees the consumed front of the array once it is empty or mostly consumed. */
+  private compact(): void {
+    if (this.head === this.items.length) {
+      this.items = [];
+      this.head = 0;
+    } else if (this.head > 1024 && this.head * 2 > this.items.length) {
+      this.items = this.items.slice(this.head);
+      this.head = 0;
+    }
+  }
+
   next(): Promise<IteratorResult<BusEvent>> {
     if (this.head < this.items.length) {
-      const value = this.items[this.head] as BusEvent;
-      this.items[this.head] = undefined;
-      this.head++;
-      if (this.replayed > 0) this.replayed--;
-      if (this.head === this.items.length) {
-        this.items = [];
-        this.head = 0;
-      } else if (this.head > 1024 && this.head * 2 > this.items.length) {
-        this.items = this.items.slice(this.head);
-        this.head = 0;
-      }
+      const value = this.shift();
+      this.compact();
       return Promise.resolve({ value, done: false });
     }
     if (this.closed) return Promise.resolve({ value: undefined, done: true });
@@ -208,12 +290,25 @@ class Subscription implements EventSubscription {
     });
   }
 
-  takeBuffered(): BusEvent[] {
+  takeBuffered(maxBytes = Infinity): BusEvent[] {
     if (this.head === this.items.length) return [];
-    const taken = (this.head === 0 ? this.items : this.items.slice(this.head)) as BusEvent[];
-    this.items = [];
-    this.head = 0;
-    this.replayed = 0;
+    if (maxBytes === Infinity) {
+      const taken = (this.head === 0 ? this.items : this.items.slice(this.head)) as BusEvent[];
+      this.items = [];
+      this.head = 0;
+      this.replayed = 0;
+      this.liveBytes = 0;
+      return taken;
+    }
+    const taken: BusEvent[] = [];
+    let bytes = 0;
+    while (this.head < this.items.length) {
+      const ev = this.items[this.head] as BusEvent;
+      if (bytes + ev.bytes > maxBytes) break;
+      bytes += ev.bytes;
+      taken.push(this.shift());
+    }
+    this.compact();
     return taken;
   }
 
@@ -239,14 +334,16 @@ export class EventBus {
   private readonly ring: Ring;
   private readonly subscribers = new Set<Subscription>();
   private readonly maxQueued: number;
+  private readonly maxQueuedBytes: number;
   private readonly maxSubscribers: number;
   private readonly stats: BusStats;
   private nextId = 1;
   private closed = false;
 
   constructor(opts: BusOptions = {}) {
-    this.ring = new Ring(opts.ringSize ?? DEFAULT_RING_SIZE);
+    this.ring = new Ring(opts.ringSize ?? DEFAULT_RING_SIZE, opts.ringBytes ?? DEFAULT_RING_BYTES);
     this.maxQueued = opts.maxQueued ?? DEFAULT_MAX_QUEUED;
+    this.maxQueuedBytes = opts.maxQueuedBytes ?? DEFAULT_MAX_QUEUED_BYTES;
     this.maxSubscribers = opts.maxSubscribers ?? DEFAULT_MAX_SUBSCRIBERS;
     this.stats = opts.stats ?? new BusStats();
   }
@@ -263,13 +360,35 @@ export class EventBus {
     return this.closed;
   }
 
-  /** Assigns the next id, stores the event in the ring and fans it out. Undefined on a closed bus. */
+  /** Bytes of the frames the replay ring holds now (for tests and metrics). */
+  get ringBytes(): number {
+    return this.ring.bytes;
+  }
+
+  /**
+   * Assigns the next id, stores the event in the ring and fans it out.
+   * Undefined on a closed bus.
+   *
+   * `data` is serialised before an id is taken. When that throws (a cycle, a
+   * BigInt, nesting too deep for JSON.stringify: RangeError), the error
+   * propagates to the caller and the bus is exactly as before: no id used up,
+   * nothing in the ring, nothing sent, so ids stay dense for every subscriber.
+   */
   publish(type: string, data: unknown): EventEnvelope | undefined {
     if (this.closed) return undefined;
-    const envelope: EventEnvelope = { id: this.nextId++, v: EVENT_SCHEMA_VERSION, type, data };
-    const ev = makeEvent(envelope);
+    // The envelope's JSON is assembled around the serialised data, giving the
+    // same text as JSON.stringify(envelope) (an undefined `data` is left out,
+    // as JSON.stringify leaves it out) without needing the id beforehand. The
+    // one difference: a toJSON() on `data` itself is called with the key ''.
+    const dataJson: string | undefined = JSON.stringify(data);
+    const id = this.nextId++;
+    const envelope: EventEnvelope = { id, v: EVENT_SCHEMA_VERSION, type, data };
+    const json =
+      `{"id":${id},"v":${EVENT_SCHEMA_VERSION},"type":${JSON.stringify(type)}` +
+      (dataJson === undefined ? '}' : `,"data":${dataJson}}`);
+    const ev = frameOf(envelope, json);
     this.stats.published++;
-    if (this.ring.push(ev)) this.stats.dropped++;
+    this.stats.dropped += this.ring.push(ev);
     for (const sub of this.subscribers) {
       if (!sub.pushLive(ev)) {
         this.stats.evicted++;
@@ -278,7 +397,7 @@ export class EventBus {
           makeEvent({
             v: EVENT_SCHEMA_VERSION,
             type: 'client_evicted',
-            data: { reason: 'queue_overflow', droppedAfter: envelope.id },
+            data: { reason: 'queue_overflow', droppedAfter: id },
           }),
         );
       }
@@ -293,7 +412,9 @@ export class EventBus {
   subscribe(opts: SubscribeOptions = {}): EventSubscription {
     if (this.closed) return EMPTY;
     if (this.subscribers.size >= this.maxSubscribers) throw new SubscriberLimitExceededError(this.maxSubscribers);
-    const sub = new Subscription(opts.maxQueued ?? this.maxQueued, (s) => this.subscribers.delete(s));
+    const sub = new Subscription(opts.maxQueued ?? this.maxQueued, opts.maxQueuedBytes ?? this.maxQueuedBytes, (s) =>
+      this.subscribers.delete(s),
+    );
     if (opts.lastEventId !== undefined) {
       for (const ev of this.ring.after(opts.lastEventId)) {
         sub.pushReplay(ev);
