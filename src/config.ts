@@ -17,6 +17,7 @@ import { isAbsolute, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { KindGuard, Type, type Static, type TSchema } from '@sinclair/typebox';
 import envSchema from 'env-schema';
+import { DEFAULT_MAX_QUEUED_BYTES, DEFAULT_RING_BYTES } from './services/event-bus.js';
 
 const DEFAULT_PORT = 4170;
 const DEFAULT_HOSTNAME = '127.0.0.1';
@@ -24,8 +25,6 @@ const DEFAULT_MAX_SESSIONS = 20;
 const DEFAULT_MAX_CONNECTIONS = 256;
 const DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024;
 const DEFAULT_MAX_BODY_DEPTH = 64;
-const DEFAULT_RING_BYTES = 16 * 1024 * 1024;
-const DEFAULT_SUBSCRIBER_BACKLOG_BYTES = 8 * 1024 * 1024;
 // setTimeout silently turns longer delays into 1 ms, so no timer setting may
 // go beyond this.
 const MAX_TIMER_MS = 2_147_483_647;
@@ -186,7 +185,7 @@ export const ConfigSchema = Type.Object({
   }),
   ACPD_SUBSCRIBER_BACKLOG_BYTES: Type.Integer({
     minimum: 0,
-    default: DEFAULT_SUBSCRIBER_BACKLOG_BYTES,
+    default: DEFAULT_MAX_QUEUED_BYTES,
     description:
       'Bytes of live events one SSE subscriber may have waiting before it is evicted (client_evicted). 0 = count only.',
   }),

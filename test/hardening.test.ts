@@ -299,7 +299,8 @@ t.test('a restore that finds nothing leaves no agent running', async (t) => {
     t.equal(res.status, 404, action);
     const agent = await steer.agent(action === 'load' ? 0 : 1);
     await within(agent.exited, `the agent started for the ${action} stopped`);
-    t.equal(d.app.channels.alive.size, 0);
+    await until(() => d.app.channels.alive.size === 0, 'acpd saw the exit');
+    t.equal(d.app.channels.crashCount, 0, 'released, not crashed');
   }
 });
 
@@ -310,7 +311,7 @@ t.test('a restore the agent fails leaves no agent running', async (t) => {
   await held.fail({ code: -32603, message: 'disk on fire' });
   t.equal((await pending).status, 500);
   await within((await steer.agent(0)).exited, 'the agent stopped');
-  t.equal(d.app.channels.alive.size, 0);
+  await until(() => d.app.channels.alive.size === 0, 'acpd saw the exit');
 });
 
 t.test('a session acpd forgets is closed in the agent (session/close)', async (t) => {

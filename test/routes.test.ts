@@ -448,12 +448,13 @@ t.test('GET /workspace/:id/sessions: a deep workspace path (hundreds of encoded 
   const res = await call(d, 'GET', `/workspace/${encoded}/sessions`);
   t.equal(res.status, 200);
   t.strictSame(res.body, { sessions: [{ sessionId: id, workspaceCwd: deep }] });
-  const longId = 'x'.repeat(300);
+  const longId = 'x'.repeat(256);
   t.strictSame(
     (await call(d, 'POST', `/session/${longId}/cancel`)).body,
     { error: `No session with id "${longId}"`, sessionId: longId },
-    'long ids reach the route too',
+    'ids up to 256 characters reach the route too',
   );
+  t.equal((await call(d, 'POST', `/session/${longId}x/cancel`)).status, 400, 'a longer id is refused');
 });
 
 // ---- POST /session/:id/prompt -------------------------------------------------
@@ -489,8 +490,10 @@ t.test('POST /session/:id/prompt: validation and the unknown session', async (t)
   const unknown = await post(app, '/session/x/prompt', textPrompt('hi'));
   t.equal(unknown.status, 404);
   t.strictSame(unknown.body, { error: 'No session with id "x"', sessionId: 'x' });
-  const encoded = await post(app, `/session/${encodeURIComponent('a b/"c"')}/prompt`, textPrompt('hi'));
-  t.strictSame(encoded.body, { error: 'No session with id "a b/\\"c\\""', sessionId: 'a b/"c"' }, 'the id is decoded');
+  const encoded = await post(app, `/session/${encodeURIComponent('a:b@c+d=e')}/prompt`, textPrompt('hi'));
+  t.strictSame(encoded.body, { error: 'No session with id "a:b@c+d=e"', sessionId: 'a:b@c+d=e' }, 'the id is decoded');
+  const unsafe = await post(app, `/session/${encodeURIComponent('a b/"c"')}/prompt`, textPrompt('hi'));
+  t.equal(unsafe.status, 400, 'an id with a separator or a blank is not a session id');
 });
 
 t.test('POST /session/:id/prompt: 200 {stopReason}; the body reaches the agent with sessionId forced', async (t) => {

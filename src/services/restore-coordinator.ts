@@ -197,8 +197,9 @@ export class RestoreCoordinator implements SlotHolder {
       if (!registered) {
         events.close();
         // A restore that brought nothing back (not found, refused, failed)
-        // must not leave an agent running for nobody.
-        await registry.channels.releaseIfIdle(channel);
+        // must not leave an agent running for nobody. The answer does not
+        // wait for the stop: the channel is marked dying at once.
+        void registry.channels.releaseIfIdle(channel);
       }
     }
   }
