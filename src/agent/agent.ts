@@ -94,15 +94,28 @@ export class AcpdAgent {
   readonly #store: SessionStore;
   readonly #log: Logger;
   readonly #sessions = new Map<string, LiveSession>();
+  // Set by cancelAll(): the agent is stopping, so a turn that starts from now on is cancelled at once.
+  #stopping = false;
 
   constructor(options: AgentOptions) {
     this.#store = options.store;
     this.#log = options.log;
   }
 
-  /** Cancels every running turn (used on shutdown). */
+  /** Cancels every running turn, and every turn still waiting in a queue (used on shutdown). */
   cancelAll(): void {
+    this.#stopping = true;
     for (const session of this.#sessions.values()) session.active?.abort();
+  }
+
+  /**
+   * Saves, as it stands, every session whose turn has not finished yet: its history already holds the
+   * prompt and what was streamed so far. For a stop whose deadline passed while a turn was stuck (on a
+   * peer that stopped reading, say); a turn that does finish saves itself.
+   */
+  async saveUnfinished(): Promise<void> {
+    const unfinished = [...this.#sessions.values()].filter((session) => session.active !== undefined);
+    await Promise.all(unfinished.map((session) => this.#persist(session.record).catch(() => undefined)));
   }
 
   /** Settles when every queued or running turn has finished and persisted. */
@@ -303,7 +316,7 @@ export class AcpdAgent {
     const forward = (): void => {
       controller.abort();
     };
-    if (requestSignal.aborted) controller.abort();
+    if (requestSignal.aborted || this.#stopping) controller.abort();
     else requestSignal.addEventListener('abort', forward, { once: true });
     session.active = controller;
     const turnNumber = countTurns(record.history) + 1;

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Entry point of the embedded ACP agent: wires stdin/stdout to the ACP connection, and stops cleanly
-// on end of input, SIGTERM or SIGINT (in-flight turns are cancelled and persisted before exit).
+// on end of input, a broken stdin or stdout, SIGTERM or SIGINT (in-flight turns are cancelled and
+// persisted before exit).
 import { Readable, Writable } from 'node:stream';
 import { ndJsonStream } from '@agentclientprotocol/sdk';
 import { AcpdAgent } from './agent.js';
@@ -28,8 +29,9 @@ function main(): void {
   log.info('agent started', { dataDir: options.dataDir, cwd: process.cwd() });
 
   // Stopping: running turns are cancelled and may still answer `cancelled` over the open connection,
-  // then the connection closes and the sessions are flushed. Deadlines keep a peer that stopped
-  // reading stdout from holding the process forever.
+  // then the connection closes and the sessions are saved. Deadlines keep a peer that stopped reading
+  // stdout from holding the process forever; a turn still stuck after them is saved as it stands.
+  // The store is closed last, so the exit never cuts a write between its temporary file and its rename.
   let stopped: Promise<void> | undefined;
   const stop = async (reason: string): Promise<void> => {
     log.info('agent stopping', { reason });
@@ -37,7 +39,8 @@ function main(): void {
     await withDeadline(acpd.drain(), STOP_DEADLINE_MS);
     connection.close();
     await withDeadline(acpd.drain(), STOP_DEADLINE_MS);
-    await store.flush();
+    await acpd.saveUnfinished();
+    await store.close();
   };
   const stopAndExit = (reason: string): void => {
     stopped ??= stop(reason).then(
@@ -51,18 +54,24 @@ function main(): void {
     );
   };
 
-  process.once('SIGTERM', () => {
-    stopAndExit('SIGTERM');
+  // Every stream the agent uses has an error handler; none of them is left to crash the process.
+  // stderr belongs to the logger, which drops lines once it fails. Losing stdin or stdout means the
+  // peer is gone: the same orderly stop as a signal. The end of stdin reaches us as the connection
+  // closing, once the SDK has read everything that came before it.
+  process.stdin.on('error', (error) => {
+    stopAndExit(`stdin: ${error.message}`);
   });
-  process.once('SIGINT', () => {
-    stopAndExit('SIGINT');
-  });
-  // The peer went away: nobody is left to read stdout.
   process.stdout.on('error', (error) => {
     stopAndExit(`stdout: ${error.message}`);
   });
   void connection.closed.then(() => {
     stopAndExit('connection closed');
+  });
+  process.once('SIGTERM', () => {
+    stopAndExit('SIGTERM');
+  });
+  process.once('SIGINT', () => {
+    stopAndExit('SIGINT');
   });
 }
 

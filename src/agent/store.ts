@@ -1,6 +1,8 @@
 // Session persistence: one JSON file per session, `<dataDir>/<sessionId>.json`.
 // Every write goes to a temporary file in the same directory and is renamed over the target, so a
 // reader (or an agent that restarts after a crash) sees either the old file or the new one, never half.
+// A process killed between the two steps leaves its temporary file behind; the next store to start in
+// the directory removes those whose writer is no longer alive.
 import { randomUUID } from 'node:crypto';
 import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -31,6 +33,9 @@ export class CorruptSessionError extends Error {
 // as a session that does not exist, so it can never name a path outside the data directory.
 const SAFE_ID = /^[A-Za-z0-9_-]{1,128}$/;
 
+// `<sessionId>.json.<pid>.<uuid>.tmp`: the name of a temporary file, with the pid of its writer.
+const TEMP_NAME = /^[A-Za-z0-9_-]{1,128}\.json\.(\d+)\.[0-9a-f-]{36}\.tmp$/;
+
 export function isSafeSessionId(sessionId: string): boolean {
   return SAFE_ID.test(sessionId);
 }
@@ -40,14 +45,22 @@ export class SessionStore {
   // One promise tail per session, so that writes of one session land in the order they were asked for.
   readonly #tails = new Map<string, Promise<void>>();
   #ready: Promise<void> | undefined;
+  #swept: Promise<void> | undefined;
+  #closed = false;
 
   constructor(dataDir: string) {
     this.dataDir = dataDir;
   }
 
   #ensureDir(): Promise<void> {
-    this.#ready ??= mkdir(this.dataDir, { recursive: true }).then(() => undefined);
+    this.#ready ??= mkdir(this.dataDir, { recursive: true }).then(() => this.#sweepOnce());
     return this.#ready;
+  }
+
+  /** Removes, once per store, the temporary files that writers killed before their rename left behind. */
+  #sweepOnce(): Promise<void> {
+    this.#swept ??= removeStaleTempFiles(this.dataDir);
+    return this.#swept;
   }
 
   #file(sessionId: string): string {
@@ -84,6 +97,9 @@ export class SessionStore {
    * (and every earlier write of the same session) is on disk.
    */
   write(record: SessionRecord): Promise<void> {
+    if (this.#closed) {
+      return Promise.reject(new Error(`the store is closed; session ${record.sessionId} was not written`));
+    }
     if (!isSafeSessionId(record.sessionId)) {
       return Promise.reject(new Error(`refusing to persist unsafe session id ${JSON.stringify(record.sessionId)}`));
     }
@@ -97,7 +113,8 @@ export class SessionStore {
         await writeFile(temp, text, 'utf8');
         await rename(temp, target);
       } catch (error) {
-        await rm(temp, { force: true });
+        // The write's own error is the one to report, even if the clean-up fails as well.
+        await rm(temp, { force: true }).catch(() => undefined);
         throw error;
       }
     });
@@ -112,6 +129,7 @@ export class SessionStore {
 
   /** Every readable session on disk, newest first. Unreadable files are skipped. */
   async list(): Promise<SessionRecord[]> {
+    await this.#sweepOnce();
     let names: string[];
     try {
       names = await readdir(this.dataDir);
@@ -139,6 +157,42 @@ export class SessionStore {
       await Promise.all(this.#tails.values());
     }
   }
+
+  /**
+   * Refuses further writes and settles once the queued ones are on disk. The process can exit after
+   * that without killing a write between its temporary file and its rename.
+   */
+  async close(): Promise<void> {
+    this.#closed = true;
+    await this.flush();
+  }
+}
+
+/** Whether a process with this pid exists (it may belong to another user: EPERM still means alive). */
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return isErrnoException(error) && error.code === 'EPERM';
+  }
+}
+
+// Best effort: a directory that cannot be listed, or a file that cannot be removed, must not stop the
+// store from working. Files of a live writer are kept (two agents may share the directory while one of
+// them is being replaced), and so is anything not named like our temporary files.
+async function removeStaleTempFiles(dataDir: string): Promise<void> {
+  let names: string[];
+  try {
+    names = await readdir(dataDir);
+  } catch {
+    return;
+  }
+  const stale = names.filter((name) => {
+    const pid = Number(TEMP_NAME.exec(name)?.[1] ?? Number.NaN);
+    return Number.isSafeInteger(pid) && pid > 0 && pid !== process.pid && !isAlive(pid);
+  });
+  await Promise.all(stale.map((name) => rm(join(dataDir, name), { force: true }).catch(() => undefined)));
 }
 
 function isErrnoException(error: unknown): error is NodeJS.ErrnoException {
