@@ -104,13 +104,6 @@ async function main(): Promise<void> {
   // no agent outlives it. After a clean close this finds nothing to kill.
   process.once('exit', () => killAgentsNow(app));
 
-  // Node reads maxConnections on every accept, so setting it before listen()
-  // leaves no window. 0/Infinity mean "no cap": leave it unset, since 0 would
-  // refuse every connection on newer Node versions.
-  if (Number.isFinite(config.maxConnections) && config.maxConnections > 0) {
-    app.server.maxConnections = config.maxConnections;
-  }
-
   try {
     await app.listen({ port: config.port, host: config.listenHost });
   } catch (err) {

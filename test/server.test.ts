@@ -1,5 +1,5 @@
 // The acpd executable as a real process: the start-up lines tools parse,
-// /health over a real socket, the connection cap, the refusal to listen
+// /health over a real socket, the connection cap (a 503, not a reset), the refusal to listen
 // beyond loopback without a token, and shutdown on SIGTERM/SIGINT leaving
 // no process behind (checked against /proc, by pid, start time and group).
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -258,13 +258,14 @@ t.test('a token from ACPD_TOKEN enables auth quietly; --token warns about /proc/
   t.notMatch(fromFlag.stderr(), 'bearer auth disabled');
 });
 
-t.test('--max-connections caps open connections at the listener', async (t) => {
+t.test('--max-connections: past the cap the probes answer and other requests get a 503, not a reset', async (t) => {
   const { workspace } = dirs(t);
   const daemon = startDaemon(t, ['--port', '0', '--workspace', workspace, '--max-connections', '1']);
   const started = await listening(daemon);
 
-  // Hold the one allowed connection open with a keep-alive request; once its
-  // answer arrives the server has certainly accepted it.
+  // Hold the one allowed connection with a request in progress (a head not yet finished): it is neither
+  // idle, so it cannot be reclaimed, nor past the 10 s header timeout during this test. Once the server
+  // has answered a request on it, it has certainly been accepted.
   const held: Socket = connect(started.port, '127.0.0.1');
   t.teardown(() => {
     held.destroy();
@@ -272,10 +273,16 @@ t.test('--max-connections caps open connections at the listener', async (t) => {
   await new Promise<void>((resolve, reject) => {
     held.once('error', reject);
     held.once('data', () => resolve());
-    held.write('GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: keep-alive\r\n\r\n');
+    held.write(`GET /livez HTTP/1.1\r\nHost: 127.0.0.1:${started.port}\r\n\r\nGET /livez HTTP/1.1\r\n`);
   });
 
-  await t.rejects(fetch(`${started.url}/health`), 'a second connection is dropped');
+  const health = await fetch(`${started.url}/health`);
+  t.equal(health.status, 200, 'the probe answers over the cap');
+  await health.body?.cancel();
+  const refused = await fetch(`${started.url}/capabilities`);
+  t.equal(refused.status, 503);
+  t.equal(refused.headers.get('retry-after'), '5');
+  t.match(await refused.json(), { code: 'connection_limit', limit: 1 });
   held.destroy();
   daemon.child.kill('SIGTERM');
   t.same(await daemon.exited, { code: 0, signal: null });
