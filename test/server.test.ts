@@ -1,5 +1,6 @@
 // The acpd executable as a real process: the start-up lines tools parse,
-// /health over a real socket, the connection cap (a 503, not a reset), the refusal to listen
+// /health over a real socket, the connection cap, the token kept out of
+// /proc/<pid>/environ, the token file, the refusal to listen
 // beyond loopback without a token, and shutdown on SIGTERM/SIGINT leaving
 // no process behind (checked against /proc, by pid, start time and group).
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -254,8 +255,74 @@ t.test('a token from ACPD_TOKEN enables auth quietly; --token warns about /proc/
   fromFlag.child.kill('SIGTERM');
   t.same(await fromFlag.exited, { code: 0, signal: null });
   t.match(fromFlag.stderr(), `/proc/${fromFlag.pid}/cmdline`);
-  t.match(fromFlag.stderr(), 'ACPD_TOKEN');
+  t.match(fromFlag.stderr(), '--token-file');
   t.notMatch(fromFlag.stderr(), 'bearer auth disabled');
+});
+
+t.test('ACPD_TOKEN is gone from /proc/<pid>/environ once read, and still guards the daemon', async (t) => {
+  const { workspace } = dirs(t);
+  const secret = 'env-secret-9b2f0c41';
+  const daemon = startDaemon(t, ['--port', '0', '--workspace', workspace], { ACPD_TOKEN: secret, ACPD_MARKER: 'kept' });
+  const started = await listening(daemon);
+
+  const environ = readFileSync(`/proc/${daemon.pid}/environ`, 'utf8');
+  t.notOk(environ.includes(secret), 'the value is not in the environment block');
+  const entries = environ.split('\0');
+  t.ok(entries.includes('ACPD_MARKER=kept'), 'the rest of the block is intact');
+  t.ok(
+    entries.includes(`ACPD_TOKEN=${'*'.repeat(secret.length)}`),
+    'the entry is overwritten in place, still a NAME=VALUE line',
+  );
+  t.notMatch(daemon.stderr(), 'may stay readable', 'no fallback warning on Linux');
+
+  const anonymous = await fetch(`${started.url}/capabilities`);
+  t.equal(anonymous.status, 401);
+  await anonymous.body?.cancel();
+  const authorized = await fetch(`${started.url}/capabilities`, { headers: { authorization: `Bearer ${secret}` } });
+  t.equal(authorized.status, 200, 'the token read before the scrub still works');
+  await authorized.body?.cancel();
+  daemon.child.kill('SIGTERM');
+  t.same(await daemon.exited, { code: 0, signal: null });
+});
+
+t.test('--token-file: the token comes from the file; a bad file stops the start-up', async (t) => {
+  const root = realpathSync(t.testdir({ ws: {}, 'token.txt': 'file-secret-77a1\n', 'empty.txt': '' }));
+  const workspace = join(root, 'ws');
+
+  const daemon = startDaemon(t, ['--port', '0', '--workspace', workspace, '--token-file', join(root, 'token.txt')]);
+  const started = await listening(daemon);
+  t.notMatch(daemon.stderr(), 'bearer auth disabled');
+  t.notMatch(daemon.stderr(), 'warning');
+  const anonymous = await fetch(`${started.url}/capabilities`);
+  t.equal(anonymous.status, 401);
+  await anonymous.body?.cancel();
+  const authorized = await fetch(`${started.url}/capabilities`, {
+    headers: { authorization: 'Bearer file-secret-77a1' },
+  });
+  t.equal(authorized.status, 200);
+  await authorized.body?.cancel();
+  daemon.child.kill('SIGTERM');
+  t.same(await daemon.exited, { code: 0, signal: null });
+
+  const missing = startDaemon(t, ['--port', '0', '--workspace', workspace], {
+    ACPD_TOKEN_FILE: join(root, 'nope.txt'),
+  });
+  t.same(await missing.exited, { code: 1, signal: null });
+  t.equal(
+    missing.stderr(),
+    `acpd: Invalid --token-file "${join(root, 'nope.txt')}" (from ACPD_TOKEN_FILE): cannot be read (no such file).\n`,
+  );
+  t.equal(missing.stdout(), '');
+
+  const empty = startDaemon(t, ['--port', '0', '--workspace', workspace, '--token-file', join(root, 'empty.txt')]);
+  t.same(await empty.exited, { code: 1, signal: null });
+  t.equal(empty.stderr(), `acpd: Invalid --token-file "${join(root, 'empty.txt')}": the file is empty.\n`);
+
+  const both = startDaemon(t, ['--port', '0', '--workspace', workspace, '--token-file', join(root, 'token.txt')], {
+    ACPD_TOKEN: 'x',
+  });
+  t.same(await both.exited, { code: 1, signal: null });
+  t.match(both.stderr(), /^acpd: Both ACPD_TOKEN and --token-file are set/);
 });
 
 t.test('--max-connections: past the cap the probes answer and other requests get a 503, not a reset', async (t) => {
