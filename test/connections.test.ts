@@ -2,7 +2,8 @@
 // --header-timeout-ms is closed, whether it sent part of one or nothing at all; past --max-connections the
 // probes still answer and everything else gets a 503 envelope instead of a reset; idle keep-alive
 // connections make room; and neither rule cuts an event stream or a prompt that outlasts the header timeout.
-// Real sockets on 127.0.0.1 against the app as buildApp builds it.
+// Real sockets on 127.0.0.1 against the app as buildApp builds it. Every wait goes through within() (10 s), so
+// a daemon without these rules fails quickly: there a silent socket stays open for over a minute.
 import { connect, type Socket } from 'node:net';
 import { promisify } from 'node:util';
 import t, { type Test } from 'tap';
@@ -20,9 +21,6 @@ import {
   within,
   type TestDaemon,
 } from './helper.js';
-
-/** Fails a test that hangs (on a daemon without the deadline a silent socket stays open for over a minute). */
-const GUARD = { timeout: 20_000 };
 
 interface RawSocket {
   socket: Socket;
@@ -98,7 +96,7 @@ t.test('deadlines: derived from --header-timeout-ms, checked often enough to be 
   t.equal(connectionCeiling(1000), 1250);
 });
 
-t.test('a connection that never sends a byte is closed after the header timeout', GUARD, async (t) => {
+t.test('a connection that never sends a byte is closed after the header timeout', async (t) => {
   const d = await startDaemon(t, { args: ['--header-timeout-ms', '300'] });
   const started = performance.now();
   const silent = await rawSocket(t, d);
@@ -109,14 +107,14 @@ t.test('a connection that never sends a byte is closed after the header timeout'
   t.match(silent.received(), /^HTTP\/1\.1 408 /, 'told why: 408');
 });
 
-t.test('a connection that sends part of a request head is closed after the header timeout', GUARD, async (t) => {
+t.test('a connection that sends part of a request head is closed after the header timeout', async (t) => {
   const d = await startDaemon(t, { args: ['--header-timeout-ms', '300'] });
   const slow = await rawSocket(t, d, 'GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ');
   await within(slow.closed, 'the server closes the slow connection');
   t.match(slow.received(), /^HTTP\/1\.1 408 /);
 });
 
-t.test('over --max-connections: probes answer, other requests get a 503 envelope, no reset', GUARD, async (t) => {
+t.test('over --max-connections: probes answer, other requests get a 503 envelope, no reset', async (t) => {
   const d = await startDaemon(t, { args: ['--max-connections', '4'] });
   // Four connections that send nothing (the header timeout is the default 10 s, longer than this test).
   const silent = await Promise.all([1, 2, 3, 4].map(async () => await rawSocket(t, d)));
@@ -147,7 +145,7 @@ t.test('over --max-connections: probes answer, other requests get a 503 envelope
   t.equal((await fresh(d, '/capabilities')).status, 200);
 });
 
-t.test('idle keep-alive connections are reclaimed to make room', GUARD, async (t) => {
+t.test('idle keep-alive connections are reclaimed to make room', async (t) => {
   const d = await startDaemon(t, { args: ['--max-connections', '2'] });
   // Two connections that finished a request and now idle in keep-alive (72 s by default).
   const idle = await Promise.all(
@@ -158,7 +156,7 @@ t.test('idle keep-alive connections are reclaimed to make room', GUARD, async (t
   await within(Promise.all(idle.map(async (s) => await s.closed)), 'the idle connections were closed');
 });
 
-t.test('past the hard ceiling new connections are closed unanswered', GUARD, async (t) => {
+t.test('past the hard ceiling new connections are closed unanswered', async (t) => {
   const d = await startDaemon(t, { args: ['--max-connections', '1'] });
   const ceiling = connectionCeiling(1);
   const held: RawSocket[] = [];
@@ -173,7 +171,7 @@ t.test('past the hard ceiling new connections are closed unanswered', GUARD, asy
   );
 });
 
-t.test('an event stream and a prompt outlasting the header timeout are not cut', GUARD, async (t) => {
+t.test('an event stream and a prompt outlasting the header timeout are not cut', async (t) => {
   const { d, steer } = await steerDaemon(t, { hold: ['session/prompt'], args: ['--header-timeout-ms', '300'] });
   const id = await createSession(d);
   const stream = await openEvents(t, d, id);
