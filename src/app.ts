@@ -10,6 +10,7 @@ import { RequestError } from '@agentclientprotocol/sdk';
 import type { Config } from './config.js';
 import { BadRequestError, isWireError } from './errors.js';
 import channelSupervisor from './plugins/channel-supervisor.js';
+import connections, { connectionTimeouts } from './plugins/connections.js';
 import metrics from './plugins/metrics.js';
 import openapi from './plugins/openapi.js';
 import probes from './plugins/probes.js';
@@ -51,6 +52,7 @@ export interface BuildOptions {
 }
 
 export async function buildApp(config: Config, options: BuildOptions = {}): Promise<FastifyInstance> {
+  const timeouts = connectionTimeouts(config);
   const app = Fastify({
     logger: loggerOptions(config, {
       stream: options.logStream,
@@ -61,6 +63,13 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     genReqId: requestIdFor,
     // Every body, whatever its content type, is read up to this and no further (413).
     bodyLimit: config.maxBodyBytes,
+    // A connection has --header-timeout-ms to send a complete request head
+    // (counted from the accept, so silent ones are closed too) and five
+    // minutes for its body; neither deadline applies once the request is in,
+    // so streams and long prompts are unaffected. Fastify turns Node's
+    // request timeout off unless given here; see plugins/connections.ts.
+    http: timeouts,
+    requestTimeout: timeouts.requestTimeout,
     // `/workspace/:id/sessions` takes a whole URL-encoded workspace path as
     // `:id`; the router's default cap of 100 characters would answer 414 for
     // any workspace a few folders deep. Node's 16 KiB header limit (request
@@ -155,6 +164,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   });
 
   await app.register(requestLog);
+  // Before the guards: a connection over the cap gets its 503 whoever sends it.
+  await app.register(connections, { config });
   await app.register(security, { config });
   // Both work in onRoute, so they come before every route.
   await app.register(rateLimits, { config });

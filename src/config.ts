@@ -11,7 +11,7 @@
 // loadConfig are the reference's step numbers). A value that fails its
 // schema type or range is reported at the step where the reference would
 // have looked at it, so the first error an operator sees is the same one.
-import { realpathSync, statSync, type Stats } from 'node:fs';
+import { readFileSync, realpathSync, statSync, type Stats } from 'node:fs';
 import { isIP } from 'node:net';
 import { isAbsolute, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -45,7 +45,8 @@ export const ConfigSchema = Type.Object({
   }),
   ACPD_TOKEN: Type.Optional(
     Type.String({
-      description: 'Bearer token clients must send. Prefer the environment variable: flags show up in ps.',
+      description:
+        'Bearer token clients must send. Prefer --token-file; a flag shows up in ps. Not together with --token-file.',
     }),
   ),
   ACPD_WORKSPACE: Type.Optional(
@@ -162,7 +163,7 @@ export const ConfigSchema = Type.Object({
     Type.String({
       minLength: 1,
       description:
-        'File holding the bearer token (surrounding blanks trimmed). Safer than ACPD_TOKEN: nothing lands in the environment or the command line.',
+        'File holding the bearer token (one line, surrounding blanks trimmed; relative to the current directory). Safer than ACPD_TOKEN: the token lands in neither the environment nor the command line. Not together with --token.',
     }),
   ),
   ACPD_MAX_BODY_BYTES: Type.Integer({
@@ -248,7 +249,7 @@ export type Config = {
   subscriberBacklogBytes: number;
   /** Deadline for a connection to send a complete request head. */
   headerTimeoutMs: number;
-  /** The environment an agent child receives: ours, minus ACPD_TOKEN. */
+  /** The environment an agent child receives: ours, minus ACPD_TOKEN and ACPD_TOKEN_FILE. */
   agentEnv: Record<string, string>;
 };
 
@@ -597,10 +598,50 @@ function trustedProxies(value: string | undefined, fromFlag: boolean): boolean |
   return entries;
 }
 
+/**
+ * The token comes from --token/ACPD_TOKEN or from --token-file/ACPD_TOKEN_FILE,
+ * never both: with two sources there is no telling which one the operator
+ * meant, so that is a start-up error rather than a silent precedence. The
+ * file's content is trimmed like the variable, but an empty file is an error
+ * (a file given and empty is a mistake, not a wish to disable auth).
+ */
+function resolveToken(
+  raw: Partial<Record<SettingName, string>>,
+  fromFlag: ReadonlySet<SettingName>,
+  cwd: string,
+): string | undefined {
+  const file = raw.ACPD_TOKEN_FILE;
+  if (file === undefined) return raw.ACPD_TOKEN?.trim() || undefined;
+  if (raw.ACPD_TOKEN !== undefined) {
+    const tokenSource = fromFlag.has('ACPD_TOKEN') ? '--token' : 'ACPD_TOKEN';
+    const fileSource = fromFlag.has('ACPD_TOKEN_FILE') ? '--token-file' : 'ACPD_TOKEN_FILE';
+    throw new ConfigError(
+      `Both ${tokenSource} and ${fileSource} are set: give one of --token (ACPD_TOKEN) and --token-file (ACPD_TOKEN_FILE).`,
+    );
+  }
+  const label = `Invalid --token-file "${file}"${fromFlag.has('ACPD_TOKEN_FILE') ? '' : ' (from ACPD_TOKEN_FILE)'}`;
+  let text: string;
+  try {
+    text = readFileSync(resolve(cwd, file), 'utf8');
+  } catch (err) {
+    const code = errorCode(err);
+    const reason =
+      code === 'ENOENT' ? 'no such file' : code === 'EACCES' || code === 'EPERM' ? 'permission denied' : '';
+    throw new ConfigError(
+      `${label}: cannot be read (${reason || (err instanceof Error ? err.message : String(err))}).`,
+    );
+  }
+  const token = text.trim();
+  if (token === '') throw new ConfigError(`${label}: the file is empty.`);
+  if (/[\r\n]/.test(token)) throw new ConfigError(`${label}: the token must be a single line.`);
+  return token;
+}
+
+/** Our environment minus the token's variables, for the agent. */
 function childEnvironment(env: NodeJS.ProcessEnv): Record<string, string> {
   const copy: Record<string, string> = {};
   for (const [key, value] of Object.entries(env)) {
-    if (value !== undefined && key !== 'ACPD_TOKEN') copy[key] = value;
+    if (value !== undefined && key !== 'ACPD_TOKEN' && key !== 'ACPD_TOKEN_FILE') copy[key] = value;
   }
   return copy;
 }
@@ -648,8 +689,10 @@ export function loadConfig(opts: { argv: string[]; env: NodeJS.ProcessEnv; cwd: 
     if (err !== undefined) throw err;
   };
 
-  // 1. The token: trimmed, blank means none. A blank flag still wins.
-  const token = raw.ACPD_TOKEN?.trim() || undefined;
+  // 1. The token, from --token/ACPD_TOKEN or --token-file/ACPD_TOKEN_FILE
+  // (one of them): trimmed, blank means none. A blank flag still wins.
+  check('ACPD_TOKEN_FILE');
+  const token = resolveToken(raw, fromFlag, opts.cwd);
 
   // 2. `host:port` typed into --hostname. Raw IPv6 has two colons or more.
   check('ACPD_HOSTNAME');

@@ -229,3 +229,19 @@ export const MAX_WORKSPACE_PATH_LENGTH = 4096;
 export function truncatePath(p: string): string {
   return p.length > MAX_WORKSPACE_PATH_LENGTH ? `${p.slice(0, MAX_WORKSPACE_PATH_LENGTH)}…[truncated]` : p;
 }
+
+const ConnectionLimitBase = createError<[number]>(
+  'ACPD_CONNECTION_LIMIT',
+  'Connection limit reached (%d open connections); retry later',
+  503,
+);
+/** A request on a connection accepted past --max-connections (the probes excepted). */
+export class ConnectionLimitError extends ConnectionLimitBase implements WireError {
+  readonly retryAfter = RETRY_AFTER_SECONDS;
+  constructor(readonly limit: number) {
+    super(limit);
+  }
+  envelope() {
+    return { error: this.message, code: 'connection_limit', limit: this.limit };
+  }
+}

@@ -4,13 +4,15 @@
 // process-wide handlers; everything it starts is built by buildApp, exactly
 // as the tests build it.
 //
-// Three lines are plain text on purpose, because tools and tests parse them:
-// the "listening on" line on stdout, and the workspace and auth notices on
-// stderr. Everything else goes through the app's pino logger.
+// Some lines are plain text on purpose, because tools and tests parse them:
+// the "listening on" line on stdout, and the workspace and auth notices and
+// the token warnings on stderr. Everything else goes through the app's pino
+// logger.
 import closeWithGrace from 'close-with-grace';
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from './app.js';
 import { formatListenUrl, loadConfig, parseCommandLine, usage, type Config } from './config.js';
+import { scrubEnvironment } from './services/scrub-env.js';
 
 // Headroom on top of the agents' SIGTERM→SIGKILL grace for the listener to
 // drain; past it, the process kills what is left and exits 1.
@@ -41,7 +43,7 @@ function readConfig(): Config {
       say(
         process.stderr,
         `acpd: warning: --token is readable by other local users in /proc/${process.pid}/cmdline and ps; ` +
-          'set ACPD_TOKEN in the environment instead.',
+          'use --token-file (ACPD_TOKEN_FILE) or ACPD_TOKEN instead.',
       );
     }
     return loadConfig({ argv, env: process.env, cwd: process.cwd() });
@@ -63,8 +65,25 @@ function killAgentsNow(app: FastifyInstance): void {
   }
 }
 
+/**
+ * The token has been read: take it out of our environment, so that nothing
+ * started later (the agent runs as the same user) finds it in
+ * /proc/<pid>/environ. Where that cannot be done, say so once.
+ */
+function forgetTokenVariable(): void {
+  const outcome = scrubEnvironment('ACPD_TOKEN', process.env);
+  if (!outcome.scrubbed) {
+    say(
+      process.stderr,
+      `acpd: warning: ACPD_TOKEN may stay readable in /proc/${process.pid}/environ (${outcome.reason}); ` +
+        'prefer --token-file.',
+    );
+  }
+}
+
 async function main(): Promise<void> {
   const config = readConfig();
+  forgetTokenVariable();
 
   let app: FastifyInstance;
   try {
@@ -103,13 +122,6 @@ async function main(): Promise<void> {
   // Last line of defence against orphans: whatever path ends the process,
   // no agent outlives it. After a clean close this finds nothing to kill.
   process.once('exit', () => killAgentsNow(app));
-
-  // Node reads maxConnections on every accept, so setting it before listen()
-  // leaves no window. 0/Infinity mean "no cap": leave it unset, since 0 would
-  // refuse every connection on newer Node versions.
-  if (Number.isFinite(config.maxConnections) && config.maxConnections > 0) {
-    app.server.maxConnections = config.maxConnections;
-  }
 
   try {
     await app.listen({ port: config.port, host: config.listenHost });

@@ -327,10 +327,78 @@ t.test('token is trimmed; blank means none; a blank flag still wins', async (t) 
   t.equal(load(['--token', '  '], { ACPD_TOKEN: 'env' }).token, undefined);
 });
 
+t.test('--token-file / ACPD_TOKEN_FILE: read, trimmed, relative to the current directory', async (t) => {
+  const dir = realpathSync(t.testdir({ 'token.txt': '  from-file\n', 'empty.txt': ' \n\t', 'two.txt': 'a\nb\n' }));
+  t.equal(load(['--token-file', join(dir, 'token.txt')]).token, 'from-file');
+  t.equal(load([], { ACPD_TOKEN_FILE: join(dir, 'token.txt') }).token, 'from-file');
+  t.equal(load(['--token-file', 'token.txt'], {}, dir).token, 'from-file', 'relative to cwd');
+  t.equal(load([], { ACPD_TOKEN_FILE: '  ' }).token, undefined, 'a blank variable is unset');
+  // A token from a file counts like any other: it allows a non-loopback bind.
+  t.equal(load(['--hostname', '0.0.0.0', '--token-file', join(dir, 'token.txt')]).isLoopback, false);
+
+  t.equal(
+    failure(() => load(['--token-file', join(dir, 'empty.txt')])),
+    `Invalid --token-file "${join(dir, 'empty.txt')}": the file is empty.`,
+  );
+  t.equal(
+    failure(() => load([], { ACPD_TOKEN_FILE: join(dir, 'two.txt') })),
+    `Invalid --token-file "${join(dir, 'two.txt')}" (from ACPD_TOKEN_FILE): the token must be a single line.`,
+  );
+  t.equal(
+    failure(() => load(['--token-file', join(dir, 'missing.txt')])),
+    `Invalid --token-file "${join(dir, 'missing.txt')}": cannot be read (no such file).`,
+  );
+  t.match(
+    failure(() => load(['--token-file', dir])),
+    new RegExp(`^Invalid --token-file "${dir}": cannot be read \\(EISDIR`),
+    'a directory names the reason',
+  );
+  t.equal(
+    failure(() => load(['--token-file', '='])),
+    `Invalid --token-file "=": cannot be read (no such file).`,
+  );
+  t.equal(
+    failure(() => load(['--token-file', ''])),
+    'Invalid --token-file "": must be a non-empty string.',
+  );
+});
+
+t.test('a token and a token file together are refused, whatever their sources', async (t) => {
+  const dir = realpathSync(t.testdir({ 'token.txt': 'from-file' }));
+  const file = join(dir, 'token.txt');
+  t.equal(
+    failure(() => load(['--token', 'x', '--token-file', file])),
+    'Both --token and --token-file are set: give one of --token (ACPD_TOKEN) and --token-file (ACPD_TOKEN_FILE).',
+  );
+  t.equal(
+    failure(() => load([], { ACPD_TOKEN: 'x', ACPD_TOKEN_FILE: file })),
+    'Both ACPD_TOKEN and ACPD_TOKEN_FILE are set: give one of --token (ACPD_TOKEN) and --token-file (ACPD_TOKEN_FILE).',
+  );
+  t.match(
+    failure(() => load(['--token-file', file], { ACPD_TOKEN: 'x' })),
+    /^Both ACPD_TOKEN and --token-file are set/,
+  );
+  t.match(
+    failure(() => load(['--token', ''], { ACPD_TOKEN_FILE: file })),
+    /^Both --token and ACPD_TOKEN_FILE/,
+  );
+  t.equal(load([], { ACPD_TOKEN: '', ACPD_TOKEN_FILE: file }).token, 'from-file', 'a blank variable is no token');
+});
+
+t.test('the token file is checked first, as the token is (boot order step 1)', async (t) => {
+  t.match(
+    failure(() => load(['--token-file', '/nonexistent/acpd-token', '--hostname', 'a:1', '--port', 'x'])),
+    /^Invalid --token-file/,
+  );
+});
+
 t.test('agentEnv is the environment minus ACPD_TOKEN and undefined values', async (t) => {
   const config = load([], { ACPD_TOKEN: 'secret', OPENAI_API_KEY: 'k', PATH: '/bin', ACPD_PORT: '1', GONE: undefined });
   t.same(config.agentEnv, { OPENAI_API_KEY: 'k', PATH: '/bin', ACPD_PORT: '1' });
   t.notOk('ACPD_TOKEN' in config.agentEnv);
+  const dir = realpathSync(t.testdir({ 'token.txt': 'from-file' }));
+  const fromFile = load([], { ACPD_TOKEN_FILE: join(dir, 'token.txt'), PATH: '/bin' });
+  t.same(fromFile.agentEnv, { PATH: '/bin' }, 'nor the token file path');
   t.notOk('GONE' in config.agentEnv);
   t.equal(config.token, 'secret');
 });

@@ -6,7 +6,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import t, { type Test } from 'tap';
-import { loggerOptions } from '../src/plugins/request-log.js';
+import { request } from 'undici';
+import { loggerOptions, redactUrl, serializeRequest } from '../src/plugins/request-log.js';
 import {
   call,
   createSession,
@@ -168,11 +169,74 @@ t.test('the bearer token never reaches the logs, even with headers logged at deb
   t.notOk(log.text().includes(TOKEN), 'the token appears nowhere in the log output');
 });
 
+t.test('redactUrl hides the values of sensitive query keys and keeps everything else', async (t) => {
+  t.equal(redactUrl('/health'), '/health');
+  t.equal(redactUrl('/health?deep'), '/health?deep');
+  t.equal(redactUrl('/health?deep=1&token=abc'), '/health?deep=1&token=[redacted]');
+  t.equal(
+    redactUrl('/x?access_token=a&API_KEY=b&apiKey=c&key=d&client_secret=e&Password=f&auth=g&sig=h&page=2'),
+    '/x?access_token=[redacted]&API_KEY=[redacted]&apiKey=[redacted]&key=[redacted]&client_secret=[redacted]' +
+      '&Password=[redacted]&auth=[redacted]&sig=[redacted]&page=2',
+  );
+  t.equal(redactUrl('/x?to%6Ben=abc'), '/x?to%6Ben=[redacted]', 'a percent-encoded key is matched decoded');
+  t.equal(redactUrl('/x?token=a&token=b'), '/x?token=[redacted]&token=[redacted]', 'every repeat');
+  t.equal(redactUrl('/x?token'), '/x?token', 'a key without a value has nothing to hide');
+  t.equal(redactUrl('/x?q=token%3Dabc'), '/x?q=token%3Dabc', 'only keys are matched, not values');
+});
+
+t.test(
+  'a token in the query string never reaches the logs: completed, refused, unknown and aborted requests',
+  async (t) => {
+    const log = await loggedDaemon(t, ['--log-level', 'debug']);
+    const secret = 'query-secret-5d1e';
+    const id = await createSession(log.d);
+
+    t.equal(
+      (await call(log.d, 'GET', `/capabilities?token=${secret}`, undefined, { 'x-request-id': 'q-ok' })).status,
+      200,
+    );
+    t.equal(
+      (
+        await call(log.d, 'GET', `/capabilities?access_token=${secret}&x=1`, undefined, {
+          authorization: 'Bearer wrong',
+          'x-request-id': 'q-401',
+        })
+      ).status,
+      401,
+    );
+    t.equal(
+      (await call(log.d, 'GET', `/nowhere?api_key=${secret}`, undefined, { 'x-request-id': 'q-404' })).status,
+      404,
+    );
+    // An event stream the client leaves: its line is written by the 'close' path, not the completed one.
+    const ac = new AbortController();
+    const events = await request(`${log.d.baseUrl}/session/${id}/events?token=${secret}`, {
+      headers: { ...log.d.headers, accept: 'text/event-stream', 'x-request-id': 'q-aborted' },
+      signal: ac.signal,
+    });
+    t.equal(events.statusCode, 200);
+    await new Promise((resolve) => events.body.once('data', resolve));
+    ac.abort();
+    events.body.on('error', () => {});
+    await until(() => log.forRequest('q-aborted').length > 0, 'the aborted line');
+
+    // The request's own line (at debug the bearer check adds one of its own for the 401).
+    const urlOf = (reqId: string, msg: string): unknown =>
+      obj(log.forRequest(reqId).find((line) => line.msg === msg)?.req).url;
+    t.equal(urlOf('q-ok', 'request completed'), '/capabilities?token=[redacted]', 'the key stays visible');
+    t.equal(urlOf('q-401', 'request completed'), '/capabilities?access_token=[redacted]&x=1');
+    t.equal(urlOf('q-404', 'request completed'), '/nowhere?api_key=[redacted]');
+    t.equal(urlOf('q-aborted', 'request aborted'), `/session/${id}/events?token=[redacted]`);
+    t.notOk(log.text().includes(secret), 'the secret appears nowhere in the log output');
+  },
+);
+
 t.test('logger options: a capture stream, pretty only for a terminal with pino-pretty', async (t) => {
   const stream = { write: () => {} };
   t.same(loggerOptions({ logLevel: 'info' }, { stream, isTTY: true }), {
     level: 'info',
     redact: { paths: ['req.headers.authorization', 'headers.authorization'], censor: '[redacted]' },
+    serializers: { req: serializeRequest },
     stream,
   });
   t.notOk('transport' in loggerOptions({ logLevel: 'info' }, { isTTY: false }), 'JSON when not a terminal');

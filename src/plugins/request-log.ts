@@ -7,7 +7,8 @@
  *
  * The logger options live here too, as they belong to the same concern but
  * must be handed to the Fastify constructor: JSON lines, the bearer token
- * redacted, and pino-pretty only for a human at a terminal (when installed —
+ * redacted (in the Authorization header, and in the query string should a
+ * client put one there), and pino-pretty only for a human at a terminal (when installed —
  * it is a dev dependency, so a production install always logs JSON).
  */
 import { randomUUID } from 'node:crypto';
@@ -37,6 +38,66 @@ export function requestIdFor(req: IncomingMessage): string {
 /** Paths pino censors wherever a request's headers get logged. */
 export const REDACTED_PATHS = ['req.headers.authorization', 'headers.authorization'];
 
+export const CENSOR = '[redacted]';
+
+/**
+ * Query keys whose values never reach a log: a token is only ever accepted in
+ * the Authorization header, but a client may still put one in the URL
+ * (`?token=`, `?access_token=`, `?api_key=`…). Matched on the decoded key in
+ * any letter case; a harmless key that matches too (`?author=`) only loses its
+ * value in the log.
+ */
+const SENSITIVE_QUERY_KEY =
+  /token|secret|passw|pwd|auth|api[-_.]?key|^key$|^sig$|signature|credential|session[-_.]?id/i;
+
+function decodedKey(raw: string): string {
+  try {
+    return decodeURIComponent(raw.replaceAll('+', ' '));
+  } catch {
+    return raw;
+  }
+}
+
+/** `url` with the values of sensitive query parameters replaced by `[redacted]`, key names kept. */
+export function redactUrl(url: string): string {
+  const mark = url.indexOf('?');
+  if (mark === -1) return url;
+  const query = url
+    .slice(mark + 1)
+    .split('&')
+    .map((pair) => {
+      const eq = pair.indexOf('=');
+      const key = eq === -1 ? pair : pair.slice(0, eq);
+      return eq !== -1 && SENSITIVE_QUERY_KEY.test(decodedKey(key)) ? `${key}=${CENSOR}` : pair;
+    });
+  return `${url.slice(0, mark + 1)}${query.join('&')}`;
+}
+
+/** What the request serializer reads: a Fastify request or a raw IncomingMessage. */
+interface LoggedRequest {
+  method?: string;
+  url?: string;
+  headers?: IncomingMessage['headers'];
+  host?: string;
+  ip?: string;
+  socket?: { remotePort?: number } | null;
+}
+
+/**
+ * Fastify's request serializer (same fields), with the query redacted: every
+ * line that carries `req` (completed, errored, aborted) goes through it.
+ */
+export function serializeRequest(req: LoggedRequest): Record<string, unknown> {
+  return {
+    method: req.method,
+    url: req.url === undefined ? undefined : redactUrl(req.url),
+    version: req.headers?.['accept-version'],
+    host: req.host,
+    remoteAddress: req.ip,
+    remotePort: req.socket?.remotePort,
+  };
+}
+
 /** The pino-pretty entry point, when it is installed. */
 function prettyTarget(): string | undefined {
   try {
@@ -56,7 +117,11 @@ export interface LogOutput {
 export type LoggerOptions = Exclude<FastifyServerOptions['logger'], boolean | undefined>;
 
 export function loggerOptions(config: Pick<Config, 'logLevel'>, output: LogOutput = {}): LoggerOptions {
-  const base = { level: config.logLevel, redact: { paths: REDACTED_PATHS, censor: '[redacted]' } };
+  const base = {
+    level: config.logLevel,
+    redact: { paths: REDACTED_PATHS, censor: CENSOR },
+    serializers: { req: serializeRequest },
+  };
   if (output.stream !== undefined) return { ...base, stream: output.stream };
   const target = output.isTTY === true ? prettyTarget() : undefined;
   if (target === undefined) return base;
