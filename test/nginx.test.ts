@@ -162,6 +162,9 @@ async function proxied(t: Test, opts: { args?: string[]; readTimeout?: string } 
   const { d, steer } = await steerDaemon(t, { args: opts.args });
   const proxy = await startNginx(t, d.port, { readTimeout: opts.readTimeout });
   const viaProxy = proxy.front(d);
+  // The agent is started by a session made directly, which keeps it running: a create through the
+  // proxy then waits only for session/new, well inside a short read timeout on a loaded machine.
+  await createSession(d, { sessionScope: 'thread' });
   const sid = await createSession(viaProxy);
   const agent = await steer.agent();
   return { d, proxy, viaProxy, sid, agent };
