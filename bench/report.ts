@@ -370,7 +370,7 @@ function qwenSection(r: Results, charts: Map<string, string>): string[] {
   };
   const out = [
     ...head,
-    `Both daemons host the real \`qwen --acp\` (@qwen-code/qwen-code ${q.version ?? '?'}) against the fake model from ../shared/tools, started by test/peers' harness and driven by the same client (bench/lib/http.ts, bench/lib/sse.ts). The floor is a bare ACP client (the SDK's \`client()\`) over stdio to the same agent. All contenders run side by side and every measurement goes round them in turn, rotating who goes first, with a quiet pause before each. Each HOME turns off the agent's background model calls after a turn (follow-up suggestions, managed memory), the same for all. Loads are of sessions persisted by an earlier process of the same contender, with the agent already warm.`,
+    `Both daemons host the real \`qwen --acp\` (@qwen-code/qwen-code ${q.version ?? '?'}) against the fake model from ../shared/tools, started by the harness shared with the peer run (harness/) and driven by the same client (bench/lib/http.ts, bench/lib/sse.ts). The floor is a bare ACP client (the SDK's \`client()\`) over stdio to the same agent. All contenders run side by side and every measurement goes round them in turn, rotating who goes first, with a quiet pause before each. Each HOME turns off the agent's background model calls after a turn (follow-up suggestions, managed memory), the same for all. Loads are of sessions persisted by an earlier process of the same contender, with the agent already warm.`,
     '',
     '![qwen](charts/qwen.svg)',
     '',

@@ -14,7 +14,9 @@ import { request } from 'undici';
 import { createLogger } from '../src/agent/logger.js';
 import { SessionStore } from '../src/agent/store.js';
 import type { SessionRecord } from '../src/agent/store.js';
-import { tempDir, until, within } from './helper.js';
+import { isAlive } from '../harness/proc-table.js';
+import { until, within } from '../harness/wait.js';
+import { tempDir } from './support/app.js';
 
 const SERVER = fileURLToPath(new URL('../../dist/server.js', import.meta.url));
 const AGENT_MAIN = fileURLToPath(new URL('../../dist/agent/main.js', import.meta.url));
@@ -308,17 +310,6 @@ function agentPids(daemon: Daemon): number[] {
   return pids;
 }
 
-/** Whether `pid` is a process that still runs (a zombie waiting for its reaper has stopped running). */
-function running(pid: number): boolean {
-  let stat: string;
-  try {
-    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  } catch {
-    return false;
-  }
-  return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0] !== 'Z';
-}
-
 function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
@@ -387,7 +378,7 @@ t.test('SIGKILL of the daemon mid-turn: the agent saves the partial turn and lea
   const agents = agentPids(first);
   // Agents outlive a SIGKILLed daemon when they misbehave: never leave one running after the test.
   t.teardown(() => {
-    for (const pid of agents) if (running(pid)) process.kill(pid, 'SIGKILL');
+    for (const pid of agents) if (isAlive(pid)) process.kill(pid, 'SIGKILL');
   });
 
   const live = await followAgentText(t, firstUrl, sessionId);
@@ -399,7 +390,7 @@ t.test('SIGKILL of the daemon mid-turn: the agent saves the partial turn and lea
 
   process.kill(first.pid, 'SIGKILL');
   await within(first.exited, 'the daemon to die');
-  await until(() => agents.every((pid) => !running(pid)), 'the agent to exit after its daemon died');
+  await until(() => agents.every((pid) => !isAlive(pid)), 'the agent to exit after its daemon died');
 
   // The daemon gives the embedded agent `<data-dir>/sessions` as its own data directory.
   const sessionsDir = join(dataDir, 'sessions');

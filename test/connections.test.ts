@@ -9,18 +9,11 @@ import { promisify } from 'node:util';
 import t, { type Test } from 'tap';
 import { Client } from 'undici';
 import { connectionCeiling, connectionTimeouts } from '../src/plugins/connections.js';
-import {
-  call,
-  chunk,
-  createSession,
-  openEvents,
-  startDaemon,
-  steerDaemon,
-  textPrompt,
-  until,
-  within,
-  type TestDaemon,
-} from './helper.js';
+import { until, within } from '../harness/wait.js';
+import { startDaemon, steerDaemon, type TestDaemon } from './support/app.js';
+import { call, createSession } from './support/http.js';
+import { openEvents } from './support/sse.js';
+import { chunk, textPrompt } from './support/values.js';
 
 interface RawSocket {
   socket: Socket;

@@ -11,7 +11,10 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import t, { type Test } from 'tap';
-import { freePort, livingDescendants, livingInGroup, tempDir } from './helper.js';
+import { freePort } from '../harness/ports.js';
+import { livingDescendants, livingInGroup } from '../harness/proc-table.js';
+import { within } from '../harness/wait.js';
+import { tempDir } from './support/app.js';
 
 const run = promisify(execFile);
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
@@ -126,12 +129,12 @@ async function startCmd(t: Test, image: Image, appDir: string, env: Record<strin
       if (LISTENING.test(stdout)) resolve(true);
     });
     void exited.then(() => resolve(false));
-    setTimeout(() => resolve(false), WAIT_LIMIT_MS).unref();
   });
   child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
     stderr += chunk;
   });
-  if (!(await listening)) throw new Error(`the CMD did not start:\nstdout: ${stdout}\nstderr: ${stderr}`);
+  const up = await within(listening, 'the listening line', WAIT_LIMIT_MS).catch(() => false);
+  if (!up) throw new Error(`the CMD did not start:\nstdout: ${stdout}\nstderr: ${stderr}`);
   return { pid: child.pid, stdout: () => stdout, stderr: () => stderr, exited };
 }
 

@@ -5,7 +5,11 @@
  */
 import t from 'tap';
 import { Steer } from './fixtures/steer.js';
-import { call, createSession, isType, livingInGroup, obj, openEvents, startDaemon, textPrompt } from './helper.js';
+import { livingInGroup } from '../harness/proc-table.js';
+import { startDaemon } from './support/app.js';
+import { call, createSession, obj } from './support/http.js';
+import { isType, openEvents } from './support/sse.js';
+import { textPrompt } from './support/values.js';
 
 t.test('a prompt that finishes within the drain deadline answers normally; new work gets 503 draining', async (t) => {
   const steer = await Steer.create({ hold: ['session/prompt'] });

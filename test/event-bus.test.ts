@@ -16,7 +16,7 @@ import {
   type BusEvent,
   type EventEnvelope,
 } from '../src/services/event-bus.js';
-import { range } from './helper.js';
+import { range } from './support/values.js';
 
 type Sub = AsyncIterableIterator<BusEvent>;
 

@@ -4,21 +4,12 @@
 // only the envelope matters.
 import { request } from 'undici';
 import t from 'tap';
-import {
-  buildTestApp,
-  call,
-  createSession,
-  isType,
-  livingInGroup,
-  obj,
-  openEvents,
-  startDaemon,
-  steerDaemon,
-  textPrompt,
-  until,
-  within,
-  type TestDaemon,
-} from './helper.js';
+import { livingInGroup } from '../harness/proc-table.js';
+import { until, within } from '../harness/wait.js';
+import { buildTestApp, startDaemon, steerDaemon, type TestDaemon } from './support/app.js';
+import { call, createSession, obj } from './support/http.js';
+import { isType, openEvents } from './support/sse.js';
+import { textPrompt } from './support/values.js';
 import { abandoned, onlyChannel, serverSawClose } from './lifecycle-kit.js';
 
 /** `depth` arrays inside each other around a zero, as raw JSON text. */

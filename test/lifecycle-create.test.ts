@@ -1,7 +1,11 @@
 // Session creation against the steerable agent: scopes and attaches, one lazily spawned agent for many
 // sessions, spawn failures and the init deadline, and the session cap (reference §1.3, §5.3, §5.4).
 import t from 'tap';
-import { call, createSession, livingInGroup, obj, steerDaemon, textPrompt, watchUnhandled } from './helper.js';
+import { livingInGroup } from '../harness/proc-table.js';
+import { steerDaemon } from './support/app.js';
+import { call, createSession, obj } from './support/http.js';
+import { watchUnhandled } from './support/rejections.js';
+import { textPrompt } from './support/values.js';
 import { countCreates, nextTurn } from './lifecycle-kit.js';
 
 const newSessionCalls = (log: readonly { method: string }[]): number =>

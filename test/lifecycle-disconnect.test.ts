@@ -6,7 +6,11 @@
 // parked in the agent, the test waits until the server itself has seen that connection close (the raw
 // server's response `close` event, see serverSawClose), and only then lets the agent answer.
 import t from 'tap';
-import { call, isType, livingInGroup, obj, openEvents, steerDaemon, textPrompt } from './helper.js';
+import { livingInGroup } from '../harness/proc-table.js';
+import { steerDaemon } from './support/app.js';
+import { call, obj } from './support/http.js';
+import { isType, openEvents } from './support/sse.js';
+import { textPrompt } from './support/values.js';
 import { abandoned, countCreates, onlyChannel, serverSawClose } from './lifecycle-kit.js';
 
 t.test(

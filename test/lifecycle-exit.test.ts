@@ -3,17 +3,11 @@
 // SIGTERM and has a child of its own.
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
-import {
-  call,
-  createSession,
-  isType,
-  livingInGroup,
-  obj,
-  openEvents,
-  startDaemon,
-  steerDaemon,
-  textPrompt,
-} from './helper.js';
+import { livingInGroup } from '../harness/proc-table.js';
+import { startDaemon, steerDaemon } from './support/app.js';
+import { call, createSession, obj } from './support/http.js';
+import { isType, openEvents } from './support/sse.js';
+import { textPrompt } from './support/values.js';
 import { countCreates, onlyChannel } from './lifecycle-kit.js';
 
 const STUBBORN_AGENT = fileURLToPath(new URL('./fixtures/stubborn-agent.js', import.meta.url));

@@ -4,18 +4,10 @@
 import { chmodSync, existsSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
-import {
-  call,
-  createSession,
-  isType,
-  openEvents,
-  startDaemon,
-  tempDir,
-  textPrompt,
-  type SseFrame,
-  type SseStream,
-  type TestDaemon,
-} from './helper.js';
+import { startDaemon, tempDir, type TestDaemon } from './support/app.js';
+import { call, createSession } from './support/http.js';
+import { isType, openEvents, type SseFrame, type SseStream } from './support/sse.js';
+import { textPrompt } from './support/values.js';
 import { chunkText, updateOf } from './lifecycle-kit.js';
 
 /** The tool call the agent opened with `title`, and the status of its final update. */

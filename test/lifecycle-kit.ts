@@ -1,11 +1,13 @@
 /**
  * Shared pieces of the lifecycle tests: the few signals the race tests wait on (a registry method was
- * entered, the server saw a client leave, an SSE chunk). The steered daemon is in helper.ts.
+ * entered, the server saw a client leave, an SSE chunk). The steered daemon is in support/app.ts.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AgentChannel } from '../src/services/agent-channel.js';
 import type { SessionRegistry } from '../src/services/session-registry.js';
-import type { JsonResponse, SseFrame, TestDaemon } from './helper.js';
+import type { TestDaemon } from './support/app.js';
+import type { JsonResponse } from './support/http.js';
+import type { SseFrame } from './support/sse.js';
 
 /** The daemon's only agent channel (its own view of the child); throws unless there is exactly one. */
 export function onlyChannel(d: TestDaemon): AgentChannel {

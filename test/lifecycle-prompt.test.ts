@@ -3,7 +3,10 @@
 // POST cancel settles pending permissions before the agent hears of it and never touches queued prompts,
 // and permission requests are voted on, or time out.
 import t from 'tap';
-import { call, createSession, isType, obj, openEvents, steerDaemon, textPrompt, type SseFrame } from './helper.js';
+import { steerDaemon } from './support/app.js';
+import { call, createSession, obj } from './support/http.js';
+import { isType, openEvents, type SseFrame } from './support/sse.js';
+import { textPrompt } from './support/values.js';
 import { abandoned, chunkText, countPrompts, promptTextOf, serverSawClose } from './lifecycle-kit.js';
 
 const hasChunk =

@@ -8,17 +8,11 @@ import { promisify } from 'node:util';
 import t, { type Test } from 'tap';
 import { request } from 'undici';
 import { loggerOptions, redactUrl, serializeRequest } from '../src/plugins/request-log.js';
-import {
-  call,
-  createSession,
-  obj,
-  openEvents,
-  startDaemon,
-  tempDir,
-  textPrompt,
-  until,
-  type TestDaemon,
-} from './helper.js';
+import { until } from '../harness/wait.js';
+import { startDaemon, tempDir, type TestDaemon } from './support/app.js';
+import { call, createSession, obj } from './support/http.js';
+import { openEvents } from './support/sse.js';
+import { textPrompt } from './support/values.js';
 
 const run = promisify(execFile);
 const TOKEN = 'tok-3f9c2a7e-never-in-logs';

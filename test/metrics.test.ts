@@ -1,18 +1,10 @@
 // GET /metrics (issue 5): every series is read from the real daemon over HTTP and must move exactly as the
 // sessions, channels, streams, frames, restores and requests behind it do.
 import t from 'tap';
-import {
-  call,
-  createSession,
-  isType,
-  lastEventId,
-  obj,
-  openEvents,
-  startDaemon,
-  steerDaemon,
-  textPrompt,
-  type TestDaemon,
-} from './helper.js';
+import { startDaemon, steerDaemon, type TestDaemon } from './support/app.js';
+import { call, createSession, obj } from './support/http.js';
+import { isType, lastEventId, openEvents } from './support/sse.js';
+import { textPrompt } from './support/values.js';
 
 /** Samples keyed by `name{label="value",…}` with the labels sorted, so lookups do not depend on their order. */
 type Samples = Map<string, number>;

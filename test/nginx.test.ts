@@ -14,21 +14,12 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t, { type Test } from 'tap';
 import { Agent, request } from 'undici';
-import {
-  call,
-  chunk,
-  createSession,
-  freePort,
-  obj,
-  openEvents,
-  startDaemon,
-  steerDaemon,
-  tempDir,
-  within,
-  type SseFrame,
-  type SseStream,
-  type TestDaemon,
-} from './helper.js';
+import { freePort } from '../harness/ports.js';
+import { within } from '../harness/wait.js';
+import { startDaemon, steerDaemon, tempDir, type TestDaemon } from './support/app.js';
+import { call, createSession, obj } from './support/http.js';
+import { openEvents, type SseFrame, type SseStream } from './support/sse.js';
+import { chunk } from './support/values.js';
 
 const NGINX = '/usr/sbin/nginx';
 const DEPLOY_CONF = fileURLToPath(new URL('../../deploy/nginx.conf', import.meta.url));

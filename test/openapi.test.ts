@@ -3,7 +3,8 @@
 import { readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
-import { call, obj, startDaemon } from './helper.js';
+import { startDaemon } from './support/app.js';
+import { call, obj } from './support/http.js';
 
 const DOCS_PREFIX = '/docs';
 

@@ -5,7 +5,10 @@ import { chmodSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
-import { call, createSession, isType, obj, openEvents, startDaemon, tempDir, until } from './helper.js';
+import { until } from '../harness/wait.js';
+import { startDaemon, tempDir } from './support/app.js';
+import { call, createSession, obj } from './support/http.js';
+import { isType, openEvents } from './support/sse.js';
 
 const STUBBORN_AGENT = fileURLToPath(new URL('./fixtures/stubborn-agent.js', import.meta.url));
 

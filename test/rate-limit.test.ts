@@ -4,18 +4,10 @@
 import t, { type Test } from 'tap';
 import { Agent, request } from 'undici';
 import { ConfigError } from '../src/config.js';
-import {
-  call,
-  createSession,
-  obj,
-  openEvents,
-  startDaemon,
-  tempDir,
-  testConfig,
-  textPrompt,
-  type JsonResponse,
-  type TestDaemon,
-} from './helper.js';
+import { startDaemon, tempDir, testConfig, type TestDaemon } from './support/app.js';
+import { call, createSession, obj, type JsonResponse } from './support/http.js';
+import { openEvents } from './support/sse.js';
+import { textPrompt } from './support/values.js';
 
 function assertLimited(t: Test, res: JsonResponse, budget: string, label: string): void {
   t.equal(res.status, 429, `${label}: 429`);

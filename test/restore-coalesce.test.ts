@@ -2,7 +2,10 @@
 // cross-action conflict, the session cap, not-found and workspace errors, and the default session.
 // Real daemon on 127.0.0.1, the steerable agent, real HTTP; races are ordered by parking agent calls.
 import t from 'tap';
-import { call, createSession, obj, openEvents, steerDaemon, tempDir, until, type JsonResponse } from './helper.js';
+import { until } from '../harness/wait.js';
+import { steerDaemon, tempDir } from './support/app.js';
+import { call, createSession, obj, type JsonResponse } from './support/http.js';
+import { openEvents } from './support/sse.js';
 import { agentCalls, parked, restore, type Action } from './restore-kit.js';
 
 t.test(

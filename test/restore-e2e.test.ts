@@ -3,20 +3,11 @@
 // `load` with its history replayed into the event ring, `resume` without — and again after its agent
 // was killed.
 import t, { type Test } from 'tap';
-import {
-  call,
-  createSession,
-  isType,
-  obj,
-  openEvents,
-  startDaemon,
-  tempDir,
-  textPrompt,
-  type SseFrame,
-  type SseStream,
-  type TestDaemon,
-  within,
-} from './helper.js';
+import { within } from '../harness/wait.js';
+import { startDaemon, tempDir, type TestDaemon } from './support/app.js';
+import { call, createSession, obj } from './support/http.js';
+import { isType, openEvents, type SseFrame, type SseStream } from './support/sse.js';
+import { textPrompt } from './support/values.js';
 
 type Envelope = NonNullable<SseFrame['envelope']>;
 

@@ -1,8 +1,10 @@
 // Shared pieces of the restore tests (issue 3): restore requests, parked agent calls, and the server's
-// view of a client that left. The steered daemon and the waits on conditions are in helper.ts.
+// view of a client that left. The steered daemon is in support/app.ts, the waits on conditions in
+// ../harness/wait.ts.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { HeldCall, Steer } from './fixtures/steer.js';
-import { call, type JsonResponse, type TestDaemon } from './helper.js';
+import type { TestDaemon } from './support/app.js';
+import { call, type JsonResponse } from './support/http.js';
 
 export type Action = 'load' | 'resume';
 

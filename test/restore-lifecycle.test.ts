@@ -3,17 +3,11 @@
 // Real daemon on 127.0.0.1, the steerable agent, real HTTP; races are ordered by parking agent calls.
 import t from 'tap';
 import { Steer } from './fixtures/steer.js';
-import {
-  call,
-  createSession,
-  obj,
-  openEvents,
-  startDaemon,
-  steerDaemon,
-  until,
-  watchUnhandled,
-  within,
-} from './helper.js';
+import { until, within } from '../harness/wait.js';
+import { startDaemon, steerDaemon } from './support/app.js';
+import { call, createSession, obj } from './support/http.js';
+import { watchUnhandled } from './support/rejections.js';
+import { openEvents } from './support/sse.js';
 import { abortableRestore, agentPid, despiteSlowStart, parked, restore, serverEnd } from './restore-kit.js';
 
 /** Agent deadline for the timeout tests: short, yet far above the time an agent takes to answer. */

@@ -8,20 +8,10 @@ import path from 'node:path';
 import t from 'tap';
 import type { FastifyInstance, InjectOptions } from 'fastify';
 import { request } from 'undici';
-import {
-  buildTestApp,
-  call,
-  createSession,
-  isType,
-  obj,
-  openEvents,
-  startDaemon,
-  steerDaemon,
-  tempDir,
-  textPrompt,
-  type SseFrame,
-  type TestDaemon,
-} from './helper.js';
+import { buildTestApp, startDaemon, steerDaemon, tempDir, type TestDaemon } from './support/app.js';
+import { call, createSession, obj } from './support/http.js';
+import { isType, openEvents, type SseFrame } from './support/sse.js';
+import { textPrompt } from './support/values.js';
 
 const CWD_TYPE = '`cwd` must be a string absolute path when provided';
 const CWD_LENGTH = '`cwd` exceeds the 4096-character limit';

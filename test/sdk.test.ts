@@ -16,7 +16,9 @@ import {
   requireWorkspaceCwd,
   type DaemonEvent,
 } from '@qwen-code/sdk/daemon';
-import { lastEventId, rejection, startDaemon, type Teardown, type TestDaemon } from './helper.js';
+import { startDaemon, type Teardown, type TestDaemon } from './support/app.js';
+import { rejection } from './support/rejections.js';
+import { lastEventId } from './support/sse.js';
 
 // ---- helpers ------------------------------------------------------------------
 

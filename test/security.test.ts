@@ -6,12 +6,13 @@
 // from the query string, and --require-auth closes the probes' loopback
 // exemption and refuses to start without a token.
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
 import { request } from 'undici';
-import { buildTestApp, call, obj, startDaemon, tempDir, testConfig, type TestDaemon } from './helper.js';
+import { environOf } from '../harness/proc-table.js';
+import { buildTestApp, startDaemon, tempDir, testConfig, type TestDaemon } from './support/app.js';
+import { call, obj } from './support/http.js';
 
 const CORS = '{"error":"Request denied by CORS policy"}';
 const BAD_HOST = '{"error":"Invalid Host header"}';
@@ -304,9 +305,7 @@ t.test('the agent never sees ACPD_TOKEN, and sees the rest of the environment', 
   const [channel] = [...d.app.channels.alive];
   const pid = channel?.pid;
   if (pid === undefined) throw new Error('no agent process');
-  const agentEnv = readFileSync(`/proc/${pid}/environ`, 'utf8')
-    .split('\0')
-    .filter((entry) => entry !== '');
+  const agentEnv = environOf(pid);
   t.ok(agentEnv.includes('AGENT_SEES_ME=yes'), 'the rest of the environment is passed on');
   t.ok(agentEnv.includes(`PATH=${env.PATH}`));
   t.notOk(

@@ -4,12 +4,14 @@
 // beyond loopback without a token, and shutdown on SIGTERM/SIGINT leaving
 // no process behind (checked against /proc, by pid, start time and group).
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readdirSync, readFileSync, realpathSync } from 'node:fs';
+import { realpathSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t, { type Test } from 'tap';
-import { freePort } from './helper.js';
+import { freePort } from '../harness/ports.js';
+import { descendantsOf, environOf, isRunning, processTable, statOf, type ProcStat } from '../harness/proc-table.js';
+import { until } from '../harness/wait.js';
 
 const SERVER = fileURLToPath(new URL('../src/server.js', import.meta.url));
 const LISTENING = /^acpd listening on (http:\/\/(\S+):(\d+)) \(mode=http-bridge, workspace=(.*)\)$/m;
@@ -60,91 +62,43 @@ function startDaemon(t: Test, args: string[], env: Record<string, string> = {}):
 
 /** Waits for the start line; fails with the daemon's output if it exits first. */
 async function listening(daemon: Daemon): Promise<{ url: string; host: string; port: number; workspace: string }> {
-  const deadline = Date.now() + STARTUP_TIMEOUT_MS;
   let exit: Exit | undefined;
   void daemon.exited.then((value) => {
     exit = value;
   });
-  for (;;) {
-    const match = LISTENING.exec(daemon.stdout());
-    if (match) return { url: match[1], host: match[2], port: Number(match[3]), workspace: match[4] };
-    if (exit !== undefined || Date.now() > deadline) {
-      throw new Error(
-        `acpd did not start (exit ${JSON.stringify(exit)}):\nstdout: ${daemon.stdout()}\nstderr: ${daemon.stderr()}`,
-      );
-    }
-    await new Promise<void>((resolve) => {
-      const wake = (): void => resolve();
-      daemon.child.stdout?.once('data', wake);
-      daemon.child.once('close', wake);
-      setTimeout(wake, 100).unref();
-    });
+  // The line, or null once the process has exited without it: either ends the wait.
+  const line = (): RegExpExecArray | null | undefined =>
+    LISTENING.exec(daemon.stdout()) ?? (exit === undefined ? undefined : null);
+  const match = await until(line, 'the listening line', { ms: STARTUP_TIMEOUT_MS, everyMs: 10 }).catch(() => null);
+  if (!match) {
+    throw new Error(
+      `acpd did not start (exit ${JSON.stringify(exit)}):\nstdout: ${daemon.stdout()}\nstderr: ${daemon.stderr()}`,
+    );
   }
-}
-
-type Proc = { pid: number; ppid: number; pgid: number; state: string; start: string };
-
-/** Every process on the machine, from /proc/<pid>/stat. */
-function processTable(): Proc[] {
-  const table: Proc[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    let stat: string;
-    try {
-      stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-    } catch {
-      continue; // it exited while we looked
-    }
-    // The command name may hold spaces and parentheses: fields start after the last ')'.
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    table.push({
-      pid: Number(entry),
-      state: fields[0],
-      ppid: Number(fields[1]),
-      pgid: Number(fields[2]),
-      start: fields[19],
-    });
-  }
-  return table;
-}
-
-function descendantsOf(pid: number): Proc[] {
-  const table = processTable();
-  const found: Proc[] = [];
-  const queue = [pid];
-  while (queue.length > 0) {
-    const parent = queue.shift();
-    for (const proc of table) {
-      if (proc.ppid === parent) {
-        found.push(proc);
-        queue.push(proc.pid);
-      }
-    }
-  }
-  return found;
+  return { url: match[1], host: match[2], port: Number(match[3]), workspace: match[4] };
 }
 
 /**
  * Which of `procs` (same pid and start time, so not a recycled pid) still
  * run, plus anything left in their own process groups. Zombies are dead.
  */
-function survivors(procs: Proc[], sharedGroup: number): Proc[] {
+function survivors(procs: ProcStat[], sharedGroup: number): ProcStat[] {
   const groups = new Set(procs.map((proc) => proc.pgid).filter((pgid) => pgid !== sharedGroup));
   return processTable().filter(
     (proc) =>
-      proc.state !== 'Z' &&
+      isRunning(proc) &&
       (procs.some((old) => old.pid === proc.pid && old.start === proc.start) || groups.has(proc.pgid)),
   );
 }
 
 function ownGroup(): number {
-  const self = processTable().find((proc) => proc.pid === process.pid);
+  const self = statOf(process.pid);
   if (self === undefined) throw new Error('cannot find this process in /proc');
   return self.pgid;
 }
 
 /** SIGKILL whatever is left of `procs` if a test fails half-way. */
-function reapOnTeardown(t: Test, procs: () => Proc[]): void {
+function reapOnTeardown(t: Test, procs: () => ProcStat[]): void {
   t.teardown(() => {
     for (const proc of survivors(procs(), ownGroup())) {
       try {
@@ -176,7 +130,7 @@ function dirs(t: Test): { workspace: string; dataDir: string } {
 t.test('starts on an ephemeral port, answers /health, drains on SIGTERM and leaves no process behind', async (t) => {
   const { workspace, dataDir } = dirs(t);
   const daemon = startDaemon(t, ['--port', '0', '--workspace', workspace, '--data-dir', dataDir]);
-  let seen: Proc[] = [];
+  let seen: ProcStat[] = [];
   reapOnTeardown(t, () => seen);
 
   const started = await listening(daemon);
@@ -265,9 +219,11 @@ t.test('ACPD_TOKEN is gone from /proc/<pid>/environ once read, and still guards 
   const daemon = startDaemon(t, ['--port', '0', '--workspace', workspace], { ACPD_TOKEN: secret, ACPD_MARKER: 'kept' });
   const started = await listening(daemon);
 
-  const environ = readFileSync(`/proc/${daemon.pid}/environ`, 'utf8');
-  t.notOk(environ.includes(secret), 'the value is not in the environment block');
-  const entries = environ.split('\0');
+  const entries = environOf(daemon.pid);
+  t.notOk(
+    entries.some((entry) => entry.includes(secret)),
+    'the value is not in the environment block',
+  );
   t.ok(entries.includes('ACPD_MARKER=kept'), 'the rest of the block is intact');
   t.ok(
     entries.includes(`ACPD_TOKEN=${'*'.repeat(secret.length)}`),
@@ -396,7 +352,7 @@ t.test('a second signal during the drain forces the exit: agents SIGKILLed, exit
     '--kill-grace-ms',
     '60000',
   ]);
-  let seen: Proc[] = [];
+  let seen: ProcStat[] = [];
   reapOnTeardown(t, () => seen);
   const started = await listening(daemon);
   const created = await fetch(`${started.url}/session`, { method: 'POST' });

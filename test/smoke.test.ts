@@ -1,5 +1,8 @@
 import t from 'tap';
-import { call, createSession, openEvents, startDaemon, textPrompt } from './helper.js';
+import { startDaemon } from './support/app.js';
+import { call, createSession } from './support/http.js';
+import { openEvents } from './support/sse.js';
+import { textPrompt } from './support/values.js';
 
 t.test("a newcomer's path: create, subscribe, prompt, streamed answer from the embedded agent", async (t) => {
   const d = await startDaemon(t);

@@ -9,18 +9,11 @@ import { Client, request } from 'undici';
 import type { SteeredAgent } from './fixtures/steer.js';
 import { WRITE_CHUNK_BYTES } from '../src/routes/events.js';
 import { DEFAULT_MAX_QUEUED, DEFAULT_MAX_QUEUED_BYTES, DEFAULT_RING_BYTES } from '../src/services/event-bus.js';
-import {
-  call,
-  chunk,
-  createSession,
-  openEvents,
-  spinUntil,
-  steerDaemon,
-  testConfig,
-  within,
-  type SseFrame,
-  type TestDaemon,
-} from './helper.js';
+import { spinUntil, within } from '../harness/wait.js';
+import { steerDaemon, testConfig, type TestDaemon } from './support/app.js';
+import { call, createSession } from './support/http.js';
+import { openEvents, type SseFrame } from './support/sse.js';
+import { chunk } from './support/values.js';
 
 function busOf(d: TestDaemon, sessionId: string) {
   const entry = d.app.sessions.get(sessionId);

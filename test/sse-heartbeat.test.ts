@@ -4,16 +4,17 @@
 // it. The exact bytes are read off the socket.
 import t from 'tap';
 import { request } from 'undici';
+import { within } from '../harness/wait.js';
 import { Steer } from './fixtures/steer.js';
-import { chunk, createSession, startDaemon, type TestDaemon, type Teardown } from './helper.js';
+import { startDaemon, type Teardown, type TestDaemon } from './support/app.js';
+import { createSession } from './support/http.js';
+import { chunk } from './support/values.js';
 
-/** A generous bound, so that a missing heartbeat fails the test instead of hanging it. */
-const WAIT_LIMIT_MS = 10_000;
 const HEARTBEAT = ': heartbeat\n\n';
 
 interface RawStream {
   text(): string;
-  /** Resolves once the received text satisfies `pred`; rejects after WAIT_LIMIT_MS. */
+  /** Resolves once the received text satisfies `pred`; rejects after harness/wait's WAIT_LIMIT_MS. */
   waitForText(pred: (text: string) => boolean, label: string): Promise<string>;
 }
 
@@ -43,18 +44,12 @@ async function openRaw(t: Teardown, d: TestDaemon, sessionId: string): Promise<R
     text: () => text,
     waitForText(pred, label) {
       if (pred(text)) return Promise.resolve(text);
-      return new Promise((resolve, reject) => {
-        const timer = setTimeout(
-          () => reject(new Error(`no ${label} within ${WAIT_LIMIT_MS} ms; got ${JSON.stringify(text)}`)),
-          WAIT_LIMIT_MS,
-        );
-        waiters.push({
-          pred,
-          resolve: (s) => {
-            clearTimeout(timer);
-            resolve(s);
-          },
-        });
+      const seen = new Promise<string>((resolve) => {
+        waiters.push({ pred, resolve });
+      });
+      // Say what did arrive: the text as it is when the wait gives up.
+      return within(seen, label).catch((err: unknown) => {
+        throw new Error(`${String(err)}; got ${JSON.stringify(text)}`);
       });
     },
   };

@@ -6,23 +6,11 @@
 import t from 'tap';
 import { request } from 'undici';
 import type { Steer } from './fixtures/steer.js';
-import {
-  call,
-  chunk,
-  createSession,
-  isType,
-  obj,
-  openEvents,
-  range,
-  spinUntil,
-  startDaemon,
-  steerDaemon,
-  textPrompt,
-  type SseFrame,
-  type SseStream,
-  type TestDaemon,
-  type Teardown,
-} from './helper.js';
+import { spinUntil } from '../harness/wait.js';
+import { startDaemon, steerDaemon, type Teardown, type TestDaemon } from './support/app.js';
+import { call, createSession, obj } from './support/http.js';
+import { isType, openEvents, type SseFrame, type SseStream } from './support/sse.js';
+import { chunk, range, textPrompt } from './support/values.js';
 
 interface Ctx {
   steer: Steer;

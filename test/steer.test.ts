@@ -8,7 +8,7 @@ import t from 'tap';
 import { client, ndJsonStream, PROTOCOL_VERSION, RequestError } from '@agentclientprotocol/sdk';
 import type { ClientConnection, RequestPermissionRequest, SessionNotification } from '@agentclientprotocol/sdk';
 import { Steer } from './fixtures/steer.js';
-import { rejection } from './helper.js';
+import { rejection } from './support/rejections.js';
 
 /** What the helpers need of a test: cleanup and comments. */
 type Test = Pick<typeof t, 'teardown' | 'comment'>;

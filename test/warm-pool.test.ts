@@ -6,7 +6,10 @@
 import t from 'tap';
 import type { FastifyInstance } from 'fastify';
 import { Steer } from './fixtures/steer.js';
-import { call, createSession, obj, openEvents, spinUntil, startDaemon } from './helper.js';
+import { spinUntil } from '../harness/wait.js';
+import { startDaemon } from './support/app.js';
+import { call, createSession, obj } from './support/http.js';
+import { openEvents } from './support/sse.js';
 
 function poolSize(app: FastifyInstance): number {
   return app.sessions.pool.size;

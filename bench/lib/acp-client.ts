@@ -6,7 +6,7 @@ import { performance } from 'node:perf_hooks';
 import { Readable, Writable } from 'node:stream';
 import { client, ndJsonStream, PROTOCOL_VERSION, RequestError } from '@agentclientprotocol/sdk';
 import type { ClientConnection } from '@agentclientprotocol/sdk';
-import { terminate } from '../../test/peers/procs.js';
+import { terminate } from '../../harness/spawn.js';
 
 export interface BareAgentOptions {
   argv: string[];

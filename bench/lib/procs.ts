@@ -1,14 +1,14 @@
 // The processes a benchmark starts: acpd (dist/server.js), the raw baseline server, and the
 // flood agent. Spawning, draining output into logs, waiting for the "listening" line and stopping
-// whole process groups are test/peers' Proc (reused as is); this file adds what a benchmark needs
-// on top: node flags (--cpu-prof), extra daemon flags, and memory readings from /proc.
+// whole process groups are harness/spawn.ts's Proc (shared with the peer run); this file adds what
+// a benchmark needs on top: node flags (--cpu-prof) and extra daemon flags. Memory and CPU
+// readings come from harness/proc-table.ts.
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { commandLine } from '../../test/peers/daemon.js';
-import { acpdServer } from '../../test/peers/env.js';
-import { Proc } from '../../test/peers/procs.js';
+import { commandLine } from '../../harness/peer-daemon.js';
+import { acpdServer } from '../../harness/peer-env.js';
+import { Proc } from '../../harness/spawn.js';
 
 const LISTENING = /listening on (http:\/\/127\.0\.0\.1:(\d+))/;
 
@@ -19,42 +19,6 @@ export const embeddedAgentPath = join(acpdServer, '..', 'agent', 'main.js');
 /** The flood agent as acpd's --agent value. */
 export function floodAgentCommand(): string {
   return commandLine([process.execPath, floodAgentPath]);
-}
-
-/** Resident set size of a process in kB (VmRSS), NaN when it is gone. */
-export function rssKb(pid: number): number {
-  try {
-    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) : Number.NaN;
-  } catch {
-    return Number.NaN;
-  }
-}
-
-let clockTicks: number | undefined;
-
-/** Kernel clock ticks per second (CLK_TCK), for /proc/<pid>/stat CPU times. */
-function ticksPerSecond(): number {
-  if (clockTicks === undefined) {
-    try {
-      clockTicks = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
-    } catch {
-      clockTicks = 100;
-    }
-  }
-  return clockTicks;
-}
-
-/** CPU time (user + system) a process has used so far, in ms; NaN when it is gone. */
-export function cpuMs(pid: number): number {
-  try {
-    const raw = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = raw.slice(raw.lastIndexOf(')') + 2).split(' ');
-    // utime and stime are fields 14 and 15 of stat, i.e. 11 and 12 after "state".
-    return ((Number(fields[11]) + Number(fields[12])) * 1000) / ticksPerSecond();
-  } catch {
-    return Number.NaN;
-  }
 }
 
 let warmSessionsFlag: boolean | undefined;

@@ -2,7 +2,6 @@
 import { mkdirSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 
 export function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -21,15 +20,6 @@ export function workDir(prefix: string): WorkDir {
   const dirs = { root, workspace: join(root, 'ws'), dataDir: join(root, 'data'), logDir: join(root, 'logs') };
   for (const d of [dirs.workspace, dirs.dataDir, dirs.logDir]) mkdirSync(d, { recursive: true });
   return dirs;
-}
-
-/** Polls until `check` holds; for conditions only observable from outside a process (RSS, /proc). */
-export async function until(check: () => boolean, ms: number, label: string, everyMs = 20): Promise<void> {
-  const end = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms: ${label}`);
-    await sleep(everyMs);
-  }
 }
 
 export function log(line: string): void {

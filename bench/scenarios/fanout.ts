@@ -8,13 +8,13 @@
 // moment the last subscriber has frame N.
 import { randomUUID } from 'node:crypto';
 import { HttpClient, stringField, textPrompt } from '../lib/http.js';
-import { cpuMs, embeddedAgentPath, floodAgentCommand, type Server, startAcpd, startRawServer } from '../lib/procs.js';
-import { childrenOf } from '../../test/peers/procs.js';
+import { cpuMs, childrenOf } from '../../harness/proc-table.js';
+import { embeddedAgentPath, floodAgentCommand, type Server, startAcpd, startRawServer } from '../lib/procs.js';
 import { nowMs, openMany, type SseStream } from '../lib/sse.js';
 import { latencyPercentiles, round } from '../lib/stats.js';
 import { log, type WorkDir } from '../lib/util.js';
 import { floodFrame, stampOf, unstamped } from '../baseline/frames.js';
-import { commandLine } from '../../test/peers/daemon.js';
+import { commandLine } from '../../harness/peer-daemon.js';
 
 export type FanoutSystem = 'acpd' | 'raw' | 'acpd-embedded';
 

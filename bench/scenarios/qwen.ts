@@ -1,6 +1,6 @@
 // 5. Against the qwen daemon: `qwen serve` and acpd, both hosting the real `qwen --acp` against
-// the fake model of ../shared/tools (test/peers starts the daemons and the model, reused
-// unchanged), driven by the same client. And the floor: a bare ACP client over stdio to the same
+// the fake model of ../shared/tools (harness/ starts the daemons and the model, as for the
+// peer run), driven by the same client. And the floor: a bare ACP client over stdio to the same
 // agent. All contenders run side by side and every measurement goes round them in turn (rotating
 // who goes first), so that whatever else the machine is doing hits them alike.
 //
@@ -11,13 +11,14 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { agentCommand, startDaemon } from '../../test/peers/daemon.js';
-import { checkPrerequisites, makeHome, packageVersion, peerEnv, qwenCli, qwenPkgDir } from '../../test/peers/env.js';
-import { FakeModel } from '../../test/peers/fake-model.js';
-import { childrenOf, cmdline, withTimeout } from '../../test/peers/procs.js';
+import { FakeModel } from '../../harness/fake-model.js';
+import { agentCommand, startDaemon } from '../../harness/peer-daemon.js';
+import { checkPrerequisites, makeHome, packageVersion, peerEnv, qwenCli, qwenPkgDir } from '../../harness/peer-env.js';
+import { childrenOf, cmdline, rssKb } from '../../harness/proc-table.js';
+import { within } from '../../harness/wait.js';
 import { BareAgent } from '../lib/acp-client.js';
 import { HttpClient, stringField, textPrompt } from '../lib/http.js';
-import { hasWarmSessions, poolOff, rssKb, startAcpd } from '../lib/procs.js';
+import { hasWarmSessions, poolOff, startAcpd } from '../lib/procs.js';
 import { nowMs, openMany, type SseStream } from '../lib/sse.js';
 import { summarize, type Summary } from '../lib/stats.js';
 import { isRecord, log, type WorkDir } from '../lib/util.js';
@@ -83,7 +84,7 @@ const STEP_MS = 60_000;
  * keeps working after a turn (memory and suggestion calls), and two cores are easily shared. */
 const SETTLE_MS = 400;
 /**
- * test/peers' HOME, minus the agent's background model calls after each turn (follow-up
+ * The peer run's HOME (harness/peer-env.ts), minus the agent's background model calls after each turn (follow-up
  * suggestions, managed memory extraction and consolidation): they keep the agent busy for a second
  * or more after a turn and blur every timing that follows. Same settings for every contender.
  */
@@ -104,7 +105,7 @@ const isPong = (frame: string): boolean =>
 const isTurnEnd = (frame: string): boolean => frame.startsWith('id: ') && frame.includes('\nevent: turn_complete');
 
 function step<T>(p: Promise<T>, label: string): Promise<T> {
-  return withTimeout(p, STEP_MS, label);
+  return within(p, label, STEP_MS);
 }
 
 /** Daemon RSS in MB, settled a moment (the agent's background model calls end meanwhile). */
@@ -174,8 +175,8 @@ function starter(kind: Contender, dir: WorkDir, env: NodeJS.ProcessEnv): () => P
       return { kind, baseUrl: d.baseUrl, pid: d.pid, stop: () => d.stop(), agentPids: () => d.agentPids() };
     };
   }
-  // test/peers' command line for acpd (the same agent command), plus the pool setting, which
-  // its harness does not pass.
+  // The peer run's command line for acpd (harness/peer-daemon.ts, the same agent command), plus
+  // the pool setting, which that harness does not pass.
   const args = kind === 'acpd' ? poolOff() : ['--warm-sessions', '1'];
   return async () => {
     const d = await startAcpd({

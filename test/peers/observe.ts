@@ -1,7 +1,7 @@
 // What a scenario records: named facts (some required for the scenario to pass, the rest kept to
 // compare the two daemons), frame sequences, and the HTTP exchanges the SDK made.
 import type { DaemonEvent } from '@qwen-code/sdk/daemon';
-import { TimeoutError, withTimeout } from './procs.js';
+import { TimeoutError, within } from '../../harness/wait.js';
 
 export interface Fact {
   /** Stable key, also the key of the known-differences map. */
@@ -182,7 +182,7 @@ export class FrameCollector {
   async waitFor(pred: (ev: DaemonEvent) => boolean, ms: number, label: string): Promise<DaemonEvent> {
     let wake: (() => void) | undefined;
     try {
-      return await withTimeout(
+      return await within(
         new Promise<DaemonEvent>((resolve, reject) => {
           wake = (): void => {
             const hit = this.frames.find(pred);
@@ -192,8 +192,8 @@ export class FrameCollector {
           this.waiters.add(wake);
           wake();
         }),
-        ms,
         `${this.name}: ${label}`,
+        ms,
       );
     } finally {
       if (wake) this.waiters.delete(wake);
@@ -219,7 +219,7 @@ export class FrameCollector {
   async close(): Promise<string> {
     this.ac.abort();
     try {
-      return await withTimeout(this.ended, 5000, `${this.name}: close`);
+      return await within(this.ended, `${this.name}: close`, 5000);
     } catch (err) {
       return err instanceof TimeoutError ? 'close timed out' : String(err);
     }

@@ -1,5 +1,5 @@
 // docs/conformance.md: one table per scenario comparing what `qwen serve` and acpd did.
-import type { DaemonKind } from './daemon.js';
+import type { DaemonKind } from '../../harness/peer-daemon.js';
 import { allFramesReason, knownDifferences, legend } from './differences.js';
 import type { Observation } from './observe.js';
 import type { Scenario } from './scenarios.js';

@@ -11,7 +11,8 @@
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type DaemonHandle, type DaemonKind, startDaemon } from './daemon.js';
+import { FakeModel } from '../../harness/fake-model.js';
+import { type DaemonHandle, type DaemonKind, startDaemon } from '../../harness/peer-daemon.js';
 import {
   acpdServer,
   checkPrerequisites,
@@ -23,10 +24,10 @@ import {
   qwenPkgDir,
   repoRoot,
   sdkDir,
-} from './env.js';
-import { FakeModel } from './fake-model.js';
+} from '../../harness/peer-env.js';
+import { Procs } from '../../harness/spawn.js';
+import { within } from '../../harness/wait.js';
 import { Observation } from './observe.js';
-import { Procs, withTimeout } from './procs.js';
 import { type Outcome, renderConformance, type RunReport, unexplainedDifferences } from './report.js';
 import { type Scenario, type ScenarioContext, scenarios } from './scenarios.js';
 import { claudeAgent, secondAgentScenario } from './second-agent.js';
@@ -123,7 +124,7 @@ async function runScenario(
         return d;
       },
     };
-    await withTimeout(scenario.run(ctx), scenario.timeoutMs, `scenario ${scenario.id}`);
+    await within(scenario.run(ctx), `scenario ${scenario.id}`, scenario.timeoutMs);
   } catch (err) {
     obs.error = err instanceof Error ? err.message : String(err);
   } finally {

@@ -4,8 +4,10 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { DaemonClient, DaemonHttpError, DaemonSessionClient } from '@qwen-code/sdk/daemon';
 import type { DaemonEvent, DaemonSessionSubscribeOptions, PromptResult } from '@qwen-code/sdk/daemon';
-import type { DaemonHandle, DaemonKind } from './daemon.js';
-import { type FakeLogEntry, type FakeModel, isMainTurn } from './fake-model.js';
+import { type FakeLogEntry, type FakeModel, isMainTurn } from '../../harness/fake-model.js';
+import type { DaemonHandle, DaemonKind } from '../../harness/peer-daemon.js';
+import { isAlive, livingDescendants } from '../../harness/proc-table.js';
+import { type PollOptions, until, within } from '../../harness/wait.js';
 import {
   chunkText,
   coreSequence,
@@ -20,7 +22,6 @@ import {
   updateOf,
   V1_TYPES,
 } from './observe.js';
-import { descendantsOf, isAlive, pollUntil, withTimeout } from './procs.js';
 
 export interface ScenarioContext {
   readonly kind: DaemonKind;
@@ -40,6 +41,11 @@ export interface Scenario {
 
 const PROMPT_MS = 60_000;
 const FRAME_MS = 20_000;
+
+/** Polling for `ms` at most, every 50 ms: some checks read the fake model's whole log each time. */
+function slowly(ms: number): PollOptions {
+  return { ms, everyMs: 50 };
+}
 
 /** A DaemonClient whose HTTP exchanges land in the observation. */
 function clientFor(ctx: ScenarioContext, d: DaemonHandle): DaemonClient {
@@ -62,7 +68,7 @@ function text(t: string): { prompt: Array<{ type: 'text'; text: string }> } {
 
 /** A prompt that cannot hang the run: aborted (which cancels it daemon-side) after PROMPT_MS. */
 function prompt(s: DaemonSessionClient, t: string): Promise<PromptResult> {
-  return withTimeout(s.prompt(text(t), AbortSignal.timeout(PROMPT_MS)), PROMPT_MS + 2000, `prompt "${t}"`);
+  return within(s.prompt(text(t), AbortSignal.timeout(PROMPT_MS)), `prompt "${t}"`, PROMPT_MS + 2000);
 }
 
 /** `status code` of an SDK error, for the table. */
@@ -264,7 +270,7 @@ const s3: Scenario = {
     const t0 = Date.now();
     const cancelled = await s.cancel().then(() => 'ok', errorShape);
     obs.require('s3.cancel', 'POST /session/:id/cancel', cancelled, cancelled === 'ok');
-    const res = await withTimeout(running, 20_000, 'prompt after cancel');
+    const res = await within(running, 'prompt after cancel', 20_000);
     const ms = Date.now() - t0;
     obs.require('s3.stop', 'prompt → stopReason', res.stopReason, res.stopReason === 'cancelled');
     // Timing is a note, not a compared fact: on a loaded CI machine it would flap.
@@ -308,7 +314,7 @@ const s4: Scenario = {
     const r1 = await prompt(a, 'ping one');
     await Promise.all([subA, subB, subC].map((x) => x.waitFor(isPong, FRAME_MS, 'pong of turn 1')));
     await subA.settle(500, 3000);
-    await pollUntil(() => subC.maxId() >= subA.maxId(), 5000, 'C caught up with A');
+    await until(() => subC.maxId() >= subA.maxId(), 'C caught up with A', slowly(5000));
     const n = subC.maxId();
     const cClosed = await subC.close();
     obs.note(`C disconnected (${cClosed}) after id ${n}`);
@@ -324,7 +330,7 @@ const s4: Scenario = {
     await subA.waitFor((ev) => isPong(ev) && subA.frames.indexOf(ev) >= firstOfTurn2, FRAME_MS, 'pong of turn 2');
     await subA.settle(700, 4000);
     const maxA = subA.maxId();
-    await pollUntil(() => subB.maxId() >= maxA, 5000, 'B caught up with A').catch(() => undefined);
+    await until(() => subB.maxId() >= maxA, 'B caught up with A', slowly(5000)).catch(() => undefined);
 
     const upTo = (c: FrameCollector, lo: number): string[] =>
       c.frames.filter((f) => f.id !== undefined && f.id > lo && f.id <= maxA).map((f) => `${f.id}:${f.type}`);
@@ -333,7 +339,7 @@ const s4: Scenario = {
     obs.note(`A and B each got ${upTo(subA, 0).length} id-bearing frames over both turns`);
 
     const subC2 = subscribeRaw('C2', cC, a.sessionId, n);
-    await pollUntil(() => subC2.maxId() >= maxA, 10_000, 'C2 replayed up to A').catch(() => undefined);
+    await until(() => subC2.maxId() >= maxA, 'C2 replayed up to A', slowly(10_000)).catch(() => undefined);
     await subC2.settle(500, 3000);
     const want = upTo(subA, n);
     const got = upTo(subC2, n);
@@ -428,7 +434,7 @@ const s5: Scenario = {
     recordSequences(obs, 'after load', subL.frames);
     const mark2 = fake.entries().length;
     const r2 = await prompt(loaded, 'what did I ask before?');
-    const req2 = await pollUntil(() => mainTurnAfter(fake, mark2), 5000, 'model request after load').catch(
+    const req2 = await until(() => mainTurnAfter(fake, mark2), 'model request after load', slowly(5000)).catch(
       () => undefined,
     );
     obs.require(
@@ -470,7 +476,7 @@ const s5: Scenario = {
     recordSequences(obs, 'after resume', subR.frames);
     const mark3 = fake.entries().length;
     const r3 = await prompt(resumed, 'and what was the code word?');
-    const req3 = await pollUntil(() => mainTurnAfter(fake, mark3), 5000, 'model request after resume').catch(
+    const req3 = await until(() => mainTurnAfter(fake, mark3), 'model request after resume', slowly(5000)).catch(
       () => undefined,
     );
     obs.require(
@@ -500,7 +506,7 @@ const s6: Scenario = {
 
     const agents = d.agentPids();
     obs.require('s6.agent', 'the daemon has an agent child (--acp)', agents.length, agents.length >= 1);
-    const victims = agents.flatMap((p) => [p, ...descendantsOf(p)]);
+    const victims = agents.flatMap((p) => [p, ...livingDescendants(p)]);
     for (const p of victims) {
       try {
         process.kill(p, 'SIGKILL');
@@ -508,7 +514,7 @@ const s6: Scenario = {
         /* gone */
       }
     }
-    await pollUntil(() => victims.every((p) => !isAlive(p)), 5000, 'agent gone');
+    await until(() => victims.every((p) => !isAlive(p)), 'agent gone', slowly(5000));
     const died = await sub.waitFor((ev) => ev.type === 'session_died', FRAME_MS, 'session_died').catch(() => undefined);
     const dd = died ? dataOf(died) : {};
     obs.require('s6.died', 'session_died frame', died ? String(dd.reason) : 'none', died !== undefined);
@@ -517,7 +523,7 @@ const s6: Scenario = {
       'session_died data',
       died ? { reason: dd.reason, exitCode: dd.exitCode, signalCode: dd.signalCode } : undefined,
     );
-    const end = await withTimeout(sub.ended, 10_000, 'stream end').catch(() => 'still open');
+    const end = await within(sub.ended, 'stream end', 10_000).catch(() => 'still open');
     obs.info('s6.streamEnds', 'SSE stream ends after session_died', end);
     recordSequences(obs, 'turn 1 + crash', sub.frames);
     await sub.close();
@@ -540,7 +546,7 @@ const s6: Scenario = {
     const mark = fake.entries().length;
     const r2 = await prompt(resumed, 'ping again');
     obs.require('s6.turn2', 'prompt on the resumed session → stopReason', r2.stopReason, r2.stopReason === 'end_turn');
-    const req = await pollUntil(() => mainTurnAfter(fake, mark), 5000, 'model request after resume').catch(
+    const req = await until(() => mainTurnAfter(fake, mark), 'model request after resume', slowly(5000)).catch(
       () => undefined,
     );
     obs.info('s6.history', 'the model request after resume carries turn 1', carriesHistory(req));

@@ -4,11 +4,11 @@
 import { existsSync } from 'node:fs';
 import { DaemonClient, DaemonSessionClient } from '@qwen-code/sdk/daemon';
 import type { DaemonEvent, PromptResult } from '@qwen-code/sdk/daemon';
-import { commandLine } from './daemon.js';
-import { claudeAgentDir, claudeAgentEntry, claudeEnv, packageVersion } from './env.js';
-import type { FakeModel } from './fake-model.js';
+import type { FakeModel } from '../../harness/fake-model.js';
+import { commandLine } from '../../harness/peer-daemon.js';
+import { claudeAgentDir, claudeAgentEntry, claudeEnv, packageVersion } from '../../harness/peer-env.js';
+import { within } from '../../harness/wait.js';
 import { chunkText, FrameCollector, fullSequence, recordingFetch, updateKind } from './observe.js';
-import { withTimeout } from './procs.js';
 import type { Scenario, ScenarioContext } from './scenarios.js';
 
 export interface SecondAgent {
@@ -33,10 +33,10 @@ const replyAfter = (frames: DaemonEvent[], from: number): string =>
   frames.slice(from).filter(isAgentChunk).map(chunkText).join('');
 
 function prompt(s: DaemonSessionClient, text: string): Promise<PromptResult> {
-  return withTimeout(
+  return within(
     s.prompt({ prompt: [{ type: 'text', text }] }, AbortSignal.timeout(90_000)),
-    92_000,
     `prompt "${text}"`,
+    92_000,
   );
 }
 

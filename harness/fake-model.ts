@@ -2,10 +2,10 @@
 // completions with the SLOW / TOOL triggers; used with qwen) and fake-model-server.mjs (also the
 // Anthropic API, with "code word" replies; used with the second agent).
 import { existsSync, readFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { fakeModelServer, fakeOpenAiServer } from './env.js';
-import { Proc } from './procs.js';
+import { fakeModelServer, fakeOpenAiServer } from './peer-env.js';
+import { freePort } from './ports.js';
+import { Proc } from './spawn.js';
 
 /** One line of fake-openai-server's FAKE_LOG (the fields it writes for a chat completion). */
 export interface FakeLogEntry {
@@ -28,19 +28,6 @@ const BACKGROUND = /^(\[SUGGESTION MODE|Managed memory|## Pending tool call)/;
 
 export function isMainTurn(e: FakeLogEntry): boolean {
   return e.path === '/v1/chat/completions' && e.stream === true && !BACKGROUND.test(e.lastUser ?? '');
-}
-
-/** A port that was free a moment ago (fake-model-server.mjs cannot bind port 0 and tell us). */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      const port = typeof addr === 'object' && addr !== null ? addr.port : 0;
-      srv.close(() => resolve(port));
-    });
-  });
 }
 
 export class FakeModel {

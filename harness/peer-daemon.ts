@@ -1,8 +1,9 @@
 // A daemon under test: the real `qwen serve`, or acpd hosting the real `qwen --acp`.
 // Both get the same environment, workspace and HOME; both print a line matching LISTENING.
 import { join } from 'node:path';
-import { acpdServer, qwenCli, qwenEntry } from './env.js';
-import { childrenOf, cmdline, Proc } from './procs.js';
+import { acpdServer, qwenCli, qwenEntry } from './peer-env.js';
+import { childrenOf, cmdline } from './proc-table.js';
+import { Proc } from './spawn.js';
 
 export type DaemonKind = 'qwen' | 'acpd';
 

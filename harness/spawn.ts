@@ -1,117 +1,17 @@
-// Process plumbing for the peer conformance run: spawn in an own process group, always drain
-// stdout/stderr (qwen dies with EPIPE when nobody reads its stdout), wait for a line with a
-// deadline, find descendants through /proc, and stop everything we started (SIGTERM to the group,
-// then SIGKILL, descendants in their own groups included).
+// Processes the peer run and the benchmarks start: spawned in an own process group, stdout/stderr
+// always drained into a log (qwen dies with EPIPE when nobody reads its stdout), a line waited for
+// with a bound, and everything stopped at the end (SIGTERM to the group, then SIGKILL, descendants
+// that moved to groups of their own included).
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, readdirSync, readFileSync, type WriteStream } from 'node:fs';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { createWriteStream, type WriteStream } from 'node:fs';
+import { isAlive, livingDescendants, statOf } from './proc-table.js';
+import { until, within } from './wait.js';
 
-export class TimeoutError extends Error {
-  constructor(label: string, ms: number) {
-    super(`timed out after ${ms} ms: ${label}`);
-    this.name = 'TimeoutError';
-  }
-}
-
-/** Races `p` against a timer; the timer never keeps the process alive. */
-export async function withTimeout<T>(p: Promise<T>, ms: number, label: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new TimeoutError(label, ms)), ms);
-    timer.unref();
-  });
-  try {
-    return await Promise.race([p, deadline]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/** Polls `check` until it returns a value other than undefined/false. */
-export async function pollUntil<T>(
-  check: () => T | undefined | false,
-  ms: number,
-  label: string,
-  everyMs = 50,
-): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = check();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > end) throw new TimeoutError(label, ms);
-    await sleep(everyMs);
-  }
-}
-
-interface ProcStat {
-  pid: number;
-  ppid: number;
-  pgid: number;
-  state: string;
-}
-
-function readStat(pid: number): ProcStat | undefined {
-  try {
-    const raw = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // "pid (comm) state ppid pgrp …": comm may contain spaces and parentheses.
-    const rest = raw.slice(raw.lastIndexOf(')') + 2).split(' ');
-    return { pid, state: rest[0] ?? '?', ppid: Number(rest[1]), pgid: Number(rest[2]) };
-  } catch {
-    return undefined;
-  }
-}
-
-/** Alive = exists and is not a zombie. */
-export function isAlive(pid: number): boolean {
-  const st = readStat(pid);
-  return st !== undefined && st.state !== 'Z' && st.state !== 'X';
-}
-
-export function cmdline(pid: number): string[] {
-  try {
-    return readFileSync(`/proc/${pid}/cmdline`, 'utf8')
-      .split('\0')
-      .filter((s) => s.length > 0);
-  } catch {
-    return [];
-  }
-}
-
-function allStats(): ProcStat[] {
-  const out: ProcStat[] = [];
-  for (const name of readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    const st = readStat(Number(name));
-    if (st) out.push(st);
-  }
-  return out;
-}
-
-/** Direct children of `pid` (live ones). */
-export function childrenOf(pid: number): number[] {
-  return allStats()
-    .filter((s) => s.ppid === pid && s.state !== 'Z')
-    .map((s) => s.pid);
-}
-
-/** Every live descendant of `pid`, breadth first. */
-export function descendantsOf(pid: number): number[] {
-  const stats = allStats();
-  const out: number[] = [];
-  let frontier = [pid];
-  while (frontier.length > 0) {
-    const next = stats.filter((s) => frontier.includes(s.ppid) && s.state !== 'Z').map((s) => s.pid);
-    out.push(...next);
-    frontier = next;
-  }
-  return out;
-}
-
+/** Signals the whole group when `pid` leads one (detached children, setsid'd agents), else `pid` alone. */
 function signalGroupOrPid(pid: number, sig: NodeJS.Signals): void {
-  const st = readStat(pid);
+  const stat = statOf(pid);
   try {
-    // Signal the whole group when `pid` leads one (detached children, setsid'd agents).
-    if (st && st.pgid === pid) process.kill(-pid, sig);
+    if (stat && stat.pgid === pid) process.kill(-pid, sig);
     else process.kill(pid, sig);
   } catch {
     /* already gone */
@@ -122,12 +22,11 @@ function signalGroupOrPid(pid: number, sig: NodeJS.Signals): void {
 export async function terminate(pids: number[], graceMs: number): Promise<void> {
   const live = pids.filter(isAlive);
   if (live.length === 0) return;
+  const gone = (): boolean => !live.some(isAlive);
   for (const pid of live) signalGroupOrPid(pid, 'SIGTERM');
-  const end = Date.now() + graceMs;
-  while (Date.now() < end && live.some(isAlive)) await sleep(50);
+  await until(gone, 'SIGTERM obeyed', { ms: graceMs, everyMs: 50 }).catch(() => undefined);
   for (const pid of live.filter(isAlive)) signalGroupOrPid(pid, 'SIGKILL');
-  const hardEnd = Date.now() + 3000;
-  while (Date.now() < hardEnd && live.some(isAlive)) await sleep(50);
+  await until(gone, 'SIGKILL obeyed', { ms: 3000, everyMs: 50 }).catch(() => undefined);
 }
 
 export interface ExitInfo {
@@ -228,14 +127,14 @@ export class Proc {
         reject(new Error(`${this.name} exited (code=${e.code} signal=${e.signal}) before printing ${re}`)),
       );
     });
-    return withTimeout(found, ms, `${this.name}: line ${re}`).finally(() => {
+    return within(found, `${this.name}: line ${re}`, ms).finally(() => {
       if (waiter) this.lineWaiters.delete(waiter);
     });
   }
 
   /** Stop the process, its group, and every descendant that escaped into another group. */
   async stop(graceMs = 5000): Promise<ExitInfo | undefined> {
-    const family = [this.pid, ...descendantsOf(this.pid)];
+    const family = [this.pid, ...livingDescendants(this.pid)];
     if (this.alive) {
       // The direct process first (it may want to shut its children down itself) …
       await terminate([this.pid], graceMs);
@@ -245,7 +144,7 @@ export class Proc {
       family.filter((p) => p !== this.pid),
       2000,
     );
-    await withTimeout(this.exited, 5000, `${this.name}: exit`).catch(() => undefined);
+    await within(this.exited, `${this.name}: exit`, 5000).catch(() => undefined);
     await new Promise<void>((resolve) => this.log.end(resolve));
     Procs.unregister(this);
     return this.exitInfo;
@@ -267,7 +166,7 @@ export const Procs = {
   /** Synchronous last resort for process 'exit': SIGKILL every group we started. */
   killAllSync(): void {
     for (const p of this.live) {
-      for (const pid of [p.pid, ...descendantsOf(p.pid)]) signalGroupOrPid(pid, 'SIGKILL');
+      for (const pid of [p.pid, ...livingDescendants(p.pid)]) signalGroupOrPid(pid, 'SIGKILL');
     }
   },
 };

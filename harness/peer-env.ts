@@ -12,7 +12,7 @@ function findRepoRoot(): string {
       if (typeof parsed === 'object' && parsed !== null && 'name' in parsed && parsed.name === 'acpd') return dir;
     }
     const up = dirname(dir);
-    if (up === dir) throw new Error('test/peers: cannot find the acpd repository root (package.json name "acpd")');
+    if (up === dir) throw new Error('harness: cannot find the acpd repository root (package.json name "acpd")');
     dir = up;
   }
 }
