@@ -112,7 +112,11 @@ t.test('one agent child for many sessions, spawned lazily on the first create', 
   t.equal(steer.pids.length, 1, 'one agent process');
   const [channel] = [...d.app.channels.alive];
   t.equal(channel?.pid, steer.pids[0]);
-  t.same(new Set(channel?.sessionIds), new Set(ids), 'every session rides on that channel');
+  t.same(
+    new Set(channel && d.app.channels.router.liveOn(channel)),
+    new Set(ids),
+    'every session rides on that channel',
+  );
   for (const id of ids) t.equal(d.app.sessions.get(id)?.channel, channel);
 
   // And it serves them all.

@@ -52,7 +52,7 @@ t.test('what the agent says about a warm session before it is taken reaches its 
   if (warmId === undefined) throw new Error('no warm session');
   const agent = await steer.agent();
   await agent.notify(warmId, { sessionUpdate: 'agent_message_chunk', content: { type: 'text', text: 'early' } });
-  await spinUntil(() => d.app.sessions.pool.pendingBus(warmId)?.lastEventId === 1, 'the early update on the warm bus');
+  await spinUntil(() => d.app.channels.router.busFor(warmId)?.lastEventId === 1, 'the early update on the warm bus');
 
   const taken = await createSession(d, { sessionScope: 'thread' });
   t.equal(taken, warmId);

@@ -1,5 +1,6 @@
 /**
- * The channel supervisor plugin: owns the agent processes (see
+ * The channel supervisor plugin: owns the agent processes and the router of
+ * their calls to acpd (permissions, files, session updates; see
  * services/channel-supervisor.ts). On close it kills every agent and waits
  * for the exits, so no child outlives the app.
  */
@@ -9,6 +10,8 @@ import fp from 'fastify-plugin';
 import type { FastifyInstance } from 'fastify';
 import type { Config } from '../config.js';
 import { ChannelSupervisor } from '../services/channel-supervisor.js';
+import { FsProxy } from '../services/fs-proxy.js';
+import { DEFAULT_MAX_PENDING_PER_SESSION, PermissionBroker } from '../services/permissions.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -31,6 +34,12 @@ async function channelSupervisor(app: FastifyInstance, opts: { config: Config })
     initTimeoutMs: config.initTimeoutMs,
     killGraceMs: config.killGraceMs,
     log: app.log.child({ component: 'agent' }),
+    permissions: new PermissionBroker({
+      timeoutMs: config.permissionTimeoutMs,
+      maxPendingPerSession: DEFAULT_MAX_PENDING_PER_SESSION,
+      log: app.log.child({ component: 'permissions' }),
+    }),
+    fs: new FsProxy(config.workspace),
   });
   app.decorate('channels', supervisor);
   app.addHook('onClose', async () => {

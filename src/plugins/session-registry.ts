@@ -8,7 +8,7 @@ import fp from 'fastify-plugin';
 import type { FastifyInstance } from 'fastify';
 import type { Config } from '../config.js';
 import { SessionRegistry } from '../services/session-registry.js';
-import { DEFAULT_MAX_PENDING_PER_SESSION } from '../services/permissions.js';
+import { MemorySessionStore } from '../services/session-store.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -23,9 +23,8 @@ async function sessionRegistry(app: FastifyInstance, opts: { config: Config }) {
       workspace: config.workspace,
       maxSessions: config.maxSessions,
       initTimeoutMs: config.initTimeoutMs,
-      permissionTimeoutMs: config.permissionTimeoutMs,
-      maxPendingPermissionsPerSession: DEFAULT_MAX_PENDING_PER_SESSION,
       defaultScope: 'single',
+      store: new MemorySessionStore(),
       warmSessions: config.warmSessions,
       bus: { ringBytes: config.ringBytes, maxQueuedBytes: config.subscriberBacklogBytes },
       log: app.log.child({ component: 'sessions' }),

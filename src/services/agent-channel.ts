@@ -64,14 +64,8 @@ export class AgentChannel {
   readonly pid: number | undefined;
   /** Settles once, when the child has exited (or failed to start). Never rejects. */
   readonly exited: Promise<ExitInfo | undefined>;
-  /** Sessions registered on this channel. */
-  readonly sessionIds = new Set<string>();
-  /** Restores in flight on this channel. */
-  readonly pendingRestoreIds = new Set<string>();
-  /** `session/new` calls in flight on this channel (for creates; the warm pool's do not count). */
-  pendingCreates = 0;
-  /** Set synchronously by every teardown path before it awaits the kill. */
-  isDying = false;
+  /** Set synchronously by every teardown path before it awaits the kill (see `retire`). */
+  private dying = false;
   /** The ACP connection closed while the process lived on, so acpd stopped the process. */
   linkLost = false;
   initializeResponse: InitializeResponse | undefined;
@@ -155,9 +149,9 @@ export class AgentChannel {
     this.connection.signal.addEventListener(
       'abort',
       () => {
-        if (this.hasExited || this.isDying) return;
+        if (!this.usable) return;
         const grace = setTimeout(() => {
-          if (this.hasExited || this.isDying) return;
+          if (!this.usable) return;
           this.linkLost = true;
           this.log.warn({ agentPid: this.pid }, 'agent connection closed while its process lives; stopping it');
           void this.kill();
@@ -170,6 +164,21 @@ export class AgentChannel {
 
   get alive(): boolean {
     return !this.hasExited;
+  }
+
+  /** Being stopped, or marked to be: nothing new may go to it. */
+  get isDying(): boolean {
+    return this.dying;
+  }
+
+  /** Marks the channel as going away, without stopping it yet: nothing new goes to it. */
+  retire(): void {
+    this.dying = true;
+  }
+
+  /** Running and not being stopped: new work may go to it. */
+  get usable(): boolean {
+    return !this.hasExited && !this.dying;
   }
 
   get exitStatus(): ExitInfo | undefined {
@@ -221,7 +230,7 @@ export class AgentChannel {
    * logged and the session is gone from acpd either way.
    */
   async closeSession(sessionId: string, timeoutMs: number): Promise<void> {
-    if (!this.canCloseSessions || this.hasExited || this.isDying) return;
+    if (!this.canCloseSessions || !this.usable) return;
     try {
       await this.call('session/close', { sessionId }, { timeoutMs, closedMessage: 'agent channel closed' });
     } catch (err) {
@@ -252,7 +261,7 @@ export class AgentChannel {
 
   /** SIGTERM the process group, SIGKILL after the grace period; resolves on exit. Idempotent. */
   kill(): Promise<void> {
-    this.isDying = true;
+    this.dying = true;
     this.killing ??= this.doKill();
     return this.killing;
   }
@@ -288,7 +297,7 @@ export class AgentChannel {
 
   /** SIGKILL now, without waiting. For a forced exit. */
   killSync(): void {
-    this.isDying = true;
+    this.dying = true;
     this.signalGroup('SIGKILL');
   }
 

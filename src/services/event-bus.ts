@@ -11,6 +11,7 @@
  * order of magnitude of what it costs in memory.
  */
 import { SubscriberLimitExceededError } from '../errors.js';
+import { MemoryEventLog, type EventLog } from './event-log.js';
 
 export const EVENT_SCHEMA_VERSION = 1 as const;
 export const DEFAULT_RING_SIZE = 4000;
@@ -71,6 +72,8 @@ export interface BusOptions {
   ringSize?: number;
   /** How many bytes of frames the ring keeps at most (the newest event always stays); 0 = count only. */
   ringBytes?: number;
+  /** Where events are kept for replay; an in-memory ring of `ringSize`/`ringBytes` when absent. */
+  log?: EventLog;
   /** How many live events may wait for one subscriber. */
   maxQueued?: number;
   /** How many bytes of live frames may wait for one subscriber; 0 = count only. */
@@ -97,69 +100,6 @@ function frameOf(envelope: EventEnvelope, json: string): BusEvent {
 /** An event without an id (the synthetic `client_evicted`). */
 function makeEvent(envelope: EventEnvelope): BusEvent {
   return frameOf(envelope, JSON.stringify(envelope));
-}
-
-/**
- * A circular buffer of events, oldest first, bounded by a count and
- * optionally by the total bytes of its frames.
- */
-class Ring {
-  private readonly slots: (BusEvent | undefined)[];
-  private start = 0;
-  size = 0;
-  /** Sum of `bytes` over the events held. */
-  bytes = 0;
-
-  constructor(
-    readonly capacity: number,
-    private readonly maxBytes: number,
-  ) {
-    this.slots = new Array<BusEvent | undefined>(capacity);
-  }
-
-  /**
-   * Stores `ev` and returns how many of the oldest events had to make room:
-   * one when the count is full, then as many as it takes to get back within
-   * the byte budget. The newest event always stays, even alone over budget.
-   */
-  push(ev: BusEvent): number {
-    if (this.capacity === 0) return 0;
-    let evicted = 0;
-    if (this.size === this.capacity) {
-      this.shift();
-      evicted++;
-    }
-    this.slots[(this.start + this.size) % this.capacity] = ev;
-    this.size++;
-    this.bytes += ev.bytes;
-    if (this.maxBytes > 0) {
-      while (this.bytes > this.maxBytes && this.size > 1) {
-        this.shift();
-        evicted++;
-      }
-    }
-    return evicted;
-  }
-
-  private shift(): void {
-    const oldest = this.at(0);
-    this.slots[this.start] = undefined;
-    this.start = (this.start + 1) % this.capacity;
-    this.size--;
-    this.bytes -= oldest.bytes;
-  }
-
-  at(i: number): BusEvent {
-    return this.slots[(this.start + i) % this.capacity] as BusEvent;
-  }
-
-  /** Events with an id greater than `afterId`, in order. Ids in the ring are consecutive. */
-  *after(afterId: number): Generator<BusEvent> {
-    if (this.size === 0) return;
-    const firstId = this.at(0).envelope.id as number;
-    const skip = Math.max(0, Math.min(this.size, afterId - firstId + 1));
-    for (let i = skip; i < this.size; i++) yield this.at(i);
-  }
 }
 
 /**
@@ -331,17 +271,21 @@ const EMPTY: EventSubscription = {
 };
 
 export class EventBus {
-  private readonly ring: Ring;
+  private readonly log: EventLog;
   private readonly subscribers = new Set<Subscription>();
   private readonly maxQueued: number;
   private readonly maxQueuedBytes: number;
   private readonly maxSubscribers: number;
   private readonly stats: BusStats;
-  private nextId = 1;
   private closed = false;
 
   constructor(opts: BusOptions = {}) {
-    this.ring = new Ring(opts.ringSize ?? DEFAULT_RING_SIZE, opts.ringBytes ?? DEFAULT_RING_BYTES);
+    this.log =
+      opts.log ??
+      new MemoryEventLog({
+        maxEvents: opts.ringSize ?? DEFAULT_RING_SIZE,
+        maxBytes: opts.ringBytes ?? DEFAULT_RING_BYTES,
+      });
     this.maxQueued = opts.maxQueued ?? DEFAULT_MAX_QUEUED;
     this.maxQueuedBytes = opts.maxQueuedBytes ?? DEFAULT_MAX_QUEUED_BYTES;
     this.maxSubscribers = opts.maxSubscribers ?? DEFAULT_MAX_SUBSCRIBERS;
@@ -349,7 +293,12 @@ export class EventBus {
   }
 
   get lastEventId(): number {
-    return this.nextId - 1;
+    return this.log.nextId - 1;
+  }
+
+  /** The epoch of the log behind this bus. */
+  get epoch(): string {
+    return this.log.epoch;
   }
 
   get subscriberCount(): number {
@@ -362,7 +311,7 @@ export class EventBus {
 
   /** Bytes of the frames the replay ring holds now (for tests and metrics). */
   get ringBytes(): number {
-    return this.ring.bytes;
+    return this.log.bytes;
   }
 
   /**
@@ -381,14 +330,14 @@ export class EventBus {
     // as JSON.stringify leaves it out) without needing the id beforehand. The
     // one difference: a toJSON() on `data` itself is called with the key ''.
     const dataJson: string | undefined = JSON.stringify(data);
-    const id = this.nextId++;
+    const id = this.log.nextId;
     const envelope: EventEnvelope = { id, v: EVENT_SCHEMA_VERSION, type, data };
     const json =
       `{"id":${id},"v":${EVENT_SCHEMA_VERSION},"type":${JSON.stringify(type)}` +
       (dataJson === undefined ? '}' : `,"data":${dataJson}}`);
     const ev = frameOf(envelope, json);
     this.stats.published++;
-    this.stats.dropped += this.ring.push(ev);
+    this.stats.dropped += this.log.append(ev);
     for (const sub of this.subscribers) {
       if (!sub.pushLive(ev)) {
         this.stats.evicted++;
@@ -416,7 +365,7 @@ export class EventBus {
       this.subscribers.delete(s),
     );
     if (opts.lastEventId !== undefined) {
-      for (const ev of this.ring.after(opts.lastEventId)) {
+      for (const ev of this.log.after(opts.lastEventId)) {
         sub.pushReplay(ev);
         this.stats.replayed++;
       }

@@ -66,10 +66,6 @@ export class RestoreCoordinator implements SlotHolder {
     return this.inFlight.size;
   }
 
-  pendingBus(sessionId: string): EventBus | undefined {
-    return this.inFlight.get(sessionId)?.events;
-  }
-
   async settled(): Promise<void> {
     await Promise.all([...this.inFlight.values()].map((f) => f.promise.catch(() => undefined)));
   }
@@ -86,7 +82,7 @@ export class RestoreCoordinator implements SlotHolder {
 
     const live = registry.get(sessionId);
     if (live) {
-      live.attachCount++;
+      live.attach();
       return Promise.resolve({ sessionId, workspaceCwd: key, attached: true, state: live.restoreState ?? {} });
     }
 
@@ -150,12 +146,15 @@ export class RestoreCoordinator implements SlotHolder {
     key: string,
   ): Promise<RestoreResult> {
     const registry = this.registry;
-    let registered = false;
-    const channel = await registry.channels.ensure().catch((err: unknown) => {
+    const router = registry.channels.router;
+    const lease = await registry.channels.acquire().catch((err: unknown) => {
       events.close();
       throw err;
     });
-    channel.pendingRestoreIds.add(sessionId);
+    const channel = lease.channel;
+    let registered = false;
+    // The agent replays history (load) before it answers: that lands on this bus.
+    router.bind(sessionId, channel, events, false);
     try {
       let state: unknown;
       try {
@@ -166,40 +165,32 @@ export class RestoreCoordinator implements SlotHolder {
             { timeoutMs: registry.initTimeoutMs, closedMessage: `agent channel closed during session/${action}` },
           )) ?? {};
       } catch (err) {
-        events.close();
         if (isSessionNotFound(err, sessionId)) {
           this.stats.notFound++;
           throw new SessionNotFoundError(sessionId);
         }
         throw err;
       }
-      if (registry.isShuttingDown) {
-        events.close();
-        throw new ShuttingDownError();
-      }
-      if (channel.isDying || !channel.alive) {
-        events.close();
-        throw new ChannelClosedError(`Session ${sessionId} restored on a closed agent channel`);
-      }
+      if (registry.isShuttingDown) throw new ShuttingDownError();
+      if (!channel.usable) throw new ChannelClosedError(`Session ${sessionId} restored on a closed agent channel`);
       const existing = registry.get(sessionId);
       if (existing) {
-        events.close();
-        existing.attachCount += 1 + coalesced.waiters;
+        existing.attach(1 + coalesced.waiters);
         return { sessionId, workspaceCwd: key, attached: true, state: existing.restoreState ?? {} };
       }
-      registry.register(sessionId, channel, events, state, coalesced.waiters);
+      registry.register(sessionId, lease, events, { action, state, attaches: coalesced.waiters });
       registered = true;
       this.stats.restored++;
       this.log.info({ sessionId, action: action }, 'session restored');
       return { sessionId, workspaceCwd: key, attached: false, state };
     } finally {
-      channel.pendingRestoreIds.delete(sessionId);
       if (!registered) {
+        router.unbind(sessionId, events);
         events.close();
         // A restore that brought nothing back (not found, refused, failed)
         // must not leave an agent running for nobody. The answer does not
         // wait for the stop: the channel is marked dying at once.
-        void registry.channels.releaseIfIdle(channel);
+        void lease.release();
       }
     }
   }

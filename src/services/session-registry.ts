@@ -1,53 +1,31 @@
 /**
- * The live sessions of the daemon and everything that happens to them:
- * create or attach, prompt (one at a time per session, FIFO), cancel, model
- * switch, permissions, subscribe, kill, detach, and the teardown when the
- * agent process goes away or the daemon drains.
+ * The live sessions of the daemon: the map and the session cap, create or
+ * attach, kill and detach, the teardown when an agent process goes away, and
+ * the drain. What a single session does (queues, attaches, prompt, model) is
+ * `Session`'s; what the agent calls lands in the channel supervisor's
+ * router; restores are the restore coordinator's.
  */
 import { randomUUID } from 'node:crypto';
 import type { FastifyBaseLogger } from 'fastify';
-import type {
-  PromptResponse,
-  ReadTextFileRequest,
-  RequestPermissionRequest,
-  RequestPermissionResponse,
-  SessionNotification,
-  WriteTextFileRequest,
-} from '@agentclientprotocol/sdk';
+import type { PromptResponse, RequestPermissionResponse } from '@agentclientprotocol/sdk';
 import {
+  DrainingError,
   InvalidSessionScopeError,
-  PromptAbortedError,
   SessionLimitExceededError,
   SessionNotFoundError,
-  DrainingError,
   ShuttingDownError,
 } from '../errors.js';
 import type { AgentChannel, ExitInfo } from './agent-channel.js';
-import type { ChannelListener, ChannelSupervisor } from './channel-supervisor.js';
+import type { ChannelLease, ChannelSupervisor } from './channel-supervisor.js';
+import { drainPrompts } from './drain.js';
 import { BusStats, EventBus, type BusOptions, type EventSubscription, type SubscribeOptions } from './event-bus.js';
-import { FsProxy } from './fs-proxy.js';
-import { PermissionBroker } from './permissions.js';
+import type { PermissionBroker } from './permissions.js';
+import { Session, type SessionContext } from './session.js';
+import type { SessionMeta, SessionStore } from './session-store.js';
 import { WarmPool } from './warm-pool.js';
 import { resolveWorkspace } from './workspace.js';
 
 export type SessionScope = 'single' | 'thread';
-
-export interface SessionEntry {
-  readonly sessionId: string;
-  readonly workspaceCwd: string;
-  readonly channel: AgentChannel;
-  readonly events: EventBus;
-  readonly createdAt: number;
-  /** Tails of the per-session FIFOs; they always resolve. */
-  promptQueue: Promise<void>;
-  modelQueue: Promise<void>;
-  activePrompts: number;
-  attachCount: number;
-  /** The creator left before its response was written, while others were attached. */
-  spawnOwnerWantedKill: boolean;
-  /** The agent's load/resume answer, handed to later attachers. */
-  restoreState: unknown;
-}
 
 export interface SessionHandle {
   sessionId: string;
@@ -59,20 +37,12 @@ export interface RegistryOptions {
   workspace: string;
   maxSessions: number;
   initTimeoutMs: number;
-  permissionTimeoutMs: number;
-  maxPendingPermissionsPerSession: number;
   defaultScope: SessionScope;
   /** Agent sessions kept created ahead of demand (0 = none). */
   warmSessions: number;
   bus: BusOptions;
+  store: SessionStore;
   log: FastifyBaseLogger;
-}
-
-/** How long cancelled prompts get to answer before the agents are stopped anyway. */
-const CANCEL_GRACE_MS = 2000;
-
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms).unref());
 }
 
 export interface SpawnRequest {
@@ -86,20 +56,20 @@ export interface SlotHolder {
   readonly inFlightCount: number;
   /** Settles when every operation in flight has settled. */
   settled(): Promise<void>;
-  /** Routing for agent notifications about a session that is not registered yet. */
-  pendingBus(sessionId: string): EventBus | undefined;
 }
 
-export class SessionRegistry implements ChannelListener {
+const CRASHED_DURING_INIT = 'the agent child likely crashed during initialization — retry to spawn a new session';
+
+export class SessionRegistry {
   readonly permissions: PermissionBroker;
   /** What every session bus counts, summed over the app's lifetime (for metrics). */
   readonly busStats: BusStats;
-  private readonly byId = new Map<string, SessionEntry>();
-  private defaultEntry: SessionEntry | undefined;
-  private readonly inFlightSpawns = new Map<string, Promise<SessionEntry>>();
-  private readonly holders: SlotHolder[] = [];
-  private readonly fsProxy: FsProxy;
   readonly pool: WarmPool;
+  private readonly byId = new Map<string, Session>();
+  private defaultSession: Session | undefined;
+  private readonly inFlightSpawns = new Map<string, Promise<Session>>();
+  private readonly holders: SlotHolder[] = [];
+  private readonly sessionContext: SessionContext;
   private shuttingDown = false;
   private draining = false;
   private drained: Promise<void> | undefined;
@@ -110,21 +80,23 @@ export class SessionRegistry implements ChannelListener {
   ) {
     if (!Number.isNaN(opts.maxSessions) && opts.maxSessions < 0)
       throw new TypeError(`Invalid maxSessions: ${opts.maxSessions}`);
-    this.permissions = new PermissionBroker({
-      timeoutMs: opts.permissionTimeoutMs,
-      maxPendingPerSession: opts.maxPendingPermissionsPerSession,
-      log: opts.log,
-    });
-    this.fsProxy = new FsProxy(opts.workspace);
+    this.permissions = channels.router.permissions;
+    this.busStats = opts.bus.stats ?? new BusStats();
     this.pool = new WarmPool({
       size: opts.warmSessions,
       log: opts.log,
       create: (channel) => this.newAgentSession(channel),
       newBus: () => this.newBus(),
+      router: channels.router,
       hasRoom: (pooled) => this.hasRoomFor(pooled + 1),
     });
-    this.busStats = opts.bus.stats ?? new BusStats();
-    channels.setListener(this);
+    this.sessionContext = {
+      permissions: this.permissions,
+      initTimeoutMs: opts.initTimeoutMs,
+      assertAcceptingWork: () => this.assertAcceptingWork(),
+      touched: (sessionId) => opts.store.touch(sessionId, Date.now()),
+    };
+    channels.onExit((channel, info, sessionIds) => this.channelExited(channel, info, sessionIds));
   }
 
   get workspace(): string {
@@ -163,17 +135,17 @@ export class SessionRegistry implements ChannelListener {
     this.holders.push(holder);
   }
 
-  get(sessionId: string): SessionEntry | undefined {
+  get(sessionId: string): Session | undefined {
     return this.byId.get(sessionId);
   }
 
-  require(sessionId: string): SessionEntry {
-    const entry = this.byId.get(sessionId);
-    if (!entry) throw new SessionNotFoundError(sessionId);
-    return entry;
+  require(sessionId: string): Session {
+    const session = this.byId.get(sessionId);
+    if (!session) throw new SessionNotFoundError(sessionId);
+    return session;
   }
 
-  list(): SessionEntry[] {
+  list(): Session[] {
     return [...this.byId.values()];
   }
 
@@ -195,30 +167,36 @@ export class SessionRegistry implements ChannelListener {
     if (!this.hasRoomFor(1)) throw new SessionLimitExceededError(this.opts.maxSessions);
   }
 
-  /** Creates the bus-bearing entry for a session the agent now knows. */
+  /**
+   * Makes a session the agent now knows live here: it keeps `lease`, its
+   * events go to `events`, and clients can find it.
+   */
   register(
     sessionId: string,
-    channel: AgentChannel,
+    lease: ChannelLease,
     events: EventBus,
-    restoreState: unknown,
-    attachCount: number,
-  ): SessionEntry {
-    const entry: SessionEntry = {
+    restore: { action: SessionMeta['origin']; state: unknown; attaches: number },
+  ): Session {
+    const session = new Session(
+      sessionId,
+      this.opts.workspace,
+      events,
+      lease,
+      restore.state,
+      restore.attaches,
+      this.sessionContext,
+    );
+    this.byId.set(sessionId, session);
+    this.channels.router.bind(sessionId, lease.channel, events, true);
+    const now = Date.now();
+    this.opts.store.put({
       sessionId,
       workspaceCwd: this.opts.workspace,
-      channel,
-      events,
-      createdAt: Date.now(),
-      promptQueue: Promise.resolve(),
-      modelQueue: Promise.resolve(),
-      activePrompts: 0,
-      attachCount,
-      spawnOwnerWantedKill: false,
-      restoreState,
-    };
-    channel.sessionIds.add(sessionId);
-    this.byId.set(sessionId, entry);
-    return entry;
+      origin: restore.action,
+      createdAt: this.opts.store.get(sessionId)?.createdAt ?? now,
+      updatedAt: now,
+    });
+    return session;
   }
 
   newBus(): EventBus {
@@ -236,26 +214,15 @@ export class SessionRegistry implements ChannelListener {
     const scope: SessionScope = req.sessionScope ?? this.opts.defaultScope;
 
     if (scope === 'single') {
-      const existing = this.defaultEntry;
-      if (existing) {
-        existing.attachCount++;
-        if (req.modelServiceId) await this.applyModel(existing, req.modelServiceId).catch(() => {});
-        return { sessionId: existing.sessionId, workspaceCwd, attached: true };
-      }
+      const existing = this.defaultSession;
+      if (existing) return this.attachTo(existing, workspaceCwd, req.modelServiceId);
       const inFlight = this.inFlightSpawns.get(workspaceCwd);
       if (inFlight) {
         const spawned = await inFlight;
         // Same microtask as the await: the owner's disconnect reaper sees this attach.
-        const entry = this.byId.get(spawned.sessionId);
-        if (!entry) {
-          throw new SessionNotFoundError(
-            spawned.sessionId,
-            'the agent child likely crashed during initialization — retry to spawn a new session',
-          );
-        }
-        entry.attachCount++;
-        if (req.modelServiceId) await this.applyModel(entry, req.modelServiceId).catch(() => {});
-        return { sessionId: entry.sessionId, workspaceCwd, attached: true };
+        const session = this.byId.get(spawned.sessionId);
+        if (!session) throw new SessionNotFoundError(spawned.sessionId, CRASHED_DURING_INIT);
+        return this.attachTo(session, workspaceCwd, req.modelServiceId);
       }
     }
 
@@ -265,13 +232,19 @@ export class SessionRegistry implements ChannelListener {
     this.inFlightSpawns.set(key, spawn);
     // Waiters on a failed spawn see its rejection; nobody else must.
     spawn.catch(() => {}).finally(() => this.inFlightSpawns.delete(key));
-    const entry = await spawn;
+    const session = await spawn;
     if (req.modelServiceId) {
-      await this.applyModel(entry, req.modelServiceId).catch(() => {});
-      if (!this.byId.has(entry.sessionId))
-        throw new Error(`Session ${entry.sessionId} died during model-switch initialization`);
+      await session.setModel(req.modelServiceId).catch(() => {});
+      if (!this.byId.has(session.sessionId))
+        throw new Error(`Session ${session.sessionId} died during model-switch initialization`);
     }
-    return { sessionId: entry.sessionId, workspaceCwd, attached: false };
+    return { sessionId: session.sessionId, workspaceCwd, attached: false };
+  }
+
+  private async attachTo(session: Session, workspaceCwd: string, modelId: string | undefined): Promise<SessionHandle> {
+    session.attach();
+    if (modelId) await session.setModel(modelId).catch(() => {});
+    return { sessionId: session.sessionId, workspaceCwd, attached: true };
   }
 
   private async newAgentSession(channel: AgentChannel): Promise<string> {
@@ -283,110 +256,45 @@ export class SessionRegistry implements ChannelListener {
     return res.sessionId;
   }
 
-  private async doSpawn(scope: SessionScope): Promise<SessionEntry> {
-    const channel = await this.channels.ensure();
+  private async doSpawn(scope: SessionScope): Promise<Session> {
+    const lease = await this.channels.acquire();
+    const channel = lease.channel;
     const warm = this.pool.take(channel);
     let sessionId: string;
-    channel.pendingCreates++;
     try {
       sessionId = warm?.sessionId ?? (await this.newAgentSession(channel));
     } catch (err) {
-      channel.pendingCreates--;
-      await this.channels.releaseIfIdle(channel);
+      await lease.release();
       throw err;
     }
-    channel.pendingCreates--;
     if (this.shuttingDown) throw new ShuttingDownError();
-    if (!channel.alive || channel.isDying) {
-      throw new SessionNotFoundError(
-        sessionId,
-        'the agent child likely crashed during initialization — retry to spawn a new session',
-      );
-    }
-    const entry = this.register(sessionId, channel, warm?.events ?? this.newBus(), undefined, 0);
-    if (scope === 'single' && !this.defaultEntry) this.defaultEntry = entry;
+    if (!channel.usable) throw new SessionNotFoundError(sessionId, CRASHED_DURING_INIT);
+    const session = this.register(sessionId, lease, warm?.events ?? this.newBus(), {
+      action: 'created',
+      state: undefined,
+      attaches: 0,
+    });
+    if (scope === 'single' && !this.defaultSession) this.defaultSession = session;
     this.opts.log.info({ sessionId, scope, warm: warm !== undefined }, 'session created');
     // After this spawn has left the in-flight set, so the cap counts it once.
     setImmediate(() => this.pool.refill(channel));
-    return entry;
+    return session;
   }
 
-  // ---- model -----------------------------------------------------------
-
-  private applyModel(entry: SessionEntry, modelId: string, extra: Record<string, unknown> = {}): Promise<unknown> {
-    const run = entry.modelQueue.then(async () => {
-      try {
-        const res = await entry.channel.call<unknown>(
-          'session/set_model',
-          { ...extra, sessionId: entry.sessionId, modelId },
-          {
-            timeoutMs: this.opts.initTimeoutMs,
-            closedMessage: `agent channel closed mid-request (session ${entry.sessionId})`,
-          },
-        );
-        entry.events.publish('model_switched', { sessionId: entry.sessionId, modelId });
-        return res ?? {};
-      } catch (err) {
-        entry.events.publish('model_switch_failed', {
-          sessionId: entry.sessionId,
-          requestedModelId: modelId,
-          error: err instanceof Error ? err.message : String(err),
-        });
-        throw err;
-      }
-    });
-    entry.modelQueue = run.then(
-      () => {},
-      () => {},
-    );
-    return run;
-  }
+  // ---- model, prompt, cancel, events, permissions -----------------------
 
   setSessionModel(sessionId: string, body: Record<string, unknown> & { modelId: string }): Promise<unknown> {
-    return this.applyModel(this.require(sessionId), body.modelId, body);
+    return this.require(sessionId).setModel(body.modelId, body);
   }
-
-  // ---- prompt / cancel -------------------------------------------------
 
   /** Queues a prompt behind the session's earlier ones; an aborted signal cancels it. */
   sendPrompt(sessionId: string, body: Record<string, unknown>, signal?: AbortSignal): Promise<PromptResponse> {
-    const entry = this.require(sessionId);
-    this.assertAcceptingWork();
-    if (signal?.aborted) return Promise.reject(new PromptAbortedError());
-    const request = { ...body, sessionId };
-    const run = entry.promptQueue.then(async () => {
-      if (signal?.aborted) throw new PromptAbortedError();
-      // A prompt still queued when the drain began never starts.
-      this.assertAcceptingWork();
-      const onAbort = () => {
-        this.permissions.cancelSession(sessionId);
-        void entry.channel.notify('session/cancel', { sessionId });
-      };
-      signal?.addEventListener('abort', onAbort, { once: true });
-      entry.activePrompts++;
-      try {
-        return await entry.channel.call<PromptResponse>('session/prompt', request, {
-          closedMessage: `agent channel closed mid-request (session ${sessionId})`,
-        });
-      } finally {
-        entry.activePrompts--;
-        signal?.removeEventListener('abort', onAbort);
-      }
-    });
-    entry.promptQueue = run.then(
-      () => {},
-      () => {},
-    );
-    return run;
+    return this.require(sessionId).prompt(body, signal);
   }
 
   async cancel(sessionId: string, body: Record<string, unknown> = {}): Promise<void> {
-    const entry = this.require(sessionId);
-    this.permissions.cancelSession(sessionId);
-    await entry.channel.notify('session/cancel', { ...body, sessionId });
+    await this.require(sessionId).cancelTurn(body);
   }
-
-  // ---- events ----------------------------------------------------------
 
   /** Synchronous: a 404 or 429 is thrown before any response byte. */
   subscribe(sessionId: string, opts: SubscribeOptions): EventSubscription {
@@ -400,90 +308,48 @@ export class SessionRegistry implements ChannelListener {
   // ---- kill / detach ---------------------------------------------------
 
   async killSession(sessionId: string, opts: { requireZeroAttaches?: boolean } = {}): Promise<void> {
-    const entry = this.byId.get(sessionId);
-    if (!entry) return;
-    if (opts.requireZeroAttaches && entry.attachCount > 0) {
-      entry.spawnOwnerWantedKill = true;
-      return;
-    }
-    this.forget(entry);
-    this.permissions.cancelSession(sessionId);
-    entry.events.publish('session_died', { sessionId, reason: 'killed' });
-    entry.events.close();
+    const session = this.byId.get(sessionId);
+    if (!session) return;
+    if (opts.requireZeroAttaches && !session.creatorLeft()) return;
+    this.forget(session, 'killed');
+    session.end({ reason: 'killed' });
     this.opts.log.info({ sessionId }, 'session killed');
-    await entry.channel.closeSession(sessionId, this.opts.initTimeoutMs);
-    await this.channels.releaseIfIdle(entry.channel);
+    // The agent forgets it too, when it can; then the hold on the agent goes.
+    await session.channel.closeSession(sessionId, this.opts.initTimeoutMs);
+    await session.release();
   }
 
   async detachClient(sessionId: string): Promise<void> {
-    const entry = this.byId.get(sessionId);
-    if (!entry) return;
-    if (entry.attachCount > 0) entry.attachCount--;
-    if (entry.spawnOwnerWantedKill && entry.attachCount === 0 && entry.events.subscriberCount === 0) {
-      await this.killSession(sessionId);
-    }
+    const session = this.byId.get(sessionId);
+    if (session?.detach()) await this.killSession(sessionId);
   }
 
-  /** Removes the entry eagerly so that no concurrent attach can find it. */
-  private forget(entry: SessionEntry): void {
-    if (this.byId.get(entry.sessionId) === entry) this.byId.delete(entry.sessionId);
-    if (this.defaultEntry === entry) this.defaultEntry = undefined;
-    entry.channel.sessionIds.delete(entry.sessionId);
+  /** Removes the session eagerly so that no concurrent attach can find it. */
+  private forget(session: Session, reason: string): void {
+    if (this.byId.get(session.sessionId) !== session) return;
+    this.byId.delete(session.sessionId);
+    if (this.defaultSession === session) this.defaultSession = undefined;
+    this.channels.router.unbind(session.sessionId, session.events);
+    this.opts.store.end(session.sessionId, Date.now(), reason);
   }
 
-  // ---- agent → daemon --------------------------------------------------
-
-  sessionUpdate(params: SessionNotification): void {
-    const bus = this.byId.get(params.sessionId)?.events ?? this.pendingBus(params.sessionId);
-    bus?.publish('session_update', params);
-  }
-
-  private pendingBus(sessionId: string): EventBus | undefined {
-    const warm = this.pool.pendingBus(sessionId);
-    if (warm) return warm;
-    for (const h of this.holders) {
-      const bus = h.pendingBus(sessionId);
-      if (bus) return bus;
-    }
-    return undefined;
-  }
-
-  requestPermission(params: RequestPermissionRequest): Promise<RequestPermissionResponse> {
-    const entry = this.byId.get(params.sessionId);
-    if (!entry) return Promise.resolve({ outcome: { outcome: 'cancelled' } });
-    return this.permissions.request(entry.sessionId, entry.events, params);
-  }
-
-  readTextFile(params: ReadTextFileRequest) {
-    return this.fsProxy.readTextFile(params);
-  }
-
-  writeTextFile(params: WriteTextFileRequest) {
-    return this.fsProxy.writeTextFile(params);
-  }
-
-  channelExited(channel: AgentChannel, info: ExitInfo | undefined): void {
+  private channelExited(channel: AgentChannel, info: ExitInfo | undefined, sessionIds: string[]): void {
     this.pool.discard(channel);
-    const ids = [...channel.sessionIds];
-    channel.sessionIds.clear();
-    if (!this.shuttingDown && ids.length > 0) {
+    if (!this.shuttingDown && sessionIds.length > 0) {
       this.opts.log.warn(
-        { exitCode: info?.exitCode ?? null, signal: info?.signalCode ?? null, sessions: ids.length },
+        { exitCode: info?.exitCode ?? null, signal: info?.signalCode ?? null, sessions: sessionIds.length },
         'agent channel exited; sessions torn down',
       );
     }
-    for (const sessionId of ids) {
-      const entry = this.byId.get(sessionId);
-      if (!entry || entry.channel !== channel) continue;
-      this.forget(entry);
-      this.permissions.cancelSession(sessionId);
-      entry.events.publish('session_died', {
-        sessionId,
+    for (const sessionId of sessionIds) {
+      const session = this.byId.get(sessionId);
+      if (!session || session.channel !== channel) continue;
+      this.forget(session, 'channel_closed');
+      session.end({
         reason: 'channel_closed',
         exitCode: info?.exitCode ?? null,
         signalCode: info?.signalCode ?? null,
       });
-      entry.events.close();
     }
   }
 
@@ -491,8 +357,7 @@ export class SessionRegistry implements ChannelListener {
 
   /**
    * The graceful drain: refuse new work at once; give running prompts up to
-   * `drainMs` to finish, then cancel them (and give the agent a moment to
-   * answer `cancelled`); then stop everything. Idempotent.
+   * `drainMs` to finish, then cancel them; then stop everything. Idempotent.
    */
   shutdown(drainMs = 0): Promise<void> {
     this.drained ??= this.drain(drainMs);
@@ -501,21 +366,7 @@ export class SessionRegistry implements ChannelListener {
 
   private async drain(drainMs: number): Promise<void> {
     this.draining = true;
-    const busy = () => [...this.byId.values()].filter((e) => e.activePrompts > 0);
-    const promptsSettled = () => Promise.all([...this.byId.values()].map((e) => e.promptQueue));
-    if (busy().length > 0 && drainMs > 0) {
-      this.opts.log.info({ prompts: busy().length, drainMs }, 'draining: waiting for running prompts');
-      await Promise.race([promptsSettled(), delay(drainMs)]);
-    }
-    const left = busy();
-    if (left.length > 0) {
-      this.opts.log.info({ prompts: left.length }, 'draining: cancelling running prompts');
-      for (const entry of left) {
-        this.permissions.cancelSession(entry.sessionId);
-        void entry.channel.notify('session/cancel', { sessionId: entry.sessionId });
-      }
-      await Promise.race([promptsSettled(), delay(CANCEL_GRACE_MS)]);
-    }
+    await drainPrompts(() => this.list(), drainMs, this.opts.log);
     await this.stop();
   }
 
@@ -523,14 +374,15 @@ export class SessionRegistry implements ChannelListener {
   private async stop(): Promise<void> {
     this.shuttingDown = true;
     this.pool.discard();
-    const entries = [...this.byId.values()];
-    for (const ch of this.channels.alive) ch.isDying = true;
+    const sessions = this.list();
+    this.channels.retireAll();
     this.permissions.cancelAll();
-    this.defaultEntry = undefined;
+    this.defaultSession = undefined;
     this.byId.clear();
-    for (const entry of entries) {
-      entry.events.publish('session_died', { sessionId: entry.sessionId, reason: 'daemon_shutdown' });
-      entry.events.close();
+    for (const session of sessions) {
+      this.channels.router.unbind(session.sessionId, session.events);
+      this.opts.store.end(session.sessionId, Date.now(), 'daemon_shutdown');
+      session.end({ reason: 'daemon_shutdown' });
     }
     await Promise.all([
       this.channels.shutdown(),
@@ -541,7 +393,7 @@ export class SessionRegistry implements ChannelListener {
 
   killAllSync(): void {
     this.shuttingDown = true;
-    this.defaultEntry = undefined;
+    this.defaultSession = undefined;
     this.byId.clear();
     this.channels.killAllSync();
   }

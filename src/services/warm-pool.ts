@@ -10,6 +10,7 @@
  */
 import type { FastifyBaseLogger } from 'fastify';
 import type { AgentChannel } from './agent-channel.js';
+import type { AgentRouter } from './agent-router.js';
 import type { EventBus } from './event-bus.js';
 
 export interface WarmSession {
@@ -25,6 +26,8 @@ export interface WarmPoolOptions {
   /** Asks the agent for a fresh session on `channel`. */
   create(channel: AgentChannel): Promise<string>;
   newBus(): EventBus;
+  /** Where the agent's words about a ready session go until someone takes it. */
+  router: AgentRouter;
   /** Whether one more session may exist without passing the session cap. */
   hasRoom(pooled: number): boolean;
 }
@@ -59,17 +62,12 @@ export class WarmPool {
     return warm;
   }
 
-  pendingBus(sessionId: string): EventBus | undefined {
-    return this.ready.find((w) => w.sessionId === sessionId)?.events;
-  }
-
   /** Starts background creations until the pool is full (or the cap is reached). */
   refill(channel: AgentChannel): void {
     this.paused = false;
     while (
       !this.paused &&
-      channel.alive &&
-      !channel.isDying &&
+      channel.usable &&
       this.ready.length + this.creating < this.opts.size &&
       this.opts.hasRoom(this.ready.length + this.creating)
     ) {
@@ -78,8 +76,10 @@ export class WarmPool {
         .create(channel)
         .then(
           (sessionId) => {
-            if (channel.alive && !channel.isDying) {
-              this.ready.push({ sessionId, channel, events: this.opts.newBus() });
+            if (channel.usable) {
+              const events = this.opts.newBus();
+              this.opts.router.bind(sessionId, channel, events, false);
+              this.ready.push({ sessionId, channel, events });
             }
           },
           (err: unknown) => {
@@ -98,6 +98,7 @@ export class WarmPool {
     for (let i = this.ready.length - 1; i >= 0; i--) {
       const warm = this.ready[i];
       if (warm && (channel === undefined || warm.channel === channel)) {
+        this.opts.router.unbind(warm.sessionId, warm.events);
         warm.events.close();
         this.ready.splice(i, 1);
       }

@@ -1,0 +1,87 @@
+/**
+ * The one place where the agent's calls to acpd land, and the one table that
+ * says which bus a session id's events go to.
+ *
+ * A session is routed from the moment the agent may speak about it: a warm
+ * session as soon as the agent created it, a restore before `session/load`
+ * is sent (its history replay arrives before the answer), a live session for
+ * its whole life. Only live sessions may ask for permission; for the others
+ * nobody could answer, so the request is answered `cancelled` at once.
+ */
+import type {
+  ReadTextFileRequest,
+  ReadTextFileResponse,
+  RequestPermissionRequest,
+  RequestPermissionResponse,
+  SessionNotification,
+  WriteTextFileRequest,
+  WriteTextFileResponse,
+} from '@agentclientprotocol/sdk';
+import type { AgentChannel, ClientHandlers } from './agent-channel.js';
+import type { EventBus } from './event-bus.js';
+import type { FsProxy } from './fs-proxy.js';
+import type { PermissionBroker } from './permissions.js';
+
+const CANCELLED: RequestPermissionResponse = { outcome: { outcome: 'cancelled' } };
+
+interface Route {
+  channel: AgentChannel;
+  events: EventBus;
+  /** A registered session that clients can see and answer for. */
+  live: boolean;
+}
+
+export class AgentRouter implements ClientHandlers {
+  private readonly routes = new Map<string, Route>();
+
+  constructor(
+    readonly permissions: PermissionBroker,
+    private readonly fs: FsProxy,
+  ) {}
+
+  /** Sends what the agent says about `sessionId` on `channel` to `events` (replacing any earlier route). */
+  bind(sessionId: string, channel: AgentChannel, events: EventBus, live: boolean): void {
+    this.routes.set(sessionId, { channel, events, live });
+  }
+
+  /** Drops the route of `sessionId`, if it still goes to `events`. */
+  unbind(sessionId: string, events: EventBus): void {
+    if (this.routes.get(sessionId)?.events === events) this.routes.delete(sessionId);
+  }
+
+  busFor(sessionId: string): EventBus | undefined {
+    return this.routes.get(sessionId)?.events;
+  }
+
+  /** The live sessions routed to `channel`. */
+  liveOn(channel: AgentChannel): string[] {
+    const ids: string[] = [];
+    for (const [id, route] of this.routes) if (route.channel === channel && route.live) ids.push(id);
+    return ids;
+  }
+
+  /** Drops every route to `channel` (it is gone). */
+  dropChannel(channel: AgentChannel): void {
+    for (const [id, route] of this.routes) if (route.channel === channel) this.routes.delete(id);
+  }
+
+  // ---- what the agent calls ---------------------------------------------
+
+  sessionUpdate(params: SessionNotification): void {
+    this.routes.get(params.sessionId)?.events.publish('session_update', params);
+  }
+
+  requestPermission(params: RequestPermissionRequest): Promise<RequestPermissionResponse> {
+    const route = this.routes.get(params.sessionId);
+    if (!route?.live) return Promise.resolve(CANCELLED);
+    return this.permissions.request(params.sessionId, route.events, params);
+  }
+
+  readTextFile(params: ReadTextFileRequest): Promise<ReadTextFileResponse> {
+    return this.fs.readTextFile(params);
+  }
+
+  writeTextFile(params: WriteTextFileRequest): Promise<WriteTextFileResponse> {
+    return this.fs.writeTextFile(params);
+  }
+}

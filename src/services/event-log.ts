@@ -1,0 +1,109 @@
+/**
+ * Where a session's numbered events are kept for replay (`Last-Event-ID`).
+ *
+ * The bus numbers and fans out events; the log only stores them and hands
+ * back what follows a cursor. Today's log is the in-memory ring below,
+ * bounded by count and by bytes. A durable log (a file, SQLite, Redis)
+ * implements the same interface and keeps its `epoch` across restarts, so a
+ * client's cursor from before a restart still means the same events.
+ */
+import { randomUUID } from 'node:crypto';
+import type { BusEvent } from './event-bus.js';
+
+export interface EventLog {
+  /**
+   * Names this log's sequence of ids. A cursor from another epoch does not
+   * point into this log (a new log after a restart of a memory-only daemon).
+   */
+  readonly epoch: string;
+  /** The id the next appended event must carry: ids are dense, from 1. */
+  readonly nextId: number;
+  /** How many events and how many frame bytes the log holds now. */
+  readonly size: number;
+  readonly bytes: number;
+  /**
+   * Stores `event` (whose id is `nextId`) and returns how many of the oldest
+   * events the log's bounds pushed out to make room for it.
+   */
+  append(event: BusEvent): number;
+  /** The stored events with an id greater than `cursor`, oldest first. */
+  after(cursor: number): Iterable<BusEvent>;
+}
+
+export interface MemoryLogBounds {
+  /** At most this many events (0 keeps none). */
+  maxEvents: number;
+  /** At most this many frame bytes, the newest event always kept (0 = count only). */
+  maxBytes: number;
+}
+
+/** A fixed-capacity circular buffer of events, oldest first, bounded by count and by bytes. */
+export class MemoryEventLog implements EventLog {
+  readonly epoch = randomUUID();
+  private readonly slots: (BusEvent | undefined)[];
+  private start = 0;
+  private count = 0;
+  private heldBytes = 0;
+  private next = 1;
+
+  constructor(private readonly bounds: MemoryLogBounds) {
+    this.slots = new Array<BusEvent | undefined>(bounds.maxEvents);
+  }
+
+  get nextId(): number {
+    return this.next;
+  }
+
+  get size(): number {
+    return this.count;
+  }
+
+  get bytes(): number {
+    return this.heldBytes;
+  }
+
+  /**
+   * One event out when the count is full, then as many as it takes to get
+   * back within the byte budget; the newest event always stays, even alone
+   * over budget.
+   */
+  append(event: BusEvent): number {
+    this.next++;
+    const capacity = this.bounds.maxEvents;
+    if (capacity === 0) return 0;
+    let evicted = 0;
+    if (this.count === capacity) {
+      this.shift();
+      evicted++;
+    }
+    this.slots[(this.start + this.count) % capacity] = event;
+    this.count++;
+    this.heldBytes += event.bytes;
+    if (this.bounds.maxBytes > 0) {
+      while (this.heldBytes > this.bounds.maxBytes && this.count > 1) {
+        this.shift();
+        evicted++;
+      }
+    }
+    return evicted;
+  }
+
+  *after(cursor: number): Generator<BusEvent> {
+    if (this.count === 0) return;
+    const firstId = this.at(0).envelope.id ?? 0;
+    const skip = Math.max(0, Math.min(this.count, cursor - firstId + 1));
+    for (let i = skip; i < this.count; i++) yield this.at(i);
+  }
+
+  private at(i: number): BusEvent {
+    return this.slots[(this.start + i) % this.bounds.maxEvents] as BusEvent;
+  }
+
+  private shift(): void {
+    const oldest = this.at(0);
+    this.slots[this.start] = undefined;
+    this.start = (this.start + 1) % this.bounds.maxEvents;
+    this.count--;
+    this.heldBytes -= oldest.bytes;
+  }
+}
