@@ -15,8 +15,7 @@ import underPressure from '@fastify/under-pressure';
 import type { FastifyInstance } from 'fastify';
 import type { Config } from '../config.js';
 import { OverloadedError } from '../errors.js';
-import { resolveCommand } from '../services/agent-command.js';
-import { embeddedAgentArgv } from './channel-supervisor.js';
+import { agentSpawnArgv, resolveCommand } from '../services/agent-command.js';
 
 /** How often under-pressure samples the event loop and memory. */
 const SAMPLE_INTERVAL_MS = 1000;
@@ -81,8 +80,7 @@ async function probes(app: FastifyInstance, opts: { config: Config }) {
     },
   });
 
-  const argv = config.agent ?? embeddedAgentArgv(config.dataDir);
-  const agentCommand = argv[0] ?? '';
+  const agentCommand = agentSpawnArgv(config)[0] ?? '';
   const lookup = { cwd: config.workspace, pathVariable: config.agentEnv.PATH };
   const agentFound = async (): Promise<boolean> => (await resolveCommand(agentCommand, lookup)) !== undefined;
 
