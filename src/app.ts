@@ -22,6 +22,7 @@ import requestLog, {
   type LogOutput,
 } from './plugins/request-log.js';
 import restoreCoordinator from './plugins/restore-coordinator.js';
+import routePolicy from './plugins/route-policy.js';
 import security from './plugins/security.js';
 import sessionRegistry from './plugins/session-registry.js';
 import eventRoutes from './routes/events.js';
@@ -163,6 +164,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     reply.code(404).send({ error: `Route ${req.method} ${req.url.split('?')[0]} not found` });
   });
 
+  // Every route declares its policy, which the plugins below read; ready() checks that none is missing.
+  await app.register(routePolicy);
   await app.register(requestLog);
   // Before the guards: a connection over the cap gets its 503 whoever sends it.
   await app.register(connections, { config });

@@ -4,11 +4,10 @@
  * services/channel-supervisor.ts). On close it kills every agent and waits
  * for the exits, so no child outlives the app.
  */
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import fp from 'fastify-plugin';
 import type { FastifyInstance } from 'fastify';
 import type { Config } from '../config.js';
+import { agentSpawnArgv } from '../services/agent-command.js';
 import { ChannelSupervisor } from '../services/channel-supervisor.js';
 import { FsProxy } from '../services/fs-proxy.js';
 import { DEFAULT_MAX_PENDING_PER_SESSION, PermissionBroker } from '../services/permissions.js';
@@ -19,16 +18,10 @@ declare module 'fastify' {
   }
 }
 
-/** The embedded agent shipped with acpd, run with the same Node. */
-export function embeddedAgentArgv(dataDir: string): string[] {
-  const entry = fileURLToPath(new URL('../agent/main.js', import.meta.url));
-  return [process.execPath, entry, '--data-dir', path.join(dataDir, 'sessions')];
-}
-
 async function channelSupervisor(app: FastifyInstance, opts: { config: Config }) {
   const { config } = opts;
   const supervisor = new ChannelSupervisor({
-    argv: config.agent ?? embeddedAgentArgv(config.dataDir),
+    argv: agentSpawnArgv(config),
     cwd: config.workspace,
     env: config.agentEnv,
     initTimeoutMs: config.initTimeoutMs,

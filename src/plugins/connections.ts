@@ -20,10 +20,11 @@
  * first makes room by closing idle keep-alive connections (never one with a
  * response in progress, so streams and running prompts stay). If that is not
  * enough it is still let in, up to a hard ceiling above the cap, so it can get
- * an HTTP answer instead of a reset: the probes answer as usual, anything else
- * gets 503 `connection_limit` with Retry-After, and either way the connection
- * is closed after that response. Past the ceiling Node closes new connections
- * at once (server.maxConnections), before any byte is read.
+ * an HTTP answer instead of a reset: the probes (routes whose policy says so)
+ * answer as usual, anything else gets 503 `connection_limit` with
+ * Retry-After, and either way the connection is closed after that response.
+ * Past the ceiling Node closes new connections at once (server.maxConnections),
+ * before any byte is read.
  */
 import type { ServerOptions } from 'node:http';
 import type { Socket } from 'node:net';
@@ -31,9 +32,7 @@ import fp from 'fastify-plugin';
 import type { FastifyInstance } from 'fastify';
 import type { Config } from '../config.js';
 import { ConnectionLimitError } from '../errors.js';
-
-/** Routes that answer on a connection over the cap: an orchestrator must still see the daemon alive. */
-export const PROBE_ROUTES: ReadonlySet<string> = new Set(['/health', '/livez', '/readyz']);
+import { policyOf } from './route-policy.js';
 
 /**
  * Whole-request deadline (head and body). Node's own default, which Fastify
@@ -104,10 +103,12 @@ async function connections(app: FastifyInstance, opts: { config: Config }) {
 
   // Before the guards of the security plugin: a connection over the cap is
   // answered the same with or without credentials, and its body is not read.
+  // The request is routed by now, so its policy says whether it is a probe
+  // (an orchestrator must still see the daemon alive).
   app.addHook('onRequest', async (req, reply) => {
     if (!overCap.has(req.raw.socket)) return;
     reply.header('connection', 'close');
-    if (PROBE_ROUTES.has(req.routeOptions.url ?? '')) return;
+    if (policyOf(req).probe) return;
     throw new ConnectionLimitError(cap);
   });
 }

@@ -13,6 +13,7 @@
 import fp from 'fastify-plugin';
 import type { FastifyInstance } from 'fastify';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { policyOf } from './route-policy.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -21,7 +22,6 @@ declare module 'fastify' {
   }
 }
 
-export const PROMPT_ROUTE = '/session/:id/prompt';
 /** The `route` label of a request that matched no route (a 404). */
 export const UNMATCHED_ROUTE = '(unmatched)';
 
@@ -164,7 +164,7 @@ async function metrics(app: FastifyInstance) {
     const seconds = reply.elapsedTime / 1000;
     const status = String(reply.statusCode);
     httpDuration.observe({ method: req.method, route, status_code: status }, seconds);
-    if (route === PROMPT_ROUTE && req.method === 'POST') promptDuration.observe({ status_code: status }, seconds);
+    if (policyOf(req).promptDuration) promptDuration.observe({ status_code: status }, seconds);
     done();
   });
 

@@ -3,11 +3,16 @@
  * (so it cannot drift from what the routes validate and serialize), served
  * as JSON at /docs/json and as Swagger UI at /docs. Must be registered
  * before the routes: swagger collects them in onRoute.
+ *
+ * The docs routes are reads (plugins/route-policy.ts). @fastify/swagger-ui
+ * takes no route config, so they get that policy from an onRoute hook of a
+ * context that holds only them.
  */
 import fp from 'fastify-plugin';
 import fastifySwagger from '@fastify/swagger';
 import fastifySwaggerUi from '@fastify/swagger-ui';
 import type { FastifyInstance, FastifySchema, RouteOptions } from 'fastify';
+import { policies } from './route-policy.js';
 
 export const DOCS_PREFIX = '/docs';
 
@@ -73,7 +78,12 @@ async function openapi(app: FastifyInstance) {
     },
     transform: documentRoute,
   });
-  await app.register(fastifySwaggerUi, { routePrefix: DOCS_PREFIX });
+  await app.register(async (docs) => {
+    docs.addHook('onRoute', (route) => {
+      route.config = { ...route.config, policy: policies.read };
+    });
+    await docs.register(fastifySwaggerUi, { routePrefix: DOCS_PREFIX });
+  });
 }
 
 export default fp(openapi, { name: 'openapi', fastify: '5.x' });

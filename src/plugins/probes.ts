@@ -2,7 +2,8 @@
  * Readiness for orchestrators, and load shedding through
  * @fastify/under-pressure: when the event loop lags or memory is past its
  * threshold, requests get 503 + Retry-After (our envelope, code `overloaded`)
- * — except the probes and /metrics, which must keep answering exactly then.
+ * — except on routes whose policy says not to shed them (the probes and
+ * /metrics, which must keep answering exactly then).
  *
  * Ready means: the config was valid (or there would be no app), the listener
  * is up, the agent command resolves to an executable, the daemon is not
@@ -15,8 +16,8 @@ import underPressure from '@fastify/under-pressure';
 import type { FastifyInstance } from 'fastify';
 import type { Config } from '../config.js';
 import { OverloadedError } from '../errors.js';
-import { resolveCommand } from '../services/agent-command.js';
-import { embeddedAgentArgv } from './channel-supervisor.js';
+import { agentSpawnArgv, resolveCommand } from '../services/agent-command.js';
+import { policyOf } from './route-policy.js';
 
 /** How often under-pressure samples the event loop and memory. */
 const SAMPLE_INTERVAL_MS = 1000;
@@ -27,9 +28,6 @@ const SAMPLE_INTERVAL_MS = 1000;
  * after ready on.
  */
 const WARM_UP_MS = 2 * SAMPLE_INTERVAL_MS;
-
-/** Routes that are never shed. */
-export const UNSHED_ROUTES: ReadonlySet<string> = new Set(['/health', '/livez', '/readyz', '/metrics']);
 
 export interface ReadinessChecks {
   config: 'ok';
@@ -75,14 +73,13 @@ async function probes(app: FastifyInstance, opts: { config: Config }) {
     // comes from the error like every other 503.
     pressureHandler: async (req, _reply, type) => {
       if (warmingUp()) return;
-      if (req.routeOptions.url !== undefined && UNSHED_ROUTES.has(req.routeOptions.url)) return;
+      if (!policyOf(req).shed) return;
       req.log.warn({ pressure: type }, 'shedding load');
       throw new OverloadedError(type);
     },
   });
 
-  const argv = config.agent ?? embeddedAgentArgv(config.dataDir);
-  const agentCommand = argv[0] ?? '';
+  const agentCommand = agentSpawnArgv(config)[0] ?? '';
   const lookup = { cwd: config.workspace, pathVariable: config.agentEnv.PATH };
   const agentFound = async (): Promise<boolean> => (await resolveCommand(agentCommand, lookup)) !== undefined;
 

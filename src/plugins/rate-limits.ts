@@ -1,32 +1,22 @@
 /**
  * Opt-in rate limits (@fastify/rate-limit, `global: false`), per client
- * address, in three budgets that each route draws from as it is registered:
- *  - prompts:   POST /session/:id/prompt
- *  - mutations: every other POST
- *  - reads:     every GET, except the probes and /metrics
- * One limiter per budget, so the budget is shared by all of its routes. A
- * spent budget answers 429 with our envelope (`code: 'rate_limited'`) and
- * Retry-After. Must be registered before the routes (it works in onRoute).
+ * address, in three budgets (prompts, mutations, reads). Each route names the
+ * budget it draws from in its policy (plugins/route-policy.ts); the probes
+ * and /metrics draw from none. One limiter per budget, so the budget is
+ * shared by all of its routes. A spent budget answers 429 with our envelope
+ * (`code: 'rate_limited'`) and Retry-After. Must be registered before the
+ * routes (it works in onRoute).
  */
 import fp from 'fastify-plugin';
 import rateLimit from '@fastify/rate-limit';
-import type { FastifyInstance, onRequestHookHandler, RouteOptions } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from 'fastify';
 import type { Config } from '../config.js';
 import { RateLimitedError } from '../errors.js';
-
-const BUDGETS = ['prompts', 'mutations', 'reads'] as const;
-export type Budget = (typeof BUDGETS)[number];
+import { BUDGETS, policyOf, type Budget } from './route-policy.js';
 
 const WINDOW_MS = 60_000;
-const PROMPT_ROUTE = '/session/:id/prompt';
-/** GET routes no budget applies to: orchestrators and scrapers poll them. */
-export const UNLIMITED_READS: ReadonlySet<string> = new Set(['/health', '/livez', '/readyz', '/metrics']);
 
-export function budgetOf(method: string, url: string): Budget | undefined {
-  if (method === 'POST') return url === PROMPT_ROUTE ? 'prompts' : 'mutations';
-  if (method === 'GET' || method === 'HEAD') return UNLIMITED_READS.has(url) ? undefined : 'reads';
-  return undefined;
-}
+type Limiter = ReturnType<FastifyInstance['rateLimit']>;
 
 function asArray<T>(value: T | T[] | undefined): T[] {
   if (value === undefined) return [];
@@ -44,7 +34,7 @@ async function rateLimits(app: FastifyInstance, opts: { config: Config }) {
 
   await app.register(rateLimit, { global: false });
 
-  const limiters = new Map<Budget, onRequestHookHandler>();
+  const limiters = new Map<Budget, Limiter>();
   for (const budget of BUDGETS) {
     const max = perMinute[budget];
     if (max === 0) continue;
@@ -59,14 +49,21 @@ async function rateLimits(app: FastifyInstance, opts: { config: Config }) {
     );
   }
 
+  /**
+   * The limiter of the request's budget, if that budget is limited. Looked up
+   * per request rather than when the route is added: the docs routes get
+   * their policy from a hook that runs after this plugin's.
+   */
+  async function limit(this: FastifyInstance, req: FastifyRequest, reply: FastifyReply): Promise<void> {
+    const { budget } = policyOf(req);
+    const limiter = budget === 'none' ? undefined : limiters.get(budget);
+    if (limiter !== undefined) await limiter.call(this, req, reply);
+  }
+
+  // A route-level hook, so it runs after every global onRequest hook (the
+  // guards, load shedding): a refused request never spends a budget.
   app.addHook('onRoute', (route: RouteOptions) => {
-    for (const method of asArray(route.method)) {
-      const budget = budgetOf(method, route.url);
-      const limiter = budget === undefined ? undefined : limiters.get(budget);
-      if (limiter === undefined) continue;
-      route.onRequest = [...asArray(route.onRequest), limiter];
-      return;
-    }
+    route.onRequest = [...asArray(route.onRequest), limit];
   });
 }
 

@@ -4,16 +4,15 @@
  *  2. on loopback binds, a Host allowlist against DNS rebinding;
  *  3. the bearer token, when one is configured: @fastify/bearer-auth's
  *     constant-time check, behind a guard that keeps the contract's exact
- *     parsing (below). Loopback probes are exempt unless --require-auth.
+ *     parsing (below). On loopback binds, routes whose policy marks them as
+ *     probes are exempt unless --require-auth.
  */
 import type { AddressInfo } from 'node:net';
 import fp from 'fastify-plugin';
 import fastifyBearerAuth from '@fastify/bearer-auth';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Config } from '../config.js';
-
-/** Probes an orchestrator calls without credentials on a loopback bind (unless --require-auth). */
-const PUBLIC_PROBES = new Set(['/health', '/livez', '/readyz']);
+import { policyOf } from './route-policy.js';
 
 const UNAUTHORIZED = { error: 'Unauthorized' };
 
@@ -87,10 +86,9 @@ async function security(app: FastifyInstance, opts: { config: Config }) {
       return reply.code(403).send({ error: 'Invalid Host header' });
     }
     if (checkToken === undefined) return;
-    // HEAD rides on the GET route (as Express's app.get does), so probes that
-    // only want the status line are exempt too.
-    const probe = req.method === 'GET' || req.method === 'HEAD';
-    if (probesArePublic && probe && PUBLIC_PROBES.has(req.routeOptions.url ?? '')) return;
+    // A probe's HEAD twin shares its GET route's policy (as Express's app.get
+    // answers HEAD), so probes that only want the status line are exempt too.
+    if (probesArePublic && policyOf(req).probe) return;
     // Only the Authorization header counts: a token in the query string
     // (?token=, ?access_token=) is never looked at, so it cannot end up in
     // URLs, logs or browser history as a working credential.

@@ -21,6 +21,7 @@
 import { once } from 'node:events';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyBaseLogger } from 'fastify';
+import { policies } from '../plugins/route-policy.js';
 import { sessionEvents } from '../schemas/sessions.js';
 
 export const SSE_RETRY_MS = 3000;
@@ -56,7 +57,10 @@ function streamErrorFrame(message: string): string {
 const eventRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.head(
     '/session/:id/events',
-    { schema: { ...sessionEvents, summary: 'The headers GET would answer with, without subscribing' } },
+    {
+      schema: { ...sessionEvents, summary: 'The headers GET would answer with, without subscribing' },
+      config: { policy: policies.read },
+    },
     async (req, reply) => {
       // Throws SessionNotFoundError (404) exactly as subscribing would.
       app.sessions.require(req.params.id);
@@ -68,7 +72,7 @@ const eventRoutes: FastifyPluginAsyncTypebox = async (app) => {
   // Fastify's automatic HEAD twin of this route would run the handler below and subscribe.
   app.get(
     '/session/:id/events',
-    { schema: sessionEvents, sse: 'manual', exposeHeadRoute: false },
+    { schema: sessionEvents, config: { policy: policies.read }, sse: 'manual', exposeHeadRoute: false },
     async (req, reply) => {
       const sessionId = req.params.id;
       const lastEventId = parseLastEventId(req.headers['last-event-id'], req.log);

@@ -1,5 +1,6 @@
 /** GET /health and GET /capabilities. */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { policies } from '../plugins/route-policy.js';
 import { capabilities, health } from '../schemas/meta.js';
 
 /** Advertised features, in the contract's order; only what this build serves. */
@@ -27,7 +28,7 @@ function isDeep(query: Record<string, unknown>): boolean {
 }
 
 const metaRoutes: FastifyPluginAsyncTypebox = async (app) => {
-  app.get('/health', { schema: health }, async (req, reply) => {
+  app.get('/health', { schema: health, config: { policy: policies.probe } }, async (req, reply) => {
     if (!isDeep(req.query)) return { status: 'ok' };
     try {
       return {
@@ -41,7 +42,7 @@ const metaRoutes: FastifyPluginAsyncTypebox = async (app) => {
     }
   });
 
-  app.get('/capabilities', { schema: capabilities }, async () => ({
+  app.get('/capabilities', { schema: capabilities, config: { policy: policies.read } }, async () => ({
     v: 1 as const,
     protocolVersions: { current: PROTOCOL_VERSIONS.current, supported: [...PROTOCOL_VERSIONS.supported] },
     mode: 'http-bridge' as const,

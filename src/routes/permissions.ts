@@ -1,10 +1,11 @@
 /** POST /permission/:requestId — first responder wins. */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { PermissionNotFoundError } from '../errors.js';
+import { policies } from '../plugins/route-policy.js';
 import { vote } from '../schemas/permissions.js';
 
 const permissionRoutes: FastifyPluginAsyncTypebox = async (app) => {
-  app.post('/permission/:requestId', { schema: vote }, async (req) => {
+  app.post('/permission/:requestId', { schema: vote, config: { policy: policies.mutation } }, async (req) => {
     const { requestId } = req.params;
     if (!app.sessions.respondToPermission(requestId, req.body)) throw new PermissionNotFoundError(requestId);
     return {};

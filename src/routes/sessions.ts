@@ -6,6 +6,7 @@ import path from 'node:path';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { PromptAbortedError, WorkspaceMismatchError, type RestoreAction } from '../errors.js';
+import { policies } from '../plugins/route-policy.js';
 import {
   cancelSession,
   createSession,
@@ -39,7 +40,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox = async (app) => {
     return true;
   }
 
-  app.post('/session', { schema: createSession }, async (req, reply) => {
+  app.post('/session', { schema: createSession, config: { policy: policies.mutation } }, async (req, reply) => {
     const body = req.body;
     const handle = await sessions.spawnOrAttach({
       workspaceCwd: body.cwd,
@@ -51,14 +52,18 @@ const sessionRoutes: FastifyPluginAsyncTypebox = async (app) => {
   });
 
   for (const action of ['load', 'resume'] as const satisfies readonly RestoreAction[]) {
-    app.post(`/session/:id/${action}`, { schema: restoreSession }, async (req, reply) => {
-      const result = await app.restores.restore(action, req.params.id, req.body.cwd);
-      if (await reapIfGone(req, reply, result.sessionId, result.attached)) return reply;
-      return result;
-    });
+    app.post(
+      `/session/:id/${action}`,
+      { schema: restoreSession, config: { policy: policies.mutation } },
+      async (req, reply) => {
+        const result = await app.restores.restore(action, req.params.id, req.body.cwd);
+        if (await reapIfGone(req, reply, result.sessionId, result.attached)) return reply;
+        return result;
+      },
+    );
   }
 
-  app.get('/workspace/:id/sessions', { schema: listSessions }, async (req) => {
+  app.get('/workspace/:id/sessions', { schema: listSessions, config: { policy: policies.read } }, async (req) => {
     const requested = req.params.id;
     const key = requested === sessions.workspace ? requested : canonicalizeWorkspace(path.resolve(requested));
     if (key !== sessions.workspace) {
@@ -71,31 +76,39 @@ const sessionRoutes: FastifyPluginAsyncTypebox = async (app) => {
     return { sessions: sessions.list().map((s) => ({ sessionId: s.sessionId, workspaceCwd: s.workspaceCwd })) };
   });
 
-  app.post('/session/:id/prompt', { schema: promptSession }, async (req, reply) => {
-    const ac = new AbortController();
-    const onClose = () => {
-      if (!reply.raw.writableEnded) ac.abort();
-    };
-    reply.raw.once('close', onClose);
-    try {
-      return await sessions.sendPrompt(req.params.id, req.body, ac.signal);
-    } catch (err) {
-      if (err instanceof PromptAbortedError && ac.signal.aborted) {
-        reply.hijack();
-        return reply;
+  app.post(
+    '/session/:id/prompt',
+    { schema: promptSession, config: { policy: policies.prompt } },
+    async (req, reply) => {
+      const ac = new AbortController();
+      const onClose = () => {
+        if (!reply.raw.writableEnded) ac.abort();
+      };
+      reply.raw.once('close', onClose);
+      try {
+        return await sessions.sendPrompt(req.params.id, req.body, ac.signal);
+      } catch (err) {
+        if (err instanceof PromptAbortedError && ac.signal.aborted) {
+          reply.hijack();
+          return reply;
+        }
+        throw err;
+      } finally {
+        reply.raw.off('close', onClose);
       }
-      throw err;
-    } finally {
-      reply.raw.off('close', onClose);
-    }
-  });
+    },
+  );
 
-  app.post('/session/:id/cancel', { schema: cancelSession }, async (req, reply) => {
-    await sessions.cancel(req.params.id, req.body);
-    return reply.code(204).send(null);
-  });
+  app.post(
+    '/session/:id/cancel',
+    { schema: cancelSession, config: { policy: policies.mutation } },
+    async (req, reply) => {
+      await sessions.cancel(req.params.id, req.body);
+      return reply.code(204).send(null);
+    },
+  );
 
-  app.post('/session/:id/model', { schema: setModel }, async (req) => {
+  app.post('/session/:id/model', { schema: setModel, config: { policy: policies.mutation } }, async (req) => {
     return sessions.setSessionModel(req.params.id, req.body);
   });
 };

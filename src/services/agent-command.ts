@@ -1,11 +1,28 @@
 /**
- * Whether the agent command can be started: argv[0] must name an executable
- * regular file, either as a path (relative ones against the agent's cwd) or
- * as a bare name found on the agent's PATH — the same lookup spawn() does.
+ * The agent command: the argv every agent process is spawned with (built
+ * here only, for the channel supervisor and the readiness probe alike), and
+ * whether it can be started: argv[0] must name an executable regular file,
+ * either as a path (relative ones against the agent's cwd) or as a bare name
+ * found on the agent's PATH — the same lookup spawn() does.
  */
 import { constants } from 'node:fs';
 import { access, stat } from 'node:fs/promises';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export interface AgentSetting {
+  /** The configured argv (--agent), or undefined for the embedded agent. */
+  agent: readonly string[] | undefined;
+  /** Where the embedded agent keeps its sessions, under `sessions/`. */
+  dataDir: string;
+}
+
+/** The argv of the agent: the configured one, else the embedded agent shipped with acpd, run with this Node. */
+export function agentSpawnArgv(setting: AgentSetting): string[] {
+  if (setting.agent !== undefined) return [...setting.agent];
+  const entry = fileURLToPath(new URL('../agent/main.js', import.meta.url));
+  return [process.execPath, entry, '--data-dir', path.join(setting.dataDir, 'sessions')];
+}
 
 export interface CommandLookup {
   /** The agent's working directory. */
