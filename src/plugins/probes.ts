@@ -16,7 +16,7 @@ import underPressure from '@fastify/under-pressure';
 import type { FastifyInstance } from 'fastify';
 import type { Config } from '../config.js';
 import { OverloadedError } from '../errors.js';
-import { agentSpawnArgv, resolveCommand } from '../services/agent-command.js';
+import { resolveCommand } from '../services/agent-command.js';
 import { policyOf } from './route-policy.js';
 
 /** How often under-pressure samples the event loop and memory. */
@@ -79,7 +79,7 @@ async function probes(app: FastifyInstance, opts: { config: Config }) {
     },
   });
 
-  const agentCommand = agentSpawnArgv(config)[0] ?? '';
+  const agentCommand = app.channels.argv[0] ?? '';
   const lookup = { cwd: config.workspace, pathVariable: config.agentEnv.PATH };
   const agentFound = async (): Promise<boolean> => (await resolveCommand(agentCommand, lookup)) !== undefined;
 

@@ -64,6 +64,11 @@ export class ChannelSupervisor {
     this.router = new AgentRouter(opts.permissions, opts.fs);
   }
 
+  /** The agent command every channel runs. */
+  get argv(): readonly string[] {
+    return this.opts.argv;
+  }
+
   onExit(listener: ExitListener): void {
     this.exitListeners.push(listener);
   }
