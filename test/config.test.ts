@@ -9,6 +9,7 @@ import t from 'tap';
 import {
   ConfigError,
   ConfigSchema,
+  fieldFor,
   flagFor,
   formatListenUrl,
   isLoopbackHost,
@@ -17,6 +18,8 @@ import {
   splitCommand,
   usage,
   type Config,
+  type FieldOf,
+  type SettingName,
 } from '../src/config.js';
 
 const REFUSAL_TAIL =
@@ -81,6 +84,50 @@ t.test('defaults', async (t) => {
   });
   t.equal(config.token, undefined);
   t.equal(config.agent, undefined);
+});
+
+// Adding a setting takes one edit, its schema entry: its Config field follows
+// from its name. Checked in types (the line below fails to compile if Config
+// and the schema drift apart) and at run time.
+type ExpectedField = Exclude<FieldOf<SettingName>, 'tokenFile'> | 'listenHost' | 'isLoopback' | 'agentEnv';
+const configMatchesSchema: [keyof Config] extends [ExpectedField]
+  ? [ExpectedField] extends [keyof Config]
+    ? true
+    : false
+  : false = true;
+
+t.test('every setting of the schema reaches Config under its derived name, with its default', async (t) => {
+  t.ok(configMatchesSchema);
+  t.equal(fieldFor('ACPD_PORT'), 'port');
+  t.equal(fieldFor('ACPD_MAX_EVENT_LOOP_DELAY_MS'), 'maxEventLoopDelayMs');
+  t.equal(fieldFor('ACPD_SSE_HEARTBEAT_MS'), 'sseHeartbeatMs');
+
+  const config: Record<string, unknown> = { ...load() };
+  const names = Object.keys(ConfigSchema.properties).filter(
+    (key): key is SettingName => key in ConfigSchema.properties,
+  );
+  // The settings whose default is converted on its way into Config.
+  const converted: Partial<Record<SettingName, unknown>> = { ACPD_TRUST_PROXY: false };
+  const expectedKeys = ['listenHost', 'isLoopback', 'agentEnv'];
+  for (const name of names) {
+    const field = fieldFor(name);
+    // The token file is only a source of the token.
+    if (name === 'ACPD_TOKEN_FILE') {
+      t.notOk(field in config, name);
+      continue;
+    }
+    expectedKeys.push(field);
+    t.ok(field in config, `${name} → ${field}`);
+    const fallback: unknown = ConfigSchema.properties[name].default;
+    if (fallback !== undefined) {
+      t.equal(
+        config[field],
+        name in converted ? converted[name] : fallback,
+        `${field} defaults to the schema's default`,
+      );
+    }
+  }
+  t.same(Object.keys(config).sort(), expectedKeys.sort(), 'and Config has no field beyond them');
 });
 
 t.test('every setting has an environment twin', async (t) => {

@@ -1,0 +1,199 @@
+// The one schema behind every setting. A setting is declared here once: its
+// environment variable is the key, its flag (`--max-sessions`) and its Config
+// field (`maxSessions`) follow from that name (see names.ts), and its
+// description and default make up its --help entry.
+import { KindGuard, Type, type Static } from '@sinclair/typebox';
+import { DEFAULT_MAX_QUEUED_BYTES, DEFAULT_RING_BYTES } from '../services/event-bus.js';
+
+export const DEFAULT_PORT = 4170;
+export const DEFAULT_HOSTNAME = '127.0.0.1';
+const DEFAULT_MAX_SESSIONS = 20;
+const DEFAULT_MAX_CONNECTIONS = 256;
+const DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024;
+const DEFAULT_MAX_BODY_DEPTH = 64;
+// setTimeout silently turns longer delays into 1 ms, so no timer setting may
+// go beyond this.
+const MAX_TIMER_MS = 2_147_483_647;
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+export const ConfigSchema = Type.Object({
+  ACPD_PORT: Type.Integer({
+    minimum: 0,
+    maximum: 65535,
+    default: DEFAULT_PORT,
+    description: 'TCP port to listen on; 0 lets the OS pick a free one.',
+  }),
+  ACPD_HOSTNAME: Type.String({
+    minLength: 1,
+    default: DEFAULT_HOSTNAME,
+    description: 'Interface to bind. Any value other than 127.0.0.1, localhost, ::1 or [::1] requires a token.',
+  }),
+  ACPD_TOKEN: Type.Optional(
+    Type.String({
+      description:
+        'Bearer token clients must send. Prefer --token-file; a flag shows up in ps. Not together with --token-file.',
+    }),
+  ),
+  ACPD_WORKSPACE: Type.Optional(
+    Type.String({
+      description: 'Absolute path of the directory this daemon serves (default: the current directory).',
+    }),
+  ),
+  ACPD_MAX_SESSIONS: Type.Integer({
+    minimum: 0,
+    default: DEFAULT_MAX_SESSIONS,
+    description: 'Cap on live sessions (spawned or restored; attaches are free). 0 = unlimited.',
+  }),
+  ACPD_MAX_CONNECTIONS: Type.Integer({
+    minimum: 0,
+    default: DEFAULT_MAX_CONNECTIONS,
+    description: 'Cap on open TCP connections to the listener. 0 = unlimited.',
+  }),
+  ACPD_AGENT: Type.Optional(
+    Type.String({
+      description:
+        'ACP agent command, e.g. "qwen --acp". Split into argv with shell-like quotes but never run through a shell (default: the embedded agent).',
+    }),
+  ),
+  ACPD_DATA_DIR: Type.Optional(
+    Type.String({
+      minLength: 1,
+      description: 'Where the embedded agent keeps its sessions (default: <workspace>/.acpd).',
+    }),
+  ),
+  ACPD_INIT_TIMEOUT_MS: Type.Integer({
+    minimum: 1,
+    maximum: MAX_TIMER_MS,
+    default: 10_000,
+    description: 'Deadline for the agent to answer initialize, session/new, load, resume and set_model.',
+  }),
+  ACPD_PERMISSION_TIMEOUT_MS: Type.Integer({
+    minimum: 0,
+    maximum: MAX_TIMER_MS,
+    default: 300_000,
+    description: 'How long a permission request waits for a vote before it is cancelled. 0 = wait forever.',
+  }),
+  ACPD_KILL_GRACE_MS: Type.Integer({
+    minimum: 0,
+    maximum: MAX_TIMER_MS,
+    default: 5_000,
+    description: 'Time between SIGTERM and SIGKILL when an agent process is stopped.',
+  }),
+  ACPD_WARM_SESSIONS: Type.Integer({
+    minimum: 0,
+    maximum: 1000,
+    default: 1,
+    description:
+      'Agent sessions kept created ahead of demand once the agent runs, so a create need not wait for it. 0 = off.',
+  }),
+  ACPD_DRAIN_TIMEOUT_MS: Type.Integer({
+    minimum: 0,
+    maximum: MAX_TIMER_MS,
+    default: 10_000,
+    description: 'On SIGTERM, how long running prompts may go on before they are cancelled. 0 = cancel at once.',
+  }),
+  ACPD_LOG_LEVEL: Type.Union(
+    LOG_LEVELS.map((level) => Type.Literal(level)),
+    { default: 'info', description: `Log level: ${LOG_LEVELS.join(', ')}.` },
+  ),
+  ACPD_RATE_LIMIT_PROMPTS: Type.Integer({
+    minimum: 0,
+    default: 0,
+    description: 'Prompts (POST /session/:id/prompt) a client may send per minute. 0 = no limit.',
+  }),
+  ACPD_RATE_LIMIT_MUTATIONS: Type.Integer({
+    minimum: 0,
+    default: 0,
+    description: 'Other POST requests a client may send per minute. 0 = no limit.',
+  }),
+  ACPD_RATE_LIMIT_READS: Type.Integer({
+    minimum: 0,
+    default: 0,
+    description: 'GET requests a client may send per minute (probes and /metrics excepted). 0 = no limit.',
+  }),
+  ACPD_MAX_EVENT_LOOP_DELAY_MS: Type.Integer({
+    minimum: 0,
+    maximum: MAX_TIMER_MS,
+    default: 1_000,
+    description:
+      'Event-loop delay past which acpd sheds load (503 + Retry-After) and reports not ready. 0 = not checked.',
+  }),
+  ACPD_MAX_HEAP_USED_BYTES: Type.Integer({
+    minimum: 0,
+    default: 0,
+    description: 'Heap size past which acpd sheds load and reports not ready. 0 = not checked.',
+  }),
+  ACPD_MAX_RSS_BYTES: Type.Integer({
+    minimum: 0,
+    default: 0,
+    description: 'Resident set size past which acpd sheds load and reports not ready. 0 = not checked.',
+  }),
+  ACPD_REQUIRE_AUTH: Type.Boolean({
+    default: false,
+    description:
+      'Require the bearer token on every request, the probes included, whatever the bind; refuse to start without a token.',
+  }),
+  ACPD_TRUST_PROXY: Type.String({
+    default: 'false',
+    description:
+      'Reverse proxies whose X-Forwarded-For/-Proto/-Host are believed: "false", "true" (any peer), or a comma-separated list of addresses and CIDR ranges (e.g. 127.0.0.1,10.0.0.0/8; also loopback, linklocal, uniquelocal).',
+  }),
+  ACPD_SSE_HEARTBEAT_MS: Type.Integer({
+    minimum: 1,
+    maximum: MAX_TIMER_MS,
+    default: 15_000,
+    description: 'Interval of the `: heartbeat` comment on idle event streams; keep it below every proxy idle timeout.',
+  }),
+  ACPD_TOKEN_FILE: Type.Optional(
+    Type.String({
+      minLength: 1,
+      description:
+        'File holding the bearer token (one line, surrounding blanks trimmed; relative to the current directory). Safer than ACPD_TOKEN: the token lands in neither the environment nor the command line. Not together with --token.',
+    }),
+  ),
+  ACPD_MAX_BODY_BYTES: Type.Integer({
+    minimum: 1,
+    maximum: 1024 * 1024 * 1024,
+    default: DEFAULT_MAX_BODY_BYTES,
+    description: 'Largest request body read, whatever its content type (413 beyond it).',
+  }),
+  ACPD_MAX_BODY_DEPTH: Type.Integer({
+    minimum: 1,
+    maximum: 1000,
+    default: DEFAULT_MAX_BODY_DEPTH,
+    description: 'Deepest nesting of objects and arrays accepted in a JSON body (400 beyond it).',
+  }),
+  ACPD_RING_BYTES: Type.Integer({
+    minimum: 0,
+    default: DEFAULT_RING_BYTES,
+    description:
+      "Byte budget of each session's replay ring (Last-Event-ID); the oldest events leave first, the newest always stays. 0 = count only.",
+  }),
+  ACPD_SUBSCRIBER_BACKLOG_BYTES: Type.Integer({
+    minimum: 0,
+    default: DEFAULT_MAX_QUEUED_BYTES,
+    description:
+      'Bytes of live events one SSE subscriber may have waiting before it is evicted (client_evicted). 0 = count only.',
+  }),
+  ACPD_HEADER_TIMEOUT_MS: Type.Integer({
+    minimum: 1,
+    maximum: MAX_TIMER_MS,
+    default: 10_000,
+    description: 'How long a connection may take to send a complete request head; idle or slow ones are closed.',
+  }),
+});
+
+/** The settings as env-schema hands them back: coerced, defaults filled in. */
+export type Settings = Static<typeof ConfigSchema>;
+export type SettingName = keyof Settings;
+
+/** Every setting name, in schema order (which is also the order of --help). */
+export const SETTING_NAMES: readonly SettingName[] = Object.keys(ConfigSchema.properties).filter(
+  (key): key is SettingName => key in ConfigSchema.properties,
+);
+
+/** Settings that are switches: a bare flag means true. */
+export function isSwitch(name: SettingName): boolean {
+  return KindGuard.IsBoolean(ConfigSchema.properties[name]);
+}

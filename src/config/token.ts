@@ -1,0 +1,39 @@
+// The bearer token, from --token/ACPD_TOKEN or from --token-file/ACPD_TOKEN_FILE.
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { ConfigError, messageOf, errorCode } from './config-error.js';
+import type { SettingName } from './schema.js';
+import type { RawSettings } from './validate.js';
+
+/**
+ * One source or the other, never both: with two there is no telling which
+ * one the operator meant, so that is a start-up error rather than a silent
+ * precedence. The token is trimmed and a blank one means none; but a file
+ * that is given and empty is a mistake, not a wish to turn auth off, so that
+ * is an error too.
+ */
+export function resolveToken(raw: RawSettings, fromFlag: ReadonlySet<SettingName>, cwd: string): string | undefined {
+  const file = raw.ACPD_TOKEN_FILE;
+  if (file === undefined) return raw.ACPD_TOKEN?.trim() || undefined;
+  if (raw.ACPD_TOKEN !== undefined) {
+    const tokenSource = fromFlag.has('ACPD_TOKEN') ? '--token' : 'ACPD_TOKEN';
+    const fileSource = fromFlag.has('ACPD_TOKEN_FILE') ? '--token-file' : 'ACPD_TOKEN_FILE';
+    throw new ConfigError(
+      `Both ${tokenSource} and ${fileSource} are set: give one of --token (ACPD_TOKEN) and --token-file (ACPD_TOKEN_FILE).`,
+    );
+  }
+  const label = `Invalid --token-file "${file}"${fromFlag.has('ACPD_TOKEN_FILE') ? '' : ' (from ACPD_TOKEN_FILE)'}`;
+  let text: string;
+  try {
+    text = readFileSync(resolve(cwd, file), 'utf8');
+  } catch (err) {
+    const code = errorCode(err);
+    const reason =
+      code === 'ENOENT' ? 'no such file' : code === 'EACCES' || code === 'EPERM' ? 'permission denied' : '';
+    throw new ConfigError(`${label}: cannot be read (${reason || messageOf(err)}).`);
+  }
+  const token = text.trim();
+  if (token === '') throw new ConfigError(`${label}: the file is empty.`);
+  if (/[\r\n]/.test(token)) throw new ConfigError(`${label}: the token must be a single line.`);
+  return token;
+}
