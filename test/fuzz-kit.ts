@@ -163,10 +163,8 @@ export function probeUrl(probe: Probe, rig: Rig): string {
  */
 function clip(text: string, max = 300): string {
   const shown = text.length <= max ? text : `${text.slice(0, max - 80)}…[${text.length} chars]…${text.slice(-60)}`;
-  return shown.replace(
-    /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g,
-    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
-  );
+  // \p{Cc} is exactly U+0000–U+001F and U+007F–U+009F.
+  return shown.replace(/[\p{Cc}\u2028\u2029]/gu, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
 function describeBody(body: BodySpec): string {
@@ -278,7 +276,8 @@ function textBlocks(prompt: unknown[]): Record<string, unknown>[] {
  */
 function tamePrompt(body: unknown): unknown {
   if (!isObject(body) || !Array.isArray(body.prompt)) return body;
-  const texts = textBlocks(body.prompt);
+  const blocks: unknown[] = body.prompt;
+  const texts = textBlocks(blocks);
   if (texts.length === 0) return body;
   const command = texts
     .map((b) => b.text)
@@ -290,8 +289,8 @@ function tamePrompt(body: unknown): unknown {
     ['crash', 'hang', 'perm'].includes(first) ||
     /^flood\s+\d+$/.test(first);
   if (!risky) return body;
-  const index = body.prompt.indexOf(texts[0]);
-  const prompt = [...body.prompt];
+  const index = blocks.indexOf(texts[0]);
+  const prompt = [...blocks];
   prompt[index] = { ...texts[0], text: `x${String(texts[0].text)}` };
   return { ...body, prompt };
 }
@@ -699,8 +698,9 @@ export async function send(d: TestDaemon, req: Rendered, limitMs: number): Promi
     }
     return { status: res.statusCode, contentType, text, json, ms: Date.now() - started };
   } catch (err) {
-    if (ac.signal.aborted) throw new Error(`no complete answer within ${limitMs} ms`);
-    throw new Error(`request failed without an answer: ${err instanceof Error ? `${err.name}: ${err.message}` : err}`);
+    if (ac.signal.aborted) throw new Error(`no complete answer within ${limitMs} ms`, { cause: err });
+    const why = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+    throw new Error(`request failed without an answer: ${why}`, { cause: err });
   } finally {
     clearTimeout(timer);
   }
@@ -758,7 +758,8 @@ function generalize(text: string): string {
 
 function errorField(answer: Answer): string {
   if (!isObject(answer.json) || typeof answer.json.error !== 'string') return generalize(answer.text);
-  const code = answer.json.code === undefined ? '' : ` (code ${String(answer.json.code)})`;
+  const raw = answer.json.code;
+  const code = raw === undefined ? '' : ` (code ${typeof raw === 'string' ? raw : JSON.stringify(raw)})`;
   return `${generalize(answer.json.error)}${code}`;
 }
 
@@ -788,7 +789,8 @@ export async function exercise(rig: Rig, probe: Probe, limitMs: number, stats: M
 
 /** An id with a path separator, a control character, or a dot name: a path traversal, not a session id. */
 export function isSuspectId(id: string): boolean {
-  return /[/\\\u0000-\u001f]/.test(id) || id === '.' || id === '..' || id === '';
+  const control = [...id].some((c) => c.charCodeAt(0) < 0x20);
+  return control || /[/\\]/.test(id) || id === '.' || id === '..' || id === '';
 }
 
 // ---- the rig --------------------------------------------------------------------------------------------

@@ -58,7 +58,8 @@ function invalidSetting(name: SettingName, raw: RawSettings, fromFlag: ReadonlyS
 function schemaErrors(err: unknown, raw: RawSettings, fromFlag: ReadonlySet<SettingName>): Invalid {
   const found: Invalid = new Map();
   const details: unknown = err instanceof Error && 'errors' in err ? err.errors : undefined;
-  for (const detail of Array.isArray(details) ? details : []) {
+  const list: readonly unknown[] = Array.isArray(details) ? details : [];
+  for (const detail of list) {
     const path: unknown =
       typeof detail === 'object' && detail !== null && 'instancePath' in detail ? detail.instancePath : '';
     const key = typeof path === 'string' ? path.split('/')[1] : undefined;

@@ -50,6 +50,15 @@ export function isSessionNotFound(err: unknown, sessionId: string): boolean {
   return uri === `session:${sessionId}` || e.message === `Resource not found: session:${sessionId}`;
 }
 
+/**
+ * A rejected promise for what a registry check threw (`restore` builds its promises by hand
+ * rather than being async). The registry throws domain errors; anything else is wrapped so
+ * that every rejection reason is an Error.
+ */
+function rejection(err: unknown): Promise<never> {
+  return Promise.reject(err instanceof Error ? err : new Error(String(err)));
+}
+
 export class RestoreCoordinator implements SlotHolder {
   private readonly inFlight = new Map<string, InFlight>();
   /** Counters for metrics and tests. */
@@ -77,7 +86,7 @@ export class RestoreCoordinator implements SlotHolder {
       registry.assertAcceptingWork();
       key = registry.resolveWorkspace(workspaceCwd);
     } catch (err) {
-      return Promise.reject(err);
+      return rejection(err);
     }
 
     const live = registry.get(sessionId);
@@ -101,7 +110,7 @@ export class RestoreCoordinator implements SlotHolder {
       registry.checkCapacity();
     } catch (err) {
       this.stats.limited++;
-      return Promise.reject(err);
+      return rejection(err);
     }
 
     const coalesced: Coalesced = { waiters: 0 };
