@@ -531,7 +531,7 @@ function repetitions(r: Results): string {
   return parts.join(', ');
 }
 
-export function renderMarkdown(r: Results, jsonRel: string, charts: Map<string, string>): string {
+function renderMarkdown(r: Results, jsonRel: string, charts: Map<string, string>): string {
   const lines = [
     '# acpd benchmarks',
     '',

@@ -36,7 +36,7 @@ import { formatByteLimit, nestsDeeperThan, safeBody, validationMessage } from '.
 /** JSON-RPC's code for invalid method parameters. */
 const INVALID_PARAMS = -32602;
 
-export const MAX_PARAM_LENGTH = 16 * 1024;
+const MAX_PARAM_LENGTH = 16 * 1024;
 
 declare module 'fastify' {
   interface FastifyInstance {

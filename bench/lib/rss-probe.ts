@@ -5,7 +5,7 @@
 //   node --expose-gc build/bench/lib/rss-probe.js --module <package>   (bare node, then that one import)
 import { setTimeout as sleep } from 'node:timers/promises';
 
-export interface RssStage {
+interface RssStage {
   stage: string;
   rssMb: number;
   heapUsedMb: number;

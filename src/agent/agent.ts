@@ -41,7 +41,7 @@ interface LiveSession {
   active: AbortController | undefined;
 }
 
-export interface AgentOptions {
+interface AgentOptions {
   store: SessionStore;
   log: Logger;
 }

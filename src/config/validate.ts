@@ -12,9 +12,9 @@ import { ConfigSchema, SETTING_NAMES, type SettingName, type Settings } from './
 export type RawSettings = Partial<Record<SettingName, string>>;
 
 /** One error per failing setting; the key '' holds a failure no setting could be blamed for. */
-export type Invalid = Map<SettingName | '', ConfigError>;
+type Invalid = Map<SettingName | '', ConfigError>;
 
-export type Validated = {
+type Validated = {
   /** Undefined when the schema rejected something. */
   settings: Settings | undefined;
   invalid: Invalid;

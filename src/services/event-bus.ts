@@ -13,7 +13,7 @@
 import { SubscriberLimitExceededError } from '../errors.js';
 import { MemoryEventLog, type EventLog } from './event-log.js';
 
-export const EVENT_SCHEMA_VERSION = 1 as const;
+const EVENT_SCHEMA_VERSION = 1 as const;
 export const DEFAULT_RING_SIZE = 4000;
 export const DEFAULT_MAX_QUEUED = 256;
 export const DEFAULT_MAX_SUBSCRIBERS = 64;

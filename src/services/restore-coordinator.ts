@@ -19,7 +19,7 @@ import {
 import type { EventBus } from './event-bus.js';
 import type { SessionRegistry, SlotHolder } from './session-registry.js';
 
-export interface RestoreResult {
+interface RestoreResult {
   sessionId: string;
   workspaceCwd: string;
   attached: boolean;
@@ -42,7 +42,7 @@ interface InFlight {
 const METHOD: Record<RestoreAction, string> = { load: 'session/load', resume: 'session/resume' };
 
 /** ACP resource-not-found for exactly this session (never a substring match). */
-export function isSessionNotFound(err: unknown, sessionId: string): boolean {
+function isSessionNotFound(err: unknown, sessionId: string): boolean {
   if (typeof err !== 'object' || err === null) return false;
   const e = err as { code?: unknown; data?: unknown; message?: unknown };
   if (e.code !== -32002) return false;
