@@ -4,7 +4,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { basename, join, relative } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { Summary } from './lib/stats.js';
-import { barChart, fmt, hbarChart, type Panel } from './lib/svg.js';
+import { barChart, fmt, hbarChart } from './lib/svg.js';
 import type { Results } from './results-types.js';
 import { evaluateTargets } from './targets.js';
 import type { DaemonFigures } from './scenarios/qwen.js';
@@ -531,7 +531,7 @@ function repetitions(r: Results): string {
   return parts.join(', ');
 }
 
-export function renderMarkdown(r: Results, jsonRel: string, charts: Map<string, string>): string {
+function renderMarkdown(r: Results, jsonRel: string, charts: Map<string, string>): string {
   const lines = [
     '# acpd benchmarks',
     '',

@@ -10,7 +10,7 @@ export type DaemonKind = 'qwen' | 'acpd';
 /** `qwen serve listening on http://127.0.0.1:N (mode=…)` and `acpd listening on http://127.0.0.1:N (mode=…)`. */
 const LISTENING = /listening on (http:\/\/127\.0\.0\.1:(\d+))/;
 
-export interface DaemonOptions {
+interface DaemonOptions {
   /** Directory for logs of this daemon (one file per start). */
   logDir: string;
   workspace: string;

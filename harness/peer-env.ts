@@ -19,7 +19,7 @@ function findRepoRoot(): string {
 
 export const repoRoot = findRepoRoot();
 /** CI keeps a copy of shared/ beside the clone; PEERS_SHARED_DIR overrides. */
-export const sharedDir = resolve(process.env.PEERS_SHARED_DIR ?? join(repoRoot, '..', 'shared'));
+const sharedDir = resolve(process.env.PEERS_SHARED_DIR ?? join(repoRoot, '..', 'shared'));
 export const peersDir = join(repoRoot, '.peers');
 export const qwenPkgDir = join(peersDir, 'node_modules', '@qwen-code', 'qwen-code');
 /** The bundled CLI itself (what `qwen serve` spawns for its agent child); cli-entry.js is only a launcher. */

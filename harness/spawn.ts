@@ -29,12 +29,12 @@ export async function terminate(pids: number[], graceMs: number): Promise<void> 
   await until(gone, 'SIGKILL obeyed', { ms: 3000, everyMs: 50 }).catch(() => undefined);
 }
 
-export interface ExitInfo {
+interface ExitInfo {
   code: number | null;
   signal: NodeJS.Signals | null;
 }
 
-export interface SpawnOptions {
+interface SpawnOptions {
   env: NodeJS.ProcessEnv;
   cwd: string;
   /** stdout+stderr of the process are appended here (prefixed per stream). */

@@ -10,7 +10,7 @@ import createError from '@fastify/error';
 export const RETRY_AFTER_SECONDS = 5;
 
 /** What the error handler needs from a domain error. */
-export interface WireError extends Error {
+interface WireError extends Error {
   statusCode?: number;
   retryAfter?: number;
   /** The JSON body, `error` included. */
@@ -224,9 +224,9 @@ export class AgentTimeoutError extends Error {
   }
 }
 
-export const MAX_WORKSPACE_PATH_LENGTH = 4096;
+const MAX_WORKSPACE_PATH_LENGTH = 4096;
 
-export function truncatePath(p: string): string {
+function truncatePath(p: string): string {
   return p.length > MAX_WORKSPACE_PATH_LENGTH ? `${p.slice(0, MAX_WORKSPACE_PATH_LENGTH)}…[truncated]` : p;
 }
 

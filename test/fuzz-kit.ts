@@ -32,13 +32,13 @@ export const SEED = envInteger('FUZZ_SEED') ?? 20_260_611;
 const RUNS_OVERRIDE = envInteger('FUZZ_RUNS');
 
 /** How long one request may take before it counts as hung. */
-export const REQUEST_LIMIT_MS = 10_000;
+const REQUEST_LIMIT_MS = 10_000;
 /**
  * Once a property has failed, fast-check only shrinks: it re-runs smaller inputs to find the least one that
  * still fails. A request on this machine's loopback answers in milliseconds, so a shorter bound is plenty to
  * tell "still hangs" apart, and keeps the shrinking of a hang from taking minutes.
  */
-export const SHRINK_LIMIT_MS = 2_000;
+const SHRINK_LIMIT_MS = 2_000;
 
 function envInteger(name: string): number | undefined {
   const raw = process.env[name];
@@ -82,7 +82,7 @@ export interface Probe {
   body?: BodySpec;
 }
 
-export const HOLE = '\u0000hole\u0000';
+const HOLE = '\u0000hole\u0000';
 
 interface Route {
   method: 'GET' | 'POST';
@@ -136,7 +136,7 @@ function nest(depth: number, shape: Shape): string {
   return open.repeat(depth) + inner + close.repeat(depth);
 }
 
-export function renderBody(body: BodySpec): string | Uint8Array {
+function renderBody(body: BodySpec): string | Uint8Array {
   if ('json' in body) return JSON.stringify(body.json) ?? '';
   if ('text' in body) return body.text;
   if ('bytes' in body) return body.bytes;
@@ -152,7 +152,7 @@ function idSegment(id: IdSpec | undefined, rig: Rig): string {
   return encodeURIComponent(rig.sessions[id.real % rig.sessions.length] ?? 'no-session');
 }
 
-export function probeUrl(probe: Probe, rig: Rig): string {
+function probeUrl(probe: Probe, rig: Rig): string {
   const path = ROUTES[probe.route].path.replace('{id}', idSegment(probe.id, rig));
   return probe.query === undefined ? path : `${path}?${probe.query}`;
 }
@@ -163,10 +163,8 @@ export function probeUrl(probe: Probe, rig: Rig): string {
  */
 function clip(text: string, max = 300): string {
   const shown = text.length <= max ? text : `${text.slice(0, max - 80)}…[${text.length} chars]…${text.slice(-60)}`;
-  return shown.replace(
-    /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g,
-    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
-  );
+  // \p{Cc} is exactly U+0000–U+001F and U+007F–U+009F.
+  return shown.replace(/[\p{Cc}\u2028\u2029]/gu, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
 function describeBody(body: BodySpec): string {
@@ -180,7 +178,7 @@ function describeBody(body: BodySpec): string {
   return `${body.deep} levels of ${body.shape} nesting at ${clip(around.replace(JSON.stringify(HOLE), '<HERE>'))}`;
 }
 
-export function describeProbe(probe: Probe): string {
+function describeProbe(probe: Probe): string {
   const route = ROUTES[probe.route];
   let id = '';
   if (probe.id !== undefined) {
@@ -278,7 +276,8 @@ function textBlocks(prompt: unknown[]): Record<string, unknown>[] {
  */
 function tamePrompt(body: unknown): unknown {
   if (!isObject(body) || !Array.isArray(body.prompt)) return body;
-  const texts = textBlocks(body.prompt);
+  const blocks: unknown[] = body.prompt;
+  const texts = textBlocks(blocks);
   if (texts.length === 0) return body;
   const command = texts
     .map((b) => b.text)
@@ -290,8 +289,8 @@ function tamePrompt(body: unknown): unknown {
     ['crash', 'hang', 'perm'].includes(first) ||
     /^flood\s+\d+$/.test(first);
   if (!risky) return body;
-  const index = body.prompt.indexOf(texts[0]);
-  const prompt = [...body.prompt];
+  const index = blocks.indexOf(texts[0]);
+  const prompt = [...blocks];
   prompt[index] = { ...texts[0], text: `x${String(texts[0].text)}` };
   return { ...body, prompt };
 }
@@ -452,7 +451,7 @@ export function holed(valid: fc.Arbitrary<unknown>): fc.Arbitrary<unknown> {
   });
 }
 
-export function validPrompt(): fc.Arbitrary<Record<string, unknown>> {
+function validPrompt(): fc.Arbitrary<Record<string, unknown>> {
   return fc.record({ prompt: fc.array(validBlock, { minLength: 1, maxLength: 4 }) });
 }
 
@@ -615,7 +614,7 @@ export const rawSegment: fc.Arbitrary<string> = fc.oneof(
 const NEAR_VARIANTS = 9;
 
 /** Variants of a live id: almost right ids must not reach a session either. */
-export function nearRealId(rig: Rig, index: number, how: number): string {
+function nearRealId(rig: Rig, index: number, how: number): string {
   const id = rig.sessions[index % rig.sessions.length] ?? '';
   const variants = [
     id.toUpperCase(),
@@ -645,7 +644,7 @@ export function idSpec(weights: { real: number; near: number; raw: number }): fc
 
 // ---- sending --------------------------------------------------------------------------------------------
 
-export interface Answer {
+interface Answer {
   status: number;
   contentType: string;
   text: string;
@@ -653,14 +652,14 @@ export interface Answer {
   ms: number;
 }
 
-export interface Rendered {
+interface Rendered {
   method: Method;
   url: string;
   headers: Record<string, string>;
   body?: string | Uint8Array;
 }
 
-export function render(probe: Probe, rig: Rig): Rendered {
+function render(probe: Probe, rig: Rig): Rendered {
   const body = probe.body === undefined ? undefined : renderBody(probe.body);
   return { method: probe.method, url: probeUrl(probe, rig), headers: { ...rig.d.headers, ...probe.headers }, body };
 }
@@ -669,7 +668,7 @@ export function render(probe: Probe, rig: Rig): Rendered {
  * Sends one request and reads its whole answer; an event stream is read up to its first bytes and then
  * left. Throws when nothing complete came back within `limitMs`.
  */
-export async function send(d: TestDaemon, req: Rendered, limitMs: number): Promise<Answer> {
+async function send(d: TestDaemon, req: Rendered, limitMs: number): Promise<Answer> {
   const started = Date.now();
   const ac = new AbortController();
   const timer = setTimeout(() => ac.abort(), limitMs);
@@ -699,8 +698,9 @@ export async function send(d: TestDaemon, req: Rendered, limitMs: number): Promi
     }
     return { status: res.statusCode, contentType, text, json, ms: Date.now() - started };
   } catch (err) {
-    if (ac.signal.aborted) throw new Error(`no complete answer within ${limitMs} ms`);
-    throw new Error(`request failed without an answer: ${err instanceof Error ? `${err.name}: ${err.message}` : err}`);
+    if (ac.signal.aborted) throw new Error(`no complete answer within ${limitMs} ms`, { cause: err });
+    const why = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+    throw new Error(`request failed without an answer: ${why}`, { cause: err });
   } finally {
     clearTimeout(timer);
   }
@@ -714,7 +714,7 @@ function isObject(v: unknown): v is Record<string, unknown> {
 }
 
 /** Why `answer` breaks the rules, or undefined when it keeps them. */
-export function verdict(probe: Probe, answer: Answer, ctx: { wasLive: boolean; agent: FuzzContext['agent'] }) {
+function verdict(probe: Probe, answer: Answer, ctx: { wasLive: boolean; agent: FuzzContext['agent'] }) {
   const { status, json } = answer;
   if (status >= 500) {
     const documented =
@@ -737,7 +737,7 @@ export function verdict(probe: Probe, answer: Answer, ctx: { wasLive: boolean; a
 }
 
 /** A broken rule, with a short signature that groups failures of one kind (for FUZZ_CATALOG). */
-export class RuleBroken extends Error {
+class RuleBroken extends Error {
   constructor(
     message: string,
     readonly signature: string,
@@ -758,12 +758,13 @@ function generalize(text: string): string {
 
 function errorField(answer: Answer): string {
   if (!isObject(answer.json) || typeof answer.json.error !== 'string') return generalize(answer.text);
-  const code = answer.json.code === undefined ? '' : ` (code ${String(answer.json.code)})`;
+  const raw = answer.json.code;
+  const code = raw === undefined ? '' : ` (code ${typeof raw === 'string' ? raw : JSON.stringify(raw)})`;
   return `${generalize(answer.json.error)}${code}`;
 }
 
 /** Sends a probe and throws a full description if the answer breaks a rule. */
-export async function exercise(rig: Rig, probe: Probe, limitMs: number, stats: Map<string, number>): Promise<void> {
+async function exercise(rig: Rig, probe: Probe, limitMs: number, stats: Map<string, number>): Promise<void> {
   const req = render(probe, rig);
   const wasLive = probe.id !== undefined && rig.isLive(idSegment(probe.id, rig));
   const where = `${req.method} ${clip(req.url, 200)}`;
@@ -787,8 +788,9 @@ export async function exercise(rig: Rig, probe: Probe, limitMs: number, stats: M
 }
 
 /** An id with a path separator, a control character, or a dot name: a path traversal, not a session id. */
-export function isSuspectId(id: string): boolean {
-  return /[/\\\u0000-\u001f]/.test(id) || id === '.' || id === '..' || id === '';
+function isSuspectId(id: string): boolean {
+  const control = [...id].some((c) => c.charCodeAt(0) < 0x20);
+  return control || /[/\\]/.test(id) || id === '.' || id === '..' || id === '';
 }
 
 // ---- the rig --------------------------------------------------------------------------------------------
@@ -796,7 +798,7 @@ export function isSuspectId(id: string): boolean {
 const AGENT_MARKERS = ['/agent/main.js', '/steer-agent.js'];
 
 /** Live agent processes whose parent is this test process (seen in /proc). */
-export function agentChildren(): number[] {
+function agentChildren(): number[] {
   const found: number[] = [];
   for (const name of readdirSync('/proc')) {
     if (!/^\d+$/.test(name)) continue;
@@ -939,7 +941,7 @@ export class Rig {
 // ---- running a property ---------------------------------------------------------------------------------
 
 /** What a tap test offers that the runner uses. */
-export interface TapLike extends Teardown {
+interface TapLike extends Teardown {
   comment(...args: unknown[]): void;
   pass(message: string): void;
   fail(message: string, extra: Record<string, unknown>): void;
@@ -947,7 +949,7 @@ export interface TapLike extends Teardown {
   equal(found: unknown, wanted: unknown, message: string): void;
 }
 
-export interface FuzzSpec {
+interface FuzzSpec {
   name: string;
   arb: fc.Arbitrary<Probe>;
   runs: number;

@@ -17,7 +17,7 @@ export function onlyChannel(d: TestDaemon): AgentChannel {
 }
 
 /** Counts calls; `reached(n)` resolves once the n-th call has happened. */
-export class CallCounter {
+class CallCounter {
   count = 0;
   private readonly waiters: { n: number; resolve: () => void }[] = [];
 

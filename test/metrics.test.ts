@@ -32,8 +32,8 @@ function parseExposition(text: string): Samples {
 interface Scrape {
   samples: Samples;
   text: string;
-  /** The value of one series; a missing series is a failure, not a zero. */
-  value(name: string, labels?: Record<string, string>): number;
+  /** The value of one series; a missing series is a failure, not a zero. A plain function: it can be destructured. */
+  value: (name: string, labels?: Record<string, string>) => number;
 }
 
 async function scrape(d: TestDaemon): Promise<Scrape> {
@@ -45,7 +45,7 @@ async function scrape(d: TestDaemon): Promise<Scrape> {
   return {
     samples,
     text,
-    value(name, labels) {
+    value: (name, labels) => {
       const found = samples.get(sampleKey(name, labels));
       if (found === undefined) throw new Error(`no series ${sampleKey(name, labels)} in:\n${text}`);
       return found;

@@ -54,7 +54,8 @@ async function declaredSchemas(): Promise<Map<string, RouteSchema>> {
   const dir = new URL('../src/schemas/', import.meta.url);
   const bySummary = new Map<string, RouteSchema>();
   for (const file of readdirSync(fileURLToPath(dir)).filter((name) => name.endsWith('.js'))) {
-    const module: Record<string, unknown> = await import(new URL(file, dir).href);
+    const module: unknown = await import(new URL(file, dir).href);
+    if (typeof module !== 'object' || module === null) continue;
     for (const value of Object.values(module)) if (isRouteSchema(value)) bySummary.set(value.summary, value);
   }
   return bySummary;

@@ -30,7 +30,7 @@ import { lastEventId } from './support/sse.js';
 interface SdkHandle {
   client: DaemonClient;
   /** Resolves once `n` event streams (counted over the client's lifetime) have their headers. */
-  streamsOpened(n: number): Promise<void>;
+  streamsOpened: (n: number) => Promise<void>;
 }
 
 function sdkFor(d: TestDaemon): SdkHandle {
@@ -73,7 +73,8 @@ function follow(t: Teardown, session: DaemonSessionClient, opts: { lastEventId?:
   t.teardown(() => ac.abort());
   const events: DaemonEvent[] = [];
   const waiters = new Set<{ match: (ev: DaemonEvent) => boolean; resolve: (ev: DaemonEvent) => void }>();
-  let failure: unknown;
+  /** How the stream failed, as text, when it ended with an error nobody asked for. */
+  let failure: string | undefined;
   const ended = (async () => {
     try {
       for await (const ev of session.events({ ...opts, signal: ac.signal })) {
@@ -86,7 +87,7 @@ function follow(t: Teardown, session: DaemonSessionClient, opts: { lastEventId?:
         }
       }
     } catch (err) {
-      if (!ac.signal.aborted) failure = err;
+      if (!ac.signal.aborted) failure = String(err);
     }
   })();
   return {
@@ -100,7 +101,7 @@ function follow(t: Teardown, session: DaemonSessionClient, opts: { lastEventId?:
         void ended.then(() => {
           // After a teardown abort nobody is waiting any more; stay quiet.
           if (waiters.delete(w) && !ac.signal.aborted) {
-            const why = failure === undefined ? '' : ` (${String(failure)})`;
+            const why = failure === undefined ? '' : ` (${failure})`;
             reject(new Error(`event stream ended before ${label}${why}; got ${events.map((e) => e.type).join(',')}`));
           }
         });

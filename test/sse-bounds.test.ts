@@ -158,11 +158,13 @@ t.test('a replay leaves in writes of at most WRITE_CHUNK_BYTES; a larger frame g
   const writes: number[] = [];
   const record = (req: IncomingMessage, res: ServerResponse): void => {
     if (req.headers['x-record-writes'] === undefined) return;
-    const original = res.write;
+    const original = res.write.bind(res);
     const counting = (...args: Parameters<ServerResponse['write']>): boolean => {
-      const [data] = args;
-      writes.push(typeof data === 'string' ? Buffer.byteLength(data) : Buffer.from(data).length);
-      return Reflect.apply(original, res, args) === true;
+      const data: unknown = args[0];
+      writes.push(
+        typeof data === 'string' ? Buffer.byteLength(data) : data instanceof Uint8Array ? data.byteLength : 0,
+      );
+      return original(...args);
     };
     Object.defineProperty(res, 'write', { value: counting, configurable: true, writable: true });
   };

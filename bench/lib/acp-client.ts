@@ -8,7 +8,7 @@ import { client, ndJsonStream, PROTOCOL_VERSION, RequestError } from '@agentclie
 import type { ClientConnection } from '@agentclientprotocol/sdk';
 import { terminate } from '../../harness/spawn.js';
 
-export interface BareAgentOptions {
+interface BareAgentOptions {
   argv: string[];
   cwd: string;
   env: NodeJS.ProcessEnv;

@@ -3,7 +3,7 @@
 import http from 'node:http';
 import { performance } from 'node:perf_hooks';
 
-export interface JsonResponse {
+interface JsonResponse {
   status: number;
   body: unknown;
   /** From the request being issued to the last byte of the response. */

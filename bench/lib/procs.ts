@@ -12,8 +12,8 @@ import { Proc } from '../../harness/spawn.js';
 
 const LISTENING = /listening on (http:\/\/127\.0\.0\.1:(\d+))/;
 
-export const floodAgentPath = fileURLToPath(new URL('../agents/flood-agent.js', import.meta.url));
-export const rawServerPath = fileURLToPath(new URL('../baseline/raw-sse-server.js', import.meta.url));
+const floodAgentPath = fileURLToPath(new URL('../agents/flood-agent.js', import.meta.url));
+const rawServerPath = fileURLToPath(new URL('../baseline/raw-sse-server.js', import.meta.url));
 export const embeddedAgentPath = join(acpdServer, '..', 'agent', 'main.js');
 
 /** The flood agent as acpd's --agent value. */
@@ -51,7 +51,7 @@ export interface Server {
   stop(): Promise<void>;
 }
 
-export interface StartOptions {
+interface StartOptions {
   name: string;
   script: string;
   args?: string[];
@@ -65,7 +65,7 @@ export interface StartOptions {
 let starts = 0;
 
 /** Starts a node script that prints "… listening on http://127.0.0.1:<port>". */
-export async function startServer(opts: StartOptions): Promise<Server> {
+async function startServer(opts: StartOptions): Promise<Server> {
   starts++;
   const proc = new Proc(opts.name, process.execPath, [...(opts.nodeArgs ?? []), opts.script, ...(opts.args ?? [])], {
     cwd: opts.cwd,
@@ -90,7 +90,7 @@ export async function startServer(opts: StartOptions): Promise<Server> {
   }
 }
 
-export interface AcpdOptions {
+interface AcpdOptions {
   workspace: string;
   dataDir: string;
   logDir: string;

@@ -24,14 +24,14 @@ interface CpuProfile {
   timeDeltas: number[];
 }
 
-export interface ProfileFrame {
+interface ProfileFrame {
   name: string;
   where: string;
   selfMs: number;
   selfPct: number;
 }
 
-export interface ProfileArea {
+interface ProfileArea {
   area: string;
   selfMs: number;
   selfPct: number;

@@ -7,7 +7,7 @@
 import http from 'node:http';
 import { StringDecoder } from 'node:string_decoder';
 
-export interface SseOptions {
+interface SseOptions {
   lastEventId?: number;
   /** Called for every complete frame (comments and the retry frame included). */
   onFrame?: (frame: string, id: number, recvNs: number) => void;

@@ -13,7 +13,7 @@ export interface Summary {
 }
 
 /** Linear-interpolated percentile (0–100) of an ascending array. */
-export function percentile(sorted: ArrayLike<number>, p: number): number {
+function percentile(sorted: ArrayLike<number>, p: number): number {
   const n = sorted.length;
   if (n === 0) return Number.NaN;
   if (n === 1) return sorted[0];
@@ -38,12 +38,6 @@ export function summarize(samples: number[]): Summary {
     spreadPct: median === 0 ? 0 : ((max - min) / Math.abs(median)) * 100,
     samples: samples.map((x) => round(x)),
   };
-}
-
-/** Ratio of two medians (NaN when the baseline is zero or missing). */
-export function ratio(value: Summary | undefined, baseline: Summary | undefined): number {
-  if (!value || !baseline || baseline.median === 0) return Number.NaN;
-  return value.median / baseline.median;
 }
 
 export function round(x: number, digits = 3): number {

@@ -1,19 +1,19 @@
 // Hand-written SVG bar charts: grouped vertical bars with min–max whiskers, optionally on a log
 // scale, one or more panels side by side; and a horizontal bar list. No dependencies.
 
-export interface Bar {
+interface Bar {
   series: string;
   value: number;
   lo?: number;
   hi?: number;
 }
 
-export interface Group {
+interface Group {
   label: string;
   bars: Bar[];
 }
 
-export interface Panel {
+interface Panel {
   title: string;
   unit: string;
   groups: Group[];

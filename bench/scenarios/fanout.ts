@@ -16,7 +16,7 @@ import { log, type WorkDir } from '../lib/util.js';
 import { floodFrame, stampOf, unstamped } from '../baseline/frames.js';
 import { commandLine } from '../../harness/peer-daemon.js';
 
-export type FanoutSystem = 'acpd' | 'raw' | 'acpd-embedded';
+type FanoutSystem = 'acpd' | 'raw' | 'acpd-embedded';
 
 export interface FanoutRun {
   system: FanoutSystem;
@@ -126,7 +126,7 @@ async function measure(
   };
 }
 
-export interface FanoutContext {
+interface FanoutContext {
   acpd: Server;
   raw: Server;
   embedded: Server | undefined;

@@ -10,7 +10,7 @@ import { nowMs } from '../lib/sse.js';
 import type { WorkDir } from '../lib/util.js';
 import { runAcpd } from './fanout.js';
 
-export interface ProfileWindow extends ProfileSummary {
+interface ProfileWindow extends ProfileSummary {
   subscribers: number;
   frames: number;
   runs: number;
@@ -21,7 +21,7 @@ export interface ProfileResult {
   windows: ProfileWindow[];
 }
 
-export interface ProfilePlan {
+interface ProfilePlan {
   subscribers: number;
   frames: number;
   runs: number;

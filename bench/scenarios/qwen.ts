@@ -27,7 +27,7 @@ import { isRecord, log, type WorkDir } from '../lib/util.js';
  * qwen serve; acpd with every create going to the agent (`--warm-sessions 0` where the build has
  * the pool); acpd with a pool of one warm session (only where it has).
  */
-export type Contender = 'qwen' | 'acpd' | 'acpd-warm';
+type Contender = 'qwen' | 'acpd' | 'acpd-warm';
 
 export interface DaemonFigures {
   kind: Contender;
@@ -49,7 +49,7 @@ export interface DaemonFigures {
   agentRssMb: number;
 }
 
-export interface FloorFigures {
+interface FloorFigures {
   coldNewMs: number;
   newMs: Summary;
   loadMs: Summary;
@@ -74,7 +74,7 @@ interface Running {
   agentPids(): number[];
 }
 
-export interface QwenOptions {
+interface QwenOptions {
   reps: number;
   subscribers: number;
 }

@@ -15,7 +15,7 @@ export interface ReplayResult {
   rawSingleWrite: Summary;
 }
 
-export const RING = 4000;
+const RING = 4000;
 
 async function timeTo(
   url: string,

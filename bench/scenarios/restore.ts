@@ -12,7 +12,7 @@ import { embeddedAgentPath, type Server, startAcpd } from '../lib/procs.js';
 import { summarize, type Summary } from '../lib/stats.js';
 import { log, type WorkDir } from '../lib/util.js';
 
-export type RestoreAction = 'load' | 'resume';
+type RestoreAction = 'load' | 'resume';
 
 export interface RestoreResult {
   turns: number;
@@ -48,7 +48,7 @@ function writeSession(dir: string, sessionId: string, cwd: string, turns: number
 const id = (who: string, action: RestoreAction, turns: number, rep: number): string =>
   `bench-${who}-${action}-${turns}-${rep}`;
 
-export interface RestoreOptions {
+interface RestoreOptions {
   sizes: number[];
   reps: number;
 }

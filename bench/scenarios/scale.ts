@@ -17,7 +17,7 @@ import { openMany } from '../lib/sse.js';
 import { summarize, type Summary } from '../lib/stats.js';
 import { isRecord, log, type WorkDir } from '../lib/util.js';
 
-export interface ScaleLevel {
+interface ScaleLevel {
   sessions: number;
   /** Live sessions when measured: the lowest level keeps one for the subscribers. */
   liveSessions: number;
@@ -31,7 +31,7 @@ export interface ScaleLevel {
   agentRssMb: Summary;
 }
 
-export interface StageRss {
+interface StageRss {
   stage: string;
   rssMb: Summary;
   heapUsedMb: Summary;
@@ -50,7 +50,7 @@ export interface ScaleResult {
   rawRssMb64: Summary;
 }
 
-export interface ScaleOptions {
+interface ScaleOptions {
   levels: number[];
   reps: number;
   /** Creates timed at each level. */

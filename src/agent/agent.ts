@@ -41,7 +41,7 @@ interface LiveSession {
   active: AbortController | undefined;
 }
 
-export interface AgentOptions {
+interface AgentOptions {
   store: SessionStore;
   log: Logger;
 }
@@ -372,7 +372,7 @@ export class AcpdAgent {
       nextToolCallId: () => `call-${turnNumber}-${++toolCalls}`,
     };
 
-    let stopReason: StopReason = 'end_turn';
+    let stopReason: StopReason;
     try {
       stopReason = await runCommand(parseCommand(promptText(params.prompt)), io);
     } catch (error) {

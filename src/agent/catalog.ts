@@ -13,13 +13,13 @@ export const AGENT_NAME = 'acpd-agent';
 export const AGENT_TITLE = 'acpd embedded agent';
 export const AGENT_VERSION = '0.1.0';
 
-export interface ModelInfo {
+interface ModelInfo {
   modelId: string;
   name: string;
   description?: string;
 }
 
-export interface SessionModelState {
+interface SessionModelState {
   availableModels: ModelInfo[];
   currentModelId: string;
 }
@@ -34,11 +34,11 @@ export type NewSessionResult = NewSessionResponse & { models: SessionModelState 
 export type LoadSessionResult = LoadSessionResponse & { models: SessionModelState };
 export type ResumeSessionResult = ResumeSessionResponse & { models: SessionModelState };
 
-export const ECHO_MODEL = 'acpd-echo';
+const ECHO_MODEL = 'acpd-echo';
 export const SHOUT_MODEL = 'acpd-shout';
 export const DEFAULT_MODEL = ECHO_MODEL;
 
-export const MODELS: readonly ModelInfo[] = [
+const MODELS: readonly ModelInfo[] = [
   { modelId: ECHO_MODEL, name: 'Echo', description: 'Answers plain text with "echo: <text>".' },
   { modelId: SHOUT_MODEL, name: 'Shout', description: 'Like Echo, but the answer is upper-cased.' },
 ];
@@ -46,7 +46,7 @@ export const MODELS: readonly ModelInfo[] = [
 export const DEFAULT_MODE = 'default';
 export const YOLO_MODE = 'yolo';
 
-export const MODES: readonly SessionMode[] = [
+const MODES: readonly SessionMode[] = [
   { id: DEFAULT_MODE, name: 'Default', description: 'Ask for permission before writing a file.' },
   { id: YOLO_MODE, name: 'YOLO', description: 'Write files without asking for permission.' },
 ];

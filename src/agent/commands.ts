@@ -2,10 +2,10 @@
 // always gives the same command. docs/agent.md describes the grammar for users.
 import type { AvailableCommand } from '@agentclientprotocol/sdk';
 
-export const SLOW_MAX_COUNT = 10_000;
-export const SLOW_MAX_INTERVAL_MS = 60_000;
-export const SLOW_DEFAULT_INTERVAL_MS = 100;
-export const FLOOD_MAX_COUNT = 1_000_000;
+const SLOW_MAX_COUNT = 10_000;
+const SLOW_MAX_INTERVAL_MS = 60_000;
+const SLOW_DEFAULT_INTERVAL_MS = 100;
+const FLOOD_MAX_COUNT = 1_000_000;
 
 export type Command =
   | { kind: 'say'; text: string }

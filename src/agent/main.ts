@@ -58,10 +58,10 @@ function main(): void {
   // stderr belongs to the logger, which drops lines once it fails. Losing stdin or stdout means the
   // peer is gone: the same orderly stop as a signal. The end of stdin reaches us as the connection
   // closing, once the SDK has read everything that came before it.
-  process.stdin.on('error', (error) => {
+  process.stdin.on('error', (error: Error) => {
     stopAndExit(`stdin: ${error.message}`);
   });
-  process.stdout.on('error', (error) => {
+  process.stdout.on('error', (error: Error) => {
     stopAndExit(`stdout: ${error.message}`);
   });
   void connection.closed.then(() => {

@@ -36,7 +36,7 @@ const SAFE_ID = /^[A-Za-z0-9_-]{1,128}$/;
 // `<sessionId>.json.<pid>.<uuid>.tmp`: the name of a temporary file, with the pid of its writer.
 const TEMP_NAME = /^[A-Za-z0-9_-]{1,128}\.json\.(\d+)\.[0-9a-f-]{36}\.tmp$/;
 
-export function isSafeSessionId(sessionId: string): boolean {
+function isSafeSessionId(sessionId: string): boolean {
   return SAFE_ID.test(sessionId);
 }
 

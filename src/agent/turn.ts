@@ -13,11 +13,11 @@ import { SHOUT_MODEL, YOLO_MODE } from './catalog.js';
 import { helpText, splitIntoChunks } from './commands.js';
 import type { Command } from './commands.js';
 
-export const READ_MAX_LINES = 200;
-export const READ_MAX_CHARS = 64 * 1024;
+const READ_MAX_LINES = 200;
+const READ_MAX_CHARS = 64 * 1024;
 const FLOOD_BATCH = 256;
 
-export const PERMISSION_OPTIONS: readonly PermissionOption[] = [
+const PERMISSION_OPTIONS: readonly PermissionOption[] = [
   { optionId: 'allow', name: 'Allow', kind: 'allow_once' },
   { optionId: 'reject', name: 'Reject', kind: 'reject_once' },
 ];
@@ -50,7 +50,7 @@ export function countTurns(history: readonly SessionUpdate[]): number {
 }
 
 /** The text of each turn's user message, oldest first. */
-export function userPrompts(history: readonly SessionUpdate[]): string[] {
+function userPrompts(history: readonly SessionUpdate[]): string[] {
   const prompts: string[] = [];
   let previous: string | undefined;
   for (const update of history) {

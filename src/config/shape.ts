@@ -62,7 +62,7 @@ export type Config = Flatten<Disjoint<PlainFields, DerivedFields>>;
 const SPECIAL: ReadonlySet<SettingName> = new Set(SPECIAL_SETTINGS);
 
 /** The plain settings, in schema order. */
-export const PLAIN_SETTINGS: readonly PlainSetting[] = SETTING_NAMES.filter(
+const PLAIN_SETTINGS: readonly PlainSetting[] = SETTING_NAMES.filter(
   (name): name is PlainSetting => !SPECIAL.has(name),
 );
 

@@ -12,9 +12,9 @@ import { ConfigSchema, SETTING_NAMES, type SettingName, type Settings } from './
 export type RawSettings = Partial<Record<SettingName, string>>;
 
 /** One error per failing setting; the key '' holds a failure no setting could be blamed for. */
-export type Invalid = Map<SettingName | '', ConfigError>;
+type Invalid = Map<SettingName | '', ConfigError>;
 
-export type Validated = {
+type Validated = {
   /** Undefined when the schema rejected something. */
   settings: Settings | undefined;
   invalid: Invalid;
@@ -58,7 +58,8 @@ function invalidSetting(name: SettingName, raw: RawSettings, fromFlag: ReadonlyS
 function schemaErrors(err: unknown, raw: RawSettings, fromFlag: ReadonlySet<SettingName>): Invalid {
   const found: Invalid = new Map();
   const details: unknown = err instanceof Error && 'errors' in err ? err.errors : undefined;
-  for (const detail of Array.isArray(details) ? details : []) {
+  const list: readonly unknown[] = Array.isArray(details) ? details : [];
+  for (const detail of list) {
     const path: unknown =
       typeof detail === 'object' && detail !== null && 'instancePath' in detail ? detail.instancePath : '';
     const key = typeof path === 'string' ? path.split('/')[1] : undefined;

@@ -38,7 +38,7 @@ import { policyOf } from './route-policy.js';
  * Whole-request deadline (head and body). Node's own default, which Fastify
  * turns off; it never applies once the body has arrived.
  */
-export const REQUEST_TIMEOUT_MS = 300_000;
+const REQUEST_TIMEOUT_MS = 300_000;
 
 /** Bounds of the deadline check's period: often enough for short timeouts, cheap for long ones. */
 const MIN_CHECK_INTERVAL_MS = 10;
@@ -47,7 +47,7 @@ const MAX_CHECK_INTERVAL_MS = 1_000;
 /** Connections let in past the cap so they can be answered: a quarter of the cap, at least 64. */
 const MIN_RESERVE = 64;
 
-export type ConnectionTimeouts = Required<
+type ConnectionTimeouts = Required<
   Pick<ServerOptions, 'headersTimeout' | 'requestTimeout' | 'connectionsCheckingInterval'>
 >;
 

@@ -23,7 +23,7 @@ declare module 'fastify' {
 }
 
 /** The `route` label of a request that matched no route (a 404). */
-export const UNMATCHED_ROUTE = '(unmatched)';
+const UNMATCHED_ROUTE = '(unmatched)';
 
 // Prompts run from milliseconds to many minutes.
 const PROMPT_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800];

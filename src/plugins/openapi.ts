@@ -14,7 +14,7 @@ import fastifySwaggerUi from '@fastify/swagger-ui';
 import type { FastifyInstance, FastifySchema, RouteOptions } from 'fastify';
 import { policies } from './route-policy.js';
 
-export const DOCS_PREFIX = '/docs';
+const DOCS_PREFIX = '/docs';
 
 /** The OpenAPI `info.version`: the version of the wire protocol these routes speak. */
 const API_VERSION = 'v1';

@@ -29,7 +29,7 @@ const SAMPLE_INTERVAL_MS = 1000;
  */
 const WARM_UP_MS = 2 * SAMPLE_INTERVAL_MS;
 
-export interface ReadinessChecks {
+interface ReadinessChecks {
   config: 'ok';
   listener: 'ok' | 'down';
   agent: 'ok' | 'missing';
@@ -37,12 +37,12 @@ export interface ReadinessChecks {
   load: 'ok' | 'overloaded';
 }
 
-export interface ReadinessReport {
+interface ReadinessReport {
   ready: boolean;
   checks: ReadinessChecks;
 }
 
-export interface Readiness {
+interface Readiness {
   /** The agent's argv[0] as configured. */
   readonly agentCommand: string;
   /** Looks everything up now, the agent command included. */

@@ -24,7 +24,7 @@ import {
 } from 'fastify';
 import type { Config } from '../config.js';
 
-export const REQUEST_ID_HEADER = 'x-request-id';
+const REQUEST_ID_HEADER = 'x-request-id';
 
 // Printable, no spaces or quotes, bounded: safe to echo and to index.
 const SANE_REQUEST_ID = /^[A-Za-z0-9._:@/+=-]{1,128}$/;
@@ -36,9 +36,9 @@ export function requestIdFor(req: IncomingMessage): string {
 }
 
 /** Paths pino censors wherever a request's headers get logged. */
-export const REDACTED_PATHS = ['req.headers.authorization', 'headers.authorization'];
+const REDACTED_PATHS = ['req.headers.authorization', 'headers.authorization'];
 
-export const CENSOR = '[redacted]';
+const CENSOR = '[redacted]';
 
 /**
  * Query keys whose values never reach a log: a token is only ever accepted in
@@ -114,7 +114,7 @@ export interface LogOutput {
   isTTY?: boolean;
 }
 
-export type LoggerOptions = Exclude<FastifyServerOptions['logger'], boolean | undefined>;
+type LoggerOptions = Exclude<FastifyServerOptions['logger'], boolean | undefined>;
 
 export function loggerOptions(config: Pick<Config, 'logLevel'>, output: LogOutput = {}): LoggerOptions {
   const base = {

@@ -52,7 +52,7 @@ export const policies = {
 } as const satisfies Record<string, RoutePolicy>;
 
 /** What a request that matched no route (a 404) gets: the guards apply, it may be shed, no budget counts it. */
-export const UNROUTED: RoutePolicy = { probe: false, shed: true, budget: 'none', promptDuration: false };
+const UNROUTED: RoutePolicy = { probe: false, shed: true, budget: 'none', promptDuration: false };
 
 /** The policy of the route a request matched. */
 export function policyOf(req: FastifyRequest): RoutePolicy {

@@ -27,7 +27,7 @@ const UNAUTHORIZED = { error: 'Unauthorized' };
  * credentials that `trim()` would change can never be the token by the
  * contract's reading: refusing them here leaves the library's answer exact.
  */
-export function credentialsIntact(header: string | undefined): boolean {
+function credentialsIntact(header: string | undefined): boolean {
   if (header === undefined) return true;
   const space = header.indexOf(' ');
   if (space < 0) return true;

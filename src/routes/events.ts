@@ -24,7 +24,7 @@ import type { FastifyBaseLogger } from 'fastify';
 import { policies } from '../plugins/route-policy.js';
 import { sessionEvents } from '../schemas/sessions.js';
 
-export const SSE_RETRY_MS = 3000;
+const SSE_RETRY_MS = 3000;
 
 /**
  * The most frame bytes joined into one socket write. A frame larger than this
@@ -36,7 +36,7 @@ const SSE_CONTENT_TYPE = 'text/event-stream';
 const SSE_CACHE_CONTROL = 'no-cache, no-transform';
 
 /** A decimal `Last-Event-ID` up to MAX_SAFE_INTEGER; anything else counts as absent. */
-export function parseLastEventId(raw: string | undefined, log: FastifyBaseLogger): number | undefined {
+function parseLastEventId(raw: string | undefined, log: FastifyBaseLogger): number | undefined {
   if (raw === undefined || raw === '') return undefined;
   if (!/^\d+$/.test(raw)) {
     log.warn({ lastEventId: raw.slice(0, 80) }, 'rejected Last-Event-ID (not a decimal integer)');

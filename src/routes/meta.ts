@@ -4,7 +4,7 @@ import { policies } from '../plugins/route-policy.js';
 import { capabilities, health } from '../schemas/meta.js';
 
 /** Advertised features, in the contract's order; only what this build serves. */
-export const FEATURES = [
+const FEATURES = [
   'health',
   'capabilities',
   'session_create',

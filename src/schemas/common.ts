@@ -30,7 +30,7 @@ export const commonErrors = {
   500: ErrorRef,
 };
 
-export const CWD_MESSAGES = {
+const CWD_MESSAGES = {
   type: '`cwd` must be a string absolute path when provided',
   length: '`cwd` exceeds the 4096-character limit',
   absolute: '`cwd` must be an absolute path when provided',
@@ -54,7 +54,7 @@ export const Cwd = Type.String({
  * that keep sessions in files name them after it: nothing that could be a
  * path separator or a dot-segment may pass.
  */
-export const SessionId = Type.String({
+const SessionId = Type.String({
   pattern: '^(?!\\.{1,2}$)[A-Za-z0-9._:@+=~-]{1,256}$',
   errorMessage: {
     pattern:

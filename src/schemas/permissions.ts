@@ -1,10 +1,10 @@
 /** Schemas of the permission vote route. */
-import { Type, type Static } from '@sinclair/typebox';
+import { Type } from '@sinclair/typebox';
 import { commonErrors, ErrorRef } from './common.js';
 
 const OUTCOME_MESSAGE = '`outcome` must be `{ outcome: "cancelled" }` or `{ outcome: "selected", optionId: string }`';
 
-export const VoteBody = Type.Object(
+const VoteBody = Type.Object(
   {
     outcome: Type.Union(
       [
@@ -22,7 +22,6 @@ export const VoteBody = Type.Object(
   },
   { additionalProperties: true },
 );
-export type VoteBody = Static<typeof VoteBody>;
 
 export const vote = {
   summary: 'Answer a pending permission request (first answer wins)',

@@ -1,11 +1,11 @@
 /** Schemas of the session routes. */
-import { Type, type Static, type TSchema } from '@sinclair/typebox';
+import { Type, type TSchema } from '@sinclair/typebox';
 import type { ContentBlock as ContentBlockType } from '@agentclientprotocol/sdk';
 import { commonErrors, Cwd, ErrorRef, Opaque, SessionHandle, SessionIdParams } from './common.js';
 
 const SCOPE_MESSAGE = '`sessionScope` must be "single" or "thread" when provided';
 
-export const CreateSessionBody = Type.Object({
+const CreateSessionBody = Type.Object({
   cwd: Type.Optional(Cwd),
   modelServiceId: Type.Optional(Type.Unknown()),
   sessionScope: Type.Optional(
@@ -17,7 +17,6 @@ export const CreateSessionBody = Type.Object({
     }),
   ),
 });
-export type CreateSessionBody = Static<typeof CreateSessionBody>;
 
 export const createSession = {
   summary: 'Create a session, or attach to the shared one',
@@ -25,7 +24,7 @@ export const createSession = {
   response: { 200: SessionHandle, 404: ErrorRef, 503: ErrorRef, ...commonErrors },
 };
 
-export const RestoreBody = Type.Object({ cwd: Type.Optional(Cwd) });
+const RestoreBody = Type.Object({ cwd: Type.Optional(Cwd) });
 
 export const restoreSession = {
   summary: 'Restore a persisted session by id',
@@ -93,7 +92,7 @@ const ResourceContents = Type.Union(
  * Ajv's `discriminator` picks the one branch named by `type`, so an error is
  * reported against that branch alone rather than against all five.
  */
-export const ContentBlock = Type.Unsafe<ContentBlockType>({
+const ContentBlock = Type.Unsafe<ContentBlockType>({
   type: 'object',
   required: ['type'],
   discriminator: { propertyName: 'type' },
@@ -117,13 +116,12 @@ export const ContentBlock = Type.Unsafe<ContentBlockType>({
   errorMessage: { type: BLOCK_MESSAGE, discriminator: BLOCK_TYPE_MESSAGE, required: BLOCK_TYPE_MESSAGE },
 });
 
-export const PromptBody = Type.Object(
+const PromptBody = Type.Object(
   {
     prompt: Type.Array(ContentBlock, { minItems: 1, errorMessage: PROMPT_MESSAGE }),
   },
   { additionalProperties: true },
 );
-export type PromptBody = Static<typeof PromptBody>;
 
 export const promptSession = {
   summary: "Send a prompt; answers with the agent's PromptResponse when the turn ends",
@@ -143,13 +141,12 @@ export const cancelSession = {
   response: { 204: Type.Null(), 404: ErrorRef, ...commonErrors },
 };
 
-export const SetModelBody = Type.Object(
+const SetModelBody = Type.Object(
   {
     modelId: Type.String({ minLength: 1, errorMessage: '`modelId` is required and must be a non-empty string' }),
   },
   { additionalProperties: true },
 );
-export type SetModelBody = Static<typeof SetModelBody>;
 
 export const setModel = {
   summary: "Switch the session's model",

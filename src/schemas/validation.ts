@@ -9,7 +9,7 @@ const FORBIDDEN_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
 
 /** A prototype-free copy of a JSON object body; anything else becomes `{}`. */
 export function safeBody(body: unknown): Record<string, unknown> {
-  const out: Record<string, unknown> = Object.create(null);
+  const out = Object.create(null) as Record<string, unknown>;
   if (typeof body !== 'object' || body === null || Array.isArray(body)) return out;
   for (const key of Object.keys(body)) {
     if (!FORBIDDEN_KEYS.has(key)) out[key] = (body as Record<string, unknown>)[key];

@@ -36,7 +36,7 @@ export interface ClientHandlers {
   writeTextFile(params: WriteTextFileRequest): Promise<WriteTextFileResponse>;
 }
 
-export interface ChannelOptions {
+interface ChannelOptions {
   argv: readonly string[];
   cwd: string;
   env: Record<string, string>;
@@ -52,7 +52,7 @@ const LINK_LOSS_GRACE_MS = 250;
 const GROUP_EXIT_WAIT_MS = 500;
 
 /** Resolves with `p`, or rejects once `ms` have passed; the timer never outlives the race. */
-export function withTimeout<T>(p: Promise<T>, ms: number, label: string): Promise<T> {
+function withTimeout<T>(p: Promise<T>, ms: number, label: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new AgentTimeoutError(label, ms)), ms);

@@ -10,7 +10,7 @@ import { access, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-export interface AgentSetting {
+interface AgentSetting {
   /** The configured argv (--agent), or undefined for the embedded agent. */
   agent: readonly string[] | undefined;
   /** Where the embedded agent keeps its sessions, under `sessions/`. */
@@ -24,7 +24,7 @@ export function agentSpawnArgv(setting: AgentSetting): string[] {
   return [process.execPath, entry, '--data-dir', path.join(setting.dataDir, 'sessions')];
 }
 
-export interface CommandLookup {
+interface CommandLookup {
   /** The agent's working directory. */
   cwd: string;
   /** The PATH the agent is spawned with. */

@@ -15,7 +15,7 @@ import { AgentRouter } from './agent-router.js';
 import type { FsProxy } from './fs-proxy.js';
 import type { PermissionBroker } from './permissions.js';
 
-export interface SupervisorOptions {
+interface SupervisorOptions {
   argv: readonly string[];
   cwd: string;
   env: Record<string, string>;
@@ -27,7 +27,7 @@ export interface SupervisorOptions {
 }
 
 /** Told when a channel's process is gone, with the live sessions it carried. */
-export type ExitListener = (channel: AgentChannel, info: ExitInfo | undefined, sessionIds: string[]) => void;
+type ExitListener = (channel: AgentChannel, info: ExitInfo | undefined, sessionIds: string[]) => void;
 
 /** A hold on a channel: while any is out, the channel is kept running. */
 export class ChannelLease {

@@ -13,7 +13,7 @@
 import { SubscriberLimitExceededError } from '../errors.js';
 import { MemoryEventLog, type EventLog } from './event-log.js';
 
-export const EVENT_SCHEMA_VERSION = 1 as const;
+const EVENT_SCHEMA_VERSION = 1 as const;
 export const DEFAULT_RING_SIZE = 4000;
 export const DEFAULT_MAX_QUEUED = 256;
 export const DEFAULT_MAX_SUBSCRIBERS = 64;
@@ -43,7 +43,7 @@ export interface BusEvent {
 }
 
 /** A subscriber's view of the bus: an async iterator that can also hand over its backlog at once. */
-export interface EventSubscription extends AsyncIterableIterator<BusEvent> {
+export interface EventSubscription extends AsyncIterableIterator<BusEvent, undefined> {
   /**
    * What is buffered right now, in order, without waiting (possibly nothing).
    * With `maxBytes`, only the leading events whose frames fit in it together;
@@ -115,7 +115,7 @@ class Subscription implements EventSubscription {
   /** Bytes of the live events waiting (everything from `head` on but the replayed ones). */
   private liveBytes = 0;
   private closed = false;
-  private waiter: ((r: IteratorResult<BusEvent>) => void) | undefined;
+  private waiter: ((r: IteratorResult<BusEvent, undefined>) => void) | undefined;
   private onAbort: (() => void) | undefined;
 
   constructor(
@@ -218,7 +218,7 @@ class Subscription implements EventSubscription {
     }
   }
 
-  next(): Promise<IteratorResult<BusEvent>> {
+  next(): Promise<IteratorResult<BusEvent, undefined>> {
     if (this.head < this.items.length) {
       const value = this.shift();
       this.compact();
@@ -252,7 +252,7 @@ class Subscription implements EventSubscription {
     return taken;
   }
 
-  return(): Promise<IteratorResult<BusEvent>> {
+  return(): Promise<IteratorResult<BusEvent, undefined>> {
     this.end(false);
     return Promise.resolve({ value: undefined, done: true });
   }

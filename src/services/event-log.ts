@@ -30,7 +30,7 @@ export interface EventLog {
   after(cursor: number): Iterable<BusEvent>;
 }
 
-export interface MemoryLogBounds {
+interface MemoryLogBounds {
   /** At most this many events (0 keeps none). */
   maxEvents: number;
   /** At most this many frame bytes, the newest event always kept (0 = count only). */

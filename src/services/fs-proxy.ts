@@ -14,7 +14,7 @@ import type {
 } from '@agentclientprotocol/sdk';
 import { isInside } from './workspace.js';
 
-export const READ_SIZE_CAP = 100 * 1024 * 1024;
+const READ_SIZE_CAP = 100 * 1024 * 1024;
 
 function errno(err: unknown): string | undefined {
   return (err as NodeJS.ErrnoException | undefined)?.code;

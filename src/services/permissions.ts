@@ -22,7 +22,7 @@ interface Pending {
   timer: NodeJS.Timeout | undefined;
 }
 
-export interface PermissionOptions {
+interface PermissionOptions {
   timeoutMs: number;
   maxPendingPerSession: number;
   log: FastifyBaseLogger;

@@ -19,7 +19,7 @@ import {
 import type { EventBus } from './event-bus.js';
 import type { SessionRegistry, SlotHolder } from './session-registry.js';
 
-export interface RestoreResult {
+interface RestoreResult {
   sessionId: string;
   workspaceCwd: string;
   attached: boolean;
@@ -42,12 +42,21 @@ interface InFlight {
 const METHOD: Record<RestoreAction, string> = { load: 'session/load', resume: 'session/resume' };
 
 /** ACP resource-not-found for exactly this session (never a substring match). */
-export function isSessionNotFound(err: unknown, sessionId: string): boolean {
+function isSessionNotFound(err: unknown, sessionId: string): boolean {
   if (typeof err !== 'object' || err === null) return false;
   const e = err as { code?: unknown; data?: unknown; message?: unknown };
   if (e.code !== -32002) return false;
   const uri = typeof e.data === 'object' && e.data !== null ? (e.data as { uri?: unknown }).uri : undefined;
   return uri === `session:${sessionId}` || e.message === `Resource not found: session:${sessionId}`;
+}
+
+/**
+ * A rejected promise for what a registry check threw (`restore` builds its promises by hand
+ * rather than being async). The registry throws domain errors; anything else is wrapped so
+ * that every rejection reason is an Error.
+ */
+function rejection(err: unknown): Promise<never> {
+  return Promise.reject(err instanceof Error ? err : new Error(String(err)));
 }
 
 export class RestoreCoordinator implements SlotHolder {
@@ -77,7 +86,7 @@ export class RestoreCoordinator implements SlotHolder {
       registry.assertAcceptingWork();
       key = registry.resolveWorkspace(workspaceCwd);
     } catch (err) {
-      return Promise.reject(err);
+      return rejection(err);
     }
 
     const live = registry.get(sessionId);
@@ -101,7 +110,7 @@ export class RestoreCoordinator implements SlotHolder {
       registry.checkCapacity();
     } catch (err) {
       this.stats.limited++;
-      return Promise.reject(err);
+      return rejection(err);
     }
 
     const coalesced: Coalesced = { waiters: 0 };

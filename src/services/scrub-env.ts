@@ -12,7 +12,7 @@
  */
 import { closeSync, openSync, readFileSync, readSync, writeSync } from 'node:fs';
 
-export type ScrubOutcome =
+type ScrubOutcome =
   | { scrubbed: true }
   /** The variable is gone from `env`, but its value may still show in /proc/<pid>/environ. */
   | { scrubbed: false; reason: string };

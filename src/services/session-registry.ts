@@ -25,15 +25,15 @@ import type { SessionMeta, SessionStore } from './session-store.js';
 import { WarmPool } from './warm-pool.js';
 import { resolveWorkspace } from './workspace.js';
 
-export type SessionScope = 'single' | 'thread';
+type SessionScope = 'single' | 'thread';
 
-export interface SessionHandle {
+interface SessionHandle {
   sessionId: string;
   workspaceCwd: string;
   attached: boolean;
 }
 
-export interface RegistryOptions {
+interface RegistryOptions {
   workspace: string;
   maxSessions: number;
   initTimeoutMs: number;
@@ -45,7 +45,7 @@ export interface RegistryOptions {
   log: FastifyBaseLogger;
 }
 
-export interface SpawnRequest {
+interface SpawnRequest {
   workspaceCwd?: string;
   modelServiceId?: string;
   sessionScope?: unknown;

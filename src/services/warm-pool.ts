@@ -13,14 +13,14 @@ import type { AgentChannel } from './agent-channel.js';
 import type { AgentRouter } from './agent-router.js';
 import type { EventBus } from './event-bus.js';
 
-export interface WarmSession {
+interface WarmSession {
   sessionId: string;
   channel: AgentChannel;
   /** Catches what the agent says about the session before anyone takes it. */
   events: EventBus;
 }
 
-export interface WarmPoolOptions {
+interface WarmPoolOptions {
   size: number;
   log: FastifyBaseLogger;
   /** Asks the agent for a fresh session on `channel`. */

@@ -9,7 +9,7 @@
  * compare with (@qwen-code/qwen-code 0.24.x) is many releases newer. Its additions are additive on
  * the wire (`v` stays 1) and the SDK copes with both shapes.
  */
-export const NEWER_QWEN = 'newer qwen';
+const NEWER_QWEN = 'newer qwen';
 export const legend: Record<string, string> = {
   [NEWER_QWEN]:
     'qwen 0.24 is many releases newer than the reference revision acpd implements ' +

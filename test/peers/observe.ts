@@ -3,7 +3,7 @@
 import type { DaemonEvent } from '@qwen-code/sdk/daemon';
 import { TimeoutError, within } from '../../harness/wait.js';
 
-export interface Fact {
+interface Fact {
   /** Stable key, also the key of the known-differences map. */
   key: string;
   /** Human text for the table. */
@@ -99,14 +99,14 @@ export function isBridgeEcho(ev: DaemonEvent): boolean {
 }
 
 /** `session_update:agent_message_chunk`, `permission_request`, … */
-export function frameLabel(ev: DaemonEvent): string {
+function frameLabel(ev: DaemonEvent): string {
   const kind = updateKind(ev);
   const base = kind ? `su:${kind}` : ev.type;
   return isBridgeEcho(ev) ? `${base}(echo)` : base;
 }
 
 /** Labels with consecutive repeats folded: `su:agent_message_chunk×3`. */
-export function foldLabels(labels: string[]): string[] {
+function foldLabels(labels: string[]): string[] {
   const out: string[] = [];
   let prev: string | undefined;
   let n = 0;

@@ -236,7 +236,7 @@ const s2: Scenario = {
     const ran = existsSync(join(ctx.workspace, file));
     obs.require('s2.ran', 'the tool ran (file created in the workspace)', ran, ran);
     const order = [req.id ?? 0, resolved.id ?? 0, done?.id ?? 0];
-    const inOrder = order[0]! < order[1]! && order[1]! < order[2]!;
+    const inOrder = order[0] < order[1] && order[1] < order[2];
     obs.require(
       's2.order',
       'frame order: permission_request < permission_resolved < tool completed',

@@ -11,7 +11,7 @@ import { within } from '../../harness/wait.js';
 import { chunkText, FrameCollector, fullSequence, recordingFetch, updateKind } from './observe.js';
 import type { Scenario, ScenarioContext } from './scenarios.js';
 
-export interface SecondAgent {
+interface SecondAgent {
   name: string;
   installed(): boolean;
   version(): string;

@@ -32,7 +32,7 @@ export interface SseStream {
 }
 
 /** One frame (the text between two blank lines), its fields by name, its JSON envelope parsed. */
-export function parseFrame(raw: string): SseFrame {
+function parseFrame(raw: string): SseFrame {
   const frame: SseFrame = { raw };
   for (const line of raw.split('\n')) {
     if (line.startsWith(':')) frame.comment = line.slice(1).trim();
