@@ -7,7 +7,10 @@ import { Proc } from './spawn.js';
 
 export type DaemonKind = 'qwen' | 'acpd';
 
-/** `qwen serve listening on http://127.0.0.1:N (mode=…)` and `acpd listening on http://127.0.0.1:N (mode=…)`. */
+/**
+ * `qwen serve listening on http://127.0.0.1:N (mode=…)` (stdout) and `acpd listening on http://127.0.0.1:N (mode=…)`
+ * (stderr: acpd's stdout is its JSON log); Proc reads both streams.
+ */
 const LISTENING = /listening on (http:\/\/127\.0\.0\.1:(\d+))/;
 
 interface DaemonOptions {

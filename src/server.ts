@@ -4,14 +4,15 @@
 // process-wide handlers; everything it starts is built by buildApp, exactly
 // as the tests build it.
 //
-// Some lines are plain text on purpose, because tools and tests parse them:
-// the "listening on" line on stdout, and the workspace and auth notices and
-// the token warnings on stderr. Everything else goes through the app's pino
-// logger.
+// stdout belongs to the log: JSON lines (pretty ones at a terminal), so that
+// a collector reading it never meets anything else. The few lines for people
+// and tools are plain text on stderr: the "acpd listening on" line, which
+// scripts and tests parse, the token warnings and the drain notices.
 import closeWithGrace from 'close-with-grace';
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from './app.js';
 import { formatListenUrl, loadConfig, parseCommandLine, usage, type Config } from './config.js';
+import { logsArePretty, redactArgv } from './plugins/request-log.js';
 import { scrubEnvironment } from './services/scrub-env.js';
 
 // Headroom on top of the agents' SIGTERM→SIGKILL grace for the listener to
@@ -51,6 +52,47 @@ function readConfig(): Config {
     // A ConfigError's message is meant for the operator as is; anything else
     // is a bug and gets the same treatment rather than a stack trace.
     exitWith(messageOf(err));
+  }
+}
+
+/** An argv as one string, single-quoting the words that need it. */
+function quoteArgv(argv: readonly string[]): string {
+  return argv.map((word) => (/[\s"'\\]/.test(word) ? `'${word.replaceAll("'", `'\\''`)}'` : word)).join(' ');
+}
+
+function authOf(config: Config): 'off' | 'bearer' {
+  return config.token === undefined ? 'off' : 'bearer';
+}
+
+/**
+ * The start-up line, one for everything a person wants to know first:
+ *   acpd listening on http://127.0.0.1:4170 (mode=http-bridge, auth=off, workspace="/srv/ws", agent=embedded)
+ * `auth` is `off` or `bearer`; the workspace is a JSON string; the agent is
+ * `embedded` or its command line as a JSON string, with the values of
+ * sensitive-looking options redacted. Tools parse it: change it with them.
+ */
+function listeningLine(url: string, config: Config): string {
+  const agent = config.agent === undefined ? 'embedded' : JSON.stringify(quoteArgv(redactArgv(config.agent)));
+  return `acpd listening on ${url} (mode=http-bridge, auth=${authOf(config)}, workspace=${JSON.stringify(config.workspace)}, agent=${agent})`;
+}
+
+const QUIET_WHILE_BINDING = new Set(['trace', 'debug', 'info']);
+
+/**
+ * app.listen, without the "Server listening at <address>" line Fastify logs
+ * for every address it binds (bare text, and no option turns it off: see
+ * fastify/help#641, whose answer this is); the daemon announces itself once,
+ * in its own words. The plugins are loaded first, so only the bind itself, a
+ * few milliseconds before any request, runs with the logger held at warn.
+ */
+async function listenQuietly(app: FastifyInstance, config: Config): Promise<void> {
+  await app.ready();
+  const level = app.log.level;
+  if (QUIET_WHILE_BINDING.has(level)) app.log.level = 'warn';
+  try {
+    await app.listen({ port: config.port, host: config.listenHost });
+  } finally {
+    app.log.level = level;
   }
 }
 
@@ -124,7 +166,7 @@ async function main(): Promise<void> {
   process.once('exit', () => killAgentsNow(app));
 
   try {
-    await app.listen({ port: config.port, host: config.listenHost });
+    await listenQuietly(app, config);
   } catch (err) {
     graceful.uninstall();
     say(process.stderr, `acpd: ${messageOf(err)}`);
@@ -134,13 +176,20 @@ async function main(): Promise<void> {
 
   const address = app.server.address();
   const port = typeof address === 'object' && address !== null ? address.port : config.port;
-  say(
-    process.stdout,
-    `acpd listening on ${formatListenUrl(config.hostname, port)} (mode=http-bridge, workspace=${config.workspace})`,
-  );
-  say(process.stderr, `acpd: bound to workspace ${JSON.stringify(config.workspace)}`);
-  if (config.token === undefined) {
-    say(process.stderr, 'acpd: bearer auth disabled (loopback default). Set ACPD_TOKEN to enable.');
+  const url = formatListenUrl(config.hostname, port);
+  say(process.stderr, listeningLine(url, config));
+  // The same facts as fields, for whoever collects the JSON log; a pretty log
+  // is read by the person who has just read the line above.
+  if (!logsArePretty(process.stdout.isTTY === true)) {
+    app.log.info(
+      {
+        url,
+        auth: authOf(config),
+        workspace: config.workspace,
+        agent: config.agent === undefined ? 'embedded' : redactArgv(config.agent),
+      },
+      'listening',
+    );
   }
 }
 

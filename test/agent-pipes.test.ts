@@ -20,6 +20,7 @@ import { tempDir } from './support/app.js';
 
 const SERVER = fileURLToPath(new URL('../../dist/server.js', import.meta.url));
 const AGENT_MAIN = fileURLToPath(new URL('../../dist/agent/main.js', import.meta.url));
+/** The start-up line, on stderr. */
 const LISTENING = /^acpd listening on (http:\/\/\S+) /m;
 const PROMPT = '/slow 1000 50';
 
@@ -246,6 +247,7 @@ interface Daemon {
   child: ChildProcess;
   pid: number;
   stdout: () => string;
+  stderr: () => string;
   exited: Promise<void>;
 }
 
@@ -265,7 +267,10 @@ function startDaemon(t: Test, workspace: string, dataDir: string): Daemon {
   child.stdout?.setEncoding('utf8').on('data', (text: string) => {
     stdout += text;
   });
-  child.stderr?.resume();
+  let stderr = '';
+  child.stderr?.setEncoding('utf8').on('data', (text: string) => {
+    stderr += text;
+  });
   const exited = new Promise<void>((resolve) => {
     child.once('exit', () => {
       resolve();
@@ -279,14 +284,16 @@ function startDaemon(t: Test, workspace: string, dataDir: string): Daemon {
       child.kill('SIGKILL');
     });
   });
-  return { child, pid: child.pid, stdout: () => stdout, exited };
+  return { child, pid: child.pid, stdout: () => stdout, stderr: () => stderr, exited };
 }
 
 async function baseUrlOf(daemon: Daemon): Promise<string> {
   let url: string | undefined;
   await until(() => {
-    url = LISTENING.exec(daemon.stdout())?.[1];
-    if (daemon.child.exitCode !== null) throw new Error(`the daemon exited early:\n${daemon.stdout()}`);
+    url = LISTENING.exec(daemon.stderr())?.[1];
+    if (daemon.child.exitCode !== null) {
+      throw new Error(`the daemon exited early:\n${daemon.stderr()}\n${daemon.stdout()}`);
+    }
     return url !== undefined;
   }, 'the daemon to listen');
   if (url === undefined) throw new Error('unreachable');

@@ -19,6 +19,7 @@ import { tempDir } from './support/app.js';
 const run = promisify(execFile);
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
 const DOCKERFILE = path.join(REPO, 'Dockerfile');
+/** The start-up line, on stderr (stdout is the JSON log's). */
 const LISTENING = /^acpd listening on http:\/\/127\.0\.0\.1:(\d+) /m;
 /** A generous bound, so that a daemon that never comes up fails the test instead of hanging it. */
 const WAIT_LIMIT_MS = 30_000;
@@ -123,15 +124,15 @@ async function startCmd(t: Test, image: Image, appDir: string, env: Record<strin
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     await exited;
   });
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+    stdout += chunk;
+  });
   const listening = new Promise<boolean>((resolve) => {
-    child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
-      stdout += chunk;
-      if (LISTENING.test(stdout)) resolve(true);
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
+      stderr += chunk;
+      if (LISTENING.test(stderr)) resolve(true);
     });
     void exited.then(() => resolve(false));
-  });
-  child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
-    stderr += chunk;
   });
   const up = await within(listening, 'the listening line', WAIT_LIMIT_MS).catch(() => false);
   if (!up) throw new Error(`the CMD did not start:\nstdout: ${stdout}\nstderr: ${stderr}`);
@@ -177,7 +178,10 @@ t.test('the image, reproduced: production install, CMD, HEALTHCHECK, SIGTERM', a
   const startedAt = performance.now();
   const daemon = await startCmd(t, image, appDir, { ACPD_WORKSPACE: workspace, ACPD_PORT: String(port) });
   const startMs = performance.now() - startedAt;
-  t.match(daemon.stdout(), `acpd listening on http://127.0.0.1:${port} (mode=http-bridge, workspace=${workspace})`);
+  t.match(
+    daemon.stderr(),
+    `acpd listening on http://127.0.0.1:${port} (mode=http-bridge, auth=off, workspace=${JSON.stringify(workspace)}, agent=embedded)\n`,
+  );
   t.equal(await healthcheck(image, healthEnv), 0, 'the HEALTHCHECK command passes');
 
   // An agent child to reap: a session makes the daemon spawn its embedded agent.
@@ -193,6 +197,16 @@ t.test('the image, reproduced: production install, CMD, HEALTHCHECK, SIGTERM', a
   t.strictSame(exit, { code: 0, signal: null }, 'SIGTERM: a clean exit 0');
   for (const pid of agents) t.strictSame(livingInGroup(pid), [], `agent ${pid} and its process group are gone`);
   t.match(daemon.stderr(), /received SIGTERM, draining/);
+  // No pino-pretty in the image: what a log collector reads on stdout is JSON lines, and only that.
+  const records = daemon
+    .stdout()
+    .split('\n')
+    .filter((line) => line !== '')
+    .map((line): unknown => JSON.parse(line));
+  t.ok(
+    records.some((r) => typeof r === 'object' && r !== null && 'msg' in r && r.msg === 'listening'),
+    'every stdout line is JSON, the listening record among them',
+  );
   t.comment(
     `npm ci --omit=dev ${(installMs / 1000).toFixed(1)} s, start ${startMs.toFixed(0)} ms, SIGTERM → exit ${stopMs.toFixed(0)} ms`,
   );

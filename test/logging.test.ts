@@ -1,13 +1,22 @@
-// Request logs (issue 5): one JSON line per request, carrying the request id (the client's X-Request-Id
-// when sane, echoed back); the bearer token never reaches a log line; pretty output only for a terminal.
+// Request logs (issues 5 and 11): one JSON line per request, carrying the request id (the client's
+// X-Request-Id when sane, echoed back) and saying the request in words; the probes' and the scrape's
+// successes at debug; the bearer token never reaches a log line; pretty output only for a terminal, one
+// line per request there too.
 import { execFile } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
+import { promisify, stripVTControlCharacters } from 'node:util';
 import t, { type Test } from 'tap';
 import { request } from 'undici';
-import { loggerOptions, redactUrl, serializeRequest } from '../src/plugins/request-log.js';
+import {
+  PRETTY_OPTIONS,
+  loggerOptions,
+  logsArePretty,
+  redactArgv,
+  redactUrl,
+  serializeRequest,
+} from '../src/plugins/request-log.js';
 import { until } from '../harness/wait.js';
 import { startDaemon, tempDir, type TestDaemon } from './support/app.js';
 import { call, createSession, obj } from './support/http.js';
@@ -54,7 +63,7 @@ t.test('one JSON line per request, with the request id the client sent, echoed b
   const lines = log.forRequest('trace-abc.1');
   t.equal(lines.length, 1, 'exactly one line');
   const [line] = lines;
-  t.equal(line.msg, 'request completed');
+  t.match(line.msg, /^GET \/capabilities 200 \d+\.\dms$/, 'the message says the request in words');
   t.equal(line.level, 30);
   t.equal(line.route, '/capabilities');
   t.same(obj(line.res).statusCode, 200);
@@ -69,18 +78,18 @@ t.test('one JSON line per request, with the request id the client sent, echoed b
 
 t.test('without a sane X-Request-Id the daemon makes one up', async (t) => {
   const log = await loggedDaemon(t, ['--log-level', 'info']);
-  const none = await call(log.d, 'GET', '/livez');
+  const none = await call(log.d, 'GET', '/capabilities');
   const fresh = String(none.headers['x-request-id']);
   t.match(fresh, UUID);
   t.equal(log.forRequest(fresh).length, 1);
 
   for (const bad of ['has spaces in it', 'x'.repeat(129), 'quote"s']) {
-    const res = await call(log.d, 'GET', '/livez', undefined, { 'x-request-id': bad });
+    const res = await call(log.d, 'GET', '/capabilities', undefined, { 'x-request-id': bad });
     const id = String(res.headers['x-request-id']);
     t.match(id, UUID, `${JSON.stringify(bad.slice(0, 20))} is replaced`);
     t.equal(log.forRequest(id).length, 1);
   }
-  const requests = log.lines().filter((l) => l.msg === 'request completed');
+  const requests = log.lines().filter((l) => 'res' in l);
   t.equal(requests.length, 4);
   t.equal(new Set(requests.map((l) => l.reqId)).size, 4, 'every request got its own id');
 });
@@ -138,7 +147,8 @@ t.test('a client that leaves mid-stream or mid-prompt still gets its one line', 
   for (const reqId of ['left-1', 'stream-1']) {
     const lines = log.forRequest(reqId);
     t.equal(lines.length, 1, `${reqId}: one line`);
-    t.equal(lines[0]?.msg, 'request aborted', `${reqId}: marked as aborted`);
+    t.match(lines[0]?.msg, / aborted \d+(\.\d+)?m?s$/, `${reqId}: marked as aborted`);
+    t.equal(lines[0]?.aborted, true);
     t.type(lines[0]?.responseTime, 'number');
     t.notOk(lines[0] !== undefined && 'res' in lines[0], `${reqId}: no status, none was sent`);
   }
@@ -215,12 +225,15 @@ t.test(
     await until(() => log.forRequest('q-aborted').length > 0, 'the aborted line');
 
     // The request's own line (at debug the bearer check adds one of its own for the 401).
-    const urlOf = (reqId: string, msg: string): unknown =>
-      obj(log.forRequest(reqId).find((line) => line.msg === msg)?.req).url;
-    t.equal(urlOf('q-ok', 'request completed'), '/capabilities?token=[redacted]', 'the key stays visible');
-    t.equal(urlOf('q-401', 'request completed'), '/capabilities?access_token=[redacted]&x=1');
-    t.equal(urlOf('q-404', 'request completed'), '/nowhere?api_key=[redacted]');
-    t.equal(urlOf('q-aborted', 'request aborted'), `/session/${id}/events?token=[redacted]`);
+    const requestOf = (reqId: string): Record<string, unknown> =>
+      obj(log.forRequest(reqId).find((line) => 'req' in line));
+    const urlOf = (reqId: string): unknown => obj(requestOf(reqId).req).url;
+    t.equal(urlOf('q-ok'), '/capabilities?token=[redacted]', 'the key stays visible');
+    t.equal(urlOf('q-401'), '/capabilities?access_token=[redacted]&x=1');
+    t.equal(urlOf('q-404'), '/nowhere?api_key=[redacted]');
+    t.equal(urlOf('q-aborted'), `/session/${id}/events?token=[redacted]`);
+    t.equal(requestOf('q-aborted').aborted, true);
+    t.match(requestOf('q-ok').msg, /^GET \/capabilities\?token=\[redacted\] 200 /, 'the message is redacted too');
     t.notOk(log.text().includes(secret), 'the secret appears nowhere in the log output');
   },
 );
@@ -236,6 +249,51 @@ t.test('logger options: a capture stream, pretty only for a terminal with pino-p
   t.notOk('transport' in loggerOptions({ logLevel: 'info' }, { isTTY: false }), 'JSON when not a terminal');
   const pretty = loggerOptions({ logLevel: 'info' }, { isTTY: true });
   t.match(pretty, { transport: { target: /pino-pretty/ } }, 'pino-pretty for a terminal (a dev dependency here)');
+  t.match(pretty, { transport: { options: PRETTY_OPTIONS } }, 'with our options');
+  t.equal(logsArePretty(true), true);
+  t.equal(logsArePretty(false), false);
+});
+
+t.test('the probes and the metrics scrape log their successes at debug, their failures at info', async (t) => {
+  const quiet = await loggedDaemon(t, ['--log-level', 'info']);
+  for (const url of ['/health', '/livez', '/readyz', '/metrics']) {
+    t.equal((await call(quiet.d, 'GET', url, undefined, { 'x-request-id': `quiet${url}` })).status, 200, url);
+  }
+  const denied = await call(quiet.d, 'GET', '/metrics', undefined, {
+    authorization: 'Bearer wrong',
+    'x-request-id': 'scrape-401',
+  });
+  t.equal(denied.status, 401);
+  t.equal((await call(quiet.d, 'GET', '/capabilities', undefined, { 'x-request-id': 'loud-1' })).status, 200);
+  await until(() => quiet.forRequest('loud-1').length > 0, 'the last line');
+  t.same(
+    quiet
+      .lines()
+      .filter((line) => 'req' in line)
+      .map((line) => line.reqId),
+    ['scrape-401', 'loud-1'],
+    'at info: only the refused scrape and the ordinary request',
+  );
+  t.equal(quiet.forRequest('scrape-401')[0]?.level, 30);
+
+  const verbose = await loggedDaemon(t, ['--log-level', 'debug']);
+  for (const url of ['/health', '/livez', '/readyz', '/metrics']) {
+    await call(verbose.d, 'GET', url, undefined, { 'x-request-id': `verbose${url}` });
+    const lines = verbose.forRequest(`verbose${url}`);
+    t.equal(lines.length, 1, `${url}: one line at debug`);
+    t.equal(lines[0]?.level, 20, `${url}: level debug`);
+    t.match(lines[0]?.msg, new RegExp(`^GET ${url} 200 `));
+  }
+});
+
+t.test('redactArgv hides the values of sensitive-looking options of a command line', async (t) => {
+  t.same(redactArgv(['qwen', '--acp']), ['qwen', '--acp']);
+  t.same(
+    redactArgv(['node', 'a.js', '--api-key', 'sk-1', '--token=abc', '-p', 'x', '--secret', '--verbose', 'ok']),
+    ['node', 'a.js', '--api-key', '[redacted]', '--token=[redacted]', '-p', 'x', '--secret', '[redacted]', 'ok'],
+    'the word after a sensitive option is its value, whatever it looks like',
+  );
+  t.same(redactArgv(['--model=qwen3', '--data-dir', '/d']), ['--model=qwen3', '--data-dir', '/d']);
 });
 
 t.test('a real process logs JSON to a pipe and pretty lines to a terminal', async (t) => {
@@ -251,7 +309,7 @@ t.test('a real process logs JSON to a pipe and pretty lines to a terminal', asyn
       `import { loadConfig } from ${JSON.stringify(configModule)};`,
       `const config = loadConfig({ argv: ['--port', '0', '--workspace', ${JSON.stringify(dir)}], env: { PATH: process.env.PATH ?? '' }, cwd: ${JSON.stringify(dir)} });`,
       'const app = await buildApp(config);',
-      `await app.inject({ method: 'GET', url: '/livez', headers: { 'x-request-id': 'proc-check-1' } });`,
+      `await app.inject({ method: 'GET', url: '/capabilities', headers: { 'x-request-id': 'proc-check-1' } });`,
       'await app.close();',
       '',
     ].join('\n'),
@@ -263,15 +321,18 @@ t.test('a real process logs JSON to a pipe and pretty lines to a terminal', asyn
     .filter((line) => line !== '')
     .map((line) => obj(JSON.parse(line)));
   t.ok(
-    jsonLines.some((line) => line.reqId === 'proc-check-1' && line.msg === 'request completed'),
+    jsonLines.some((line) => line.reqId === 'proc-check-1' && 'res' in line),
     'stdout is a pipe: JSON lines',
   );
 
   // util-linux `script` gives the child a pseudo-terminal for stdout.
   const command = [process.execPath, script].map((word) => `'${word}'`).join(' ');
   const tty = await run('script', ['-qec', command, '/dev/null'], { cwd: dir });
-  t.match(tty.stdout, /request completed/, 'the line is there');
-  t.match(tty.stdout, /proc-check-1/);
+  // Colours off or on, the request is one line: its words, then its id in brackets.
+  const plain = stripVTControlCharacters(tty.stdout);
+  const requestLines = plain.split(/\r?\n/).filter((line) => line.includes('proc-check-1'));
+  t.equal(requestLines.length, 1, 'one line for the request');
+  t.match(requestLines[0], /INFO: GET \/capabilities 200 \d+\.\dms \(proc-check-1\)$/);
   t.notOk(
     tty.stdout.split(/\r?\n/).some((line) => line.trim().startsWith('{"level"')),
     'stdout is a terminal: no raw JSON lines',

@@ -14,7 +14,9 @@ import { descendantsOf, environOf, isRunning, processTable, statOf, type ProcSta
 import { until } from '../harness/wait.js';
 
 const SERVER = fileURLToPath(new URL('../src/server.js', import.meta.url));
-const LISTENING = /^acpd listening on (http:\/\/(\S+):(\d+)) \(mode=http-bridge, workspace=(.*)\)$/m;
+/** The start-up line on stderr: `acpd listening on <url> (mode=http-bridge, auth=off|bearer, workspace="…", agent=…)`. */
+const LISTENING =
+  /^acpd listening on (http:\/\/(\S+):(\d+)) \(mode=http-bridge, auth=(off|bearer), workspace=("(?:[^"\\]|\\.)*"), agent=(embedded|"(?:[^"\\]|\\.)*")\)$/m;
 const STARTUP_TIMEOUT_MS = 30_000;
 
 type Exit = { code: number | null; signal: NodeJS.Signals | null };
@@ -60,22 +62,40 @@ function startDaemon(t: Test, args: string[], env: Record<string, string> = {}):
   return { child, pid: child.pid, stdout: () => stdout, stderr: () => stderr, exited };
 }
 
+interface Listening {
+  url: string;
+  host: string;
+  port: number;
+  auth: string;
+  workspace: string;
+  /** `embedded`, or the command line. */
+  agent: string;
+}
+
 /** Waits for the start line; fails with the daemon's output if it exits first. */
-async function listening(daemon: Daemon): Promise<{ url: string; host: string; port: number; workspace: string }> {
+async function listening(daemon: Daemon): Promise<Listening> {
   let exit: Exit | undefined;
   void daemon.exited.then((value) => {
     exit = value;
   });
   // The line, or null once the process has exited without it: either ends the wait.
   const line = (): RegExpExecArray | null | undefined =>
-    LISTENING.exec(daemon.stdout()) ?? (exit === undefined ? undefined : null);
+    LISTENING.exec(daemon.stderr()) ?? (exit === undefined ? undefined : null);
   const match = await until(line, 'the listening line', { ms: STARTUP_TIMEOUT_MS, everyMs: 10 }).catch(() => null);
   if (!match) {
     throw new Error(
       `acpd did not start (exit ${JSON.stringify(exit)}):\nstdout: ${daemon.stdout()}\nstderr: ${daemon.stderr()}`,
     );
   }
-  return { url: match[1], host: match[2], port: Number(match[3]), workspace: match[4] };
+  const agent = match[6] === 'embedded' ? match[6] : String(JSON.parse(match[6]));
+  return {
+    url: match[1],
+    host: match[2],
+    port: Number(match[3]),
+    auth: match[4],
+    workspace: String(JSON.parse(match[5])),
+    agent,
+  };
 }
 
 /**
@@ -137,6 +157,8 @@ t.test('starts on an ephemeral port, answers /health, drains on SIGTERM and leav
   t.equal(started.host, '127.0.0.1');
   t.not(started.port, 0, 'the real port is printed, not 0');
   t.equal(started.workspace, workspace);
+  t.equal(started.auth, 'off', 'no token: auth is off');
+  t.equal(started.agent, 'embedded');
 
   const health = await fetch(`${started.url}/health`);
   t.equal(health.status, 200);
@@ -157,8 +179,7 @@ t.test('starts on an ephemeral port, answers /health, drains on SIGTERM and leav
   const exit = await daemon.exited;
   t.same(exit, { code: 0, signal: null }, 'exit code 0');
   // stderr is complete once the process has closed its pipes.
-  t.match(daemon.stderr(), `acpd: bound to workspace ${JSON.stringify(workspace)}\n`);
-  t.match(daemon.stderr(), 'acpd: bearer auth disabled (loopback default). Set ACPD_TOKEN to enable.\n');
+  t.equal(daemon.stderr().match(/listening/g)?.length, 1, 'one listening line, and no separate notices');
   t.match(daemon.stderr(), 'acpd: received SIGTERM, draining...');
   t.same(survivors(seen, ownGroup()), [], 'no agent process or process group outlives the daemon');
   t.equal(await connectOutcome(started.port), 'ECONNREFUSED', 'the port is closed');
@@ -189,7 +210,7 @@ t.test('refuses a non-loopback bind without a token, and listens on nothing', as
     `acpd: Refusing to bind 0.0.0.0:${port} without a bearer token. ` +
       'Set ACPD_TOKEN or pass --token, or rebind to loopback (127.0.0.1, localhost, ::1, or [::1]).\n',
   );
-  t.notMatch(daemon.stdout(), 'listening');
+  t.notMatch(daemon.stdout() + daemon.stderr(), 'listening');
   t.equal(await connectOutcome(port), 'ECONNREFUSED');
 });
 
@@ -197,20 +218,17 @@ t.test('a token from ACPD_TOKEN enables auth quietly; --token warns about /proc/
   const { workspace } = dirs(t);
 
   const fromEnv = startDaemon(t, ['--port', '0', '--workspace', workspace], { ACPD_TOKEN: 'secret' });
-  await listening(fromEnv);
+  t.equal((await listening(fromEnv)).auth, 'bearer');
   fromEnv.child.kill('SIGTERM');
   t.same(await fromEnv.exited, { code: 0, signal: null });
-  t.match(fromEnv.stderr(), 'acpd: bound to workspace');
-  t.notMatch(fromEnv.stderr(), 'bearer auth disabled');
   t.notMatch(fromEnv.stderr(), '/cmdline');
 
   const fromFlag = startDaemon(t, ['--port', '0', '--workspace', workspace, '--token', 'secret']);
-  await listening(fromFlag);
+  t.equal((await listening(fromFlag)).auth, 'bearer');
   fromFlag.child.kill('SIGTERM');
   t.same(await fromFlag.exited, { code: 0, signal: null });
   t.match(fromFlag.stderr(), `/proc/${fromFlag.pid}/cmdline`);
   t.match(fromFlag.stderr(), '--token-file');
-  t.notMatch(fromFlag.stderr(), 'bearer auth disabled');
 });
 
 t.test('ACPD_TOKEN is gone from /proc/<pid>/environ once read, and still guards the daemon', async (t) => {
@@ -247,7 +265,7 @@ t.test('--token-file: the token comes from the file; a bad file stops the start-
 
   const daemon = startDaemon(t, ['--port', '0', '--workspace', workspace, '--token-file', join(root, 'token.txt')]);
   const started = await listening(daemon);
-  t.notMatch(daemon.stderr(), 'bearer auth disabled');
+  t.equal(started.auth, 'bearer');
   t.notMatch(daemon.stderr(), 'warning');
   const anonymous = await fetch(`${started.url}/capabilities`);
   t.equal(anonymous.status, 401);
@@ -355,6 +373,7 @@ t.test('a second signal during the drain forces the exit: agents SIGKILLed, exit
   let seen: ProcStat[] = [];
   reapOnTeardown(t, () => seen);
   const started = await listening(daemon);
+  t.match(started.agent, stubborn, 'the start-up line names the agent command');
   const created = await fetch(`${started.url}/session`, { method: 'POST' });
   t.equal(created.status, 200, 'session created on the stubborn agent');
   await created.body?.cancel();

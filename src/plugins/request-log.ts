@@ -5,11 +5,17 @@
  * `X-Request-Id` when that is a sane token, a fresh UUID otherwise, and it is
  * echoed back in the response so a client can quote it.
  *
+ * A line's message is the request in a few words (`GET /capabilities 200 1.2ms`)
+ * and its fields say the same for a machine (`req`, `res`, `route`,
+ * `responseTime`). The probes and the metrics scrape, which machines poll every
+ * few seconds, log their successes at debug; anything they answer with 4xx or
+ * 5xx stays at info.
+ *
  * The logger options live here too, as they belong to the same concern but
  * must be handed to the Fastify constructor: JSON lines, the bearer token
  * redacted (in the Authorization header, and in the query string should a
  * client put one there), and pino-pretty only for a human at a terminal (when installed —
- * it is a dev dependency, so a production install always logs JSON).
+ * it is a dev dependency, so a production install always logs JSON), one line per record.
  */
 import { randomUUID } from 'node:crypto';
 import { createRequire } from 'node:module';
@@ -23,6 +29,7 @@ import {
   type FastifyServerOptions,
 } from 'fastify';
 import type { Config } from '../config.js';
+import { policies, policyOf } from './route-policy.js';
 
 const REQUEST_ID_HEADER = 'x-request-id';
 
@@ -73,6 +80,23 @@ export function redactUrl(url: string): string {
   return `${url.slice(0, mark + 1)}${query.join('&')}`;
 }
 
+/**
+ * `argv` with the value of every sensitive-looking option replaced by
+ * `[redacted]` (`--api-key X`, `--api-key=X`, `-token X`), by the same key
+ * rule as the query string: for printing a command line someone configured.
+ */
+export function redactArgv(argv: readonly string[]): string[] {
+  const option = /^--?([^=\s]+)(=?)/;
+  const sensitive = (match: RegExpExecArray | null, joined: boolean): match is RegExpExecArray =>
+    match !== null && (match[2] === '=') === joined && SENSITIVE_QUERY_KEY.test(match[1]);
+  return argv.map((arg, i) => {
+    // The word after `--token` is its value, whatever it looks like.
+    if (i > 0 && sensitive(option.exec(argv[i - 1]), false)) return CENSOR;
+    const own = option.exec(arg);
+    return sensitive(own, true) ? `${own[0]}${CENSOR}` : arg;
+  });
+}
+
 /** What the request serializer reads: a Fastify request or a raw IncomingMessage. */
 interface LoggedRequest {
   method?: string;
@@ -107,6 +131,20 @@ function prettyTarget(): string | undefined {
   }
 }
 
+/**
+ * What pino-pretty is given (plain values: they cross to the transport's
+ * worker thread). One line per record: the time, the level, the message, the
+ * request id in brackets, then whatever other fields the record has, as
+ * compact JSON on the same line. A request's fields are left out, its message
+ * says them; an error's stack still follows on the lines below.
+ */
+export const PRETTY_OPTIONS = {
+  translateTime: 'SYS:HH:MM:ss.l',
+  ignore: 'pid,hostname,reqId,req,res,route,responseTime,aborted',
+  messageFormat: '{msg}{if reqId} ({reqId}){end}',
+  singleLine: true,
+} as const;
+
 export interface LogOutput {
   /** Write log lines here instead of stdout (always JSON). */
   stream?: { write(line: string): void };
@@ -114,7 +152,12 @@ export interface LogOutput {
   isTTY?: boolean;
 }
 
-type LoggerOptions = Exclude<FastifyServerOptions['logger'], boolean | undefined>;
+/** Whether the logs on stdout are pretty: a terminal, and pino-pretty installed. Otherwise they are JSON lines. */
+export function logsArePretty(isTTY: boolean): boolean {
+  return isTTY && prettyTarget() !== undefined;
+}
+
+export type LoggerOptions = Exclude<FastifyServerOptions['logger'], boolean | undefined>;
 
 export function loggerOptions(config: Pick<Config, 'logLevel'>, output: LogOutput = {}): LoggerOptions {
   const base = {
@@ -125,7 +168,23 @@ export function loggerOptions(config: Pick<Config, 'logLevel'>, output: LogOutpu
   if (output.stream !== undefined) return { ...base, stream: output.stream };
   const target = output.isTTY === true ? prettyTarget() : undefined;
   if (target === undefined) return base;
-  return { ...base, transport: { target, options: { translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname' } } };
+  return { ...base, transport: { target, options: { ...PRETTY_OPTIONS } } };
+}
+
+/** `12.3ms` under a second, `4.56s` from there on. */
+function formatDuration(ms: number): string {
+  return ms < 1000 ? `${ms.toFixed(1)}ms` : `${(ms / 1000).toFixed(2)}s`;
+}
+
+/** A request's line in words: `POST /session/…/prompt 200 12.3ms`, or `aborted` for a status never sent. */
+function summary(request: FastifyRequest, outcome: number | 'aborted', ms: number): string {
+  return `${request.method} ${redactUrl(request.url)} ${outcome} ${formatDuration(ms)}`;
+}
+
+/** Routes machines poll (the probes, the metrics scrape): their successes are logged at debug. */
+function isPolled(request: FastifyRequest): boolean {
+  const policy = policyOf(request);
+  return policy.probe || policy === policies.scrape;
 }
 
 /**
@@ -148,8 +207,11 @@ export class RequestLogController extends LogController {
   override incomingRequest(): void {}
 
   override requestCompleted(error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {
-    if (error) request.log.error({ ...requestLine(request, reply, true), err: error }, 'request errored');
-    else request.log.info(requestLine(request, reply, true), 'request completed');
+    const line = requestLine(request, reply, true);
+    const msg = summary(request, reply.statusCode, reply.elapsedTime);
+    if (error) request.log.error({ ...line, err: error }, msg);
+    else if (reply.statusCode < 400 && isPolled(request)) request.log.debug(line, msg);
+    else request.log.info(line, msg);
   }
 }
 
@@ -159,9 +221,17 @@ async function requestLog(app: FastifyInstance) {
     reply.header(REQUEST_ID_HEADER, req.id);
     // A response that never finished (the client left mid-prompt or
     // mid-stream) gets no line from the controller; this is its one line.
+    // Its own 'finish' event is watched rather than `writableFinished`,
+    // which app.inject's responses never set.
     const res = reply.raw;
+    let finished = false;
+    res.once('finish', () => {
+      finished = true;
+    });
     res.once('close', () => {
-      if (!res.writableFinished && !res.errored) req.log.info(requestLine(req, reply, false), 'request aborted');
+      if (!finished && !res.errored) {
+        req.log.info({ ...requestLine(req, reply, false), aborted: true }, summary(req, 'aborted', reply.elapsedTime));
+      }
     });
     done();
   });
