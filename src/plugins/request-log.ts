@@ -157,7 +157,7 @@ export function logsArePretty(isTTY: boolean): boolean {
   return isTTY && prettyTarget() !== undefined;
 }
 
-export type LoggerOptions = Exclude<FastifyServerOptions['logger'], boolean | undefined>;
+type LoggerOptions = Exclude<FastifyServerOptions['logger'], boolean | undefined>;
 
 export function loggerOptions(config: Pick<Config, 'logLevel'>, output: LogOutput = {}): LoggerOptions {
   const base = {
