@@ -5,14 +5,15 @@
 // as the tests build it.
 //
 // Some lines are plain text on purpose, because tools and tests parse them:
-// the "listening on" line on stdout, and the workspace and auth notices and
-// the token warnings on stderr. Everything else goes through the app's pino
-// logger.
+// the "listening on" line on stdout (and `--version`'s), and the workspace,
+// auth and agent notices and the token warnings on stderr. Everything else
+// goes through the app's pino logger.
 import closeWithGrace from 'close-with-grace';
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from './app.js';
 import { formatListenUrl, loadConfig, parseCommandLine, usage, type Config } from './config.js';
 import { scrubEnvironment } from './services/scrub-env.js';
+import { VERSION } from './version.js';
 
 // Headroom on top of the agents' SIGTERM→SIGKILL grace for the listener to
 // drain; past it, the process kills what is left and exits 1.
@@ -37,6 +38,10 @@ function readConfig(): Config {
     const commandLine = parseCommandLine(argv);
     if (commandLine.help) {
       process.stdout.write(usage());
+      process.exit(0);
+    }
+    if (commandLine.version) {
+      say(process.stdout, `acpd ${VERSION}`);
       process.exit(0);
     }
     if (commandLine.values.ACPD_TOKEN?.trim()) {
@@ -142,6 +147,18 @@ async function main(): Promise<void> {
   if (config.token === undefined) {
     say(process.stderr, 'acpd: bearer auth disabled (loopback default). Set ACPD_TOKEN to enable.');
   }
+  await warnAboutAgent(app);
+}
+
+/** One line when the agent command cannot run: sessions would answer 503 agent_unavailable until it can. */
+async function warnAboutAgent(app: FastifyInstance): Promise<void> {
+  const agent = await app.readiness.checkAgent();
+  if (agent.ok) return;
+  say(
+    process.stderr,
+    `acpd: warning: the agent cannot run: ${agent.reason} (command: ${app.channels.commandLine}). ` +
+      'Creating or restoring a session answers 503 until it can.',
+  );
 }
 
 main().catch((err: unknown) => exitWith(messageOf(err)));
