@@ -3,7 +3,7 @@
  * handling, plugins, routes, the error and 404 handlers. It never listens;
  * server.ts does, and tests call this same function.
  */
-import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyRequest } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { fastifySSE } from '@fastify/sse';
 import { RequestError } from '@agentclientprotocol/sdk';
@@ -113,7 +113,11 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
 
   // Bodies: JSON only (empty means {}), nested no deeper than the limit;
   // anything else is read (within the same byte limit) and ignored. Every
-  // route then sees a plain, prototype-free object.
+  // route then sees a plain, prototype-free object. A non-empty body that was
+  // ignored is remembered with its content type, so that a route whose body
+  // then fails validation says why rather than "`prompt` is required"; a
+  // route with an optional body (cancel) works whatever was sent.
+  const unreadBodies = new WeakMap<FastifyRequest, string | undefined>();
   const parseJson = app.getDefaultJsonParser('remove', 'remove');
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
     const text = typeof body === 'string' ? body : body.toString('utf8');
@@ -128,7 +132,13 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     // Its declared type is the union of the callback and promise forms, hence the `void`.
     void parseJson(req, text, done);
   });
-  app.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, _body, done) => done(null, undefined));
+  // Fastify's own text/plain parser would hand the text on; it goes the way of every other non-JSON type.
+  // (It returns the instance, which is thenable: nothing to await.)
+  void app.removeContentTypeParser('text/plain');
+  app.addContentTypeParser('*', { parseAs: 'buffer' }, (req, body, done) => {
+    if (body.length > 0) unreadBodies.set(req, req.headers['content-type']);
+    done(null, undefined);
+  });
   app.addHook('preValidation', async (req) => {
     if (req.method !== 'GET' && req.method !== 'HEAD') req.body = safeBody(req.body);
   });
@@ -136,6 +146,9 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   app.addSchema(ErrorEnvelope);
 
   app.setErrorHandler((err: FastifyError, req, reply) => {
+    if (err.validationContext === 'body' && unreadBodies.has(req)) {
+      return reply.code(400).send({ error: unreadBodyMessage(unreadBodies.get(req)), code: 'body_not_json' });
+    }
     if (isWireError(err)) {
       const status = err.statusCode ?? 500;
       if (err.retryAfter !== undefined) reply.header('Retry-After', String(err.retryAfter));
@@ -190,6 +203,13 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   await app.register(operationRoutes);
 
   return app;
+}
+
+/** Why a request's body was not looked at: it was not sent as JSON. */
+function unreadBodyMessage(contentType: string | undefined): string {
+  const sent =
+    contentType === undefined ? 'it has no content-type' : `its content-type is ${JSON.stringify(contentType)}`;
+  return `The body was not read: ${sent}; send JSON with content-type: application/json`;
 }
 
 /** The agent's JSON-RPC "invalid params" answer to a request acpd forwarded for a client. */

@@ -190,6 +190,39 @@ export class BadRequestError extends BadRequestBase implements WireError {
   }
 }
 
+/** What acpd knows about an agent that could not be started or did not finish its handshake. */
+export interface AgentFailure {
+  /** The agent's command line, as configured. */
+  command: string;
+  /** Why, for a person: `"agent" is not on PATH (ENOENT)`, "exited with code 3 during initialize", … */
+  reason: string;
+  /** When the process exited by itself during the handshake: its exit code, or the signal that ended it. */
+  exitCode?: number;
+  signal?: string;
+  /** The last lines the agent wrote to its stderr, oldest first, when it wrote any. */
+  stderr?: string[];
+}
+
+const AgentUnavailableBase = createError<[string, string]>(
+  'ACPD_AGENT_UNAVAILABLE',
+  'The agent cannot be used: %s (command: %s)',
+  503,
+);
+/**
+ * No agent to give work to: its command cannot be spawned, or the process
+ * exited, refused or timed out during `initialize`. A 503 rather than a 500:
+ * the daemon is fine, and the same request succeeds once the agent is fixed.
+ */
+export class AgentUnavailableError extends AgentUnavailableBase implements WireError {
+  readonly retryAfter = RETRY_AFTER_SECONDS;
+  constructor(readonly failure: AgentFailure) {
+    super(failure.reason, failure.command);
+  }
+  envelope() {
+    return { error: this.message, code: 'agent_unavailable', ...this.failure };
+  }
+}
+
 /** Work that was under way when the daemon stopped its sessions. A 500, as in the reference. */
 export class ShuttingDownError extends Error {
   constructor() {

@@ -7,13 +7,15 @@
 // stdout belongs to the log: JSON lines (pretty ones at a terminal), so that
 // a collector reading it never meets anything else. The few lines for people
 // and tools are plain text on stderr: the "acpd listening on" line, which
-// scripts and tests parse, the token warnings and the drain notices.
+// scripts and tests parse, the agent and token warnings, the drain notices.
+// `--version` prints to stdout and exits before any log exists.
 import closeWithGrace from 'close-with-grace';
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from './app.js';
 import { formatListenUrl, loadConfig, parseCommandLine, usage, type Config } from './config.js';
 import { logsArePretty, redactArgv } from './plugins/request-log.js';
 import { scrubEnvironment } from './services/scrub-env.js';
+import { VERSION } from './version.js';
 
 // Headroom on top of the agents' SIGTERM→SIGKILL grace for the listener to
 // drain; past it, the process kills what is left and exits 1.
@@ -38,6 +40,10 @@ function readConfig(): Config {
     const commandLine = parseCommandLine(argv);
     if (commandLine.help) {
       process.stdout.write(usage());
+      process.exit(0);
+    }
+    if (commandLine.version) {
+      say(process.stdout, `acpd ${VERSION}`);
       process.exit(0);
     }
     if (commandLine.values.ACPD_TOKEN?.trim()) {
@@ -191,6 +197,18 @@ async function main(): Promise<void> {
       'listening',
     );
   }
+  await warnAboutAgent(app);
+}
+
+/** One line when the agent command cannot run: sessions would answer 503 agent_unavailable until it can. */
+async function warnAboutAgent(app: FastifyInstance): Promise<void> {
+  const agent = await app.readiness.checkAgent();
+  if (agent.ok) return;
+  say(
+    process.stderr,
+    `acpd: warning: the agent cannot run: ${agent.reason} (command: ${app.channels.commandLine}). ` +
+      'Creating or restoring a session answers 503 until it can.',
+  );
 }
 
 main().catch((err: unknown) => exitWith(messageOf(err)));

@@ -891,9 +891,12 @@ t.test('--sse-heartbeat-ms: a positive timer', async (t) => {
 });
 
 t.test('--help wins over everything else', async (t) => {
-  t.same(parseCommandLine(['--help']), { help: true, values: {} });
-  t.same(parseCommandLine(['-h', '--nope', 'positional']), { help: true, values: {} });
-  t.same(parseCommandLine(['--port', '1']), { help: false, values: { ACPD_PORT: '1' } });
+  t.same(parseCommandLine(['--help']), { help: true, version: false, values: {} });
+  t.same(parseCommandLine(['-h', '--nope', 'positional']), { help: true, version: false, values: {} });
+  t.same(parseCommandLine(['--port', '1']), { help: false, version: false, values: { ACPD_PORT: '1' } });
+  t.same(parseCommandLine(['--version', '--nope']), { help: false, version: true, values: {} });
+  t.same(parseCommandLine(['-v']), { help: false, version: true, values: {} });
+  t.same(parseCommandLine(['-v', '--help']), { help: true, version: false, values: {} }, 'help wins');
   const text = usage();
   for (const name of Object.keys(ConfigSchema.properties)) t.match(text, name);
   for (const flag of [

@@ -171,8 +171,14 @@ t.test('an initialize that never answers fails after the init deadline and the c
   const unhandled = watchUnhandled(t, { failAtTeardown: true });
   const { d, steer } = await steerDaemon(t, { hold: ['initialize'], config: { initTimeoutMs: 300 } });
   const res = await call(d, 'POST', '/session', {});
-  t.equal(res.status, 500);
-  t.same(res.body, { error: 'acpd initialize timed out after 300ms' });
+  t.equal(res.status, 503);
+  t.equal(res.headers['retry-after'], '5');
+  t.match(res.body, {
+    error: `The agent cannot be used: initialize timed out after 300ms (command: ${d.app.channels.commandLine})`,
+    code: 'agent_unavailable',
+    command: d.app.channels.commandLine,
+    reason: 'initialize timed out after 300ms',
+  });
   t.equal(d.app.channels.alive.size, 0, 'the half-initialized channel was killed');
   for (const pid of steer.pids) t.same(livingInGroup(pid), [], `agent ${pid} is gone`);
   t.equal(newSessionCalls(steer.log), 0);

@@ -1,5 +1,6 @@
 // GET /metrics (issue 5): every series is read from the real daemon over HTTP and must move exactly as the
 // sessions, channels, streams, frames, restores and requests behind it do.
+import { readFileSync } from 'node:fs';
 import t from 'tap';
 import { startDaemon, steerDaemon, type TestDaemon } from './support/app.js';
 import { call, createSession, obj } from './support/http.js';
@@ -66,6 +67,14 @@ t.test('Prometheus text, behind the token like every other route', async (t) => 
   for (const outcome of ['restored', 'coalesced', 'conflict', 'limited', 'not_found']) {
     t.equal(value('acpd_restores_total', { outcome }), 0, `restores{outcome="${outcome}"} starts at 0`);
   }
+});
+
+t.test('acpd_build_info carries the version of package.json', async (t) => {
+  const manifest = obj(JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')));
+  const d = await startDaemon(t);
+  const scraped = await scrape(d);
+  t.equal(scraped.value('acpd_build_info', { version: String(manifest.version) }), 1);
+  t.equal([...scraped.samples.keys()].filter((key) => key.startsWith('acpd_build_info')).length, 1, 'one series');
 });
 
 t.test('two apps in one process keep separate registries', async (t) => {

@@ -90,9 +90,9 @@ export async function despiteSlowStart(request: () => Promise<JsonResponse>): Pr
     const res = await request();
     const error = typeof res.body === 'object' && res.body !== null && 'error' in res.body ? res.body.error : undefined;
     if (
-      res.status !== 500 ||
+      res.status !== 503 ||
       typeof error !== 'string' ||
-      !error.startsWith('acpd initialize timed out') ||
+      !/^The agent cannot be used: initialize timed out after \d+ms /.test(error) ||
       attempt === 5
     )
       return res;

@@ -5,6 +5,7 @@
 // see (or shape) what the agent received.
 import { mkdirSync, symlinkSync } from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import t from 'tap';
 import type { FastifyInstance, InjectOptions } from 'fastify';
 import { request } from 'undici';
@@ -12,6 +13,7 @@ import { buildTestApp, startDaemon, steerDaemon, tempDir, type TestDaemon } from
 import { call, createSession, obj } from './support/http.js';
 import { isType, openEvents, type SseFrame } from './support/sse.js';
 import { textPrompt } from './support/values.js';
+import { VERSION } from '../src/version.js';
 
 const CWD_TYPE = '`cwd` must be a string absolute path when provided';
 const CWD_LENGTH = '`cwd` exceeds the 4096-character limit';
@@ -22,6 +24,11 @@ const PROMPT_BLOCK = 'each `prompt` element must be an object (content block)';
 const MODEL_REQUIRED = '`modelId` is required and must be a non-empty string';
 const OUTCOME = '`outcome` must be `{ outcome: "cancelled" }` or `{ outcome: "selected", optionId: string }`';
 const LIST_ABSOLUTE = '`:id` must decode to an absolute workspace path';
+const EMBEDDED_AGENT = fileURLToPath(new URL('../src/agent/main.js', import.meta.url));
+
+function unreadBody(quotedType: string): string {
+  return `The body was not read: its content-type is ${quotedType}; send JSON with content-type: application/json`;
+}
 
 interface Answer {
   status: number;
@@ -85,17 +92,17 @@ t.test('GET /health: shallow unless ?deep is bare, empty, 1 or true', async (t) 
   for (const url of ['/health?deep', '/health?deep=', '/health?deep=1', '/health?deep=true']) {
     const res = await inject(app, { method: 'GET', url });
     t.equal(res.status, 200, url);
-    t.strictSame(res.body, { status: 'ok', sessions: 0, pendingPermissions: 0 }, `${url} is deep`);
+    t.strictSame(res.body, { status: 'ok', sessions: 0, pendingPermissions: 0, version: VERSION }, `${url} is deep`);
   }
   t.equal((await post(app, '/session', {})).status, 200);
   t.strictSame(
     (await inject(app, { method: 'GET', url: '/health?deep' })).body,
-    { status: 'ok', sessions: 1, pendingPermissions: 0 },
+    { status: 'ok', sessions: 1, pendingPermissions: 0, version: VERSION },
     'the deep probe counts live sessions',
   );
 });
 
-t.test('GET /capabilities: the exact v1 document, workspaceCwd canonical', async (t) => {
+t.test('GET /capabilities: the exact v1 document plus version and agent, workspaceCwd canonical', async (t) => {
   const real = tempDir(t, 'acpd-ws-real-');
   const link = path.join(tempDir(t, 'acpd-ws-link-'), 'ws');
   symlinkSync(real, link);
@@ -123,8 +130,35 @@ t.test('GET /capabilities: the exact v1 document, workspaceCwd canonical', async
     ],
     modelServices: [],
     workspaceCwd: real,
+    version: VERSION,
+    agent: { command: app.channels.argv },
   });
-  t.equal(Object.keys(obj(res.body)).join(','), 'v,protocolVersions,mode,features,modelServices,workspaceCwd');
+  t.equal(
+    Object.keys(obj(res.body)).join(','),
+    'v,protocolVersions,mode,features,modelServices,workspaceCwd,version,agent',
+    "the v1 fields first, in the contract's order, then acpd's additions",
+  );
+  t.equal(app.channels.spawnCount, 0, 'no agent was started to answer');
+});
+
+t.test("GET /capabilities: the agent's argv, then what its initialize answered", async (t) => {
+  const d = await startDaemon(t, { agent: [process.execPath, EMBEDDED_AGENT, '--log-level', 'error'] });
+  const before = obj((await call(d, 'GET', '/capabilities')).body);
+  t.strictSame(before.agent, { command: [process.execPath, EMBEDDED_AGENT, '--log-level', 'error'] });
+  t.equal(before.version, VERSION);
+  await createSession(d);
+  const after = obj((await call(d, 'GET', '/capabilities')).body);
+  t.strictSame(after.agent, {
+    command: [process.execPath, EMBEDDED_AGENT, '--log-level', 'error'],
+    protocolVersion: 1,
+    agentInfo: { name: 'acpd-agent', title: 'acpd embedded agent', version: obj(obj(after.agent).agentInfo).version },
+    agentCapabilities: {
+      loadSession: true,
+      sessionCapabilities: { resume: {}, list: {}, close: {} },
+    },
+  });
+  t.type(obj(obj(after.agent).agentInfo).version, 'string');
+  t.notMatch(JSON.stringify(after.agent), 'PATH', 'the environment is not shown');
 });
 
 // ---- POST /session ------------------------------------------------------------
@@ -368,9 +402,38 @@ t.test('bodies: non-JSON content types, empty bodies, and non-object JSON read a
   );
   t.strictSame(
     (await postRaw(app, `/session/${id}/prompt`, '{"prompt":[{"type":"text","text":"x"}]}', 'text/plain')).body,
-    { error: PROMPT_REQUIRED },
-    'a JSON text under another content type is not read',
+    { error: unreadBody('"text/plain"'), code: 'body_not_json' },
+    'a JSON text under another content type is not read, and the answer says so',
   );
+});
+
+t.test('a body that fails validation because it was not read as JSON says so', async (t) => {
+  const app = await buildTestApp(t);
+  const id = String(obj((await post(app, '/session', {})).body).sessionId);
+  const prompt = '{"prompt":[{"type":"text","text":"hello"}]}';
+  // What `curl -d` sends.
+  const form = await postRaw(app, `/session/${id}/prompt`, prompt, 'application/x-www-form-urlencoded');
+  t.equal(form.status, 400);
+  t.strictSame(form.body, { error: unreadBody('"application/x-www-form-urlencoded"'), code: 'body_not_json' });
+  const plain = await postRaw(app, `/session/${id}/prompt`, prompt, 'text/plain; charset=utf-8');
+  t.strictSame(plain.body, { error: unreadBody('"text/plain; charset=utf-8"'), code: 'body_not_json' });
+  const untyped = await inject(app, { method: 'POST', url: `/session/${id}/prompt`, payload: Buffer.from(prompt) });
+  t.equal(untyped.status, 400);
+  t.strictSame(untyped.body, {
+    error: 'The body was not read: it has no content-type; send JSON with content-type: application/json',
+    code: 'body_not_json',
+  });
+  const model = await postRaw(app, `/session/${id}/model`, '{"modelId":"m"}', 'text/plain');
+  t.strictSame(model.body, { error: unreadBody('"text/plain"'), code: 'body_not_json' }, 'every body route');
+
+  // An empty body under another content type was not "ignored": the route's own message stands.
+  t.strictSame((await postRaw(app, `/session/${id}/prompt`, '', 'text/plain')).body, { error: PROMPT_REQUIRED });
+  // Neither do a bad session id (a params error) nor routes whose body is optional change.
+  t.match((await postRaw(app, '/session/a%20b/prompt', prompt, 'text/plain')).body, { code: 'invalid_session_id' });
+  t.equal((await postRaw(app, `/session/${id}/cancel`, prompt, 'application/x-www-form-urlencoded')).status, 204);
+  const bare = await inject(app, { method: 'POST', url: `/session/${id}/cancel` });
+  t.equal(bare.status, 204, 'cancel with no body and no content type, as before');
+  t.equal((await postRaw(app, '/session', 'cwd=/elsewhere', 'application/x-www-form-urlencoded')).status, 200);
 });
 
 // ---- GET /workspace/:id/sessions -------------------------------------------------

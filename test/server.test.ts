@@ -1,10 +1,10 @@
-// The acpd executable as a real process: the start-up lines tools parse,
+// The acpd executable as a real process: the start-up lines tools parse, --version, the agent warning,
 // /health over a real socket, the connection cap, the token kept out of
 // /proc/<pid>/environ, the token file, the refusal to listen
 // beyond loopback without a token, and shutdown on SIGTERM/SIGINT leaving
 // no process behind (checked against /proc, by pid, start time and group).
-import { spawn, type ChildProcess } from 'node:child_process';
-import { realpathSync } from 'node:fs';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { readFileSync, realpathSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -14,6 +14,7 @@ import { descendantsOf, environOf, isRunning, processTable, statOf, type ProcSta
 import { until } from '../harness/wait.js';
 
 const SERVER = fileURLToPath(new URL('../src/server.js', import.meta.url));
+const DIST_SERVER = fileURLToPath(new URL('../../dist/server.js', import.meta.url));
 /** The start-up line on stderr: `acpd listening on <url> (mode=http-bridge, auth=off|bearer, workspace="…", agent=…)`. */
 const LISTENING =
   /^acpd listening on (http:\/\/(\S+):(\d+)) \(mode=http-bridge, auth=(off|bearer), workspace=("(?:[^"\\]|\\.)*"), agent=(embedded|"(?:[^"\\]|\\.)*")\)$/m;
@@ -181,6 +182,7 @@ t.test('starts on an ephemeral port, answers /health, drains on SIGTERM and leav
   // stderr is complete once the process has closed its pipes.
   t.equal(daemon.stderr().match(/listening/g)?.length, 1, 'one listening line, and no separate notices');
   t.match(daemon.stderr(), 'acpd: received SIGTERM, draining...');
+  t.notMatch(daemon.stderr(), 'the agent cannot run', 'the agent runs: no warning about it');
   t.same(survivors(seen, ownGroup()), [], 'no agent process or process group outlives the daemon');
   t.equal(await connectOutcome(started.port), 'ECONNREFUSED', 'the port is closed');
 });
@@ -352,6 +354,56 @@ t.test('--help prints the options and exits 0', async (t) => {
   for (const flag of ['--port', '--hostname', '--token', '--workspace', '--agent', '--data-dir'])
     t.match(help.stdout(), flag);
   t.equal(help.stderr(), '');
+});
+
+t.test('--version and -v print "acpd <version>" from package.json and exit 0', async (t) => {
+  const manifest: unknown = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8'));
+  const version = typeof manifest === 'object' && manifest !== null && 'version' in manifest ? manifest.version : '';
+  for (const args of [['--version'], ['-v'], ['--version', '--nope']]) {
+    const daemon = startDaemon(t, args);
+    t.same(await daemon.exited, { code: 0, signal: null }, args.join(' '));
+    t.equal(daemon.stdout(), `acpd ${String(version)}\n`);
+    t.equal(daemon.stderr(), '');
+  }
+  // The published layout: dist/server.js with package.json one level up (built by `npm run build`).
+  const published = spawnSync(process.execPath, [DIST_SERVER, '--version'], { encoding: 'utf8' });
+  t.equal(published.status, 0, published.stderr);
+  t.equal(published.stdout, `acpd ${String(version)}\n`);
+});
+
+t.test('an agent command that cannot run: a plain line at start-up, then 503 agent_unavailable', async (t) => {
+  const { workspace, dataDir } = dirs(t);
+  const daemon = startDaemon(t, [
+    '--port',
+    '0',
+    '--workspace',
+    workspace,
+    '--data-dir',
+    dataDir,
+    '--agent',
+    'nonexistent-binary-xyz --acp',
+  ]);
+  const started = await listening(daemon);
+  const line =
+    'acpd: warning: the agent cannot run: "nonexistent-binary-xyz" is not on PATH (ENOENT) ' +
+    '(command: nonexistent-binary-xyz --acp). Creating or restoring a session answers 503 until it can.\n';
+  await until(() => daemon.stderr().includes(line), 'the agent warning on stderr').catch(() => undefined);
+  t.match(daemon.stderr(), line);
+
+  const created = await fetch(`${started.url}/session`, { method: 'POST' });
+  t.equal(created.status, 503);
+  t.equal(created.headers.get('retry-after'), '5');
+  t.same(await created.json(), {
+    error:
+      'The agent cannot be used: "nonexistent-binary-xyz" is not on PATH (ENOENT) (command: nonexistent-binary-xyz --acp)',
+    code: 'agent_unavailable',
+    command: 'nonexistent-binary-xyz --acp',
+    reason: '"nonexistent-binary-xyz" is not on PATH (ENOENT)',
+  });
+  t.same(descendantsOf(daemon.pid).filter(isRunning), [], 'no agent process was left behind');
+
+  daemon.child.kill('SIGTERM');
+  t.same(await daemon.exited, { code: 0, signal: null });
 });
 
 t.test('a second signal during the drain forces the exit: agents SIGKILLed, exit 1', async (t) => {

@@ -1,4 +1,4 @@
-// The flags: one per setting, named after it, plus --help; and the --help
+// The flags: one per setting, named after it, plus --help and --version; and the --help
 // text, written from the schema's descriptions and defaults.
 import { parseArgs } from 'node:util';
 import type { TSchema } from '@sinclair/typebox';
@@ -8,20 +8,24 @@ import { ConfigSchema, SETTING_NAMES, isSwitch, type SettingName } from './schem
 
 export type CommandLine = {
   help: boolean;
+  /** `--version`/`-v`: print the version and exit. */
+  version: boolean;
   /** Raw flag values, keyed by their environment twin. */
   values: Partial<Record<SettingName, string>>;
 };
 
 /**
  * Reads the flags. Every flag takes a value (`--port 80` or `--port=80`)
- * except `--help`/`-h` and the switches (`--require-auth`, or
- * `--require-auth=false`); anything else is a ConfigError. When help is asked
- * for, the other arguments are not checked.
+ * except `--help`/`-h`, `--version`/`-v` and the switches (`--require-auth`,
+ * or `--require-auth=false`); anything else is a ConfigError. When help or
+ * the version is asked for, the other arguments are not checked (help wins
+ * over the version).
  */
 export function parseCommandLine(argv: readonly string[]): CommandLine {
   const byFlag = new Map<string, SettingName>(SETTING_NAMES.map((name) => [flagFor(name).slice(2), name]));
   const options: Record<string, { type: 'string' } | { type: 'boolean'; short?: string }> = {
     help: { type: 'boolean', short: 'h' },
+    version: { type: 'boolean', short: 'v' },
   };
   for (const [flag, name] of byFlag) options[flag] = isSwitch(name) ? { type: 'boolean' } : { type: 'string' };
 
@@ -29,9 +33,9 @@ export function parseCommandLine(argv: readonly string[]): CommandLine {
   // worded for acpd rather than in parseArgs' generic terms.
   const { tokens } = parseArgs({ args: [...argv], options, strict: false, allowPositionals: true, tokens: true });
 
-  if (tokens.some((token) => token.kind === 'option' && token.name === 'help')) {
-    return { help: true, values: {} };
-  }
+  const asked = (name: string) => tokens.some((token) => token.kind === 'option' && token.name === name);
+  if (asked('help')) return { help: true, version: false, values: {} };
+  if (asked('version')) return { help: false, version: true, values: {} };
 
   const values: Partial<Record<SettingName, string>> = {};
   for (const [index, token] of tokens.entries()) {
@@ -71,7 +75,7 @@ export function parseCommandLine(argv: readonly string[]): CommandLine {
     }
     values[name] = token.value;
   }
-  return { help: false, values };
+  return { help: false, version: false, values };
 }
 
 /** The --help text, built from the schema's descriptions and defaults. */
@@ -89,7 +93,11 @@ export function usage(): string {
     lines.push(`  ${flagFor(name)}${isSwitch(name) ? '' : ' <value>'}`.padEnd(34) + name);
     lines.push(`      ${schema.description ?? ''}${fallback === undefined ? '' : ` Default: ${fallback}.`}`);
   }
-  lines.push('  -h, --help                      Show this text.', '');
+  lines.push(
+    '  -h, --help                      Show this text.',
+    '  -v, --version                   Print the version.',
+    '',
+  );
   return lines.join('\n');
 }
 

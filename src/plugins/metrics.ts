@@ -13,6 +13,7 @@
 import fp from 'fastify-plugin';
 import type { FastifyInstance } from 'fastify';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { VERSION } from '../version.js';
 import { policyOf } from './route-policy.js';
 
 declare module 'fastify' {
@@ -48,6 +49,12 @@ async function metrics(app: FastifyInstance) {
     });
   }
 
+  new Gauge({
+    name: 'acpd_build_info',
+    help: 'Always 1; the version of acpd that runs is in its label.',
+    labelNames: ['version'],
+    registers,
+  }).set({ version: VERSION }, 1);
   new Gauge({
     name: 'acpd_sessions',
     help: 'Live sessions.',

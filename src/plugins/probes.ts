@@ -16,7 +16,7 @@ import underPressure from '@fastify/under-pressure';
 import type { FastifyInstance } from 'fastify';
 import type { Config } from '../config.js';
 import { OverloadedError } from '../errors.js';
-import { resolveCommand } from '../services/agent-command.js';
+import type { CommandCheck } from '../services/agent-command.js';
 import { policyOf } from './route-policy.js';
 
 /** How often under-pressure samples the event loop and memory. */
@@ -45,6 +45,8 @@ interface ReadinessReport {
 interface Readiness {
   /** The agent's argv[0] as configured. */
   readonly agentCommand: string;
+  /** Looks the agent command up now: the file it runs, or why it cannot run. */
+  checkAgent(): Promise<CommandCheck>;
   /** Looks everything up now, the agent command included. */
   check(): Promise<ReadinessReport>;
 }
@@ -80,15 +82,17 @@ async function probes(app: FastifyInstance, opts: { config: Config }) {
   });
 
   const agentCommand = app.channels.argv[0] ?? '';
-  const lookup = { cwd: config.workspace, pathVariable: config.agentEnv.PATH };
-  const agentFound = async (): Promise<boolean> => (await resolveCommand(agentCommand, lookup)) !== undefined;
+  const checkAgent = () => app.channels.checkCommand();
+  const agentFound = async (): Promise<boolean> => (await checkAgent()).ok;
 
-  if (!(await agentFound())) {
-    app.log.warn({ agentCommand }, 'agent command not found: not ready until it is');
+  const atStart = await checkAgent();
+  if (!atStart.ok) {
+    app.log.warn({ agentCommand, reason: atStart.reason }, 'agent command cannot run: not ready until it can');
   }
 
   app.decorate('readiness', {
     agentCommand,
+    checkAgent,
     async check(): Promise<ReadinessReport> {
       const checks: ReadinessChecks = {
         config: 'ok',

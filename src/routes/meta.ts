@@ -1,7 +1,9 @@
 /** GET /health and GET /capabilities. */
+import type { InitializeResponse } from '@agentclientprotocol/sdk';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { policies } from '../plugins/route-policy.js';
 import { capabilities, health } from '../schemas/meta.js';
+import { VERSION } from '../version.js';
 
 /** Advertised features, in the contract's order; only what this build serves. */
 const FEATURES = [
@@ -35,6 +37,7 @@ const metaRoutes: FastifyPluginAsyncTypebox = async (app) => {
         status: 'ok',
         sessions: app.sessions.sessionCount,
         pendingPermissions: app.sessions.pendingPermissionCount,
+        version: VERSION,
       };
     } catch (err) {
       req.log.error({ err }, 'deep health probe failed');
@@ -49,7 +52,23 @@ const metaRoutes: FastifyPluginAsyncTypebox = async (app) => {
     features: [...FEATURES],
     modelServices: [],
     workspaceCwd: app.sessions.workspace,
+    version: VERSION,
+    agent: describeAgent(app.channels.argv, app.channels.lastInitialize),
   }));
 };
+
+/** The agent's argv (never its environment) and, once a handshake has run, who it said it is. */
+function describeAgent(argv: readonly string[], handshake: InitializeResponse | undefined) {
+  return {
+    command: [...argv],
+    ...(handshake === undefined
+      ? {}
+      : {
+          protocolVersion: handshake.protocolVersion,
+          ...(handshake.agentInfo ? { agentInfo: handshake.agentInfo } : {}),
+          ...(handshake.agentCapabilities ? { agentCapabilities: handshake.agentCapabilities } : {}),
+        }),
+  };
+}
 
 export default metaRoutes;

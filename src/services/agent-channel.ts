@@ -22,6 +22,7 @@ import type {
 } from '@agentclientprotocol/sdk';
 import type { FastifyBaseLogger } from 'fastify';
 import { AgentTimeoutError, ChannelClosedError } from '../errors.js';
+import { VERSION } from '../version.js';
 
 export interface ExitInfo {
   exitCode: number | null;
@@ -46,6 +47,10 @@ interface ChannelOptions {
 }
 
 const STDERR_LINE_CAP = 64 * 1024;
+/** How many of the agent's last stderr lines are kept, to explain a failed start. */
+const STDERR_TAIL_LINES = 20;
+/** How much of each of those lines is kept. */
+const STDERR_TAIL_LINE_CAP = 1000;
 /** How long a process whose connection closed may take to exit by itself before it is stopped. */
 const LINK_LOSS_GRACE_MS = 250;
 /** How long a stop waits for the agent's process group to vanish after SIGKILL. */
@@ -78,6 +83,12 @@ export class AgentChannel {
   private hasExited = false;
   private killing: Promise<void> | undefined;
   private closedError: Promise<never> | undefined;
+  /** Why the process could not be started (ENOENT, EACCES…), when it could not. */
+  private startError: NodeJS.ErrnoException | undefined;
+  /** The agent's last stderr lines, oldest first. */
+  private readonly stderrTail: string[] = [];
+  /** Settles when the agent's stderr has ended (or there is none). */
+  private readonly stderrEnded: Promise<void>;
 
   constructor(opts: ChannelOptions) {
     const [command, ...args] = opts.argv;
@@ -103,6 +114,7 @@ export class AgentChannel {
       this.child.once('error', (err) => {
         this.log.warn({ err }, 'agent process error');
         if (this.child.pid === undefined) {
+          this.startError = err;
           this.hasExited = true;
           resolve(undefined);
         }
@@ -111,7 +123,7 @@ export class AgentChannel {
     // Pipe errors (EPIPE after the child died) must not crash the daemon.
     this.child.stdin?.on('error', () => {});
     this.child.stdout?.on('error', () => {});
-    this.forwardStderr();
+    this.stderrEnded = this.forwardStderr();
 
     const { stdin, stdout } = this.child;
     if (!stdin || !stdout) {
@@ -185,6 +197,25 @@ export class AgentChannel {
     return this.exitInfo;
   }
 
+  /** Why spawn() failed (the child's 'error' before it had a pid), if it did. */
+  get spawnError(): NodeJS.ErrnoException | undefined {
+    return this.startError;
+  }
+
+  /**
+   * The agent's last stderr lines, oldest first, once its stderr has ended
+   * or `maxWaitMs` have passed: the exit can be reported before the last
+   * lines have been read.
+   */
+  async lastStderrLines(maxWaitMs: number): Promise<string[]> {
+    let timer: NodeJS.Timeout | undefined;
+    const waited = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, maxWaitMs);
+    });
+    await Promise.race([this.stderrEnded, waited]).finally(() => clearTimeout(timer));
+    return [...this.stderrTail];
+  }
+
   /** The ACP handshake. */
   async initialize(timeoutMs: number): Promise<InitializeResponse> {
     this.initializeResponse = await this.call<InitializeResponse>(
@@ -192,7 +223,7 @@ export class AgentChannel {
       {
         protocolVersion: PROTOCOL_VERSION,
         clientCapabilities: { fs: { readTextFile: true, writeTextFile: true } },
-        clientInfo: { name: 'acpd', version: '0' },
+        clientInfo: { name: 'acpd', version: VERSION },
       },
       { timeoutMs, closedMessage: 'agent channel closed during initialize' },
     );
@@ -317,13 +348,20 @@ export class AgentChannel {
     }
   }
 
-  private forwardStderr(): void {
+  /** Logs the agent's stderr line by line and keeps its tail; settles when it ends. */
+  private forwardStderr(): Promise<void> {
     const stderr = this.child.stderr;
-    if (!stderr) return;
+    if (!stderr) return Promise.resolve();
     stderr.setEncoding('utf8');
     let buf = '';
     const emit = (line: string) => {
-      if (line.length > 0) this.log.debug({ agentPid: this.pid, line }, 'agent stderr');
+      if (line.length === 0) return;
+      this.log.debug({ agentPid: this.pid, line }, 'agent stderr');
+      const kept = line.endsWith('\r') ? line.slice(0, -1) : line;
+      this.stderrTail.push(
+        kept.length > STDERR_TAIL_LINE_CAP ? `${kept.slice(0, STDERR_TAIL_LINE_CAP)} [truncated]` : kept,
+      );
+      if (this.stderrTail.length > STDERR_TAIL_LINES) this.stderrTail.shift();
     };
     stderr.on('data', (chunk: string) => {
       buf += chunk;
@@ -337,7 +375,15 @@ export class AgentChannel {
         buf = buf.slice(STDERR_LINE_CAP);
       }
     });
-    stderr.on('end', () => emit(buf));
     stderr.on('error', () => {});
+    return new Promise<void>((resolve) => {
+      stderr.once('end', () => {
+        emit(buf);
+        buf = '';
+        resolve();
+      });
+      // A destroyed stream may close without 'end'.
+      stderr.once('close', () => resolve());
+    });
   }
 }

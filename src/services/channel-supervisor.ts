@@ -8,9 +8,11 @@
  * stopped. During a kill-then-spawn overlap a dying channel and a fresh one
  * coexist.
  */
+import { RequestError, type InitializeResponse } from '@agentclientprotocol/sdk';
 import type { FastifyBaseLogger } from 'fastify';
-import { ShuttingDownError } from '../errors.js';
+import { AgentTimeoutError, AgentUnavailableError, ChannelClosedError, ShuttingDownError } from '../errors.js';
 import { AgentChannel, type ExitInfo } from './agent-channel.js';
+import { checkCommand, commandLine, type CommandCheck } from './agent-command.js';
 import { AgentRouter } from './agent-router.js';
 import type { FsProxy } from './fs-proxy.js';
 import type { PermissionBroker } from './permissions.js';
@@ -25,6 +27,11 @@ interface SupervisorOptions {
   permissions: PermissionBroker;
   fs: FsProxy;
 }
+
+/** How long a channel whose link closed during the handshake may take to exit, so that its own status is reported. */
+const HANDSHAKE_EXIT_WAIT_MS = 500;
+/** How long the last stderr lines of a failed agent may take to arrive after its exit. */
+const STDERR_WAIT_MS = 500;
 
 /** Told when a channel's process is gone, with the live sessions it carried. */
 type ExitListener = (channel: AgentChannel, info: ExitInfo | undefined, sessionIds: string[]) => void;
@@ -56,6 +63,7 @@ export class ChannelSupervisor {
   private spawning: Promise<AgentChannel> | undefined;
   private readonly exitListeners: ExitListener[] = [];
   private shuttingDown = false;
+  private lastHandshake: InitializeResponse | undefined;
   /** Counters for metrics and tests. */
   spawnCount = 0;
   crashCount = 0;
@@ -67,6 +75,21 @@ export class ChannelSupervisor {
   /** The agent command every channel runs. */
   get argv(): readonly string[] {
     return this.opts.argv;
+  }
+
+  /** The same, as one line for people to read. */
+  get commandLine(): string {
+    return commandLine(this.opts.argv);
+  }
+
+  /** The agent's answer to the latest `initialize` that succeeded (who it is, what it can do), if one has. */
+  get lastInitialize(): InitializeResponse | undefined {
+    return this.lastHandshake;
+  }
+
+  /** Whether the agent command can be spawned, looked up now with the agent's cwd and PATH. */
+  checkCommand(): Promise<CommandCheck> {
+    return checkCommand(this.opts.argv[0] ?? '', { cwd: this.opts.cwd, pathVariable: this.opts.env.PATH });
   }
 
   onExit(listener: ExitListener): void {
@@ -125,18 +148,69 @@ export class ChannelSupervisor {
     this.opts.log.info({ agentPid: channel.pid }, 'agent spawned');
     // Registered before the handshake so that a crash during it is seen too.
     void channel.exited.then((info) => this.exited(channel, info));
+    let handshake: InitializeResponse;
     try {
-      await channel.initialize(this.opts.initTimeoutMs);
+      handshake = await channel.initialize(this.opts.initTimeoutMs);
     } catch (err) {
+      // Its own exit status is the best explanation: give it a moment to arrive before the kill. A process
+      // that outlived its closed link was stopped by the channel, and that status is not its own.
+      if (err instanceof ChannelClosedError) await settledWithin(channel.exited, HANDSHAKE_EXIT_WAIT_MS);
+      const exit = channel.linkLost ? undefined : channel.exitStatus;
       await channel.kill().catch(() => {});
-      throw err;
+      if (this.shuttingDown) throw new ShuttingDownError();
+      throw await this.unavailable(channel, err, exit);
     }
     if (this.shuttingDown) {
       await channel.kill().catch(() => {});
       throw new ShuttingDownError();
     }
+    this.lastHandshake = handshake;
     this.current = channel;
     return channel;
+  }
+
+  /**
+   * Why `channel` is of no use: it could not be spawned, or its handshake
+   * failed. `exit` is its status when it exited by itself (not killed by us).
+   */
+  private async unavailable(
+    channel: AgentChannel,
+    err: unknown,
+    exit: ExitInfo | undefined,
+  ): Promise<AgentUnavailableError> {
+    const command = this.commandLine;
+    const startError = channel.spawnError;
+    if (startError !== undefined) {
+      const check = await this.checkCommand();
+      return new AgentUnavailableError({
+        command,
+        reason: check.ok ? startFailure(startError, check.file) : check.reason,
+      });
+    }
+    const stderr = await channel.lastStderrLines(STDERR_WAIT_MS);
+    const tail = stderr.length > 0 ? { stderr } : {};
+    if (exit?.exitCode != null) {
+      return new AgentUnavailableError({
+        command,
+        reason: `exited with code ${exit.exitCode} during initialize`,
+        exitCode: exit.exitCode,
+        ...tail,
+      });
+    }
+    if (exit?.signalCode != null) {
+      return new AgentUnavailableError({
+        command,
+        reason: `was killed by ${exit.signalCode} during initialize`,
+        signal: exit.signalCode,
+        ...tail,
+      });
+    }
+    let reason: string;
+    if (err instanceof AgentTimeoutError) reason = `initialize timed out after ${this.opts.initTimeoutMs}ms`;
+    else if (err instanceof RequestError) reason = `initialize was refused: ${err.message} (JSON-RPC ${err.code})`;
+    else if (err instanceof ChannelClosedError) reason = 'closed its connection during initialize';
+    else reason = `initialize failed: ${err instanceof Error ? err.message : String(err)}`;
+    return new AgentUnavailableError({ command, reason, ...tail });
   }
 
   private exited(channel: AgentChannel, info: ExitInfo | undefined): void {
@@ -179,4 +253,22 @@ export class ChannelSupervisor {
     this.shuttingDown = true;
     for (const ch of this.alive) ch.killSync();
   }
+}
+
+/** Why spawn() failed although the command resolves to an executable file. */
+function startFailure(err: NodeJS.ErrnoException, file: string): string {
+  const code = err.code ?? 'unknown error';
+  if (code === 'ENOENT') {
+    return `${file} could not be started (ENOENT): its #! interpreter or the working directory may be missing`;
+  }
+  return `${file} could not be started (${code})`;
+}
+
+/** Resolves when `p` (which never rejects) settles or `ms` have passed, whichever is first. */
+async function settledWithin(p: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const elapsed = new Promise<void>((resolve) => {
+    timer = setTimeout(resolve, ms);
+  });
+  await Promise.race([p, elapsed]).finally(() => clearTimeout(timer));
 }
