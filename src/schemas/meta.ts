@@ -1,32 +1,51 @@
 /** Schemas of health and capabilities. */
 import { Type } from '@sinclair/typebox';
-import { commonErrors } from './common.js';
 
 export const health = {
+  operationId: 'getHealth',
+  tags: ['probes'],
   summary: 'Liveness; `?deep` adds counters',
-  querystring: Type.Object({ deep: Type.Optional(Type.String()) }, { additionalProperties: true }),
+  description:
+    'Answers whenever the process is up. With `?deep` (bare, empty, `1` or `true`) it also counts the live sessions and pending permission requests. Public on a loopback bind unless --require-auth.',
+  querystring: Type.Object(
+    { deep: Type.Optional(Type.String({ description: '`1`, `true` or empty: add the counters.' })) },
+    { additionalProperties: true },
+  ),
   response: {
-    200: Type.Object({
-      status: Type.String(),
-      sessions: Type.Optional(Type.Integer()),
-      pendingPermissions: Type.Optional(Type.Integer()),
-    }),
-    503: Type.Object({ status: Type.String() }),
-    ...commonErrors,
+    200: Type.Object(
+      {
+        status: Type.String({ description: '`ok`.' }),
+        sessions: Type.Optional(Type.Integer({ description: 'Live sessions (deep only).' })),
+        pendingPermissions: Type.Optional(Type.Integer({ description: 'Unanswered permission requests (deep only).' })),
+      },
+      { description: 'Alive.' },
+    ),
+    503: Type.Object(
+      { status: Type.String({ description: '`degraded`.' }) },
+      { description: 'The deep probe could not read its counters.' },
+    ),
   },
 };
 
 export const capabilities = {
+  operationId: 'getCapabilities',
+  tags: ['meta'],
   summary: 'What this daemon speaks',
+  description: 'The protocol version, the features this build serves, and the workspace it is bound to.',
   response: {
-    200: Type.Object({
-      v: Type.Literal(1),
-      protocolVersions: Type.Object({ current: Type.String(), supported: Type.Array(Type.String()) }),
-      mode: Type.Literal('http-bridge'),
-      features: Type.Array(Type.String()),
-      modelServices: Type.Array(Type.Unknown()),
-      workspaceCwd: Type.String(),
-    }),
-    ...commonErrors,
+    200: Type.Object(
+      {
+        v: Type.Literal(1, { description: 'Version of this document.' }),
+        protocolVersions: Type.Object(
+          { current: Type.String(), supported: Type.Array(Type.String()) },
+          { description: 'Wire protocol versions.' },
+        ),
+        mode: Type.Literal('http-bridge'),
+        features: Type.Array(Type.String(), { description: 'Feature tags, one per capability served.' }),
+        modelServices: Type.Array(Type.Unknown(), { description: 'Always empty in v1.' }),
+        workspaceCwd: Type.String({ description: 'The canonical workspace this daemon serves.' }),
+      },
+      { description: 'The capabilities.' },
+    ),
   },
 };
