@@ -30,7 +30,7 @@ import metaRoutes from './routes/meta.js';
 import operationRoutes from './routes/operations.js';
 import permissionRoutes from './routes/permissions.js';
 import sessionRoutes from './routes/sessions.js';
-import { ErrorEnvelope } from './schemas/common.js';
+import { sharedSchemas } from './schemas/components.js';
 import { formatByteLimit, nestsDeeperThan, safeBody, validationMessage } from './schemas/validation.js';
 
 /** JSON-RPC's code for invalid method parameters. */
@@ -143,7 +143,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     if (req.method !== 'GET' && req.method !== 'HEAD') req.body = safeBody(req.body);
   });
 
-  app.addSchema(ErrorEnvelope);
+  for (const schema of sharedSchemas) app.addSchema(schema);
 
   app.setErrorHandler((err: FastifyError, req, reply) => {
     if (err.validationContext === 'body' && unreadBodies.has(req)) {
@@ -187,7 +187,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   await app.register(security, { config });
   // Both work in onRoute, so they come before every route.
   await app.register(rateLimits, { config });
-  await app.register(openapi);
+  await app.register(openapi, { config });
   await app.register(fastifySSE, { heartbeatInterval: config.sseHeartbeatMs });
   await app.register(channelSupervisor, { config });
   await app.register(sessionRegistry, { config });

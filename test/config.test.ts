@@ -74,6 +74,7 @@ t.test('defaults', async (t) => {
     maxRssBytes: 0,
     requireAuth: false,
     trustProxy: false,
+    allowOrigin: [],
     sseHeartbeatMs: 15_000,
     maxBodyBytes: 10 * 1024 * 1024,
     maxBodyDepth: 64,
@@ -156,6 +157,7 @@ t.test('every setting has an environment twin', async (t) => {
       ACPD_MAX_RSS_BYTES: '16',
       ACPD_REQUIRE_AUTH: 'true',
       ACPD_TRUST_PROXY: '10.0.0.1',
+      ACPD_ALLOW_ORIGIN: 'https://app.example',
       ACPD_SSE_HEARTBEAT_MS: '17',
       ACPD_MAX_BODY_BYTES: '18',
       ACPD_MAX_BODY_DEPTH: '19',
@@ -188,6 +190,7 @@ t.test('every setting has an environment twin', async (t) => {
     maxRssBytes: 16,
     requireAuth: true,
     trustProxy: ['10.0.0.1'],
+    allowOrigin: ['https://app.example'],
     sseHeartbeatMs: 17,
     maxBodyBytes: 18,
     maxBodyDepth: 19,
@@ -874,6 +877,37 @@ t.test("--trust-proxy: true, false, or the proxies' addresses and ranges", async
   t.match(
     failure(() => load([], { ACPD_TRUST_PROXY: 'nope' })),
     /^Invalid --trust-proxy "nope" \(from ACPD_TRUST_PROXY\)/,
+  );
+});
+
+t.test('--allow-origin: exact origins, as a browser writes them', async (t) => {
+  t.same(load().allowOrigin, []);
+  t.same(load(['--allow-origin', 'https://app.example']).allowOrigin, ['https://app.example']);
+  t.same(
+    load([], { ACPD_ALLOW_ORIGIN: ' https://App.Example:443 , http://localhost:3000,,http://[::1]:8080/ ' })
+      .allowOrigin,
+    ['https://app.example', 'http://localhost:3000', 'http://[::1]:8080'],
+    'trimmed, lower-cased, default port and a bare trailing slash dropped, blank entries skipped',
+  );
+  t.same(load(['--allow-origin', 'http://a.example,http://a.example']).allowOrigin, ['http://a.example']);
+  for (const bad of [
+    'app.example',
+    'ftp://app.example',
+    'https://app.example/path',
+    'https://u:p@app.example',
+    'https://app.example?x=1',
+    '*',
+    'null',
+  ]) {
+    t.match(
+      failure(() => load(['--allow-origin', bad])),
+      /^Invalid --allow-origin ".*": ".*" is not an origin\. Give scheme, host and optional port only/,
+      bad,
+    );
+  }
+  t.match(
+    failure(() => load([], { ACPD_ALLOW_ORIGIN: '*' })),
+    /^Invalid --allow-origin "\*" \(from ACPD_ALLOW_ORIGIN\)/,
   );
 });
 

@@ -7,6 +7,8 @@ import { startDaemon } from './support/app.js';
 import { call, obj } from './support/http.js';
 
 const DOCS_PREFIX = '/docs';
+/** The orchestrators' probes: public on a loopback bind, never shed, no rate budget. */
+const PROBES = new Set(['/health', '/livez', '/readyz']);
 
 interface AppRoute {
   method: string;
@@ -54,8 +56,7 @@ async function declaredSchemas(): Promise<Map<string, RouteSchema>> {
   const dir = new URL('../src/schemas/', import.meta.url);
   const bySummary = new Map<string, RouteSchema>();
   for (const file of readdirSync(fileURLToPath(dir)).filter((name) => name.endsWith('.js'))) {
-    const module: unknown = await import(new URL(file, dir).href);
-    if (typeof module !== 'object' || module === null) continue;
+    const module = (await import(new URL(file, dir).href)) as Record<string, unknown>;
     for (const value of Object.values(module)) if (isRouteSchema(value)) bySummary.set(value.summary, value);
   }
   return bySummary;
@@ -103,25 +104,110 @@ t.test('every route of the app is documented with every response it declares', a
       continue;
     }
     const responses = obj(operation.responses);
-    const codes = Object.keys(schema.response);
-    if (route.url === '/session/:id/events') codes.push('200');
-    t.same(Object.keys(responses).sort(), [...new Set(codes)].sort(), `${label} documents every declared response`);
+    for (const code of Object.keys(schema.response)) t.ok(responses[code], `${label} documents its own ${code}`);
+    // What the guards in front of the route can answer, from its policy (plugins/route-policy.ts).
+    const probe = PROBES.has(route.url);
+    const policy = { probe, budget: probe || route.url === '/metrics' ? 'none' : 'some' };
+    const guarded = ['403', '500'];
+    if (policy?.probe !== true) guarded.push('401');
+    if (policy?.budget !== 'none') guarded.push('429');
+    if (policy?.probe !== true) guarded.push('503');
+    if (route.method === 'POST') guarded.push('400', '413');
+    for (const code of guarded) t.ok(responses[code], `${label} documents the guards' ${code}`);
+    if (policy?.probe === true) {
+      t.same(operation.security, [], `${label}: a public probe needs no token`);
+      t.notOk(responses['401'], `${label}: and answers no 401`);
+    } else {
+      t.equal(operation.security, undefined, `${label}: the bearer token, as the document declares for all`);
+    }
+    t.type(operation.operationId, 'string', `${label} has an operationId`);
+    t.ok(Array.isArray(operation.tags) && operation.tags.length === 1, `${label} has a tag`);
+    t.type(operation.description, 'string', `${label} has a description`);
     for (const [code, response] of Object.entries(responses)) {
       const body = obj(response);
       t.type(body.description, 'string', `${label} ${code} has a description`);
+      t.not(body.description, 'Default Response', `${label} ${code} says what it means`);
+      if (['409', '429'].includes(code))
+        t.ok(obj(body.headers)['retry-after'], `${label} ${code} documents Retry-After`);
       if (code === '204') continue;
       const content = obj(body.content);
       const [media] = Object.values(content);
       t.ok(media !== undefined && obj(media).schema !== undefined, `${label} ${code} carries a schema`);
     }
-    for (const code of ['400', '401', '500']) {
+    for (const code of ['400', '401', '403', '404', '409', '413', '429', '500'].filter((c) => c in responses)) {
       const media = obj(obj(obj(responses[code]).content)['application/json']);
       t.same(media.schema, { $ref: '#/components/schemas/ErrorEnvelope' }, `${label} ${code} is the ErrorEnvelope`);
     }
   }
 
+  const operationIds = Object.values(paths).flatMap((item) =>
+    Object.values(obj(item)).map((op) => obj(op).operationId),
+  );
+  t.equal(new Set(operationIds).size, operationIds.length, 'operationIds are unique');
+  const tags = new Set((doc.tags as { name: string }[]).map((tag) => tag.name));
+  for (const item of Object.values(paths)) {
+    for (const op of Object.values(obj(item))) for (const tag of obj(op).tags as string[]) t.ok(tags.has(tag), tag);
+  }
+
+  const components = obj(obj(doc.components).schemas);
   const events = obj(obj(obj(paths['/session/{id}/events']).get).responses);
-  t.ok(obj(obj(events['200']).content)['text/event-stream'], 'the SSE route documents text/event-stream');
+  t.same(
+    obj(obj(obj(events['200']).content)['text/event-stream']).schema,
+    { $ref: '#/components/schemas/SessionEvent' },
+    'the SSE route documents its frames',
+  );
+  const frames = obj(components.SessionEvent);
+  const frameTypes = [
+    'session_update',
+    'permission_request',
+    'permission_resolved',
+    'model_switched',
+    'model_switch_failed',
+    'session_died',
+    'client_evicted',
+    'stream_error',
+  ];
+  t.same(Object.keys(obj(obj(frames.discriminator).mapping)), frameTypes, 'one frame schema per event type');
+  for (const [type, ref] of Object.entries(obj(obj(frames.discriminator).mapping))) {
+    const name = String(ref).replace('#/components/schemas/', '');
+    t.same(obj(obj(obj(components[name]).properties).type).enum, [type], `${name} is the ${type} frame`);
+  }
+  const promptMedia = obj(
+    obj(obj(obj(obj(paths['/session/{id}/prompt']).post).requestBody).content)['application/json'],
+  );
+  t.same(
+    obj(obj(obj(promptMedia.schema).properties).prompt).items,
+    { $ref: '#/components/schemas/ContentBlock' },
+    'prompt blocks are the ContentBlock component',
+  );
+  t.same(Object.keys(obj(obj(components.ContentBlock).discriminator).mapping as object), [
+    'text',
+    'image',
+    'audio',
+    'resource_link',
+    'resource',
+  ]);
+  const restored = obj(
+    obj(obj(obj(obj(obj(paths['/session/{id}/load']).post).responses)['200']).content)['application/json'],
+  );
+  t.same(
+    obj(obj(restored.schema).properties).state,
+    { $ref: '#/components/schemas/SessionState' },
+    'load state is typed',
+  );
+  for (const [path, required] of [
+    ['/session', false],
+    ['/session/{id}/load', false],
+    ['/session/{id}/resume', false],
+    ['/session/{id}/cancel', false],
+    ['/session/{id}/prompt', true],
+    ['/session/{id}/model', true],
+    ['/permission/{requestId}', true],
+  ] as const) {
+    t.equal(obj(obj(obj(paths[path]).post).requestBody).required, required, `${path}: body required ${required}`);
+  }
+  const [workspace] = obj(obj(paths['/workspace/{id}/sessions']).get).parameters as Record<string, unknown>[];
+  t.match(workspace.description, /URL-encoded/, 'the workspace parameter says how to write it');
   const metrics = obj(obj(obj(paths['/metrics']).get).responses);
   t.ok(obj(obj(metrics['200']).content)['text/plain'], '/metrics documents text/plain');
   t.notMatch(JSON.stringify(doc), /"error(Message|Code)"/, 'validator-only keywords stay out of the document');
@@ -131,8 +217,17 @@ t.test('every route of the app is documented with every response it declares', a
     { required: true, content: { 'application/json': { schema: { required: ['prompt'] } } } },
     'request bodies are documented',
   );
-  const components = obj(obj(doc.components).schemas);
   t.same(obj(components.ErrorEnvelope).required, ['error'], 'the shared envelope is a named component');
+});
+
+t.test('with --require-auth the probes need the token in the document too', async (t) => {
+  const d = await startDaemon(t, { args: ['--token', 'docs-secret', '--require-auth'] });
+  const paths = obj(obj((await call(d, 'GET', `${DOCS_PREFIX}/json`)).body).paths);
+  for (const path of ['/health', '/livez', '/readyz']) {
+    const operation = obj(obj(paths[path]).get);
+    t.equal(operation.security, undefined, `${path}: the bearer token`);
+    t.ok(obj(operation.responses)['401'], `${path}: 401`);
+  }
 });
 
 t.test('Swagger UI at /docs, behind the token like the rest', async (t) => {

@@ -13,6 +13,7 @@ import { request } from 'undici';
 import { environOf } from '../harness/proc-table.js';
 import { buildTestApp, startDaemon, tempDir, testConfig, type TestDaemon } from './support/app.js';
 import { call, obj } from './support/http.js';
+import { VERSION } from '../src/version.js';
 
 const CORS = '{"error":"Request denied by CORS policy"}';
 const BAD_HOST = '{"error":"Invalid Host header"}';
@@ -72,11 +73,12 @@ const EVERY_ROUTE: [Method, string][] = [
   ['OPTIONS', '/health'],
 ];
 
-t.test('any Origin → 403 CORS on every route, before the Host check and before auth', async (t) => {
+t.test('a foreign Origin → 403 CORS on every route, before the Host check and before auth', async (t) => {
   const d = await startDaemon(t, { args: ['--token', 's3cret'] });
   const host = `127.0.0.1:${d.port}`;
   for (const [method, url] of EVERY_ROUTE) {
-    for (const origin of ['http://localhost:3000', 'null', `http://${host}`]) {
+    // Another port, `null`, another scheme, a longer host: none is the daemon's own origin.
+    for (const origin of ['http://localhost:3000', 'null', `https://${host}`, `http://${host}.evil.com`]) {
       const res = await send(d, method, url, { host, origin, 'access-control-request-method': 'POST' });
       t.equal(res.status, 403, `${method} ${url} Origin: ${origin}`);
       t.equal(res.text, CORS, `${method} ${url} Origin: ${origin}`);
@@ -93,6 +95,92 @@ t.test('any Origin → 403 CORS on every route, before the Host check and before
   t.equal(authorized.text, CORS, 'a valid token does not help');
   const badHost = await send(d, 'GET', '/health', { host: 'evil.com', origin: 'https://evil.com' });
   t.equal(badHost.text, CORS, 'the Origin check comes before the Host check');
+  t.equal(d.app.channels.spawnCount, 0, 'no agent was started');
+});
+
+t.test("the daemon's own origin passes (Swagger UI's Try it out); the other guards still apply", async (t) => {
+  const d = await startDaemon(t, { args: ['--token', 's3cret'] });
+  const auth = { authorization: 'Bearer s3cret' };
+  for (const name of ['127.0.0.1', 'localhost']) {
+    const host = `${name}:${d.port}`;
+    const origin = `http://${host}`;
+    const caps = await send(d, 'GET', '/capabilities', { host, origin, ...auth });
+    t.equal(caps.status, 200, `${origin}: GET`);
+    t.equal(caps.headers['access-control-allow-origin'], undefined, 'same origin needs no CORS header');
+    const created = await send(
+      d,
+      'POST',
+      '/session',
+      { host, origin, 'content-type': 'application/json', ...auth },
+      '{}',
+    );
+    t.equal(created.status, 200, `${origin}: POST /session`);
+    t.equal((await send(d, 'GET', '/capabilities', { host, origin })).text, UNAUTHORIZED, 'the token still counts');
+  }
+  const crossed = await send(d, 'GET', '/capabilities', {
+    host: `127.0.0.1:${d.port}`,
+    origin: `http://localhost:${d.port}`,
+    ...auth,
+  });
+  t.equal(crossed.text, CORS, 'an origin naming the daemon by another name is another origin');
+  const foreignHost = await send(d, 'GET', '/capabilities', { host: 'evil.com', origin: 'http://evil.com', ...auth });
+  t.equal(foreignHost.text, BAD_HOST, 'a rebound name is its own origin, and the Host check refuses it');
+});
+
+t.test('--trust-proxy: the own origin is the one the proxy was asked for', async (t) => {
+  const forwarded = {
+    'x-forwarded-proto': 'https',
+    'x-forwarded-host': 'acpd.example',
+    origin: 'https://acpd.example',
+  };
+  const trusting = await startDaemon(t, { args: ['--trust-proxy', '127.0.0.1'] });
+  const res = await send(trusting, 'GET', '/capabilities', { host: `127.0.0.1:${trusting.port}`, ...forwarded });
+  t.equal(res.status, 200, 'behind a trusted proxy');
+  const plain = await startDaemon(t);
+  const refused = await send(plain, 'GET', '/capabilities', { host: `127.0.0.1:${plain.port}`, ...forwarded });
+  t.equal(refused.text, CORS, 'X-Forwarded-* from a peer that is not trusted are not believed');
+});
+
+t.test('--allow-origin: listed origins get CORS answers and preflights; the rest stay refused', async (t) => {
+  const d = await startDaemon(t, {
+    args: ['--token', 's3cret', '--allow-origin', 'https://app.example,http://localhost:3000'],
+  });
+  const host = `127.0.0.1:${d.port}`;
+  const origin = 'https://app.example';
+  const preflight = await send(d, 'OPTIONS', '/session/s-1/prompt', {
+    host,
+    origin,
+    'access-control-request-method': 'POST',
+    'access-control-request-headers': 'authorization, content-type',
+  });
+  t.equal(preflight.status, 204, 'a preflight needs no token');
+  t.equal(preflight.headers['access-control-allow-origin'], origin);
+  t.equal(preflight.headers['access-control-allow-methods'], 'GET, HEAD, POST');
+  t.equal(preflight.headers['access-control-allow-headers'], 'authorization, content-type, last-event-id');
+  t.equal(preflight.headers.vary, 'Origin');
+  t.equal(preflight.text, '');
+
+  const caps = await send(d, 'GET', '/capabilities', { host, origin, authorization: 'Bearer s3cret' });
+  t.equal(caps.status, 200);
+  t.equal(caps.headers['access-control-allow-origin'], origin);
+  t.equal(caps.headers['access-control-expose-headers'], 'retry-after');
+  const anonymous = await send(d, 'GET', '/capabilities', { host, origin });
+  t.equal(anonymous.text, UNAUTHORIZED, 'a listed origin still needs the token');
+  t.equal(anonymous.headers['access-control-allow-origin'], origin, 'and can read why it was refused');
+  const second = await send(d, 'GET', '/health', { host, origin: 'http://localhost:3000' });
+  t.equal(second.status, 200, 'every listed origin counts');
+
+  for (const other of ['https://app.example.evil', 'http://app.example', 'https://APP.example', 'null']) {
+    const res = await send(d, 'OPTIONS', '/session', { host, origin: other, 'access-control-request-method': 'POST' });
+    t.equal(res.text, CORS, `${other}: refused, preflight included`);
+    t.equal(res.headers['access-control-allow-origin'], undefined);
+  }
+  const badHost = await send(d, 'OPTIONS', '/session', {
+    host: 'evil.com',
+    origin,
+    'access-control-request-method': 'POST',
+  });
+  t.equal(badHost.text, BAD_HOST, 'the Host check comes before a preflight answer');
   t.equal(d.app.channels.spawnCount, 0, 'no agent was started');
 });
 
@@ -198,7 +286,7 @@ t.test('bearer token: loopback /health is exempt; everything else, unknown route
   t.equal((await send(d, 'GET', '/health', { host })).text, '{"status":"ok"}');
   const deep = await send(d, 'GET', '/health?deep=1', { host });
   t.equal(deep.status, 200);
-  t.strictSame(JSON.parse(deep.text), { status: 'ok', sessions: 0, pendingPermissions: 0 });
+  t.strictSame(JSON.parse(deep.text), { status: 'ok', sessions: 0, pendingPermissions: 0, version: VERSION });
   t.equal((await send(d, 'HEAD', '/health', { host })).status, 200, 'HEAD rides on the GET route');
   t.equal(
     (await send(d, 'GET', '/health', { host, authorization: 'Bearer wrong' })).status,
@@ -277,7 +365,7 @@ t.test('non-loopback bind: /health needs the token, and the Host check is skippe
     t.equal((await send(d, 'GET', '/capabilities', { host })).text, UNAUTHORIZED, `${host} /capabilities without`);
   }
   const deep = await send(d, 'GET', '/health?deep=true', { host: 'acpd.example.com', ...auth });
-  t.strictSame(JSON.parse(deep.text), { status: 'ok', sessions: 0, pendingPermissions: 0 });
+  t.strictSame(JSON.parse(deep.text), { status: 'ok', sessions: 0, pendingPermissions: 0, version: VERSION });
   const origin = await send(d, 'GET', '/health', {
     host: 'acpd.example.com',
     origin: 'https://acpd.example.com',

@@ -10,7 +10,7 @@ import { join, resolve } from 'node:path';
 import { agentArgv, childEnvironment } from './agent.js';
 import { parseCommandLine } from './command-line.js';
 import { ConfigError } from './config-error.js';
-import { assertNoPortInHostname, isLoopbackHost, listenHostFor, trustedProxies } from './network.js';
+import { allowedOrigins, assertNoPortInHostname, isLoopbackHost, listenHostFor, trustedProxies } from './network.js';
 import { DEFAULT_HOSTNAME, DEFAULT_PORT, SETTING_NAMES, isSwitch, type SettingName } from './schema.js';
 import { plainFields, type Config } from './shape.js';
 import { resolveToken } from './token.js';
@@ -74,6 +74,8 @@ export function loadConfig(opts: { argv: string[]; env: NodeJS.ProcessEnv; cwd: 
   check('ACPD_MAX_CONNECTIONS');
   check('ACPD_TRUST_PROXY');
   const trustProxy = trustedProxies(raw.ACPD_TRUST_PROXY, fromFlag.has('ACPD_TRUST_PROXY'));
+  check('ACPD_ALLOW_ORIGIN');
+  const allowOrigin = allowedOrigins(raw.ACPD_ALLOW_ORIGIN, fromFlag.has('ACPD_ALLOW_ORIGIN'));
   const [leftover] = invalid.values();
   if (leftover !== undefined) throw leftover;
   if (settings === undefined) throw new ConfigError('Invalid configuration.');
@@ -87,6 +89,7 @@ export function loadConfig(opts: { argv: string[]; env: NodeJS.ProcessEnv; cwd: 
     agent,
     dataDir,
     trustProxy,
+    allowOrigin,
     listenHost,
     isLoopback,
     agentEnv: childEnvironment(opts.env),

@@ -82,3 +82,40 @@ export function trustedProxies(value: string | undefined, fromFlag: boolean): bo
   }
   return entries;
 }
+
+/**
+ * --allow-origin: a comma-separated list of origins (`scheme://host[:port]`,
+ * http or https, nothing after the host), each kept as a browser serialises
+ * it in the `Origin` header (lower-case host, default port left out), so the
+ * request's header can be compared with it exactly. Blank entries are
+ * skipped; anything else that is not an origin is a start-up error.
+ */
+export function allowedOrigins(value: string | undefined, fromFlag: boolean): string[] {
+  const origins = new Set<string>();
+  for (const entry of (value ?? '').split(',').map((part) => part.trim())) {
+    if (entry === '') continue;
+    const origin = originOf(entry);
+    if (origin === undefined) {
+      throw new ConfigError(
+        `Invalid --allow-origin "${value ?? ''}"${fromFlag ? '' : ' (from ACPD_ALLOW_ORIGIN)'}: "${entry}" is not an origin. ` +
+          'Give scheme, host and optional port only, comma-separated, e.g. "https://app.example,http://localhost:3000".',
+      );
+    }
+    origins.add(origin);
+  }
+  return [...origins];
+}
+
+/** The origin `entry` names, or undefined when it is more (a path, a query, credentials) or not http(s). */
+function originOf(entry: string): string | undefined {
+  let url: URL;
+  try {
+    url = new URL(entry);
+  } catch {
+    return undefined;
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') return undefined;
+  if (url.username !== '' || url.password !== '' || url.search !== '' || url.hash !== '') return undefined;
+  if (url.pathname !== '/') return undefined;
+  return url.origin;
+}

@@ -139,6 +139,12 @@ export const ConfigSchema = Type.Object({
     description:
       'Reverse proxies whose X-Forwarded-For/-Proto/-Host are believed: "false", "true" (any peer), or a comma-separated list of addresses and CIDR ranges (e.g. 127.0.0.1,10.0.0.0/8; also loopback, linklocal, uniquelocal).',
   }),
+  ACPD_ALLOW_ORIGIN: Type.Optional(
+    Type.String({
+      description:
+        "Browser origins allowed to call the API besides the daemon's own, comma-separated and exact (e.g. https://app.example,http://localhost:3000). Requests with any other Origin are refused (403).",
+    }),
+  ),
   ACPD_SSE_HEARTBEAT_MS: Type.Integer({
     minimum: 1,
     maximum: MAX_TIMER_MS,

@@ -16,6 +16,7 @@ const SPECIAL_SETTINGS = [
   'ACPD_AGENT', // split into argv
   'ACPD_DATA_DIR', // resolved against the current directory; <workspace>/.acpd when unset
   'ACPD_TRUST_PROXY', // parsed into the form of Fastify's trustProxy option
+  'ACPD_ALLOW_ORIGIN', // a comma-separated list, checked and normalised into origins
 ] as const satisfies readonly SettingName[];
 
 type SpecialSetting = (typeof SPECIAL_SETTINGS)[number];
@@ -40,6 +41,8 @@ type DerivedFields = {
   dataDir: string;
   /** Fastify's `trustProxy`: whom to believe about X-Forwarded-*. */
   trustProxy: boolean | string[];
+  /** Cross origins allowed besides the daemon's own, each as a browser serialises it (`https://app.example`). */
+  allowOrigin: string[];
   /** `hostname` without IPv6 brackets, for `listen()`. */
   listenHost: string;
   isLoopback: boolean;

@@ -1,6 +1,8 @@
 /**
  * Request guards, as `onRequest` hooks so they run before any body is read:
- *  1. any `Origin` header → 403 (browsers are not clients of this daemon);
+ *  1. an `Origin` header → 403, unless it is the daemon's own origin (a page
+ *     it served, such as Swagger UI at /docs) or one listed in
+ *     --allow-origin; a listed cross origin gets its CORS answers (below);
  *  2. on loopback binds, a Host allowlist against DNS rebinding;
  *  3. the bearer token, when one is configured: @fastify/bearer-auth's
  *     constant-time check, behind a guard that keeps the contract's exact
@@ -15,6 +17,33 @@ import type { Config } from '../config.js';
 import { policyOf } from './route-policy.js';
 
 const UNAUTHORIZED = { error: 'Unauthorized' };
+
+/** What a browser may send and read across origins: the methods and headers of the API. */
+const CORS_ALLOW_METHODS = 'GET, HEAD, POST';
+const CORS_ALLOW_HEADERS = 'authorization, content-type, last-event-id';
+const CORS_EXPOSE_HEADERS = 'retry-after';
+const CORS_MAX_AGE_SECONDS = 600;
+
+/**
+ * The origin the request was addressed to, as a browser would write it in
+ * `Origin` (lower-case, default port left out). Fastify's `protocol` and
+ * `host` come from X-Forwarded-Proto/-Host when --trust-proxy believes the
+ * peer, so behind a proxy this is the origin the browser saw.
+ */
+function ownOrigin(req: FastifyRequest): string | undefined {
+  try {
+    return new URL(`${req.protocol}://${req.host}`).origin;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * How a request's `Origin` is treated: absent (not a browser, or a
+ * same-origin GET), the daemon's own origin, a cross origin of
+ * --allow-origin, or refused.
+ */
+type OriginVerdict = 'none' | 'same' | 'allowed' | 'refused';
 
 /**
  * Whether the credentials after `<scheme> ` are as the contract reads them.
@@ -78,12 +107,38 @@ async function security(app: FastifyInstance, opts: { config: Config }) {
     return hostsForPort.hosts.has((req.headers.host ?? '').toLowerCase());
   };
 
+  const allowed = new Set(config.allowOrigin);
+  const originVerdict = (req: FastifyRequest): OriginVerdict => {
+    const origin = req.headers.origin;
+    if (origin === undefined) return 'none';
+    if (origin === ownOrigin(req)) return 'same';
+    return allowed.has(origin) ? 'allowed' : 'refused';
+  };
+
   app.addHook('onRequest', async (req, reply) => {
-    if (req.headers.origin !== undefined) {
+    const verdict = originVerdict(req);
+    if (verdict === 'refused') {
       return reply.code(403).send({ error: 'Request denied by CORS policy' });
     }
     if (config.isLoopback && !hostAllowed(req)) {
       return reply.code(403).send({ error: 'Invalid Host header' });
+    }
+    // A listed cross origin: every answer says so, and a preflight is
+    // answered here, before the token (a browser sends none with it). Written
+    // out rather than through @fastify/cors: these five headers are all it
+    // takes, and the library's own preflight route would have to be fitted
+    // with a policy and kept behind the Origin and Host checks above.
+    if (verdict === 'allowed') {
+      reply.header('access-control-allow-origin', req.headers.origin).header('vary', 'Origin');
+      if (req.method === 'OPTIONS' && req.headers['access-control-request-method'] !== undefined) {
+        return reply
+          .code(204)
+          .header('access-control-allow-methods', CORS_ALLOW_METHODS)
+          .header('access-control-allow-headers', CORS_ALLOW_HEADERS)
+          .header('access-control-max-age', String(CORS_MAX_AGE_SECONDS))
+          .send();
+      }
+      reply.header('access-control-expose-headers', CORS_EXPOSE_HEADERS);
     }
     if (checkToken === undefined) return;
     // A probe's HEAD twin shares its GET route's policy (as Express's app.get

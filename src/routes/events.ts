@@ -22,7 +22,7 @@ import { once } from 'node:events';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyBaseLogger } from 'fastify';
 import { policies } from '../plugins/route-policy.js';
-import { sessionEvents } from '../schemas/sessions.js';
+import { sessionEvents, sessionEventsHead } from '../schemas/events.js';
 
 const SSE_RETRY_MS = 3000;
 
@@ -57,10 +57,7 @@ function streamErrorFrame(message: string): string {
 const eventRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.head(
     '/session/:id/events',
-    {
-      schema: { ...sessionEvents, summary: 'The headers GET would answer with, without subscribing' },
-      config: { policy: policies.read },
-    },
+    { schema: sessionEventsHead, config: { policy: policies.read } },
     async (req, reply) => {
       // Throws SessionNotFoundError (404) exactly as subscribing would.
       app.sessions.require(req.params.id);

@@ -12,7 +12,7 @@ import {
   createSession,
   listSessions,
   promptSession,
-  restoreSession,
+  restoreSchemas,
   setModel,
 } from '../schemas/sessions.js';
 import { canonicalizeWorkspace } from '../services/workspace.js';
@@ -54,7 +54,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox = async (app) => {
   for (const action of ['load', 'resume'] as const satisfies readonly RestoreAction[]) {
     app.post(
       `/session/:id/${action}`,
-      { schema: restoreSession, config: { policy: policies.mutation } },
+      { schema: restoreSchemas[action], config: { policy: policies.mutation } },
       async (req, reply) => {
         const result = await app.restores.restore(action, req.params.id, req.body.cwd);
         if (await reapIfGone(req, reply, result.sessionId, result.attached)) return reply;

@@ -3,14 +3,44 @@
  * in an `errorMessage` annotation (and an `errorCode` where the contract has
  * one); app.ts turns the first failing keyword into that envelope.
  */
-import { Type } from '@sinclair/typebox';
+import { Type, type Static, type TSchema, type TUnsafe } from '@sinclair/typebox';
+
+/**
+ * A reference to a shared schema (one with an `$id`, added with addSchema),
+ * typed as the schema it names. The API document shows it as a component.
+ */
+export function refTo<T extends TSchema>(schema: T): TUnsafe<Static<T>> {
+  if (schema.$id === undefined) throw new Error('refTo: the schema has no $id');
+  return Type.Unsafe<Static<T>>(Type.Ref(schema.$id));
+}
 
 export const ErrorEnvelope = Type.Object(
   {
-    error: Type.String(),
+    error: Type.String({ description: 'What went wrong, in words.' }),
     // A wire code ("workspace_mismatch"), a JSON-RPC code forwarded from the
     // agent (-32602), or a Node system error code ("ENOENT"): kept as sent.
-    code: Type.Optional(Type.Union([Type.String(), Type.Number()])),
+    code: Type.Optional(
+      Type.Union([Type.String(), Type.Number()], {
+        description:
+          'A stable code where there is one (`workspace_mismatch`, `session_limit_exceeded`, …), or the JSON-RPC code of an agent error.',
+      }),
+    ),
+    // Context fields, each present only with the codes that carry it.
+    sessionId: Type.Optional(Type.String({ description: 'The session the error is about.' })),
+    requestId: Type.Optional(Type.String({ description: 'The permission request the error is about.' })),
+    optionId: Type.Optional(Type.String({ description: 'The option that was not offered (`invalid_option_id`).' })),
+    limit: Type.Optional(Type.Number({ description: 'The limit that was reached.' })),
+    budget: Type.Optional(Type.String({ description: 'The rate budget that is spent (`rate_limited`).' })),
+    reason: Type.Optional(Type.String({ description: 'What is overloaded (`overloaded`).' })),
+    boundWorkspace: Type.Optional(Type.String({ description: 'The workspace this daemon serves.' })),
+    requestedWorkspace: Type.Optional(Type.String({ description: 'The workspace the request asked for.' })),
+    activeAction: Type.Optional(
+      Type.Union([Type.Literal('load'), Type.Literal('resume')], { description: 'The restore under way.' }),
+    ),
+    requestedAction: Type.Optional(
+      Type.Union([Type.Literal('load'), Type.Literal('resume')], { description: 'The restore that was refused.' }),
+    ),
+    data: Type.Optional(Type.Unknown({ description: "The agent's JSON-RPC error data." })),
   },
   {
     additionalProperties: true,
@@ -19,18 +49,7 @@ export const ErrorEnvelope = Type.Object(
   },
 );
 
-export const ErrorRef = Type.Ref('ErrorEnvelope');
-
-/** Responses every route can give, besides its own. */
-export const commonErrors = {
-  400: ErrorRef,
-  401: ErrorRef,
-  403: ErrorRef,
-  413: ErrorRef,
-  500: ErrorRef,
-};
-
-const CWD_MESSAGES = {
+export const CWD_MESSAGES = {
   type: '`cwd` must be a string absolute path when provided',
   length: '`cwd` exceeds the 4096-character limit',
   absolute: '`cwd` must be an absolute path when provided',
@@ -42,6 +61,7 @@ const CWD_MESSAGES = {
  * maxLength, then pattern).
  */
 export const Cwd = Type.String({
+  description: 'An absolute path: the workspace to work in (at most 4096 characters). The bound workspace when absent.',
   maxLength: 4096,
   pattern: '^/',
   errorMessage: { type: CWD_MESSAGES.type, maxLength: CWD_MESSAGES.length, pattern: CWD_MESSAGES.absolute },
@@ -54,7 +74,8 @@ export const Cwd = Type.String({
  * that keep sessions in files name them after it: nothing that could be a
  * path separator or a dot-segment may pass.
  */
-const SessionId = Type.String({
+export const SessionId = Type.String({
+  description: 'The session id, as `POST /session` or a restore answered it.',
   pattern: '^(?!\\.{1,2}$)[A-Za-z0-9._:@+=~-]{1,256}$',
   errorMessage: {
     pattern:
@@ -65,11 +86,11 @@ const SessionId = Type.String({
 
 export const SessionIdParams = Type.Object({ id: SessionId });
 
-export const SessionHandle = Type.Object({
-  sessionId: Type.String(),
-  workspaceCwd: Type.String(),
-  attached: Type.Boolean(),
-});
-
-/** An agent's answer passed through untouched. */
-export const Opaque = Type.Object({}, { additionalProperties: true });
+export const SessionHandle = Type.Object(
+  {
+    sessionId: Type.String({ description: 'The session, for every later call.' }),
+    workspaceCwd: Type.String({ description: 'The canonical workspace it runs in.' }),
+    attached: Type.Boolean({ description: 'Whether this joined a session that was already live.' }),
+  },
+  { description: 'The session the request created, restored or joined.' },
+);

@@ -1,19 +1,30 @@
 /** Schemas of health and capabilities. */
 import { Type } from '@sinclair/typebox';
-import { commonErrors } from './common.js';
 
 export const health = {
+  operationId: 'getHealth',
+  tags: ['probes'],
   summary: 'Liveness; `?deep` adds counters',
-  querystring: Type.Object({ deep: Type.Optional(Type.String()) }, { additionalProperties: true }),
+  description:
+    'Answers whenever the process is up. With `?deep` (bare, empty, `1` or `true`) it also counts the live sessions and pending permission requests. Public on a loopback bind unless --require-auth.',
+  querystring: Type.Object(
+    { deep: Type.Optional(Type.String({ description: '`1`, `true` or empty: add the counters.' })) },
+    { additionalProperties: true },
+  ),
   response: {
-    200: Type.Object({
-      status: Type.String(),
-      sessions: Type.Optional(Type.Integer()),
-      pendingPermissions: Type.Optional(Type.Integer()),
-      version: Type.Optional(Type.String({ description: "acpd's version (deep probe only)" })),
-    }),
-    503: Type.Object({ status: Type.String() }),
-    ...commonErrors,
+    200: Type.Object(
+      {
+        status: Type.String({ description: '`ok`.' }),
+        sessions: Type.Optional(Type.Integer({ description: 'Live sessions (deep only).' })),
+        pendingPermissions: Type.Optional(Type.Integer({ description: 'Unanswered permission requests (deep only).' })),
+        version: Type.Optional(Type.String({ description: "acpd's version (deep only)." })),
+      },
+      { description: 'Alive.' },
+    ),
+    503: Type.Object(
+      { status: Type.String({ description: '`degraded`.' }) },
+      { description: 'The deep probe could not read its counters.' },
+    ),
   },
 };
 
@@ -22,31 +33,39 @@ const AsSent = Type.Object({}, { additionalProperties: true });
 
 const AgentDescription = Type.Object(
   {
-    command: Type.Array(Type.String(), { description: 'The argv every agent process is spawned with' }),
+    command: Type.Array(Type.String(), { description: 'The argv every agent process is spawned with.' }),
     protocolVersion: Type.Optional(Type.Integer()),
     agentInfo: Type.Optional(AsSent),
     agentCapabilities: Type.Optional(AsSent),
   },
   {
     description:
-      'The agent acpd runs: its command, and what its latest successful `initialize` answered (absent until one has run)',
+      'The agent acpd runs: its command, and what its latest successful `initialize` answered (absent until one has run).',
   },
 );
 
 export const capabilities = {
+  operationId: 'getCapabilities',
+  tags: ['meta'],
   summary: 'What this daemon speaks',
+  description: 'The protocol version, the features this build serves, and the workspace it is bound to.',
   response: {
-    200: Type.Object({
-      v: Type.Literal(1),
-      protocolVersions: Type.Object({ current: Type.String(), supported: Type.Array(Type.String()) }),
-      mode: Type.Literal('http-bridge'),
-      features: Type.Array(Type.String()),
-      modelServices: Type.Array(Type.Unknown()),
-      workspaceCwd: Type.String(),
-      // acpd's additions to the v1 document.
-      version: Type.String({ description: "acpd's version" }),
-      agent: AgentDescription,
-    }),
-    ...commonErrors,
+    200: Type.Object(
+      {
+        v: Type.Literal(1, { description: 'Version of this document.' }),
+        protocolVersions: Type.Object(
+          { current: Type.String(), supported: Type.Array(Type.String()) },
+          { description: 'Wire protocol versions.' },
+        ),
+        mode: Type.Literal('http-bridge'),
+        features: Type.Array(Type.String(), { description: 'Feature tags, one per capability served.' }),
+        modelServices: Type.Array(Type.Unknown(), { description: 'Always empty in v1.' }),
+        workspaceCwd: Type.String({ description: 'The canonical workspace this daemon serves.' }),
+        // acpd's additions to the v1 document.
+        version: Type.String({ description: "acpd's version." }),
+        agent: AgentDescription,
+      },
+      { description: 'The capabilities.' },
+    ),
   },
 };

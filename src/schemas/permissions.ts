@@ -1,10 +1,10 @@
 /** Schemas of the permission vote route. */
-import { Type } from '@sinclair/typebox';
-import { commonErrors, ErrorRef } from './common.js';
+import { Type, type Static } from '@sinclair/typebox';
+import { errors } from './errors.js';
 
 const OUTCOME_MESSAGE = '`outcome` must be `{ outcome: "cancelled" }` or `{ outcome: "selected", optionId: string }`';
 
-const VoteBody = Type.Object(
+export const VoteBody = Type.Object(
   {
     outcome: Type.Union(
       [
@@ -20,12 +20,25 @@ const VoteBody = Type.Object(
       { errorMessage: OUTCOME_MESSAGE },
     ),
   },
-  { additionalProperties: true },
+  {
+    additionalProperties: true,
+    description: 'The ACP RequestPermissionResponse; other fields go to the agent as they are.',
+  },
 );
+export type VoteBody = Static<typeof VoteBody>;
 
 export const vote = {
+  operationId: 'votePermission',
+  tags: ['permissions'],
   summary: 'Answer a pending permission request (first answer wins)',
-  params: Type.Object({ requestId: Type.String() }),
+  description:
+    "Resolves the agent's request with this outcome; `permission_resolved` follows as an event. Any client may answer any request: the first answer wins, later ones get 404.",
+  params: Type.Object({
+    requestId: Type.String({ description: 'The `requestId` of a `permission_request` event.' }),
+  }),
   body: VoteBody,
-  response: { 200: Type.Object({}), 404: ErrorRef, ...commonErrors },
+  response: {
+    200: Type.Object({}, { description: 'The vote was taken.' }),
+    ...errors('permissionNotFound', 'invalidOption'),
+  },
 };

@@ -1,163 +1,191 @@
 /** Schemas of the session routes. */
-import { Type, type TSchema } from '@sinclair/typebox';
-import type { ContentBlock as ContentBlockType } from '@agentclientprotocol/sdk';
-import { commonErrors, Cwd, ErrorRef, Opaque, SessionHandle, SessionIdParams } from './common.js';
+import { Type, type Static } from '@sinclair/typebox';
+import { ContentBlock, PromptResponse, SessionState, SetModelResponse } from './acp.js';
+import { Cwd, refTo, SessionHandle, SessionIdParams } from './common.js';
+import { errors } from './errors.js';
 
 const SCOPE_MESSAGE = '`sessionScope` must be "single" or "thread" when provided';
 
-const CreateSessionBody = Type.Object({
-  cwd: Type.Optional(Cwd),
-  modelServiceId: Type.Optional(Type.Unknown()),
-  sessionScope: Type.Optional(
-    Type.Unsafe<'single' | 'thread'>({
-      type: 'string',
-      enum: ['single', 'thread'],
-      errorMessage: SCOPE_MESSAGE,
-      errorCode: 'invalid_session_scope',
-    }),
-  ),
-});
+export const CreateSessionBody = Type.Object(
+  {
+    cwd: Type.Optional(Cwd),
+    modelServiceId: Type.Optional(
+      Type.Unknown({
+        description:
+          'A model to switch the session to once it runs (a string; anything else is ignored). A failed switch is a `model_switch_failed` event, not an error.',
+      }),
+    ),
+    sessionScope: Type.Optional(
+      Type.Unsafe<'single' | 'thread'>({
+        type: 'string',
+        enum: ['single', 'thread'],
+        description:
+          "`single`: join the workspace's shared session when there is one; `thread`: always a new session. The daemon's default when absent.",
+        errorMessage: SCOPE_MESSAGE,
+        errorCode: 'invalid_session_scope',
+      }),
+    ),
+  },
+  { description: 'Every field is optional; the body may be absent.' },
+);
+export type CreateSessionBody = Static<typeof CreateSessionBody>;
 
 export const createSession = {
+  operationId: 'createSession',
+  tags: ['sessions'],
   summary: 'Create a session, or attach to the shared one',
+  description:
+    "Starts the agent if needed and opens an ACP session in the workspace, or (scope `single`) joins the workspace's live shared session. A client that leaves before the answer releases the session it would have got.",
   body: CreateSessionBody,
-  response: { 200: SessionHandle, 404: ErrorRef, 503: ErrorRef, ...commonErrors },
-};
-
-const RestoreBody = Type.Object({ cwd: Type.Optional(Cwd) });
-
-export const restoreSession = {
-  summary: 'Restore a persisted session by id',
-  params: SessionIdParams,
-  body: RestoreBody,
   response: {
-    200: Type.Object({
-      sessionId: Type.String(),
-      workspaceCwd: Type.String(),
-      attached: Type.Boolean(),
-      state: Opaque,
-    }),
-    404: ErrorRef,
-    409: ErrorRef,
-    503: ErrorRef,
-    ...commonErrors,
+    200: SessionHandle,
+    ...errors('workspaceMismatch', 'persistedNotFound', 'sessionLimit', 'draining', 'agentUnavailable'),
   },
 };
 
+export const RestoreBody = Type.Object(
+  { cwd: Type.Optional(Cwd) },
+  { description: 'Optional; the body may be absent. A `sessionId` here is ignored: the path names the session.' },
+);
+
+const RestoredSession = Type.Object(
+  {
+    sessionId: Type.String({ description: 'The session (the id in the path).' }),
+    workspaceCwd: Type.String({ description: 'The canonical workspace it runs in.' }),
+    attached: Type.Boolean({
+      description: 'Whether it was already live (the state is then the one cached at its restore).',
+    }),
+    state: refTo(SessionState),
+  },
+  { description: 'The restored (or already live) session, with the state the agent restored.' },
+);
+
+/** The schema of `POST /session/:id/load` or `/resume`. */
+function restoreSession(action: 'load' | 'resume') {
+  const load = action === 'load';
+  return {
+    operationId: load ? 'loadSession' : 'resumeSession',
+    tags: ['sessions'],
+    summary: load
+      ? 'Restore a stored session by id, replaying its history as events'
+      : 'Restore a stored session by id, without replaying its history',
+    description: load
+      ? "ACP `session/load`: the agent replays the session's history as `session_update` events into the ring before this answers; subscribe with `Last-Event-ID: 0` to read it. Joins the session if it is already live."
+      : 'ACP `session/resume` (unstable): the agent restores the context without replaying it. Joins the session if it is already live.',
+    params: SessionIdParams,
+    body: RestoreBody,
+    response: {
+      200: RestoredSession,
+      ...errors(
+        'workspaceMismatch',
+        'persistedNotFound',
+        'restoreInProgress',
+        'sessionLimit',
+        'draining',
+        'agentUnavailable',
+      ),
+    },
+  };
+}
+
+/** The restore routes' schemas, by action. */
+export const loadSession = restoreSession('load');
+export const resumeSession = restoreSession('resume');
+export const restoreSchemas = { load: loadSession, resume: resumeSession };
+
 export const listSessions = {
+  operationId: 'listWorkspaceSessions',
+  tags: ['sessions'],
   summary: 'List the live sessions of the workspace',
+  description:
+    'The path names the workspace: its absolute path, URL-encoded as one segment (`/work/a` is `%2Fwork%2Fa`). It must be the workspace this daemon serves; an idle workspace lists none.',
   params: Type.Object({
-    id: Type.String({ pattern: '^/', errorMessage: '`:id` must decode to an absolute workspace path' }),
+    id: Type.String({
+      pattern: '^/',
+      description: 'The absolute workspace path, URL-encoded as a single path segment (e.g. `%2Fhome%2Fme%2Fproject`).',
+      errorMessage: '`:id` must decode to an absolute workspace path',
+    }),
   }),
   response: {
-    200: Type.Object({
-      sessions: Type.Array(Type.Object({ sessionId: Type.String(), workspaceCwd: Type.String() })),
-    }),
-    ...commonErrors,
+    200: Type.Object(
+      {
+        sessions: Type.Array(
+          Type.Object({ sessionId: Type.String(), workspaceCwd: Type.String() }, { description: 'A live session.' }),
+        ),
+      },
+      { description: 'Every live session: created, shared or restored.' },
+    ),
+    ...errors('workspaceMismatch'),
   },
 };
 
 const PROMPT_MESSAGE = '`prompt` is required and must be a non-empty array of content blocks';
-const BLOCK_MESSAGE = 'each `prompt` element must be an object (content block)';
-const BLOCK_TYPES = ['text', 'image', 'audio', 'resource_link', 'resource'] as const;
-const BLOCK_TYPE_MESSAGE = `each \`prompt\` element needs a \`type\`: one of ${BLOCK_TYPES.join(', ')}`;
 
-/** A string field an ACP content block requires; the message names the block and the field. */
-function requiredText(block: string, field: string) {
-  return Type.String({ errorMessage: `a "${block}" content block needs \`${field}\` as a string` });
-}
-
-/**
- * One ACP content block (schema v1), checked as agents check it: the
- * discriminating `type` and the fields each kind requires. Optional fields
- * (annotations, _meta, uri, size…) and unknown extra fields pass through
- * unchecked, since agents drop the ones they cannot read.
- */
-function contentBlock(type: (typeof BLOCK_TYPES)[number], fields: Record<string, TSchema>, required: string[]) {
-  return Type.Object(
-    { type: Type.Literal(type), ...fields },
-    { additionalProperties: true, required: ['type', ...required] },
-  );
-}
-
-const ResourceContents = Type.Union(
-  [
-    Type.Object({ uri: Type.String(), text: Type.String() }, { additionalProperties: true }),
-    Type.Object({ uri: Type.String(), blob: Type.String() }, { additionalProperties: true }),
-  ],
-  { errorMessage: 'a "resource" content block needs `resource` with a string `uri` and a string `text` or `blob`' },
-);
-
-/**
- * Ajv's `discriminator` picks the one branch named by `type`, so an error is
- * reported against that branch alone rather than against all five.
- */
-const ContentBlock = Type.Unsafe<ContentBlockType>({
-  type: 'object',
-  required: ['type'],
-  discriminator: { propertyName: 'type' },
-  oneOf: [
-    contentBlock('text', { text: requiredText('text', 'text') }, ['text']),
-    contentBlock('image', { data: requiredText('image', 'data'), mimeType: requiredText('image', 'mimeType') }, [
-      'data',
-      'mimeType',
-    ]),
-    contentBlock('audio', { data: requiredText('audio', 'data'), mimeType: requiredText('audio', 'mimeType') }, [
-      'data',
-      'mimeType',
-    ]),
-    contentBlock(
-      'resource_link',
-      { uri: requiredText('resource_link', 'uri'), name: requiredText('resource_link', 'name') },
-      ['uri', 'name'],
-    ),
-    contentBlock('resource', { resource: ResourceContents }, ['resource']),
-  ],
-  errorMessage: { type: BLOCK_MESSAGE, discriminator: BLOCK_TYPE_MESSAGE, required: BLOCK_TYPE_MESSAGE },
-});
-
-const PromptBody = Type.Object(
+export const PromptBody = Type.Object(
   {
-    prompt: Type.Array(ContentBlock, { minItems: 1, errorMessage: PROMPT_MESSAGE }),
+    prompt: Type.Array(refTo(ContentBlock), {
+      minItems: 1,
+      description: 'What to send the agent, in order.',
+      errorMessage: PROMPT_MESSAGE,
+    }),
   },
-  { additionalProperties: true },
+  { additionalProperties: true, description: 'Fields besides `prompt` (such as `_meta`) go to the agent as they are.' },
 );
+export type PromptBody = Static<typeof PromptBody>;
 
 export const promptSession = {
+  operationId: 'promptSession',
+  tags: ['sessions'],
   summary: "Send a prompt; answers with the agent's PromptResponse when the turn ends",
+  description:
+    "Prompts of a session run one at a time, in order. The turn's output arrives as events; this answers when the turn ends. A client that leaves cancels its turn.",
   params: SessionIdParams,
   body: PromptBody,
   response: {
-    200: Type.Object({ stopReason: Type.String() }, { additionalProperties: true }),
-    404: ErrorRef,
-    ...commonErrors,
+    200: refTo(PromptResponse),
+    ...errors('sessionNotFound', 'agentRefusedParams', 'draining'),
   },
 };
 
 export const cancelSession = {
+  operationId: 'cancelSession',
+  tags: ['sessions'],
   summary: 'Cancel the active prompt',
+  description:
+    "Cancels the session's pending permission requests, then sends ACP `session/cancel`; queued prompts still run. Idempotent.",
   params: SessionIdParams,
-  body: Type.Object({}, { additionalProperties: true }),
-  response: { 204: Type.Null(), 404: ErrorRef, ...commonErrors },
+  body: Type.Object(
+    {},
+    { additionalProperties: true, description: 'Optional; any fields go to the agent in the ACP `session/cancel`.' },
+  ),
+  response: {
+    204: Type.Null({ description: 'Cancelled (or nothing was running).' }),
+    ...errors('sessionNotFound'),
+  },
 };
 
-const SetModelBody = Type.Object(
+export const SetModelBody = Type.Object(
   {
-    modelId: Type.String({ minLength: 1, errorMessage: '`modelId` is required and must be a non-empty string' }),
+    modelId: Type.String({
+      minLength: 1,
+      description: 'The model, as the agent names it.',
+      errorMessage: '`modelId` is required and must be a non-empty string',
+    }),
   },
-  { additionalProperties: true },
+  { additionalProperties: true, description: 'Other fields go to the agent as they are.' },
 );
+export type SetModelBody = Static<typeof SetModelBody>;
 
 export const setModel = {
+  operationId: 'setSessionModel',
+  tags: ['sessions'],
   summary: "Switch the session's model",
+  description:
+    'ACP `session/set_model`, in order with the other switches of the session; `model_switched` or `model_switch_failed` follows as an event.',
   params: SessionIdParams,
   body: SetModelBody,
-  response: { 200: Opaque, 404: ErrorRef, ...commonErrors },
-};
-
-export const sessionEvents = {
-  summary: "Follow the session's events (Server-Sent Events); `Last-Event-ID` replays from the ring",
-  params: SessionIdParams,
-  headers: Type.Object({ 'last-event-id': Type.Optional(Type.String()) }),
-  response: { 404: ErrorRef, 429: ErrorRef, ...commonErrors },
+  response: {
+    200: refTo(SetModelResponse),
+    ...errors('sessionNotFound', 'agentRefusedParams'),
+  },
 };

@@ -11,6 +11,7 @@ import type { FastifyInstance } from 'fastify';
 import { buildApp, type BuildOptions } from '../../src/app.js';
 import { loadConfig, type Config } from '../../src/config.js';
 import { Steer } from '../fixtures/steer.js';
+import { watchAnswers, type Verdict } from './openapi.js';
 
 /** What a tap test object offers that the helpers use. */
 export interface Teardown {
@@ -35,6 +36,15 @@ export interface TestOptions {
   config?: Partial<Config>;
   /** Where the app writes its log lines (JSON). testConfig passes `--log-level silent`: raise it in `args`. */
   logStream?: BuildOptions['logStream'];
+  /**
+   * Check every answer against the API document (support/openapi.ts); a mismatch fails the test at
+   * teardown. On for every app when the run sets ACPD_TEST_CHECK_ANSWERS=1.
+   */
+  checkAnswers?: boolean;
+}
+
+function checksAnswers(opts: TestOptions): boolean {
+  return opts.checkAnswers ?? process.env.ACPD_TEST_CHECK_ANSWERS === '1';
 }
 
 export function testConfig(t: Teardown, opts: TestOptions = {}): Config {
@@ -71,6 +81,7 @@ export function testConfig(t: Teardown, opts: TestOptions = {}): Config {
 export async function buildTestApp(t: Teardown, opts: TestOptions = {}): Promise<FastifyInstance> {
   const app = await buildApp(testConfig(t, opts), { logStream: opts.logStream });
   t.teardown(() => app.close());
+  if (checksAnswers(opts)) watchAnswers(t, app);
   return app;
 }
 
@@ -81,6 +92,8 @@ export interface TestDaemon {
   port: number;
   /** Default headers every request needs (Host is right by construction; a token when set). */
   headers: Record<string, string>;
+  /** Every documented answer and its verdict, when answers are checked (`checkAnswers`). */
+  answers: Verdict[] | undefined;
 }
 
 /** The app listening on 127.0.0.1 with an ephemeral port. */
@@ -88,10 +101,11 @@ export async function startDaemon(t: Teardown, opts: TestOptions = {}): Promise<
   const config = testConfig(t, opts);
   const app = await buildApp(config, { logStream: opts.logStream });
   t.teardown(() => app.close());
+  const answers = checksAnswers(opts) ? watchAnswers(t, app) : undefined;
   await app.listen({ host: '127.0.0.1', port: 0 });
   const port = (app.server.address() as AddressInfo).port;
   const headers: Record<string, string> = config.token ? { authorization: `Bearer ${config.token}` } : {};
-  return { app, config, baseUrl: `http://127.0.0.1:${port}`, port, headers };
+  return { app, config, baseUrl: `http://127.0.0.1:${port}`, port, headers, answers };
 }
 
 export interface SteeredDaemon {

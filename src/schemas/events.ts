@@ -1,0 +1,182 @@
+/**
+ * Schemas of the event stream: one per frame type (the JSON each `data:`
+ * line carries), the union of them all, and the route's schema. The frames
+ * are written straight to the socket (routes/events.ts), so these describe
+ * the stream for the API document and its clients; the bus and the services
+ * that publish are what produce them.
+ */
+import { Type, type TSchema } from '@sinclair/typebox';
+import { SessionIdParams } from './common.js';
+import { errors } from './errors.js';
+
+/** The frame of one event type: the envelope, with or without an `id`, around its `data`. */
+function frame(type: string, id: string, data: TSchema, description: string, numbered = true) {
+  return Type.Object(
+    {
+      ...(numbered
+        ? {
+            id: Type.Integer({
+              minimum: 1,
+              description: "The event's number on the session's bus (also the frame's `id:` line).",
+            }),
+          }
+        : {}),
+      v: Type.Literal(1, { description: 'Version of the envelope.' }),
+      type: Type.Literal(type),
+      data,
+      originatorClientId: Type.Optional(Type.String({ description: 'Reserved; never set.' })),
+    },
+    { $id: id, description },
+  );
+}
+
+const sessionId = Type.String({ description: 'The session.' });
+
+export const SessionUpdateEvent = frame(
+  'session_update',
+  'SessionUpdateEvent',
+  Type.Ref('SessionNotification'),
+  'An ACP `session/update` from the agent (also the history a load replays, and the commands after a create, load or resume).',
+);
+
+export const PermissionRequestEvent = frame(
+  'permission_request',
+  'PermissionRequestEvent',
+  Type.Object({
+    requestId: Type.String({ description: 'What `POST /permission/{requestId}` answers.' }),
+    sessionId,
+    toolCall: Type.Ref('ToolCallUpdate'),
+    options: Type.Array(Type.Ref('PermissionOption')),
+  }),
+  'The agent asks for permission; the first vote wins.',
+);
+
+export const PermissionResolvedEvent = frame(
+  'permission_resolved',
+  'PermissionResolvedEvent',
+  Type.Object({ requestId: Type.String(), outcome: Type.Ref('PermissionOutcome') }),
+  'A permission request ended: a vote, or cancelled (cancel, abort, timeout, kill, shutdown).',
+);
+
+export const ModelSwitchedEvent = frame(
+  'model_switched',
+  'ModelSwitchedEvent',
+  Type.Object({ sessionId, modelId: Type.String() }),
+  'The session now uses this model.',
+);
+
+export const ModelSwitchFailedEvent = frame(
+  'model_switch_failed',
+  'ModelSwitchFailedEvent',
+  Type.Object({ sessionId, requestedModelId: Type.String(), error: Type.String() }),
+  'A model switch failed; the session keeps its model.',
+);
+
+export const SessionDiedEvent = frame(
+  'session_died',
+  'SessionDiedEvent',
+  Type.Object({
+    sessionId,
+    reason: Type.Union([Type.Literal('channel_closed'), Type.Literal('killed'), Type.Literal('daemon_shutdown')], {
+      description: 'The agent process exited, the session was killed, or the daemon stopped.',
+    }),
+    exitCode: Type.Optional(
+      Type.Union([Type.Integer(), Type.Null()], { description: "The agent's exit code (`channel_closed`)." }),
+    ),
+    signalCode: Type.Optional(
+      Type.Union([Type.String(), Type.Null()], { description: 'The signal that ended it (`channel_closed`).' }),
+    ),
+  }),
+  'The session ended. The last frame: the stream ends after it.',
+);
+
+export const ClientEvictedEvent = frame(
+  'client_evicted',
+  'ClientEvictedEvent',
+  Type.Object({
+    reason: Type.Literal('queue_overflow'),
+    droppedAfter: Type.Integer({ description: 'The first event this client did not get; reconnect from before it.' }),
+  }),
+  'This client read too slowly and was cut off (no `id`). The last frame of this stream only.',
+  false,
+);
+
+export const StreamErrorEvent = frame(
+  'stream_error',
+  'StreamErrorEvent',
+  Type.Object({ error: Type.String() }),
+  'The stream failed (no `id`). The last frame.',
+  false,
+);
+
+const FRAMES = [
+  SessionUpdateEvent,
+  PermissionRequestEvent,
+  PermissionResolvedEvent,
+  ModelSwitchedEvent,
+  ModelSwitchFailedEvent,
+  SessionDiedEvent,
+  ClientEvictedEvent,
+  StreamErrorEvent,
+];
+
+/** `type` → the frame's component name, for the document's discriminator mapping. */
+export const EVENT_COMPONENTS: Record<string, string> = Object.fromEntries(
+  FRAMES.map((schema) => [schema.properties.type.const, schema.$id ?? '']),
+);
+
+export const SessionEvent = Type.Unsafe<unknown>({
+  $id: 'SessionEvent',
+  description:
+    'What the `data:` line of an event frame carries: the whole envelope, told apart by `type` (which the `event:` line repeats).',
+  type: 'object',
+  required: ['type'],
+  discriminator: { propertyName: 'type' },
+  oneOf: FRAMES.map((schema) => Type.Ref(schema.$id ?? '')),
+});
+
+/** The event schemas, for `addSchema`. */
+export const eventSchemas = [...FRAMES, SessionEvent];
+
+const STREAM_DESCRIPTION = [
+  'Server-Sent Events. First `retry: 3000`; then, per event, an `id:` line (numbered events only), an `event:` line with its `type`, and one `data:` line with the JSON envelope (`SessionEvent`); `: heartbeat` comments while idle.',
+  'The stream ends after `session_died`, `client_evicted` or `stream_error`.',
+].join(' ');
+
+const eventErrors = errors('sessionNotFound', 'subscriberLimit');
+
+export const sessionEvents = {
+  operationId: 'streamSessionEvents',
+  tags: ['events'],
+  summary: "Follow the session's events (Server-Sent Events); `Last-Event-ID` replays from the ring",
+  description:
+    'Subscribes before answering, so an unknown session (404) or a full session (429) is answered as JSON, never as a stream. With `Last-Event-ID: n` the stream starts with every event after `n` still in the ring (`0`: all of them); a value that is not a decimal integer counts as absent.',
+  params: SessionIdParams,
+  headers: Type.Object({
+    'last-event-id': Type.Optional(
+      Type.String({ description: 'Replay the events after this one (a decimal event id; `0` for all).' }),
+    ),
+  }),
+  response: {
+    200: {
+      description: STREAM_DESCRIPTION,
+      content: { 'text/event-stream': { schema: Type.Ref('SessionEvent') } },
+    },
+    ...eventErrors,
+  },
+};
+
+export const sessionEventsHead = {
+  ...sessionEvents,
+  operationId: 'probeSessionEvents',
+  summary: 'The headers GET would answer with, without subscribing',
+  description:
+    "Answers 404 for an unknown session, else 200 with the stream's headers, and never holds a subscriber slot.",
+  response: {
+    200: {
+      description: 'The session exists; GET would stream.',
+      content: { 'text/event-stream': { schema: Type.String() } },
+    },
+    ...errors('sessionNotFound'),
+  },
+};
