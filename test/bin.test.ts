@@ -30,8 +30,8 @@ function readPackage(dir: string): PackageJson {
 
 /** The environment of a child npm: no tap instrumentation, nothing of this run's npm scripts. */
 function cleanEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '' };
-  return { ...env, ...extra };
+  const { PATH = '', HOME } = process.env;
+  return { PATH, ...(HOME === undefined ? {} : { HOME }), ...extra };
 }
 
 const pkg = readPackage(REPO);

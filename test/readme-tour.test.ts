@@ -62,6 +62,12 @@ function readTour(markdown: string): Tour {
   return { steps, unmarked };
 }
 
+/** PATH and HOME only: none of tap's settings (NODE_OPTIONS) or this run's ACPD_* reach the children. */
+function baseEnv(): NodeJS.ProcessEnv {
+  const { PATH = '', HOME } = process.env;
+  return { PATH, ...(HOME === undefined ? {} : { HOME }) };
+}
+
 interface Daemon {
   child: ChildProcess;
   output(): string;
@@ -71,7 +77,7 @@ interface Daemon {
 /** `node dist/server.js` on `port`, serving `workspace`, as `npm start -- --workspace` runs it. */
 async function startDaemon(t: Test, workspace: string, port: number): Promise<Daemon> {
   const child = spawn(process.execPath, [SERVER, '--workspace', workspace, '--port', String(port)], {
-    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '' },
+    env: baseEnv(),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';
@@ -145,8 +151,9 @@ if (requireSystemPackage(t, SYSTEM_PACKAGES.curl) && requireSystemPackage(t, SYS
     const bash = spawn('bash', ['-euo', 'pipefail', '-c', script(tour.steps)], {
       cwd: workspace,
       env: {
+        ...baseEnv(),
+        // The tour's helpers run `node`: the one running this test, whatever else PATH holds.
         PATH: [path.dirname(process.execPath), process.env.PATH ?? ''].join(path.delimiter),
-        HOME: process.env.HOME ?? '',
         ACPD: `http://127.0.0.1:${port}`,
       },
       stdio: ['ignore', 'pipe', 'pipe', 'pipe', 'pipe'],
