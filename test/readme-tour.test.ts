@@ -7,7 +7,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
-import type { Readable, Writable } from 'node:stream';
+import { Readable, Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import t, { type Test } from 'tap';
 import { freePort } from '../harness/ports.js';
@@ -170,8 +170,8 @@ if (requireSystemPackage(t, SYSTEM_PACKAGES.curl) && requireSystemPackage(t, SYS
     let stderr = '';
     bash.stdout?.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
     bash.stderr?.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-    const requests = bash.stdio[3] as Readable;
-    const answers = bash.stdio[4] as Writable;
+    const [, , , requests, answers] = bash.stdio;
+    if (!(requests instanceof Readable) || !(answers instanceof Writable)) throw new Error('no fds 3 and 4 to bash');
     requests.setEncoding('utf8').on('data', (chunk: string) => {
       void (async () => {
         for (const request of chunk.split('\n').filter((line) => line !== '')) {
