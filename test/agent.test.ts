@@ -279,6 +279,16 @@ async function workspace(t: Test): Promise<{ cwd: string; dataDir: string }> {
   return { cwd, dataDir: join(root, 'data') };
 }
 
+/** The session files in a data directory, sorted; none when the directory was never created. */
+async function sessionFiles(dataDir: string): Promise<string[]> {
+  try {
+    return (await readdir(dataDir)).filter((name) => name.endsWith('.json')).sort();
+  } catch (error) {
+    if (error instanceof Error && 'code' in error && error.code === 'ENOENT') return [];
+    throw error;
+  }
+}
+
 t.test('command grammar', async (t) => {
   t.same(parseCommand('hello there'), { kind: 'say', text: 'hello there' });
   t.same(parseCommand('  /READ "a b.txt" '), { kind: 'read', path: 'a b.txt' });
@@ -328,7 +338,7 @@ t.test('new session, then a plain prompt streams several chunks', async (t) => {
   t.ok(session.models.availableModels.some((model) => model.modelId === 'acpd-shout'));
   t.equal(session.modes?.currentModeId, 'default');
   t.ok(session.modes?.availableModes.some((mode) => mode.id === 'yolo'));
-  t.ok((await readdir(dataDir)).includes(`${session.sessionId}.json`), 'persisted before any prompt');
+  t.same(await sessionFiles(dataDir), [], 'nothing written before the first turn');
 
   const turn = await prompt(peer, session.sessionId, 'hello brave new world');
   t.equal(turn.stopReason, 'end_turn');
@@ -341,6 +351,7 @@ t.test('new session, then a plain prompt streams several chunks', async (t) => {
   );
   t.pass('all updates delivered by the SDK client');
 
+  t.same(await sessionFiles(dataDir), [`${session.sessionId}.json`], 'the first turn wrote the file');
   const stored: unknown = JSON.parse(await readFile(join(dataDir, `${session.sessionId}.json`), 'utf8'));
   t.match(stored, {
     sessionId: session.sessionId,
@@ -515,12 +526,23 @@ t.test('sessions survive a restart: load replays, resume does not', async (t) =>
   await initialize(first);
   const { sessionId } = await newSession(first, cwd);
   const quiet = await newSession(first, cwd);
+  // A model chosen for a session that never gets a turn is not worth a file either.
+  const tuned = await newSession(first, cwd);
+  await first.connection.agent.request('session/set_model', { sessionId: tuned.sessionId, modelId: 'acpd-shout' });
+  await first.connection.agent.request('session/set_mode', { sessionId: tuned.sessionId, modeId: 'yolo' });
+  t.same(
+    (await first.connection.agent.request<ResumeSessionResult>('session/resume', { sessionId: quiet.sessionId, cwd }))
+      .models.currentModelId,
+    'acpd-echo',
+    'an unprompted session can be resumed while its agent runs',
+  );
   await prompt(first, sessionId, 'one');
   await prompt(first, sessionId, '/read notes.txt');
   await first.connection.agent.request('session/set_model', { sessionId, modelId: 'acpd-shout' });
   await prompt(first, sessionId, 'three');
   first.child.kill('SIGTERM');
   t.equal(await first.exited, 0, 'clean exit on SIGTERM');
+  t.same(await sessionFiles(dataDir), [`${sessionId}.json`], 'only the prompted session has a file');
 
   const second = startAgent(t, dataDir, cwd);
   await initialize(second);
@@ -550,13 +572,20 @@ t.test('sessions survive a restart: load replays, resume does not', async (t) =>
   const history = await prompt(second, sessionId, '/history');
   t.match(history.text, /^This session has 3 earlier turns stored\./);
 
-  // A never-prompted session loads too, and resume never replays.
+  // Sessions that never had a turn died with their agent: unknown, as an id never seen.
+  for (const gone of [quiet.sessionId, tuned.sessionId]) {
+    const load = await rpcError(
+      t,
+      second.connection.agent.request('session/load', { sessionId: gone, cwd, mcpServers: [] }),
+    );
+    t.equal(load.code, -32002, 'an unprompted session cannot be loaded after a restart');
+    t.equal(errorUri(load), `session:${gone}`);
+    const resume = await rpcError(t, second.connection.agent.request('session/resume', { sessionId: gone, cwd }));
+    t.equal(resume.code, -32002, 'nor resumed');
+  }
+
+  // Resume never replays.
   const resumeStart = second.wire.items.length;
-  const resumed = await second.connection.agent.request<ResumeSessionResult>('session/resume', {
-    sessionId: quiet.sessionId,
-    cwd,
-  });
-  t.equal(resumed.models.currentModelId, 'acpd-echo');
   const resumeAgain = await second.connection.agent.request<ResumeSessionResult>('session/resume', { sessionId, cwd });
   t.equal(resumeAgain.models.currentModelId, 'acpd-shout');
   const sinceResume = second.wire.items
@@ -637,7 +666,9 @@ t.test('session/list and session/close', async (t) => {
   await initialize(peer);
   const a = await newSession(peer, cwd);
   const b = await newSession(peer, join(cwd, 'elsewhere'));
+  const unprompted = await newSession(peer, cwd);
   await prompt(peer, a.sessionId, 'first words');
+  await prompt(peer, b.sessionId, 'other words');
   const listed = await peer.connection.agent.request('session/list', { cwd });
   t.same(
     listed.sessions.map((s) => s.sessionId),
@@ -646,7 +677,11 @@ t.test('session/list and session/close', async (t) => {
   );
   t.equal(listed.sessions[0]?.title, 'first words');
   const all = await peer.connection.agent.request('session/list', {});
-  t.same(new Set(all.sessions.map((s) => s.sessionId)), new Set([a.sessionId, b.sessionId]));
+  t.same(
+    new Set(all.sessions.map((s) => s.sessionId)),
+    new Set([a.sessionId, b.sessionId]),
+    `the session without a turn (${unprompted.sessionId}) is not listed: it has no file`,
+  );
 
   t.same(await peer.connection.agent.request('session/close', { sessionId: a.sessionId }), {});
   // A closed session stays on disk: the next request opens it again with its history.

@@ -5,10 +5,11 @@
 // replays without a gap, that heartbeats keep a quiet stream open past the
 // proxy's read timeout, and that X-Forwarded-* counts only with --trust-proxy.
 //
-// nginx comes from Debian's package (.ci/run installs it when missing); this
-// file fails, rather than skips, without it.
+// nginx comes from Debian's package. Without it the tests that run it are
+// skipped, with the install command in the skip; .ci/run installs it and makes
+// its absence a failure (see test/support/system-deps.ts).
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -19,9 +20,10 @@ import { within } from '../harness/wait.js';
 import { startDaemon, steerDaemon, tempDir, type TestDaemon } from './support/app.js';
 import { call, createSession, obj } from './support/http.js';
 import { openEvents, type SseFrame, type SseStream } from './support/sse.js';
+import { SYSTEM_PACKAGES, requireSystemPackage } from './support/system-deps.js';
 import { chunk } from './support/values.js';
 
-const NGINX = '/usr/sbin/nginx';
+const NGINX = SYSTEM_PACKAGES.nginx.binary;
 const DEPLOY_CONF = fileURLToPath(new URL('../../deploy/nginx.conf', import.meta.url));
 /** acpd's default heartbeat: the bound within which every frame must pass the proxy. */
 const DEFAULT_HEARTBEAT_MS = 15_000;
@@ -217,12 +219,7 @@ t.test("deploy/nginx.conf spells out what acpd's streams need", async (t) => {
   );
 });
 
-if (!existsSync(NGINX)) {
-  t.fail(
-    `nginx not found at ${NGINX}: these tests run a real nginx. Install Debian's package ` +
-      '(apt-get install -y nginx; .ci/run does so when it runs as root).',
-  );
-} else {
+if (requireSystemPackage(t, SYSTEM_PACKAGES.nginx)) {
   t.test('SSE frames pass through nginx as they are published, none held back for a later one', async (t) => {
     const { d, viaProxy, sid, agent } = await proxied(t);
 

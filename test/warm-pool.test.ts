@@ -3,6 +3,8 @@
  * of demand, handed out without waiting for the agent, refilled in the
  * background within the session cap, and dropped with their agent.
  */
+import { readdirSync } from 'node:fs';
+import path from 'node:path';
 import t from 'tap';
 import type { FastifyInstance } from 'fastify';
 import { Steer } from './fixtures/steer.js';
@@ -102,4 +104,24 @@ t.test('the pool goes with its agent, and a warm session never keeps an agent al
   await channel?.exited;
   t.equal(d.app.channels.alive.size, 0, 'the last real session leaving stops the agent despite the pool');
   t.equal(poolSize(d.app), 0);
+});
+
+t.test('warm sessions the user never prompted leave no file behind', async (t) => {
+  // The embedded agent, which persists sessions: only the one that had a turn may reach its data dir.
+  const d = await startDaemon(t, { args: ['--warm-sessions', '2'] });
+  const id = await createSession(d, { sessionScope: 'thread' });
+  await spinUntil(() => poolSize(d.app) === 2, 'two warm sessions in the pool');
+  const warmIds = d.app.sessions.pool.sessionIds;
+  const answer = await call(d, 'POST', `/session/${id}/prompt`, { prompt: [{ type: 'text', text: 'hello' }] });
+  t.same(answer.body, { stopReason: 'end_turn' });
+
+  // Closing the app stops the agent, which finishes its writes before it exits.
+  await d.app.close();
+  const files = readdirSync(path.join(d.config.dataDir, 'sessions'));
+  t.same(files, [`${id}.json`], 'one file: the prompted session');
+  t.equal(warmIds.length, 2);
+  t.notOk(
+    files.some((name) => warmIds.some((warm) => name.startsWith(warm))),
+    'the warm sessions wrote nothing',
+  );
 });

@@ -35,6 +35,11 @@ import type { TurnIO } from './turn.js';
 
 interface LiveSession {
   record: SessionRecord;
+  /**
+   * Whether the session has a file. A new session gets one with its first turn: until then it lives only
+   * in this process, so the warm sessions a daemon creates ahead of demand leave nothing behind.
+   */
+  stored: boolean;
   /** Tail of the prompt queue: one turn at a time per session. */
   queue: Promise<unknown>;
   /** Cancels the turn that is running now, if any. */
@@ -115,7 +120,7 @@ export class AcpdAgent {
    */
   async saveUnfinished(): Promise<void> {
     const unfinished = [...this.#sessions.values()].filter((session) => session.active !== undefined);
-    await Promise.all(unfinished.map((session) => this.#persist(session.record).catch(() => undefined)));
+    await Promise.all(unfinished.map((session) => this.#persist(session).catch(() => undefined)));
   }
 
   /** Settles when every queued or running turn has finished and persisted. */
@@ -160,14 +165,25 @@ export class AcpdAgent {
       });
   }
 
-  async #persist(record: SessionRecord): Promise<void> {
+  /** Writes the session's file (creating it on the first call) and marks the session as stored. */
+  async #persist(session: LiveSession): Promise<void> {
+    const { record } = session;
     record.updatedAt = new Date().toISOString();
+    session.stored = true;
     try {
       await this.#store.write(record);
     } catch (error) {
       this.#log.error('could not persist session', { sessionId: record.sessionId, error: String(error) });
       throw RequestError.internalError({ sessionId: record.sessionId }, 'could not persist the session');
     }
+  }
+
+  /**
+   * Saves a setting of a session that already has a file. A session never prompted keeps the change in
+   * memory, and its first turn writes it with the rest.
+   */
+  async #persistIfStored(session: LiveSession): Promise<void> {
+    if (session.stored) await this.#persist(session);
   }
 
   /** The live session, or the persisted one brought to life; resource-not-found otherwise. */
@@ -188,7 +204,7 @@ export class AcpdAgent {
     // Another request may have opened it while this one was reading the disk.
     const raced = this.#sessions.get(sessionId);
     if (raced !== undefined) return raced;
-    const session: LiveSession = { record, queue: Promise.resolve(), active: undefined };
+    const session: LiveSession = { record, stored: true, queue: Promise.resolve(), active: undefined };
     this.#sessions.set(sessionId, session);
     return session;
   }
@@ -211,9 +227,8 @@ export class AcpdAgent {
       currentModeId: DEFAULT_MODE,
       history: [],
     };
-    // On disk before the client learns the id, so even a session that is never prompted can be loaded.
-    await this.#persist(record);
-    this.#sessions.set(record.sessionId, { record, queue: Promise.resolve(), active: undefined });
+    // Not written yet: the first turn creates the file (see docs/agent.md, Persistence).
+    this.#sessions.set(record.sessionId, { record, stored: false, queue: Promise.resolve(), active: undefined });
     this.#log.info('session created', { sessionId: record.sessionId, cwd });
     await this.#announceCommands(record.sessionId, client);
     return {
@@ -224,10 +239,11 @@ export class AcpdAgent {
   }
 
   async #loadSession(sessionId: string, cwd: string, client: AgentContext): Promise<LoadSessionResult> {
-    const { record } = await this.#open(sessionId);
+    const session = await this.#open(sessionId);
+    const { record } = session;
     if (record.cwd !== cwd) {
       record.cwd = cwd;
-      await this.#persist(record);
+      await this.#persistIfStored(session);
     }
     // The whole replay is written before the response: a client sees the history, then the answer.
     for (const update of [...record.history]) {
@@ -239,10 +255,11 @@ export class AcpdAgent {
   }
 
   async #resumeSession(sessionId: string, cwd: string, client: AgentContext): Promise<ResumeSessionResult> {
-    const { record } = await this.#open(sessionId);
+    const session = await this.#open(sessionId);
+    const { record } = session;
     if (record.cwd !== cwd) {
       record.cwd = cwd;
-      await this.#persist(record);
+      await this.#persistIfStored(session);
     }
     await this.#announceCommands(sessionId, client);
     this.#log.info('session resumed', { sessionId });
@@ -275,22 +292,22 @@ export class AcpdAgent {
   }
 
   async #setMode(sessionId: string, modeId: string): Promise<Record<string, never>> {
-    const { record } = await this.#open(sessionId);
+    const session = await this.#open(sessionId);
     if (!isKnownMode(modeId)) {
       throw RequestError.invalidParams({ modeId }, `unknown mode ${JSON.stringify(modeId)}`);
     }
-    record.currentModeId = modeId;
-    await this.#persist(record);
+    session.record.currentModeId = modeId;
+    await this.#persistIfStored(session);
     return {};
   }
 
   async #setModel(sessionId: string, modelId: string): Promise<Record<string, never>> {
-    const { record } = await this.#open(sessionId);
+    const session = await this.#open(sessionId);
     if (!isKnownModel(modelId)) {
       throw RequestError.invalidParams({ modelId }, `unknown model ${JSON.stringify(modelId)}`);
     }
-    record.currentModelId = modelId;
-    await this.#persist(record);
+    session.record.currentModelId = modelId;
+    await this.#persistIfStored(session);
     return {};
   }
 
@@ -382,7 +399,7 @@ export class AcpdAgent {
     } finally {
       requestSignal.removeEventListener('abort', forward);
       if (session.active === controller) session.active = undefined;
-      await this.#persist(record);
+      await this.#persist(session);
     }
     this.#log.debug('turn finished', { sessionId, turn: turnNumber, stopReason });
     return stopReason;
