@@ -24,12 +24,20 @@ export function isWireError(err: unknown): err is WireError {
 const SessionNotFoundBase = createError<[string]>('ACPD_SESSION_NOT_FOUND', '%s', 404);
 export class SessionNotFoundError extends SessionNotFoundBase implements WireError {
   readonly sessionId: string;
-  constructor(sessionId: string, extra?: string) {
+  /**
+   * `session_not_found` on the routes taken from the qwen daemon (close,
+   * status), whose clients read it; v1's routes answer without a code.
+   */
+  readonly wireCode: 'session_not_found' | undefined;
+  constructor(sessionId: string, extra?: string, wireCode?: 'session_not_found') {
     super(`No session with id ${JSON.stringify(sessionId)}${extra ? `. ${extra}` : ''}`);
     this.sessionId = sessionId;
+    this.wireCode = wireCode;
   }
   envelope() {
-    return { error: this.message, sessionId: this.sessionId };
+    return this.wireCode
+      ? { error: this.message, code: this.wireCode, sessionId: this.sessionId }
+      : { error: this.message, sessionId: this.sessionId };
   }
 }
 

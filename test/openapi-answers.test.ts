@@ -72,6 +72,7 @@ t.test('every route, through the statuses it answers, matches the document', asy
   const turn = call(d, 'POST', `/session/${id}/prompt`, { prompt: [{ type: 'text', text: 'perm' }] });
   const request_ = await sse.waitFor(isType('permission_request'));
   const requestId = String(obj(request_.envelope?.data).requestId);
+  t.equal((await call(d, 'GET', `/session/${id}/status`)).status, 200, 'status with a pending permission');
   t.equal(
     (await call(d, 'POST', `/permission/${requestId}`, { outcome: { outcome: 'selected', optionId: 'zzz' } })).status,
     400,
@@ -116,6 +117,13 @@ t.test('every route, through the statuses it answers, matches the document', asy
   t.equal((await loading).status, 200, 'restored from the agent');
   t.equal((await call(d, 'POST', '/session/stored-2/resume')).status, 200);
 
+  // Status and close: the answers, then the 404s of a closed session.
+  t.equal((await call(d, 'GET', `/session/${id}/status`)).status, 200);
+  t.equal((await call(d, 'GET', '/session/nope/status')).status, 404);
+  t.equal((await call(d, 'DELETE', `/session/${id}`)).status, 204);
+  t.equal((await call(d, 'DELETE', `/session/${id}`)).status, 404);
+  await sse.ended;
+
   for (const frame of sse.events()) t.equal(checker(d).checkFrame(frame), undefined, `${frame.type} frame`);
 
   const statuses = seen(d.answers);
@@ -141,6 +149,10 @@ t.test('every route, through the statuses it answers, matches the document', asy
     'POST /session/:id/resume 200',
     'POST /permission/:requestId 200',
     'POST /permission/:requestId 404',
+    'GET /session/:id/status 200',
+    'GET /session/:id/status 404',
+    'DELETE /session/:id 204',
+    'DELETE /session/:id 404',
     'GET /metrics 200',
     'GET /readyz 200',
   ]) {

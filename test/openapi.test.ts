@@ -164,6 +164,7 @@ t.test('every route of the app is documented with every response it declares', a
     'model_switched',
     'model_switch_failed',
     'session_died',
+    'session_closed',
     'client_evicted',
     'stream_error',
   ];

@@ -127,6 +127,8 @@ t.test('GET /capabilities: the exact v1 document plus version and agent, workspa
       'session_events',
       'session_set_model',
       'permission_vote',
+      'session_close',
+      'session_status',
     ],
     modelServices: [],
     workspaceCwd: real,

@@ -19,6 +19,8 @@ const FEATURES = [
   'session_events',
   'session_set_model',
   'permission_vote',
+  'session_close',
+  'session_status',
 ] as const;
 
 const PROTOCOL_VERSIONS = { current: 'v1', supported: ['v1'] };

@@ -1,5 +1,6 @@
 /**
- * The session routes: create/attach, restore, list, prompt, cancel, model.
+ * The session routes: create/attach, restore, list, prompt, cancel, model,
+ * close and status.
  * Handlers stay thin: validated input in, one service call, result out.
  */
 import path from 'node:path';
@@ -9,10 +10,12 @@ import { PromptAbortedError, WorkspaceMismatchError, type RestoreAction } from '
 import { policies } from '../plugins/route-policy.js';
 import {
   cancelSession,
+  closeSession,
   createSession,
   listSessions,
   promptSession,
   restoreSchemas,
+  sessionStatus,
   setModel,
 } from '../schemas/sessions.js';
 import { canonicalizeWorkspace } from '../services/workspace.js';
@@ -110,6 +113,15 @@ const sessionRoutes: FastifyPluginAsyncTypebox = async (app) => {
 
   app.post('/session/:id/model', { schema: setModel, config: { policy: policies.mutation } }, async (req) => {
     return sessions.setSessionModel(req.params.id, req.body);
+  });
+
+  app.delete('/session/:id', { schema: closeSession, config: { policy: policies.mutation } }, async (req, reply) => {
+    await sessions.closeSession(req.params.id);
+    return reply.code(204).send(null);
+  });
+
+  app.get('/session/:id/status', { schema: sessionStatus, config: { policy: policies.read } }, async (req) => {
+    return sessions.status(req.params.id);
   });
 };
 

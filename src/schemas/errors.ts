@@ -55,6 +55,10 @@ export const causes = {
     status: 404,
     when: 'No live session has this id (`sessionId`).',
   },
+  sessionGone: {
+    status: 404,
+    when: '`code` `session_not_found`: no live session has this id, or it was closed already (`sessionId`).',
+  },
   persistedNotFound: {
     status: 404,
     when: 'The agent has no stored session with this id (`sessionId`), or it died while the session was being started.',

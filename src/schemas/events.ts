@@ -90,6 +90,16 @@ export const SessionDiedEvent = frame(
   'The session ended. The last frame: the stream ends after it.',
 );
 
+export const SessionClosedEvent = frame(
+  'session_closed',
+  'SessionClosedEvent',
+  Type.Object({
+    sessionId,
+    reason: Type.Literal('client_close', { description: 'A client closed it (`DELETE /session/{id}`).' }),
+  }),
+  'The session was closed; it can be loaded again. The last frame: the stream ends after it.',
+);
+
 export const ClientEvictedEvent = frame(
   'client_evicted',
   'ClientEvictedEvent',
@@ -116,6 +126,7 @@ const FRAMES = [
   ModelSwitchedEvent,
   ModelSwitchFailedEvent,
   SessionDiedEvent,
+  SessionClosedEvent,
   ClientEvictedEvent,
   StreamErrorEvent,
 ];
@@ -140,7 +151,7 @@ export const eventSchemas = [...FRAMES, SessionEvent];
 
 const STREAM_DESCRIPTION = [
   'Server-Sent Events. First `retry: 3000`; then, per event, an `id:` line (numbered events only), an `event:` line with its `type`, and one `data:` line with the JSON envelope (`SessionEvent`); `: heartbeat` comments while idle.',
-  'The stream ends after `session_died`, `client_evicted` or `stream_error`.',
+  'The stream ends after `session_died`, `session_closed`, `client_evicted` or `stream_error`.',
 ].join(' ');
 
 const eventErrors = errors('sessionNotFound', 'subscriberLimit');

@@ -1,6 +1,13 @@
 /** Schemas of the session routes. */
 import { Type, type Static } from '@sinclair/typebox';
-import { ContentBlock, PromptResponse, SessionState, SetModelResponse } from './acp.js';
+import {
+  ContentBlock,
+  PermissionOption,
+  PromptResponse,
+  SessionState,
+  SetModelResponse,
+  ToolCallUpdate,
+} from './acp.js';
 import { Cwd, refTo, SessionHandle, SessionIdParams } from './common.js';
 import { errors } from './errors.js';
 
@@ -187,5 +194,74 @@ export const setModel = {
   response: {
     200: refTo(SetModelResponse),
     ...errors('sessionNotFound', 'agentRefusedParams'),
+  },
+};
+
+export const closeSession = {
+  operationId: 'closeSession',
+  tags: ['sessions'],
+  summary: 'Close a session for every client',
+  description: [
+    'A running turn is cancelled first: its waiting prompt answers `{stopReason: "cancelled"}` (acpd waits a bounded time for the turn to end), and prompts still queued fail with 404.',
+    'Then every event stream gets `session_closed` (`reason` `client_close`) and ends, and the agent is sent ACP `session/close` when it advertises it.',
+    'The agent keeps what it stored: the session can be loaded or resumed again. Closing it again is a 404.',
+  ].join(' '),
+  params: SessionIdParams,
+  response: {
+    204: Type.Null({ description: 'Closed.' }),
+    ...errors('sessionGone'),
+  },
+};
+
+/** An ISO 8601 time (as the qwen daemon sends them); no `format`, which no validator here checks. */
+const Timestamp = (description: string) => Type.String({ description: `${description} ISO 8601.` });
+
+export const PendingInteraction = Type.Object(
+  {
+    requestId: Type.String({ description: 'What `POST /permission/{requestId}` answers.' }),
+    kind: Type.Literal('permission', { description: 'The only kind acpd has: an ACP permission request.' }),
+    createdAt: Timestamp('When the agent asked.'),
+    toolCall: refTo(ToolCallUpdate),
+    options: Type.Array(refTo(PermissionOption)),
+  },
+  { description: 'A permission request of the session that waits for a vote (as its `permission_request` frame).' },
+);
+
+export const SessionStatus = Type.Object(
+  {
+    sessionId: Type.String({ description: 'The session.' }),
+    workspaceCwd: Type.String({ description: 'The canonical workspace it runs in.' }),
+    createdAt: Timestamp('When it was first created or restored on this daemon.'),
+    updatedAt: Timestamp('When it last became live or last started a prompt.'),
+    clientCount: Type.Integer({
+      minimum: 0,
+      description:
+        'The clients reading it now: its open event streams (acpd gives clients no ids, so a stream is what it counts).',
+    }),
+    hasActivePrompt: Type.Boolean({ description: 'A prompt turn is running in the agent.' }),
+    activeWorkState: Type.Union([Type.Literal('idle'), Type.Literal('active')], {
+      description: '`active` while a prompt runs or a permission request waits.',
+    }),
+    isWaitingForPermission: Type.Boolean({ description: 'At least one permission request waits for a vote.' }),
+    pendingInteractionCount: Type.Integer({
+      minimum: 0,
+      description: 'How many requests wait (`pendingInteractions`).',
+    }),
+    pendingInteractions: Type.Array(PendingInteraction, { description: 'Oldest first.' }),
+  },
+  { description: 'A live session as it is now.' },
+);
+export type SessionStatus = Static<typeof SessionStatus>;
+
+export const sessionStatus = {
+  operationId: 'getSessionStatus',
+  tags: ['sessions'],
+  summary: 'The state of a live session',
+  description:
+    'Whether a prompt runs, which permission requests wait for a vote, how many event streams read it, and its times (ISO 8601). A session being closed is not found.',
+  params: SessionIdParams,
+  response: {
+    200: SessionStatus,
+    ...errors('sessionGone'),
   },
 };

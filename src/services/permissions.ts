@@ -16,10 +16,23 @@ const CANCELLED: RequestPermissionResponse = { outcome: { outcome: 'cancelled' }
 interface Pending {
   requestId: string;
   sessionId: string;
+  /** When the agent asked (ms since the epoch). */
+  createdAt: number;
+  toolCall: RequestPermissionRequest['toolCall'];
+  options: RequestPermissionRequest['options'];
   events: EventBus;
   allowedOptionIds: Set<string>;
   resolve: (r: RequestPermissionResponse) => void;
   timer: NodeJS.Timeout | undefined;
+}
+
+/** A request waiting for a vote, as the session status shows it. */
+export interface PendingPermission {
+  requestId: string;
+  /** Milliseconds since the epoch. */
+  createdAt: number;
+  toolCall: RequestPermissionRequest['toolCall'];
+  options: RequestPermissionRequest['options'];
 }
 
 interface PermissionOptions {
@@ -49,7 +62,17 @@ export class PermissionBroker {
     const requestId = randomUUID();
     const allowedOptionIds = new Set(params.options.map((o) => String(o.optionId)).filter((id) => id !== ''));
     return new Promise<RequestPermissionResponse>((resolve) => {
-      const entry: Pending = { requestId, sessionId, events, allowedOptionIds, resolve, timer: undefined };
+      const entry: Pending = {
+        requestId,
+        sessionId,
+        createdAt: Date.now(),
+        toolCall: params.toolCall,
+        options: params.options,
+        events,
+        allowedOptionIds,
+        resolve,
+        timer: undefined,
+      };
       this.pending.set(requestId, entry);
       let set = this.bySession.get(sessionId);
       if (!set) this.bySession.set(sessionId, (set = new Set()));
@@ -88,6 +111,18 @@ export class PermissionBroker {
       throw new InvalidPermissionOptionError(requestId, outcome.optionId);
     }
     return this.settle(requestId, response);
+  }
+
+  /** The requests of a session still waiting for a vote, oldest first. */
+  pendingFor(sessionId: string): PendingPermission[] {
+    const ids = this.bySession.get(sessionId);
+    if (!ids) return [];
+    return [...ids].flatMap((id) => {
+      const entry = this.pending.get(id);
+      return entry
+        ? [{ requestId: entry.requestId, createdAt: entry.createdAt, toolCall: entry.toolCall, options: entry.options }]
+        : [];
+    });
   }
 
   /** Resolves every pending request of a session as cancelled. */

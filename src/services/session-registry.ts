@@ -19,6 +19,7 @@ import type { AgentChannel, ExitInfo } from './agent-channel.js';
 import type { ChannelLease, ChannelSupervisor } from './channel-supervisor.js';
 import { drainPrompts } from './drain.js';
 import { BusStats, EventBus, type BusOptions, type EventSubscription, type SubscribeOptions } from './event-bus.js';
+import type { SessionStatus } from '../schemas/sessions.js';
 import type { PermissionBroker } from './permissions.js';
 import { Session, type SessionContext } from './session.js';
 import type { SessionMeta, SessionStore } from './session-store.js';
@@ -57,6 +58,9 @@ export interface SlotHolder {
   /** Settles when every operation in flight has settled. */
   settled(): Promise<void>;
 }
+
+/** How long a close waits for the turn it cancelled to end before it closes anyway. */
+const CLOSE_CANCEL_WAIT_MS = 5_000;
 
 const CRASHED_DURING_INIT = 'the agent child likely crashed during initialization — retry to spawn a new session';
 
@@ -305,15 +309,72 @@ export class SessionRegistry {
     return this.permissions.respond(requestId, response);
   }
 
+  /**
+   * What a client sees of a live session: its times, how many event streams
+   * read it, whether a prompt runs, and the permission requests that wait
+   * for a vote. A closing session is gone already (404).
+   */
+  status(sessionId: string): SessionStatus {
+    const session = this.byId.get(sessionId);
+    if (!session || session.isClosing) throw new SessionNotFoundError(sessionId, undefined, 'session_not_found');
+    const meta = this.opts.store.get(sessionId);
+    const now = Date.now();
+    const pending = this.permissions.pendingFor(sessionId);
+    const hasActivePrompt = session.busy;
+    return {
+      sessionId,
+      workspaceCwd: session.workspaceCwd,
+      createdAt: new Date(meta?.createdAt ?? now).toISOString(),
+      updatedAt: new Date(meta?.updatedAt ?? now).toISOString(),
+      clientCount: session.events.subscriberCount,
+      hasActivePrompt,
+      activeWorkState: hasActivePrompt || pending.length > 0 ? 'active' : 'idle',
+      isWaitingForPermission: pending.length > 0,
+      pendingInteractionCount: pending.length,
+      pendingInteractions: pending.map((p) => ({
+        requestId: p.requestId,
+        kind: 'permission' as const,
+        createdAt: new Date(p.createdAt).toISOString(),
+        toolCall: p.toolCall,
+        options: p.options,
+      })),
+    };
+  }
+
   // ---- kill / detach ---------------------------------------------------
 
   async killSession(sessionId: string, opts: { requireZeroAttaches?: boolean } = {}): Promise<void> {
     const session = this.byId.get(sessionId);
     if (!session) return;
     if (opts.requireZeroAttaches && !session.creatorLeft()) return;
-    this.forget(session, 'killed');
-    session.end({ reason: 'killed' });
-    this.opts.log.info({ sessionId }, 'session killed');
+    await this.retire(session, 'killed', () => session.end({ reason: 'killed' }));
+  }
+
+  /**
+   * `DELETE /session/:id`: a client closes the session for everyone. A
+   * running turn is cancelled first (its prompt answers `cancelled`) and
+   * given a bounded time to end; then `session_closed` ends every stream and
+   * the agent is told. The agent keeps the session: it can be loaded again.
+   * A session that is closing already is not found.
+   */
+  async closeSession(sessionId: string): Promise<void> {
+    const session = this.byId.get(sessionId);
+    if (!session?.beginClose()) throw new SessionNotFoundError(sessionId, undefined, 'session_not_found');
+    if (session.busy) {
+      await session.cancelTurn();
+      await settledWithin(session.promptsSettled(), CLOSE_CANCEL_WAIT_MS);
+    }
+    // The agent or the daemon may have ended it meanwhile; then that was its end.
+    if (this.byId.get(sessionId) !== session) return;
+    await this.retire(session, 'closed', () => session.end({ reason: 'client_close' }, 'session_closed'));
+  }
+
+  /** Forgets the session, lets `end` publish its last frame, tells the agent, then returns the lease. */
+  private async retire(session: Session, reason: string, end: () => void): Promise<void> {
+    const sessionId = session.sessionId;
+    this.forget(session, reason);
+    end();
+    this.opts.log.info({ sessionId, reason }, 'session ended');
     // The agent forgets it too, when it can; then the hold on the agent goes.
     await session.channel.closeSession(sessionId, this.opts.initTimeoutMs);
     await session.release();
@@ -396,5 +457,19 @@ export class SessionRegistry {
     this.defaultSession = undefined;
     this.byId.clear();
     this.channels.killAllSync();
+  }
+}
+
+/** Settles when `work` does or after `ms`, whichever comes first. */
+async function settledWithin(work: Promise<void>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<void>((resolve) => {
+    timer = setTimeout(resolve, ms);
+    timer.unref();
+  });
+  try {
+    await Promise.race([work, timeout]);
+  } finally {
+    clearTimeout(timer);
   }
 }

@@ -4,7 +4,7 @@
  * modules ask it (`attach`, `detach`, `prompt`…); none edits its counters.
  */
 import type { PromptResponse } from '@agentclientprotocol/sdk';
-import { PromptAbortedError } from '../errors.js';
+import { PromptAbortedError, SessionNotFoundError } from '../errors.js';
 import type { AgentChannel } from './agent-channel.js';
 import type { ChannelLease } from './channel-supervisor.js';
 import type { EventBus } from './event-bus.js';
@@ -26,6 +26,7 @@ export class Session {
   private running = 0;
   private attaches: number;
   private ownerLeft = false;
+  private closing = false;
 
   constructor(
     readonly sessionId: string,
@@ -59,6 +60,21 @@ export class Session {
     return this.running > 0;
   }
 
+  /** A client asked to close it: it takes no new prompts and is on its way out. */
+  get isClosing(): boolean {
+    return this.closing;
+  }
+
+  /**
+   * Marks the session as closing: prompts sent or still queued from now on
+   * fail with 404 instead of running. False when it was closing already.
+   */
+  beginClose(): boolean {
+    if (this.closing) return false;
+    this.closing = true;
+    return true;
+  }
+
   attach(count = 1): void {
     this.attaches += count;
   }
@@ -84,13 +100,15 @@ export class Session {
   /** Queues a prompt behind the earlier ones; an aborted signal cancels it. */
   prompt(body: Record<string, unknown>, signal?: AbortSignal): Promise<PromptResponse> {
     this.ctx.assertAcceptingWork();
+    if (this.closing) return Promise.reject(new SessionNotFoundError(this.sessionId));
     if (signal?.aborted) return Promise.reject(new PromptAbortedError());
     const sessionId = this.sessionId;
     const request = { ...body, sessionId };
     const run = this.promptTail.then(async () => {
       if (signal?.aborted) throw new PromptAbortedError();
-      // A prompt still queued when the drain began never starts.
+      // A prompt still queued when the drain or a close began never starts.
       this.ctx.assertAcceptingWork();
+      if (this.closing) throw new SessionNotFoundError(sessionId);
       const onAbort = () => void this.cancelTurn();
       signal?.addEventListener('abort', onAbort, { once: true });
       this.running++;
@@ -150,12 +168,13 @@ export class Session {
 
   /**
    * The end of the session here: every pending permission cancelled, the
-   * last frame published and the bus closed. The lease is returned by
-   * `release` (after the agent was told, when it still runs).
+   * last frame (`session_died`, or `session_closed` when a client closed it)
+   * published and the bus closed. The lease is returned by `release` (after
+   * the agent was told, when it still runs).
    */
-  end(died: Record<string, unknown>): void {
+  end(data: Record<string, unknown>, frame: 'session_died' | 'session_closed' = 'session_died'): void {
     this.ctx.permissions.cancelSession(this.sessionId);
-    this.events.publish('session_died', { sessionId: this.sessionId, ...died });
+    this.events.publish(frame, { sessionId: this.sessionId, ...data });
     this.events.close();
   }
 

@@ -181,6 +181,46 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/session/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Close a session for every client
+         * @description A running turn is cancelled first: its waiting prompt answers `{stopReason: "cancelled"}` (acpd waits a bounded time for the turn to end), and prompts still queued fail with 404. Then every event stream gets `session_closed` (`reason` `client_close`) and ends, and the agent is sent ACP `session/close` when it advertises it. The agent keeps what it stored: the session can be loaded or resumed again. Closing it again is a 404.
+         */
+        delete: operations["closeSession"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/session/{id}/status": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The state of a live session
+         * @description Whether a prompt runs, which permission requests wait for a vote, how many event streams read it, and its times (ISO 8601). A session being closed is not found.
+         */
+        get: operations["getSessionStatus"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/session/{id}/events": {
         parameters: {
             query?: never;
@@ -724,6 +764,32 @@ export interface components {
             /** @description Reserved; never set. */
             originatorClientId?: string;
         };
+        /** @description The session was closed; it can be loaded again. The last frame: the stream ends after it. */
+        SessionClosedEvent: {
+            /** @description The event's number on the session's bus (also the frame's `id:` line). */
+            id: number;
+            /**
+             * @description Version of the envelope.
+             * @enum {number}
+             */
+            v: 1;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "session_closed";
+            data: {
+                /** @description The session. */
+                sessionId: string;
+                /**
+                 * @description A client closed it (`DELETE /session/{id}`).
+                 * @enum {string}
+                 */
+                reason: "client_close";
+            };
+            /** @description Reserved; never set. */
+            originatorClientId?: string;
+        };
         /** @description This client read too slowly and was cut off (no `id`). The last frame of this stream only. */
         ClientEvictedEvent: {
             /**
@@ -764,7 +830,7 @@ export interface components {
             originatorClientId?: string;
         };
         /** @description What the `data:` line of an event frame carries: the whole envelope, told apart by `type` (which the `event:` line repeats). */
-        SessionEvent: components["schemas"]["SessionUpdateEvent"] | components["schemas"]["PermissionRequestEvent"] | components["schemas"]["PermissionResolvedEvent"] | components["schemas"]["ModelSwitchedEvent"] | components["schemas"]["ModelSwitchFailedEvent"] | components["schemas"]["SessionDiedEvent"] | components["schemas"]["ClientEvictedEvent"] | components["schemas"]["StreamErrorEvent"];
+        SessionEvent: components["schemas"]["SessionUpdateEvent"] | components["schemas"]["PermissionRequestEvent"] | components["schemas"]["PermissionResolvedEvent"] | components["schemas"]["ModelSwitchedEvent"] | components["schemas"]["ModelSwitchFailedEvent"] | components["schemas"]["SessionDiedEvent"] | components["schemas"]["SessionClosedEvent"] | components["schemas"]["ClientEvictedEvent"] | components["schemas"]["StreamErrorEvent"];
     };
     responses: never;
     parameters: never;
@@ -1785,6 +1851,235 @@ export interface operations {
             };
         };
     };
+    closeSession: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The session id, as `POST /session` or a restore answered it. */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Closed. */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /**
+             * @description - The path, query, headers or JSON body break a rule of this route; `error` names it (`code` is `invalid_session_id` or `invalid_session_scope` for those checks).
+             *     - The body is not JSON (`Invalid JSON in request body`), or nests deeper than --max-body-depth (`code` `body_too_deep`).
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - `code` `session_not_found`: no live session has this id, or it was closed already (`sessionId`). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - The body is larger than --max-body-bytes. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - `code` `rate_limited`: the client spent this route's budget for the minute (`budget`); only when --rate-limit-* sets one. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - The agent failed, timed out or went away, or acpd failed; a JSON-RPC error keeps its `code` and `data`. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /**
+             * @description - `code` `overloaded`: the daemon is shedding load (event-loop delay or memory past its limit; `reason`).
+             *     - `code` `connection_limit`: the request came on a connection past --max-connections (`limit`).
+             */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    getSessionStatus: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The session id, as `POST /session` or a restore answered it. */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A live session as it is now. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description The session. */
+                        sessionId: string;
+                        /** @description The canonical workspace it runs in. */
+                        workspaceCwd: string;
+                        /** @description When it was first created or restored on this daemon. ISO 8601. */
+                        createdAt: string;
+                        /** @description When it last became live or last started a prompt. ISO 8601. */
+                        updatedAt: string;
+                        /** @description The clients reading it now: its open event streams (acpd gives clients no ids, so a stream is what it counts). */
+                        clientCount: number;
+                        /** @description A prompt turn is running in the agent. */
+                        hasActivePrompt: boolean;
+                        /** @description `active` while a prompt runs or a permission request waits. */
+                        activeWorkState: "idle" | "active";
+                        /** @description At least one permission request waits for a vote. */
+                        isWaitingForPermission: boolean;
+                        /** @description How many requests wait (`pendingInteractions`). */
+                        pendingInteractionCount: number;
+                        /** @description Oldest first. */
+                        pendingInteractions: {
+                            /** @description What `POST /permission/{requestId}` answers. */
+                            requestId: string;
+                            /**
+                             * @description The only kind acpd has: an ACP permission request.
+                             * @enum {string}
+                             */
+                            kind: "permission";
+                            /** @description When the agent asked. ISO 8601. */
+                            createdAt: string;
+                            toolCall: components["schemas"]["ToolCallUpdate"];
+                            options: components["schemas"]["PermissionOption"][];
+                        }[];
+                    };
+                };
+            };
+            /** @description - The path, query, headers or JSON body break a rule of this route; `error` names it (`code` is `invalid_session_id` or `invalid_session_scope` for those checks). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - `code` `session_not_found`: no live session has this id, or it was closed already (`sessionId`). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - `code` `rate_limited`: the client spent this route's budget for the minute (`budget`); only when --rate-limit-* sets one. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - The agent failed, timed out or went away, or acpd failed; a JSON-RPC error keeps its `code` and `data`. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /**
+             * @description - `code` `overloaded`: the daemon is shedding load (event-loop delay or memory past its limit; `reason`).
+             *     - `code` `connection_limit`: the request came on a connection past --max-connections (`limit`).
+             */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
     streamSessionEvents: {
         parameters: {
             query?: never;
@@ -1800,7 +2095,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Server-Sent Events. First `retry: 3000`; then, per event, an `id:` line (numbered events only), an `event:` line with its `type`, and one `data:` line with the JSON envelope (`SessionEvent`); `: heartbeat` comments while idle. The stream ends after `session_died`, `client_evicted` or `stream_error`. */
+            /** @description Server-Sent Events. First `retry: 3000`; then, per event, an `id:` line (numbered events only), an `event:` line with its `type`, and one `data:` line with the JSON envelope (`SessionEvent`); `: heartbeat` comments while idle. The stream ends after `session_died`, `session_closed`, `client_evicted` or `stream_error`. */
             200: {
                 headers: {
                     [name: string]: unknown;
