@@ -80,6 +80,7 @@ t.test('defaults', async (t) => {
     maxBodyDepth: 64,
     ringBytes: 16 * 1024 * 1024,
     subscriberBacklogBytes: 8 * 1024 * 1024,
+    eventLog: 'memory',
     headerTimeoutMs: 10_000,
     agentEnv: {},
   });
@@ -163,6 +164,7 @@ t.test('every setting has an environment twin', async (t) => {
       ACPD_MAX_BODY_DEPTH: '19',
       ACPD_RING_BYTES: '20',
       ACPD_SUBSCRIBER_BACKLOG_BYTES: '21',
+      ACPD_EVENT_LOG: 'sqlite',
       ACPD_HEADER_TIMEOUT_MS: '22',
     },
     '/',
@@ -196,6 +198,7 @@ t.test('every setting has an environment twin', async (t) => {
     maxBodyDepth: 19,
     ringBytes: 20,
     subscriberBacklogBytes: 21,
+    eventLog: 'sqlite',
     headerTimeoutMs: 22,
   });
 });
@@ -671,6 +674,16 @@ t.test('log level', async (t) => {
   t.equal(
     failure(() => load(['--log-level', 'loud'])),
     'Invalid --log-level "loud": must be one of fatal, error, warn, info, debug, trace, silent.',
+  );
+});
+
+t.test('event log: memory by default, sqlite on request, nothing else', async (t) => {
+  t.equal(load().eventLog, 'memory');
+  t.equal(load(['--event-log', 'sqlite']).eventLog, 'sqlite');
+  t.equal(load([], { ACPD_EVENT_LOG: 'sqlite' }).eventLog, 'sqlite');
+  t.equal(
+    failure(() => load(['--event-log', 'redis'])),
+    'Invalid --event-log "redis": must be one of memory, sqlite.',
   );
 });
 

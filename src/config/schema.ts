@@ -182,6 +182,11 @@ export const ConfigSchema = Type.Object({
     description:
       'Bytes of live events one SSE subscriber may have waiting before it is evicted (client_evicted). 0 = count only.',
   }),
+  ACPD_EVENT_LOG: Type.Union([Type.Literal('memory'), Type.Literal('sqlite')], {
+    default: 'memory',
+    description:
+      "Where each session's replay events are kept: memory (lost on restart) or sqlite (<data-dir>/events.sqlite; survives restarts and kill -9, and ids go on where they stopped).",
+  }),
   ACPD_HEADER_TIMEOUT_MS: Type.Integer({
     minimum: 1,
     maximum: MAX_TIMER_MS,

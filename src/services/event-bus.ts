@@ -91,7 +91,11 @@ export interface SubscribeOptions {
   maxQueuedBytes?: number;
 }
 
-function frameOf(envelope: EventEnvelope, json: string): BusEvent {
+/**
+ * The event for an envelope whose JSON text is `json`: its frame and size.
+ * Also how a durable log rebuilds a stored event from its JSON.
+ */
+export function frameOf(envelope: EventEnvelope, json: string): BusEvent {
   const head = envelope.id === undefined ? '' : `id: ${envelope.id}\n`;
   const frame = `${head}event: ${envelope.type}\ndata: ${json}\n\n`;
   return { envelope, json, frame, bytes: Buffer.byteLength(frame) };

@@ -114,7 +114,7 @@ export class RestoreCoordinator implements SlotHolder {
     }
 
     const coalesced: Coalesced = { waiters: 0 };
-    const events = registry.newBus();
+    const events = registry.newBus(sessionId);
     const flight: InFlight = {
       action,
       coalesced,

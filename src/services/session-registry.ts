@@ -20,6 +20,7 @@ import type { ChannelLease, ChannelSupervisor } from './channel-supervisor.js';
 import { drainPrompts } from './drain.js';
 import { BusStats, EventBus, type BusOptions, type EventSubscription, type SubscribeOptions } from './event-bus.js';
 import type { SessionStatus } from '../schemas/sessions.js';
+import type { EventLog } from './event-log.js';
 import type { PermissionBroker } from './permissions.js';
 import { Session, type SessionContext } from './session.js';
 import type { SessionMeta, SessionStore } from './session-store.js';
@@ -27,6 +28,11 @@ import { WarmPool } from './warm-pool.js';
 import { resolveWorkspace } from './workspace.js';
 
 type SessionScope = 'single' | 'thread';
+
+/** Hands out the event log of a session (SqliteEventStore). */
+export interface EventLogSource {
+  logFor(sessionId: string): EventLog;
+}
 
 interface SessionHandle {
   sessionId: string;
@@ -42,6 +48,8 @@ interface RegistryOptions {
   /** Agent sessions kept created ahead of demand (0 = none). */
   warmSessions: number;
   bus: BusOptions;
+  /** Where each session's events are kept; absent = every bus keeps its own in-memory ring. */
+  eventLogs?: EventLogSource;
   store: SessionStore;
   log: FastifyBaseLogger;
 }
@@ -90,7 +98,7 @@ export class SessionRegistry {
       size: opts.warmSessions,
       log: opts.log,
       create: (channel) => this.newAgentSession(channel),
-      newBus: () => this.newBus(),
+      newBus: (sessionId) => this.newBus(sessionId),
       router: channels.router,
       hasRoom: (pooled) => this.hasRoomFor(pooled + 1),
     });
@@ -203,8 +211,10 @@ export class SessionRegistry {
     return session;
   }
 
-  newBus(): EventBus {
-    return new EventBus({ ...this.opts.bus, stats: this.busStats });
+  /** The bus of `sessionId`, over its log from `eventLogs` when there is one (else the bus's own ring). */
+  newBus(sessionId: string): EventBus {
+    const log = this.opts.eventLogs?.logFor(sessionId);
+    return new EventBus({ ...this.opts.bus, stats: this.busStats, ...(log ? { log } : {}) });
   }
 
   // ---- create / attach -------------------------------------------------
@@ -273,7 +283,7 @@ export class SessionRegistry {
     }
     if (this.shuttingDown) throw new ShuttingDownError();
     if (!channel.usable) throw new SessionNotFoundError(sessionId, CRASHED_DURING_INIT);
-    const session = this.register(sessionId, lease, warm?.events ?? this.newBus(), {
+    const session = this.register(sessionId, lease, warm?.events ?? this.newBus(sessionId), {
       action: 'created',
       state: undefined,
       attaches: 0,

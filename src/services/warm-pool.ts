@@ -25,7 +25,8 @@ interface WarmPoolOptions {
   log: FastifyBaseLogger;
   /** Asks the agent for a fresh session on `channel`. */
   create(channel: AgentChannel): Promise<string>;
-  newBus(): EventBus;
+  /** The bus of the agent session `sessionId`. */
+  newBus(sessionId: string): EventBus;
   /** Where the agent's words about a ready session go until someone takes it. */
   router: AgentRouter;
   /** Whether one more session may exist without passing the session cap. */
@@ -77,7 +78,7 @@ export class WarmPool {
         .then(
           (sessionId) => {
             if (channel.usable) {
-              const events = this.opts.newBus();
+              const events = this.opts.newBus(sessionId);
               this.opts.router.bind(sessionId, channel, events, false);
               this.ready.push({ sessionId, channel, events });
             }

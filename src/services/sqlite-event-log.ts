@@ -1,0 +1,311 @@
+/**
+ * The durable `EventLog`: every session's numbered events in one SQLite
+ * database (`<dataDir>/events.sqlite`), written through better-sqlite3.
+ *
+ * better-sqlite3 is synchronous, so `append` returns only once the event's
+ * transaction has committed: the bus fans an event out after `append`, hence
+ * no client ever holds a frame the log could lose to a crash of the daemon.
+ *
+ * Durability: WAL with `synchronous=NORMAL`. A commit then lands in the WAL
+ * file through write(2) before `append` returns, so it survives the process
+ * dying at any moment (`kill -9`, an abort): the kernel already holds the
+ * bytes. Only an operating-system crash or a power cut can lose the last
+ * commits, and even then the database stays consistent. FULL would add an
+ * fsync per event (a streamed answer is hundreds of events) to guard against
+ * that last case, which replay after a reboot does not need.
+ *
+ * Bounds are kept inside the append's own transaction: the oldest rows of
+ * the session go as soon as the count or the byte budget is exceeded, so the
+ * evicted count the bus reports is exact and the file never holds more than
+ * the bounds (plus SQLite's free pages, reused by later inserts).
+ *
+ * A database that cannot be opened or fails `quick_check` at start-up is
+ * reported, moved aside (`events.sqlite.corrupt-<time>`, with its -wal and
+ * -shm) and replaced by an empty one.
+ */
+import { randomUUID } from 'node:crypto';
+import { existsSync, mkdirSync, renameSync } from 'node:fs';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+import { frameOf, type BusEvent, type EventEnvelope } from './event-bus.js';
+import type { EventLog } from './event-log.js';
+
+export const EVENTS_FILE = 'events.sqlite';
+
+/** What the store reports; a pino logger fits. */
+export interface StoreLogger {
+  error(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+}
+
+export interface SqliteLogBounds {
+  /** At most this many events per session (0 keeps none). */
+  maxEvents: number;
+  /** At most this many frame bytes per session, the newest event always kept (0 = count only). */
+  maxBytes: number;
+}
+
+interface StoreOptions {
+  /** The directory of the database file; created when missing. */
+  dataDir: string;
+  bounds: SqliteLogBounds;
+  log: StoreLogger;
+}
+
+const SCHEMA = `
+  CREATE TABLE IF NOT EXISTS logs (
+    session_id TEXT PRIMARY KEY,
+    epoch TEXT NOT NULL,
+    next_id INTEGER NOT NULL
+  ) WITHOUT ROWID;
+  CREATE TABLE IF NOT EXISTS events (
+    session_id TEXT NOT NULL,
+    id INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    json TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    PRIMARY KEY (session_id, id)
+  ) WITHOUT ROWID;
+`;
+
+interface LogRow {
+  epoch: string;
+  next_id: number;
+}
+
+interface ExtentRow {
+  first: number | null;
+  count: number;
+  bytes: number | null;
+}
+
+interface EventRow {
+  json: string;
+}
+
+interface SizeRow {
+  id: number;
+  bytes: number;
+}
+
+/** The prepared statements every session log shares. */
+class Statements {
+  readonly getLog;
+  readonly putLog;
+  readonly setNext;
+  readonly extent;
+  readonly insert;
+  readonly after;
+  readonly oldest;
+  readonly dropThrough;
+
+  constructor(db: Database.Database) {
+    this.getLog = db.prepare<[string], LogRow>('SELECT epoch, next_id FROM logs WHERE session_id = ?');
+    this.putLog = db.prepare<[string, string]>('INSERT INTO logs (session_id, epoch, next_id) VALUES (?, ?, 1)');
+    this.setNext = db.prepare<[number, string]>('UPDATE logs SET next_id = ? WHERE session_id = ?');
+    this.extent = db.prepare<[string], ExtentRow>(
+      'SELECT MIN(id) AS first, COUNT(*) AS count, SUM(bytes) AS bytes FROM events WHERE session_id = ?',
+    );
+    this.insert = db.prepare<[string, number, string, string, number]>(
+      'INSERT INTO events (session_id, id, type, json, bytes) VALUES (?, ?, ?, ?, ?)',
+    );
+    this.after = db.prepare<[string, number], EventRow>(
+      'SELECT json FROM events WHERE session_id = ? AND id > ? ORDER BY id',
+    );
+    this.oldest = db.prepare<[string], SizeRow>('SELECT id, bytes FROM events WHERE session_id = ? ORDER BY id');
+    this.dropThrough = db.prepare<[string, number]>('DELETE FROM events WHERE session_id = ? AND id <= ?');
+  }
+}
+
+/** One database for every session's log. `logFor` hands out each session's log. */
+export class SqliteEventStore {
+  readonly file: string;
+  private readonly db: Database.Database;
+  private readonly statements: Statements;
+  private readonly logs = new Map<string, SqliteEventLog>();
+
+  constructor(private readonly opts: StoreOptions) {
+    mkdirSync(opts.dataDir, { recursive: true });
+    this.file = path.join(opts.dataDir, EVENTS_FILE);
+    this.db = this.openChecked();
+    this.statements = new Statements(this.db);
+  }
+
+  get isOpen(): boolean {
+    return this.db.open;
+  }
+
+  /**
+   * The log of `sessionId`, the same instance for as long as the store is
+   * open, so two buses of one session (a restore racing a live one) can never
+   * hand out the same id twice. Its epoch and next id come from the database
+   * when the session was seen before, which is what keeps a client's cursor
+   * meaningful across a restart.
+   */
+  logFor(sessionId: string): SqliteEventLog {
+    let log = this.logs.get(sessionId);
+    if (!log) {
+      log = new SqliteEventLog(sessionId, this.db, this.statements, this.opts.bounds);
+      this.logs.set(sessionId, log);
+    }
+    return log;
+  }
+
+  /** Closes the database; a log asked to append afterwards keeps nothing. */
+  close(): void {
+    if (this.db.open) this.db.close();
+  }
+
+  /**
+   * Opens the file and checks it; when that fails, moves it aside and opens
+   * an empty one. Errors of the second open (a directory we cannot write)
+   * propagate: there is nothing left to move aside.
+   */
+  private openChecked(): Database.Database {
+    try {
+      return this.open();
+    } catch (err) {
+      const reason = err instanceof Error ? err.message : String(err);
+      const movedTo = this.moveAside();
+      this.opts.log.error(
+        { file: this.file, reason, movedTo },
+        'event log database unreadable or corrupt; moved aside, starting an empty one',
+      );
+      return this.open();
+    }
+  }
+
+  private open(): Database.Database {
+    const db = new Database(this.file);
+    try {
+      db.pragma('journal_mode = WAL');
+      db.pragma('synchronous = NORMAL');
+      const verdict: unknown = db.pragma('quick_check', { simple: true });
+      if (verdict !== 'ok') throw new Error(`quick_check: ${String(verdict)}`);
+      db.exec(SCHEMA);
+      return db;
+    } catch (err) {
+      db.close();
+      throw err;
+    }
+  }
+
+  /** Renames the database and its -wal and -shm files to `<file>.corrupt-<time>…`; returns the new name. */
+  private moveAside(): string {
+    const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+    let target = `${this.file}.corrupt-${stamp}`;
+    for (let n = 1; existsSync(target); n++) target = `${this.file}.corrupt-${stamp}-${n}`;
+    for (const suffix of ['', '-wal', '-shm']) {
+      if (existsSync(this.file + suffix)) renameSync(this.file + suffix, target + suffix);
+    }
+    return target;
+  }
+}
+
+interface Appended {
+  next: number;
+  count: number;
+  bytes: number;
+  dropped: number;
+}
+
+/**
+ * One session's events in the store's database. Its size and bytes are kept
+ * in memory as well (read once when it is made), so an append is one insert,
+ * one update and, past the bounds, one select of the oldest rows and one
+ * delete.
+ */
+export class SqliteEventLog implements EventLog {
+  readonly epoch: string;
+  private next: number;
+  private count: number;
+  private heldBytes: number;
+  private readonly appendTx: (event: BusEvent) => Appended;
+
+  constructor(
+    private readonly sessionId: string,
+    private readonly db: Database.Database,
+    private readonly sql: Statements,
+    private readonly bounds: SqliteLogBounds,
+  ) {
+    const known = sql.getLog.get(sessionId);
+    if (known) {
+      this.epoch = known.epoch;
+      this.next = known.next_id;
+    } else {
+      this.epoch = randomUUID();
+      this.next = 1;
+      sql.putLog.run(sessionId, this.epoch);
+    }
+    const extent = sql.extent.get(sessionId);
+    this.count = extent?.count ?? 0;
+    this.heldBytes = extent?.bytes ?? 0;
+    this.appendTx = db.transaction((event: BusEvent) => this.write(event));
+  }
+
+  get nextId(): number {
+    return this.next;
+  }
+
+  get size(): number {
+    return this.count;
+  }
+
+  get bytes(): number {
+    return this.heldBytes;
+  }
+
+  /**
+   * Stores the event and trims the oldest ones in one transaction; the
+   * counters change only once it has committed (a throw leaves them, and the
+   * database, as they were). On a closed store (the daemon shutting down)
+   * the id is used up and nothing is kept.
+   */
+  append(event: BusEvent): number {
+    if (!this.db.open) {
+      this.next++;
+      return 0;
+    }
+    const done = this.appendTx(event);
+    this.next = done.next;
+    this.count = done.count;
+    this.heldBytes = done.bytes;
+    return done.dropped;
+  }
+
+  after(cursor: number): BusEvent[] {
+    if (!this.db.open || this.count === 0) return [];
+    return this.sql.after.all(this.sessionId, cursor).map((row) => {
+      const envelope = JSON.parse(row.json) as EventEnvelope;
+      return frameOf(envelope, row.json);
+    });
+  }
+
+  /**
+   * The body of the append transaction: the event in, the next id moved on,
+   * then the oldest rows out while the count or the bytes are over their
+   * bound, the newest event always staying.
+   */
+  private write(event: BusEvent): Appended {
+    const id = this.next;
+    const { maxEvents, maxBytes } = this.bounds;
+    this.sql.setNext.run(id + 1, this.sessionId);
+    if (maxEvents === 0) return { next: id + 1, count: 0, bytes: 0, dropped: 0 };
+    this.sql.insert.run(this.sessionId, id, event.envelope.type, event.json, event.bytes);
+    let count = this.count + 1;
+    let bytes = this.heldBytes + event.bytes;
+    const over = () => count > maxEvents || (maxBytes > 0 && bytes > maxBytes && count > 1);
+    if (!over()) return { next: id + 1, count, bytes, dropped: 0 };
+    let dropThrough = 0;
+    let dropped = 0;
+    for (const row of this.sql.oldest.iterate(this.sessionId)) {
+      if (!over()) break;
+      dropThrough = row.id;
+      dropped++;
+      count--;
+      bytes -= row.bytes;
+    }
+    this.sql.dropThrough.run(this.sessionId, dropThrough);
+    return { next: id + 1, count, bytes, dropped };
+  }
+}

@@ -1,0 +1,245 @@
+// The durable event log (issue 12): SQLite under the data directory, bounded per session, kept across
+// a restart and a kill -9, and a damaged database moved aside at start-up instead of crashing.
+import { spawn } from 'node:child_process';
+import { existsSync, readdirSync, truncateSync, statSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import t from 'tap';
+import { within } from '../harness/wait.js';
+import { BusStats, EventBus } from '../src/services/event-bus.js';
+import { EVENTS_FILE, SqliteEventStore, type StoreLogger } from '../src/services/sqlite-event-log.js';
+import { startDaemon, tempDir } from './support/app.js';
+import { call, createSession } from './support/http.js';
+import { openEvents } from './support/sse.js';
+import { textPrompt } from './support/values.js';
+
+interface Reported {
+  obj: object;
+  msg: string;
+}
+
+function recorder(): StoreLogger & { errors: Reported[] } {
+  const errors: Reported[] = [];
+  return {
+    errors,
+    error: (obj, msg) => errors.push({ obj, msg }),
+    warn: () => {},
+  };
+}
+
+function openStore(dataDir: string, bounds = { maxEvents: 100, maxBytes: 0 }, log: StoreLogger = recorder()) {
+  return new SqliteEventStore({ dataDir, bounds, log });
+}
+
+t.test('append and after: ids, frames, replay from a cursor', (t) => {
+  const store = openStore(tempDir(t));
+  t.teardown(() => store.close());
+  const bus = new EventBus({ log: store.logFor('s1') });
+  const frames: string[] = [];
+  const live = bus.subscribe();
+  for (let i = 0; i < 5; i++) bus.publish('tick', { i, text: 'é' });
+  for (const ev of live.takeBuffered()) frames.push(ev.frame);
+  t.equal(bus.lastEventId, 5);
+  const log = store.logFor('s1');
+  t.equal(log.size, 5);
+  t.equal(
+    log.bytes,
+    frames.reduce((n, f) => n + Buffer.byteLength(f), 0),
+  );
+  t.same(
+    [...log.after(0)].map((ev) => ev.frame),
+    frames,
+    'the stored frames are the frames sent',
+  );
+  t.same(
+    [...log.after(3)].map((ev) => ev.envelope.id),
+    [4, 5],
+  );
+  t.same([...log.after(5)], []);
+  t.same([...store.logFor('other').after(0)], [], 'sessions do not see each other');
+  t.equal(store.logFor('s1'), log, 'one log per session while the store is open');
+  t.end();
+});
+
+t.test('bounds by count and by bytes: the oldest go, the count is reported, the newest stays', (t) => {
+  const byCount = openStore(tempDir(t), { maxEvents: 3, maxBytes: 0 });
+  t.teardown(() => byCount.close());
+  const stats = new BusStats();
+  const bus = new EventBus({ log: byCount.logFor('s'), stats });
+  for (let i = 0; i < 5; i++) bus.publish('tick', { i });
+  t.equal(stats.dropped, 2, 'two evicted by count');
+  t.same(
+    [...byCount.logFor('s').after(0)].map((ev) => ev.envelope.id),
+    [3, 4, 5],
+  );
+
+  const byBytes = openStore(tempDir(t), { maxEvents: 100, maxBytes: 300 });
+  t.teardown(() => byBytes.close());
+  const stats2 = new BusStats();
+  const bus2 = new EventBus({ log: byBytes.logFor('s'), stats: stats2 });
+  for (let i = 0; i < 4; i++) bus2.publish('tick', { pad: 'x'.repeat(80) });
+  const log = byBytes.logFor('s');
+  t.ok(log.bytes <= 300, `within the byte budget (${log.bytes})`);
+  t.equal(stats2.dropped + log.size, 4, 'every event is either kept or counted as evicted');
+  t.ok(stats2.dropped > 0);
+  bus2.publish('big', { pad: 'y'.repeat(1000) });
+  t.same(
+    [...log.after(0)].map((ev) => ev.envelope.type),
+    ['big'],
+    'an event over the budget alone stays',
+  );
+  t.equal(stats2.dropped, 4);
+  t.end();
+});
+
+t.test('a restart keeps the epoch, the events and the numbering', (t) => {
+  const dir = tempDir(t);
+  const first = openStore(dir, { maxEvents: 3, maxBytes: 0 });
+  const bus = new EventBus({ log: first.logFor('s1') });
+  for (let i = 0; i < 5; i++) bus.publish('tick', { i });
+  const epoch = bus.epoch;
+  const frames = [...first.logFor('s1').after(0)].map((ev) => ev.frame);
+  first.close();
+
+  const second = openStore(dir, { maxEvents: 3, maxBytes: 0 });
+  t.teardown(() => second.close());
+  const log = second.logFor('s1');
+  t.equal(log.epoch, epoch, 'same epoch');
+  t.equal(log.nextId, 6, 'ids continue');
+  t.equal(log.size, 3);
+  t.same(
+    [...log.after(0)].map((ev) => ev.frame),
+    frames,
+  );
+  const again = new EventBus({ log });
+  t.equal(again.publish('tick', {})?.id, 6);
+  t.same(
+    [...log.after(0)].map((ev) => ev.envelope.id),
+    [4, 5, 6],
+    'the bound still holds',
+  );
+  t.not(second.logFor('s2').epoch, epoch, 'a new session has its own epoch');
+  t.end();
+});
+
+t.test('kill -9 while appending: every append that returned is on disk', async (t) => {
+  const dir = tempDir(t);
+  const writer = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures', 'event-log-writer.js');
+  const child = spawn(process.execPath, [writer, dir, 's1'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (err += chunk));
+  const exited = new Promise<NodeJS.Signals | null>((resolve) => child.on('exit', (_code, signal) => resolve(signal)));
+  await within(
+    new Promise<void>((resolve, reject) => {
+      child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+        out += chunk;
+        if (out.split('\n').length > 2000) resolve();
+      });
+      void exited.then(() => reject(new Error(`writer exited early: ${err}`)));
+    }),
+    'the writer under way',
+  );
+  child.kill('SIGKILL');
+  t.equal(await exited, 'SIGKILL');
+  const printed = out
+    .split('\n')
+    .filter((line) => /^\d+$/.test(line))
+    .map(Number);
+  const last = printed.at(-1) ?? 0;
+  t.ok(last >= 2000, `the writer was killed mid-way (after ${last})`);
+
+  const log = recorder();
+  const store = openStore(dir, { maxEvents: 1_000_000, maxBytes: 0 }, log);
+  t.teardown(() => store.close());
+  t.same(log.errors, [], 'the database opens clean');
+  const kept = store.logFor('s1');
+  const ids = [...kept.after(0)].map((ev) => ev.envelope.id ?? 0);
+  t.ok(ids.length >= last, `${ids.length} kept, ${last} acknowledged`);
+  t.same(ids.slice(0, last), printed, 'every acknowledged id, dense from 1');
+  t.equal(kept.nextId, ids.length + 1, 'the numbering goes on after the last kept event');
+});
+
+function corruptFiles(dir: string): string[] {
+  return readdirSync(dir).filter((name) => name.startsWith(`${EVENTS_FILE}.corrupt-`));
+}
+
+t.test('a file that is not a database is reported, moved aside and replaced', (t) => {
+  const dir = tempDir(t);
+  writeFileSync(path.join(dir, EVENTS_FILE), 'this is no database, only garbage '.repeat(200));
+  const log = recorder();
+  const store = openStore(dir, undefined, log);
+  t.teardown(() => store.close());
+  t.equal(log.errors.length, 1, 'one error reported');
+  t.match(log.errors[0], { obj: { file: path.join(dir, EVENTS_FILE), reason: /not a database/ } });
+  t.equal(corruptFiles(dir).length, 1, 'the damaged file kept aside');
+  const bus = new EventBus({ log: store.logFor('s') });
+  t.equal(bus.publish('tick', {})?.id, 1, 'a fresh database works');
+  t.end();
+});
+
+t.test('a truncated database is reported, moved aside and replaced', (t) => {
+  const dir = tempDir(t);
+  const first = openStore(dir, { maxEvents: 10_000, maxBytes: 0 });
+  const bus = new EventBus({ log: first.logFor('s') });
+  for (let i = 0; i < 2000; i++) bus.publish('tick', { i, pad: 'z'.repeat(100) });
+  first.close();
+  const file = path.join(dir, EVENTS_FILE);
+  truncateSync(file, Math.floor(statSync(file).size / 2) + 100);
+  const log = recorder();
+  const store = openStore(dir, undefined, log);
+  t.teardown(() => store.close());
+  t.equal(log.errors.length, 1, 'one error reported');
+  t.match(log.errors[0], { obj: { file, reason: String } });
+  t.equal(corruptFiles(dir).length, 1);
+  t.equal(store.logFor('s').nextId, 1, 'a fresh database: the session starts over');
+  t.end();
+});
+
+t.test('the daemon with --event-log sqlite: ids and epoch survive a restart and a load', async (t) => {
+  const workspace = tempDir(t, 'acpd-ws-');
+  const dataDir = tempDir(t, 'acpd-data-');
+  const args = ['--event-log', 'sqlite'];
+
+  const first = await startDaemon(t, { workspace, dataDir, args });
+  t.equal(first.config.eventLog, 'sqlite');
+  const id = await createSession(first);
+  const sse = await openEvents(t, first, id, { lastEventId: 0 });
+  t.same((await call(first, 'POST', `/session/${id}/prompt`, textPrompt('hello world'))).body, {
+    stopReason: 'end_turn',
+  });
+  const bus = first.app.sessions.get(id)?.events;
+  const lastSeen = bus?.lastEventId ?? 0;
+  const epoch = bus?.epoch;
+  await within(
+    sse.waitFor((f) => f.envelope?.id === lastSeen),
+    `frame ${lastSeen}`,
+  );
+  t.ok(lastSeen > 1, `frames 1..${lastSeen} seen over SSE`);
+  t.ok(existsSync(path.join(dataDir, EVENTS_FILE)), 'the database is under the data directory');
+  await first.app.close();
+
+  const second = await startDaemon(t, { workspace, dataDir, args });
+  const loaded = await call(second, 'POST', `/session/${id}/load`, {});
+  t.equal(loaded.status, 200);
+  const events = second.app.sessions.get(id)?.events;
+  t.equal(events?.epoch, epoch, 'the session keeps its epoch');
+  const newest = events?.lastEventId ?? 0;
+  t.ok(newest > lastSeen, `ids went on (${lastSeen} → ${newest})`);
+  const resumed = await openEvents(t, second, id, { lastEventId: lastSeen });
+  t.equal(resumed.status, 200);
+  await within(
+    resumed.waitFor((f) => f.envelope?.id === newest),
+    `frame ${newest}`,
+  );
+  const ids = resumed.events().map((e) => e.id);
+  t.same(
+    ids,
+    Array.from({ length: newest - lastSeen }, (_, i) => lastSeen + 1 + i),
+    'only the frames after the cursor, numbered on from it',
+  );
+  t.ok(
+    resumed.events().some((e) => e.type === 'session_update'),
+    'the history the load replayed is among them',
+  );
+});
