@@ -197,12 +197,16 @@ async function main(): Promise<void> {
       'listening',
     );
   }
-  await warnAboutAgent(app);
+  warnAboutAgent(app);
 }
 
-/** One line when the agent command cannot run: sessions would answer 503 agent_unavailable until it can. */
-async function warnAboutAgent(app: FastifyInstance): Promise<void> {
-  const agent = await app.readiness.checkAgent();
+/**
+ * One line when the agent command could not run at start-up (the lookup the
+ * probes made while the app was built): sessions answer 503
+ * agent_unavailable until it can.
+ */
+function warnAboutAgent(app: FastifyInstance): void {
+  const agent = app.readiness.agentAtStart;
   if (agent.ok) return;
   say(
     process.stderr,

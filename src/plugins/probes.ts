@@ -47,6 +47,8 @@ interface Readiness {
   readonly agentCommand: string;
   /** Looks the agent command up now: the file it runs, or why it cannot run. */
   checkAgent(): Promise<CommandCheck>;
+  /** The same lookup, as it came out when the app was built. */
+  readonly agentAtStart: CommandCheck;
   /** Looks everything up now, the agent command included. */
   check(): Promise<ReadinessReport>;
 }
@@ -93,6 +95,7 @@ async function probes(app: FastifyInstance, opts: { config: Config }) {
   app.decorate('readiness', {
     agentCommand,
     checkAgent,
+    agentAtStart: atStart,
     async check(): Promise<ReadinessReport> {
       const checks: ReadinessChecks = {
         config: 'ok',
