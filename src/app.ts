@@ -22,6 +22,7 @@ import requestLog, {
   type LogOutput,
 } from './plugins/request-log.js';
 import restoreCoordinator from './plugins/restore-coordinator.js';
+import dataStore from './plugins/data-store.js';
 import routePolicy from './plugins/route-policy.js';
 import security from './plugins/security.js';
 import sessionRegistry from './plugins/session-registry.js';
@@ -190,6 +191,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   await app.register(openapi, { config });
   await app.register(fastifySSE, { heartbeatInterval: config.sseHeartbeatMs });
   await app.register(channelSupervisor, { config });
+  await app.register(dataStore, { config });
   await app.register(sessionRegistry, { config });
   await app.register(restoreCoordinator);
   await app.register(probes, { config });

@@ -135,6 +135,11 @@ export class SqliteEventStore {
     return this.db.open;
   }
 
+  /** The open database, for the stores that keep their tables beside the logs (receipts, the session catalog). */
+  get database(): Database.Database {
+    return this.db;
+  }
+
   /**
    * The log of `sessionId`, the same instance for as long as the store is
    * open, so two buses of one session (a restore racing a live one) can never
