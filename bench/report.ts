@@ -47,7 +47,7 @@ function machineLine(r: Results): string {
 }
 
 function targetsSection(r: Results): string[] {
-  const out = ['## Targets of issue 6', '', '| Target | Measured | Met |', '|---|---|---|'];
+  const out = ['## Targets (issues 6 and 12)', '', '| Target | Measured | Met |', '|---|---|---|'];
   for (const t of r.targets) {
     const met =
       t.met === undefined
@@ -76,6 +76,7 @@ function fanoutSection(r: Results, charts: Map<string, string>): string[] {
             label: `${row.subscribers} sub${row.subscribers > 1 ? 's' : ''}`,
             bars: [
               bar('acpd', row.acpd.fps),
+              ...(row.memoryLog ? [bar('acpd, memory log', row.memoryLog.fps)] : []),
               bar('raw node:http', row.raw.fps),
               ...(row.embedded ? [bar('acpd + embedded agent', row.embedded.fps)] : []),
             ],
@@ -111,6 +112,17 @@ function fanoutSection(r: Results, charts: Map<string, string>): string[] {
   }
   out.push(
     '',
+    'What the durable log costs: the same flood through acpd with `--event-log memory` (every frame kept in memory only) beside the default SQLite log (every frame committed to `events.sqlite` before anyone is sent it):',
+    '',
+    '| Subscribers | acpd (SQLite log) frames/s | acpd (memory log) frames/s | SQLite / memory | SQLite log / raw | memory log / raw | CPU ms per 1000 frames, SQLite / memory |',
+    '|---:|---:|---:|---:|---:|---:|---:|',
+    ...f.rows
+      .filter((row) => row.memoryLog)
+      .map((row) => {
+        const mem = row.memoryLog as NonNullable<typeof row.memoryLog>;
+        return `| ${row.subscribers} | ${med(row.acpd.fps, 0)} | ${med(mem.fps, 0)} | ${ratio(row.acpd.fps.median / mem.fps.median)} | ${ratio(row.fpsRatio)} | ${ratio(mem.fps.median / row.raw.fps.median)} | ${med(row.acpd.cpuPer1k, 2)} / ${med(mem.cpuPer1k, 2)} |`;
+      }),
+    '',
     'Server CPU per 1000 delivered frames (user + system time of the server process from /proc, so other load on the machine hardly moves it):',
     '',
     '| Subscribers | acpd ms | raw ms | acpd / raw | acpd + embedded agent ms |',
@@ -145,6 +157,7 @@ function replaySection(r: Results, charts: Map<string, string>): string[] {
               label: `${p.frames} frames, ${(p.bytes / 1024).toFixed(0)} KiB`,
               bars: [
                 bar('acpd', p.acpd),
+                ...(p.acpdMemory ? [bar('acpd, memory log', p.acpdMemory)] : []),
                 bar('raw, one write per frame', p.raw),
                 bar('raw, one single write', p.rawSingleWrite),
               ],
@@ -164,7 +177,12 @@ function replaySection(r: Results, charts: Map<string, string>): string[] {
     '',
     '| | ms to last frame | vs raw |',
     '|---|---:|---:|',
-    `| acpd | ${med(p.acpd, 2)} | ${ratio(p.acpd.median / p.raw.median)} |`,
+    `| acpd (SQLite log, the default) | ${med(p.acpd, 2)} | ${ratio(p.acpd.median / p.raw.median)} |`,
+    ...(p.acpdMemory
+      ? [
+          `| acpd with \`--event-log memory\` | ${med(p.acpdMemory, 2)} | ${ratio(p.acpdMemory.median / p.raw.median)} |`,
+        ]
+      : []),
     `| raw node:http, one write per frame | ${med(p.raw, 2)} | 1.00× |`,
     `| raw node:http, one single write | ${med(p.rawSingleWrite, 2)} | ${(p.rawSingleWrite.median / p.raw.median).toFixed(2)}× |`,
     '',

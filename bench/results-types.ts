@@ -22,6 +22,8 @@ export interface FanoutRow {
   acpd: { fps: Summary; p50: Summary; p99: Summary; cpuPer1k: Summary };
   raw: { fps: Summary; p50: Summary; p99: Summary; cpuPer1k: Summary };
   embedded?: { fps: Summary; cpuPer1k: Summary };
+  /** acpd with `--event-log memory` (the rest is the durable default): what the log costs. */
+  memoryLog?: { fps: Summary; cpuPer1k: Summary };
   /** acpd / raw server CPU per delivered frame. */
   cpuRatio: number;
   /** acpd / raw, medians. */

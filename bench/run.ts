@@ -114,6 +114,7 @@ function fanoutRows(runs: FanoutRun[]): FanoutRow[] {
     const a = of('acpd');
     const r = of('raw');
     const e = of('acpd-embedded');
+    const m = of('acpd-memory');
     const figures = (xs: FanoutRun[]) => ({
       fps: summarize(xs.map((x) => x.framesPerSec)),
       p50: summarize(xs.map((x) => x.p50Ms)),
@@ -130,6 +131,10 @@ function fanoutRows(runs: FanoutRun[]): FanoutRow[] {
       embedded:
         e.length > 0
           ? { fps: summarize(e.map((x) => x.framesPerSec)), cpuPer1k: summarize(e.map((x) => x.serverCpuMsPer1k)) }
+          : undefined,
+      memoryLog:
+        m.length > 0
+          ? { fps: summarize(m.map((x) => x.framesPerSec)), cpuPer1k: summarize(m.map((x) => x.serverCpuMsPer1k)) }
           : undefined,
       cpuRatio: acpd.cpuPer1k.median / raw.cpuPer1k.median,
       fpsRatio: acpd.fps.median / raw.fps.median,
@@ -148,6 +153,7 @@ async function fanoutAndReplay(dir: WorkDir, args: Args, results: Results): Prom
       const plan = fanoutPlan(args.quick);
       // Untimed warm-up of every path.
       await runAcpd(ctx.acpd, 10, 1000);
+      await runAcpd(ctx.acpdMemory, 10, 1000, 'acpd-memory');
       await runRaw(ctx.raw, 10, 1000);
       if (ctx.embedded) await runAcpd(ctx.embedded, 10, 1000, 'acpd-embedded');
       const runs: FanoutRun[] = [];
@@ -166,6 +172,9 @@ async function fanoutAndReplay(dir: WorkDir, args: Args, results: Results): Prom
             logRun(r);
             runs.push(r);
           }
+          const m = await runAcpd(ctx.acpdMemory, subscribers, frames, 'acpd-memory');
+          logRun(m);
+          runs.push(m);
           if (ctx.embedded) {
             const r = await runAcpd(ctx.embedded, subscribers, frames, 'acpd-embedded');
             logRun(r);
@@ -184,10 +193,10 @@ async function fanoutAndReplay(dir: WorkDir, args: Args, results: Results): Prom
     if (args.only.has('replay')) {
       log('2. replay');
       // A replay takes tens of milliseconds: three times the repetitions cost little.
-      results.replay = await runReplay(ctx.acpd, ctx.raw, args.reps * 3);
+      results.replay = await runReplay(ctx.acpd, ctx.raw, args.reps * 3, ctx.acpdMemory);
     }
   } finally {
-    await Promise.all([ctx.acpd.stop(), ctx.raw.stop(), ctx.embedded?.stop()]);
+    await Promise.all([ctx.acpd.stop(), ctx.acpdMemory.stop(), ctx.raw.stop(), ctx.embedded?.stop()]);
   }
 }
 

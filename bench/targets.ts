@@ -32,12 +32,25 @@ export function evaluateTargets(r: Results): Target[] {
       met: row64.fpsRatio >= 0.75,
     });
   }
+  // Issue 12: the durable log (the default since) keeps fan-out and replay within the performance goals.
+  if (row64) {
+    out.push({
+      target: 'With the durable log: fan-out at 64 subscribers ≥ 1.3× raw',
+      measured: `${x(row64.fpsRatio)}${row64.memoryLog ? ` (memory log: ${x(row64.memoryLog.fps.median / row64.raw.fps.median)})` : ''}`,
+      met: row64.fpsRatio >= 1.3,
+    });
+  }
   if (r.replay) {
     const ratio = r.replay.acpd.median / r.replay.raw.median;
     out.push({
       target: 'Replay of 4000 frames ≤ 1.5× raw',
       measured: `${x(ratio)} (${ms(r.replay.acpd.median)} vs ${ms(r.replay.raw.median)})`,
       met: ratio <= 1.5,
+    });
+    out.push({
+      target: 'With the durable log: replay of 4000 frames ≤ 1.2× raw',
+      measured: `${x(ratio)}${r.replay.acpdMemory ? ` (memory log: ${x(r.replay.acpdMemory.median / r.replay.raw.median)})` : ''}`,
+      met: ratio <= 1.2,
     });
   }
   const q = r.qwen;

@@ -16,7 +16,8 @@ import { log, type WorkDir } from '../lib/util.js';
 import { floodFrame, stampOf, unstamped } from '../baseline/frames.js';
 import { commandLine } from '../../harness/peer-daemon.js';
 
-type FanoutSystem = 'acpd' | 'raw' | 'acpd-embedded';
+/** `acpd` runs with its default (durable SQLite) event log, `acpd-memory` with `--event-log memory`. */
+type FanoutSystem = 'acpd' | 'acpd-memory' | 'raw' | 'acpd-embedded';
 
 export interface FanoutRun {
   system: FanoutSystem;
@@ -128,6 +129,8 @@ async function measure(
 
 interface FanoutContext {
   acpd: Server;
+  /** The same daemon and agent with the in-memory event log: what the durable log costs. */
+  acpdMemory: Server;
   raw: Server;
   embedded: Server | undefined;
 }
@@ -145,6 +148,14 @@ export async function startFanoutServers(
     args: ['--max-sessions', '0'],
     nodeArgs,
   });
+  const acpdMemory = await startAcpd({
+    workspace: dir.workspace,
+    dataDir: `${dir.dataDir}-memory`,
+    logDir: dir.logDir,
+    agent: floodAgentCommand(),
+    args: ['--max-sessions', '0', '--event-log', 'memory'],
+    nodeArgs,
+  });
   const raw = await startRawServer(dir.workspace, dir.logDir);
   const emb = embedded
     ? await startAcpd({
@@ -155,7 +166,7 @@ export async function startFanoutServers(
         args: ['--max-sessions', '0'],
       })
     : undefined;
-  return { acpd, raw, embedded: emb };
+  return { acpd, acpdMemory, raw, embedded: emb };
 }
 
 /** One acpd run: a fresh session (ids from 1, an empty subscriber set), S subscribers, `flood N`. */
@@ -181,7 +192,7 @@ export async function runAcpd(
       async () => {
         await client.ok(`/session/${sid}/prompt`, textPrompt(text));
       },
-      system === 'acpd',
+      system !== 'acpd-embedded',
       sample,
     );
   } finally {

@@ -11,6 +11,8 @@ export interface ReplayResult {
   frames: number;
   bytes: number;
   acpd: Summary;
+  /** The same replay from acpd with `--event-log memory`. */
+  acpdMemory?: Summary;
   raw: Summary;
   rawSingleWrite: Summary;
 }
@@ -38,46 +40,57 @@ function framesOnly(raw: Buffer): Buffer {
   return raw.subarray(0, 6).toString() === 'retry:' && first !== -1 ? raw.subarray(first + 2) : raw;
 }
 
-export async function runReplay(acpd: Server, raw: Server, reps: number): Promise<ReplayResult> {
-  const http = new HttpClient(acpd.baseUrl);
+/** A session whose ring is full after one flood past its size: the ring holds the last RING events. */
+async function fullSession(server: Server): Promise<string> {
+  const http = new HttpClient(server.baseUrl);
   try {
     const { body } = await http.ok('/session', { sessionScope: 'thread' });
     const sid = stringField(body, 'sessionId');
-    // One flood past the ring's size: the ring then holds the last RING events.
-    const total = RING + 100;
-    await http.ok(`/session/${sid}/prompt`, textPrompt(`flood ${total}`));
-    const url = `${acpd.baseUrl}/session/${sid}/events`;
-    const first = await timeTo(url, total, 0, true);
-    if (first.frames !== RING) throw new Error(`replay gave ${first.frames} frames, expected ${RING}`);
-    const bytes = framesOnly(first.raw);
-    await putRaw(raw.baseUrl, bytes);
-    const acpdMs: number[] = [];
-    const rawMs: number[] = [];
-    const singleMs: number[] = [];
-    // One untimed round of each warms both servers up.
-    for (let rep = 0; rep <= reps; rep++) {
-      const a = await timeTo(url, total, 0);
-      const r = await timeTo(`${raw.baseUrl}/replay`, total, undefined);
-      const s = await timeTo(`${raw.baseUrl}/replay?single=1`, total, undefined);
-      if (rep === 0) continue;
-      acpdMs.push(a.ms);
-      rawMs.push(r.ms);
-      singleMs.push(s.ms);
-    }
-    const result = {
-      frames: RING,
-      bytes: bytes.length,
-      acpd: summarize(acpdMs),
-      raw: summarize(rawMs),
-      rawSingleWrite: summarize(singleMs),
-    };
-    log(
-      `  replay ${RING} frames (${(bytes.length / 1024).toFixed(0)} KiB): acpd ${result.acpd.median.toFixed(2)} ms, raw ${result.raw.median.toFixed(2)} ms, raw single write ${result.rawSingleWrite.median.toFixed(2)} ms`,
-    );
-    return result;
+    await http.ok(`/session/${sid}/prompt`, textPrompt(`flood ${TOTAL}`));
+    return `${server.baseUrl}/session/${sid}/events`;
   } finally {
     http.close();
   }
+}
+
+const TOTAL = RING + 100;
+
+export async function runReplay(acpd: Server, raw: Server, reps: number, acpdMemory?: Server): Promise<ReplayResult> {
+  const total = TOTAL;
+  const url = await fullSession(acpd);
+  const memoryUrl = acpdMemory && (await fullSession(acpdMemory));
+  const first = await timeTo(url, total, 0, true);
+  if (first.frames !== RING) throw new Error(`replay gave ${first.frames} frames, expected ${RING}`);
+  const bytes = framesOnly(first.raw);
+  await putRaw(raw.baseUrl, bytes);
+  const acpdMs: number[] = [];
+  const memoryMs: number[] = [];
+  const rawMs: number[] = [];
+  const singleMs: number[] = [];
+  // One untimed round of each warms both servers up.
+  for (let rep = 0; rep <= reps; rep++) {
+    const a = await timeTo(url, total, 0);
+    const mem = memoryUrl === undefined ? undefined : await timeTo(memoryUrl, total, 0);
+    const r = await timeTo(`${raw.baseUrl}/replay`, total, undefined);
+    const s = await timeTo(`${raw.baseUrl}/replay?single=1`, total, undefined);
+    if (rep === 0) continue;
+    acpdMs.push(a.ms);
+    if (mem) memoryMs.push(mem.ms);
+    rawMs.push(r.ms);
+    singleMs.push(s.ms);
+  }
+  const result = {
+    frames: RING,
+    bytes: bytes.length,
+    acpd: summarize(acpdMs),
+    ...(memoryMs.length > 0 ? { acpdMemory: summarize(memoryMs) } : {}),
+    raw: summarize(rawMs),
+    rawSingleWrite: summarize(singleMs),
+  };
+  log(
+    `  replay ${RING} frames (${(bytes.length / 1024).toFixed(0)} KiB): acpd ${result.acpd.median.toFixed(2)} ms${result.acpdMemory ? `, acpd memory log ${result.acpdMemory.median.toFixed(2)} ms` : ''}, raw ${result.raw.median.toFixed(2)} ms, raw single write ${result.rawSingleWrite.median.toFixed(2)} ms`,
+  );
+  return result;
 }
 
 async function putRaw(baseUrl: string, bytes: Buffer): Promise<void> {
