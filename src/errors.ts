@@ -184,6 +184,18 @@ export class OverloadedError extends OverloadedBase implements WireError {
   }
 }
 
+const InvalidCursorBase = createError<[string]>('ACPD_INVALID_CURSOR', 'Invalid cursor: %s is not a valid cursor', 400);
+/** A session-list cursor acpd did not make (the qwen daemon's code and wording). */
+export class InvalidCursorError extends InvalidCursorBase implements WireError {
+  constructor(cursor: string) {
+    // Quoted and cut short: it is the client's text, echoed back.
+    super(JSON.stringify(cursor.length > 100 ? `${cursor.slice(0, 100)}…` : cursor));
+  }
+  envelope() {
+    return { error: this.message, code: 'invalid_cursor' };
+  }
+}
+
 /** A 400 for a route's own body/param check, with an optional `code`. */
 const BadRequestBase = createError<[string]>('ACPD_BAD_REQUEST', '%s', 400);
 export class BadRequestError extends BadRequestBase implements WireError {

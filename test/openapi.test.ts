@@ -207,8 +207,14 @@ t.test('every route of the app is documented with every response it declares', a
   ] as const) {
     t.equal(obj(obj(obj(paths[path]).post).requestBody).required, required, `${path}: body required ${required}`);
   }
-  const [workspace] = obj(obj(paths['/workspace/{id}/sessions']).get).parameters as Record<string, unknown>[];
-  t.match(workspace.description, /URL-encoded/, 'the workspace parameter says how to write it');
+  const listParams = obj(obj(paths['/workspace/{id}/sessions']).get).parameters as Record<string, unknown>[];
+  const workspace = listParams.find((p) => p.in === 'path' && p.name === 'id');
+  t.match(workspace?.description, /URL-encoded/, 'the workspace parameter says how to write it');
+  t.strictSame(
+    listParams.filter((p) => p.in === 'query').map((p) => p.name),
+    ['size', 'cursor', 'archiveState'],
+    'the list documents its paging parameters',
+  );
   const metrics = obj(obj(obj(paths['/metrics']).get).responses);
   t.ok(obj(obj(metrics['200']).content)['text/plain'], '/metrics documents text/plain');
   t.notMatch(JSON.stringify(doc), /"error(Message|Code)"/, 'validator-only keywords stay out of the document');

@@ -3,13 +3,15 @@
  * buses (see services/session-registry.ts). `preClose` drains it, which sends
  * `session_died {reason:"daemon_shutdown"}` and so ends every SSE stream before
  * the listener waits for open connections. Each session's events go to its
- * log in the data store when there is one (see plugins/data-store.ts).
+ * log in the data store when there is one (see plugins/data-store.ts), and
+ * the session catalog to a table beside them.
  */
 import fp from 'fastify-plugin';
 import type { FastifyInstance } from 'fastify';
 import type { Config } from '../config.js';
 import { SessionRegistry } from '../services/session-registry.js';
 import { MemorySessionStore } from '../services/session-store.js';
+import { SqliteSessionStore } from '../services/sqlite-session-store.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -26,7 +28,10 @@ async function sessionRegistry(app: FastifyInstance, opts: { config: Config }) {
       maxSessions: config.maxSessions,
       initTimeoutMs: config.initTimeoutMs,
       defaultScope: 'single',
-      store: new MemorySessionStore(),
+      // The catalog survives a restart when the events do: in the same database.
+      store: events
+        ? new SqliteSessionStore({ db: events.database, log: app.log.child({ component: 'session-catalog' }) })
+        : new MemorySessionStore(),
       ...(events ? { eventLogs: events } : {}),
       warmSessions: config.warmSessions,
       bus: { ringBytes: config.ringBytes, maxQueuedBytes: config.subscriberBacklogBytes },

@@ -9,6 +9,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { PromptAbortedError, WorkspaceMismatchError, type RestoreAction } from '../errors.js';
 import { policies } from '../plugins/route-policy.js';
 import {
+  DEFAULT_CATALOG_PAGE,
   cancelSession,
   closeSession,
   createSession,
@@ -76,7 +77,13 @@ const sessionRoutes: FastifyPluginAsyncTypebox = async (app) => {
         `Workspace mismatch: daemon is bound to ${JSON.stringify(sessions.workspace)}`,
       );
     }
-    return { sessions: sessions.list().map((s) => ({ sessionId: s.sessionId, workspaceCwd: s.workspaceCwd })) };
+    const { size, cursor, archiveState } = req.query;
+    return sessions.catalog.page({
+      workspaceCwd: sessions.workspace,
+      // acpd archives nothing: the archived list is empty (a bad cursor is still a 400 there).
+      size: archiveState === 'archived' ? 0 : size === undefined ? DEFAULT_CATALOG_PAGE : Number(size),
+      ...(cursor !== undefined ? { cursor } : {}),
+    });
   });
 
   app.post(

@@ -35,6 +35,10 @@ export const causes = {
     status: 400,
     when: '`code` `workspace_mismatch`: the workspace asked for is not the one this daemon serves (`boundWorkspace`, `requestedWorkspace`).',
   },
+  invalidListQuery: {
+    status: 400,
+    when: '`code` `invalid_cursor`: `cursor` is not a `nextCursor` acpd gave; `invalid_page_size` or `invalid_archive_state` for those parameters.',
+  },
   agentRefusedParams: {
     status: 400,
     when: "The agent refused the request's parameters: `code` -32602 (JSON-RPC invalid params) and the agent's `data`.",

@@ -10,6 +10,7 @@ import {
 } from './acp.js';
 import { Cwd, refTo, SessionHandle, SessionIdParams } from './common.js';
 import { errors } from './errors.js';
+import { DISPLAY_NAME_MAX } from '../services/session-store.js';
 
 const SCOPE_MESSAGE = '`sessionScope` must be "single" or "thread" when provided';
 
@@ -100,12 +101,94 @@ export const loadSession = restoreSession('load');
 export const resumeSession = restoreSession('resume');
 export const restoreSchemas = { load: loadSession, resume: resumeSession };
 
+/** An ISO 8601 time (as the qwen daemon sends them); no `format`, which no validator here checks. */
+const Timestamp = (description: string) => Type.String({ description: `${description} ISO 8601.` });
+
+/** The largest page of the session catalog (the published client never asks for more). */
+export const MAX_CATALOG_PAGE = 1000;
+/** A page's size when the request names none: every live session of a default daemon (20) fits. */
+export const DEFAULT_CATALOG_PAGE = 100;
+
+const SIZE_MESSAGE = `\`size\` must be an integer from 1 to ${MAX_CATALOG_PAGE}`;
+
+export const ListSessionsQuery = Type.Object(
+  {
+    size: Type.Optional(
+      Type.String({
+        pattern: '^(?:[1-9][0-9]{0,2}|1000)$',
+        description: `Sessions per page, 1 to ${MAX_CATALOG_PAGE} (${DEFAULT_CATALOG_PAGE} when absent).`,
+        errorMessage: SIZE_MESSAGE,
+        errorCode: 'invalid_page_size',
+      }),
+    ),
+    cursor: Type.Optional(
+      Type.String({
+        description:
+          'The `nextCursor` of the previous page, as it was given (opaque). Empty or absent: the first page. One that acpd did not make is a 400 `invalid_cursor`.',
+        errorMessage: '`cursor` must be a single value',
+        errorCode: 'invalid_cursor',
+      }),
+    ),
+    archiveState: Type.Optional(
+      Type.Unsafe<'active' | 'archived'>({
+        type: 'string',
+        enum: ['active', 'archived'],
+        description: 'acpd archives nothing: `active` (the default) lists every session, `archived` none.',
+        errorMessage: '`archiveState` must be "active" or "archived"',
+        errorCode: 'invalid_archive_state',
+      }),
+    ),
+  },
+  {
+    additionalProperties: true,
+    description: "Other parameters (the qwen daemon's `view`, `group`, `sourceType`…) are ignored.",
+  },
+);
+export type ListSessionsQuery = Static<typeof ListSessionsQuery>;
+
+export const SessionSummary = Type.Object(
+  {
+    sessionId: Type.String({ description: 'The session.' }),
+    workspaceCwd: Type.String({ description: 'The canonical workspace it ran in.' }),
+    createdAt: Timestamp('When it was first created or restored on this daemon.'),
+    updatedAt: Timestamp('When it last became live, started a prompt or ended.'),
+    displayName: Type.Optional(
+      Type.String({
+        description: `The text of its first prompt, whitespace collapsed, at most ${DISPLAY_NAME_MAX} characters. Absent until a prompt with text.`,
+      }),
+    ),
+    clientCount: Type.Integer({ minimum: 0, description: 'Its open event streams; 0 when it is not live.' }),
+    hasActivePrompt: Type.Boolean({ description: 'A prompt turn is running (never when it is not live).' }),
+    isArchived: Type.Boolean({ description: 'Always false: acpd archives nothing.' }),
+    isLive: Type.Boolean({
+      description:
+        "acpd's own: the session runs on this daemon now. One that is not can be loaded or resumed (`POST /session/{id}/load`).",
+    }),
+  },
+  { description: 'A session of the workspace, live or remembered from before.' },
+);
+export type SessionSummary = Static<typeof SessionSummary>;
+
+export const SessionListPage = Type.Object(
+  {
+    sessions: Type.Array(SessionSummary, { description: 'Most recently updated first.' }),
+    nextCursor: Type.Optional(
+      Type.String({ description: 'Present when more sessions follow: pass it as `cursor` for the next page.' }),
+    ),
+  },
+  { description: "A page of the workspace's sessions." },
+);
+export type SessionListPage = Static<typeof SessionListPage>;
+
 export const listSessions = {
   operationId: 'listWorkspaceSessions',
   tags: ['sessions'],
-  summary: 'List the live sessions of the workspace',
-  description:
-    'The path names the workspace: its absolute path, URL-encoded as one segment (`/work/a` is `%2Fwork%2Fa`). It must be the workspace this daemon serves; an idle workspace lists none.',
+  summary: 'List the sessions of the workspace, live and ended, a page at a time',
+  description: [
+    'The path names the workspace: its absolute path, URL-encoded as one segment (`/work/a` is `%2Fwork%2Fa`). It must be the workspace this daemon serves.',
+    'Lists the live sessions and the ones this daemon served before (ended, closed, or live when it last stopped), which the catalog keeps across restarts with the SQLite event log. Most recently updated first.',
+    'Pages follow `nextCursor`; a session created between two pages sorts before the cursor, so a walk neither repeats nor skips the others. Without `size` the first page has up to 100 sessions.',
+  ].join(' '),
   params: Type.Object({
     id: Type.String({
       pattern: '^/',
@@ -113,16 +196,10 @@ export const listSessions = {
       errorMessage: '`:id` must decode to an absolute workspace path',
     }),
   }),
+  querystring: ListSessionsQuery,
   response: {
-    200: Type.Object(
-      {
-        sessions: Type.Array(
-          Type.Object({ sessionId: Type.String(), workspaceCwd: Type.String() }, { description: 'A live session.' }),
-        ),
-      },
-      { description: 'Every live session: created, shared or restored.' },
-    ),
-    ...errors('workspaceMismatch'),
+    200: SessionListPage,
+    ...errors('workspaceMismatch', 'invalidListQuery'),
   },
 };
 
@@ -212,9 +289,6 @@ export const closeSession = {
     ...errors('sessionGone'),
   },
 };
-
-/** An ISO 8601 time (as the qwen daemon sends them); no `format`, which no validator here checks. */
-const Timestamp = (description: string) => Type.String({ description: `${description} ISO 8601.` });
 
 export const PendingInteraction = Type.Object(
   {

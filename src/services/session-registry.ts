@@ -23,7 +23,8 @@ import type { SessionStatus } from '../schemas/sessions.js';
 import type { EventLog } from './event-log.js';
 import type { PermissionBroker } from './permissions.js';
 import { Session, type SessionContext } from './session.js';
-import type { SessionMeta, SessionStore } from './session-store.js';
+import { SessionCatalog } from './session-catalog.js';
+import { displayNameOf, type SessionMeta, type SessionStore } from './session-store.js';
 import { WarmPool } from './warm-pool.js';
 import { resolveWorkspace } from './workspace.js';
 
@@ -77,6 +78,8 @@ export class SessionRegistry {
   /** What every session bus counts, summed over the app's lifetime (for metrics). */
   readonly busStats: BusStats;
   readonly pool: WarmPool;
+  /** The workspace's sessions, live and remembered, for the session list. */
+  readonly catalog: SessionCatalog;
   private readonly byId = new Map<string, Session>();
   private defaultSession: Session | undefined;
   private readonly inFlightSpawns = new Map<string, Promise<Session>>();
@@ -108,6 +111,7 @@ export class SessionRegistry {
       assertAcceptingWork: () => this.assertAcceptingWork(),
       touched: (sessionId) => opts.store.touch(sessionId, Date.now()),
     };
+    this.catalog = new SessionCatalog(opts.store, (sessionId) => this.byId.get(sessionId));
     channels.onExit((channel, info, sessionIds) => this.channelExited(channel, info, sessionIds));
   }
 
@@ -201,12 +205,15 @@ export class SessionRegistry {
     this.byId.set(sessionId, session);
     this.channels.router.bind(sessionId, lease.channel, events, true);
     const now = Date.now();
+    const known = this.opts.store.get(sessionId);
     this.opts.store.put({
       sessionId,
       workspaceCwd: this.opts.workspace,
       origin: restore.action,
-      createdAt: this.opts.store.get(sessionId)?.createdAt ?? now,
+      createdAt: known?.createdAt ?? now,
       updatedAt: now,
+      // A restored session keeps the name its first prompt gave it.
+      ...(known?.displayName !== undefined ? { displayName: known.displayName } : {}),
     });
     return session;
   }
@@ -303,7 +310,11 @@ export class SessionRegistry {
 
   /** Queues a prompt behind the session's earlier ones; an aborted signal cancels it. */
   sendPrompt(sessionId: string, body: Record<string, unknown>, signal?: AbortSignal): Promise<PromptResponse> {
-    return this.require(sessionId).prompt(body, signal);
+    const session = this.require(sessionId);
+    // The first prompt with text names the session in the catalog; the store keeps the first name.
+    const name = displayNameOf(body.prompt);
+    if (name !== undefined) this.opts.store.name(sessionId, name);
+    return session.prompt(body, signal);
   }
 
   async cancel(sessionId: string, body: Record<string, unknown> = {}): Promise<void> {

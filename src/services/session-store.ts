@@ -1,10 +1,11 @@
 /**
  * What the daemon itself remembers about the sessions it has served, apart
  * from the agent's own persistence: when a session was created or restored,
- * when it was last used, whether it is live here. The registry writes it;
- * later a durable store keeps it across restarts (and, with several nodes,
- * tells one node about another's sessions). The memory store below is the
- * first implementation and keeps at most `maxEnded` sessions that ended.
+ * when it was last used, what its first prompt asked, whether it is live
+ * here. The registry writes it; the session catalog (`session-catalog.ts`)
+ * lists it. The memory store below keeps at most `maxEnded` sessions that
+ * ended; `SqliteSessionStore` keeps them across restarts (and, with several
+ * nodes, could tell one node about another's sessions).
  */
 export interface SessionMeta {
   sessionId: string;
@@ -17,6 +18,21 @@ export interface SessionMeta {
   /** Unset while the session is live on this daemon. */
   endedAt?: number;
   endReason?: string;
+  /** The text of its first prompt, shortened (`displayNameOf`). */
+  displayName?: string;
+}
+
+/** Where a page of the catalog starts: after the session with this sort key. */
+export interface SessionSortKey {
+  updatedAt: number;
+  sessionId: string;
+}
+
+export interface SessionPageQuery {
+  workspaceCwd: string;
+  /** Only sessions that sort after this one; from the most recent when absent. */
+  after?: SessionSortKey;
+  limit: number;
 }
 
 export interface SessionStore {
@@ -26,7 +42,43 @@ export interface SessionStore {
   touch(sessionId: string, at: number): void;
   /** Records that the session is no longer live here. */
   end(sessionId: string, at: number, reason: string): void;
+  /** Names the session, unless it has a name already: the first prompt names it. */
+  name(sessionId: string, displayName: string): void;
   list(): SessionMeta[];
+  /** The sessions of a workspace, most recently updated first (`compareRecent`). */
+  page(query: SessionPageQuery): SessionMeta[];
+}
+
+/**
+ * The catalog's order: most recently updated first, ties by id, so that
+ * every session has one place and a page can start right after any of them.
+ */
+export function compareRecent(a: SessionSortKey, b: SessionSortKey): number {
+  if (a.updatedAt !== b.updatedAt) return b.updatedAt - a.updatedAt;
+  return a.sessionId < b.sessionId ? -1 : a.sessionId > b.sessionId ? 1 : 0;
+}
+
+/** How long a display name gets, in characters. */
+export const DISPLAY_NAME_MAX = 100;
+
+/**
+ * A session's name from a prompt, as the qwen daemon shows one: the text
+ * blocks joined, whitespace collapsed, cut to `DISPLAY_NAME_MAX`
+ * characters. Undefined when the prompt has no text to name it by.
+ */
+export function displayNameOf(prompt: unknown): string | undefined {
+  if (!Array.isArray(prompt)) return undefined;
+  const texts: string[] = [];
+  for (const block of prompt as unknown[]) {
+    if (typeof block !== 'object' || block === null) continue;
+    const { type, text } = block as { type?: unknown; text?: unknown };
+    if (type === 'text' && typeof text === 'string') texts.push(text);
+  }
+  const joined = texts.join(' ').replace(/\s+/g, ' ').trim();
+  if (joined === '') return undefined;
+  // By code points, so that a cut never splits a surrogate pair.
+  const chars = Array.from(joined);
+  return chars.length <= DISPLAY_NAME_MAX ? joined : chars.slice(0, DISPLAY_NAME_MAX).join('').trimEnd();
 }
 
 export class MemorySessionStore implements SessionStore {
@@ -62,8 +114,26 @@ export class MemorySessionStore implements SessionStore {
     this.noteEnded();
   }
 
+  name(sessionId: string, displayName: string): void {
+    const meta = this.metas.get(sessionId);
+    if (meta && meta.displayName === undefined) meta.displayName = displayName;
+  }
+
   list(): SessionMeta[] {
     return [...this.metas.values()].map((meta) => ({ ...meta }));
+  }
+
+  page({ workspaceCwd, after, limit }: SessionPageQuery): SessionMeta[] {
+    const found: SessionMeta[] = [];
+    for (const meta of this.metas.values()) {
+      if (meta.workspaceCwd !== workspaceCwd) continue;
+      if (after && compareRecent(meta, after) <= 0) continue;
+      found.push(meta);
+    }
+    return found
+      .sort(compareRecent)
+      .slice(0, limit)
+      .map((meta) => ({ ...meta }));
   }
 
   /** Forgets the oldest ended sessions past the bound; live ones are never dropped. */

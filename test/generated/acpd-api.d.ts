@@ -109,8 +109,8 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * List the live sessions of the workspace
-         * @description The path names the workspace: its absolute path, URL-encoded as one segment (`/work/a` is `%2Fwork%2Fa`). It must be the workspace this daemon serves; an idle workspace lists none.
+         * List the sessions of the workspace, live and ended, a page at a time
+         * @description The path names the workspace: its absolute path, URL-encoded as one segment (`/work/a` is `%2Fwork%2Fa`). It must be the workspace this daemon serves. Lists the live sessions and the ones this daemon served before (ended, closed, or live when it last stopped), which the catalog keeps across restarts with the SQLite event log. Most recently updated first. Pages follow `nextCursor`; a session created between two pages sorts before the cursor, so a walk neither repeats nor skips the others. Without `size` the first page has up to 100 sessions.
          */
         get: operations["listWorkspaceSessions"];
         put?: never;
@@ -1418,7 +1418,14 @@ export interface operations {
     };
     listWorkspaceSessions: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Sessions per page, 1 to 1000 (100 when absent). */
+                size?: string;
+                /** @description The `nextCursor` of the previous page, as it was given (opaque). Empty or absent: the first page. One that acpd did not make is a 400 `invalid_cursor`. */
+                cursor?: string;
+                /** @description acpd archives nothing: `active` (the default) lists every session, `archived` none. */
+                archiveState?: "active" | "archived";
+            };
             header?: never;
             path: {
                 /** @description The absolute workspace path, URL-encoded as a single path segment (e.g. `%2Fhome%2Fme%2Fproject`). */
@@ -1428,22 +1435,42 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Every live session: created, shared or restored. */
+            /** @description A page of the workspace's sessions. */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": {
+                        /** @description Most recently updated first. */
                         sessions: {
+                            /** @description The session. */
                             sessionId: string;
+                            /** @description The canonical workspace it ran in. */
                             workspaceCwd: string;
+                            /** @description When it was first created or restored on this daemon. ISO 8601. */
+                            createdAt: string;
+                            /** @description When it last became live, started a prompt or ended. ISO 8601. */
+                            updatedAt: string;
+                            /** @description The text of its first prompt, whitespace collapsed, at most 100 characters. Absent until a prompt with text. */
+                            displayName?: string;
+                            /** @description Its open event streams; 0 when it is not live. */
+                            clientCount: number;
+                            /** @description A prompt turn is running (never when it is not live). */
+                            hasActivePrompt: boolean;
+                            /** @description Always false: acpd archives nothing. */
+                            isArchived: boolean;
+                            /** @description acpd's own: the session runs on this daemon now. One that is not can be loaded or resumed (`POST /session/{id}/load`). */
+                            isLive: boolean;
                         }[];
+                        /** @description Present when more sessions follow: pass it as `cursor` for the next page. */
+                        nextCursor?: string;
                     };
                 };
             };
             /**
              * @description - `code` `workspace_mismatch`: the workspace asked for is not the one this daemon serves (`boundWorkspace`, `requestedWorkspace`).
+             *     - `code` `invalid_cursor`: `cursor` is not a `nextCursor` acpd gave; `invalid_page_size` or `invalid_archive_state` for those parameters.
              *     - The path, query, headers or JSON body break a rule of this route; `error` names it (`code` is `invalid_session_id` or `invalid_session_scope` for those checks).
              */
             400: {
