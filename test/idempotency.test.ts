@@ -9,6 +9,7 @@ import { call, createSession, obj, type JsonResponse } from './support/http.js';
 import { isType, openEvents } from './support/sse.js';
 import { textPrompt } from './support/values.js';
 import { abandoned, serverSawClose } from './lifecycle-kit.js';
+import { parked } from './restore-kit.js';
 import { Steer as SteerController } from './fixtures/steer.js';
 import { MemoryReceiptStore, SqliteReceiptStore, type ReceiptStore } from '../src/services/receipts.js';
 import Database from 'better-sqlite3';
@@ -105,7 +106,13 @@ t.test('prompt: one session/prompt, the same stopReason', async (t) => {
     t,
     d,
     steer,
-    { method: 'POST', url: `/session/${id}/prompt`, body: textPrompt('hi'), agentMethod: 'session/prompt', status: 200 },
+    {
+      method: 'POST',
+      url: `/session/${id}/prompt`,
+      body: textPrompt('hi'),
+      agentMethod: 'session/prompt',
+      status: 200,
+    },
     { body: textPrompt('something else') },
   );
   t.same(first.body, { stopReason: 'end_turn' });
@@ -142,7 +149,13 @@ t.test('model: one session/set_model', async (t) => {
     t,
     d,
     steer,
-    { method: 'POST', url: `/session/${id}/model`, body: { modelId: 'm2' }, agentMethod: 'session/set_model', status: 200 },
+    {
+      method: 'POST',
+      url: `/session/${id}/model`,
+      body: { modelId: 'm2' },
+      agentMethod: 'session/set_model',
+      status: 200,
+    },
     { body: { modelId: 'm1' } },
   );
 });
@@ -195,7 +208,13 @@ t.test('vote: the agent gets one answer, the retry gets the first 200 and not a 
   const retry = await call(d, 'POST', `/permission/${requestId}`, allow, key('vote'));
   t.same(answerOf(retry), answerOf(first));
   t.equal(retry.headers['idempotent-replayed'], 'true');
-  const deny = await call(d, 'POST', `/permission/${requestId}`, { outcome: { outcome: 'selected', optionId: 'deny' } }, key('vote'));
+  const deny = await call(
+    d,
+    'POST',
+    `/permission/${requestId}`,
+    { outcome: { outcome: 'selected', optionId: 'deny' } },
+    key('vote'),
+  );
   t.equal(deny.status, 422);
   t.match(obj(deny.body), { code: 'idempotency_key_mismatch' });
   const unkeyed = await call(d, 'POST', `/permission/${requestId}`, allow);
@@ -217,8 +236,15 @@ t.test('a duplicate that arrives while the first runs waits for it: one agent ca
   t.equal(mismatch.status, 422, 'another body under a running key is refused at once');
   t.match(obj(mismatch.body), { code: 'idempotency_key_mismatch' });
 
+  // Were the duplicate run, its prompt would reach the agent (and be held) once the first is released.
+  const duplicate = steer.nextCall('session/prompt').then(async (call) => {
+    await call.release();
+    return 'the duplicate reached the agent';
+  });
   await held.release();
-  const [a, b] = await Promise.all([first, second]);
+  const answers = await Promise.race([Promise.all([first, second]), duplicate]);
+  if (typeof answers === 'string') return t.fail(answers);
+  const [a, b] = answers;
   t.equal(a.status, 200);
   t.same(answerOf(b), answerOf(a));
   t.same(a.body, { stopReason: 'end_turn' });
@@ -243,7 +269,7 @@ t.test('when the first ends with no answer (its client left), the waiting duplic
 
   // The first create finishes for nobody (its session is dropped); the duplicate then creates its own.
   await held.release();
-  const again = await steer.nextCall('session/new');
+  const again = await parked(steer, 'session/new', second);
   await again.release();
   const res = await second;
   t.equal(res.status, 200);
@@ -260,7 +286,7 @@ t.test('a 5xx is not kept: the retry runs again', async (t) => {
   await (await steer.nextCall('session/set_model')).fail({ code: -32603, message: 'model service down' });
   t.equal((await first).status, 500);
   const retry = call(d, 'POST', `/session/${id}/model`, { modelId: 'm2' }, key('fails'));
-  await (await steer.nextCall('session/set_model')).release();
+  await (await parked(steer, 'session/set_model', retry)).release();
   const res = await retry;
   t.equal(res.status, 200);
   t.notOk(res.headers['idempotent-replayed']);
@@ -334,7 +360,7 @@ t.test('an invalid key is a 400 invalid_idempotency_key; reads ignore the header
   t.equal(longest.statusCode, 404, 'a 255-character printable key is taken');
   const read = await app.inject({ method: 'GET', url: '/capabilities', headers: { 'idempotency-key': '' } });
   t.equal(read.statusCode, 200);
-  t.ok((read.json() as { features: string[] }).features.includes('idempotency_keys'), 'advertised');
+  t.ok(read.json<{ features: string[] }>().features.includes('idempotency_keys'), 'advertised');
 });
 
 /** Counts the daemon's receipt lookups; `reached(n)` resolves once the n-th has happened. */
@@ -370,7 +396,12 @@ for (const kind of ['memory', 'sqlite'] as const) {
       return new SqliteReceiptStore(db, { ttlMs: 100, maxReceipts, now });
     };
     const store = make(3);
-    const answer = { fingerprint: 'POST /x abc', status: 201, headers: { 'content-type': 'application/json' }, body: '{}' };
+    const answer = {
+      fingerprint: 'POST /x abc',
+      status: 201,
+      headers: { 'content-type': 'application/json' },
+      body: '{}',
+    };
     store.put('a', answer);
     t.same(store.get('a'), { ...answer, createdAt: 1_000, expiresAt: 1_100 });
     clock = 1_099;

@@ -23,12 +23,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest, FastifySchema, Rout
 import type { Config } from '../config.js';
 import { IdempotencyKeyMismatchError } from '../errors.js';
 import { IdempotencyKeyHeaders } from '../schemas/common.js';
-import {
-  MemoryReceiptStore,
-  SqliteReceiptStore,
-  type ReceiptStore,
-  type StoredAnswer,
-} from '../services/receipts.js';
+import { MemoryReceiptStore, SqliteReceiptStore, type ReceiptStore, type StoredAnswer } from '../services/receipts.js';
 import { mutates, policyOf } from './route-policy.js';
 
 declare module 'fastify' {
@@ -81,7 +76,9 @@ export function canonicalJson(value: unknown): string {
 }
 
 function fingerprintOf(req: FastifyRequest): string {
-  const digest = createHash('sha256').update(canonicalJson(req.body ?? {})).digest('hex');
+  const digest = createHash('sha256')
+    .update(canonicalJson(req.body ?? {}))
+    .digest('hex');
   return `${req.method} ${req.url.split('?')[0]} ${digest}`;
 }
 
@@ -131,8 +128,6 @@ async function idempotency(app: FastifyInstance, opts: IdempotencyOptions) {
   const flights = new Map<string, Flight>();
   /** The flight each running keyed request owns. */
   const owned = new WeakMap<FastifyRequest, { key: string; flight: Flight }>();
-  /** Replays: their onSend keeps nothing. */
-  const replays = new WeakSet<FastifyRequest>();
 
   function land(key: string, flight: Flight): void {
     if (flights.get(key) === flight) flights.delete(key);
@@ -174,7 +169,6 @@ async function idempotency(app: FastifyInstance, opts: IdempotencyOptions) {
       const receipt = store.get(key);
       if (receipt !== undefined) {
         if (receipt.fingerprint !== fingerprint) throw new IdempotencyKeyMismatchError();
-        replays.add(req);
         reply.code(receipt.status).headers(receipt.headers).header('idempotent-replayed', 'true');
         return reply.send(receipt.status === 204 ? undefined : receipt.body);
       }
@@ -195,8 +189,9 @@ async function idempotency(app: FastifyInstance, opts: IdempotencyOptions) {
   });
 
   app.addHook('onSend', (req, reply, payload, done) => {
+    // Only the request that ran the handler keeps its answer: a replay owns no flight.
     const mine = owned.get(req);
-    if (mine === undefined || replays.has(req) || mine.flight.answered) return done(null, payload);
+    if (mine === undefined || mine.flight.answered) return done(null, payload);
     mine.flight.answered = true;
     const body = payloadText(payload);
     // A stream is not kept (no mutation answers with one): its retry runs again.
