@@ -23,6 +23,7 @@ import requestLog, {
 } from './plugins/request-log.js';
 import restoreCoordinator from './plugins/restore-coordinator.js';
 import dataStore from './plugins/data-store.js';
+import idempotency from './plugins/idempotency.js';
 import routePolicy from './plugins/route-policy.js';
 import security from './plugins/security.js';
 import sessionRegistry from './plugins/session-registry.js';
@@ -51,6 +52,8 @@ export interface BuildOptions {
   logStream?: LogOutput['stream'];
   /** Pretty logs for a human; defaults to whether stdout is a terminal. */
   prettyLogs?: boolean;
+  /** The clock idempotency receipts expire by (Date.now); tests move it. */
+  now?: () => number;
 }
 
 export async function buildApp(config: Config, options: BuildOptions = {}): Promise<FastifyInstance> {
@@ -192,6 +195,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   await app.register(fastifySSE, { heartbeatInterval: config.sseHeartbeatMs });
   await app.register(channelSupervisor, { config });
   await app.register(dataStore, { config });
+  // In onRoute, so before every route; its receipts live in the data store.
+  await app.register(idempotency, { config, now: options.now });
   await app.register(sessionRegistry, { config });
   await app.register(restoreCoordinator);
   await app.register(probes, { config });

@@ -298,3 +298,15 @@ export class ConnectionLimitError extends ConnectionLimitBase implements WireErr
     return { error: this.message, code: 'connection_limit', limit: this.limit };
   }
 }
+
+const IdempotencyKeyMismatchBase = createError(
+  'ACPD_IDEMPOTENCY_KEY_MISMATCH',
+  'This Idempotency-Key was already used for a different request (method, path or body); use a new key',
+  422,
+);
+/** A retry whose key names an earlier request that was not this one. */
+export class IdempotencyKeyMismatchError extends IdempotencyKeyMismatchBase implements WireError {
+  envelope() {
+    return { error: this.message, code: 'idempotency_key_mismatch' };
+  }
+}

@@ -81,6 +81,7 @@ t.test('defaults', async (t) => {
     ringBytes: 16 * 1024 * 1024,
     subscriberBacklogBytes: 8 * 1024 * 1024,
     eventLog: 'memory',
+    idempotencyTtl: 86_400,
     headerTimeoutMs: 10_000,
     agentEnv: {},
   });
@@ -165,6 +166,7 @@ t.test('every setting has an environment twin', async (t) => {
       ACPD_RING_BYTES: '20',
       ACPD_SUBSCRIBER_BACKLOG_BYTES: '21',
       ACPD_EVENT_LOG: 'sqlite',
+      ACPD_IDEMPOTENCY_TTL: '23',
       ACPD_HEADER_TIMEOUT_MS: '22',
     },
     '/',
@@ -199,6 +201,7 @@ t.test('every setting has an environment twin', async (t) => {
     ringBytes: 20,
     subscriberBacklogBytes: 21,
     eventLog: 'sqlite',
+    idempotencyTtl: 23,
     headerTimeoutMs: 22,
   });
 });
@@ -684,6 +687,20 @@ t.test('event log: memory by default, sqlite on request, nothing else', async (t
   t.equal(
     failure(() => load(['--event-log', 'redis'])),
     'Invalid --event-log "redis": must be one of memory, sqlite.',
+  );
+});
+
+t.test('idempotency ttl: a day by default, whole seconds from 1', async (t) => {
+  t.equal(load().idempotencyTtl, 86_400);
+  t.equal(load(['--idempotency-ttl', '60']).idempotencyTtl, 60);
+  t.equal(load([], { ACPD_IDEMPOTENCY_TTL: '1' }).idempotencyTtl, 1);
+  t.match(
+    failure(() => load(['--idempotency-ttl', '0'])),
+    /^Invalid --idempotency-ttl "0": /,
+  );
+  t.match(
+    failure(() => load([], { ACPD_IDEMPOTENCY_TTL: '1.5' })),
+    /^Invalid --idempotency-ttl "1.5" \(from ACPD_IDEMPOTENCY_TTL\): /,
   );
 });
 

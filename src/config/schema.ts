@@ -187,6 +187,12 @@ export const ConfigSchema = Type.Object({
     description:
       "Where each session's replay events are kept: memory (lost on restart) or sqlite (<data-dir>/events.sqlite; survives restarts and kill -9, and ids go on where they stopped).",
   }),
+  ACPD_IDEMPOTENCY_TTL: Type.Integer({
+    minimum: 1,
+    default: 86_400,
+    description:
+      'Seconds the answer to a request sent with an Idempotency-Key is kept, so that a retry with that key is answered again instead of run again.',
+  }),
   ACPD_HEADER_TIMEOUT_MS: Type.Integer({
     minimum: 1,
     maximum: MAX_TIMER_MS,

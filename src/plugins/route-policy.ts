@@ -51,6 +51,14 @@ export const policies = {
   prompt: { probe: false, shed: true, budget: 'prompts', promptDuration: true },
 } as const satisfies Record<string, RoutePolicy>;
 
+/**
+ * Whether a route changes state: the mutations and the prompts, which draw on
+ * those two budgets. These take an `Idempotency-Key` (plugins/idempotency.ts).
+ */
+export function mutates(policy: RoutePolicy): boolean {
+  return policy.budget === 'mutations' || policy.budget === 'prompts';
+}
+
 /** What a request that matched no route (a 404) gets: the guards apply, it may be shed, no budget counts it. */
 const UNROUTED: RoutePolicy = { probe: false, shed: true, budget: 'none', promptDuration: false };
 

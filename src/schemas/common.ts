@@ -49,6 +49,26 @@ export const ErrorEnvelope = Type.Object(
   },
 );
 
+/** Printable ASCII, 1 to 255 characters. */
+export const IDEMPOTENCY_KEY_PATTERN = '^[\\x20-\\x7E]{1,255}$';
+
+/**
+ * The `Idempotency-Key` request header, which every route that changes state
+ * takes (plugins/idempotency.ts adds it to their schemas, so it is validated
+ * and documented once for all of them).
+ */
+export const IdempotencyKeyHeaders = Type.Object({
+  'idempotency-key': Type.Optional(
+    Type.String({
+      pattern: IDEMPOTENCY_KEY_PATTERN,
+      description:
+        'Makes a retry safe: the first answer (status, body, `Content-Type`, `Retry-After`, `Preference-Applied`) to a request with this key is kept for --idempotency-ttl seconds, and a retry with the same key, method, path and body gets it again, with `Idempotent-Replayed: true`, without the work being done twice (also across a restart with --event-log sqlite). A retry while the first is still running waits for its answer. The same key with another method, path or body is a 422 `idempotency_key_mismatch`. 5xx, 408, 409, 425 and 429 answers are not kept. 1 to 255 printable ASCII characters.',
+      errorMessage: 'Idempotency-Key must be 1 to 255 printable ASCII characters',
+      errorCode: 'invalid_idempotency_key',
+    }),
+  ),
+});
+
 export const CWD_MESSAGES = {
   type: '`cwd` must be a string absolute path when provided',
   length: '`cwd` exceeds the 4096-character limit',

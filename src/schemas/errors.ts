@@ -9,9 +9,9 @@
  */
 import { Type } from '@sinclair/typebox';
 import { RETRY_AFTER_SECONDS } from '../errors.js';
-import type { RoutePolicy } from '../plugins/route-policy.js';
+import { mutates, type RoutePolicy } from '../plugins/route-policy.js';
 
-export type ErrorStatus = 400 | 401 | 403 | 404 | 409 | 413 | 429 | 500 | 503;
+export type ErrorStatus = 400 | 401 | 403 | 404 | 409 | 413 | 422 | 429 | 500 | 503;
 
 export interface ErrorCause {
   readonly status: ErrorStatus;
@@ -75,6 +75,14 @@ export const causes = {
     status: 409,
     when: '`code` `restore_in_progress`: the other restore action is under way for this id (`activeAction`, `requestedAction`).',
     retryAfter: true,
+  },
+  invalidIdempotencyKey: {
+    status: 400,
+    when: '`code` `invalid_idempotency_key`: the `Idempotency-Key` header is not 1 to 255 printable ASCII characters.',
+  },
+  idempotencyKeyMismatch: {
+    status: 422,
+    when: '`code` `idempotency_key_mismatch`: this `Idempotency-Key` was used for another request (method, path or body).',
   },
   bodyTooLarge: {
     status: 413,
@@ -200,6 +208,7 @@ export function guardErrors(policy: RoutePolicy, input: RouteInput, tokenChecked
   if (tokenChecked) list.push(causes.unauthorized);
   if (input.validated) list.push(causes.invalidRequest);
   if (input.body) list.push(causes.invalidBody, causes.bodyTooLarge);
+  if (mutates(policy)) list.push(causes.invalidIdempotencyKey, causes.idempotencyKeyMismatch);
   if (policy.budget !== 'none') list.push(causes.rateLimited);
   if (policy.shed) list.push(causes.overloaded);
   if (!policy.probe) list.push(causes.connectionLimit);

@@ -1019,7 +1019,10 @@ export interface operations {
     createSession: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the first answer (status, body, `Content-Type`, `Retry-After`, `Preference-Applied`) to a request with this key is kept for --idempotency-ttl seconds, and a retry with the same key, method, path and body gets it again, with `Idempotent-Replayed: true`, without the work being done twice (also across a restart with --event-log sqlite). A retry while the first is still running waits for its answer. The same key with another method, path or body is a 422 `idempotency_key_mismatch`. 5xx, 408, 409, 425 and 429 answers are not kept. 1 to 255 printable ASCII characters. */
+                "idempotency-key"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -1060,6 +1063,7 @@ export interface operations {
              * @description - `code` `workspace_mismatch`: the workspace asked for is not the one this daemon serves (`boundWorkspace`, `requestedWorkspace`).
              *     - The path, query, headers or JSON body break a rule of this route; `error` names it (`code` is `invalid_session_id` or `invalid_session_scope` for those checks).
              *     - The body is not JSON (`Invalid JSON in request body`), or nests deeper than --max-body-depth (`code` `body_too_deep`).
+             *     - `code` `invalid_idempotency_key`: the `Idempotency-Key` header is not 1 to 255 printable ASCII characters.
              */
             400: {
                 headers: {
@@ -1098,6 +1102,15 @@ export interface operations {
             };
             /** @description - The body is larger than --max-body-bytes. */
             413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - `code` `idempotency_key_mismatch`: this `Idempotency-Key` was used for another request (method, path or body). */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1147,7 +1160,10 @@ export interface operations {
     loadSession: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the first answer (status, body, `Content-Type`, `Retry-After`, `Preference-Applied`) to a request with this key is kept for --idempotency-ttl seconds, and a retry with the same key, method, path and body gets it again, with `Idempotent-Replayed: true`, without the work being done twice (also across a restart with --event-log sqlite). A retry while the first is still running waits for its answer. The same key with another method, path or body is a 422 `idempotency_key_mismatch`. 5xx, 408, 409, 425 and 429 answers are not kept. 1 to 255 printable ASCII characters. */
+                "idempotency-key"?: string;
+            };
             path: {
                 /** @description The session id, as `POST /session` or a restore answered it. */
                 id: string;
@@ -1185,6 +1201,7 @@ export interface operations {
              * @description - `code` `workspace_mismatch`: the workspace asked for is not the one this daemon serves (`boundWorkspace`, `requestedWorkspace`).
              *     - The path, query, headers or JSON body break a rule of this route; `error` names it (`code` is `invalid_session_id` or `invalid_session_scope` for those checks).
              *     - The body is not JSON (`Invalid JSON in request body`), or nests deeper than --max-body-depth (`code` `body_too_deep`).
+             *     - `code` `invalid_idempotency_key`: the `Idempotency-Key` header is not 1 to 255 printable ASCII characters.
              */
             400: {
                 headers: {
@@ -1234,6 +1251,15 @@ export interface operations {
             };
             /** @description - The body is larger than --max-body-bytes. */
             413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - `code` `idempotency_key_mismatch`: this `Idempotency-Key` was used for another request (method, path or body). */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1283,7 +1309,10 @@ export interface operations {
     resumeSession: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the first answer (status, body, `Content-Type`, `Retry-After`, `Preference-Applied`) to a request with this key is kept for --idempotency-ttl seconds, and a retry with the same key, method, path and body gets it again, with `Idempotent-Replayed: true`, without the work being done twice (also across a restart with --event-log sqlite). A retry while the first is still running waits for its answer. The same key with another method, path or body is a 422 `idempotency_key_mismatch`. 5xx, 408, 409, 425 and 429 answers are not kept. 1 to 255 printable ASCII characters. */
+                "idempotency-key"?: string;
+            };
             path: {
                 /** @description The session id, as `POST /session` or a restore answered it. */
                 id: string;
@@ -1321,6 +1350,7 @@ export interface operations {
              * @description - `code` `workspace_mismatch`: the workspace asked for is not the one this daemon serves (`boundWorkspace`, `requestedWorkspace`).
              *     - The path, query, headers or JSON body break a rule of this route; `error` names it (`code` is `invalid_session_id` or `invalid_session_scope` for those checks).
              *     - The body is not JSON (`Invalid JSON in request body`), or nests deeper than --max-body-depth (`code` `body_too_deep`).
+             *     - `code` `invalid_idempotency_key`: the `Idempotency-Key` header is not 1 to 255 printable ASCII characters.
              */
             400: {
                 headers: {
@@ -1370,6 +1400,15 @@ export interface operations {
             };
             /** @description - The body is larger than --max-body-bytes. */
             413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - `code` `idempotency_key_mismatch`: this `Idempotency-Key` was used for another request (method, path or body). */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1538,7 +1577,10 @@ export interface operations {
     promptSession: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the first answer (status, body, `Content-Type`, `Retry-After`, `Preference-Applied`) to a request with this key is kept for --idempotency-ttl seconds, and a retry with the same key, method, path and body gets it again, with `Idempotent-Replayed: true`, without the work being done twice (also across a restart with --event-log sqlite). A retry while the first is still running waits for its answer. The same key with another method, path or body is a 422 `idempotency_key_mismatch`. 5xx, 408, 409, 425 and 429 answers are not kept. 1 to 255 printable ASCII characters. */
+                "idempotency-key"?: string;
+            };
             path: {
                 /** @description The session id, as `POST /session` or a restore answered it. */
                 id: string;
@@ -1570,6 +1612,7 @@ export interface operations {
              * @description - The agent refused the request's parameters: `code` -32602 (JSON-RPC invalid params) and the agent's `data`.
              *     - The path, query, headers or JSON body break a rule of this route; `error` names it (`code` is `invalid_session_id` or `invalid_session_scope` for those checks).
              *     - The body is not JSON (`Invalid JSON in request body`), or nests deeper than --max-body-depth (`code` `body_too_deep`).
+             *     - `code` `invalid_idempotency_key`: the `Idempotency-Key` header is not 1 to 255 printable ASCII characters.
              */
             400: {
                 headers: {
@@ -1608,6 +1651,15 @@ export interface operations {
             };
             /** @description - The body is larger than --max-body-bytes. */
             413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - `code` `idempotency_key_mismatch`: this `Idempotency-Key` was used for another request (method, path or body). */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1655,7 +1707,10 @@ export interface operations {
     cancelSession: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the first answer (status, body, `Content-Type`, `Retry-After`, `Preference-Applied`) to a request with this key is kept for --idempotency-ttl seconds, and a retry with the same key, method, path and body gets it again, with `Idempotent-Replayed: true`, without the work being done twice (also across a restart with --event-log sqlite). A retry while the first is still running waits for its answer. The same key with another method, path or body is a 422 `idempotency_key_mismatch`. 5xx, 408, 409, 425 and 429 answers are not kept. 1 to 255 printable ASCII characters. */
+                "idempotency-key"?: string;
+            };
             path: {
                 /** @description The session id, as `POST /session` or a restore answered it. */
                 id: string;
@@ -1681,6 +1736,7 @@ export interface operations {
             /**
              * @description - The path, query, headers or JSON body break a rule of this route; `error` names it (`code` is `invalid_session_id` or `invalid_session_scope` for those checks).
              *     - The body is not JSON (`Invalid JSON in request body`), or nests deeper than --max-body-depth (`code` `body_too_deep`).
+             *     - `code` `invalid_idempotency_key`: the `Idempotency-Key` header is not 1 to 255 printable ASCII characters.
              */
             400: {
                 headers: {
@@ -1719,6 +1775,15 @@ export interface operations {
             };
             /** @description - The body is larger than --max-body-bytes. */
             413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - `code` `idempotency_key_mismatch`: this `Idempotency-Key` was used for another request (method, path or body). */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1765,7 +1830,10 @@ export interface operations {
     setSessionModel: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the first answer (status, body, `Content-Type`, `Retry-After`, `Preference-Applied`) to a request with this key is kept for --idempotency-ttl seconds, and a retry with the same key, method, path and body gets it again, with `Idempotent-Replayed: true`, without the work being done twice (also across a restart with --event-log sqlite). A retry while the first is still running waits for its answer. The same key with another method, path or body is a 422 `idempotency_key_mismatch`. 5xx, 408, 409, 425 and 429 answers are not kept. 1 to 255 printable ASCII characters. */
+                "idempotency-key"?: string;
+            };
             path: {
                 /** @description The session id, as `POST /session` or a restore answered it. */
                 id: string;
@@ -1797,6 +1865,7 @@ export interface operations {
              * @description - The agent refused the request's parameters: `code` -32602 (JSON-RPC invalid params) and the agent's `data`.
              *     - The path, query, headers or JSON body break a rule of this route; `error` names it (`code` is `invalid_session_id` or `invalid_session_scope` for those checks).
              *     - The body is not JSON (`Invalid JSON in request body`), or nests deeper than --max-body-depth (`code` `body_too_deep`).
+             *     - `code` `invalid_idempotency_key`: the `Idempotency-Key` header is not 1 to 255 printable ASCII characters.
              */
             400: {
                 headers: {
@@ -1835,6 +1904,15 @@ export interface operations {
             };
             /** @description - The body is larger than --max-body-bytes. */
             413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - `code` `idempotency_key_mismatch`: this `Idempotency-Key` was used for another request (method, path or body). */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1881,7 +1959,10 @@ export interface operations {
     closeSession: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the first answer (status, body, `Content-Type`, `Retry-After`, `Preference-Applied`) to a request with this key is kept for --idempotency-ttl seconds, and a retry with the same key, method, path and body gets it again, with `Idempotent-Replayed: true`, without the work being done twice (also across a restart with --event-log sqlite). A retry while the first is still running waits for its answer. The same key with another method, path or body is a 422 `idempotency_key_mismatch`. 5xx, 408, 409, 425 and 429 answers are not kept. 1 to 255 printable ASCII characters. */
+                "idempotency-key"?: string;
+            };
             path: {
                 /** @description The session id, as `POST /session` or a restore answered it. */
                 id: string;
@@ -1900,6 +1981,7 @@ export interface operations {
             /**
              * @description - The path, query, headers or JSON body break a rule of this route; `error` names it (`code` is `invalid_session_id` or `invalid_session_scope` for those checks).
              *     - The body is not JSON (`Invalid JSON in request body`), or nests deeper than --max-body-depth (`code` `body_too_deep`).
+             *     - `code` `invalid_idempotency_key`: the `Idempotency-Key` header is not 1 to 255 printable ASCII characters.
              */
             400: {
                 headers: {
@@ -1938,6 +2020,15 @@ export interface operations {
             };
             /** @description - The body is larger than --max-body-bytes. */
             413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - `code` `idempotency_key_mismatch`: this `Idempotency-Key` was used for another request (method, path or body). */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2209,7 +2300,10 @@ export interface operations {
     votePermission: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry safe: the first answer (status, body, `Content-Type`, `Retry-After`, `Preference-Applied`) to a request with this key is kept for --idempotency-ttl seconds, and a retry with the same key, method, path and body gets it again, with `Idempotent-Replayed: true`, without the work being done twice (also across a restart with --event-log sqlite). A retry while the first is still running waits for its answer. The same key with another method, path or body is a 422 `idempotency_key_mismatch`. 5xx, 408, 409, 425 and 429 answers are not kept. 1 to 255 printable ASCII characters. */
+                "idempotency-key"?: string;
+            };
             path: {
                 /** @description The `requestId` of a `permission_request` event. */
                 requestId: string;
@@ -2251,6 +2345,7 @@ export interface operations {
              * @description - `code` `invalid_option_id`: `optionId` is not one of the options the agent offered (`requestId`, `optionId`).
              *     - The path, query, headers or JSON body break a rule of this route; `error` names it (`code` is `invalid_session_id` or `invalid_session_scope` for those checks).
              *     - The body is not JSON (`Invalid JSON in request body`), or nests deeper than --max-body-depth (`code` `body_too_deep`).
+             *     - `code` `invalid_idempotency_key`: the `Idempotency-Key` header is not 1 to 255 printable ASCII characters.
              */
             400: {
                 headers: {
@@ -2289,6 +2384,15 @@ export interface operations {
             };
             /** @description - The body is larger than --max-body-bytes. */
             413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - `code` `idempotency_key_mismatch`: this `Idempotency-Key` was used for another request (method, path or body). */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };

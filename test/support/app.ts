@@ -36,6 +36,8 @@ export interface TestOptions {
   config?: Partial<Config>;
   /** Where the app writes its log lines (JSON). testConfig passes `--log-level silent`: raise it in `args`. */
   logStream?: BuildOptions['logStream'];
+  /** The clock idempotency receipts expire by (BuildOptions.now). */
+  now?: BuildOptions['now'];
   /**
    * Check every answer against the API document (support/openapi.ts); a mismatch fails the test at
    * teardown. On for every app when the run sets ACPD_TEST_CHECK_ANSWERS=1.
@@ -79,7 +81,7 @@ export function testConfig(t: Teardown, opts: TestOptions = {}): Config {
 
 /** The app, built but not listening: for `app.inject`. */
 export async function buildTestApp(t: Teardown, opts: TestOptions = {}): Promise<FastifyInstance> {
-  const app = await buildApp(testConfig(t, opts), { logStream: opts.logStream });
+  const app = await buildApp(testConfig(t, opts), { logStream: opts.logStream, now: opts.now });
   t.teardown(() => app.close());
   if (checksAnswers(opts)) watchAnswers(t, app);
   return app;
@@ -99,7 +101,7 @@ export interface TestDaemon {
 /** The app listening on 127.0.0.1 with an ephemeral port. */
 export async function startDaemon(t: Teardown, opts: TestOptions = {}): Promise<TestDaemon> {
   const config = testConfig(t, opts);
-  const app = await buildApp(config, { logStream: opts.logStream });
+  const app = await buildApp(config, { logStream: opts.logStream, now: opts.now });
   t.teardown(() => app.close());
   const answers = checksAnswers(opts) ? watchAnswers(t, app) : undefined;
   await app.listen({ host: '127.0.0.1', port: 0 });
