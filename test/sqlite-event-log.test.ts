@@ -9,7 +9,7 @@ import { until, within } from '../harness/wait.js';
 import { BusStats, EventBus } from '../src/services/event-bus.js';
 import { EVENTS_FILE, SqliteEventStore, type StoreLogger } from '../src/services/sqlite-event-log.js';
 import { startDaemon, tempDir } from './support/app.js';
-import { call, createSession } from './support/http.js';
+import { call, createSession, obj } from './support/http.js';
 import { openEvents } from './support/sse.js';
 import { textPrompt } from './support/values.js';
 
@@ -292,28 +292,39 @@ t.test('the daemon with --event-log sqlite: ids and epoch survive a restart and 
   t.ok(lastSeen > 1, `frames 1..${lastSeen} seen over SSE`);
   t.ok(existsSync(path.join(dataDir, EVENTS_FILE)), 'the database is under the data directory');
   await first.app.close();
+  // The shutdown's session_died is the last frame logged.
+  const logged = bus?.lastEventId ?? 0;
 
   const second = await startDaemon(t, { workspace, dataDir, args });
   const loaded = await call(second, 'POST', `/session/${id}/load`, {});
   t.equal(loaded.status, 200);
   const events = second.app.sessions.get(id)?.events;
   t.equal(events?.epoch, epoch, 'the session keeps its epoch');
-  const newest = events?.lastEventId ?? 0;
-  t.ok(newest > lastSeen, `ids went on (${lastSeen} → ${newest})`);
+  t.equal(events?.lastEventId, logged, 'the replayed history was not logged again: the log has it');
+  t.match(loaded.body, { eventEpoch: epoch, lastEventId: logged });
+  const history = obj(loaded.body).compactedReplay;
+  t.match(
+    history,
+    [
+      { v: 1, type: 'session_update', data: { update: { sessionUpdate: 'user_message_chunk' } } },
+      { v: 1, type: 'session_update', data: { update: { sessionUpdate: 'agent_message_chunk' } } },
+    ],
+    'the history is in the answer instead',
+  );
+
   const resumed = await openEvents(t, second, id, { lastEventId: lastSeen });
   t.equal(resumed.status, 200);
+  t.same((await call(second, 'POST', `/session/${id}/prompt`, textPrompt('again'))).body, { stopReason: 'end_turn' });
+  const newest = events?.lastEventId ?? 0;
+  t.ok(newest > lastSeen, `ids went on (${lastSeen} → ${newest})`);
   await within(
     resumed.waitFor((f) => f.envelope?.id === newest),
     `frame ${newest}`,
   );
-  const ids = resumed.events().map((e) => e.id);
+  const ids = resumed.events().flatMap((e) => (e.id === undefined ? [] : [e.id]));
   t.same(
     ids,
     Array.from({ length: newest - lastSeen }, (_, i) => lastSeen + 1 + i),
     'only the frames after the cursor, numbered on from it',
-  );
-  t.ok(
-    resumed.events().some((e) => e.type === 'session_update'),
-    'the history the load replayed is among them',
   );
 });
