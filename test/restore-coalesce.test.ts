@@ -8,6 +8,12 @@ import { call, createSession, obj, type JsonResponse } from './support/http.js';
 import { openEvents } from './support/sse.js';
 import { agentCalls, parked, restore, type Action } from './restore-kit.js';
 
+/** The four fields of a v1 restore answer (later fields left out). */
+function v1Fields(body: Record<string, unknown>): Record<string, unknown> {
+  const keys = ['sessionId', 'workspaceCwd', 'attached', 'state'];
+  return Object.fromEntries(Object.entries(body).filter(([key]) => keys.includes(key)));
+}
+
 t.test(
   'rule 1: concurrent restores of the same id + action coalesce into one agent call, same state, one owner',
   async (t) => {
@@ -37,12 +43,25 @@ t.test(
     );
     const state = bodies[0]?.state;
     t.match(state, { _meta: { restoredBy: 'session/load', pid: held.pid } }, "state is the agent's load answer");
+    const history = bodies[0]?.compactedReplay;
+    const text = (sessionUpdate: string, value: string) => ({
+      v: 1,
+      type: 'session_update',
+      data: { sessionId: 's1', update: { sessionUpdate, content: { type: 'text', text: value } } },
+    });
+    t.same(
+      history,
+      [text('user_message_chunk', 'hi'), text('agent_message_chunk', 'helloagain')],
+      'the replay, its two agent chunks merged',
+    );
     for (const b of bodies) {
       t.same(
-        b,
+        v1Fields(b),
         { sessionId: 's1', workspaceCwd: d.config.workspace, attached: b.attached, state },
         'every caller gets the same state',
       );
+      t.match(b, { lastEventId: 3, eventEpoch: String, hasActivePrompt: false, createdAt: String, clientId: String });
+      t.same(b.compactedReplay, history, 'and the same history');
     }
     t.equal(agentCalls(steer, 'session/load'), 1, 'still exactly one session/load reached the agent');
     t.equal(d.app.sessions.get('s1')?.attachCount, 2, 'both joiners count as attaches');
@@ -52,9 +71,14 @@ t.test(
       const later = await restore(d, action, 's1');
       t.equal(later.status, 200);
       t.same(
-        later.body,
+        v1Fields(obj(later.body)),
         { sessionId: 's1', workspaceCwd: d.config.workspace, attached: true, state },
         `a later ${action} gets the cached state`,
+      );
+      t.same(
+        obj(later.body).compactedReplay,
+        action === 'load' ? [] : undefined,
+        'nothing replayed when it was live already',
       );
     }
     t.equal(agentCalls(steer, 'session/load'), 1);

@@ -59,7 +59,8 @@ export const ConfigSchema = Type.Object({
   ACPD_DATA_DIR: Type.Optional(
     Type.String({
       minLength: 1,
-      description: 'Where the embedded agent keeps its sessions and acpd its event log, receipts and session catalog (default: <workspace>/.acpd).',
+      description:
+        'Where the embedded agent keeps its sessions and acpd its event log, receipts and session catalog (default: <workspace>/.acpd).',
     }),
   ),
   ACPD_INIT_TIMEOUT_MS: Type.Integer({

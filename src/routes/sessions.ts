@@ -3,6 +3,7 @@
  * close and status.
  * Handlers stay thin: validated input in, one service call, result out.
  */
+import { randomUUID } from 'node:crypto';
 import path from 'node:path';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyReply, FastifyRequest } from 'fastify';
@@ -21,6 +22,12 @@ import {
 } from '../schemas/sessions.js';
 import { canonicalizeWorkspace } from '../services/workspace.js';
 import { clientGone } from './client-gone.js';
+
+/** The client's own id (`X-Qwen-Client-Id`, as the qwen daemon reads it), else a fresh one. */
+function clientIdOf(req: FastifyRequest): string {
+  const given = req.headers['x-qwen-client-id'];
+  return typeof given === 'string' && given !== '' && given.length <= 256 ? given : randomUUID();
+}
 
 const sessionRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const sessions = app.sessions;
@@ -62,7 +69,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox = async (app) => {
       async (req, reply) => {
         const result = await app.restores.restore(action, req.params.id, req.body.cwd);
         if (await reapIfGone(req, reply, result.sessionId, result.attached)) return reply;
-        return result;
+        return { ...result, clientId: clientIdOf(req) };
       },
     );
   }

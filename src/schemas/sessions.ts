@@ -4,6 +4,7 @@ import {
   ContentBlock,
   PermissionOption,
   PromptResponse,
+  SessionNotification,
   SessionState,
   SetModelResponse,
   ToolCallUpdate,
@@ -56,17 +57,59 @@ export const RestoreBody = Type.Object(
   { description: 'Optional; the body may be absent. A `sessionId` here is ignored: the path names the session.' },
 );
 
-const RestoredSession = Type.Object(
-  {
-    sessionId: Type.String({ description: 'The session (the id in the path).' }),
-    workspaceCwd: Type.String({ description: 'The canonical workspace it runs in.' }),
-    attached: Type.Boolean({
-      description: 'Whether it was already live (the state is then the one cached at its restore).',
-    }),
-    state: refTo(SessionState),
-  },
-  { description: 'The restored (or already live) session, with the state the agent restored.' },
-);
+/** An ISO 8601 time (as the qwen daemon sends them); no `format`, which no validator here checks. */
+const Timestamp = (description: string) => Type.String({ description: `${description} ISO 8601.` });
+
+/** The answer of a load or resume: v1's four fields, then the qwen daemon's later additions (all optional). */
+function restoredSession(load: boolean) {
+  return Type.Object(
+    {
+      sessionId: Type.String({ description: 'The session (the id in the path).' }),
+      workspaceCwd: Type.String({ description: 'The canonical workspace it runs in.' }),
+      attached: Type.Boolean({
+        description: 'Whether it was already live (the state is then the one cached at its restore).',
+      }),
+      state: refTo(SessionState),
+      clientId: Type.Optional(
+        Type.String({ description: 'The `X-Qwen-Client-Id` request header when one was sent, else a fresh UUID.' }),
+      ),
+      createdAt: Type.Optional(Timestamp('When the session was first created or restored on this daemon.')),
+      hasActivePrompt: Type.Optional(
+        Type.Boolean({ description: 'A prompt turn is running (only ever true when the session was live already).' }),
+      ),
+      lastEventId: Type.Optional(
+        Type.Integer({
+          minimum: 0,
+          description: "The newest id on the session's event stream once the restore is done (0: none yet).",
+        }),
+      ),
+      eventEpoch: Type.Optional(
+        Type.String({ description: "The epoch of the session's event log: a cursor is meaningful within it." }),
+      ),
+      ...(load
+        ? {
+            compactedReplay: Type.Optional(
+              Type.Array(
+                Type.Object(
+                  {
+                    v: Type.Literal(1),
+                    type: Type.Literal('session_update'),
+                    data: refTo(SessionNotification),
+                  },
+                  { description: 'A `session_update` envelope without an id.' },
+                ),
+                {
+                  description:
+                    "The history the agent replayed, in order, each run of consecutive text chunks of one kind (agent_message_chunk, user_message_chunk, agent_thought_chunk) merged into one update. Empty when the session was live already. When the session's durable log holds events already, the replay is only here, not on the event stream (the log has it).",
+                },
+              ),
+            ),
+          }
+        : {}),
+    },
+    { description: 'The restored (or already live) session, with the state the agent restored.' },
+  );
+}
 
 /** The schema of `POST /session/:id/load` or `/resume`. */
 function restoreSession(action: 'load' | 'resume') {
@@ -78,12 +121,12 @@ function restoreSession(action: 'load' | 'resume') {
       ? 'Restore a stored session by id, replaying its history as events'
       : 'Restore a stored session by id, without replaying its history',
     description: load
-      ? "ACP `session/load`: the agent replays the session's history as `session_update` events into the ring before this answers; subscribe with `Last-Event-ID: 0` to read it. Joins the session if it is already live."
+      ? "ACP `session/load`: the agent replays the session's history before this answers; it comes back merged in `compactedReplay`, and as `session_update` events on the stream when the session's event log was empty (subscribe with `Last-Event-ID: 0` to read them). Joins the session if it is already live."
       : 'ACP `session/resume` (unstable): the agent restores the context without replaying it. Joins the session if it is already live.',
     params: SessionIdParams,
     body: RestoreBody,
     response: {
-      200: RestoredSession,
+      200: restoredSession(load),
       ...errors(
         'workspaceMismatch',
         'persistedNotFound',

@@ -24,11 +24,23 @@ import type { PermissionBroker } from './permissions.js';
 
 const CANCELLED: RequestPermissionResponse = { outcome: { outcome: 'cancelled' } };
 
+/**
+ * Where a restore's history replay goes besides (or instead of) the bus:
+ * `collect` sees every `session/update` of the session while the route is
+ * bound with it; `publish: false` keeps them off the bus (its log already
+ * holds that history).
+ */
+export interface ReplaySink {
+  collect(update: SessionNotification): void;
+  publish: boolean;
+}
+
 interface Route {
   channel: AgentChannel;
   events: EventBus;
   /** A registered session that clients can see and answer for. */
   live: boolean;
+  replay?: ReplaySink;
 }
 
 export class AgentRouter implements ClientHandlers {
@@ -39,9 +51,12 @@ export class AgentRouter implements ClientHandlers {
     private readonly fs: FsProxy,
   ) {}
 
-  /** Sends what the agent says about `sessionId` on `channel` to `events` (replacing any earlier route). */
-  bind(sessionId: string, channel: AgentChannel, events: EventBus, live: boolean): void {
-    this.routes.set(sessionId, { channel, events, live });
+  /**
+   * Sends what the agent says about `sessionId` on `channel` to `events` (replacing any earlier route),
+   * and to `replay` as well when given (a restore collecting the history the agent replays).
+   */
+  bind(sessionId: string, channel: AgentChannel, events: EventBus, live: boolean, replay?: ReplaySink): void {
+    this.routes.set(sessionId, replay ? { channel, events, live, replay } : { channel, events, live });
   }
 
   /** Drops the route of `sessionId`, if it still goes to `events`. */
@@ -68,7 +83,10 @@ export class AgentRouter implements ClientHandlers {
   // ---- what the agent calls ---------------------------------------------
 
   sessionUpdate(params: SessionNotification): void {
-    this.routes.get(params.sessionId)?.events.publish('session_update', params);
+    const route = this.routes.get(params.sessionId);
+    if (!route) return;
+    route.replay?.collect(params);
+    if (route.replay?.publish !== false) route.events.publish('session_update', params);
   }
 
   requestPermission(params: RequestPermissionRequest): Promise<RequestPermissionResponse> {

@@ -281,6 +281,7 @@ export class EventBus {
   private readonly maxQueuedBytes: number;
   private readonly maxSubscribers: number;
   private readonly stats: BusStats;
+  private readonly unwatchDrops: (() => void) | undefined;
   private closed = false;
 
   constructor(opts: BusOptions = {}) {
@@ -294,6 +295,10 @@ export class EventBus {
     this.maxQueuedBytes = opts.maxQueuedBytes ?? DEFAULT_MAX_QUEUED_BYTES;
     this.maxSubscribers = opts.maxSubscribers ?? DEFAULT_MAX_SUBSCRIBERS;
     this.stats = opts.stats ?? new BusStats();
+    // A log that trims in the background reports its drops as they happen, not from `append`.
+    this.unwatchDrops = this.log.watchDrops?.((count) => {
+      this.stats.dropped += count;
+    });
   }
 
   get lastEventId(): number {
@@ -387,6 +392,7 @@ export class EventBus {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    this.unwatchDrops?.();
     for (const sub of [...this.subscribers]) sub.end(true);
     this.subscribers.clear();
   }

@@ -23,9 +23,14 @@ export interface EventLog {
   readonly bytes: number;
   /**
    * Stores `event` (whose id is `nextId`) and returns how many of the oldest
-   * events the log's bounds pushed out to make room for it.
+   * events the log's bounds pushed out to make room for it at once.
    */
   append(event: BusEvent): number;
+  /**
+   * For a log that trims later, in the background: calls `listener` with
+   * the number of events each trim dropped. Returns the way to stop.
+   */
+  watchDrops?(listener: (count: number) => void): () => void;
   /** The stored events with an id greater than `cursor`, oldest first. */
   after(cursor: number): Iterable<BusEvent>;
 }

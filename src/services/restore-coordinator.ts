@@ -16,6 +16,7 @@ import {
   ShuttingDownError,
   type RestoreAction,
 } from '../errors.js';
+import { ReplayCollector, type ReplayEvent } from './compacted-replay.js';
 import type { EventBus } from './event-bus.js';
 import type { SessionRegistry, SlotHolder } from './session-registry.js';
 
@@ -24,6 +25,14 @@ interface RestoreResult {
   workspaceCwd: string;
   attached: boolean;
   state: unknown;
+  /** ISO 8601: when the session was first created or restored on this daemon. */
+  createdAt: string;
+  hasActivePrompt: boolean;
+  /** The session bus's newest id and its log's epoch, once the restore is done: where a client's cursor starts. */
+  lastEventId: number;
+  eventEpoch: string;
+  /** `load` only: the history the agent replayed, merged (empty when the session was live already). */
+  compactedReplay?: ReplayEvent[];
 }
 
 interface Coalesced {
@@ -92,7 +101,13 @@ export class RestoreCoordinator implements SlotHolder {
     const live = registry.get(sessionId);
     if (live) {
       live.attach();
-      return Promise.resolve({ sessionId, workspaceCwd: key, attached: true, state: live.restoreState ?? {} });
+      return Promise.resolve({
+        sessionId,
+        workspaceCwd: key,
+        attached: true,
+        state: live.restoreState ?? {},
+        ...this.facts(sessionId, live.events, action === 'load' ? [] : undefined),
+      });
     }
 
     const running = this.inFlight.get(sessionId);
@@ -147,6 +162,21 @@ export class RestoreCoordinator implements SlotHolder {
     return { ...result, attached: true };
   }
 
+  /** What a restore answer says about the session besides its state. */
+  private facts(
+    sessionId: string,
+    events: EventBus,
+    compactedReplay: ReplayEvent[] | undefined,
+  ): Pick<RestoreResult, 'createdAt' | 'hasActivePrompt' | 'lastEventId' | 'eventEpoch' | 'compactedReplay'> {
+    return {
+      createdAt: new Date(this.registry.createdAt(sessionId) ?? Date.now()).toISOString(),
+      hasActivePrompt: this.registry.get(sessionId)?.busy ?? false,
+      lastEventId: events.lastEventId,
+      eventEpoch: events.epoch,
+      ...(compactedReplay ? { compactedReplay } : {}),
+    };
+  }
+
   private async own(
     action: RestoreAction,
     coalesced: Coalesced,
@@ -162,8 +192,11 @@ export class RestoreCoordinator implements SlotHolder {
     });
     const channel = lease.channel;
     let registered = false;
-    // The agent replays history (load) before it answers: that lands on this bus.
-    router.bind(sessionId, channel, events, false);
+    // The agent replays history (load) before it answers. It is collected for the answer, and it lands
+    // on this bus only when the session's log is empty: a durable log that holds events already holds
+    // that history, and a client coming back with its old cursor must not get it twice.
+    const replay = action === 'load' ? new ReplayCollector(events.lastEventId === 0) : undefined;
+    router.bind(sessionId, channel, events, false, replay);
     try {
       let state: unknown;
       try {
@@ -185,13 +218,19 @@ export class RestoreCoordinator implements SlotHolder {
       const existing = registry.get(sessionId);
       if (existing) {
         existing.attach(1 + coalesced.waiters);
-        return { sessionId, workspaceCwd: key, attached: true, state: existing.restoreState ?? {} };
+        return {
+          sessionId,
+          workspaceCwd: key,
+          attached: true,
+          state: existing.restoreState ?? {},
+          ...this.facts(sessionId, existing.events, replay?.events),
+        };
       }
       registry.register(sessionId, lease, events, { action, state, attaches: coalesced.waiters });
       registered = true;
       this.stats.restored++;
       this.log.info({ sessionId, action: action }, 'session restored');
-      return { sessionId, workspaceCwd: key, attached: false, state };
+      return { sessionId, workspaceCwd: key, attached: false, state, ...this.facts(sessionId, events, replay?.events) };
     } finally {
       if (!registered) {
         router.unbind(sessionId, events);

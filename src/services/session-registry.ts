@@ -218,6 +218,11 @@ export class SessionRegistry {
     return session;
   }
 
+  /** When `sessionId` was first created or restored here (ms since the epoch), when the store knows it. */
+  createdAt(sessionId: string): number | undefined {
+    return this.opts.store.get(sessionId)?.createdAt;
+  }
+
   /** The bus of `sessionId`, over its log from `eventLogs` when there is one (else the bus's own ring). */
   newBus(sessionId: string): EventBus {
     const log = this.opts.eventLogs?.logFor(sessionId);

@@ -14,10 +14,16 @@
  * fsync per event (a streamed answer is hundreds of events) to guard against
  * that last case, which replay after a reboot does not need.
  *
- * Bounds are kept inside the append's own transaction: the oldest rows of
- * the session go as soon as the count or the byte budget is exceeded, so the
- * evicted count the bus reports is exact and the file never holds more than
- * the bounds (plus SQLite's free pages, reused by later inserts).
+ * Bounds are kept by a compaction step off the append path: `append` is one
+ * insert and one update, and marks its session dirty; the store trims every
+ * dirty session in one transaction, once per burst (scheduled with
+ * `setImmediate`, so a streamed answer of hundreds of events costs one
+ * trim), and again on an unref'd timer that also truncates the WAL file now
+ * and then. Between the two the database may hold a little more than the
+ * bounds; `after` trims its session first, so a reader never sees more than
+ * the bounds promise. What a trim drops is reported to the buses watching
+ * the log (their `dropped` stats). Only the oldest rows go: ids stay dense
+ * and the newest event always stays.
  *
  * A database that cannot be opened or fails `quick_check` at start-up is
  * reported, moved aside (`events.sqlite.corrupt-<time>`, with its -wal and
@@ -50,7 +56,15 @@ interface StoreOptions {
   dataDir: string;
   bounds: SqliteLogBounds;
   log: StoreLogger;
+  /**
+   * How often the store compacts every session still over its bounds and
+   * truncates the WAL file (`PRAGMA wal_checkpoint(TRUNCATE)`); 0 = never
+   * on a timer (bursts are still compacted). One minute when absent.
+   */
+  maintenanceMs?: number;
 }
+
+const DEFAULT_MAINTENANCE_MS = 60_000;
 
 const SCHEMA = `
   CREATE TABLE IF NOT EXISTS logs (
@@ -123,12 +137,24 @@ export class SqliteEventStore {
   private readonly db: Database.Database;
   private readonly statements: Statements;
   private readonly logs = new Map<string, SqliteEventLog>();
+  /** Sessions that took events since their last trim. */
+  private readonly dirty = new Set<SqliteEventLog>();
+  private readonly compactTx: (logs: SqliteEventLog[]) => (Trim | undefined)[];
+  private scheduled: NodeJS.Immediate | undefined;
+  private readonly timer: NodeJS.Timeout | undefined;
 
   constructor(private readonly opts: StoreOptions) {
     mkdirSync(opts.dataDir, { recursive: true });
     this.file = path.join(opts.dataDir, EVENTS_FILE);
     this.db = this.openChecked();
     this.statements = new Statements(this.db);
+    this.compactTx = this.db.transaction((logs: SqliteEventLog[]) => logs.map((log) => log.planTrim()));
+    const every = opts.maintenanceMs ?? DEFAULT_MAINTENANCE_MS;
+    if (every > 0) {
+      // Never what keeps the daemon alive: a stopped daemon needs no compaction.
+      this.timer = setInterval(() => this.maintain(), every);
+      this.timer.unref();
+    }
   }
 
   get isOpen(): boolean {
@@ -150,15 +176,77 @@ export class SqliteEventStore {
   logFor(sessionId: string): SqliteEventLog {
     let log = this.logs.get(sessionId);
     if (!log) {
-      log = new SqliteEventLog(sessionId, this.db, this.statements, this.opts.bounds);
+      const made: SqliteEventLog = new SqliteEventLog(sessionId, this.db, this.statements, this.opts.bounds, () =>
+        this.markDirty(made),
+      );
+      log = made;
       this.logs.set(sessionId, log);
     }
     return log;
   }
 
+  /**
+   * Trims every session that took events since its last trim and is over
+   * its bounds, in one transaction; returns how many events went. Runs by
+   * itself once per burst and on the timer; tests call it directly.
+   */
+  compact(): number {
+    if (!this.db.open || this.dirty.size === 0) return 0;
+    const logs = [...this.dirty];
+    this.dirty.clear();
+    let trims: (Trim | undefined)[];
+    try {
+      trims = this.compactTx(logs);
+    } catch (err) {
+      // Nothing changed (the transaction rolled back): try again on the next round.
+      for (const log of logs) this.dirty.add(log);
+      throw err;
+    }
+    let dropped = 0;
+    logs.forEach((log, i) => {
+      const trim = trims[i];
+      if (trim) dropped += log.trimmed(trim);
+    });
+    return dropped;
+  }
+
+  /** Folds the WAL into the database and truncates the -wal file, so it does not grow for as long as the daemon runs. */
+  checkpoint(): void {
+    if (this.db.open) this.db.pragma('wal_checkpoint(TRUNCATE)');
+  }
+
   /** Closes the database; a log asked to append afterwards keeps nothing. */
   close(): void {
-    if (this.db.open) this.db.close();
+    if (this.scheduled) clearImmediate(this.scheduled);
+    this.scheduled = undefined;
+    if (this.timer) clearInterval(this.timer);
+    if (!this.db.open) return;
+    this.guarded(() => this.compact());
+    this.db.close();
+  }
+
+  private markDirty(log: SqliteEventLog): void {
+    this.dirty.add(log);
+    this.scheduled ??= setImmediate(() => {
+      this.scheduled = undefined;
+      this.guarded(() => this.compact());
+    });
+  }
+
+  private maintain(): void {
+    this.guarded(() => {
+      this.compact();
+      this.checkpoint();
+    });
+  }
+
+  /** Compaction runs outside any request: what it throws (a full disk) is reported, never fatal. */
+  private guarded(work: () => void): void {
+    try {
+      work();
+    } catch (err) {
+      this.opts.log.warn({ err, file: this.file }, 'event log compaction failed; will retry');
+    }
   }
 
   /**
@@ -207,8 +295,8 @@ export class SqliteEventStore {
   }
 }
 
-interface Appended {
-  next: number;
+/** A session's extent after a trim, and how many events the trim dropped. */
+interface Trim {
   count: number;
   bytes: number;
   dropped: number;
@@ -216,22 +304,25 @@ interface Appended {
 
 /**
  * One session's events in the store's database. Its size and bytes are kept
- * in memory as well (read once when it is made), so an append is one insert,
- * one update and, past the bounds, one select of the oldest rows and one
- * delete.
+ * in memory as well (read once when it is made), so an append is one insert
+ * and one update; trimming is the store's compaction (or `after`'s, when a
+ * reader comes before it).
  */
 export class SqliteEventLog implements EventLog {
   readonly epoch: string;
   private next: number;
   private count: number;
   private heldBytes: number;
-  private readonly appendTx: (event: BusEvent) => Appended;
+  private readonly appendTx: (event: BusEvent, id: number) => void;
+  private readonly trimTx: () => Trim | undefined;
+  private readonly dropWatchers = new Set<(count: number) => void>();
 
   constructor(
     private readonly sessionId: string,
     private readonly db: Database.Database,
     private readonly sql: Statements,
     private readonly bounds: SqliteLogBounds,
+    private readonly appended: () => void,
   ) {
     const known = sql.getLog.get(sessionId);
     if (known) {
@@ -245,7 +336,12 @@ export class SqliteEventLog implements EventLog {
     const extent = sql.extent.get(sessionId);
     this.count = extent?.count ?? 0;
     this.heldBytes = extent?.bytes ?? 0;
-    this.appendTx = db.transaction((event: BusEvent) => this.write(event));
+    this.appendTx = db.transaction((event: BusEvent, id: number) => {
+      this.sql.setNext.run(id + 1, this.sessionId);
+      if (this.bounds.maxEvents > 0)
+        this.sql.insert.run(this.sessionId, id, event.envelope.type, event.json, event.bytes);
+    });
+    this.trimTx = db.transaction(() => this.planTrim());
   }
 
   get nextId(): number {
@@ -261,25 +357,41 @@ export class SqliteEventLog implements EventLog {
   }
 
   /**
-   * Stores the event and trims the oldest ones in one transaction; the
+   * Stores the event and moves the next id on, in one transaction; the
    * counters change only once it has committed (a throw leaves them, and the
-   * database, as they were). On a closed store (the daemon shutting down)
-   * the id is used up and nothing is kept.
+   * database, as they were). Trimming is left to the compaction, so this
+   * reports no drops: they reach `watchDrops` when the compaction makes
+   * them. On a closed store (the daemon shutting down) the id is used up and
+   * nothing is kept.
    */
   append(event: BusEvent): number {
     if (!this.db.open) {
       this.next++;
       return 0;
     }
-    const done = this.appendTx(event);
-    this.next = done.next;
-    this.count = done.count;
-    this.heldBytes = done.bytes;
-    return done.dropped;
+    const id = this.next;
+    this.appendTx(event, id);
+    this.next = id + 1;
+    if (this.bounds.maxEvents > 0) {
+      this.count++;
+      this.heldBytes += event.bytes;
+      this.appended();
+    }
+    return 0;
   }
 
+  watchDrops(listener: (count: number) => void): () => void {
+    this.dropWatchers.add(listener);
+    return () => this.dropWatchers.delete(listener);
+  }
+
+  /** The events after `cursor`, never more than the bounds allow: a trim the compaction has not made yet is made first. */
   after(cursor: number): BusEvent[] {
     if (!this.db.open || this.count === 0) return [];
+    if (this.isOver(this.count, this.heldBytes)) {
+      const trim = this.trimTx();
+      if (trim) this.trimmed(trim);
+    }
     return this.sql.after.all(this.sessionId, cursor).map((row) => {
       const envelope = JSON.parse(row.json) as EventEnvelope;
       return frameOf(envelope, row.json);
@@ -287,30 +399,38 @@ export class SqliteEventLog implements EventLog {
   }
 
   /**
-   * The body of the append transaction: the event in, the next id moved on,
-   * then the oldest rows out while the count or the bytes are over their
-   * bound, the newest event always staying.
+   * Inside a transaction: deletes the oldest rows while the count or the
+   * bytes are over their bound, the newest event always staying. Undefined
+   * when the log is within its bounds. The counters are left to `trimmed`,
+   * called once the transaction has committed.
    */
-  private write(event: BusEvent): Appended {
-    const id = this.next;
-    const { maxEvents, maxBytes } = this.bounds;
-    this.sql.setNext.run(id + 1, this.sessionId);
-    if (maxEvents === 0) return { next: id + 1, count: 0, bytes: 0, dropped: 0 };
-    this.sql.insert.run(this.sessionId, id, event.envelope.type, event.json, event.bytes);
-    let count = this.count + 1;
-    let bytes = this.heldBytes + event.bytes;
-    const over = () => count > maxEvents || (maxBytes > 0 && bytes > maxBytes && count > 1);
-    if (!over()) return { next: id + 1, count, bytes, dropped: 0 };
+  planTrim(): Trim | undefined {
+    let count = this.count;
+    let bytes = this.heldBytes;
+    if (!this.isOver(count, bytes)) return undefined;
     let dropThrough = 0;
     let dropped = 0;
     for (const row of this.sql.oldest.iterate(this.sessionId)) {
-      if (!over()) break;
+      if (!this.isOver(count, bytes)) break;
       dropThrough = row.id;
       dropped++;
       count--;
       bytes -= row.bytes;
     }
     this.sql.dropThrough.run(this.sessionId, dropThrough);
-    return { next: id + 1, count, bytes, dropped };
+    return { count, bytes, dropped };
+  }
+
+  /** Takes a committed trim into the counters and tells the watchers; returns how many events it dropped. */
+  trimmed(trim: Trim): number {
+    this.count = trim.count;
+    this.heldBytes = trim.bytes;
+    for (const watch of this.dropWatchers) watch(trim.dropped);
+    return trim.dropped;
+  }
+
+  private isOver(count: number, bytes: number): boolean {
+    const { maxEvents, maxBytes } = this.bounds;
+    return count > maxEvents || (maxBytes > 0 && bytes > maxBytes && count > 1);
   }
 }

@@ -72,7 +72,7 @@ export interface paths {
         put?: never;
         /**
          * Restore a stored session by id, replaying its history as events
-         * @description ACP `session/load`: the agent replays the session's history as `session_update` events into the ring before this answers; subscribe with `Last-Event-ID: 0` to read it. Joins the session if it is already live.
+         * @description ACP `session/load`: the agent replays the session's history before this answers; it comes back merged in `compactedReplay`, and as `session_update` events on the stream when the session's event log was empty (subscribe with `Last-Event-ID: 0` to read them). Joins the session if it is already live.
          */
         post: operations["loadSession"];
         delete?: never;
@@ -1194,6 +1194,24 @@ export interface operations {
                         /** @description Whether it was already live (the state is then the one cached at its restore). */
                         attached: boolean;
                         state: components["schemas"]["SessionState"];
+                        /** @description The `X-Qwen-Client-Id` request header when one was sent, else a fresh UUID. */
+                        clientId?: string;
+                        /** @description When the session was first created or restored on this daemon. ISO 8601. */
+                        createdAt?: string;
+                        /** @description A prompt turn is running (only ever true when the session was live already). */
+                        hasActivePrompt?: boolean;
+                        /** @description The newest id on the session's event stream once the restore is done (0: none yet). */
+                        lastEventId?: number;
+                        /** @description The epoch of the session's event log: a cursor is meaningful within it. */
+                        eventEpoch?: string;
+                        /** @description The history the agent replayed, in order, each run of consecutive text chunks of one kind (agent_message_chunk, user_message_chunk, agent_thought_chunk) merged into one update. Empty when the session was live already. When the session's durable log holds events already, the replay is only here, not on the event stream (the log has it). */
+                        compactedReplay?: {
+                            /** @enum {number} */
+                            v: 1;
+                            /** @enum {string} */
+                            type: "session_update";
+                            data: components["schemas"]["SessionNotification"];
+                        }[];
                     };
                 };
             };
@@ -1343,6 +1361,16 @@ export interface operations {
                         /** @description Whether it was already live (the state is then the one cached at its restore). */
                         attached: boolean;
                         state: components["schemas"]["SessionState"];
+                        /** @description The `X-Qwen-Client-Id` request header when one was sent, else a fresh UUID. */
+                        clientId?: string;
+                        /** @description When the session was first created or restored on this daemon. ISO 8601. */
+                        createdAt?: string;
+                        /** @description A prompt turn is running (only ever true when the session was live already). */
+                        hasActivePrompt?: boolean;
+                        /** @description The newest id on the session's event stream once the restore is done (0: none yet). */
+                        lastEventId?: number;
+                        /** @description The epoch of the session's event log: a cursor is meaningful within it. */
+                        eventEpoch?: string;
                     };
                 };
             };

@@ -98,6 +98,9 @@ export interface TestDaemon {
   answers: Verdict[] | undefined;
 }
 
+/** Where a client sends its requests: a test daemon, or a daemon a test runs as a process. */
+export type Endpoint = Pick<TestDaemon, 'baseUrl' | 'headers'>;
+
 /** The app listening on 127.0.0.1 with an ephemeral port. */
 export async function startDaemon(t: Teardown, opts: TestOptions = {}): Promise<TestDaemon> {
   const config = testConfig(t, opts);

@@ -1,6 +1,6 @@
 /** Requests to a listening test daemon over a real socket (undici), answers parsed as JSON when they are. */
 import { request } from 'undici';
-import type { TestDaemon } from './app.js';
+import type { Endpoint } from './app.js';
 
 export interface JsonResponse {
   status: number;
@@ -10,7 +10,7 @@ export interface JsonResponse {
 
 /** A real HTTP request; the body is sent as JSON when given. */
 export async function call(
-  d: TestDaemon,
+  d: Endpoint,
   method: 'GET' | 'POST' | 'DELETE',
   url: string,
   body?: unknown,
@@ -41,7 +41,7 @@ export function obj(v: unknown): Record<string, unknown> {
 }
 
 /** POST /session; the new session's id, or a failure with the answer. */
-export async function createSession(d: TestDaemon, body: Record<string, unknown> = {}): Promise<string> {
+export async function createSession(d: Endpoint, body: Record<string, unknown> = {}): Promise<string> {
   const res = await call(d, 'POST', '/session', body);
   if (res.status !== 200) throw new Error(`POST /session → ${res.status} ${JSON.stringify(res.body)}`);
   return String(obj(res.body).sessionId);

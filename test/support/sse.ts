@@ -3,7 +3,7 @@
  * and waited for by predicate. The stream is aborted at teardown.
  */
 import { request } from 'undici';
-import type { Teardown, TestDaemon } from './app.js';
+import type { Endpoint, Teardown, TestDaemon } from './app.js';
 
 export interface SseFrame {
   /** The frame's lines as sent. */
@@ -48,7 +48,7 @@ function parseFrame(raw: string): SseFrame {
 /** Opens GET /session/:id/events and parses frames as they arrive. */
 export async function openEvents(
   t: Teardown,
-  d: TestDaemon,
+  d: Endpoint,
   sessionId: string,
   opts: { lastEventId?: string | number; headers?: Record<string, string> } = {},
 ): Promise<SseStream> {
