@@ -162,7 +162,8 @@ t.test('DaemonClient: health, capabilities, create then attach, list', async (t)
   t.equal(second.sessionId, first.sessionId);
 
   const listed = await client.listWorkspaceSessions(d.config.workspace);
-  t.same(listed, [{ sessionId: first.sessionId, workspaceCwd: d.config.workspace }]);
+  t.match(listed, [{ sessionId: first.sessionId, workspaceCwd: d.config.workspace, isLive: true, clientCount: 0 }]);
+  t.equal(listed.length, 1);
 });
 
 // ---- 2. prompt and streamed events ------------------------------------------------

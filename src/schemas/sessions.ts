@@ -144,9 +144,6 @@ export const loadSession = restoreSession('load');
 export const resumeSession = restoreSession('resume');
 export const restoreSchemas = { load: loadSession, resume: resumeSession };
 
-/** An ISO 8601 time (as the qwen daemon sends them); no `format`, which no validator here checks. */
-const Timestamp = (description: string) => Type.String({ description: `${description} ISO 8601.` });
-
 /** The largest page of the session catalog (the published client never asks for more). */
 export const MAX_CATALOG_PAGE = 1000;
 /** A page's size when the request names none: every live session of a default daemon (20) fits. */
