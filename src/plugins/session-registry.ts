@@ -25,6 +25,7 @@ async function sessionRegistry(app: FastifyInstance, opts: { config: Config }) {
       workspace: config.workspace,
       maxSessions: config.maxSessions,
       initTimeoutMs: config.initTimeoutMs,
+      maxPendingPrompts: config.maxPendingPrompts,
       defaultScope: 'single',
       store: new MemorySessionStore(),
       ...(events ? { eventLogs: events } : {}),

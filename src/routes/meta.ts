@@ -21,6 +21,7 @@ const FEATURES = [
   'permission_vote',
   'session_close',
   'session_status',
+  'non_blocking_prompt',
 ] as const;
 
 const PROTOCOL_VERSIONS = { current: 'v1', supported: ['v1'] };

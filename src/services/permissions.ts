@@ -11,6 +11,9 @@ import type { EventBus } from './event-bus.js';
 
 export const DEFAULT_MAX_PENDING_PER_SESSION = 64;
 
+/** How many settled request ids are remembered with their session (for `permission_already_resolved`). */
+const RESOLVED_MEMORY = 1024;
+
 const CANCELLED: RequestPermissionResponse = { outcome: { outcome: 'cancelled' } };
 
 interface Pending {
@@ -44,6 +47,8 @@ interface PermissionOptions {
 export class PermissionBroker {
   private readonly pending = new Map<string, Pending>();
   private readonly bySession = new Map<string, Set<string>>();
+  /** Recently settled request id → its session, oldest first, at most RESOLVED_MEMORY. */
+  private readonly resolved = new Map<string, string>();
 
   constructor(private readonly opts: PermissionOptions) {}
 
@@ -113,6 +118,11 @@ export class PermissionBroker {
     return this.settle(requestId, response);
   }
 
+  /** The session of a request settled recently; undefined when unknown or long forgotten. */
+  resolvedSessionOf(requestId: string): string | undefined {
+    return this.resolved.get(requestId);
+  }
+
   /** The requests of a session still waiting for a vote, oldest first. */
   pendingFor(sessionId: string): PendingPermission[] {
     const ids = this.bySession.get(sessionId);
@@ -158,6 +168,11 @@ export class PermissionBroker {
     if (!entry) return false;
     entry.events.publish('permission_resolved', { requestId, outcome: response.outcome });
     this.take(requestId);
+    this.resolved.set(requestId, entry.sessionId);
+    if (this.resolved.size > RESOLVED_MEMORY) {
+      const oldest = this.resolved.keys().next().value;
+      if (oldest !== undefined) this.resolved.delete(oldest);
+    }
     entry.resolve(response);
     return true;
   }
