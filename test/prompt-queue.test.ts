@@ -3,6 +3,7 @@
 // cancel that stops only the running prompt, the pending-prompts and turns/current routes, a close
 // mid-turn, and permission_already_resolved. The steerable agent's "hang" prompt answers only on cancel;
 // holding `session/prompt` parks a prompt in the agent until the test releases it.
+import { asKnownDaemonEvent, type DaemonEvent } from '@qwen-code/sdk/daemon';
 import t from 'tap';
 import { Client } from 'undici';
 import { steerDaemon } from './support/app.js';
@@ -34,6 +35,19 @@ function timeline(sse: SseStream, names: Map<string, string>): string[] {
     const id = promptId ?? echoed;
     const kind = e.type === 'session_update' ? String(obj(e.data.update).sessionUpdate) : e.type;
     return id === undefined ? kind : `${kind}:${names.get(id) ?? id}`;
+  });
+}
+
+/**
+ * The frames of a stream that the qwen daemon's published client would not accept, by type. Its 0.1.14
+ * names `prompt_cancelled` but has no check for it (it reads only an optional `reason`): that one is skipped.
+ */
+function refusedBySdk(sse: SseStream): string[] {
+  return sse.frames.flatMap((f) => {
+    if (f.data === undefined) return [];
+    const ev = JSON.parse(f.data) as DaemonEvent;
+    if (ev.type === 'prompt_cancelled') return [];
+    return asKnownDaemonEvent(ev) === ev ? [] : [ev.type];
   });
 }
 
@@ -186,6 +200,7 @@ t.test('a queued prompt: its frames in order; cancel stops only the running prom
     .filter((r) => obj(r.params).sessionId === id)
     .map((r) => (r.method === 'session/prompt' ? `prompt ${promptTextOf(r.params)}` : r.method));
   t.same(agentSaw, ['prompt hang', 'session/cancel', 'prompt after'], 'B ran after the cancel, not cancelled');
+  t.same(refusedBySdk(sse), [], "every frame is valid for the qwen daemon's client");
 });
 
 t.test('DELETE pending-prompts: a queued one never reaches the agent; the running one is cancelled', async (t) => {
@@ -268,6 +283,7 @@ t.test('closing mid-turn: turn_complete cancelled, the queue removed, then sessi
       .filter((e) => e.type === 'pending_prompt_completed')
       .every((e) => e.data.state === 'removed'),
   );
+  t.same(refusedBySdk(sse), []);
 });
 
 t.test('a repeated permission vote: 404 and permission_already_resolved', async (t) => {
@@ -284,9 +300,10 @@ t.test('a repeated permission vote: 404 and permission_already_resolved', async 
   t.equal(again.status, 404);
   t.match(obj(again.body), { requestId });
   const frame = await sse.waitFor(isType('permission_already_resolved'), 'permission_already_resolved');
-  t.same(frame.envelope?.data, { requestId, sessionId: id });
+  t.same(frame.envelope?.data, { requestId, sessionId: id, outcome: { outcome: 'selected', optionId: 'allow' } });
   await sse.waitFor(isType('turn_complete'), 'turn_complete');
   t.equal(sse.events().filter((e) => e.type === 'permission_already_resolved').length, 1, 'one, for the known id');
+  t.same(refusedBySdk(sse), []);
 });
 
 t.test('without Prefer: v1 blocking 200 {stopReason}, and a client that leaves still cancels', async (t) => {

@@ -181,9 +181,12 @@ export const PermissionAlreadyResolvedEvent = frame(
   'PermissionAlreadyResolvedEvent',
   Type.Object({
     requestId: Type.String(),
-    sessionId: Type.Optional(sessionId),
+    sessionId,
+    outcome: Type.Ref('PermissionOutcome', {
+      description: 'How the request was resolved (the earlier vote or a cancel).',
+    }),
   }),
-  'A vote came for a permission request that was resolved already (the vote got 404).',
+  'A vote came for a permission request resolved a moment ago (the vote got 404); its session and outcome as they were.',
 );
 
 export const ClientEvictedEvent = frame(

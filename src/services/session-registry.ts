@@ -349,9 +349,10 @@ export class SessionRegistry {
    */
   respondToPermission(requestId: string, response: RequestPermissionResponse): boolean {
     if (this.permissions.respond(requestId, response)) return true;
-    const sessionId = this.permissions.resolvedSessionOf(requestId);
-    if (sessionId !== undefined) {
-      this.channels.router.busFor(sessionId)?.publish('permission_already_resolved', { requestId, sessionId });
+    const resolved = this.permissions.resolvedRecently(requestId);
+    if (resolved !== undefined) {
+      const { sessionId, outcome } = resolved;
+      this.channels.router.busFor(sessionId)?.publish('permission_already_resolved', { requestId, sessionId, outcome });
     }
     return false;
   }
