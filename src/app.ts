@@ -31,6 +31,7 @@ import eventRoutes from './routes/events.js';
 import metaRoutes from './routes/meta.js';
 import operationRoutes from './routes/operations.js';
 import permissionRoutes from './routes/permissions.js';
+import promptRoutes from './routes/prompts.js';
 import sessionRoutes from './routes/sessions.js';
 import { sharedSchemas } from './schemas/components.js';
 import { formatByteLimit, nestsDeeperThan, safeBody, validationMessage } from './schemas/validation.js';
@@ -205,6 +206,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
 
   await app.register(metaRoutes);
   await app.register(sessionRoutes);
+  await app.register(promptRoutes);
   await app.register(eventRoutes);
   await app.register(permissionRoutes);
   await app.register(operationRoutes);

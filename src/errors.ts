@@ -116,6 +116,55 @@ export class RestoreInProgressError extends RestoreInProgressBase implements Wir
   }
 }
 
+const PromptQueueFullBase = createError<[string, number, number]>(
+  'ACPD_PROMPT_QUEUE_FULL',
+  'Prompt queue full for session "%s" (%d/%d pending)',
+  503,
+);
+/** A prompt that would wait behind --max-pending-prompts others of its session. */
+export class PromptQueueFullError extends PromptQueueFullBase implements WireError {
+  readonly retryAfter = RETRY_AFTER_SECONDS;
+  constructor(
+    readonly sessionId: string,
+    readonly limit: number,
+    readonly pendingCount: number,
+  ) {
+    super(sessionId, pendingCount, limit);
+  }
+  envelope() {
+    return {
+      error: this.message,
+      code: 'prompt_queue_full',
+      sessionId: this.sessionId,
+      limit: this.limit,
+      pendingCount: this.pendingCount,
+    };
+  }
+}
+
+const PendingPromptNotFoundBase = createError<[string, string]>(
+  'ACPD_PENDING_PROMPT_NOT_FOUND',
+  'No running or queued prompt "%s" in session "%s"',
+  404,
+);
+/** `DELETE /session/:id/pending-prompts/:promptId` for a prompt that ended already, or never was. */
+export class PendingPromptNotFoundError extends PendingPromptNotFoundBase implements WireError {
+  constructor(
+    readonly sessionId: string,
+    readonly promptId: string,
+  ) {
+    super(promptId, sessionId);
+  }
+  envelope() {
+    return {
+      error: this.message,
+      code: 'pending_prompt_not_found',
+      sessionId: this.sessionId,
+      promptId: this.promptId,
+    };
+  }
+}
+
 const SubscriberLimitBase = createError<[number]>(
   'ACPD_SUBSCRIBER_LIMIT',
   'EventBus subscriber limit reached (%d)',

@@ -57,6 +57,7 @@ t.test('defaults', async (t) => {
     token: undefined,
     workspace: ws,
     maxSessions: 20,
+    maxPendingPrompts: 5,
     maxConnections: 256,
     agent: undefined,
     dataDir: join(ws, '.acpd'),
@@ -614,6 +615,12 @@ t.test('workspace: permission denied', async (t) => {
   );
   t.equal(run.stderr, '');
   t.equal(run.stdout.trim(), `ConfigError: ${expected}`);
+});
+
+t.test('max pending prompts: flag and variable; 0 (no limit) kept as 0, negatives refused', async (t) => {
+  t.equal(load(['--max-pending-prompts', '2']).maxPendingPrompts, 2);
+  t.equal(load([], { ACPD_MAX_PENDING_PROMPTS: '0' }).maxPendingPrompts, 0);
+  t.throws(() => load(['--max-pending-prompts', '-1']));
 });
 
 t.test('max sessions and max connections: 0 or Infinity mean unlimited', async (t) => {

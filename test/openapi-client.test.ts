@@ -101,7 +101,8 @@ t.test('a typed client generated from the document drives a session', async (t) 
   const resolved = await events.next('permission_resolved');
   t.same(resolved.data.outcome, { outcome: 'selected', optionId: option.optionId });
   const answer = await turn;
-  t.equal(answer.data?.stopReason, 'end_turn');
+  t.equal(answer.response.status, 200, 'blocking without Prefer');
+  t.equal(answer.data && 'stopReason' in answer.data ? answer.data.stopReason : undefined, 'end_turn');
   const update = await events.next('session_update');
   t.type(update.data.update.sessionUpdate, 'string');
 

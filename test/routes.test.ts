@@ -129,6 +129,7 @@ t.test('GET /capabilities: the exact v1 document plus version and agent, workspa
       'permission_vote',
       'session_close',
       'session_status',
+      'non_blocking_prompt',
       'idempotency_keys',
     ],
     modelServices: [],

@@ -205,20 +205,21 @@ t.test('Last-Event-ID: 2 replays 3.. in order before live frames, without duplic
   const again = await openEvents(t, ctx.d, ctx.sid, { lastEventId: 2 });
   t.equal(again.status, 200);
   t.same((await flood).body, { stopReason: 'end_turn' });
-  await live.waitFor(hasId(205), 'event 205 on the live stream');
-  await again.waitFor(hasId(205), 'event 205 on the reconnected stream');
+  // The prompt's echo, its 200 chunks and its turn_complete: events 6..207.
+  await live.waitFor(hasId(207), 'event 207 on the live stream');
+  await again.waitFor(hasId(207), 'event 207 on the reconnected stream');
 
   // And once more with a deterministic order: replay is complete before this
   // subscriber sees the live frames published after it connected.
   const late = await openEvents(t, ctx.d, ctx.sid, { lastEventId: 2 });
   await notify(ctx, 'after-1', 'after-2');
-  await late.waitFor(hasId(207), 'event 207');
-  await again.waitFor(hasId(207), 'event 207');
-  await live.waitFor(hasId(207), 'event 207');
+  await late.waitFor(hasId(209), 'event 209');
+  await again.waitFor(hasId(209), 'event 209');
+  await live.waitFor(hasId(209), 'event 209');
 
-  t.strictSame(ids(again), range(3, 207));
-  t.strictSame(ids(late), range(3, 207));
-  t.strictSame(ids(live), range(1, 207), 'no replay without Last-Event-ID');
+  t.strictSame(ids(again), range(3, 209));
+  t.strictSame(ids(late), range(3, 209));
+  t.strictSame(ids(live), range(1, 209), 'no replay without Last-Event-ID');
   t.same(late.events().at(-1)?.data, { sessionId: ctx.sid, update: chunk('after-2') });
   for (const s of [again, late]) {
     t.ok(
@@ -358,7 +359,8 @@ t.test('a client that stops reading is evicted; a reading client gets everything
     floods++;
   }
   t.equal(bus.subscriberCount, 1, `evicted after ${floods} floods`);
-  const total = floods * perFlood;
+  // Each flood is its echo, its chunks and its turn_complete.
+  const total = floods * (perFlood + 2);
   await reader.waitFor(hasId(total), `event ${total} on the reading client`);
   t.equal(bus.lastEventId, total);
   t.ok(

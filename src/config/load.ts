@@ -58,6 +58,7 @@ export function loadConfig(opts: { argv: string[]; env: NodeJS.ProcessEnv; cwd: 
 
   // 5. What the session layer validates: its limits, timeouts and agent.
   check('ACPD_MAX_SESSIONS');
+  check('ACPD_MAX_PENDING_PROMPTS');
   check('ACPD_INIT_TIMEOUT_MS');
   check('ACPD_PERMISSION_TIMEOUT_MS');
   check('ACPD_KILL_GRACE_MS');

@@ -9,6 +9,7 @@ export const DEFAULT_PORT = 4170;
 export const DEFAULT_HOSTNAME = '127.0.0.1';
 const DEFAULT_MAX_SESSIONS = 20;
 const DEFAULT_MAX_CONNECTIONS = 256;
+const DEFAULT_MAX_PENDING_PROMPTS = 5;
 const DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024;
 const DEFAULT_MAX_BODY_DEPTH = 64;
 // setTimeout silently turns longer delays into 1 ms, so no timer setting may
@@ -44,6 +45,12 @@ export const ConfigSchema = Type.Object({
     minimum: 0,
     default: DEFAULT_MAX_SESSIONS,
     description: 'Cap on live sessions (spawned or restored; attaches are free). 0 = unlimited.',
+  }),
+  ACPD_MAX_PENDING_PROMPTS: Type.Integer({
+    minimum: 0,
+    default: DEFAULT_MAX_PENDING_PROMPTS,
+    description:
+      'Prompts that may wait per session behind the running one; past it a prompt gets 503 prompt_queue_full. 0 = unlimited.',
   }),
   ACPD_MAX_CONNECTIONS: Type.Integer({
     minimum: 0,

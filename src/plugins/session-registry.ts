@@ -27,6 +27,7 @@ async function sessionRegistry(app: FastifyInstance, opts: { config: Config }) {
       workspace: config.workspace,
       maxSessions: config.maxSessions,
       initTimeoutMs: config.initTimeoutMs,
+      maxPendingPrompts: config.maxPendingPrompts,
       defaultScope: 'single',
       // The catalog survives a restart when the events do: in the same database.
       store: events

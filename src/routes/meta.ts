@@ -21,6 +21,7 @@ const FEATURES = [
   'permission_vote',
   'session_close',
   'session_status',
+  'non_blocking_prompt',
   'idempotency_keys',
 ] as const;
 

@@ -1,6 +1,6 @@
 /**
  * The session routes: create/attach, restore, list, prompt, cancel, model,
- * close and status.
+ * close and status (the prompt queue's own routes are in prompts.ts).
  * Handlers stay thin: validated input in, one service call, result out.
  */
 import { randomUUID } from 'node:crypto';
@@ -22,6 +22,7 @@ import {
 } from '../schemas/sessions.js';
 import { canonicalizeWorkspace } from '../services/workspace.js';
 import { clientGone } from './client-gone.js';
+import { prefersRespondAsync } from './prefer.js';
 
 /** The client's own id (`X-Qwen-Client-Id`, as the qwen daemon reads it), else a fresh one. */
 function clientIdOf(req: FastifyRequest): string {
@@ -97,13 +98,19 @@ const sessionRoutes: FastifyPluginAsyncTypebox = async (app) => {
     '/session/:id/prompt',
     { schema: promptSession, config: { policy: policies.prompt } },
     async (req, reply) => {
+      if (prefersRespondAsync(req.headers.prefer)) {
+        // Admitted or refused here; the turn then runs on whatever this client does.
+        const { promptId, lastEventId, eventEpoch } = sessions.sendPrompt(req.params.id, req.body);
+        reply.header('Preference-Applied', 'respond-async').code(202);
+        return { promptId, lastEventId, eventEpoch };
+      }
       const ac = new AbortController();
       const onClose = () => {
         if (!reply.raw.writableEnded) ac.abort();
       };
       reply.raw.once('close', onClose);
       try {
-        return await sessions.sendPrompt(req.params.id, req.body, ac.signal);
+        return await sessions.sendPrompt(req.params.id, req.body, ac.signal).done;
       } catch (err) {
         if (err instanceof PromptAbortedError && ac.signal.aborted) {
           reply.hijack();

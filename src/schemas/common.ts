@@ -30,6 +30,12 @@ export const ErrorEnvelope = Type.Object(
     requestId: Type.Optional(Type.String({ description: 'The permission request the error is about.' })),
     optionId: Type.Optional(Type.String({ description: 'The option that was not offered (`invalid_option_id`).' })),
     limit: Type.Optional(Type.Number({ description: 'The limit that was reached.' })),
+    pendingCount: Type.Optional(
+      Type.Integer({ description: 'How many prompts wait in the session (`prompt_queue_full`).' }),
+    ),
+    promptId: Type.Optional(
+      Type.String({ description: 'The prompt the error is about (`pending_prompt_not_found`).' }),
+    ),
     budget: Type.Optional(Type.String({ description: 'The rate budget that is spent (`rate_limited`).' })),
     reason: Type.Optional(Type.String({ description: 'What is overloaded (`overloaded`).' })),
     boundWorkspace: Type.Optional(Type.String({ description: 'The workspace this daemon serves.' })),

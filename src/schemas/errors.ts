@@ -67,6 +67,10 @@ export const causes = {
     status: 404,
     when: 'The agent has no stored session with this id (`sessionId`), or it died while the session was being started.',
   },
+  pendingPromptNotFound: {
+    status: 404,
+    when: '`code` `pending_prompt_not_found`: no running or queued prompt of the session has this id (`sessionId`, `promptId`).',
+  },
   permissionNotFound: {
     status: 404,
     when: 'No pending permission request has this id: unknown, already answered, timed out or cancelled (`requestId`).',
@@ -101,6 +105,11 @@ export const causes = {
   sessionLimit: {
     status: 503,
     when: '`code` `session_limit_exceeded`: --max-sessions sessions are live (`limit`).',
+    retryAfter: true,
+  },
+  promptQueueFull: {
+    status: 503,
+    when: '`code` `prompt_queue_full`: --max-pending-prompts prompts wait in the session already (`sessionId`, `limit`, `pendingCount`).',
     retryAfter: true,
   },
   draining: {

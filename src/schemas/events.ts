@@ -36,7 +36,7 @@ export const SessionUpdateEvent = frame(
   'session_update',
   'SessionUpdateEvent',
   Type.Ref('SessionNotification'),
-  'An ACP `session/update` from the agent (also the history a load replays, and the commands after a create, load or resume).',
+  'An ACP `session/update` from the agent (also the history a load replays, and the commands after a create, load or resume); and the echo of every prompt, a `user_message_chunk` per content block whose `_meta` is `{source: "bridge-echo", promptId}`.',
 );
 
 export const PermissionRequestEvent = frame(
@@ -100,6 +100,95 @@ export const SessionClosedEvent = frame(
   'The session was closed; it can be loaded again. The last frame: the stream ends after it.',
 );
 
+const promptId = Type.String({ description: 'The prompt, as its admission answered it (`promptId`).' });
+const epochMs = (description: string) => Type.Number({ description: `${description} Milliseconds since the epoch.` });
+const promptText = Type.String({ description: "The prompt's text blocks, joined with newlines." });
+
+export const PendingPromptAddedEvent = frame(
+  'pending_prompt_added',
+  'PendingPromptAddedEvent',
+  Type.Object({ sessionId, promptId, text: promptText, queuedAt: epochMs('When it was admitted.') }),
+  'A prompt was admitted behind another and waits its turn (after its echo).',
+);
+
+export const PendingPromptStartedEvent = frame(
+  'pending_prompt_started',
+  'PendingPromptStartedEvent',
+  Type.Object({ sessionId, promptId, text: promptText }),
+  'A prompt that waited now runs in the agent.',
+);
+
+export const PendingPromptCompletedEvent = frame(
+  'pending_prompt_completed',
+  'PendingPromptCompletedEvent',
+  Type.Object({
+    sessionId,
+    promptId,
+    state: Type.Union([Type.Literal('completed'), Type.Literal('removed')], {
+      description:
+        '`completed`: it ran and its turn ended (after its `turn_complete` or `turn_error`); `removed`: it left the queue without running (deleted, its client left, or the session closed).',
+    }),
+  }),
+  'A prompt that had waited is done with.',
+);
+
+export const PromptCancelledEvent = frame(
+  'prompt_cancelled',
+  'PromptCancelledEvent',
+  Type.Object({ sessionId, promptId, cancelledAt: epochMs('When the cancel came.') }),
+  'A client cancelled the running prompt (`POST /session/{id}/cancel`, or deleting it from the queue); the agent is told next, and its `turn_complete` follows.',
+);
+
+export const TurnCompleteEvent = frame(
+  'turn_complete',
+  'TurnCompleteEvent',
+  Type.Object({
+    sessionId,
+    promptId,
+    stopReason: Type.String({ description: "The agent's ACP stop reason (`end_turn`, `cancelled`, …)." }),
+    promptCancelled: Type.Optional(
+      Type.Object(
+        {
+          cancelledAt: epochMs('When the cancel came.'),
+          elapsedMs: Type.Number({ minimum: 0, description: 'How long the prompt had run when it was cancelled.' }),
+        },
+        { description: 'Present when the turn ended `cancelled` after a client cancelled it.' },
+      ),
+    ),
+  }),
+  "A prompt's turn ended: the agent answered it. Every prompt gets one (or `turn_error`).",
+);
+
+export const TurnErrorEvent = frame(
+  'turn_error',
+  'TurnErrorEvent',
+  Type.Object({
+    sessionId,
+    promptId,
+    message: Type.String({ description: 'What went wrong (the field the qwen daemon uses).' }),
+    error: Type.String({ description: 'The same text, as acpd error envelopes name it.' }),
+    code: Type.Optional(
+      Type.Union([Type.String(), Type.Number()], {
+        description: 'The JSON-RPC code of an agent error, when there is one.',
+      }),
+    ),
+  }),
+  "A prompt's turn failed: the agent answered with an error, or went away.",
+);
+
+export const PermissionAlreadyResolvedEvent = frame(
+  'permission_already_resolved',
+  'PermissionAlreadyResolvedEvent',
+  Type.Object({
+    requestId: Type.String(),
+    sessionId,
+    outcome: Type.Ref('PermissionOutcome', {
+      description: 'How the request was resolved (the earlier vote or a cancel).',
+    }),
+  }),
+  'A vote came for a permission request resolved a moment ago (the vote got 404); its session and outcome as they were.',
+);
+
 export const ClientEvictedEvent = frame(
   'client_evicted',
   'ClientEvictedEvent',
@@ -123,6 +212,13 @@ const FRAMES = [
   SessionUpdateEvent,
   PermissionRequestEvent,
   PermissionResolvedEvent,
+  PermissionAlreadyResolvedEvent,
+  PendingPromptAddedEvent,
+  PendingPromptStartedEvent,
+  PendingPromptCompletedEvent,
+  PromptCancelledEvent,
+  TurnCompleteEvent,
+  TurnErrorEvent,
   ModelSwitchedEvent,
   ModelSwitchFailedEvent,
   SessionDiedEvent,

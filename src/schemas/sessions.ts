@@ -257,17 +257,111 @@ export const PromptBody = Type.Object(
 );
 export type PromptBody = Static<typeof PromptBody>;
 
+export const PromptAccepted = Type.Object(
+  {
+    promptId: Type.String({ description: 'The prompt: its frames, its queue entry and `turn_complete` carry it.' }),
+    lastEventId: Type.Integer({
+      minimum: 0,
+      description:
+        "The session's last event id just before this prompt's first frame: `Last-Event-ID` with it replays all of them.",
+    }),
+    eventEpoch: Type.String({ description: "The epoch of the session's event ids." }),
+  },
+  { description: 'The prompt was admitted (`Prefer: respond-async`); its turn runs on and ends with `turn_complete`.' },
+);
+
 export const promptSession = {
   operationId: 'promptSession',
   tags: ['sessions'],
-  summary: "Send a prompt; answers with the agent's PromptResponse when the turn ends",
-  description:
-    "Prompts of a session run one at a time, in order. The turn's output arrives as events; this answers when the turn ends. A client that leaves cancels its turn.",
+  summary: "Send a prompt; answers with the agent's PromptResponse when the turn ends, or at once with 202",
+  description: [
+    'Prompts of a session run one at a time, in order; at most --max-pending-prompts wait behind the running one (503 `prompt_queue_full` past it).',
+    'Every prompt is echoed first as `session_update` frames (`user_message_chunk`, `_meta.source` `bridge-echo`); one that must wait gets `pending_prompt_added`, then `pending_prompt_started` and `pending_prompt_completed`; each turn ends with `turn_complete` (or `turn_error`).',
+    'Without `Prefer: respond-async` this answers when the turn ends, and a client that leaves cancels its turn (or removes it from the queue); a prompt deleted from the queue answers `{stopReason: "cancelled"}`.',
+    'With it, this answers 202 at once (`Preference-Applied: respond-async`) and the turn runs on whatever the client does.',
+  ].join(' '),
   params: SessionIdParams,
+  headers: Type.Object({
+    prefer: Type.Optional(
+      Type.String({
+        description: 'RFC 7240 preferences; `respond-async` asks for the 202 answer instead of waiting for the turn.',
+      }),
+    ),
+  }),
   body: PromptBody,
   response: {
     200: refTo(PromptResponse),
-    ...errors('sessionNotFound', 'agentRefusedParams', 'draining'),
+    202: PromptAccepted,
+    ...errors('sessionNotFound', 'agentRefusedParams', 'draining', 'promptQueueFull'),
+  },
+};
+
+export const PendingPromptItem = Type.Object(
+  {
+    promptId: Type.String(),
+    text: Type.String({ description: "The prompt's text blocks, joined with newlines." }),
+    queuedAt: Type.Number({ description: 'When it was admitted. Milliseconds since the epoch.' }),
+    state: Type.Union([Type.Literal('running'), Type.Literal('queued')]),
+  },
+  { description: 'A prompt of the session that has not ended.' },
+);
+
+export const listPendingPrompts = {
+  operationId: 'listPendingPrompts',
+  tags: ['sessions'],
+  summary: 'The running prompt and those waiting behind it',
+  description: 'Running first, then the queued ones in the order they will run.',
+  params: SessionIdParams,
+  response: {
+    200: Type.Object(
+      { pendingPrompts: Type.Array(PendingPromptItem) },
+      { description: 'The prompts of the session that have not ended.' },
+    ),
+    ...errors('sessionGone'),
+  },
+};
+
+export const removePendingPrompt = {
+  operationId: 'removePendingPrompt',
+  tags: ['sessions'],
+  summary: 'Remove a queued prompt, or cancel the running one',
+  description:
+    'A queued prompt leaves the queue without reaching the agent (`pending_prompt_completed` `removed`; a caller waiting on it gets `{stopReason: "cancelled"}`). The running prompt is cancelled as `POST /session/{id}/cancel` would.',
+  params: Type.Object({
+    id: SessionIdParams.properties.id,
+    promptId: Type.String({ minLength: 1, maxLength: 256, description: 'The `promptId` of the prompt.' }),
+  }),
+  response: {
+    200: Type.Object({ removed: Type.Literal(true) }, { description: 'Removed (or, running, cancelled).' }),
+    ...errors('sessionGone', 'pendingPromptNotFound'),
+  },
+};
+
+export const CurrentTurnResponse = Type.Object(
+  {
+    sessionId: Type.String(),
+    state: Type.Union([Type.Literal('running'), Type.Literal('idle')]),
+    promptId: Type.Union([Type.String(), Type.Null()], { description: 'The running prompt; null when idle.' }),
+    promptText: Type.Union([Type.String(), Type.Null()], { description: 'Its text blocks, joined; null when idle.' }),
+    queuedAt: Type.Union([Type.Number(), Type.Null()], {
+      description: 'When it was admitted (ms since the epoch); null when idle.',
+    }),
+    startedAt: Type.Union([Type.Number(), Type.Null()], {
+      description: 'When it started in the agent (ms since the epoch); null when idle.',
+    }),
+  },
+  { description: 'The turn running in the agent, or `idle` with nulls.' },
+);
+
+export const currentTurn = {
+  operationId: 'getCurrentTurn',
+  tags: ['sessions'],
+  summary: 'The prompt running now',
+  description: 'The running prompt\'s id, text and times; `state: "idle"` with nulls when none runs.',
+  params: SessionIdParams,
+  response: {
+    200: CurrentTurnResponse,
+    ...errors('sessionGone'),
   },
 };
 
@@ -276,7 +370,7 @@ export const cancelSession = {
   tags: ['sessions'],
   summary: 'Cancel the active prompt',
   description:
-    "Cancels the session's pending permission requests, then sends ACP `session/cancel`; queued prompts still run. Idempotent.",
+    "Cancels the running prompt only: `prompt_cancelled` goes out, the session's pending permission requests are cancelled, then ACP `session/cancel` is sent; its `turn_complete` carries `promptCancelled`, and the next queued prompt then starts. Idempotent.",
   params: SessionIdParams,
   body: Type.Object(
     {},
@@ -319,7 +413,7 @@ export const closeSession = {
   tags: ['sessions'],
   summary: 'Close a session for every client',
   description: [
-    'A running turn is cancelled first: its waiting prompt answers `{stopReason: "cancelled"}` (acpd waits a bounded time for the turn to end), and prompts still queued fail with 404.',
+    'A running turn is cancelled first: its waiting prompt answers `{stopReason: "cancelled"}` and its `turn_complete` says so, with no `prompt_cancelled` (acpd waits a bounded time for the turn to end); prompts still queued get `pending_prompt_completed` `removed` and their callers 404.',
     'Then every event stream gets `session_closed` (`reason` `client_close`) and ends, and the agent is sent ACP `session/close` when it advertises it.',
     'The agent keeps what it stored: the session can be loaded or resumed again. Closing it again is a 404.',
   ].join(' '),

@@ -11,6 +11,9 @@ import type { EventBus } from './event-bus.js';
 
 export const DEFAULT_MAX_PENDING_PER_SESSION = 64;
 
+/** How many settled requests are remembered with their session and outcome (for `permission_already_resolved`). */
+const RESOLVED_MEMORY = 1024;
+
 const CANCELLED: RequestPermissionResponse = { outcome: { outcome: 'cancelled' } };
 
 interface Pending {
@@ -35,6 +38,12 @@ export interface PendingPermission {
   options: RequestPermissionRequest['options'];
 }
 
+/** How a request that is no longer pending ended. */
+export interface ResolvedPermission {
+  sessionId: string;
+  outcome: RequestPermissionResponse['outcome'];
+}
+
 interface PermissionOptions {
   timeoutMs: number;
   maxPendingPerSession: number;
@@ -44,6 +53,8 @@ interface PermissionOptions {
 export class PermissionBroker {
   private readonly pending = new Map<string, Pending>();
   private readonly bySession = new Map<string, Set<string>>();
+  /** Recently settled requests by id, oldest first, at most RESOLVED_MEMORY. */
+  private readonly resolved = new Map<string, ResolvedPermission>();
 
   constructor(private readonly opts: PermissionOptions) {}
 
@@ -113,6 +124,11 @@ export class PermissionBroker {
     return this.settle(requestId, response);
   }
 
+  /** A request settled recently: its session and how it ended; undefined when unknown or long forgotten. */
+  resolvedRecently(requestId: string): ResolvedPermission | undefined {
+    return this.resolved.get(requestId);
+  }
+
   /** The requests of a session still waiting for a vote, oldest first. */
   pendingFor(sessionId: string): PendingPermission[] {
     const ids = this.bySession.get(sessionId);
@@ -158,6 +174,11 @@ export class PermissionBroker {
     if (!entry) return false;
     entry.events.publish('permission_resolved', { requestId, outcome: response.outcome });
     this.take(requestId);
+    this.resolved.set(requestId, { sessionId: entry.sessionId, outcome: response.outcome });
+    if (this.resolved.size > RESOLVED_MEMORY) {
+      const oldest = this.resolved.keys().next().value;
+      if (oldest !== undefined) this.resolved.delete(oldest);
+    }
     entry.resolve(response);
     return true;
   }

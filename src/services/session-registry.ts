@@ -7,10 +7,11 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { FastifyBaseLogger } from 'fastify';
-import type { PromptResponse, RequestPermissionResponse } from '@agentclientprotocol/sdk';
+import type { RequestPermissionResponse } from '@agentclientprotocol/sdk';
 import {
   DrainingError,
   InvalidSessionScopeError,
+  PendingPromptNotFoundError,
   SessionLimitExceededError,
   SessionNotFoundError,
   ShuttingDownError,
@@ -22,6 +23,7 @@ import { BusStats, EventBus, type BusOptions, type EventSubscription, type Subsc
 import type { SessionStatus } from '../schemas/sessions.js';
 import type { EventLog } from './event-log.js';
 import type { PermissionBroker } from './permissions.js';
+import type { Admission, CurrentTurn, PendingPrompt } from './prompt-queue.js';
 import { Session, type SessionContext } from './session.js';
 import { SessionCatalog } from './session-catalog.js';
 import { displayNameOf, type SessionMeta, type SessionStore } from './session-store.js';
@@ -45,6 +47,8 @@ interface RegistryOptions {
   workspace: string;
   maxSessions: number;
   initTimeoutMs: number;
+  /** Prompts that may wait per session behind the running one; 0 = no limit. */
+  maxPendingPrompts: number;
   defaultScope: SessionScope;
   /** Agent sessions kept created ahead of demand (0 = none). */
   warmSessions: number;
@@ -108,6 +112,7 @@ export class SessionRegistry {
     this.sessionContext = {
       permissions: this.permissions,
       initTimeoutMs: opts.initTimeoutMs,
+      maxPendingPrompts: opts.maxPendingPrompts,
       assertAcceptingWork: () => this.assertAcceptingWork(),
       touched: (sessionId) => opts.store.touch(sessionId, Date.now()),
     };
@@ -313,13 +318,35 @@ export class SessionRegistry {
     return this.require(sessionId).setModel(body.modelId, body);
   }
 
-  /** Queues a prompt behind the session's earlier ones; an aborted signal cancels it. */
-  sendPrompt(sessionId: string, body: Record<string, unknown>, signal?: AbortSignal): Promise<PromptResponse> {
-    const session = this.require(sessionId);
-    // The first prompt with text names the session in the catalog; the store keeps the first name.
+  /** Admits a prompt behind the session's earlier ones (or throws: 404, 503); an aborted signal cancels it. */
+  sendPrompt(sessionId: string, body: Record<string, unknown>, signal?: AbortSignal): Admission {
+    const admission = this.require(sessionId).prompt(body, signal);
+    // The first admitted prompt with text names the session in the catalog; the store keeps the first name.
     const name = displayNameOf(body.prompt);
     if (name !== undefined) this.opts.store.name(sessionId, name);
-    return session.prompt(body, signal);
+    return admission;
+  }
+
+  /** The running then the waiting prompts of a live session (a closing one is not found). */
+  pendingPrompts(sessionId: string): PendingPrompt[] {
+    return this.requireOpen(sessionId).pendingPrompts();
+  }
+
+  /** Removes a waiting prompt or cancels the running one. */
+  removePendingPrompt(sessionId: string, promptId: string): void {
+    if (!this.requireOpen(sessionId).removePrompt(promptId)) throw new PendingPromptNotFoundError(sessionId, promptId);
+  }
+
+  /** The running prompt of a live session; undefined when it is idle. */
+  currentTurn(sessionId: string): CurrentTurn | undefined {
+    return this.requireOpen(sessionId).currentTurn();
+  }
+
+  /** A live session that is not being closed, else 404 `session_not_found` (the qwen routes' answer). */
+  private requireOpen(sessionId: string): Session {
+    const session = this.byId.get(sessionId);
+    if (!session || session.isClosing) throw new SessionNotFoundError(sessionId, undefined, 'session_not_found');
+    return session;
   }
 
   async cancel(sessionId: string, body: Record<string, unknown> = {}): Promise<void> {
@@ -331,8 +358,19 @@ export class SessionRegistry {
     return this.require(sessionId).events.subscribe(opts);
   }
 
+  /**
+   * A client's vote. False when nothing waits for it; a vote on a request
+   * resolved a moment ago also tells its session's clients
+   * (`permission_already_resolved`), so a UI that still shows it can drop it.
+   */
   respondToPermission(requestId: string, response: RequestPermissionResponse): boolean {
-    return this.permissions.respond(requestId, response);
+    if (this.permissions.respond(requestId, response)) return true;
+    const resolved = this.permissions.resolvedRecently(requestId);
+    if (resolved !== undefined) {
+      const { sessionId, outcome } = resolved;
+      this.channels.router.busFor(sessionId)?.publish('permission_already_resolved', { requestId, sessionId, outcome });
+    }
+    return false;
   }
 
   /**
@@ -341,8 +379,7 @@ export class SessionRegistry {
    * for a vote. A closing session is gone already (404).
    */
   status(sessionId: string): SessionStatus {
-    const session = this.byId.get(sessionId);
-    if (!session || session.isClosing) throw new SessionNotFoundError(sessionId, undefined, 'session_not_found');
+    const session = this.requireOpen(sessionId);
     const meta = this.opts.store.get(sessionId);
     const now = Date.now();
     const pending = this.permissions.pendingFor(sessionId);
@@ -378,16 +415,18 @@ export class SessionRegistry {
 
   /**
    * `DELETE /session/:id`: a client closes the session for everyone. A
-   * running turn is cancelled first (its prompt answers `cancelled`) and
-   * given a bounded time to end; then `session_closed` ends every stream and
-   * the agent is told. The agent keeps the session: it can be loaded again.
-   * A session that is closing already is not found.
+   * running turn is cancelled first (its prompt answers `cancelled`, its
+   * `turn_complete` says so, with no `prompt_cancelled`) and given a bounded
+   * time to end; prompts waiting behind it are removed (404 to their
+   * callers); then `session_closed` ends every stream and the agent is told.
+   * The agent keeps the session: it can be loaded again. A session that is
+   * closing already is not found.
    */
   async closeSession(sessionId: string): Promise<void> {
     const session = this.byId.get(sessionId);
     if (!session?.beginClose()) throw new SessionNotFoundError(sessionId, undefined, 'session_not_found');
     if (session.busy) {
-      await session.cancelTurn();
+      await session.cancelTurn({}, false);
       await settledWithin(session.promptsSettled(), CLOSE_CANCEL_WAIT_MS);
     }
     // The agent or the daemon may have ended it meanwhile; then that was its end.

@@ -1,19 +1,23 @@
 /**
  * One live session: its bus, its hold on the agent channel, its prompt and
- * model queues (one at a time each, FIFO), and who is attached to it. Other
+ * model queues (one at a time each, FIFO; the prompt queue is PromptQueue's),
+ * and who is attached to it. Other
  * modules ask it (`attach`, `detach`, `prompt`…); none edits its counters.
  */
 import type { PromptResponse } from '@agentclientprotocol/sdk';
-import { PromptAbortedError, SessionNotFoundError } from '../errors.js';
+import { SessionNotFoundError } from '../errors.js';
 import type { AgentChannel } from './agent-channel.js';
 import type { ChannelLease } from './channel-supervisor.js';
 import type { EventBus } from './event-bus.js';
 import type { PermissionBroker } from './permissions.js';
+import { PromptQueue, type Admission, type CurrentTurn, type PendingPrompt } from './prompt-queue.js';
 
 /** What a session needs from the daemon around it. */
 export interface SessionContext {
   permissions: PermissionBroker;
   initTimeoutMs: number;
+  /** Prompts that may wait behind the running one (--max-pending-prompts); 0 = no limit. */
+  maxPendingPrompts: number;
   /** Throws when no new work is taken (draining, stopped). */
   assertAcceptingWork(): void;
   /** Called when a prompt starts (to record the session's last use). */
@@ -21,9 +25,8 @@ export interface SessionContext {
 }
 
 export class Session {
-  private promptTail: Promise<void> = Promise.resolve();
+  private readonly prompts: PromptQueue;
   private modelTail: Promise<void> = Promise.resolve();
-  private running = 0;
   private attaches: number;
   private ownerLeft = false;
   private closing = false;
@@ -39,6 +42,25 @@ export class Session {
     private readonly ctx: SessionContext,
   ) {
     this.attaches = attaches;
+    this.prompts = new PromptQueue({
+      sessionId,
+      events,
+      maxPending: ctx.maxPendingPrompts,
+      assertOpen: () => {
+        // A prompt still queued when the drain or a close began never starts.
+        this.ctx.assertAcceptingWork();
+        if (this.closing) throw new SessionNotFoundError(sessionId);
+      },
+      run: (request) =>
+        this.channel.call<PromptResponse>('session/prompt', request, {
+          closedMessage: `agent channel closed mid-request (session ${sessionId})`,
+        }),
+      cancelAgent: (extra) => {
+        this.ctx.permissions.cancelSession(sessionId);
+        return this.channel.notify('session/cancel', { ...extra, sessionId });
+      },
+      started: () => this.ctx.touched(sessionId),
+    });
   }
 
   get channel(): AgentChannel {
@@ -57,7 +79,7 @@ export class Session {
 
   /** A prompt is running in the agent. */
   get busy(): boolean {
-    return this.running > 0;
+    return this.prompts.busy;
   }
 
   /** A client asked to close it: it takes no new prompts and is on its way out. */
@@ -92,47 +114,42 @@ export class Session {
     return false;
   }
 
-  /** Settles when every prompt queued so far has settled. */
+  /** Settles when every prompt admitted so far has settled. */
   promptsSettled(): Promise<void> {
-    return this.promptTail;
+    return this.prompts.settled();
   }
 
-  /** Queues a prompt behind the earlier ones; an aborted signal cancels it. */
-  prompt(body: Record<string, unknown>, signal?: AbortSignal): Promise<PromptResponse> {
-    this.ctx.assertAcceptingWork();
-    if (this.closing) return Promise.reject(new SessionNotFoundError(this.sessionId));
-    if (signal?.aborted) return Promise.reject(new PromptAbortedError());
-    const sessionId = this.sessionId;
-    const request = { ...body, sessionId };
-    const run = this.promptTail.then(async () => {
-      if (signal?.aborted) throw new PromptAbortedError();
-      // A prompt still queued when the drain or a close began never starts.
-      this.ctx.assertAcceptingWork();
-      if (this.closing) throw new SessionNotFoundError(sessionId);
-      const onAbort = () => void this.cancelTurn();
-      signal?.addEventListener('abort', onAbort, { once: true });
-      this.running++;
-      this.ctx.touched(sessionId);
-      try {
-        return await this.channel.call<PromptResponse>('session/prompt', request, {
-          closedMessage: `agent channel closed mid-request (session ${sessionId})`,
-        });
-      } finally {
-        this.running--;
-        signal?.removeEventListener('abort', onAbort);
-      }
-    });
-    this.promptTail = run.then(
-      () => {},
-      () => {},
-    );
-    return run;
+  /**
+   * Admits a prompt (throws when it cannot be: closing, draining, queue
+   * full) and runs it after the earlier ones; an aborted signal removes or
+   * cancels it. Its end is `done`, and `turn_complete` on the bus.
+   */
+  prompt(body: Record<string, unknown>, signal?: AbortSignal): Admission {
+    return this.prompts.admit(body, signal);
   }
 
-  /** Cancels the running turn: its pending permissions resolve `cancelled`, the agent is told. */
-  cancelTurn(extra: Record<string, unknown> = {}): Promise<void> {
-    this.ctx.permissions.cancelSession(this.sessionId);
-    return this.channel.notify('session/cancel', { ...extra, sessionId: this.sessionId });
+  /**
+   * Cancels the running prompt (waiting ones then go on): its pending
+   * permissions resolve `cancelled`, the agent is told. `announce: false`
+   * (a close) skips `prompt_cancelled`.
+   */
+  cancelTurn(extra: Record<string, unknown> = {}, announce = true): Promise<void> {
+    return this.prompts.cancel(extra, announce);
+  }
+
+  /** Removes a waiting prompt, or cancels the running one. False when no prompt has this id. */
+  removePrompt(promptId: string): boolean {
+    return this.prompts.remove(promptId);
+  }
+
+  /** The running prompt then the waiting ones. */
+  pendingPrompts(): PendingPrompt[] {
+    return this.prompts.list();
+  }
+
+  /** The running prompt; undefined when idle. */
+  currentTurn(): CurrentTurn | undefined {
+    return this.prompts.current();
   }
 
   /** Queues a model switch; `model_switched` or `model_switch_failed` goes on the bus. */
@@ -173,6 +190,7 @@ export class Session {
    * the agent was told, when it still runs).
    */
   end(data: Record<string, unknown>, frame: 'session_died' | 'session_closed' = 'session_died'): void {
+    this.prompts.clear(new SessionNotFoundError(this.sessionId));
     this.ctx.permissions.cancelSession(this.sessionId);
     this.events.publish(frame, { sessionId: this.sessionId, ...data });
     this.events.close();

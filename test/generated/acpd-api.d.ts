@@ -131,8 +131,8 @@ export interface paths {
         get?: never;
         put?: never;
         /**
-         * Send a prompt; answers with the agent's PromptResponse when the turn ends
-         * @description Prompts of a session run one at a time, in order. The turn's output arrives as events; this answers when the turn ends. A client that leaves cancels its turn.
+         * Send a prompt; answers with the agent's PromptResponse when the turn ends, or at once with 202
+         * @description Prompts of a session run one at a time, in order; at most --max-pending-prompts wait behind the running one (503 `prompt_queue_full` past it). Every prompt is echoed first as `session_update` frames (`user_message_chunk`, `_meta.source` `bridge-echo`); one that must wait gets `pending_prompt_added`, then `pending_prompt_started` and `pending_prompt_completed`; each turn ends with `turn_complete` (or `turn_error`). Without `Prefer: respond-async` this answers when the turn ends, and a client that leaves cancels its turn (or removes it from the queue); a prompt deleted from the queue answers `{stopReason: "cancelled"}`. With it, this answers 202 at once (`Preference-Applied: respond-async`) and the turn runs on whatever the client does.
          */
         post: operations["promptSession"];
         delete?: never;
@@ -152,7 +152,7 @@ export interface paths {
         put?: never;
         /**
          * Cancel the active prompt
-         * @description Cancels the session's pending permission requests, then sends ACP `session/cancel`; queued prompts still run. Idempotent.
+         * @description Cancels the running prompt only: `prompt_cancelled` goes out, the session's pending permission requests are cancelled, then ACP `session/cancel` is sent; its `turn_complete` carries `promptCancelled`, and the next queued prompt then starts. Idempotent.
          */
         post: operations["cancelSession"];
         delete?: never;
@@ -193,7 +193,7 @@ export interface paths {
         post?: never;
         /**
          * Close a session for every client
-         * @description A running turn is cancelled first: its waiting prompt answers `{stopReason: "cancelled"}` (acpd waits a bounded time for the turn to end), and prompts still queued fail with 404. Then every event stream gets `session_closed` (`reason` `client_close`) and ends, and the agent is sent ACP `session/close` when it advertises it. The agent keeps what it stored: the session can be loaded or resumed again. Closing it again is a 404.
+         * @description A running turn is cancelled first: its waiting prompt answers `{stopReason: "cancelled"}` and its `turn_complete` says so, with no `prompt_cancelled` (acpd waits a bounded time for the turn to end); prompts still queued get `pending_prompt_completed` `removed` and their callers 404. Then every event stream gets `session_closed` (`reason` `client_close`) and ends, and the agent is sent ACP `session/close` when it advertises it. The agent keeps what it stored: the session can be loaded or resumed again. Closing it again is a 404.
          */
         delete: operations["closeSession"];
         options?: never;
@@ -213,6 +213,66 @@ export interface paths {
          * @description Whether a prompt runs, which permission requests wait for a vote, how many event streams read it, and its times (ISO 8601). A session being closed is not found.
          */
         get: operations["getSessionStatus"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/session/{id}/pending-prompts": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The running prompt and those waiting behind it
+         * @description Running first, then the queued ones in the order they will run.
+         */
+        get: operations["listPendingPrompts"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/session/{id}/pending-prompts/{promptId}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Remove a queued prompt, or cancel the running one
+         * @description A queued prompt leaves the queue without reaching the agent (`pending_prompt_completed` `removed`; a caller waiting on it gets `{stopReason: "cancelled"}`). The running prompt is cancelled as `POST /session/{id}/cancel` would.
+         */
+        delete: operations["removePendingPrompt"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/session/{id}/turns/current": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The prompt running now
+         * @description The running prompt's id, text and times; `state: "idle"` with nulls when none runs.
+         */
+        get: operations["getCurrentTurn"];
         put?: never;
         post?: never;
         delete?: never;
@@ -339,6 +399,10 @@ export interface components {
             optionId?: string;
             /** @description The limit that was reached. */
             limit?: number;
+            /** @description How many prompts wait in the session (`prompt_queue_full`). */
+            pendingCount?: number;
+            /** @description The prompt the error is about (`pending_prompt_not_found`). */
+            promptId?: string;
             /** @description The rate budget that is spent (`rate_limited`). */
             budget?: string;
             /** @description What is overloaded (`overloaded`). */
@@ -628,7 +692,7 @@ export interface components {
         } & {
             [key: string]: unknown;
         };
-        /** @description An ACP `session/update` from the agent (also the history a load replays, and the commands after a create, load or resume). */
+        /** @description An ACP `session/update` from the agent (also the history a load replays, and the commands after a create, load or resume); and the echo of every prompt, a `user_message_chunk` per content block whose `_meta` is `{source: "bridge-echo", promptId}`. */
         SessionUpdateEvent: {
             /** @description The event's number on the session's bus (also the frame's `id:` line). */
             id: number;
@@ -688,6 +752,192 @@ export interface components {
             data: {
                 requestId: string;
                 outcome: components["schemas"]["PermissionOutcome"];
+            };
+            /** @description Reserved; never set. */
+            originatorClientId?: string;
+        };
+        /** @description A vote came for a permission request resolved a moment ago (the vote got 404); its session and outcome as they were. */
+        PermissionAlreadyResolvedEvent: {
+            /** @description The event's number on the session's bus (also the frame's `id:` line). */
+            id: number;
+            /**
+             * @description Version of the envelope.
+             * @enum {number}
+             */
+            v: 1;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "permission_already_resolved";
+            data: {
+                requestId: string;
+                /** @description The session. */
+                sessionId: string;
+                outcome: components["schemas"]["PermissionOutcome"];
+            };
+            /** @description Reserved; never set. */
+            originatorClientId?: string;
+        };
+        /** @description A prompt was admitted behind another and waits its turn (after its echo). */
+        PendingPromptAddedEvent: {
+            /** @description The event's number on the session's bus (also the frame's `id:` line). */
+            id: number;
+            /**
+             * @description Version of the envelope.
+             * @enum {number}
+             */
+            v: 1;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "pending_prompt_added";
+            data: {
+                /** @description The session. */
+                sessionId: string;
+                /** @description The prompt, as its admission answered it (`promptId`). */
+                promptId: string;
+                /** @description The prompt's text blocks, joined with newlines. */
+                text: string;
+                /** @description When it was admitted. Milliseconds since the epoch. */
+                queuedAt: number;
+            };
+            /** @description Reserved; never set. */
+            originatorClientId?: string;
+        };
+        /** @description A prompt that waited now runs in the agent. */
+        PendingPromptStartedEvent: {
+            /** @description The event's number on the session's bus (also the frame's `id:` line). */
+            id: number;
+            /**
+             * @description Version of the envelope.
+             * @enum {number}
+             */
+            v: 1;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "pending_prompt_started";
+            data: {
+                /** @description The session. */
+                sessionId: string;
+                /** @description The prompt, as its admission answered it (`promptId`). */
+                promptId: string;
+                /** @description The prompt's text blocks, joined with newlines. */
+                text: string;
+            };
+            /** @description Reserved; never set. */
+            originatorClientId?: string;
+        };
+        /** @description A prompt that had waited is done with. */
+        PendingPromptCompletedEvent: {
+            /** @description The event's number on the session's bus (also the frame's `id:` line). */
+            id: number;
+            /**
+             * @description Version of the envelope.
+             * @enum {number}
+             */
+            v: 1;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "pending_prompt_completed";
+            data: {
+                /** @description The session. */
+                sessionId: string;
+                /** @description The prompt, as its admission answered it (`promptId`). */
+                promptId: string;
+                /** @description `completed`: it ran and its turn ended (after its `turn_complete` or `turn_error`); `removed`: it left the queue without running (deleted, its client left, or the session closed). */
+                state: "completed" | "removed";
+            };
+            /** @description Reserved; never set. */
+            originatorClientId?: string;
+        };
+        /** @description A client cancelled the running prompt (`POST /session/{id}/cancel`, or deleting it from the queue); the agent is told next, and its `turn_complete` follows. */
+        PromptCancelledEvent: {
+            /** @description The event's number on the session's bus (also the frame's `id:` line). */
+            id: number;
+            /**
+             * @description Version of the envelope.
+             * @enum {number}
+             */
+            v: 1;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "prompt_cancelled";
+            data: {
+                /** @description The session. */
+                sessionId: string;
+                /** @description The prompt, as its admission answered it (`promptId`). */
+                promptId: string;
+                /** @description When the cancel came. Milliseconds since the epoch. */
+                cancelledAt: number;
+            };
+            /** @description Reserved; never set. */
+            originatorClientId?: string;
+        };
+        /** @description A prompt's turn ended: the agent answered it. Every prompt gets one (or `turn_error`). */
+        TurnCompleteEvent: {
+            /** @description The event's number on the session's bus (also the frame's `id:` line). */
+            id: number;
+            /**
+             * @description Version of the envelope.
+             * @enum {number}
+             */
+            v: 1;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "turn_complete";
+            data: {
+                /** @description The session. */
+                sessionId: string;
+                /** @description The prompt, as its admission answered it (`promptId`). */
+                promptId: string;
+                /** @description The agent's ACP stop reason (`end_turn`, `cancelled`, …). */
+                stopReason: string;
+                /** @description Present when the turn ended `cancelled` after a client cancelled it. */
+                promptCancelled?: {
+                    /** @description When the cancel came. Milliseconds since the epoch. */
+                    cancelledAt: number;
+                    /** @description How long the prompt had run when it was cancelled. */
+                    elapsedMs: number;
+                };
+            };
+            /** @description Reserved; never set. */
+            originatorClientId?: string;
+        };
+        /** @description A prompt's turn failed: the agent answered with an error, or went away. */
+        TurnErrorEvent: {
+            /** @description The event's number on the session's bus (also the frame's `id:` line). */
+            id: number;
+            /**
+             * @description Version of the envelope.
+             * @enum {number}
+             */
+            v: 1;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "turn_error";
+            data: {
+                /** @description The session. */
+                sessionId: string;
+                /** @description The prompt, as its admission answered it (`promptId`). */
+                promptId: string;
+                /** @description What went wrong (the field the qwen daemon uses). */
+                message: string;
+                /** @description The same text, as acpd error envelopes name it. */
+                error: string;
+                /** @description The JSON-RPC code of an agent error, when there is one. */
+                code?: string | number;
             };
             /** @description Reserved; never set. */
             originatorClientId?: string;
@@ -830,7 +1080,7 @@ export interface components {
             originatorClientId?: string;
         };
         /** @description What the `data:` line of an event frame carries: the whole envelope, told apart by `type` (which the `event:` line repeats). */
-        SessionEvent: components["schemas"]["SessionUpdateEvent"] | components["schemas"]["PermissionRequestEvent"] | components["schemas"]["PermissionResolvedEvent"] | components["schemas"]["ModelSwitchedEvent"] | components["schemas"]["ModelSwitchFailedEvent"] | components["schemas"]["SessionDiedEvent"] | components["schemas"]["SessionClosedEvent"] | components["schemas"]["ClientEvictedEvent"] | components["schemas"]["StreamErrorEvent"];
+        SessionEvent: components["schemas"]["SessionUpdateEvent"] | components["schemas"]["PermissionRequestEvent"] | components["schemas"]["PermissionResolvedEvent"] | components["schemas"]["PermissionAlreadyResolvedEvent"] | components["schemas"]["PendingPromptAddedEvent"] | components["schemas"]["PendingPromptStartedEvent"] | components["schemas"]["PendingPromptCompletedEvent"] | components["schemas"]["PromptCancelledEvent"] | components["schemas"]["TurnCompleteEvent"] | components["schemas"]["TurnErrorEvent"] | components["schemas"]["ModelSwitchedEvent"] | components["schemas"]["ModelSwitchFailedEvent"] | components["schemas"]["SessionDiedEvent"] | components["schemas"]["SessionClosedEvent"] | components["schemas"]["ClientEvictedEvent"] | components["schemas"]["StreamErrorEvent"];
     };
     responses: never;
     parameters: never;
@@ -1606,6 +1856,8 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
+                /** @description RFC 7240 preferences; `respond-async` asks for the 202 answer instead of waiting for the turn. */
+                prefer?: string;
                 /** @description Makes a retry safe: the first answer (status, body, `Content-Type`, `Retry-After`, `Preference-Applied`) to a request with this key is kept for --idempotency-ttl seconds, and a retry with the same key, method, path and body gets it again, with `Idempotent-Replayed: true`, without the work being done twice (also across a restart with --event-log sqlite). A retry while the first is still running waits for its answer. The same key with another method, path or body is a 422 `idempotency_key_mismatch`. 5xx, 408, 409, 425 and 429 answers are not kept. 1 to 255 printable ASCII characters. */
                 "idempotency-key"?: string;
             };
@@ -1634,6 +1886,22 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["PromptResponse"];
+                };
+            };
+            /** @description The prompt was admitted (`Prefer: respond-async`); its turn runs on and ends with `turn_complete`. */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description The prompt: its frames, its queue entry and `turn_complete` carry it. */
+                        promptId: string;
+                        /** @description The session's last event id just before this prompt's first frame: `Last-Event-ID` with it replays all of them. */
+                        lastEventId: number;
+                        /** @description The epoch of the session's event ids. */
+                        eventEpoch: string;
+                    };
                 };
             };
             /**
@@ -1717,6 +1985,7 @@ export interface operations {
             };
             /**
              * @description - `code` `draining`: the daemon is shutting down and takes no new work.
+             *     - `code` `prompt_queue_full`: --max-pending-prompts prompts wait in the session already (`sessionId`, `limit`, `pendingCount`).
              *     - `code` `overloaded`: the daemon is shedding load (event-loop delay or memory past its limit; `reason`).
              *     - `code` `connection_limit`: the request came on a connection past --max-connections (`limit`).
              */
@@ -2151,6 +2420,338 @@ export interface operations {
                             toolCall: components["schemas"]["ToolCallUpdate"];
                             options: components["schemas"]["PermissionOption"][];
                         }[];
+                    };
+                };
+            };
+            /** @description - The path, query, headers or JSON body break a rule of this route; `error` names it (`code` is `invalid_session_id` or `invalid_session_scope` for those checks). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - `code` `session_not_found`: no live session has this id, or it was closed already (`sessionId`). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - `code` `rate_limited`: the client spent this route's budget for the minute (`budget`); only when --rate-limit-* sets one. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - The agent failed, timed out or went away, or acpd failed; a JSON-RPC error keeps its `code` and `data`. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /**
+             * @description - `code` `overloaded`: the daemon is shedding load (event-loop delay or memory past its limit; `reason`).
+             *     - `code` `connection_limit`: the request came on a connection past --max-connections (`limit`).
+             */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    listPendingPrompts: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The session id, as `POST /session` or a restore answered it. */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The prompts of the session that have not ended. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        pendingPrompts: {
+                            promptId: string;
+                            /** @description The prompt's text blocks, joined with newlines. */
+                            text: string;
+                            /** @description When it was admitted. Milliseconds since the epoch. */
+                            queuedAt: number;
+                            state: "running" | "queued";
+                        }[];
+                    };
+                };
+            };
+            /** @description - The path, query, headers or JSON body break a rule of this route; `error` names it (`code` is `invalid_session_id` or `invalid_session_scope` for those checks). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - `code` `session_not_found`: no live session has this id, or it was closed already (`sessionId`). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - `code` `rate_limited`: the client spent this route's budget for the minute (`budget`); only when --rate-limit-* sets one. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - The agent failed, timed out or went away, or acpd failed; a JSON-RPC error keeps its `code` and `data`. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /**
+             * @description - `code` `overloaded`: the daemon is shedding load (event-loop delay or memory past its limit; `reason`).
+             *     - `code` `connection_limit`: the request came on a connection past --max-connections (`limit`).
+             */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    removePendingPrompt: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Makes a retry safe: the first answer (status, body, `Content-Type`, `Retry-After`, `Preference-Applied`) to a request with this key is kept for --idempotency-ttl seconds, and a retry with the same key, method, path and body gets it again, with `Idempotent-Replayed: true`, without the work being done twice (also across a restart with --event-log sqlite). A retry while the first is still running waits for its answer. The same key with another method, path or body is a 422 `idempotency_key_mismatch`. 5xx, 408, 409, 425 and 429 answers are not kept. 1 to 255 printable ASCII characters. */
+                "idempotency-key"?: string;
+            };
+            path: {
+                /** @description The session id, as `POST /session` or a restore answered it. */
+                id: string;
+                /** @description The `promptId` of the prompt. */
+                promptId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Removed (or, running, cancelled). */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @enum {boolean} */
+                        removed: true;
+                    };
+                };
+            };
+            /**
+             * @description - The path, query, headers or JSON body break a rule of this route; `error` names it (`code` is `invalid_session_id` or `invalid_session_scope` for those checks).
+             *     - The body is not JSON (`Invalid JSON in request body`), or nests deeper than --max-body-depth (`code` `body_too_deep`).
+             *     - `code` `invalid_idempotency_key`: the `Idempotency-Key` header is not 1 to 255 printable ASCII characters.
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /**
+             * @description - `code` `session_not_found`: no live session has this id, or it was closed already (`sessionId`).
+             *     - `code` `pending_prompt_not_found`: no running or queued prompt of the session has this id (`sessionId`, `promptId`).
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - The body is larger than --max-body-bytes. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - `code` `idempotency_key_mismatch`: this `Idempotency-Key` was used for another request (method, path or body). */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - `code` `rate_limited`: the client spent this route's budget for the minute (`budget`); only when --rate-limit-* sets one. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - The agent failed, timed out or went away, or acpd failed; a JSON-RPC error keeps its `code` and `data`. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /**
+             * @description - `code` `overloaded`: the daemon is shedding load (event-loop delay or memory past its limit; `reason`).
+             *     - `code` `connection_limit`: the request came on a connection past --max-connections (`limit`).
+             */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    getCurrentTurn: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The session id, as `POST /session` or a restore answered it. */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The turn running in the agent, or `idle` with nulls. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        sessionId: string;
+                        state: "running" | "idle";
+                        /** @description The running prompt; null when idle. */
+                        promptId: string | null;
+                        /** @description Its text blocks, joined; null when idle. */
+                        promptText: string | null;
+                        /** @description When it was admitted (ms since the epoch); null when idle. */
+                        queuedAt: number | null;
+                        /** @description When it started in the agent (ms since the epoch); null when idle. */
+                        startedAt: number | null;
                     };
                 };
             };
