@@ -231,17 +231,19 @@ t.test('kill -9 mid-flood, restart, load, reconnect: every frame exactly once', 
     stopReason: 'end_turn',
   });
   await within(
-    sse.waitFor((f) => chunkText(f) === 'after'),
+    sse.waitFor((f) => f.envelope?.type === 'turn_complete'),
     'the new turn',
   );
+  const turn = numbered(sse).filter((f) => Number(f.id) > last);
   t.same(
-    numbered(sse)
-      .slice(-2)
-      .map((f) => [Number(f.id), chunkText(f)]),
+    turn.map((f) => [Number(f.id), f.envelope?.type, chunkText(f)]),
     [
-      [last + 1, 'you said: '],
-      [last + 2, 'after'],
+      [last + 1, 'session_update', undefined], // the prompt's echo
+      [last + 2, 'session_update', 'you said: '],
+      [last + 3, 'session_update', 'after'],
+      [last + 4, 'turn_complete', undefined],
     ],
+    'the new turn continues at the next id',
   );
 });
 
