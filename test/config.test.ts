@@ -80,7 +80,7 @@ t.test('defaults', async (t) => {
     maxBodyDepth: 64,
     ringBytes: 16 * 1024 * 1024,
     subscriberBacklogBytes: 8 * 1024 * 1024,
-    eventLog: 'memory',
+    eventLog: 'sqlite',
     headerTimeoutMs: 10_000,
     agentEnv: {},
   });
@@ -164,7 +164,7 @@ t.test('every setting has an environment twin', async (t) => {
       ACPD_MAX_BODY_DEPTH: '19',
       ACPD_RING_BYTES: '20',
       ACPD_SUBSCRIBER_BACKLOG_BYTES: '21',
-      ACPD_EVENT_LOG: 'sqlite',
+      ACPD_EVENT_LOG: 'memory',
       ACPD_HEADER_TIMEOUT_MS: '22',
     },
     '/',
@@ -198,7 +198,7 @@ t.test('every setting has an environment twin', async (t) => {
     maxBodyDepth: 19,
     ringBytes: 20,
     subscriberBacklogBytes: 21,
-    eventLog: 'sqlite',
+    eventLog: 'memory',
     headerTimeoutMs: 22,
   });
 });
@@ -677,10 +677,10 @@ t.test('log level', async (t) => {
   );
 });
 
-t.test('event log: memory by default, sqlite on request, nothing else', async (t) => {
-  t.equal(load().eventLog, 'memory');
-  t.equal(load(['--event-log', 'sqlite']).eventLog, 'sqlite');
-  t.equal(load([], { ACPD_EVENT_LOG: 'sqlite' }).eventLog, 'sqlite');
+t.test('event log: sqlite by default, memory on request, nothing else', async (t) => {
+  t.equal(load().eventLog, 'sqlite');
+  t.equal(load(['--event-log', 'memory']).eventLog, 'memory');
+  t.equal(load([], { ACPD_EVENT_LOG: 'memory' }).eventLog, 'memory');
   t.equal(
     failure(() => load(['--event-log', 'redis'])),
     'Invalid --event-log "redis": must be one of memory, sqlite.',

@@ -182,4 +182,14 @@ export class Session {
   release(): Promise<void> {
     return this.lease.release();
   }
+
+  /** The turn running now, undefined when idle. Only whether one runs is known until prompts get ids. */
+  currentTurn(): { promptId?: string; promptText?: string; queuedAt?: string; startedAt?: string } | undefined {
+    return this.busy ? {} : undefined;
+  }
+
+  /** The prompts running or waiting, oldest first. None is tracked by id yet. */
+  pendingPrompts(): Array<{ promptId: string; text: string; queuedAt: string; state: 'running' | 'queued' }> {
+    return [];
+  }
 }

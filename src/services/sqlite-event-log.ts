@@ -209,6 +209,7 @@ export class SqliteEventStore {
 
 interface Appended {
   next: number;
+  first: number;
   count: number;
   bytes: number;
   dropped: number;
@@ -223,6 +224,7 @@ interface Appended {
 export class SqliteEventLog implements EventLog {
   readonly epoch: string;
   private next: number;
+  private first: number;
   private count: number;
   private heldBytes: number;
   private readonly appendTx: (event: BusEvent) => Appended;
@@ -243,6 +245,7 @@ export class SqliteEventLog implements EventLog {
       sql.putLog.run(sessionId, this.epoch);
     }
     const extent = sql.extent.get(sessionId);
+    this.first = extent?.first ?? this.next;
     this.count = extent?.count ?? 0;
     this.heldBytes = extent?.bytes ?? 0;
     this.appendTx = db.transaction((event: BusEvent) => this.write(event));
@@ -250,6 +253,10 @@ export class SqliteEventLog implements EventLog {
 
   get nextId(): number {
     return this.next;
+  }
+
+  get firstId(): number {
+    return this.first;
   }
 
   get size(): number {
@@ -269,10 +276,12 @@ export class SqliteEventLog implements EventLog {
   append(event: BusEvent): number {
     if (!this.db.open) {
       this.next++;
+      if (this.count === 0) this.first = this.next;
       return 0;
     }
     const done = this.appendTx(event);
     this.next = done.next;
+    this.first = done.first;
     this.count = done.count;
     this.heldBytes = done.bytes;
     return done.dropped;
@@ -295,12 +304,13 @@ export class SqliteEventLog implements EventLog {
     const id = this.next;
     const { maxEvents, maxBytes } = this.bounds;
     this.sql.setNext.run(id + 1, this.sessionId);
-    if (maxEvents === 0) return { next: id + 1, count: 0, bytes: 0, dropped: 0 };
+    if (maxEvents === 0) return { next: id + 1, first: id + 1, count: 0, bytes: 0, dropped: 0 };
     this.sql.insert.run(this.sessionId, id, event.envelope.type, event.json, event.bytes);
     let count = this.count + 1;
     let bytes = this.heldBytes + event.bytes;
     const over = () => count > maxEvents || (maxBytes > 0 && bytes > maxBytes && count > 1);
-    if (!over()) return { next: id + 1, count, bytes, dropped: 0 };
+    const first = this.count === 0 ? id : this.first;
+    if (!over()) return { next: id + 1, first, count, bytes, dropped: 0 };
     let dropThrough = 0;
     let dropped = 0;
     for (const row of this.sql.oldest.iterate(this.sessionId)) {
@@ -311,6 +321,6 @@ export class SqliteEventLog implements EventLog {
       bytes -= row.bytes;
     }
     this.sql.dropThrough.run(this.sessionId, dropThrough);
-    return { next: id + 1, count, bytes, dropped };
+    return { next: id + 1, first: dropThrough + 1, count, bytes, dropped };
   }
 }
