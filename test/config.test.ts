@@ -81,7 +81,7 @@ t.test('defaults', async (t) => {
     maxBodyDepth: 64,
     ringBytes: 16 * 1024 * 1024,
     subscriberBacklogBytes: 8 * 1024 * 1024,
-    eventLog: 'memory',
+    eventLog: 'sqlite',
     idempotencyTtl: 86_400,
     headerTimeoutMs: 10_000,
     agentEnv: {},
@@ -166,7 +166,7 @@ t.test('every setting has an environment twin', async (t) => {
       ACPD_MAX_BODY_DEPTH: '19',
       ACPD_RING_BYTES: '20',
       ACPD_SUBSCRIBER_BACKLOG_BYTES: '21',
-      ACPD_EVENT_LOG: 'sqlite',
+      ACPD_EVENT_LOG: 'memory',
       ACPD_IDEMPOTENCY_TTL: '23',
       ACPD_HEADER_TIMEOUT_MS: '22',
     },
@@ -201,7 +201,7 @@ t.test('every setting has an environment twin', async (t) => {
     maxBodyDepth: 19,
     ringBytes: 20,
     subscriberBacklogBytes: 21,
-    eventLog: 'sqlite',
+    eventLog: 'memory',
     idempotencyTtl: 23,
     headerTimeoutMs: 22,
   });
@@ -687,10 +687,10 @@ t.test('log level', async (t) => {
   );
 });
 
-t.test('event log: memory by default, sqlite on request, nothing else', async (t) => {
-  t.equal(load().eventLog, 'memory');
-  t.equal(load(['--event-log', 'sqlite']).eventLog, 'sqlite');
-  t.equal(load([], { ACPD_EVENT_LOG: 'sqlite' }).eventLog, 'sqlite');
+t.test('event log: sqlite by default, memory on request, nothing else', async (t) => {
+  t.equal(load().eventLog, 'sqlite');
+  t.equal(load(['--event-log', 'memory']).eventLog, 'memory');
+  t.equal(load([], { ACPD_EVENT_LOG: 'memory' }).eventLog, 'memory');
   t.equal(
     failure(() => load(['--event-log', 'redis'])),
     'Invalid --event-log "redis": must be one of memory, sqlite.',

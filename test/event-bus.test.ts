@@ -15,7 +15,9 @@ import {
   EventBus,
   type BusEvent,
   type EventEnvelope,
+  type EventSubscription,
 } from '../src/services/event-bus.js';
+import { MemoryEventLog } from '../src/services/event-log.js';
 import { range } from './support/values.js';
 
 type Sub = AsyncIterableIterator<BusEvent>;
@@ -752,4 +754,168 @@ t.test('the envelope JSON is what JSON.stringify gives for the whole envelope', 
   const got = sub.takeBuffered();
   t.equal(got.length, samples.length);
   for (const ev of got) t.equal(ev.json, JSON.stringify(ev.envelope), `data ${String(ev.json)}`);
+});
+
+// ---- the opening of a client's stream (subscribe with a snapshot) ---------------
+
+/** What a subscriber has buffered now: [type, id] per event. */
+function buffered(sub: EventSubscription): [string, number | undefined][] {
+  return sub.takeBuffered().map((ev) => [ev.envelope.type, ev.envelope.id]);
+}
+
+function dataOf(sub: EventSubscription, type: string): unknown {
+  return sub.takeBuffered().find((ev) => ev.envelope.type === type)?.envelope.data;
+}
+
+t.test('a client stream without a cursor: replay_complete then session_state, no ids, then live', async (t) => {
+  const bus = new EventBus();
+  publishN(bus, 3);
+  const sub = bus.subscribe({ snapshot: () => ({ state: 'now', at: bus.lastEventId }) });
+  bus.publish('tick', { live: true });
+  const first = await take(sub, 3);
+  t.strictSame(first, [
+    { v: 1, type: 'replay_complete', data: { lastReplayedEventId: null, lastEventId: 3, replayedCount: 0 } },
+    { v: 1, type: 'session_state', data: { state: 'now', at: 3 } },
+    { id: 4, v: 1, type: 'tick', data: { live: true } },
+  ]);
+  t.equal(bus.subscribe({}).takeBuffered().length, 0, 'a subscribe without a snapshot gets no opening frames');
+});
+
+t.test('a cursor in the log, with no epoch or the right one: the replay, then the two frames, then live', async (t) => {
+  for (const epoch of [undefined, 'same']) {
+    const bus = new EventBus();
+    const wanted = epoch === undefined ? undefined : bus.epoch;
+    publishN(bus, 5);
+    const sub = bus.subscribe({ lastEventId: 2, epoch: wanted, snapshot: () => 'state' });
+    bus.publish('tick', {});
+    t.strictSame(buffered(sub), [
+      ['tick', 3],
+      ['tick', 4],
+      ['tick', 5],
+      ['replay_complete', undefined],
+      ['session_state', undefined],
+      ['tick', 6],
+    ]);
+    const again = bus.subscribe({ lastEventId: 2, epoch: wanted, snapshot: () => 'state' });
+    t.strictSame(dataOf(again, 'replay_complete'), { lastReplayedEventId: 6, lastEventId: 6, replayedCount: 4 });
+    const atHead = bus.subscribe({ lastEventId: 6, epoch: wanted, snapshot: () => 'state' });
+    t.strictSame(
+      buffered(atHead),
+      [
+        ['replay_complete', undefined],
+        ['session_state', undefined],
+      ],
+      'a cursor at the newest event: nothing to replay, no resync',
+    );
+  }
+});
+
+t.test('a cursor from another epoch: state_resync_required, then every event held', async (t) => {
+  const bus = new EventBus();
+  publishN(bus, 3);
+  const sub = bus.subscribe({ lastEventId: 2, epoch: 'another', snapshot: () => ({}) });
+  const events = sub.takeBuffered().map((ev) => ev.envelope);
+  t.strictSame(
+    events.map((e) => [e.type, e.id]),
+    [
+      ['state_resync_required', undefined],
+      ['tick', 1],
+      ['tick', 2],
+      ['tick', 3],
+      ['replay_complete', undefined],
+      ['session_state', undefined],
+    ],
+  );
+  t.strictSame(events[0]?.data, {
+    reason: 'epoch_reset',
+    detail: 'epoch_mismatch',
+    lastDeliveredId: 2,
+    earliestAvailableId: 1,
+  });
+  t.strictSame(events[4]?.data, { lastReplayedEventId: 3, lastEventId: 3, replayedCount: 3 });
+  const noCursor = bus.subscribe({ epoch: 'another', snapshot: () => ({}) });
+  t.strictSame(
+    buffered(noCursor).map(([type]) => type),
+    ['replay_complete', 'session_state'],
+    'an epoch without a cursor is no reason to resync',
+  );
+});
+
+t.test('a cursor ahead of the log: cursor_ahead, then every event held', async (t) => {
+  const bus = new EventBus();
+  publishN(bus, 2);
+  const sub = bus.subscribe({ lastEventId: 3, snapshot: () => ({}) });
+  const events = sub.takeBuffered().map((ev) => ev.envelope);
+  t.strictSame(
+    events.map((e) => e.id),
+    [undefined, 1, 2, undefined, undefined],
+  );
+  t.match(events[0], {
+    type: 'state_resync_required',
+    data: { detail: 'cursor_ahead', lastDeliveredId: 3, earliestAvailableId: 1 },
+  });
+});
+
+t.test('a cursor older than the log holds: cursor_expired; one just before the oldest event is not', async (t) => {
+  const bus = new EventBus({ ringSize: 3 });
+  publishN(bus, 5);
+  const expired = bus.subscribe({ lastEventId: 1, snapshot: () => ({}) });
+  const events = expired.takeBuffered().map((ev) => ev.envelope);
+  t.strictSame(
+    events.map((e) => e.id),
+    [undefined, 3, 4, 5, undefined, undefined],
+  );
+  t.match(events[0], {
+    type: 'state_resync_required',
+    data: { detail: 'cursor_expired', lastDeliveredId: 1, earliestAvailableId: 3 },
+  });
+  const zero = bus.subscribe({ lastEventId: 0, snapshot: () => ({}) });
+  t.match(zero.takeBuffered()[0]?.envelope, { type: 'state_resync_required', data: { detail: 'cursor_expired' } });
+  const adjacent = bus.subscribe({ lastEventId: 2, snapshot: () => ({}) });
+  t.strictSame(
+    buffered(adjacent).map(([, id]) => id),
+    [3, 4, 5, undefined, undefined],
+    'cursor 2 with 3.. held: no gap, no resync',
+  );
+});
+
+t.test('the opening frames do not count against the live caps', async (t) => {
+  const bus = new EventBus({ ringSize: 2 });
+  publishN(bus, 3);
+  const sub = bus.subscribe({ lastEventId: 0, maxQueued: 1, maxQueuedBytes: 1, snapshot: () => 'x'.repeat(10_000) });
+  bus.publish('tick', { live: 1 });
+  t.equal(bus.subscriberCount, 1, 'resync, replay, replay_complete and a large session_state: still subscribed');
+  bus.publish('tick', { live: 2 });
+  t.equal(bus.subscriberCount, 0, 'the second live event overflows a cap of 1');
+  const got = await drain(sub);
+  t.strictSame(
+    got.map((e) => [e.type, e.id]),
+    [
+      ['state_resync_required', undefined],
+      ['tick', 2],
+      ['tick', 3],
+      ['replay_complete', undefined],
+      ['session_state', undefined],
+      ['tick', 4],
+      ['client_evicted', undefined],
+    ],
+  );
+});
+
+t.test('firstId: nextId when empty, then the oldest id held', async (t) => {
+  const log = new MemoryEventLog({ maxEvents: 2, maxBytes: 0 });
+  const bus = new EventBus({ log });
+  t.equal(log.firstId, 1);
+  publishN(bus, 1);
+  t.equal(log.firstId, 1);
+  publishN(bus, 3);
+  t.equal(log.firstId, 3);
+  const none = new MemoryEventLog({ maxEvents: 0, maxBytes: 0 });
+  const bus0 = new EventBus({ log: none });
+  publishN(bus0, 2);
+  t.equal(none.firstId, 3, 'a log that keeps nothing: the next id');
+  t.match(bus0.subscribe({ lastEventId: 1, snapshot: () => ({}) }).takeBuffered()[0]?.envelope, {
+    type: 'state_resync_required',
+    data: { detail: 'cursor_expired', earliestAvailableId: 3 },
+  });
 });

@@ -156,6 +156,11 @@ t.test('every route of the app is documented with every response it declares', a
     { $ref: '#/components/schemas/SessionEvent' },
     'the SSE route documents its frames',
   );
+  t.same(
+    Object.keys(obj(obj(obj(obj(obj(paths['/session/{id}/events']).get).responses)['200']).headers)),
+    ['x-qwen-event-epoch', 'x-qwen-sse-stream-id'],
+    'the stream documents the epoch and stream id headers',
+  );
   const frames = obj(components.SessionEvent);
   const frameTypes = [
     'session_update',
@@ -174,6 +179,9 @@ t.test('every route of the app is documented with every response it declares', a
     'session_closed',
     'client_evicted',
     'stream_error',
+    'state_resync_required',
+    'replay_complete',
+    'session_state',
   ];
   t.same(Object.keys(obj(obj(frames.discriminator).mapping)), frameTypes, 'one frame schema per event type');
   for (const [type, ref] of Object.entries(obj(obj(frames.discriminator).mapping))) {

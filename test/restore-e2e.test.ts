@@ -1,9 +1,11 @@
 // Restoring persisted sessions end to end with the embedded agent (issue 3): a session created and
 // prompted on one daemon comes back on the next one over the same workspace and data directory —
 // `load` with its history replayed into the event ring, `resume` without — and again after its agent
-// was killed.
+// was killed. The event log is durable (SQLite), so each daemon's frames follow the previous one's:
+// every stream below starts from the last id the session had before the step it checks.
 import t, { type Test } from 'tap';
 import { within } from '../harness/wait.js';
+import type { EventBus } from '../src/services/event-bus.js';
 import { startDaemon, tempDir, type TestDaemon } from './support/app.js';
 import { call, createSession, obj } from './support/http.js';
 import { isType, openEvents, type SseFrame, type SseStream } from './support/sse.js';
@@ -56,6 +58,13 @@ async function waitForAgentText(sse: SseStream, text: string): Promise<void> {
   );
 }
 
+/** The bus of a live session (kept to read its last id once the session is gone). */
+function busOf(d: TestDaemon, sessionId: string): EventBus {
+  const session = d.app.sessions.get(sessionId);
+  if (!session) throw new Error(`no live session ${sessionId}`);
+  return session.events;
+}
+
 function restart(t: Test, workspace: string, dataDir: string): Promise<TestDaemon> {
   return startDaemon(t, { workspace, dataDir });
 }
@@ -78,7 +87,9 @@ t.test(
     t.same((await call(first, 'POST', `/session/${id}/prompt`, textPrompt('hello world'))).body, {
       stopReason: 'end_turn',
     });
+    const firstBus = busOf(first, id);
     await first.app.close();
+    const endOfFirst = firstBus.lastEventId;
 
     // 2. A new daemon loads it: the turn is in the ring before the response, seen from Last-Event-ID: 0.
     const second = await restart(t, workspace, dataDir);
@@ -90,11 +101,11 @@ t.test(
       attached: false,
       state: { models: { currentModelId: 'acpd-echo' } },
     });
-    const replay = await openEvents(t, second, id, { lastEventId: 0 });
+    const replay = await openEvents(t, second, id, { lastEventId: endOfFirst });
     t.equal(replay.status, 200);
     await waitForAgentText(replay, 'echo: hello world');
     const replayed = replay.events();
-    t.equal(replayed[0]?.id, 1, "the replay starts the session's ring");
+    t.equal(replayed[0]?.id, endOfFirst + 1, "the load's frames follow the first daemon's");
     const userAt = replayed.findIndex((e) => kindOf(e) === 'user_message_chunk');
     t.ok(userAt >= 0, 'the user turn is replayed');
     t.equal(chunkRun(replayed, 'user_message_chunk'), 'hello world');
@@ -106,7 +117,9 @@ t.test(
     t.same(unknown.body, { error: 'No session with id "no-such-session"', sessionId: 'no-such-session' });
     const unknownResume = await call(second, 'POST', '/session/no-such-session/resume', {});
     t.same({ status: unknownResume.status, body: unknownResume.body }, { status: 404, body: unknown.body });
+    const secondBus = busOf(second, id);
     await second.app.close();
+    const endOfSecond = secondBus.lastEventId;
 
     // 3. Another daemon resumes it: context back, no history frames.
     const third = await restart(t, workspace, dataDir);
@@ -118,7 +131,7 @@ t.test(
       attached: false,
       state: { models: { currentModelId: 'acpd-echo' } },
     });
-    const live = await openEvents(t, third, id, { lastEventId: 0 });
+    const live = await openEvents(t, third, id, { lastEventId: endOfSecond });
     const history = await call(third, 'POST', `/session/${id}/prompt`, textPrompt('/history'));
     t.same(history.body, { stopReason: 'end_turn' });
     // Every frame of the turn is published before the prompt answers; wait until the stream has them all.
@@ -127,7 +140,8 @@ t.test(
       live.waitFor((f) => f.envelope?.id === lastId),
       `frame ${lastId}`,
     );
-    const afterResume = live.events();
+    // The numbered frames only: the stream also opens with replay_complete and session_state.
+    const afterResume = live.events().filter((e) => e.id !== undefined);
     const answerAt = afterResume.findIndex((e) => kindOf(e) === 'agent_message_chunk');
     t.same(
       afterResume
@@ -151,15 +165,17 @@ t.test(
     const [channel] = [...third.app.channels.alive];
     const pid = channel?.pid;
     t.ok(pid, 'the agent runs');
+    const thirdBus = busOf(third, id);
     if (pid !== undefined) process.kill(pid, 'SIGKILL');
     const died = await within(live.waitFor(isType('session_died')), 'session_died');
     t.match(died.envelope?.data, { sessionId: id, reason: 'channel_closed' });
+    const endOfCrash = thirdBus.lastEventId;
     t.equal(third.app.sessions.get(id), undefined);
     const reloaded = await call(third, 'POST', `/session/${id}/load`, {});
     t.equal(reloaded.status, 200);
     t.match(reloaded.body, { sessionId: id, attached: false });
     t.not([...third.app.channels.alive][0]?.pid, pid, 'on a new agent');
-    const again = await openEvents(t, third, id, { lastEventId: 0 });
+    const again = await openEvents(t, third, id, { lastEventId: endOfCrash });
     await waitForAgentText(again, 'earlier turn');
     const users = again
       .events()

@@ -60,7 +60,10 @@ function sdkFor(d: TestDaemon): SdkHandle {
 
 /** What one `session.events()` subscription has received so far. */
 interface Feed {
+  /** The numbered events. */
   readonly events: DaemonEvent[];
+  /** The id-less frames every stream opens with (replay_complete, session_state), which this SDK passes on as they are. */
+  readonly opening: DaemonEvent[];
   /** The first event (already received or future) that matches; rejects if the stream ends first. */
   waitFor(match: (ev: DaemonEvent) => boolean, label: string): Promise<DaemonEvent>;
   /** Settles when the subscription is over. */
@@ -72,13 +75,14 @@ function follow(t: Teardown, session: DaemonSessionClient, opts: { lastEventId?:
   const ac = new AbortController();
   t.teardown(() => ac.abort());
   const events: DaemonEvent[] = [];
+  const opening: DaemonEvent[] = [];
   const waiters = new Set<{ match: (ev: DaemonEvent) => boolean; resolve: (ev: DaemonEvent) => void }>();
   /** How the stream failed, as text, when it ended with an error nobody asked for. */
   let failure: string | undefined;
   const ended = (async () => {
     try {
       for await (const ev of session.events({ ...opts, signal: ac.signal })) {
-        events.push(ev);
+        (ev.id === undefined ? opening : events).push(ev);
         for (const w of [...waiters]) {
           if (w.match(ev)) {
             waiters.delete(w);
@@ -92,6 +96,7 @@ function follow(t: Teardown, session: DaemonSessionClient, opts: { lastEventId?:
   })();
   return {
     events,
+    opening,
     waitFor(match, label) {
       const found = events.find(match);
       if (found) return Promise.resolve(found);
@@ -185,6 +190,11 @@ t.test('DaemonSessionClient: prompt streams echo chunks that the SDK recognises'
   await feed.waitFor((e) => e.id === last, `event ${last}`);
 
   const events = feed.events;
+  t.same(
+    feed.opening.map((e) => e.type),
+    ['replay_complete', 'session_state'],
+    'the stream opened with replay_complete and session_state',
+  );
   t.equal(agentText(events), 'echo: hello from the sdk', 'the chunks join to the echo');
   t.ok(events.filter((e) => updateKind(e) === 'agent_message_chunk').length >= 2, 'the echo arrives in several chunks');
   for (const ev of events) {
@@ -368,7 +378,11 @@ t.test('DaemonHttpError: 404 for an unknown session, 400 for a relative cwd', as
 // ---- 7. restore across daemons ----------------------------------------------------
 
 t.test('DaemonSessionClient.load replays history on a new daemon; resume on a third does not', async (t) => {
-  const d1 = await startDaemon(t);
+  // The SDK seeds its cursor at 0 from a load answer, so with the durable log (ids going on across restarts)
+  // it would replay the earlier daemons' frames too; this test is about the history a load replays, on a
+  // daemon that starts with an empty ring. The durable log's restarts: epochs.test.ts, sqlite-event-log.test.ts.
+  const memory = { args: ['--event-log', 'memory'] };
+  const d1 = await startDaemon(t, memory);
   const sdk1 = sdkFor(d1);
   const original = await DaemonSessionClient.createOrAttach(sdk1.client);
   const sessionId = original.sessionId;
@@ -376,7 +390,7 @@ t.test('DaemonSessionClient.load replays history on a new daemon; resume on a th
   // The restart is the point of this test: the first daemon goes away now (teardown closes it again, a no-op).
   await d1.app.close();
 
-  const d2 = await startDaemon(t, { workspace: d1.config.workspace, dataDir: d1.config.dataDir });
+  const d2 = await startDaemon(t, { ...memory, workspace: d1.config.workspace, dataDir: d1.config.dataDir });
   const sdk2 = sdkFor(d2);
   const loaded = await DaemonSessionClient.load(sdk2.client, sessionId);
   t.equal(loaded.sessionId, sessionId);
@@ -408,7 +422,7 @@ t.test('DaemonSessionClient.load replays history on a new daemon; resume on a th
   await replay.ended;
   await d2.app.close();
 
-  const d3 = await startDaemon(t, { workspace: d1.config.workspace, dataDir: d1.config.dataDir });
+  const d3 = await startDaemon(t, { ...memory, workspace: d1.config.workspace, dataDir: d1.config.dataDir });
   const sdk3 = sdkFor(d3);
   const resumed = await DaemonSessionClient.resume(sdk3.client, sessionId);
   t.equal(resumed.sessionId, sessionId);

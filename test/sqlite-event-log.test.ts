@@ -74,6 +74,29 @@ function rowsOf(store: SqliteEventStore, sessionId: string): number[] {
     .map((row) => row.id);
 }
 
+t.test('firstId: the next id while empty, the oldest id held after drops, the same after a reopen', async (t) => {
+  const dataDir = tempDir(t);
+  const store = openStore(dataDir, { maxEvents: 3, maxBytes: 0 });
+  const log = store.logFor('s');
+  t.equal(log.firstId, 1);
+  const bus = new EventBus({ log });
+  bus.publish('tick', {});
+  t.equal(log.firstId, 1);
+  for (let i = 0; i < 4; i++) bus.publish('tick', { i });
+  await afterBurst();
+  t.equal(log.firstId, 3, 'events 1 and 2 were dropped by count');
+  store.close();
+  const reopened = openStore(dataDir, { maxEvents: 3, maxBytes: 0 });
+  t.teardown(() => reopened.close());
+  t.equal(reopened.logFor('s').firstId, 3, 'read back from the database');
+  const none = openStore(tempDir(t), { maxEvents: 0, maxBytes: 0 });
+  t.teardown(() => none.close());
+  const nothing = new EventBus({ log: none.logFor('s') });
+  nothing.publish('tick', {});
+  nothing.publish('tick', {});
+  t.equal(none.logFor('s').firstId, 3, 'a log that keeps nothing: the next id');
+});
+
 t.test('bounds by count and by bytes: the oldest go, the count is reported, the newest stays', async (t) => {
   const byCount = openStore(tempDir(t), { maxEvents: 3, maxBytes: 0 });
   t.teardown(() => byCount.close());

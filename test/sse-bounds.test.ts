@@ -128,12 +128,18 @@ t.test('the replay ring keeps within --ring-bytes and always keeps the newest ev
   const replay = await openEvents(t, d, sid, { lastEventId: 0 });
   await publish(d, agent, sid, 'marker');
   await replay.waitFor(hasId(11), 'the marker');
+  const numbered = (s: typeof replay) => s.events().filter((e) => e.id !== undefined);
   t.strictSame(
-    replay.events().map((e) => e.id),
+    numbered(replay).map((e) => e.id),
     [8, 9, 10, 11],
     'Last-Event-ID: 0 replays only what the budget kept',
   );
-  t.same(replay.events()[0]?.data, { sessionId: sid, update: chunk(texts[7] ?? '') }, 'replayed intact');
+  t.match(
+    replay.events()[0],
+    { type: 'state_resync_required', data: { detail: 'cursor_expired', lastDeliveredId: 0, earliestAvailableId: 8 } },
+    'after telling the client that events 1..7 are gone',
+  );
+  t.same(numbered(replay)[0]?.data, { sessionId: sid, update: chunk(texts[7] ?? '') }, 'replayed intact');
 
   await publish(d, agent, sid, 'x'.repeat(2 * budget));
   t.ok(bus.ringBytes > budget, 'an event over the budget on its own stays');
@@ -141,7 +147,7 @@ t.test('the replay ring keeps within --ring-bytes and always keeps the newest ev
   await publish(d, agent, sid, 'after');
   await alone.waitFor(hasId(13), 'the event after the oversized one');
   t.strictSame(
-    alone.events().map((e) => e.id),
+    numbered(alone).map((e) => e.id),
     [12, 13],
     'the oversized event was all the ring held',
   );
@@ -177,7 +183,9 @@ t.test('a replay leaves in writes of at most WRITE_CHUNK_BYTES; a larger frame g
 
   const replay = await openEvents(t, d, sid, { lastEventId: 0, headers: { 'x-record-writes': '1' } });
   await replay.waitFor(hasId(301), 'the whole replay');
-  const frames = replay.frames.filter((f) => f.envelope).map((f) => Buffer.byteLength(`${f.raw}\n\n`));
+  const frames = replay.frames
+    .filter((f) => f.envelope?.id !== undefined)
+    .map((f) => Buffer.byteLength(`${f.raw}\n\n`));
   t.equal(frames.length, 301);
   const largeFrame = frames[300] ?? 0;
   t.ok(largeFrame > WRITE_CHUNK_BYTES, 'the last frame alone is over a chunk');
@@ -239,7 +247,8 @@ t.test('a client that stops reading is evicted once its backlog passes --subscri
     })}`,
     'the last frame is client_evicted, naming the event that overflowed',
   );
-  const delivered = frames.slice(1, -1).map((f) => Number(/^id: (\d+)\n/.exec(f)?.[1]));
+  // After the retry frame, replay_complete and session_state.
+  const delivered = frames.slice(3, -1).map((f) => Number(/^id: (\d+)\n/.exec(f)?.[1]));
   t.ok(
     delivered.length === evictedBy - 1 && delivered.every((id, i) => id === i + 1),
     `everything queued before the overflow is delivered (${delivered.length} frames)`,

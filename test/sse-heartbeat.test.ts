@@ -72,9 +72,14 @@ t.test('an idle stream gets `: heartbeat` comment frames at the configured inter
   const text = await raw.waitForText((s) => count(s, HEARTBEAT) >= 3, 'three heartbeats');
   const elapsed = performance.now() - start;
   t.ok(text.startsWith('retry: 3000\n\n'), 'the retry frame comes first');
-  t.equal(
+  // Then the two id-less frames every stream opens with, then only heartbeats.
+  const opening = /^retry: 3000\n\nevent: replay_complete\ndata: [^\n]*\n\nevent: session_state\ndata: [^\n]*\n\n/.exec(
     text,
-    `retry: 3000\n\n${HEARTBEAT.repeat(count(text, HEARTBEAT))}`,
+  )?.[0];
+  t.ok(opening, 'replay_complete and session_state follow it');
+  t.equal(
+    text.slice(opening?.length ?? 0),
+    HEARTBEAT.repeat(count(text, HEARTBEAT)),
     'then nothing but whole heartbeat frames',
   );
   // The default (15 s) would take 45 s for three; this shows the setting is the one in force.
@@ -90,13 +95,13 @@ t.test('an idle stream gets `: heartbeat` comment frames at the configured inter
   );
   const frames = after.split('\n\n');
   t.equal(frames.pop(), '', 'the text ends on a frame boundary');
-  for (const frame of frames.slice(1)) {
+  for (const frame of frames.slice(3)) {
     if (frame === ': heartbeat') continue;
     t.match(frame, /^id: 1\nevent: session_update\ndata: \{.*"between beats".*\}$/, 'the one event frame is whole');
   }
   t.equal(
     frames.filter((frame) => frame !== ': heartbeat').length,
-    2,
-    'the retry frame and the event, the rest heartbeats',
+    4,
+    'the retry frame, the two opening frames and the event, the rest heartbeats',
   );
 });

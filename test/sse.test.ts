@@ -37,8 +37,46 @@ function busOf(ctx: Ctx) {
   return entry.events;
 }
 
+/** The ids of the numbered events received (the id-less frames that open every stream are left out). */
 function ids(stream: SseStream): (number | undefined)[] {
-  return stream.events().map((e) => e.id);
+  return stream
+    .events()
+    .filter((e) => e.id !== undefined)
+    .map((e) => e.id);
+}
+
+/** The types of the id-less frames received, in order. */
+function unnumbered(stream: SseStream): string[] {
+  return stream
+    .events()
+    .filter((e) => e.id === undefined)
+    .map((e) => e.type);
+}
+
+/** The frames every stream opens with after `retry: 3000`, for a session whose newest event is `lastEventId`. */
+function greetingText(ctx: Ctx, lastEventId: number): string {
+  const bus = busOf(ctx);
+  const complete = {
+    v: 1,
+    type: 'replay_complete',
+    data: { lastReplayedEventId: null, lastEventId, replayedCount: 0 },
+  };
+  const state = {
+    v: 1,
+    type: 'session_state',
+    data: {
+      sessionId: ctx.sid,
+      lastEventId,
+      eventEpoch: bus.epoch,
+      turn: { state: 'idle' },
+      pendingPermissions: [],
+      pendingPrompts: [],
+    },
+  };
+  return (
+    `event: replay_complete\ndata: ${JSON.stringify(complete)}\n\n` +
+    `event: session_state\ndata: ${JSON.stringify(state)}\n\n`
+  );
 }
 
 function hasId(id: number): (f: SseFrame) => boolean {
@@ -137,16 +175,16 @@ t.test('200 with the exact SSE headers, and retry: 3000 as the first bytes', asy
   t.equal(raw.headers['connection'], 'keep-alive');
   t.equal(raw.headers['x-accel-buffering'], 'no');
   t.equal(raw.headers['content-length'], undefined, 'an open-ended body');
+  t.equal(raw.headers['x-qwen-event-epoch'], busOf(ctx).epoch, "the epoch of the session's ids");
+  t.match(raw.headers['x-qwen-sse-stream-id'], /^[0-9a-f-]{36}$/, 'a stream id');
 
-  // Before anything is published, the retry line is all there is.
-  await raw.waitForText((s) => s.length >= 13, 'the retry frame');
-  t.equal(raw.text(), 'retry: 3000\n\n');
+  // Before anything is published, the retry line, then replay_complete and session_state (no ids).
+  const opening = `retry: 3000\n\n${greetingText(ctx, 0)}`;
+  await raw.waitForText((s) => s.length >= opening.length, 'the opening frames');
+  t.equal(raw.text(), opening);
   await notify(ctx, 'first');
   const text = await raw.waitForText((s) => s.includes('\n\nid: 1\n'), 'event 1');
-  t.ok(
-    text.startsWith('retry: 3000\n\nid: 1\nevent: session_update\ndata: {'),
-    'the first event follows the retry frame',
-  );
+  t.ok(text.startsWith(`${opening}id: 1\nevent: session_update\ndata: {`), 'the first event follows them');
 });
 
 t.test('the Accept header is not enforced', async (t) => {
@@ -154,7 +192,7 @@ t.test('the Accept header is not enforced', async (t) => {
   const raw = await openRaw(t, ctx.d, ctx.sid, { headers: { accept: 'application/json' } });
   t.equal(raw.status, 200);
   t.equal(raw.headers['content-type'], 'text/event-stream');
-  t.equal(await raw.waitForText((s) => s.length >= 13, 'the retry frame'), 'retry: 3000\n\n');
+  t.ok((await raw.waitForText((s) => s.length >= 13, 'the retry frame')).startsWith('retry: 3000\n\n'));
 });
 
 // ---- framing ----------------------------------------------------------------
@@ -172,11 +210,12 @@ t.test('framing: id, event, one data line with the whole envelope, blank line', 
   t.equal(b.text(), text, 'every subscriber gets the same bytes');
 
   const frames = splitFrames(text);
-  t.equal(frames.length, texts.length + 1, 'one frame per event after the retry frame');
+  t.equal(frames.length, texts.length + 3, 'one frame per event after the retry frame and the two opening ones');
   t.equal(frames[0], 'retry: 3000');
+  t.equal(`${frames[1]}\n\n${frames[2]}\n\n`, greetingText(ctx, 0));
   texts.forEach((value, i) => {
     const id = i + 1;
-    const frame = frames[id] ?? '';
+    const frame = frames[id + 2] ?? '';
     const lines = frame.split('\n');
     t.equal(lines.length, 3, `frame ${id} has exactly three lines`);
     t.equal(lines[0], `id: ${id}`);
@@ -220,11 +259,20 @@ t.test('Last-Event-ID: 2 replays 3.. in order before live frames, without duplic
   t.strictSame(ids(again), range(3, 209));
   t.strictSame(ids(late), range(3, 209));
   t.strictSame(ids(live), range(1, 209), 'no replay without Last-Event-ID');
+  t.strictSame(unnumbered(late), ['replay_complete', 'session_state'], 'a cursor in the log: no resync');
+  t.strictSame(
+    late.events()[205],
+    { v: 1, type: 'replay_complete', data: { lastReplayedEventId: 207, lastEventId: 207, replayedCount: 205 } },
+    'replay_complete right after the replay',
+  );
+  t.equal(late.events()[207]?.id, 208, 'then session_state, then the live frames');
   t.same(late.events().at(-1)?.data, { sessionId: ctx.sid, update: chunk('after-2') });
   for (const s of [again, late]) {
     t.ok(
-      s.frames.filter((f) => f.envelope).every((f) => f.id === String(f.envelope?.id)),
-      'the id: line matches the envelope id on replayed and live frames',
+      s.frames
+        .filter((f) => f.envelope)
+        .every((f) => f.id === (f.envelope?.id === undefined ? undefined : String(f.envelope.id))),
+      'the id: line matches the envelope id on replayed and live frames, and id-less frames have none',
     );
   }
 });
@@ -245,9 +293,14 @@ t.test('Last-Event-ID: 0 replays the whole ring; at or past the current id, noth
 
   t.strictSame(ids(all), [1, 2, 3, 4]);
   t.strictSame(ids(current), [4]);
-  t.strictSame(ids(future), [4]);
   t.strictSame(ids(padded), [3, 4], 'leading zeros are still decimal digits');
-  t.strictSame(ids(maxSafe), [4], 'MAX_SAFE_INTEGER is accepted (and replays nothing)');
+  for (const s of [all, current, padded]) t.strictSame(unnumbered(s), ['replay_complete', 'session_state']);
+  // A cursor the session never reached: the client is told, and gets everything held.
+  for (const s of [future, maxSafe]) {
+    t.strictSame(ids(s), [1, 2, 3, 4]);
+    t.strictSame(unnumbered(s), ['state_resync_required', 'replay_complete', 'session_state']);
+    t.match(s.events()[0]?.data, { reason: 'epoch_reset', detail: 'cursor_ahead', earliestAvailableId: 1 });
+  }
 });
 
 t.test('invalid Last-Event-ID values are ignored: 200 and a live-only stream', async (t) => {
@@ -279,6 +332,7 @@ t.test('invalid Last-Event-ID values are ignored: 200 and a live-only stream', a
   for (const [i, s] of streams.entries()) {
     await s.waitFor(hasId(4), 'the marker');
     t.strictSame(ids(s), [4], `Last-Event-ID ${JSON.stringify(values[i])} replays nothing`);
+    t.strictSame(unnumbered(s), ['replay_complete', 'session_state'], 'and is no cursor to resync');
     t.equal(s.frames[0]?.retry, '3000');
   }
 });
@@ -363,10 +417,7 @@ t.test('a client that stops reading is evicted; a reading client gets everything
   const total = floods * (perFlood + 2);
   await reader.waitFor(hasId(total), `event ${total} on the reading client`);
   t.equal(bus.lastEventId, total);
-  t.ok(
-    ids(reader).every((id, i) => id === i + 1) && reader.events().length === total,
-    'the reader got 1..total, in order',
-  );
+  t.ok(ids(reader).every((id, i) => id === i + 1) && ids(reader).length === total, 'the reader got 1..total, in order');
   t.notOk(reader.frames.some(isType('client_evicted')), 'the reader was not evicted');
 
   stalled.resume();
@@ -381,7 +432,8 @@ t.test('a client that stops reading is evicted; a reading client gets everything
   t.ok(match, `the last frame is client_evicted without an id line: ${JSON.stringify(lastFrame)}`);
   const droppedAfter = Number(match?.[1]);
   t.ok(droppedAfter > 256 && droppedAfter <= total, `droppedAfter ${droppedAfter} is a real event id`);
-  const delivered = frames.slice(1, -1).map((f) => Number(/^id: (\d+)\n/.exec(f)?.[1]));
+  // After the retry frame and the two opening ones.
+  const delivered = frames.slice(3, -1).map((f) => Number(/^id: (\d+)\n/.exec(f)?.[1]));
   t.equal(frames[0], 'retry: 3000');
   t.ok(
     delivered.length === droppedAfter - 1 && delivered.every((id, i) => id === i + 1),

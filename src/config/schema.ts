@@ -191,9 +191,9 @@ export const ConfigSchema = Type.Object({
       'Bytes of live events one SSE subscriber may have waiting before it is evicted (client_evicted). 0 = count only.',
   }),
   ACPD_EVENT_LOG: Type.Union([Type.Literal('memory'), Type.Literal('sqlite')], {
-    default: 'memory',
+    default: 'sqlite',
     description:
-      "Where each session's replay events are kept: memory (lost on restart) or sqlite (<data-dir>/events.sqlite; survives restarts and kill -9, and ids go on where they stopped).",
+      "Where each session's replay events are kept: sqlite (<data-dir>/events.sqlite; survives restarts and kill -9, and ids and the epoch go on where they stopped) or memory (a ring, lost on restart).",
   }),
   ACPD_IDEMPOTENCY_TTL: Type.Integer({
     minimum: 1,

@@ -14,10 +14,16 @@
  * measured as the largest cost of fan-out after the socket writes themselves
  * (bench/RESULTS.md).
  *
+ * Every stream opens with the bus's reconnect frames (a resync when the
+ * cursor cannot resume, the replay, `replay_complete`, `session_state`), and
+ * its headers name the epoch of the ids (`X-Qwen-Event-Epoch`), which a
+ * client sends back with its `Last-Event-ID`.
+ *
  * HEAD /session/:id/events answers what GET would (404 for an unknown
  * session, else 200 with the SSE headers) and ends there: it never subscribes,
  * so it cannot hold one of the bus's subscriber slots.
  */
+import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyBaseLogger } from 'fastify';
@@ -34,6 +40,9 @@ export const WRITE_CHUNK_BYTES = 64 * 1024;
 
 const SSE_CONTENT_TYPE = 'text/event-stream';
 const SSE_CACHE_CONTROL = 'no-cache, no-transform';
+/** The qwen daemon's names: the epoch of the ids (sent both ways) and one id per stream. */
+const EPOCH_HEADER = 'x-qwen-event-epoch';
+const STREAM_ID_HEADER = 'x-qwen-sse-stream-id';
 
 /** A decimal `Last-Event-ID` up to MAX_SAFE_INTEGER; anything else counts as absent. */
 function parseLastEventId(raw: string | undefined, log: FastifyBaseLogger): number | undefined {
@@ -60,8 +69,12 @@ const eventRoutes: FastifyPluginAsyncTypebox = async (app) => {
     { schema: sessionEventsHead, config: { policy: policies.read } },
     async (req, reply) => {
       // Throws SessionNotFoundError (404) exactly as subscribing would.
-      app.sessions.require(req.params.id);
-      reply.header('content-type', SSE_CONTENT_TYPE).header('cache-control', SSE_CACHE_CONTROL);
+      const session = app.sessions.require(req.params.id);
+      reply
+        .header('content-type', SSE_CONTENT_TYPE)
+        .header('cache-control', SSE_CACHE_CONTROL)
+        .header(EPOCH_HEADER, session.events.epoch)
+        .header(STREAM_ID_HEADER, randomUUID());
       return reply.send();
     },
   );
@@ -73,8 +86,10 @@ const eventRoutes: FastifyPluginAsyncTypebox = async (app) => {
     async (req, reply) => {
       const sessionId = req.params.id;
       const lastEventId = parseLastEventId(req.headers['last-event-id'], req.log);
+      const epoch = req.headers[EPOCH_HEADER];
       const ac = new AbortController();
-      const events = app.sessions.subscribe(sessionId, { lastEventId, signal: ac.signal });
+      const session = app.sessions.require(sessionId);
+      const events = app.sessions.subscribe(sessionId, { lastEventId, epoch, signal: ac.signal });
       const sse = reply.sse;
       const raw = reply.raw;
       // The client leaving ends the subscription and any wait for 'drain'.
@@ -95,7 +110,10 @@ const eventRoutes: FastifyPluginAsyncTypebox = async (app) => {
         );
         await Promise.race([drained, closed]);
       };
-      reply.header('Cache-Control', SSE_CACHE_CONTROL);
+      reply
+        .header('Cache-Control', SSE_CACHE_CONTROL)
+        .header(EPOCH_HEADER, session.events.epoch)
+        .header(STREAM_ID_HEADER, randomUUID());
       sse.sendHeaders();
       try {
         await write(`retry: ${SSE_RETRY_MS}\n\n`);

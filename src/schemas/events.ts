@@ -5,9 +5,10 @@
  * the stream for the API document and its clients; the bus and the services
  * that publish are what produce them.
  */
-import { Type, type TSchema } from '@sinclair/typebox';
+import { Type, type Static, type TSchema } from '@sinclair/typebox';
 import { SessionIdParams } from './common.js';
 import { errors } from './errors.js';
+import { PendingInteraction, PendingPromptItem } from './sessions.js';
 
 /** The frame of one event type: the envelope, with or without an `id`, around its `data`. */
 function frame(type: string, id: string, data: TSchema, description: string, numbered = true) {
@@ -208,6 +209,71 @@ export const StreamErrorEvent = frame(
   false,
 );
 
+export const StateResyncRequiredEvent = frame(
+  'state_resync_required',
+  'StateResyncRequiredEvent',
+  Type.Object({
+    reason: Type.Literal('epoch_reset'),
+    detail: Type.Union([Type.Literal('epoch_mismatch'), Type.Literal('cursor_ahead'), Type.Literal('cursor_expired')], {
+      description:
+        'The cursor came from another epoch (`X-Qwen-Event-Epoch`), is ahead of the newest event, or is older than what the log still holds.',
+    }),
+    lastDeliveredId: Type.Integer({ minimum: 0, description: 'The `Last-Event-ID` the client sent.' }),
+    earliestAvailableId: Type.Integer({
+      minimum: 1,
+      description: 'The oldest event held (the next id when none is): the replay that follows starts there.',
+    }),
+  }),
+  "The client's cursor cannot resume without a gap (no `id`): drop what was built from earlier frames; every event still held follows.",
+  false,
+);
+
+export const ReplayCompleteEvent = frame(
+  'replay_complete',
+  'ReplayCompleteEvent',
+  Type.Object({
+    lastReplayedEventId: Type.Union([Type.Integer({ minimum: 1 }), Type.Null()], {
+      description: 'The last event replayed; null when none was.',
+    }),
+    lastEventId: Type.Integer({ minimum: 0, description: 'The newest event of the session when the stream opened.' }),
+    replayedCount: Type.Integer({ minimum: 0 }),
+  }),
+  'The replay is over (no `id`); live events follow. Sent on every subscribe, with or without `Last-Event-ID`.',
+  false,
+);
+
+export const TurnState = Type.Object(
+  {
+    state: Type.Union([Type.Literal('running'), Type.Literal('idle')]),
+    promptId: Type.Optional(Type.String()),
+    promptText: Type.Optional(Type.String()),
+    queuedAt: Type.Optional(epochMs('When the running prompt was admitted.')),
+    startedAt: Type.Optional(epochMs('When it started.')),
+  },
+  { description: 'The turn of the session: whether a prompt runs, and which.' },
+);
+
+export const SessionSnapshot = Type.Object(
+  {
+    sessionId,
+    lastEventId: Type.Integer({ minimum: 0, description: 'The newest event when the state was taken.' }),
+    eventEpoch: Type.String({ description: "The epoch of the session's event ids (`X-Qwen-Event-Epoch`)." }),
+    turn: TurnState,
+    pendingPermissions: Type.Array(PendingInteraction, { description: 'Requests that wait for a vote, oldest first.' }),
+    pendingPrompts: Type.Array(PendingPromptItem, { description: 'The prompt queue, the running one first.' }),
+  },
+  { description: 'The session as it is when the stream opens.' },
+);
+export type SessionSnapshot = Static<typeof SessionSnapshot>;
+
+export const SessionStateEvent = frame(
+  'session_state',
+  'SessionStateEvent',
+  SessionSnapshot,
+  "The session's state now (no `id`), after `replay_complete` on every subscribe: a reconnecting client need not rebuild it from frames.",
+  false,
+);
+
 const FRAMES = [
   SessionUpdateEvent,
   PermissionRequestEvent,
@@ -225,6 +291,9 @@ const FRAMES = [
   SessionClosedEvent,
   ClientEvictedEvent,
   StreamErrorEvent,
+  StateResyncRequiredEvent,
+  ReplayCompleteEvent,
+  SessionStateEvent,
 ];
 
 /** `type` → the frame's component name, for the document's discriminator mapping. */
@@ -247,26 +316,42 @@ export const eventSchemas = [...FRAMES, SessionEvent];
 
 const STREAM_DESCRIPTION = [
   'Server-Sent Events. First `retry: 3000`; then, per event, an `id:` line (numbered events only), an `event:` line with its `type`, and one `data:` line with the JSON envelope (`SessionEvent`); `: heartbeat` comments while idle.',
+  'Every stream opens with: `state_resync_required` when the cursor cannot resume, the replay, `replay_complete`, then `session_state`, before any live event.',
   'The stream ends after `session_died`, `session_closed`, `client_evicted` or `stream_error`.',
 ].join(' ');
+
+const EPOCH_DESCRIPTION =
+  "The epoch of the session's event ids. It stays the same across restores and daemon restarts with the durable log (`--event-log sqlite`), where ids go on; a new epoch means earlier ids mean nothing here.";
+
+const streamHeaders = {
+  'x-qwen-event-epoch': Type.String({ description: EPOCH_DESCRIPTION }),
+  'x-qwen-sse-stream-id': Type.String({ description: 'A new UUID for each stream (for logs and support).' }),
+};
 
 const eventErrors = errors('sessionNotFound', 'subscriberLimit');
 
 export const sessionEvents = {
   operationId: 'streamSessionEvents',
   tags: ['events'],
-  summary: "Follow the session's events (Server-Sent Events); `Last-Event-ID` replays from the ring",
-  description:
-    'Subscribes before answering, so an unknown session (404) or a full session (429) is answered as JSON, never as a stream. With `Last-Event-ID: n` the stream starts with every event after `n` still in the ring (`0`: all of them); a value that is not a decimal integer counts as absent.',
+  summary: "Follow the session's events (Server-Sent Events); `Last-Event-ID` replays from the log",
+  description: [
+    'Subscribes before answering, so an unknown session (404) or a full session (429) is answered as JSON, never as a stream.',
+    'With `Last-Event-ID: n` the stream starts with every event after `n` still in the log (`0`: all of them); a value that is not a decimal integer counts as absent.',
+    'With `X-Qwen-Event-Epoch` too, a cursor from another epoch gets `state_resync_required` and every event held; without it the cursor is taken to be in the current epoch.',
+  ].join(' '),
   params: SessionIdParams,
   headers: Type.Object({
     'last-event-id': Type.Optional(
       Type.String({ description: 'Replay the events after this one (a decimal event id; `0` for all).' }),
     ),
+    'x-qwen-event-epoch': Type.Optional(
+      Type.String({ description: 'The epoch `Last-Event-ID` was read in (the `X-Qwen-Event-Epoch` of that stream).' }),
+    ),
   }),
   response: {
     200: {
       description: STREAM_DESCRIPTION,
+      headers: streamHeaders,
       content: { 'text/event-stream': { schema: Type.Ref('SessionEvent') } },
     },
     ...eventErrors,
@@ -282,6 +367,7 @@ export const sessionEventsHead = {
   response: {
     200: {
       description: 'The session exists; GET would stream.',
+      headers: streamHeaders,
       content: { 'text/event-stream': { schema: Type.String() } },
     },
     ...errors('sessionNotFound'),

@@ -86,6 +86,18 @@ export interface BusOptions {
 export interface SubscribeOptions {
   /** Replay every ring event with a larger id before live events. */
   lastEventId?: number;
+  /**
+   * The epoch `lastEventId` was read in; absent = this log's own (v1 clients
+   * send no epoch, and their cursors are taken at their word).
+   */
+  epoch?: string;
+  /**
+   * The session's state as a client needs it after a (re)connect. Given, the
+   * subscription is a client's stream and opens with the frames of the
+   * reconnect protocol (see `EventBus.subscribe`); absent, it gets the bare
+   * replay (the bus's own consumers and its unit tests).
+   */
+  snapshot?: () => unknown;
   signal?: AbortSignal;
   maxQueued?: number;
   maxQueuedBytes?: number;
@@ -101,7 +113,10 @@ export function frameOf(envelope: EventEnvelope, json: string): BusEvent {
   return { envelope, json, frame, bytes: Buffer.byteLength(frame) };
 }
 
-/** An event without an id (the synthetic `client_evicted`). */
+/** Why a cursor cannot resume where it says: qwen's `state_resync_required` details. */
+export type ResyncDetail = 'epoch_mismatch' | 'cursor_ahead' | 'cursor_expired';
+
+/** An event without an id (`client_evicted` and the frames that open a client's stream). */
 function makeEvent(envelope: EventEnvelope): BusEvent {
   return frameOf(envelope, JSON.stringify(envelope));
 }
@@ -141,6 +156,7 @@ class Subscription implements EventSubscription {
 
   private unwatch: () => void = () => {};
 
+  /** Queues a replayed event, or an id-less frame the bus sends ahead of live events: neither counts against the live caps. */
   pushReplay(ev: BusEvent): void {
     this.items.push(ev);
     this.replayed++;
@@ -373,12 +389,8 @@ export class EventBus {
     const sub = new Subscription(opts.maxQueued ?? this.maxQueued, opts.maxQueuedBytes ?? this.maxQueuedBytes, (s) =>
       this.subscribers.delete(s),
     );
-    if (opts.lastEventId !== undefined) {
-      for (const ev of this.log.after(opts.lastEventId)) {
-        sub.pushReplay(ev);
-        this.stats.replayed++;
-      }
-    }
+    if (opts.snapshot) this.greet(sub, opts.lastEventId, opts.epoch, opts.snapshot);
+    else if (opts.lastEventId !== undefined) this.replay(sub, opts.lastEventId);
     if (opts.signal?.aborted) {
       sub.abort();
       return sub;
@@ -386,6 +398,73 @@ export class EventBus {
     this.subscribers.add(sub);
     sub.watch(opts.signal);
     return sub;
+  }
+
+  /**
+   * Why `cursor` (read in `epoch`) cannot resume this log without a gap, if
+   * it cannot: another epoch, an id not handed out yet, or events after it
+   * that the log's bounds already pushed out.
+   */
+  resyncReason(cursor: number, epoch: string | undefined): ResyncDetail | undefined {
+    if (epoch !== undefined && epoch !== this.log.epoch) return 'epoch_mismatch';
+    if (cursor > this.lastEventId) return 'cursor_ahead';
+    if (cursor < this.log.firstId - 1) return 'cursor_expired';
+    return undefined;
+  }
+
+  /** Queues every held event after `cursor`; returns how many and the id of the last. */
+  private replay(sub: Subscription, cursor: number): { count: number; lastId: number | null } {
+    let count = 0;
+    let lastId: number | null = null;
+    for (const ev of this.log.after(cursor)) {
+      sub.pushReplay(ev);
+      count++;
+      lastId = ev.envelope.id ?? lastId;
+    }
+    this.stats.replayed += count;
+    return { count, lastId };
+  }
+
+  /**
+   * The opening of a client's stream, all of it queued before any live event
+   * can be: `state_resync_required` when the cursor cannot resume without a
+   * gap (then the replay starts at the oldest event held), the replay,
+   * `replay_complete` (on every subscribe, with or without a cursor, as the
+   * qwen daemon sends it), then `session_state`. None of these carries an id:
+   * a client's cursor only ever moves over numbered events.
+   */
+  private greet(
+    sub: Subscription,
+    cursor: number | undefined,
+    epoch: string | undefined,
+    snapshot: () => unknown,
+  ): void {
+    let from = cursor;
+    const detail = cursor === undefined ? undefined : this.resyncReason(cursor, epoch);
+    if (detail) {
+      sub.pushReplay(
+        makeEvent({
+          v: EVENT_SCHEMA_VERSION,
+          type: 'state_resync_required',
+          data: {
+            reason: 'epoch_reset',
+            detail,
+            lastDeliveredId: cursor,
+            earliestAvailableId: this.log.firstId,
+          },
+        }),
+      );
+      from = 0;
+    }
+    const replayed = from === undefined ? { count: 0, lastId: null } : this.replay(sub, from);
+    sub.pushReplay(
+      makeEvent({
+        v: EVENT_SCHEMA_VERSION,
+        type: 'replay_complete',
+        data: { lastReplayedEventId: replayed.lastId, lastEventId: this.lastEventId, replayedCount: replayed.count },
+      }),
+    );
+    sub.pushReplay(makeEvent({ v: EVENT_SCHEMA_VERSION, type: 'session_state', data: snapshot() }));
   }
 
   /** Ends every subscription after it drains; later publishes and subscribes are no-ops. */

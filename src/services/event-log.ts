@@ -18,6 +18,12 @@ export interface EventLog {
   readonly epoch: string;
   /** The id the next appended event must carry: ids are dense, from 1. */
   readonly nextId: number;
+  /**
+   * The oldest id the log still holds (`nextId` when it holds none). Above 1,
+   * the events before it were pushed out: a cursor older than `firstId - 1`
+   * can no longer be replayed without a gap.
+   */
+  readonly firstId: number;
   /** How many events and how many frame bytes the log holds now. */
   readonly size: number;
   readonly bytes: number;
@@ -57,6 +63,10 @@ export class MemoryEventLog implements EventLog {
 
   get nextId(): number {
     return this.next;
+  }
+
+  get firstId(): number {
+    return this.count === 0 ? this.next : (this.at(0).envelope.id ?? this.next);
   }
 
   get size(): number {

@@ -20,6 +20,7 @@ import type { AgentChannel, ExitInfo } from './agent-channel.js';
 import type { ChannelLease, ChannelSupervisor } from './channel-supervisor.js';
 import { drainPrompts } from './drain.js';
 import { BusStats, EventBus, type BusOptions, type EventSubscription, type SubscribeOptions } from './event-bus.js';
+import type { SessionSnapshot } from '../schemas/events.js';
 import type { SessionStatus } from '../schemas/sessions.js';
 import type { EventLog } from './event-log.js';
 import type { PermissionBroker } from './permissions.js';
@@ -353,9 +354,41 @@ export class SessionRegistry {
     await this.require(sessionId).cancelTurn(body);
   }
 
-  /** Synchronous: a 404 or 429 is thrown before any response byte. */
+  /**
+   * Synchronous: a 404 or 429 is thrown before any response byte. The stream
+   * opens with the session's state (`snapshot`), taken as it subscribes.
+   */
   subscribe(sessionId: string, opts: SubscribeOptions): EventSubscription {
-    return this.require(sessionId).events.subscribe(opts);
+    const session = this.require(sessionId);
+    return session.events.subscribe({ ...opts, snapshot: () => this.snapshotOf(session) });
+  }
+
+  /** What a client needs of a live session's state to carry on after a (re)connect: the `session_state` frame. */
+  snapshot(sessionId: string): SessionSnapshot {
+    return this.snapshotOf(this.require(sessionId));
+  }
+
+  private snapshotOf(session: Session): SessionSnapshot {
+    const turn = session.currentTurn();
+    return {
+      sessionId: session.sessionId,
+      lastEventId: session.events.lastEventId,
+      eventEpoch: session.events.epoch,
+      turn: turn ? { state: 'running', ...turn } : { state: 'idle' },
+      pendingPermissions: this.pendingInteractions(session.sessionId),
+      pendingPrompts: session.pendingPrompts(),
+    };
+  }
+
+  /** The permission requests of a session that wait for a vote, oldest first, as clients see them. */
+  private pendingInteractions(sessionId: string): SessionStatus['pendingInteractions'] {
+    return this.permissions.pendingFor(sessionId).map((p) => ({
+      requestId: p.requestId,
+      kind: 'permission' as const,
+      createdAt: new Date(p.createdAt).toISOString(),
+      toolCall: p.toolCall,
+      options: p.options,
+    }));
   }
 
   /**
@@ -382,7 +415,7 @@ export class SessionRegistry {
     const session = this.requireOpen(sessionId);
     const meta = this.opts.store.get(sessionId);
     const now = Date.now();
-    const pending = this.permissions.pendingFor(sessionId);
+    const pending = this.pendingInteractions(sessionId);
     const hasActivePrompt = session.busy;
     return {
       sessionId,
@@ -394,13 +427,7 @@ export class SessionRegistry {
       activeWorkState: hasActivePrompt || pending.length > 0 ? 'active' : 'idle',
       isWaitingForPermission: pending.length > 0,
       pendingInteractionCount: pending.length,
-      pendingInteractions: pending.map((p) => ({
-        requestId: p.requestId,
-        kind: 'permission' as const,
-        createdAt: new Date(p.createdAt).toISOString(),
-        toolCall: p.toolCall,
-        options: p.options,
-      })),
+      pendingInteractions: pending,
     };
   }
 

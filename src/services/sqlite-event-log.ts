@@ -297,6 +297,8 @@ export class SqliteEventStore {
 
 /** A session's extent after a trim, and how many events the trim dropped. */
 interface Trim {
+  /** The oldest id left. */
+  first: number;
   count: number;
   bytes: number;
   dropped: number;
@@ -311,6 +313,7 @@ interface Trim {
 export class SqliteEventLog implements EventLog {
   readonly epoch: string;
   private next: number;
+  private first: number;
   private count: number;
   private heldBytes: number;
   private readonly appendTx: (event: BusEvent, id: number) => void;
@@ -334,6 +337,7 @@ export class SqliteEventLog implements EventLog {
       sql.putLog.run(sessionId, this.epoch);
     }
     const extent = sql.extent.get(sessionId);
+    this.first = extent?.first ?? this.next;
     this.count = extent?.count ?? 0;
     this.heldBytes = extent?.bytes ?? 0;
     this.appendTx = db.transaction((event: BusEvent, id: number) => {
@@ -346,6 +350,10 @@ export class SqliteEventLog implements EventLog {
 
   get nextId(): number {
     return this.next;
+  }
+
+  get firstId(): number {
+    return this.first;
   }
 
   get size(): number {
@@ -367,16 +375,19 @@ export class SqliteEventLog implements EventLog {
   append(event: BusEvent): number {
     if (!this.db.open) {
       this.next++;
+      if (this.count === 0) this.first = this.next;
       return 0;
     }
     const id = this.next;
     this.appendTx(event, id);
     this.next = id + 1;
     if (this.bounds.maxEvents > 0) {
+      if (this.count === 0) this.first = id;
       this.count++;
       this.heldBytes += event.bytes;
       this.appended();
     }
+    else this.first = this.next;
     return 0;
   }
 
@@ -418,11 +429,12 @@ export class SqliteEventLog implements EventLog {
       bytes -= row.bytes;
     }
     this.sql.dropThrough.run(this.sessionId, dropThrough);
-    return { count, bytes, dropped };
+    return { first: dropThrough + 1, count, bytes, dropped };
   }
 
   /** Takes a committed trim into the counters and tells the watchers; returns how many events it dropped. */
   trimmed(trim: Trim): number {
+    this.first = trim.first;
     this.count = trim.count;
     this.heldBytes = trim.bytes;
     for (const watch of this.dropWatchers) watch(trim.dropped);

@@ -289,8 +289,8 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * Follow the session's events (Server-Sent Events); `Last-Event-ID` replays from the ring
-         * @description Subscribes before answering, so an unknown session (404) or a full session (429) is answered as JSON, never as a stream. With `Last-Event-ID: n` the stream starts with every event after `n` still in the ring (`0`: all of them); a value that is not a decimal integer counts as absent.
+         * Follow the session's events (Server-Sent Events); `Last-Event-ID` replays from the log
+         * @description Subscribes before answering, so an unknown session (404) or a full session (429) is answered as JSON, never as a stream. With `Last-Event-ID: n` the stream starts with every event after `n` still in the log (`0`: all of them); a value that is not a decimal integer counts as absent. With `X-Qwen-Event-Epoch` too, a cursor from another epoch gets `state_resync_required` and every event held; without it the cursor is taken to be in the current epoch.
          */
         get: operations["streamSessionEvents"];
         put?: never;
@@ -1079,8 +1079,112 @@ export interface components {
             /** @description Reserved; never set. */
             originatorClientId?: string;
         };
+        /** @description The client's cursor cannot resume without a gap (no `id`): drop what was built from earlier frames; every event still held follows. */
+        StateResyncRequiredEvent: {
+            /**
+             * @description Version of the envelope.
+             * @enum {number}
+             */
+            v: 1;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "state_resync_required";
+            data: {
+                /** @enum {string} */
+                reason: "epoch_reset";
+                /** @description The cursor came from another epoch (`X-Qwen-Event-Epoch`), is ahead of the newest event, or is older than what the log still holds. */
+                detail: "epoch_mismatch" | "cursor_ahead" | "cursor_expired";
+                /** @description The `Last-Event-ID` the client sent. */
+                lastDeliveredId: number;
+                /** @description The oldest event held (the next id when none is): the replay that follows starts there. */
+                earliestAvailableId: number;
+            };
+            /** @description Reserved; never set. */
+            originatorClientId?: string;
+        };
+        /** @description The replay is over (no `id`); live events follow. Sent on every subscribe, with or without `Last-Event-ID`. */
+        ReplayCompleteEvent: {
+            /**
+             * @description Version of the envelope.
+             * @enum {number}
+             */
+            v: 1;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "replay_complete";
+            data: {
+                /** @description The last event replayed; null when none was. */
+                lastReplayedEventId: number | null;
+                /** @description The newest event of the session when the stream opened. */
+                lastEventId: number;
+                replayedCount: number;
+            };
+            /** @description Reserved; never set. */
+            originatorClientId?: string;
+        };
+        /** @description The session's state now (no `id`), after `replay_complete` on every subscribe: a reconnecting client need not rebuild it from frames. */
+        SessionStateEvent: {
+            /**
+             * @description Version of the envelope.
+             * @enum {number}
+             */
+            v: 1;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "session_state";
+            /** @description The session as it is when the stream opens. */
+            data: {
+                /** @description The session. */
+                sessionId: string;
+                /** @description The newest event when the state was taken. */
+                lastEventId: number;
+                /** @description The epoch of the session's event ids (`X-Qwen-Event-Epoch`). */
+                eventEpoch: string;
+                /** @description The turn of the session: whether a prompt runs, and which. */
+                turn: {
+                    state: "running" | "idle";
+                    promptId?: string;
+                    promptText?: string;
+                    /** @description When the running prompt was admitted. Milliseconds since the epoch. */
+                    queuedAt?: number;
+                    /** @description When it started. Milliseconds since the epoch. */
+                    startedAt?: number;
+                };
+                /** @description Requests that wait for a vote, oldest first. */
+                pendingPermissions: {
+                    /** @description What `POST /permission/{requestId}` answers. */
+                    requestId: string;
+                    /**
+                     * @description The only kind acpd has: an ACP permission request.
+                     * @enum {string}
+                     */
+                    kind: "permission";
+                    /** @description When the agent asked. ISO 8601. */
+                    createdAt: string;
+                    toolCall: components["schemas"]["ToolCallUpdate"];
+                    options: components["schemas"]["PermissionOption"][];
+                }[];
+                /** @description The prompt queue, the running one first. */
+                pendingPrompts: {
+                    promptId: string;
+                    /** @description The prompt's text blocks, joined with newlines. */
+                    text: string;
+                    /** @description When it was admitted. Milliseconds since the epoch. */
+                    queuedAt: number;
+                    state: "running" | "queued";
+                }[];
+            };
+            /** @description Reserved; never set. */
+            originatorClientId?: string;
+        };
         /** @description What the `data:` line of an event frame carries: the whole envelope, told apart by `type` (which the `event:` line repeats). */
-        SessionEvent: components["schemas"]["SessionUpdateEvent"] | components["schemas"]["PermissionRequestEvent"] | components["schemas"]["PermissionResolvedEvent"] | components["schemas"]["PermissionAlreadyResolvedEvent"] | components["schemas"]["PendingPromptAddedEvent"] | components["schemas"]["PendingPromptStartedEvent"] | components["schemas"]["PendingPromptCompletedEvent"] | components["schemas"]["PromptCancelledEvent"] | components["schemas"]["TurnCompleteEvent"] | components["schemas"]["TurnErrorEvent"] | components["schemas"]["ModelSwitchedEvent"] | components["schemas"]["ModelSwitchFailedEvent"] | components["schemas"]["SessionDiedEvent"] | components["schemas"]["SessionClosedEvent"] | components["schemas"]["ClientEvictedEvent"] | components["schemas"]["StreamErrorEvent"];
+        SessionEvent: components["schemas"]["SessionUpdateEvent"] | components["schemas"]["PermissionRequestEvent"] | components["schemas"]["PermissionResolvedEvent"] | components["schemas"]["PermissionAlreadyResolvedEvent"] | components["schemas"]["PendingPromptAddedEvent"] | components["schemas"]["PendingPromptStartedEvent"] | components["schemas"]["PendingPromptCompletedEvent"] | components["schemas"]["PromptCancelledEvent"] | components["schemas"]["TurnCompleteEvent"] | components["schemas"]["TurnErrorEvent"] | components["schemas"]["ModelSwitchedEvent"] | components["schemas"]["ModelSwitchFailedEvent"] | components["schemas"]["SessionDiedEvent"] | components["schemas"]["SessionClosedEvent"] | components["schemas"]["ClientEvictedEvent"] | components["schemas"]["StreamErrorEvent"] | components["schemas"]["StateResyncRequiredEvent"] | components["schemas"]["ReplayCompleteEvent"] | components["schemas"]["SessionStateEvent"];
     };
     responses: never;
     parameters: never;
@@ -2833,6 +2937,8 @@ export interface operations {
             header?: {
                 /** @description Replay the events after this one (a decimal event id; `0` for all). */
                 "last-event-id"?: string;
+                /** @description The epoch `Last-Event-ID` was read in (the `X-Qwen-Event-Epoch` of that stream). */
+                "x-qwen-event-epoch"?: string;
             };
             path: {
                 /** @description The session id, as `POST /session` or a restore answered it. */
@@ -2842,9 +2948,13 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Server-Sent Events. First `retry: 3000`; then, per event, an `id:` line (numbered events only), an `event:` line with its `type`, and one `data:` line with the JSON envelope (`SessionEvent`); `: heartbeat` comments while idle. The stream ends after `session_died`, `session_closed`, `client_evicted` or `stream_error`. */
+            /** @description Server-Sent Events. First `retry: 3000`; then, per event, an `id:` line (numbered events only), an `event:` line with its `type`, and one `data:` line with the JSON envelope (`SessionEvent`); `: heartbeat` comments while idle. Every stream opens with: `state_resync_required` when the cursor cannot resume, the replay, `replay_complete`, then `session_state`, before any live event. The stream ends after `session_died`, `session_closed`, `client_evicted` or `stream_error`. */
             200: {
                 headers: {
+                    /** @description The epoch of the session's event ids. It stays the same across restores and daemon restarts with the durable log (`--event-log sqlite`), where ids go on; a new epoch means earlier ids mean nothing here. */
+                    "x-qwen-event-epoch"?: string;
+                    /** @description A new UUID for each stream (for logs and support). */
+                    "x-qwen-sse-stream-id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
