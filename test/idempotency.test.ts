@@ -54,6 +54,8 @@ interface Mutation {
   /** The ACP method the mutation costs. */
   agentMethod: string;
   status: number;
+  /** Headers besides the key. */
+  headers?: Record<string, string>;
 }
 
 /**
@@ -69,16 +71,19 @@ async function retriedOnce(
 ): Promise<JsonResponse> {
   const k = `key-${m.agentMethod}-${Math.random()}`;
   const before = agentCalls(steer, m.agentMethod);
-  const first = await call(d, m.method, m.url, m.body, key(k));
+  const first = await call(d, m.method, m.url, m.body, { ...m.headers, ...key(k) });
   t.equal(first.status, m.status, `${m.method} ${m.url}: ${JSON.stringify(first.body)}`);
   t.notOk(first.headers['idempotent-replayed'], 'the first answer is not a replay');
-  const retry = await call(d, m.method, m.url, m.body, key(k));
+  const retry = await call(d, m.method, m.url, m.body, { ...m.headers, ...key(k) });
   t.same(answerOf(retry), answerOf(first), 'the retry gets the first answer');
   t.equal(retry.headers['idempotent-replayed'], 'true');
   await barrier(d, steer);
   t.equal(agentCalls(steer, m.agentMethod), before + 1, `one ${m.agentMethod}`);
 
-  const mismatch = await call(d, m.method, other.url ?? m.url, 'body' in other ? other.body : m.body, key(k));
+  const mismatch = await call(d, m.method, other.url ?? m.url, 'body' in other ? other.body : m.body, {
+    ...m.headers,
+    ...key(k),
+  });
   t.equal(mismatch.status, 422);
   t.match(obj(mismatch.body), { error: String, code: 'idempotency_key_mismatch' });
   await barrier(d, steer);
@@ -116,6 +121,66 @@ t.test('prompt: one session/prompt, the same stopReason', async (t) => {
     { body: textPrompt('something else') },
   );
   t.same(first.body, { stopReason: 'end_turn' });
+});
+
+t.test('non-blocking prompt: one session/prompt, the retry gets the same 202 and promptId', async (t) => {
+  const { d, steer } = await steerDaemon(t, { checkAnswers: true });
+  const id = await createSession(d, THREAD);
+  const first = await retriedOnce(
+    t,
+    d,
+    steer,
+    {
+      method: 'POST',
+      url: `/session/${id}/prompt`,
+      body: textPrompt('later'),
+      headers: { prefer: 'respond-async' },
+      agentMethod: 'session/prompt',
+      status: 202,
+    },
+    { body: textPrompt('something else') },
+  );
+  t.match(first.body, { promptId: String, lastEventId: Number, eventEpoch: String });
+  t.equal(first.headers['preference-applied'], 'respond-async');
+});
+
+t.test('delete of a pending prompt: a waiting one leaves once, the retry gets 200 and not 404', async (t) => {
+  const { d, steer } = await steerDaemon(t, { hold: ['session/prompt'] });
+  const id = await createSession(d, THREAD);
+  const async = { prefer: 'respond-async' };
+  const running = await call(d, 'POST', `/session/${id}/prompt`, textPrompt('one'), async);
+  await steer.nextCall('session/prompt');
+  const waiting = await call(d, 'POST', `/session/${id}/prompt`, textPrompt('two'), async);
+  const waitingId = String(obj(waiting.body).promptId);
+  const url = `/session/${id}/pending-prompts/${waitingId}`;
+  const removed = await call(d, 'DELETE', url, undefined, key('drop-two'));
+  t.same(answerOf(removed).body, { removed: true });
+  const retry = await call(d, 'DELETE', url, undefined, key('drop-two'));
+  t.same(answerOf(retry), answerOf(removed), 'the retry gets the first answer');
+  t.equal(retry.headers['idempotent-replayed'], 'true');
+  const unkeyed = await call(d, 'DELETE', url);
+  t.equal(unkeyed.status, 404, 'without the key, the same request finds nothing to remove');
+  const listed = await call(d, 'GET', `/session/${id}/pending-prompts`);
+  t.same(
+    (obj(listed.body).pendingPrompts as { promptId: string }[]).map((p) => p.promptId),
+    [String(obj(running.body).promptId)],
+    'only the running prompt is left',
+  );
+
+  // On the running prompt a delete is a cancel: one session/cancel for the key and its retry.
+  await retriedOnce(
+    t,
+    d,
+    steer,
+    {
+      method: 'DELETE',
+      url: `/session/${id}/pending-prompts/${String(obj(running.body).promptId)}`,
+      agentMethod: 'session/cancel',
+      status: 200,
+    },
+    { url },
+  );
+  t.equal(agentCalls(steer, 'session/prompt'), 1, 'the removed prompt never reached the agent');
 });
 
 t.test('a body with its fields in another order is the same request', async (t) => {

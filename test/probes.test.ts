@@ -27,7 +27,7 @@ t.test('/livez and /readyz on a healthy daemon', async (t) => {
   t.equal(ready.status, 200);
   t.same(ready.body, {
     status: 'ok',
-    checks: { config: 'ok', listener: 'ok', agent: 'ok', drain: 'ok', load: 'ok' },
+    checks: { config: 'ok', listener: 'ok', agent: 'ok', drain: 'ok', load: 'ok', eventLog: 'ok' },
   });
   t.equal(ready.headers['retry-after'], undefined);
 });

@@ -28,23 +28,27 @@ async function sendAsync(d: Parameters<typeof call>[0], id: string, text: string
 
 /** The frames of a stream as `type` (or `type:promptId` for the prompt frames), for order checks. */
 function timeline(sse: SseStream, names: Map<string, string>): string[] {
-  return sse.events().map((e) => {
+  // The numbered frames: the opening replay_complete and session_state are not part of any prompt's story.
+  return sse.events().flatMap((e) => {
+    if (e.id === undefined) return [];
     const promptId = typeof e.data.promptId === 'string' ? e.data.promptId : undefined;
     const meta = obj(e.data.update ?? {})._meta;
     const echoed = meta === undefined ? undefined : String(obj(meta).promptId);
     const id = promptId ?? echoed;
     const kind = e.type === 'session_update' ? String(obj(e.data.update).sessionUpdate) : e.type;
-    return id === undefined ? kind : `${kind}:${names.get(id) ?? id}`;
+    return [id === undefined ? kind : `${kind}:${names.get(id) ?? id}`];
   });
 }
 
 /**
- * The frames of a stream that the qwen daemon's published client would not accept, by type. Its 0.1.14
- * names `prompt_cancelled` but has no check for it (it reads only an optional `reason`): that one is skipped.
+ * The numbered frames of a stream that the qwen daemon's published client would not accept, by type. Its
+ * 0.1.14 names `prompt_cancelled` but has no check for it (it reads only an optional `reason`): that one is
+ * skipped. The id-less opening frames are left out: the client has no typed check for `replay_complete`
+ * (which the qwen daemon itself sends) nor for acpd's `session_state`, and passes both through.
  */
 function refusedBySdk(sse: SseStream): string[] {
   return sse.frames.flatMap((f) => {
-    if (f.data === undefined) return [];
+    if (f.data === undefined || f.id === undefined) return [];
     const ev = JSON.parse(f.data) as DaemonEvent;
     if (ev.type === 'prompt_cancelled') return [];
     return asKnownDaemonEvent(ev) === ev ? [] : [ev.type];
@@ -85,7 +89,8 @@ t.test('202: shape, header, lastEventId replays the echo first; the turn ends wi
   const replay = await openEvents(t, d, id, { lastEventId: Number(body.lastEventId) });
   const done = await replay.waitFor(isType('turn_complete'), 'turn_complete');
   t.same(done.envelope?.data, { sessionId: id, promptId, stopReason: 'end_turn' });
-  const [first, second, ...rest] = replay.events();
+  // The numbered frames; the stream also opens with replay_complete and session_state after them.
+  const [first, second, ...rest] = replay.events().filter((e) => e.id !== undefined);
   const meta = { source: 'bridge-echo', promptId };
   t.same(first?.data, {
     sessionId: id,

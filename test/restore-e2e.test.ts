@@ -1,8 +1,9 @@
 // Restoring persisted sessions end to end with the embedded agent (issue 3): a session created and
 // prompted on one daemon comes back on the next one over the same workspace and data directory —
-// `load` with its history replayed into the event ring, `resume` without — and again after its agent
-// was killed. The event log is durable (SQLite), so each daemon's frames follow the previous one's:
-// every stream below starts from the last id the session had before the step it checks.
+// `load` with its history, `resume` without — and again after its agent was killed. The event log is
+// durable (SQLite), so each daemon's frames follow the previous one's: every stream below starts from
+// the last id the session had before the step it checks. The log already holds the history a load
+// replays, so the load answers it merged in `compactedReplay` instead of publishing it twice.
 import t, { type Test } from 'tap';
 import { within } from '../harness/wait.js';
 import type { EventBus } from '../src/services/event-bus.js';
@@ -21,6 +22,18 @@ function updateOf(e: Envelope): Record<string, unknown> | undefined {
 
 function kindOf(e: Envelope): unknown {
   return updateOf(e)?.sessionUpdate;
+}
+
+/** The daemon's echo of a prompt (`_meta.source: "bridge-echo"`), as opposed to an agent's replay. */
+function isEcho(e: Envelope): boolean {
+  const meta = updateOf(e)?._meta;
+  return typeof meta === 'object' && meta !== null && obj(meta).source === 'bridge-echo';
+}
+
+/** `compactedReplay` of a load answer, as envelopes. */
+function compacted(body: unknown): Envelope[] {
+  const list = obj(body).compactedReplay;
+  return Array.isArray(list) ? (list as Envelope[]) : [];
 }
 
 function textOf(e: Envelope): string {
@@ -91,7 +104,7 @@ t.test(
     await first.app.close();
     const endOfFirst = firstBus.lastEventId;
 
-    // 2. A new daemon loads it: the turn is in the ring before the response, seen from Last-Event-ID: 0.
+    // 2. A new daemon loads it: the history comes back in the answer, and the log has it from id 1.
     const second = await restart(t, workspace, dataDir);
     const loaded = await call(second, 'POST', `/session/${id}/load`, {});
     t.equal(loaded.status, 200);
@@ -100,16 +113,21 @@ t.test(
       workspaceCwd: workspace,
       attached: false,
       state: { models: { currentModelId: 'acpd-echo' } },
+      lastEventId: endOfFirst,
     });
-    const replay = await openEvents(t, second, id, { lastEventId: endOfFirst });
-    t.equal(replay.status, 200);
-    await waitForAgentText(replay, 'echo: hello world');
-    const replayed = replay.events();
-    t.equal(replayed[0]?.id, endOfFirst + 1, "the load's frames follow the first daemon's");
-    const userAt = replayed.findIndex((e) => kindOf(e) === 'user_message_chunk');
-    t.ok(userAt >= 0, 'the user turn is replayed');
-    t.equal(chunkRun(replayed, 'user_message_chunk'), 'hello world');
-    t.equal(chunkRun(replayed, 'agent_message_chunk', userAt), 'echo: hello world', 'the agent turn is replayed');
+    const restored = compacted(loaded.body);
+    t.equal(chunkRun(restored, 'user_message_chunk'), 'hello world', 'the user turn, in the answer');
+    t.equal(chunkRun(restored, 'agent_message_chunk'), 'echo: hello world', 'the agent turn, in the answer');
+    const fromStart = await openEvents(t, second, id, { lastEventId: 0 });
+    t.equal(fromStart.status, 200);
+    await waitForAgentText(fromStart, 'echo: hello world');
+    const logged = fromStart.events().filter((e) => e.id !== undefined);
+    t.equal(logged[0]?.id, 1, 'the log holds the session from its first frame');
+    t.equal(chunkRun(logged, 'user_message_chunk'), 'hello world', 'the prompt (its echo) is in the log');
+    t.notOk(
+      logged.some((e) => (e.id ?? 0) > endOfFirst && kindOf(e) === 'user_message_chunk'),
+      'the load published no history again',
+    );
 
     // Unknown ids are the contract's 404.
     const unknown = await call(second, 'POST', '/session/no-such-session/load', {});
@@ -146,13 +164,14 @@ t.test(
     t.same(
       afterResume
         .slice(0, answerAt)
+        .filter((e) => !isEcho(e))
         .map(kindOf)
         .filter((k) => k !== 'available_commands_update'),
       [],
-      'before the new turn only available_commands_update, no replay',
+      "before the new turn only available_commands_update and the prompt's echo, no replay",
     );
     t.notOk(
-      afterResume.some((e) => kindOf(e) === 'user_message_chunk'),
+      afterResume.some((e) => kindOf(e) === 'user_message_chunk' && !isEcho(e)),
       'no user turn replayed',
     );
     t.match(
@@ -175,13 +194,11 @@ t.test(
     t.equal(reloaded.status, 200);
     t.match(reloaded.body, { sessionId: id, attached: false });
     t.not([...third.app.channels.alive][0]?.pid, pid, 'on a new agent');
-    const again = await openEvents(t, third, id, { lastEventId: endOfCrash });
-    await waitForAgentText(again, 'earlier turn');
-    const users = again
-      .events()
+    const users = compacted(reloaded.body)
       .filter((e) => kindOf(e) === 'user_message_chunk')
       .map(textOf);
-    t.same(users, ['hello world', '/history'], 'both turns replayed');
+    t.same(users, ['hello world', '/history'], 'both turns replayed, in the answer');
+    t.equal(obj(reloaded.body).lastEventId, endOfCrash, 'ids go on after the crash');
     t.same((await call(third, 'POST', `/session/${id}/prompt`, textPrompt('back'))).body, { stopReason: 'end_turn' });
   },
 );

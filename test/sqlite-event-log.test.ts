@@ -351,3 +351,115 @@ t.test('the daemon with --event-log sqlite: ids and epoch survive a restart and 
     'only the frames after the cursor, numbered on from it',
   );
 });
+
+t.test('a reconnect within what this process logged replays from memory; older events come from the file', (t) => {
+  const dataDir = tempDir(t);
+  const store = openStore(dataDir);
+  const bus = new EventBus({ log: store.logFor('s') });
+  for (let i = 0; i < 6; i++) bus.publish('tick', { i });
+  const sent = [...store.logFor('s').after(0)];
+  const again = [...store.logFor('s').after(3)];
+  t.equal(again[0], sent[3], 'the very objects the bus built: no read, no parse');
+  store.close();
+
+  const reopened = openStore(dataDir);
+  t.teardown(() => reopened.close());
+  const log = reopened.logFor('s');
+  const read = [...log.after(2)];
+  t.same(
+    read.map((ev) => ev.frame),
+    sent.slice(2).map((ev) => ev.frame),
+    'after a restart the same frames, rebuilt from the file',
+  );
+  t.same(
+    read.map((ev) => ev.bytes),
+    sent.slice(2).map((ev) => ev.bytes),
+  );
+  t.same(
+    read.map((ev) => ev.envelope),
+    sent.slice(2).map((ev) => ev.envelope),
+    'envelopes parsed on demand',
+  );
+  // New events go to memory; a cursor before them still reads the file for the old ones.
+  const bus2 = new EventBus({ log });
+  bus2.publish('tick', { i: 6 });
+  t.same(
+    [...log.after(5)].map((ev) => ev.envelope.id),
+    [6, 7],
+    'the file for 6, memory for 7',
+  );
+  t.same(
+    [...log.after(6)].map((ev) => ev.envelope.id),
+    [7],
+  );
+  t.end();
+});
+
+t.test('disk full: events still reach subscribers from memory, the failure is reported once, then clears', (t) => {
+  const dataDir = tempDir(t);
+  const rec = recorder();
+  const store = openStore(dataDir, { maxEvents: 100_000, maxBytes: 0 }, rec);
+  t.teardown(() => store.close());
+  const db = store.database;
+  const bus = new EventBus({ log: store.logFor('s') });
+  const live = bus.subscribe();
+  bus.publish('tick', { i: 0 });
+  t.equal(store.writeError, undefined);
+  // SQLite refuses to grow the file past its current size: every insert that needs a page fails with SQLITE_FULL.
+  const pages = Number(db.pragma('page_count', { simple: true }));
+  db.pragma(`max_page_count = ${pages}`);
+  const big = 'x'.repeat(8192);
+  for (let i = 1; i <= 5; i++) bus.publish('tick', { i, big });
+  t.match(store.writeError, /full/i, 'the store says why');
+  t.equal(rec.errors.length, 1, 'reported once for the outage');
+  t.same(
+    live.takeBuffered().map((ev) => ev.envelope.id),
+    [1, 2, 3, 4, 5, 6],
+    'every event reached the subscriber',
+  );
+  t.same(
+    [...store.logFor('s').after(1)].map((ev) => ev.envelope.id),
+    [2, 3, 4, 5, 6],
+    'and replays from memory',
+  );
+  db.pragma('max_page_count = 1073741823');
+  bus.publish('tick', { i: 6 });
+  t.equal(store.writeError, undefined, 'the next write that succeeds clears it');
+  const rows = db
+    .prepare<[], { id: number }>("SELECT id FROM events WHERE session_id = 's' ORDER BY id")
+    .all()
+    .map((r) => r.id);
+  t.same(rows, [1, 7], 'the file has what could be written; ids went on');
+  t.end();
+});
+
+t.test(
+  'the daemon when log writes fail (a full disk, an I/O error): /readyz says failing, the session streams on, readiness returns',
+  async (t) => {
+    const d = await startDaemon(t);
+    const store = d.app.dataStore;
+    if (!store) throw new Error('the default daemon has no data store');
+    const sid = await createSession(d);
+    const events = await openEvents(t, d, sid, { lastEventId: 0 });
+    const db = store.database;
+    // Every write now fails (SQLITE_READONLY): to the daemon, the same as a full disk or an I/O error.
+    db.pragma('query_only = ON');
+    t.teardown(() => db.open && db.pragma('query_only = OFF'));
+    const long = 'y'.repeat(20_000);
+    t.same((await call(d, 'POST', `/session/${sid}/prompt`, textPrompt(long))).body, { stopReason: 'end_turn' });
+    await within(
+      events.waitFor((f) => f.envelope?.type === 'turn_complete'),
+      'the turn reaches the client while nothing can be written',
+    );
+    t.match(store.writeError, /readonly/i);
+    const failing = await call(d, 'GET', '/readyz');
+    t.equal(failing.status, 503);
+    t.match(failing.body, { checks: { eventLog: 'failing' } });
+
+    db.pragma('query_only = OFF');
+    t.same((await call(d, 'POST', `/session/${sid}/prompt`, textPrompt('ok'))).body, { stopReason: 'end_turn' });
+    const ready = await call(d, 'GET', '/readyz');
+    t.equal(ready.status, 200, 'writable again: ready again');
+    t.match(ready.body, { checks: { eventLog: 'ok' } });
+  },
+);

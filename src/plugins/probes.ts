@@ -35,6 +35,7 @@ interface ReadinessChecks {
   agent: 'ok' | 'missing';
   drain: 'ok' | 'draining';
   load: 'ok' | 'overloaded';
+  eventLog: 'ok' | 'failing';
 }
 
 interface ReadinessReport {
@@ -103,10 +104,11 @@ async function probes(app: FastifyInstance, opts: { config: Config }) {
         agent: (await agentFound()) ? 'ok' : 'missing',
         drain: app.sessions.isDraining ? 'draining' : 'ok',
         load: overloaded() ? 'overloaded' : 'ok',
+        eventLog: app.dataStore?.writeError === undefined ? 'ok' : 'failing',
       };
       return { ready: Object.values(checks).every((state) => state === 'ok'), checks };
     },
   });
 }
 
-export default fp(probes, { name: 'probes', fastify: '5.x', dependencies: ['session-registry'] });
+export default fp(probes, { name: 'probes', fastify: '5.x', dependencies: ['session-registry', 'data-store'] });

@@ -21,6 +21,9 @@ const ReadinessBody = Type.Object({
       agent: Type.Union([Type.Literal('ok'), Type.Literal('missing')]),
       drain: Type.Union([Type.Literal('ok'), Type.Literal('draining')]),
       load: Type.Union([Type.Literal('ok'), Type.Literal('overloaded')]),
+      eventLog: Type.Union([Type.Literal('ok'), Type.Literal('failing')], {
+        description: '`failing` while writes to the durable event log fail (disk full, I/O error).',
+      }),
     },
     { description: 'Each check and its state.' },
   ),
@@ -29,7 +32,8 @@ const ReadinessBody = Type.Object({
 export const readyz = {
   operationId: 'getReadyz',
   tags: ['probes'],
-  summary: 'Readiness: listening, agent command found, not draining, not overloaded (503 + Retry-After otherwise)',
+  summary:
+    'Readiness: listening, agent command found, not draining, not overloaded, event log writable (503 + Retry-After otherwise)',
   description:
     'For an orchestrator: whether to send this daemon work. Public on a loopback bind unless --require-auth, and answered past --max-connections.',
   response: {

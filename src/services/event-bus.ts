@@ -108,9 +108,14 @@ export interface SubscribeOptions {
  * Also how a durable log rebuilds a stored event from its JSON.
  */
 export function frameOf(envelope: EventEnvelope, json: string): BusEvent {
-  const head = envelope.id === undefined ? '' : `id: ${envelope.id}\n`;
-  const frame = `${head}event: ${envelope.type}\ndata: ${json}\n\n`;
+  const frame = frameText(envelope.id, envelope.type, json);
   return { envelope, json, frame, bytes: Buffer.byteLength(frame) };
+}
+
+/** The SSE frame of an event: `id:` (when it has one), `event:` and one `data:` line, then the blank line. */
+export function frameText(id: number | undefined, type: string, json: string): string {
+  const head = id === undefined ? '' : `id: ${id}\n`;
+  return `${head}event: ${type}\ndata: ${json}\n\n`;
 }
 
 /** Why a cursor cannot resume where it says: qwen's `state_resync_required` details. */

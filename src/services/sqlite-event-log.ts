@@ -25,6 +25,19 @@
  * the log (their `dropped` stats). Only the oldest rows go: ids stay dense
  * and the newest event always stays.
  *
+ * Each log also keeps its newest events in memory, as the bus built them
+ * (a `MemoryEventLog` with the same bounds): a reconnect replays from there
+ * whenever its cursor is within what this process logged, and reads the
+ * database only for older events (after a restart). The database is the
+ * truth; the tail is a cache of it.
+ *
+ * A write that fails (disk full, an I/O error) does not stop the session:
+ * the event still goes to the tail and so to every subscriber, the failure
+ * is reported once per outage through `onWriteError` (readiness turns
+ * false), and the next write that succeeds clears it. Events of an outage
+ * live in memory only, so a restart before they age out of the tail loses
+ * them: a cursor from then on replays around the gap.
+ *
  * A database that cannot be opened or fails `quick_check` at start-up is
  * reported, moved aside (`events.sqlite.corrupt-<time>`, with its -wal and
  * -shm) and replaced by an empty one.
@@ -33,8 +46,8 @@ import { randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, renameSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import { frameOf, type BusEvent, type EventEnvelope } from './event-bus.js';
-import type { EventLog } from './event-log.js';
+import { frameText, type BusEvent, type EventEnvelope } from './event-bus.js';
+import { MemoryEventLog, type EventLog } from './event-log.js';
 
 export const EVENTS_FILE = 'events.sqlite';
 
@@ -66,6 +79,14 @@ interface StoreOptions {
 
 const DEFAULT_MAINTENANCE_MS = 60_000;
 
+/** What a session's log tells its store. */
+interface LogHooks {
+  /** An event was committed: the log may now be over its bounds. */
+  appended(log: SqliteEventLog): void;
+  /** A write failed (disk full, I/O error); the event lives in memory only. */
+  writeFailed(err: unknown): void;
+}
+
 const SCHEMA = `
   CREATE TABLE IF NOT EXISTS logs (
     session_id TEXT PRIMARY KEY,
@@ -94,7 +115,10 @@ interface ExtentRow {
 }
 
 interface EventRow {
+  id: number;
+  type: string;
   json: string;
+  bytes: number;
 }
 
 interface SizeRow {
@@ -124,7 +148,7 @@ class Statements {
       'INSERT INTO events (session_id, id, type, json, bytes) VALUES (?, ?, ?, ?, ?)',
     );
     this.after = db.prepare<[string, number], EventRow>(
-      'SELECT json FROM events WHERE session_id = ? AND id > ? ORDER BY id',
+      'SELECT id, type, json, bytes FROM events WHERE session_id = ? AND id > ? ORDER BY id',
     );
     this.oldest = db.prepare<[string], SizeRow>('SELECT id, bytes FROM events WHERE session_id = ? ORDER BY id');
     this.dropThrough = db.prepare<[string, number]>('DELETE FROM events WHERE session_id = ? AND id <= ?');
@@ -142,6 +166,27 @@ export class SqliteEventStore {
   private readonly compactTx: (logs: SqliteEventLog[]) => (Trim | undefined)[];
   private scheduled: NodeJS.Immediate | undefined;
   private readonly timer: NodeJS.Timeout | undefined;
+
+  /** Why the last write failed, while writes fail; undefined when the last one succeeded. */
+  private failing: string | undefined;
+  private readonly hooks: LogHooks = {
+    appended: (log) => {
+      if (this.failing !== undefined) {
+        this.opts.log.warn({ file: this.file }, 'event log writable again');
+        this.failing = undefined;
+      }
+      this.markDirty(log);
+    },
+    writeFailed: (err) => {
+      const reason = err instanceof Error ? err.message : String(err);
+      if (this.failing === undefined)
+        this.opts.log.error(
+          { file: this.file, reason },
+          'event log write failed; events are kept in memory only until writes succeed again',
+        );
+      this.failing = reason;
+    },
+  };
 
   constructor(private readonly opts: StoreOptions) {
     mkdirSync(opts.dataDir, { recursive: true });
@@ -161,6 +206,11 @@ export class SqliteEventStore {
     return this.db.open;
   }
 
+  /** Why writes fail now (disk full, I/O error), or undefined while they succeed. */
+  get writeError(): string | undefined {
+    return this.failing;
+  }
+
   /** The open database, for the stores that keep their tables beside the logs (receipts, the session catalog). */
   get database(): Database.Database {
     return this.db;
@@ -176,10 +226,7 @@ export class SqliteEventStore {
   logFor(sessionId: string): SqliteEventLog {
     let log = this.logs.get(sessionId);
     if (!log) {
-      const made: SqliteEventLog = new SqliteEventLog(sessionId, this.db, this.statements, this.opts.bounds, () =>
-        this.markDirty(made),
-      );
-      log = made;
+      log = new SqliteEventLog(sessionId, this.db, this.statements, this.opts.bounds, this.hooks);
       this.logs.set(sessionId, log);
     }
     return log;
@@ -305,10 +352,11 @@ interface Trim {
 }
 
 /**
- * One session's events in the store's database. Its size and bytes are kept
- * in memory as well (read once when it is made), so an append is one insert
- * and one update; trimming is the store's compaction (or `after`'s, when a
- * reader comes before it).
+ * One session's events in the store's database, and its newest ones in
+ * memory (the tail). Its size and bytes are the database's, kept in memory
+ * as well (read once when it is made), so an append is one insert and one
+ * update; trimming is the store's compaction (or a reader's, when it comes
+ * before it).
  */
 export class SqliteEventLog implements EventLog {
   readonly epoch: string;
@@ -316,6 +364,8 @@ export class SqliteEventLog implements EventLog {
   private first: number;
   private count: number;
   private heldBytes: number;
+  /** The newest events this process logged, as the bus built them, within the same bounds. */
+  private readonly tail: MemoryEventLog;
   private readonly appendTx: (event: BusEvent, id: number) => void;
   private readonly trimTx: () => Trim | undefined;
   private readonly dropWatchers = new Set<(count: number) => void>();
@@ -325,7 +375,7 @@ export class SqliteEventLog implements EventLog {
     private readonly db: Database.Database,
     private readonly sql: Statements,
     private readonly bounds: SqliteLogBounds,
-    private readonly appended: () => void,
+    private readonly hooks: LogHooks,
   ) {
     const known = sql.getLog.get(sessionId);
     if (known) {
@@ -340,6 +390,7 @@ export class SqliteEventLog implements EventLog {
     this.first = extent?.first ?? this.next;
     this.count = extent?.count ?? 0;
     this.heldBytes = extent?.bytes ?? 0;
+    this.tail = new MemoryEventLog(bounds);
     this.appendTx = db.transaction((event: BusEvent, id: number) => {
       this.sql.setNext.run(id + 1, this.sessionId);
       if (this.bounds.maxEvents > 0)
@@ -352,42 +403,52 @@ export class SqliteEventLog implements EventLog {
     return this.next;
   }
 
+  /** The oldest id a replay can start from: a trim the compaction has not made yet is made first. */
   get firstId(): number {
+    this.trimIfOver();
     return this.first;
   }
 
+  /** How many events a replay can give now (a pending trim is made first). */
   get size(): number {
+    this.trimIfOver();
     return this.count;
   }
 
+  /** The frame bytes a replay can give now (a pending trim is made first). */
   get bytes(): number {
+    this.trimIfOver();
     return this.heldBytes;
   }
 
   /**
    * Stores the event and moves the next id on, in one transaction; the
-   * counters change only once it has committed (a throw leaves them, and the
-   * database, as they were). Trimming is left to the compaction, so this
-   * reports no drops: they reach `watchDrops` when the compaction makes
-   * them. On a closed store (the daemon shutting down) the id is used up and
-   * nothing is kept.
+   * counters change only once it has committed. Trimming is left to the
+   * compaction, so this reports no drops: they reach `watchDrops` when the
+   * compaction makes them. A write that fails keeps the event in the tail
+   * only (see the file's comment). On a closed store (the daemon shutting
+   * down) the id is used up and nothing is kept.
    */
   append(event: BusEvent): number {
+    const id = this.next;
+    this.next = id + 1;
     if (!this.db.open) {
-      this.next++;
       if (this.count === 0) this.first = this.next;
       return 0;
     }
-    const id = this.next;
-    this.appendTx(event, id);
-    this.next = id + 1;
+    this.tail.append(event);
+    try {
+      this.appendTx(event, id);
+    } catch (err) {
+      this.hooks.writeFailed(err);
+      return 0;
+    }
     if (this.bounds.maxEvents > 0) {
       if (this.count === 0) this.first = id;
       this.count++;
       this.heldBytes += event.bytes;
-      this.appended();
-    }
-    else this.first = this.next;
+      this.hooks.appended(this);
+    } else this.first = this.next;
     return 0;
   }
 
@@ -396,17 +457,22 @@ export class SqliteEventLog implements EventLog {
     return () => this.dropWatchers.delete(listener);
   }
 
-  /** The events after `cursor`, never more than the bounds allow: a trim the compaction has not made yet is made first. */
+  /**
+   * The events after `cursor`, never more than the bounds allow. From the
+   * tail when it holds every one of them (a reconnect within what this
+   * process logged), else from the database, trimmed first.
+   */
   after(cursor: number): BusEvent[] {
+    if (this.tail.size > 0 && cursor >= this.tail.firstId - 1) return [...this.tail.after(cursor)];
     if (!this.db.open || this.count === 0) return [];
-    if (this.isOver(this.count, this.heldBytes)) {
-      const trim = this.trimTx();
-      if (trim) this.trimmed(trim);
-    }
-    return this.sql.after.all(this.sessionId, cursor).map((row) => {
-      const envelope = JSON.parse(row.json) as EventEnvelope;
-      return frameOf(envelope, row.json);
-    });
+    this.trimIfOver();
+    return this.sql.after.all(this.sessionId, cursor).map(storedEvent);
+  }
+
+  private trimIfOver(): void {
+    if (!this.db.open || !this.isOver(this.count, this.heldBytes)) return;
+    const trim = this.trimTx();
+    if (trim) this.trimmed(trim);
   }
 
   /**
@@ -445,4 +511,21 @@ export class SqliteEventLog implements EventLog {
     const { maxEvents, maxBytes } = this.bounds;
     return count > maxEvents || (maxBytes > 0 && bytes > maxBytes && count > 1);
   }
+}
+
+/**
+ * An event read back from the database. Its frame is rebuilt from the
+ * stored columns; the envelope is parsed only if someone asks for it (a
+ * replay writes frames and never does).
+ */
+function storedEvent(row: EventRow): BusEvent {
+  let envelope: EventEnvelope | undefined;
+  return {
+    get envelope() {
+      return (envelope ??= JSON.parse(row.json) as EventEnvelope);
+    },
+    json: row.json,
+    frame: frameText(row.id, row.type, row.json),
+    bytes: row.bytes,
+  };
 }
