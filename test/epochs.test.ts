@@ -187,7 +187,7 @@ t.test('a cursor older than the log holds: state_resync_required (cursor_expired
   const events = old.events();
   t.match(events[0], {
     type: 'state_resync_required',
-    data: { reason: 'epoch_reset', detail: 'cursor_expired', lastDeliveredId: 1, earliestAvailableId: 4 },
+    data: { reason: 'ring_evicted', detail: 'cursor_expired', lastDeliveredId: 1, earliestAvailableId: 4 },
   });
   t.strictSame(numbered(old), [4, 5], 'then the events the log still holds');
   t.strictSame(events.at(-2)?.data, { lastReplayedEventId: 5, lastEventId: 5, replayedCount: 2 });

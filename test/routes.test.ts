@@ -102,7 +102,7 @@ t.test('GET /health: shallow unless ?deep is bare, empty, 1 or true', async (t) 
   );
 });
 
-t.test('GET /capabilities: the exact v1 document plus version and agent, workspaceCwd canonical', async (t) => {
+t.test('GET /capabilities: the exact v1 document plus limits, version and agent, workspaceCwd canonical', async (t) => {
   const real = tempDir(t, 'acpd-ws-real-');
   const link = path.join(tempDir(t, 'acpd-ws-link-'), 'ws');
   symlinkSync(real, link);
@@ -130,17 +130,20 @@ t.test('GET /capabilities: the exact v1 document plus version and agent, workspa
       'session_close',
       'session_status',
       'non_blocking_prompt',
+      'session_turn_status',
       'idempotency_keys',
+      'durable_replay',
     ],
     modelServices: [],
     workspaceCwd: real,
+    limits: { maxSessionsPerWorkspace: 20, maxPendingPromptsPerSession: 5, sessionRestoreTimeoutMs: 10_000 },
     version: VERSION,
     agent: { command: app.channels.argv },
   });
   t.equal(
     Object.keys(obj(res.body)).join(','),
-    'v,protocolVersions,mode,features,modelServices,workspaceCwd,version,agent',
-    "the v1 fields first, in the contract's order, then acpd's additions",
+    'v,protocolVersions,mode,features,modelServices,workspaceCwd,limits,version,agent',
+    "the v1 fields first, in the contract's order, then the qwen daemon's limits, then acpd's additions",
   );
   t.equal(app.channels.spawnCount, 0, 'no agent was started to answer');
 });

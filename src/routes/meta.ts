@@ -22,8 +22,13 @@ const FEATURES = [
   'session_close',
   'session_status',
   'non_blocking_prompt',
+  'session_turn_status',
+  // acpd's own: what the qwen daemon lacks.
   'idempotency_keys',
 ] as const;
+
+/** Served only with the durable event log: a session's epoch and ids survive a daemon restart. */
+const DURABLE_REPLAY = 'durable_replay';
 
 const PROTOCOL_VERSIONS = { current: 'v1', supported: ['v1'] };
 
@@ -53,9 +58,10 @@ const metaRoutes: FastifyPluginAsyncTypebox = async (app) => {
     v: 1 as const,
     protocolVersions: { current: PROTOCOL_VERSIONS.current, supported: [...PROTOCOL_VERSIONS.supported] },
     mode: 'http-bridge' as const,
-    features: [...FEATURES],
+    features: app.dataStore ? [...FEATURES, DURABLE_REPLAY] : [...FEATURES],
     modelServices: [],
     workspaceCwd: app.sessions.workspace,
+    limits: app.sessions.limits,
     version: VERSION,
     agent: describeAgent(app.channels.argv, app.channels.lastInitialize),
   }));

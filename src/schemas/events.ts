@@ -213,7 +213,10 @@ export const StateResyncRequiredEvent = frame(
   'state_resync_required',
   'StateResyncRequiredEvent',
   Type.Object({
-    reason: Type.Literal('epoch_reset'),
+    reason: Type.Union([Type.Literal('epoch_reset'), Type.Literal('ring_evicted')], {
+      description:
+        "The qwen daemon's reasons: `ring_evicted` when the cursor is older than what the log still holds (a gap in the same epoch), `epoch_reset` otherwise.",
+    }),
     detail: Type.Union([Type.Literal('epoch_mismatch'), Type.Literal('cursor_ahead'), Type.Literal('cursor_expired')], {
       description:
         'The cursor came from another epoch (`X-Qwen-Event-Epoch`), is ahead of the newest event, or is older than what the log still holds.',

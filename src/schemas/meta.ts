@@ -61,6 +61,20 @@ export const capabilities = {
         features: Type.Array(Type.String(), { description: 'Feature tags, one per capability served.' }),
         modelServices: Type.Array(Type.Unknown(), { description: 'Always empty in v1.' }),
         workspaceCwd: Type.String({ description: 'The canonical workspace this daemon serves.' }),
+        limits: Type.Object(
+          {
+            maxSessionsPerWorkspace: Type.Integer({
+              description: 'Live sessions at most (`--max-sessions`); 0 = unlimited.',
+            }),
+            maxPendingPromptsPerSession: Type.Integer({
+              description: 'Prompts that may wait behind the running one (`--max-pending-prompts`); 0 = unlimited.',
+            }),
+            sessionRestoreTimeoutMs: Type.Integer({
+              description: 'How long a load or resume may take (`--init-timeout-ms`).',
+            }),
+          },
+          { description: "The daemon's limits, with the qwen daemon's names." },
+        ),
         // acpd's additions to the v1 document.
         version: Type.String({ description: "acpd's version." }),
         agent: AgentDescription,

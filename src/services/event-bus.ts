@@ -452,7 +452,9 @@ export class EventBus {
           v: EVENT_SCHEMA_VERSION,
           type: 'state_resync_required',
           data: {
-            reason: 'epoch_reset',
+            // qwen's reasons: a gap within the epoch is `ring_evicted`; any other cursor that does not
+            // point into this log is an `epoch_reset`.
+            reason: detail === 'cursor_expired' ? 'ring_evicted' : 'epoch_reset',
             detail,
             lastDeliveredId: cursor,
             earliestAvailableId: this.log.firstId,

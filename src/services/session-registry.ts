@@ -129,6 +129,15 @@ export class SessionRegistry {
     return this.opts.initTimeoutMs;
   }
 
+  /** The limits a client may plan with, as `/capabilities.limits` names them. */
+  get limits() {
+    return {
+      maxSessionsPerWorkspace: this.opts.maxSessions,
+      maxPendingPromptsPerSession: this.opts.maxPendingPrompts,
+      sessionRestoreTimeoutMs: this.opts.initTimeoutMs,
+    };
+  }
+
   get isShuttingDown(): boolean {
     return this.shuttingDown;
   }

@@ -349,7 +349,7 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * Readiness: listening, agent command found, not draining, not overloaded (503 + Retry-After otherwise)
+         * Readiness: listening, agent command found, not draining, not overloaded, event log writable (503 + Retry-After otherwise)
          * @description For an orchestrator: whether to send this daemon work. Public on a loopback bind unless --require-auth, and answered past --max-connections.
          */
         get: operations["getReadyz"];
@@ -1092,8 +1092,8 @@ export interface components {
              */
             type: "state_resync_required";
             data: {
-                /** @enum {string} */
-                reason: "epoch_reset";
+                /** @description The qwen daemon's reasons: `ring_evicted` when the cursor is older than what the log still holds (a gap in the same epoch), `epoch_reset` otherwise. */
+                reason: "epoch_reset" | "ring_evicted";
                 /** @description The cursor came from another epoch (`X-Qwen-Event-Epoch`), is ahead of the newest event, or is older than what the log still holds. */
                 detail: "epoch_mismatch" | "cursor_ahead" | "cursor_expired";
                 /** @description The `Last-Event-ID` the client sent. */
@@ -1299,6 +1299,15 @@ export interface operations {
                         modelServices: unknown[];
                         /** @description The canonical workspace this daemon serves. */
                         workspaceCwd: string;
+                        /** @description The daemon's limits, with the qwen daemon's names. */
+                        limits: {
+                            /** @description Live sessions at most (`--max-sessions`); 0 = unlimited. */
+                            maxSessionsPerWorkspace: number;
+                            /** @description Prompts that may wait behind the running one (`--max-pending-prompts`); 0 = unlimited. */
+                            maxPendingPromptsPerSession: number;
+                            /** @description How long a load or resume may take (`--init-timeout-ms`). */
+                            sessionRestoreTimeoutMs: number;
+                        };
                         /** @description acpd's version. */
                         version: string;
                         /** @description The agent acpd runs: its command, and what its latest successful `initialize` answered (absent until one has run). */
@@ -3241,6 +3250,8 @@ export interface operations {
                             agent: "ok" | "missing";
                             drain: "ok" | "draining";
                             load: "ok" | "overloaded";
+                            /** @description `failing` while writes to the durable event log fail (disk full, I/O error). */
+                            eventLog: "ok" | "failing";
                         };
                     };
                 };
@@ -3281,6 +3292,8 @@ export interface operations {
                             agent: "ok" | "missing";
                             drain: "ok" | "draining";
                             load: "ok" | "overloaded";
+                            /** @description `failing` while writes to the durable event log fail (disk full, I/O error). */
+                            eventLog: "ok" | "failing";
                         };
                     };
                 };

@@ -418,12 +418,13 @@ const s5: Scenario = {
     const viaSse = hasHistory(subL.frames);
     const viaBody = hasHistory(body);
     const via = [viaSse ? 'SSE' : '', viaBody ? 'load response body' : ''].filter(Boolean).join(' + ') || 'nowhere';
-    // acpd implements v1 (history as SSE frames); qwen 0.24 moved it into the load response.
+    // v1 replays the history as SSE frames; qwen 0.24 and acpd's durable log answer it in the load
+    // response (compactedReplay), which the SDK hydrates into replaySnapshot.
     obs.require(
       's5.loadHistory',
       'load → the history (user + agent messages) reaches the client via',
       via,
-      ctx.kind === 'acpd' ? viaSse : viaSse || viaBody,
+      viaSse || viaBody,
     );
     obs.info(
       's5.loadIdless',
