@@ -14,24 +14,22 @@ export const legend: Record<string, string> = {
   [NEWER_QWEN]:
     'qwen 0.24 is many releases newer than the reference revision acpd implements ' +
     '(qwen-serve-v1.md §0); its additions are additive (`v` stays 1) and the SDK accepts both shapes. ' +
-    'SPEC §3 lists some of them (epochs, `replay_complete`, the non-blocking prompt) as later acpd issues.',
+    'acpd has since adopted the agent-agnostic ones (epochs, `replay_complete`, the non-blocking prompt, the prompt echo, ' +
+    '`turn_complete`, close and status); what still differs is explained row by row.',
 };
 
 const N = `${NEWER_QWEN}:`;
 
 export const knownDifferences: Record<string, string> = {
-  'caps.extra': `${N} it advertises its later features; acpd advertises the v1 set plus what its own issues add`,
-  's1.promptHttp': `${N} non_blocking_prompt answers 202 and ends the turn with a turn_complete frame; v1 (§2.3) answers 200 {stopReason}`,
-  's1.idless': `${N} replay_complete (no id) after every subscribe`,
-  's1.nonV1': `${N} turn_complete, replay_complete, prompt_cancelled, permission_already_resolved, approval_mode_changed… are outside the v1 frame set (§3.3)`,
-  's1.echo': `${N} the daemon publishes the prompt itself as user_message_chunk (_meta.source "bridge-echo"); v1 publishes only what the agent sends`,
-  's4.replayIdless': `${N} replay_complete after a Last-Event-ID replay`,
-  's5.loadHistory': `${N} load answers with the history in its body (compactedReplay, hydrated by the SDK into replaySnapshot) and does not replay it over SSE; acpd follows v1 §2.3/§5.8: the agent's replay goes into the session's ring, read with Last-Event-ID: 0`,
-  's5.loadIdless': `${N} event epochs (state_resync_required when Last-Event-ID comes without an epoch) and replay_complete`,
-  'after load (v1 core)': `${N} the history is in the load response body, not on SSE (see above)`,
-  's5.listAfterRestart':
-    'v1 lists the registered (live) sessions only (§2.3 GET /workspace/:id/sessions); qwen 0.24 lists its persisted catalog',
+  'caps.extra': `${N} it advertises its later features (qwen's own agent's among them); acpd advertises the v1 set plus the agent-agnostic ones it adopted (non_blocking_prompt, session_close, session_status, session_turn_status) and its own (idempotency_keys, durable_replay)`,
+  's1.promptHttp': `${N} 0.24 always answers 202 and ends the turn with a turn_complete frame; acpd answers 202 only to \`Prefer: respond-async\` and keeps v1's blocking 200 {stopReason} otherwise (the published client accepts both); its turn_complete frame is there either way`,
+  's1.idless': `acpd's own: after replay_complete (which both send on every subscribe) acpd adds one session_state frame (no id): the running turn, waiting permission requests and prompts, so a reconnecting client need not rebuild them; the published client passes it through`,
+  's1.nonV1': `both send the newer qwen frames (turn_complete, replay_complete, prompt_cancelled, permission_already_resolved…); acpd adds its session_state (see "frames without id")`,
+  's4.replayIdless': `acpd's session_state after replay_complete (see scenario 1, "frames without id")`,
+  's5.loadHistory': `both answer the history in the load body (compactedReplay); acpd replays it over SSE as well only when the session's event log is empty (v1 §2.3), since a durable log already holds those frames under their old ids`,
+  'load response body (compactedReplay)': `acpd merges each run of chunks of one kind into one update; qwen 0.24 keeps some runs apart`,
+  's5.loadIdless': `acpd's session_state after replay_complete (see scenario 1, "frames without id")`,
 };
 
 /** Rows of all frames include the non-v1 frames, so they differ whenever those do. */
-export const allFramesReason = `${N} its extra frames (see "frame types outside v1"); compare the "v1 core" rows`;
+export const allFramesReason = `the frames outside v1 differ (acpd's session_state, see "frames without id"); compare the "v1 core" rows`;

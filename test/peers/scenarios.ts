@@ -409,7 +409,9 @@ const s5: Scenario = {
       loaded.attached,
       loaded.attached === false,
     );
-    const subL = subscribe('load', loaded, { lastEventId: 0 });
+    // From where the load answer says the session stands, as the published client seeds its cursor (0 when a
+    // daemon's answer names no lastEventId): a durable log keeps the earlier frames under their old ids.
+    const subL = subscribe('load', loaded, { lastEventId: loaded.lastEventId ?? 0 });
     await subL.settle(1000, 8000);
     const body = loaded.replaySnapshot?.compactedReplay ?? [];
     const hasHistory = (frames: DaemonEvent[]): boolean =>
@@ -463,7 +465,7 @@ const s5: Scenario = {
       resumed.attached,
       resumed.attached === false,
     );
-    const subR = subscribe('resume', resumed, { lastEventId: 0 });
+    const subR = subscribe('resume', resumed, { lastEventId: resumed.lastEventId ?? 0 });
     await subR.settle(1000, 5000);
     const history = subR.frames.filter(
       (ev) => !isBridgeEcho(ev) && ['user_message_chunk', 'agent_message_chunk'].includes(updateKind(ev) ?? ''),
@@ -543,7 +545,7 @@ const s6: Scenario = {
       resumed.attached,
       resumed.attached === false,
     );
-    const subR = subscribe('R', resumed, { lastEventId: 0 });
+    const subR = subscribe('R', resumed, { lastEventId: resumed.lastEventId ?? 0 });
     const mark = fake.entries().length;
     const r2 = await prompt(resumed, 'ping again');
     obs.require('s6.turn2', 'prompt on the resumed session → stopReason', r2.stopReason, r2.stopReason === 'end_turn');
