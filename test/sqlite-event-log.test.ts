@@ -463,3 +463,23 @@ t.test(
     t.match(ready.body, { checks: { eventLog: 'ok' } });
   },
 );
+
+t.test('an ended session lets go of its log: the store forgets it and its frames in memory', (t) => {
+  const store = openStore(tempDir(t));
+  t.teardown(() => store.close());
+  const log = store.logFor('s');
+  const bus = new EventBus({ log });
+  const restoring = new EventBus({ log: store.logFor('s') });
+  bus.publish('tick', {});
+  restoring.close();
+  t.equal(store.logFor('s'), log, 'still in use by one bus: the same log');
+  bus.close();
+  const next = store.logFor('s');
+  t.not(next, log, 'no bus uses it any more: forgotten');
+  t.equal(next.nextId, 2, 'a new one reads its place from the file');
+  t.same(
+    [...next.after(0)].map((ev) => ev.frame),
+    [...log.after(0)].map((ev) => ev.frame),
+  );
+  t.end();
+});

@@ -85,6 +85,8 @@ interface LogHooks {
   appended(log: SqliteEventLog): void;
   /** A write failed (disk full, I/O error); the event lives in memory only. */
   writeFailed(err: unknown): void;
+  /** The last bus watching the log let go of it (its session ended here). */
+  unused(log: SqliteEventLog): void;
 }
 
 const SCHEMA = `
@@ -185,6 +187,13 @@ export class SqliteEventStore {
           'event log write failed; events are kept in memory only until writes succeed again',
         );
       this.failing = reason;
+    },
+    unused: (log) => {
+      // Its trim is made now, and the log (with its tail of frames) forgotten: the next bus of that
+      // session reads its counters from the file again.
+      this.dirty.delete(log);
+      log.trimIfOver();
+      if (this.logs.get(log.sessionId) === log) this.logs.delete(log.sessionId);
     },
   };
 
@@ -371,7 +380,7 @@ export class SqliteEventLog implements EventLog {
   private readonly dropWatchers = new Set<(count: number) => void>();
 
   constructor(
-    private readonly sessionId: string,
+    readonly sessionId: string,
     private readonly db: Database.Database,
     private readonly sql: Statements,
     private readonly bounds: SqliteLogBounds,
@@ -452,9 +461,15 @@ export class SqliteEventLog implements EventLog {
     return 0;
   }
 
+  /**
+   * Every bus of the session watches its log; when the last one stops
+   * (its session ended), the store forgets the log and its tail.
+   */
   watchDrops(listener: (count: number) => void): () => void {
     this.dropWatchers.add(listener);
-    return () => this.dropWatchers.delete(listener);
+    return () => {
+      if (this.dropWatchers.delete(listener) && this.dropWatchers.size === 0) this.hooks.unused(this);
+    };
   }
 
   /**
@@ -469,7 +484,8 @@ export class SqliteEventLog implements EventLog {
     return this.sql.after.all(this.sessionId, cursor).map(storedEvent);
   }
 
-  private trimIfOver(): void {
+  /** Makes now the trim the compaction would make (readers and a log being let go need it at once). */
+  trimIfOver(): void {
     if (!this.db.open || !this.isOver(this.count, this.heldBytes)) return;
     const trim = this.trimTx();
     if (trim) this.trimmed(trim);
