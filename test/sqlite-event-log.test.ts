@@ -38,6 +38,8 @@ t.test('append and after: ids, frames, replay from a cursor', (t) => {
   const frames: string[] = [];
   const live = bus.subscribe();
   for (let i = 0; i < 5; i++) bus.publish('tick', { i, text: 'é' });
+  t.same(live.takeBuffered(), [], 'nothing is sent before the group commit');
+  bus.flush();
   for (const ev of live.takeBuffered()) frames.push(ev.frame);
   t.equal(bus.lastEventId, 5);
   const log = store.logFor('s1');
@@ -61,9 +63,12 @@ t.test('append and after: ids, frames, replay from a cursor', (t) => {
   t.end();
 });
 
-/** Resolves after the store's once-per-burst compaction (scheduled with setImmediate) has run. */
-function afterBurst(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve));
+/**
+ * Resolves after the bus's group commit (scheduled with setImmediate) and the store's once-per-burst
+ * compaction it schedules in turn have run.
+ */
+async function afterBurst(): Promise<void> {
+  for (let i = 0; i < 2; i++) await new Promise((resolve) => setImmediate(resolve));
 }
 
 /** The rows the database holds for `sessionId`, whatever the log's counters say. */
@@ -141,7 +146,9 @@ t.test(
     const trims: number[] = [];
     store.logFor('s').watchDrops((count) => trims.push(count));
     for (let i = 0; i < 25; i++) bus.publish('tick', { i });
-    t.equal(rowsOf(store, 's').length, 25, 'the appends only inserted');
+    t.equal(rowsOf(store, 's').length, 0, 'nothing is written before the group commit');
+    bus.flush();
+    t.equal(rowsOf(store, 's').length, 25, 'one commit inserted the burst, and trimmed nothing');
     t.equal(stats.dropped, 0, 'nothing dropped yet');
 
     // A reader that comes before the compaction gets the bounds all the same, and the drops are counted.
@@ -158,6 +165,7 @@ t.test(
     );
 
     for (let i = 0; i < 25; i++) bus.publish('tick', { i });
+    bus.flush();
     t.equal(rowsOf(store, 's').length, 35);
     await afterBurst();
     t.same(trims, [15, 25], 'the burst was trimmed once, after it');
@@ -404,12 +412,16 @@ t.test('disk full: events still reach subscribers from memory, the failure is re
   const bus = new EventBus({ log: store.logFor('s') });
   const live = bus.subscribe();
   bus.publish('tick', { i: 0 });
+  bus.flush();
   t.equal(store.writeError, undefined);
   // SQLite refuses to grow the file past its current size: every insert that needs a page fails with SQLITE_FULL.
   const pages = Number(db.pragma('page_count', { simple: true }));
   db.pragma(`max_page_count = ${pages}`);
   const big = 'x'.repeat(8192);
-  for (let i = 1; i <= 5; i++) bus.publish('tick', { i, big });
+  for (let i = 1; i <= 5; i++) {
+    bus.publish('tick', { i, big });
+    bus.flush();
+  }
   t.match(store.writeError, /full/i, 'the store says why');
   t.equal(rec.errors.length, 1, 'reported once for the outage');
   t.same(
@@ -424,6 +436,7 @@ t.test('disk full: events still reach subscribers from memory, the failure is re
   );
   db.pragma('max_page_count = 1073741823');
   bus.publish('tick', { i: 6 });
+  bus.flush();
   t.equal(store.writeError, undefined, 'the next write that succeeds clears it');
   const rows = db
     .prepare<[], { id: number }>("SELECT id FROM events WHERE session_id = 's' ORDER BY id")
@@ -481,5 +494,23 @@ t.test('an ended session lets go of its log: the store forgets it and its frames
     [...next.after(0)].map((ev) => ev.frame),
     [...log.after(0)].map((ev) => ev.frame),
   );
+  t.end();
+});
+
+t.test('a cursor older than the log still replays from memory when the file holds nothing older', (t) => {
+  const store = openStore(tempDir(t), { maxEvents: 3, maxBytes: 0 });
+  t.teardown(() => store.close());
+  const log = store.logFor('s');
+  const bus = new EventBus({ log });
+  const live = bus.subscribe();
+  for (let i = 0; i < 6; i++) bus.publish('tick', { i });
+  bus.flush();
+  const sent = live.takeBuffered();
+  const replay = [...log.after(0)];
+  t.same(
+    replay.map((ev) => ev.envelope.id),
+    [4, 5, 6],
+  );
+  t.equal(replay[0], sent[3], 'the objects the bus built, not rows read back');
   t.end();
 });

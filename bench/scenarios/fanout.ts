@@ -76,7 +76,8 @@ async function measure(
     let idx = 0;
     return {
       onFrame: (frame, id, recvNs) => {
-        if (id === 0) return;
+        // The flood's chunks only: not the id-less opening frames, the prompt's echo or turn_complete.
+        if (id === 0 || !frame.includes('agent_message_chunk')) return;
         const recvMs = recvNs / 1e6;
         if (idx < frames) c.recv[k][idx] = recvMs;
         if (k === 0) {

@@ -304,6 +304,9 @@ export class EventBus {
   private readonly stats: BusStats;
   private readonly unwatchDrops: (() => void) | undefined;
   private closed = false;
+  /** Published, not yet committed and sent (a log that commits in groups). */
+  private unsent: BusEvent[] = [];
+  private flushScheduled = false;
 
   constructor(opts: BusOptions = {}) {
     this.log =
@@ -368,6 +371,37 @@ export class EventBus {
     const ev = frameOf(envelope, json);
     this.stats.published++;
     this.stats.dropped += this.log.append(ev);
+    if (this.log.commit) {
+      // Group commit: the burst's events are committed together, then sent (`flush`).
+      this.unsent.push(ev);
+      if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        setImmediate(() => this.flush());
+      }
+      return envelope;
+    }
+    this.fanOut(ev);
+    return envelope;
+  }
+
+  /**
+   * With a log that commits in groups: commits every event published since
+   * the last flush, then sends them in order. Runs once per burst (on
+   * `setImmediate`), and before anything that must see every event: a new
+   * subscriber, the bus closing. Nothing reaches a subscriber before the log
+   * has made it durable; a burst costs one commit, not one per event.
+   */
+  flush(): void {
+    this.flushScheduled = false;
+    if (this.unsent.length === 0) return;
+    const batch = this.unsent;
+    this.unsent = [];
+    this.log.commit?.();
+    for (const ev of batch) this.fanOut(ev);
+  }
+
+  private fanOut(ev: BusEvent): void {
+    const id = ev.envelope.id;
     for (const sub of this.subscribers) {
       if (!sub.pushLive(ev)) {
         this.stats.evicted++;
@@ -381,7 +415,6 @@ export class EventBus {
         );
       }
     }
-    return envelope;
   }
 
   /**
@@ -390,6 +423,8 @@ export class EventBus {
    */
   subscribe(opts: SubscribeOptions = {}): EventSubscription {
     if (this.closed) return EMPTY;
+    // Whatever is published but not yet sent goes out first: the replay below then covers every event.
+    this.flush();
     if (this.subscribers.size >= this.maxSubscribers) throw new SubscriberLimitExceededError(this.maxSubscribers);
     const sub = new Subscription(opts.maxQueued ?? this.maxQueued, opts.maxQueuedBytes ?? this.maxQueuedBytes, (s) =>
       this.subscribers.delete(s),
@@ -477,6 +512,7 @@ export class EventBus {
   /** Ends every subscription after it drains; later publishes and subscribes are no-ops. */
   close(): void {
     if (this.closed) return;
+    this.flush();
     this.closed = true;
     this.unwatchDrops?.();
     for (const sub of [...this.subscribers]) sub.end(true);

@@ -33,6 +33,12 @@ export interface EventLog {
    */
   append(event: BusEvent): number;
   /**
+   * For a log that commits appends in groups: makes every event appended so
+   * far durable. The bus calls it before it sends any of them, once per burst
+   * (see `EventBus.publish`); a log without it keeps each event at `append`.
+   */
+  commit?(): void;
+  /**
    * For a log that trims later, in the background: calls `listener` with
    * the number of events each trim dropped. Returns the way to stop.
    */

@@ -2,12 +2,15 @@
  * The durable `EventLog`: every session's numbered events in one SQLite
  * database (`<dataDir>/events.sqlite`), written through better-sqlite3.
  *
- * better-sqlite3 is synchronous, so `append` returns only once the event's
- * transaction has committed: the bus fans an event out after `append`, hence
- * no client ever holds a frame the log could lose to a crash of the daemon.
+ * Group commit: `append` only takes an event; `commit` writes every event
+ * taken since the last one in a single transaction. The bus calls `commit`
+ * before it sends any of them (once per burst, see `EventBus.flush`), and
+ * better-sqlite3 is synchronous, so no client ever holds a frame the log
+ * could lose to a crash of the daemon, and a streamed answer of hundreds of
+ * events costs a few transactions instead of one each.
  *
  * Durability: WAL with `synchronous=NORMAL`. A commit then lands in the WAL
- * file through write(2) before `append` returns, so it survives the process
+ * file through write(2) before `commit` returns, so it survives the process
  * dying at any moment (`kill -9`, an abort): the kernel already holds the
  * bytes. Only an operating-system crash or a power cut can lose the last
  * commits, and even then the database stays consistent. FULL would add an
@@ -277,6 +280,7 @@ export class SqliteEventStore {
     this.scheduled = undefined;
     if (this.timer) clearInterval(this.timer);
     if (!this.db.open) return;
+    for (const log of this.logs.values()) log.commit();
     this.guarded(() => this.compact());
     this.db.close();
   }
@@ -375,7 +379,9 @@ export class SqliteEventLog implements EventLog {
   private heldBytes: number;
   /** The newest events this process logged, as the bus built them, within the same bounds. */
   private readonly tail: MemoryEventLog;
-  private readonly appendTx: (event: BusEvent, id: number) => void;
+  /** Appended, not yet committed. */
+  private pending: BusEvent[] = [];
+  private readonly commitTx: (batch: BusEvent[]) => void;
   private readonly trimTx: () => Trim | undefined;
   private readonly dropWatchers = new Set<(count: number) => void>();
 
@@ -400,10 +406,12 @@ export class SqliteEventLog implements EventLog {
     this.count = extent?.count ?? 0;
     this.heldBytes = extent?.bytes ?? 0;
     this.tail = new MemoryEventLog(bounds);
-    this.appendTx = db.transaction((event: BusEvent, id: number) => {
-      this.sql.setNext.run(id + 1, this.sessionId);
-      if (this.bounds.maxEvents > 0)
-        this.sql.insert.run(this.sessionId, id, event.envelope.type, event.json, event.bytes);
+    this.commitTx = db.transaction((batch: BusEvent[]) => {
+      const last = batch[batch.length - 1]?.envelope.id ?? 0;
+      this.sql.setNext.run(last + 1, this.sessionId);
+      if (this.bounds.maxEvents === 0) return;
+      for (const event of batch)
+        this.sql.insert.run(this.sessionId, event.envelope.id ?? 0, event.envelope.type, event.json, event.bytes);
     });
     this.trimTx = db.transaction(() => this.planTrim());
   }
@@ -414,51 +422,69 @@ export class SqliteEventLog implements EventLog {
 
   /** The oldest id a replay can start from: a trim the compaction has not made yet is made first. */
   get firstId(): number {
+    this.commit();
     this.trimIfOver();
     return this.first;
   }
 
   /** How many events a replay can give now (a pending trim is made first). */
   get size(): number {
+    this.commit();
     this.trimIfOver();
     return this.count;
   }
 
   /** The frame bytes a replay can give now (a pending trim is made first). */
   get bytes(): number {
+    this.commit();
     this.trimIfOver();
     return this.heldBytes;
   }
 
   /**
-   * Stores the event and moves the next id on, in one transaction; the
-   * counters change only once it has committed. Trimming is left to the
-   * compaction, so this reports no drops: they reach `watchDrops` when the
-   * compaction makes them. A write that fails keeps the event in the tail
-   * only (see the file's comment). On a closed store (the daemon shutting
-   * down) the id is used up and nothing is kept.
+   * Takes the event, with the next id; it becomes durable at `commit`, which
+   * the bus calls before it sends it to anyone. On a closed store (the daemon
+   * shutting down) the id is used up and nothing is kept. Trimming is left to
+   * the compaction, so this reports no drops: they reach `watchDrops`.
    */
   append(event: BusEvent): number {
-    const id = this.next;
-    this.next = id + 1;
+    this.next++;
     if (!this.db.open) {
       if (this.count === 0) this.first = this.next;
       return 0;
     }
-    this.tail.append(event);
+    this.pending.push(event);
+    return 0;
+  }
+
+  /**
+   * Writes every event appended since the last commit in one transaction
+   * (one WAL write for a whole burst), then counts them and keeps them in
+   * the tail. A write that fails keeps them in the tail only (see the file's
+   * comment).
+   */
+  commit(): void {
+    if (this.pending.length === 0) return;
+    const batch = this.pending;
+    this.pending = [];
+    if (!this.db.open) return;
+    for (const event of batch) this.tail.append(event);
     try {
-      this.appendTx(event, id);
+      this.commitTx(batch);
     } catch (err) {
       this.hooks.writeFailed(err);
-      return 0;
+      return;
     }
-    if (this.bounds.maxEvents > 0) {
-      if (this.count === 0) this.first = id;
+    if (this.bounds.maxEvents === 0) {
+      this.first = this.next;
+      return;
+    }
+    for (const event of batch) {
+      if (this.count === 0) this.first = event.envelope.id ?? this.first;
       this.count++;
       this.heldBytes += event.bytes;
-      this.hooks.appended(this);
-    } else this.first = this.next;
-    return 0;
+    }
+    this.hooks.appended(this);
   }
 
   /**
@@ -478,9 +504,12 @@ export class SqliteEventLog implements EventLog {
    * process logged), else from the database, trimmed first.
    */
   after(cursor: number): BusEvent[] {
+    this.commit();
     if (this.tail.size > 0 && cursor >= this.tail.firstId - 1) return [...this.tail.after(cursor)];
     if (!this.db.open || this.count === 0) return [];
     this.trimIfOver();
+    // A cursor older than everything held: the tail serves when the file holds nothing before it.
+    if (this.tail.size > 0 && this.first >= this.tail.firstId) return [...this.tail.after(cursor)];
     return this.sql.after.all(this.sessionId, cursor).map(storedEvent);
   }
 
