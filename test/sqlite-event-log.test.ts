@@ -514,3 +514,21 @@ t.test('a cursor older than the log still replays from memory when the file hold
   t.equal(replay[0], sent[3], 'the objects the bus built, not rows read back');
   t.end();
 });
+
+t.test('a group commit larger than the count cap does not evict a reader that keeps up; one that stops is', (t) => {
+  const store = openStore(tempDir(t));
+  t.teardown(() => store.close());
+  const bus = new EventBus({ log: store.logFor('s'), maxQueued: 4 });
+  const reader = bus.subscribe();
+  for (let i = 0; i < 10; i++) bus.publish('tick', { i });
+  bus.flush();
+  t.equal(bus.subscriberCount, 1, 'a burst of 10 reaches a reader with nothing waiting');
+  t.equal(reader.takeBuffered().length, 10);
+  for (let i = 0; i < 10; i++) bus.publish('tick', { i });
+  bus.flush();
+  t.equal(bus.subscriberCount, 1, 'read, then another burst: still there');
+  for (let i = 0; i < 10; i++) bus.publish('tick', { i });
+  bus.flush();
+  t.equal(bus.subscriberCount, 0, 'two bursts unread: over the cap, evicted');
+  t.end();
+});

@@ -169,12 +169,13 @@ class Subscription implements EventSubscription {
 
   /**
    * Returns false when the subscriber has to be evicted: `maxQueued` live
-   * events are already waiting, or `ev` would take the waiting live bytes over
-   * `maxQueuedBytes`. An empty live queue takes one event of any size, as the
+   * events (plus `burst`, the size of a group commit being sent) are already
+   * waiting, or `ev` would take the waiting live bytes over `maxQueuedBytes`.
+   * An empty live queue takes one event of any size, as the
    * ring keeps its newest event of any size: a reader that keeps up is never
    * evicted for the size of a single event.
    */
-  pushLive(ev: BusEvent): boolean {
+  pushLive(ev: BusEvent, burst = 0): boolean {
     if (this.closed) return true;
     if (this.waiter) {
       const w = this.waiter;
@@ -183,7 +184,7 @@ class Subscription implements EventSubscription {
       return true;
     }
     const waiting = this.liveQueued;
-    if (waiting >= this.maxQueued) return false;
+    if (waiting >= this.maxQueued + burst) return false;
     if (this.maxQueuedBytes > 0 && waiting > 0 && this.liveBytes + ev.bytes > this.maxQueuedBytes) return false;
     this.items.push(ev);
     this.liveBytes += ev.bytes;
@@ -397,13 +398,15 @@ export class EventBus {
     const batch = this.unsent;
     this.unsent = [];
     this.log.commit?.();
-    for (const ev of batch) this.fanOut(ev);
+    // A burst arrives at once, so the count cap stretches by its size: a reader is evicted for falling
+    // behind (or for bytes), not for the daemon having grouped the events it is sent.
+    for (const ev of batch) this.fanOut(ev, batch.length);
   }
 
-  private fanOut(ev: BusEvent): void {
+  private fanOut(ev: BusEvent, burst = 0): void {
     const id = ev.envelope.id;
     for (const sub of this.subscribers) {
-      if (!sub.pushLive(ev)) {
+      if (!sub.pushLive(ev, burst)) {
         this.stats.evicted++;
         sub.end(
           true,
