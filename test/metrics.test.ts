@@ -200,10 +200,12 @@ t.test('evicted streams and events pushed out of the replay ring', async (t) => 
   const { d } = await steerDaemon(t);
   const id = await createSession(d);
 
-  // A subscriber that never reads, with room for one event: the second one evicts it.
+  // A subscriber that never reads, with room for one event beyond the burst being sent (a group commit):
+  // what the first turn left waiting makes a later burst evict it.
   const stuck = d.app.sessions.subscribe(id, { maxQueued: 1 });
   t.teardown(() => stuck.return?.());
   t.equal((await call(d, 'POST', `/session/${id}/prompt`, textPrompt('two chunks'))).status, 200);
+  t.equal((await call(d, 'POST', `/session/${id}/prompt`, textPrompt('two more'))).status, 200);
   const evicted = await scrape(d);
   t.equal(evicted.value('acpd_sse_evictions_total'), 1);
   t.equal(evicted.value('acpd_events_dropped_total'), 0, 'the ring still holds everything');
