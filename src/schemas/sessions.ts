@@ -11,9 +11,11 @@ import {
 } from './acp.js';
 import { Cwd, refTo, SessionHandle, SessionIdParams } from './common.js';
 import { errors } from './errors.js';
-import { DISPLAY_NAME_MAX } from '../services/session-store.js';
 
 const SCOPE_MESSAGE = '`sessionScope` must be "single" or "thread" when provided';
+
+/** How long a display name gets, in characters. */
+export const DISPLAY_NAME_MAX = 100;
 
 export const CreateSessionBody = Type.Object(
   {

@@ -7,6 +7,8 @@
  * ended; `SqliteSessionStore` keeps them across restarts (and, with several
  * nodes, could tell one node about another's sessions).
  */
+import { DISPLAY_NAME_MAX } from '../schemas/sessions.js';
+
 export interface SessionMeta {
   sessionId: string;
   workspaceCwd: string;
@@ -57,9 +59,6 @@ export function compareRecent(a: SessionSortKey, b: SessionSortKey): number {
   if (a.updatedAt !== b.updatedAt) return b.updatedAt - a.updatedAt;
   return a.sessionId < b.sessionId ? -1 : a.sessionId > b.sessionId ? 1 : 0;
 }
-
-/** How long a display name gets, in characters. */
-export const DISPLAY_NAME_MAX = 100;
 
 /**
  * A session's name from a prompt, as the qwen daemon shows one: the text
