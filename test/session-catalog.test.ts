@@ -17,25 +17,13 @@ import { startDaemon, steerDaemon, tempDir, type TestDaemon } from './support/ap
 import { call, createSession, obj } from './support/http.js';
 import { openEvents } from './support/sse.js';
 import { textPrompt } from './support/values.js';
+import type { operations } from './generated/acpd-api.js';
 
 const SQLITE = ['--event-log', 'sqlite'];
 
-interface Summary {
-  sessionId: string;
-  workspaceCwd: string;
-  createdAt: string;
-  updatedAt: string;
-  displayName?: string;
-  clientCount: number;
-  hasActivePrompt: boolean;
-  isArchived: boolean;
-  isLive: boolean;
-}
-
-interface Page {
-  sessions: Summary[];
-  nextCursor?: string;
-}
+/** The list route's answer and its items, as the API document types them. */
+type Page = operations['listWorkspaceSessions']['responses'][200]['content']['application/json'];
+type Summary = Page['sessions'][number];
 
 function listUrl(d: TestDaemon, query = ''): string {
   return `/workspace/${encodeURIComponent(d.config.workspace)}/sessions${query}`;
