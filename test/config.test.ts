@@ -84,6 +84,8 @@ t.test('defaults', async (t) => {
     eventLog: 'sqlite',
     idempotencyTtl: 86_400,
     headerTimeoutMs: 10_000,
+    redisPrefix: 'acpd:',
+    leaseTtl: 10,
     agentEnv: {},
   });
   t.equal(config.token, undefined);

@@ -201,6 +201,42 @@ export const ConfigSchema = Type.Object({
     description:
       'Seconds the answer to a request sent with an Idempotency-Key is kept, so that a retry with that key is answered again instead of run again.',
   }),
+  ACPD_REDIS_URL: Type.Optional(
+    Type.String({
+      minLength: 1,
+      description:
+        'Redis to share state with other acpd nodes (redis://[user:password@]host:port[/db]). Set, event logs, receipts, the session catalog and the session cap live there, and sessions are owned by leases; unset, acpd is a single node.',
+    }),
+  ),
+  ACPD_REDIS_PREFIX: Type.String({
+    minLength: 1,
+    maxLength: 64,
+    pattern: '^[A-Za-z0-9._:-]+$',
+    default: 'acpd:',
+    description: 'Prefix of every Redis key this cluster uses; clusters sharing one Redis need different prefixes.',
+  }),
+  ACPD_NODE_ID: Type.Optional(
+    Type.String({
+      minLength: 1,
+      maxLength: 128,
+      pattern: '^[A-Za-z0-9._-]+$',
+      description: "This node's name in the cluster (default: the host name and process id).",
+    }),
+  ),
+  ACPD_ADVERTISE_URL: Type.Optional(
+    Type.String({
+      minLength: 1,
+      description:
+        'Base URL at which the other nodes reach this one to forward requests for sessions it owns (default: http://<hostname>:<port>, with 127.0.0.1 for a wildcard bind).',
+    }),
+  ),
+  ACPD_LEASE_TTL: Type.Integer({
+    minimum: 1,
+    maximum: 3600,
+    default: 10,
+    description:
+      "Seconds a node's lease on a session lasts unless renewed (every third of it). A dead node's sessions move to a live node once its leases expire.",
+  }),
   ACPD_HEADER_TIMEOUT_MS: Type.Integer({
     minimum: 1,
     maximum: MAX_TIMER_MS,

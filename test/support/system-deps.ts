@@ -1,5 +1,5 @@
 /**
- * Tests that need a program npm does not install (nginx today; Redis and Chromium are next) ask for it
+ * Tests that need a program npm does not install (nginx, Redis; Chromium is next) ask for it
  * here. On a developer's machine a missing program turns those tests into one skip that names the
  * Debian package and the command installing it, so `npm ci && npm test` passes anywhere. In CI,
  * `.ci/run` sets ACPD_REQUIRE_SYSTEM_DEPS=1 and installs the packages first: there, a missing program
@@ -27,6 +27,8 @@ export const SYSTEM_PACKAGES = {
   nginx: { binary: '/usr/sbin/nginx', debianPackage: 'nginx' },
   /** test/readme-tour.test.ts runs the README's curl commands. */
   curl: { binary: 'curl', debianPackage: 'curl' },
+  /** The cluster tests and the bench run real Redis servers (harness/redis.ts). */
+  redis: { binary: 'redis-server', debianPackage: 'redis-server' },
   /** The README's shell blocks are run by bash (Debian's default shell for users, not for sh). */
   bash: { binary: 'bash', debianPackage: 'bash' },
 } as const satisfies Record<string, SystemPackage>;
