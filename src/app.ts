@@ -12,6 +12,7 @@ import { BadRequestError, isWireError } from './errors.js';
 import channelSupervisor from './plugins/channel-supervisor.js';
 import connections, { connectionTimeouts } from './plugins/connections.js';
 import metrics from './plugins/metrics.js';
+import nodeHeader from './plugins/node-header.js';
 import openapi from './plugins/openapi.js';
 import probes from './plugins/probes.js';
 import rateLimits from './plugins/rate-limits.js';
@@ -187,6 +188,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   // Every route declares its policy, which the plugins below read; ready() checks that none is missing.
   await app.register(routePolicy);
   await app.register(requestLog);
+  await app.register(nodeHeader, { config });
   // Before the guards: a connection over the cap gets its 503 whoever sends it.
   await app.register(connections, { config });
   await app.register(security, { config });
