@@ -11,7 +11,7 @@ import t from 'tap';
 import { CLUSTER_NGINX_CONF, startCluster, type Cluster } from '../harness/cluster.js';
 import { isAlive, livingDescendants } from '../harness/proc-table.js';
 import { Procs } from '../harness/spawn.js';
-import type { Endpoint } from './support/app.js';
+import { buildTestApp, type Endpoint } from './support/app.js';
 import { call, createSession, obj } from './support/http.js';
 import { openEvents, type SseStream } from './support/sse.js';
 import { SYSTEM_PACKAGES, requireSystemPackage } from './support/system-deps.js';
@@ -40,6 +40,16 @@ function block(lines: string[], opening: string): string[] {
   }
   return lines.includes(opening) ? found : [];
 }
+
+t.test('X-Acpd-Node names the node on every answer, only when it has a --node-id', async (t) => {
+  const named = await buildTestApp(t, { args: ['--node-id', 'node-7'] });
+  for (const url of ['/livez', '/capabilities', '/session/nope/events']) {
+    const res = await named.inject({ method: 'GET', url });
+    t.equal(res.headers['x-acpd-node'], 'node-7', `${url} (${res.statusCode})`);
+  }
+  const single = await buildTestApp(t);
+  t.notOk('x-acpd-node' in (await single.inject({ method: 'GET', url: '/livez' })).headers, 'a single daemon: none');
+});
 
 t.test('deploy/nginx-cluster.conf: no affinity, unbuffered streams, retries for GET only', async (t) => {
   const lines = directives(readFileSync(CLUSTER_NGINX_CONF, 'utf8'));
