@@ -111,6 +111,19 @@ function entryEvent(entry: Entry): BusEvent | undefined {
   return frameOf(JSON.parse(json) as EventEnvelope, json);
 }
 
+/**
+ * XREAD's answer: an array of `[key, entries]` pairs (RESP2), or, as a map
+ * (RESP3) comes through `call`, the keys and entries flat, alternating.
+ */
+type XreadReply = [string, Entry[]][] | (string | Entry[])[] | null;
+
+function streamsOf(reply: NonNullable<XreadReply>): [string, Entry[]][] {
+  if (reply.length === 0 || Array.isArray(reply[0])) return reply as [string, Entry[]][];
+  const pairs: [string, Entry[]][] = [];
+  for (let i = 0; i + 1 < reply.length; i += 2) pairs.push([reply[i] as string, reply[i + 1] as Entry[]]);
+  return pairs;
+}
+
 /** A Redis error reply starting `FENCED` becomes a `FencedError`; anything else stays as it is. */
 function fencedOr(err: unknown): unknown {
   return err instanceof Error && err.message.startsWith('FENCED') ? new FencedError(err.message) : err;
@@ -198,7 +211,14 @@ export class RedisEventLog implements EventLog {
     const args: (string | number)[] = [String(token), this.tail.firstId, EVENT_RETENTION_MS];
     for (const ev of batch) args.push(ev.envelope.id ?? 0, ev.json);
     const { keys, sessionId } = this;
-    await this.redis.eval(COMMIT_SCRIPT, 3, keys.lease(sessionId), keys.events(sessionId), keys.log(sessionId), ...args);
+    await this.redis.eval(
+      COMMIT_SCRIPT,
+      3,
+      keys.lease(sessionId),
+      keys.events(sessionId),
+      keys.log(sessionId),
+      ...args,
+    );
   }
 
   /**
@@ -429,14 +449,14 @@ export class RedisEventStore {
           'STREAMS',
           ...streams,
           ...from,
-        )) as [string, Entry[]][] | null;
+        )) as XreadReply;
         this.reading = undefined;
         if (this.readFailing) {
           this.readFailing = false;
           this.opts.log.warn('event stream reader reading again');
         }
         retryMs = 0;
-        if (reply) this.deliver(reply);
+        if (reply) this.deliver(streamsOf(reply));
       } catch (err) {
         this.reading = undefined;
         // A new connection has a new id.
