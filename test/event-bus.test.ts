@@ -926,7 +926,7 @@ t.test('firstId: nextId when empty, then the oldest id held', async (t) => {
  */
 class HeldLog extends MemoryEventLog {
   private pending: number[] = [];
-  readonly calls: { ids: number[]; resolve: () => void; reject: (err: unknown) => void }[] = [];
+  readonly calls: { ids: number[]; resolve: () => void; reject: (err: Error) => void }[] = [];
   private waiters: (() => void)[] = [];
 
   constructor() {
@@ -957,7 +957,7 @@ class HeldLog extends MemoryEventLog {
   /** Resolves once commit call number `n` (from 0) has been made. */
   async call(n: number): Promise<HeldLog['calls'][number]> {
     while (this.calls.length <= n) await new Promise<void>((resolve) => this.waiters.push(resolve));
-    return this.calls[n] as HeldLog['calls'][number];
+    return this.calls[n];
   }
 }
 

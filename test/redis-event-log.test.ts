@@ -160,7 +160,7 @@ if (requireSystemPackage(t, SYSTEM_PACKAGES.redis)) {
     t.ok(held.length <= bounds.maxEvents && held.length > 0, `count bound (${held.length})`);
     const entries = (await a.redis.call('XRANGE', a.keys.events('s1'), '-', '+')) as [string, string[]][];
     const bytes = entries.reduce((sum, [, f]) => {
-      const json = f[1] as string;
+      const json = f[1];
       return sum + frameOf(JSON.parse(json) as EventEnvelope, json).bytes;
     }, 0);
     t.ok(bytes <= bounds.maxBytes, `byte bound (${bytes})`);
@@ -221,7 +221,7 @@ if (requireSystemPackage(t, SYSTEM_PACKAGES.redis)) {
     bus.publish('tick', { i: 3 });
     const [two, three] = [...log.after(1)];
     await take(sub, 2);
-    pending.pending = [two as BusEvent, three as BusEvent];
+    pending.pending = [two, three];
     await log.commit();
     t.strictSame(await streamIds(a, 's1'), [1, 2, 3], 'the same events again are skipped');
     // Another writer's text under an id we think is ours: refused.

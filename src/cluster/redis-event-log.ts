@@ -318,7 +318,7 @@ export class RedisEventStore {
 
   /** Commits every owner log's pending events (at shutdown, before the lease is let go). */
   async flushAll(): Promise<void> {
-    await Promise.all([...this.logs.values()].map((log) => log.commit()));
+    await Promise.all([...this.logs.values()].map(async (log) => log.commit()));
   }
 
   /** Stops the reader, closes the followers and forgets the logs. */
@@ -392,7 +392,7 @@ export class RedisEventStore {
     const oldest = newestFirst.at(-1)?.envelope.id;
     const held = oldest !== undefined && top + 1 === nextId;
     const tail = new MemoryEventLog(bounds, { epoch, nextId: held ? oldest : nextId });
-    if (held) for (let i = newestFirst.length - 1; i >= 0; i--) tail.append(newestFirst[i] as BusEvent);
+    if (held) for (let i = newestFirst.length - 1; i >= 0; i--) tail.append(newestFirst[i]);
     return tail;
   }
 
