@@ -359,3 +359,16 @@ export class IdempotencyKeyMismatchError extends IdempotencyKeyMismatchBase impl
     return { error: this.message, code: 'idempotency_key_mismatch' };
   }
 }
+
+/**
+ * A write about a session refused because this node no longer holds its lease
+ * (the fencing token in Redis is not ours): another node took the session
+ * over. Not an HTTP answer; the bus that meets it stops (see `EventBus`). The
+ * cluster's Lua scripts refuse with an error reply that starts `FENCED`.
+ */
+export class FencedError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'FencedError';
+  }
+}

@@ -4,7 +4,7 @@
 // or microtask-driven, so no test waits on time.
 import { getEventListeners } from 'node:events';
 import t from 'tap';
-import { SubscriberLimitExceededError } from '../src/errors.js';
+import { FencedError, SubscriberLimitExceededError } from '../src/errors.js';
 import {
   BusStats,
   DEFAULT_MAX_QUEUED,
@@ -918,4 +918,168 @@ t.test('firstId: nextId when empty, then the oldest id held', async (t) => {
     type: 'state_resync_required',
     data: { detail: 'cursor_expired', earliestAvailableId: 3 },
   });
+});
+
+/**
+ * A log whose commits the test settles: each commit call is recorded with the ids it covers and waits
+ * for `settle(i)`; `calls` resolves its waiters as calls come in, so no test waits on time.
+ */
+class HeldLog extends MemoryEventLog {
+  private pending: number[] = [];
+  readonly calls: { ids: number[]; resolve: () => void; reject: (err: Error) => void }[] = [];
+  private waiters: (() => void)[] = [];
+
+  constructor() {
+    super({ maxEvents: 100, maxBytes: 0 });
+  }
+
+  override append(event: BusEvent): number {
+    this.pending.push(event.envelope.id ?? 0);
+    return super.append(event);
+  }
+
+  commit(): Promise<void> {
+    const ids = this.pending;
+    this.pending = [];
+    return new Promise<void>((resolve, reject) => {
+      this.calls.push({
+        ids,
+        resolve,
+        reject: (err) => {
+          this.pending = ids.concat(this.pending);
+          reject(err);
+        },
+      });
+      for (const w of this.waiters.splice(0)) w();
+    });
+  }
+
+  /** Resolves once commit call number `n` (from 0) has been made. */
+  async call(n: number): Promise<HeldLog['calls'][number]> {
+    while (this.calls.length <= n) await new Promise<void>((resolve) => this.waiters.push(resolve));
+    return this.calls[n];
+  }
+}
+
+t.test('async commit: nothing is sent before its commit resolves; one commit in flight, in order', async (t) => {
+  const log = new HeldLog();
+  const bus = new EventBus({ log });
+  const sub = bus.subscribe();
+  publishN(bus, 2);
+  const first = await log.call(0);
+  t.strictSame(first.ids, [1, 2], 'the burst is one commit');
+  publishN(bus, 2);
+  t.ok(await stillPending(log.call(1)), 'no second commit while the first is in flight');
+  t.strictSame(sub.takeBuffered(), [], 'nothing sent before the commit resolved');
+  first.resolve();
+  t.strictSame(ids(await take(sub, 2)), [1, 2]);
+  const second = await log.call(1);
+  t.strictSame(second.ids, [3, 4], 'what was published meanwhile goes in the next commit');
+  t.strictSame(sub.takeBuffered(), []);
+  second.resolve();
+  t.strictSame(ids(await take(sub, 2)), [3, 4]);
+  bus.close();
+  await bus.drained();
+  t.strictSame(await drain(sub), []);
+});
+
+t.test(
+  'async commit: a subscriber arriving mid-commit replays what was sent and gets the rest live, once',
+  async (t) => {
+    const log = new HeldLog();
+    const bus = new EventBus({ log });
+    publishN(bus, 2);
+    (await log.call(0)).resolve();
+    await bus.subscribe().next(); // the first commit's events are sent
+    publishN(bus, 2); // 3 and 4: committing
+    const inFlight = await log.call(1);
+    const fresh = bus.subscribe({ lastEventId: 0, snapshot: () => ({ s: 1 }) });
+    const atCursor = bus.subscribe({ lastEventId: 4, snapshot: () => ({ s: 1 }) });
+    const opening = fresh.takeBuffered().map((ev) => [ev.envelope.type, ev.envelope.id]);
+    t.strictSame(
+      opening,
+      [
+        ['tick', 1],
+        ['tick', 2],
+        ['replay_complete', undefined],
+        ['session_state', undefined],
+      ],
+      'the replay stops at the last event sent',
+    );
+    const complete = atCursor.takeBuffered()[0]?.envelope;
+    t.equal(complete?.type, 'replay_complete', 'a cursor published but not sent is not ahead: no resync');
+    t.strictSame(complete?.data, { lastReplayedEventId: null, lastEventId: 2, replayedCount: 0 });
+    inFlight.resolve();
+    t.strictSame(ids(await take(fresh, 2)), [3, 4], 'the in-flight events arrive live');
+    bus.publish('tick', {});
+    (await log.call(2)).resolve();
+    t.strictSame(ids(await take(atCursor, 1)), [5], 'events up to the cursor are not sent twice');
+    bus.close();
+    await bus.drained();
+  },
+);
+
+t.test('async commit: a failing commit is retried until it succeeds; commitError meanwhile', async (t) => {
+  const log = new HeldLog();
+  const reported: unknown[] = [];
+  const bus = new EventBus({ log, onCommitError: (err) => reported.push(err && (err as Error).message) });
+  // The retry timer is unref'd (it never keeps a daemon alive): this keeps the test's process up meanwhile.
+  const keepAlive = setInterval(() => {}, 60_000);
+  t.teardown(() => clearInterval(keepAlive));
+  const sub = bus.subscribe();
+  publishN(bus, 2);
+  (await log.call(0)).reject(new Error('redis down'));
+  const retry = await log.call(1);
+  t.equal(bus.commitError, 'redis down');
+  t.strictSame(retry.ids, [1, 2], 'the retry carries the same events');
+  bus.publish('tick', {});
+  retry.reject(new Error('still down'));
+  const again = await log.call(2);
+  t.strictSame(again.ids, [1, 2, 3], 'and what was published meanwhile');
+  t.strictSame(sub.takeBuffered(), [], 'nothing sent while failing');
+  again.resolve();
+  t.strictSame(ids(await take(sub, 3)), [1, 2, 3], 'each once, in order');
+  t.equal(bus.commitError, undefined);
+  t.strictSame(reported, ['redis down', undefined], 'reported when it starts failing and when it recovers');
+  bus.close();
+  await bus.drained();
+});
+
+t.test('async commit: FencedError stops the bus, sends nothing uncommitted and ends the streams', async (t) => {
+  const log = new HeldLog();
+  let fenced = 0;
+  const bus = new EventBus({ log, onFenced: () => fenced++ });
+  const sub = bus.subscribe();
+  bus.publish('tick', {});
+  (await log.call(0)).resolve();
+  t.strictSame(ids(await take(sub, 1)), [1]);
+  publishN(bus, 2);
+  (await log.call(1)).reject(new FencedError('FENCED lease token is 2, not 1'));
+  t.strictSame(await drain(sub), [], 'the stream ends without the refused events');
+  t.equal(fenced, 1);
+  t.ok(bus.isFenced && bus.isClosed);
+  t.equal(bus.publish('tick', {}), undefined, 'no more publishes');
+  t.equal(bus.subscriberCount, 0);
+  await bus.drained();
+  t.equal(log.calls.length, 2, 'no retry after a fence');
+});
+
+t.test('async commit: close ends the streams after the last commit settles, with the last event', async (t) => {
+  const log = new HeldLog();
+  const bus = new EventBus({ log });
+  const sub = bus.subscribe();
+  bus.publish('tick', {});
+  const first = await log.call(0);
+  bus.publish('session_closed', {});
+  bus.close();
+  t.equal(bus.publish('late', {}), undefined, 'close stops publishes at once');
+  const drained = bus.drained();
+  t.ok(await stillPending(drained), 'not drained while commits are pending');
+  first.resolve();
+  (await log.call(1)).resolve();
+  await drained;
+  t.strictSame(
+    (await drain(sub)).map((e) => e.type),
+    ['tick', 'session_closed'],
+  );
 });

@@ -6,11 +6,16 @@
  * behind is evicted with a synthetic `client_evicted` frame while everybody
  * else carries on.
  *
+ * A log that commits over the network (Redis) commits asynchronously: the
+ * bus keeps one commit in flight, sends a batch only once its commit has
+ * resolved, retries a failed one with backoff and stops for good when the
+ * log says another node owns the session (`FencedError`). See `flush`.
+ *
  * Sizes are the UTF-8 byte length of an event's SSE frame (`BusEvent.bytes`),
  * measured once at publish: exactly what the frame costs on the wire, and the
  * order of magnitude of what it costs in memory.
  */
-import { SubscriberLimitExceededError } from '../errors.js';
+import { FencedError, SubscriberLimitExceededError } from '../errors.js';
 import { MemoryEventLog, type EventLog } from './event-log.js';
 
 const EVENT_SCHEMA_VERSION = 1 as const;
@@ -81,7 +86,21 @@ export interface BusOptions {
   maxSubscribers?: number;
   /** Where to count; a private instance when absent. */
   stats?: BusStats;
+  /**
+   * An asynchronous commit was refused with a `FencedError` (another node
+   * owns the session now): called once; the bus has closed, its uncommitted
+   * events are never sent and its subscribers' streams end.
+   */
+  onFenced?: () => void;
+  /** An asynchronous commit started failing (the error) or succeeded again (undefined). */
+  onCommitError?: (err: unknown) => void;
+  /** The last subscriber left (a follower's bus is shared by its subscribers and closed then). */
+  onIdle?: () => void;
 }
+
+/** The first retry of a failed asynchronous commit waits this long; each next one twice as long, up to the cap. */
+const COMMIT_RETRY_FIRST_MS = 50;
+const COMMIT_RETRY_MAX_MS = 1000;
 
 export interface SubscribeOptions {
   /** Replay every ring event with a larger id before live events. */
@@ -139,6 +158,8 @@ class Subscription implements EventSubscription {
   /** Bytes of the live events waiting (everything from `head` on but the replayed ones). */
   private liveBytes = 0;
   private closed = false;
+  /** Live events up to this id were already queued by the replay (or the client holds them): skipped. */
+  skipThrough = 0;
   private waiter: ((r: IteratorResult<BusEvent, undefined>) => void) | undefined;
   private onAbort: (() => void) | undefined;
 
@@ -176,7 +197,7 @@ class Subscription implements EventSubscription {
    * evicted for the size of a single event.
    */
   pushLive(ev: BusEvent, burst = 0): boolean {
-    if (this.closed) return true;
+    if (this.closed || (ev.envelope.id ?? Infinity) <= this.skipThrough) return true;
     if (this.waiter) {
       const w = this.waiter;
       this.waiter = undefined;
@@ -308,6 +329,19 @@ export class EventBus {
   /** Published, not yet committed and sent (a log that commits in groups). */
   private unsent: BusEvent[] = [];
   private flushScheduled = false;
+  /** The id of the newest event sent to subscribers: a replay covers exactly up to it. */
+  private sentId: number;
+  /** The batch whose asynchronous commit is in flight (one at a time). */
+  private inFlight: BusEvent[] | undefined;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private retryMs = 0;
+  private failing: string | undefined;
+  private fenced = false;
+  /** Subscribers ended and drop watch stopped (a close whose last commit settled). */
+  private finished = false;
+  private onDrained: (() => void) | undefined;
+  private drainedPromise: Promise<void> | undefined;
+  private readonly hooks: Pick<BusOptions, 'onFenced' | 'onCommitError' | 'onIdle'>;
 
   constructor(opts: BusOptions = {}) {
     this.log =
@@ -320,6 +354,8 @@ export class EventBus {
     this.maxQueuedBytes = opts.maxQueuedBytes ?? DEFAULT_MAX_QUEUED_BYTES;
     this.maxSubscribers = opts.maxSubscribers ?? DEFAULT_MAX_SUBSCRIBERS;
     this.stats = opts.stats ?? new BusStats();
+    this.hooks = opts;
+    this.sentId = this.log.nextId - 1;
     // A log that trims in the background reports its drops as they happen, not from `append`.
     this.unwatchDrops = this.log.watchDrops?.((count) => {
       this.stats.dropped += count;
@@ -341,6 +377,16 @@ export class EventBus {
 
   get isClosed(): boolean {
     return this.closed;
+  }
+
+  /** Why the asynchronous commits fail now (Redis unreachable), while they fail; undefined otherwise. */
+  get commitError(): string | undefined {
+    return this.failing;
+  }
+
+  /** Whether a commit refused with `FencedError` stopped this bus. */
+  get isFenced(): boolean {
+    return this.fenced;
   }
 
   /** Bytes of the frames the replay ring holds now (for tests and metrics). */
@@ -391,20 +437,118 @@ export class EventBus {
    * `setImmediate`), and before anything that must see every event: a new
    * subscriber, the bus closing. Nothing reaches a subscriber before the log
    * has made it durable; a burst costs one commit, not one per event.
+   *
+   * A synchronous commit (SQLite) sends the batch at once. An asynchronous
+   * one (Redis) is kept alone in flight: what is published meanwhile waits
+   * for the next commit, started as soon as this one resolves. A rejection
+   * keeps the batch (the log keeps it pending too) and retries with backoff;
+   * a `FencedError` stops the bus instead (`fence`).
    */
   flush(): void {
     this.flushScheduled = false;
-    if (this.unsent.length === 0) return;
+    if (this.inFlight || this.fenced || this.retryTimer || this.unsent.length === 0) return;
     const batch = this.unsent;
     this.unsent = [];
-    this.log.commit?.();
-    // A burst arrives at once, so the count cap stretches by its size: a reader is evicted for falling
-    // behind (or for bytes), not for the daemon having grouped the events it is sent.
+    const committed = this.log.commit?.();
+    if (!(committed instanceof Promise)) {
+      this.send(batch);
+      return;
+    }
+    this.inFlight = batch;
+    committed.then(
+      () => this.committed(batch),
+      (err: unknown) => this.commitFailed(batch, err),
+    );
+  }
+
+  /** A burst arrives at once, so the count cap stretches by its size: a reader is evicted for falling
+   * behind (or for bytes), not for the daemon having grouped the events it is sent. */
+  private send(batch: BusEvent[]): void {
     for (const ev of batch) this.fanOut(ev, batch.length);
+  }
+
+  private committed(batch: BusEvent[]): void {
+    this.inFlight = undefined;
+    this.retryMs = 0;
+    if (this.failing !== undefined) {
+      this.failing = undefined;
+      this.hooks.onCommitError?.(undefined);
+    }
+    this.send(batch);
+    this.flush();
+    if (this.closed && !this.inFlight) this.finish();
+  }
+
+  private commitFailed(batch: BusEvent[], err: unknown): void {
+    this.inFlight = undefined;
+    if (err instanceof FencedError) {
+      this.fence();
+      return;
+    }
+    const reason = err instanceof Error ? err.message : String(err);
+    if (this.failing === undefined) this.hooks.onCommitError?.(err);
+    this.failing = reason;
+    if (this.closed) {
+      // Closing gives up on an outage: the log still holds the events pending (a later commit of the
+      // log itself may write them), but nobody waits here any longer.
+      this.unsent = [];
+      this.finish();
+      return;
+    }
+    this.unsent = batch.concat(this.unsent);
+    this.retryMs = Math.min(Math.max(COMMIT_RETRY_FIRST_MS, this.retryMs * 2), COMMIT_RETRY_MAX_MS);
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      this.flush();
+    }, this.retryMs);
+    this.retryTimer.unref();
+  }
+
+  /**
+   * Another node owns the session: nothing uncommitted is ever sent, and the
+   * subscribers' streams end after what they were sent (all of it committed),
+   * so they reconnect to the new owner with a cursor that loses nothing.
+   */
+  private fence(): void {
+    if (this.fenced) return;
+    this.fenced = true;
+    this.closed = true;
+    this.unsent = [];
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
+    this.hooks.onFenced?.();
+    this.finish();
+  }
+
+  /** Ends every subscription (after what it holds) and resolves `drained`. */
+  private finish(): void {
+    if (this.finished) return;
+    this.finished = true;
+    this.unwatchDrops?.();
+    for (const sub of [...this.subscribers]) sub.end(true);
+    this.subscribers.clear();
+    this.onDrained?.();
+  }
+
+  /**
+   * For a follower (a bus mirroring a log another node writes): stores and
+   * fans out `ev`, which already has its id. True when taken, or when it was
+   * already held (a duplicate is ignored); false when its id is past `nextId`:
+   * events were missed (trimmed before this node read them), and the caller
+   * must rebuild the follower. Meant for a bus whose log does not commit.
+   */
+  ingest(ev: BusEvent): boolean {
+    const id = ev.envelope.id;
+    if (this.closed || id === undefined || id < this.log.nextId) return true;
+    if (id > this.log.nextId) return false;
+    this.stats.dropped += this.log.append(ev);
+    this.fanOut(ev);
+    return true;
   }
 
   private fanOut(ev: BusEvent, burst = 0): void {
     const id = ev.envelope.id;
+    if (id !== undefined) this.sentId = id;
     for (const sub of this.subscribers) {
       if (!sub.pushLive(ev, burst)) {
         this.stats.evicted++;
@@ -426,14 +570,20 @@ export class EventBus {
    */
   subscribe(opts: SubscribeOptions = {}): EventSubscription {
     if (this.closed) return EMPTY;
-    // Whatever is published but not yet sent goes out first: the replay below then covers every event.
+    // Whatever is published but not yet sent goes out first: with a synchronous commit the replay below
+    // then covers every event; with an asynchronous one, the events of the commit this starts (or of the
+    // one in flight) reach the new subscriber live, once committed.
     this.flush();
     if (this.subscribers.size >= this.maxSubscribers) throw new SubscriberLimitExceededError(this.maxSubscribers);
-    const sub = new Subscription(opts.maxQueued ?? this.maxQueued, opts.maxQueuedBytes ?? this.maxQueuedBytes, (s) =>
-      this.subscribers.delete(s),
-    );
-    if (opts.snapshot) this.greet(sub, opts.lastEventId, opts.epoch, opts.snapshot);
-    else if (opts.lastEventId !== undefined) this.replay(sub, opts.lastEventId);
+    const sub = new Subscription(opts.maxQueued ?? this.maxQueued, opts.maxQueuedBytes ?? this.maxQueuedBytes, (s) => {
+      if (this.subscribers.delete(s) && this.subscribers.size === 0) this.hooks.onIdle?.();
+    });
+    if (opts.snapshot) sub.skipThrough = this.greet(sub, opts.lastEventId, opts.epoch, opts.snapshot) ?? 0;
+    else if (opts.lastEventId !== undefined) {
+      this.replay(sub, opts.lastEventId);
+      // A cursor past every id handed out means nothing here (v1 takes it at its word): live events all come.
+      sub.skipThrough = Math.min(opts.lastEventId, this.lastEventId);
+    }
     if (opts.signal?.aborted) {
       sub.abort();
       return sub;
@@ -455,11 +605,13 @@ export class EventBus {
     return undefined;
   }
 
-  /** Queues every held event after `cursor`; returns how many and the id of the last. */
+  /** Queues every held event after `cursor` that was sent already; returns how many and the id of the last. */
   private replay(sub: Subscription, cursor: number): { count: number; lastId: number | null } {
     let count = 0;
     let lastId: number | null = null;
     for (const ev of this.log.after(cursor)) {
+      // The log may hold events whose commit is still in flight: they come live, like to everybody.
+      if ((ev.envelope.id ?? 0) > this.sentId) break;
       sub.pushReplay(ev);
       count++;
       lastId = ev.envelope.id ?? lastId;
@@ -474,14 +626,16 @@ export class EventBus {
    * gap (then the replay starts at the oldest event held), the replay,
    * `replay_complete` (on every subscribe, with or without a cursor, as the
    * qwen daemon sends it), then `session_state`. None of these carries an id:
-   * a client's cursor only ever moves over numbered events.
+   * a client's cursor only ever moves over numbered events. Returns the
+   * cursor the replay started from (live events up to it are skipped: the
+   * client holds them).
    */
   private greet(
     sub: Subscription,
     cursor: number | undefined,
     epoch: string | undefined,
     snapshot: () => unknown,
-  ): void {
+  ): number | undefined {
     let from = cursor;
     const detail = cursor === undefined ? undefined : this.resyncReason(cursor, epoch);
     if (detail) {
@@ -506,19 +660,38 @@ export class EventBus {
       makeEvent({
         v: EVENT_SCHEMA_VERSION,
         type: 'replay_complete',
-        data: { lastReplayedEventId: replayed.lastId, lastEventId: this.lastEventId, replayedCount: replayed.count },
+        data: { lastReplayedEventId: replayed.lastId, lastEventId: this.sentId, replayedCount: replayed.count },
       }),
     );
     sub.pushReplay(makeEvent({ v: EVENT_SCHEMA_VERSION, type: 'session_state', data: snapshot() }));
+    return from;
   }
 
-  /** Ends every subscription after it drains; later publishes and subscribes are no-ops. */
+  /**
+   * Ends every subscription after it drains; later publishes and subscribes
+   * are no-ops. With an asynchronous log the subscriptions end once the
+   * commits of what was published settle (`drained`), so the last event
+   * (`session_closed`, `session_died`) still reaches everybody; a commit
+   * failing then is not retried.
+   */
   close(): void {
     if (this.closed) return;
-    this.flush();
     this.closed = true;
-    this.unwatchDrops?.();
-    for (const sub of [...this.subscribers]) sub.end(true);
-    this.subscribers.clear();
+    if (this.retryTimer) {
+      // One last attempt now rather than after the backoff.
+      clearTimeout(this.retryTimer);
+      this.retryTimer = undefined;
+    }
+    this.flush();
+    if (!this.inFlight) this.finish();
+  }
+
+  /** Settles once a closed bus has ended its subscriptions (at once for a synchronous log). */
+  drained(): Promise<void> {
+    if (this.finished) return Promise.resolve();
+    this.drainedPromise ??= new Promise<void>((resolve) => {
+      this.onDrained = resolve;
+    });
+    return this.drainedPromise;
   }
 }

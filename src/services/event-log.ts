@@ -36,8 +36,12 @@ export interface EventLog {
    * For a log that commits appends in groups: makes every event appended so
    * far durable. The bus calls it before it sends any of them, once per burst
    * (see `EventBus.publish`); a log without it keeps each event at `append`.
+   * A log on the network (Redis) answers with a promise: the bus then keeps
+   * one commit in flight and sends the events once it resolves; a rejection
+   * leaves them pending for the next commit (or, a `FencedError`, stops the
+   * bus). A synchronous commit is taken as done when it returns.
    */
-  commit?(): void;
+  commit?(): void | Promise<void>;
   /**
    * For a log that trims later, in the background: calls `listener` with
    * the number of events each trim dropped. Returns the way to stop.
@@ -47,24 +51,37 @@ export interface EventLog {
   after(cursor: number): Iterable<BusEvent>;
 }
 
-interface MemoryLogBounds {
+export interface MemoryLogBounds {
   /** At most this many events (0 keeps none). */
   maxEvents: number;
   /** At most this many frame bytes, the newest event always kept (0 = count only). */
   maxBytes: number;
 }
 
+/** Where a memory log starts when it continues a log kept elsewhere (a Redis stream's tail). */
+export interface MemoryLogStart {
+  /** The epoch of the log it continues; a fresh one when absent. */
+  epoch?: string;
+  /** The id of the first event it will be given; 1 when absent. */
+  nextId?: number;
+}
+
 /** A fixed-capacity circular buffer of events, oldest first, bounded by count and by bytes. */
 export class MemoryEventLog implements EventLog {
-  readonly epoch = randomUUID();
+  readonly epoch: string;
   private readonly slots: (BusEvent | undefined)[];
   private start = 0;
   private count = 0;
   private heldBytes = 0;
-  private next = 1;
+  private next: number;
 
-  constructor(private readonly bounds: MemoryLogBounds) {
+  constructor(
+    private readonly bounds: MemoryLogBounds,
+    from: MemoryLogStart = {},
+  ) {
     this.slots = new Array<BusEvent | undefined>(bounds.maxEvents);
+    this.epoch = from.epoch ?? randomUUID();
+    this.next = from.nextId ?? 1;
   }
 
   get nextId(): number {
