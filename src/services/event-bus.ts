@@ -512,6 +512,12 @@ export class EventBus {
     sub.pushReplay(makeEvent({ v: EVENT_SCHEMA_VERSION, type: 'session_state', data: snapshot() }));
   }
 
+  /** Settles once every published event has been committed and sent (at once for a log that commits synchronously). */
+  drained(): Promise<void> {
+    this.flush();
+    return Promise.resolve();
+  }
+
   /** Ends every subscription after it drains; later publishes and subscribes are no-ops. */
   close(): void {
     if (this.closed) return;
