@@ -372,3 +372,45 @@ export class FencedError extends Error {
     this.name = 'FencedError';
   }
 }
+
+const ClusterUnavailableBase = createError<[string]>(
+  'ACPD_CLUSTER_UNAVAILABLE',
+  'acpd cannot reach the cluster state in Redis (%s); it takes no new work until it can',
+  503,
+);
+/**
+ * A node of a cluster that lost Redis: refusing new work is what keeps the
+ * nodes from diverging (two owners of one session, ids handed out twice).
+ */
+export class ClusterUnavailableError extends ClusterUnavailableBase implements WireError {
+  readonly retryAfter = RETRY_AFTER_SECONDS;
+  constructor(readonly reason: string) {
+    super(reason);
+  }
+  envelope() {
+    return { error: this.message, code: 'cluster_unavailable' };
+  }
+}
+
+const SessionOwnerUnavailableBase = createError<[string, string]>(
+  'ACPD_SESSION_OWNER_UNAVAILABLE',
+  'The node that runs this session (%s) cannot be reached (%s); retry once its lease has expired',
+  503,
+);
+/**
+ * A request forwarded to a session's owner that did not get an answer. It is
+ * not sent anywhere else in its place: the owner may have started it. Once the
+ * owner's lease expires, a retry is served by another node.
+ */
+export class SessionOwnerUnavailableError extends SessionOwnerUnavailableBase implements WireError {
+  constructor(
+    readonly node: string,
+    reason: string,
+    readonly retryAfter: number,
+  ) {
+    super(node, reason);
+  }
+  envelope() {
+    return { error: this.message, code: 'session_owner_unavailable', node: this.node };
+  }
+}

@@ -16,6 +16,8 @@
  *   default:<workspace>  STRING  the single-scope default session's id
  *   receipt:<key>        STRING  JSON receipt of an Idempotency-Key answer; expires with the TTL
  *   claim:<key>          STRING  JSON {node, fingerprint}: a request with that key in progress on a node
+ *   permission:<id>      STRING  the session a pending permission request belongs to (votes go to its owner)
+ *   secret               STRING  the cluster's shared secret, made by the first node: proves a request was forwarded by a node
  */
 export class ClusterKeys {
   constructor(readonly prefix: string) {}
@@ -70,6 +72,14 @@ export class ClusterKeys {
 
   claim(key: string): string {
     return `${this.prefix}claim:${key}`;
+  }
+
+  permission(requestId: string): string {
+    return `${this.prefix}permission:${requestId}`;
+  }
+
+  get secret(): string {
+    return `${this.prefix}secret`;
   }
 
   private session(sessionId: string, part: string): string {

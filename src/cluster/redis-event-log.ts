@@ -311,6 +311,11 @@ export class RedisEventStore {
     return started;
   }
 
+  /** The epoch of `sessionId`'s log in Redis; undefined when it has none. */
+  async epochOf(sessionId: string): Promise<string | undefined> {
+    return (await this.opts.redis.hget(this.opts.keys.log(sessionId), 'epoch')) ?? undefined;
+  }
+
   /** The sessions this node follows now (for tests and metrics). */
   get followed(): string[] {
     return [...this.followers.keys()];

@@ -3,7 +3,8 @@
  * daemon's one SQLite database (`<data-dir>/events.sqlite`), which holds the
  * session event logs and, beside them, whatever else must survive a restart
  * (idempotency receipts, the session catalog). `app.dataStore` is undefined
- * with `--event-log memory`, or when even an empty database cannot be made:
+ * with `--event-log memory`, on a cluster node (`--redis-url`: Redis holds
+ * all of it), or when even an empty database cannot be made:
  * the daemon then serves without durability rather than not at all, and says
  * so. The database closes in `onClose`, after the drain has published every
  * session's last frame.
@@ -21,7 +22,9 @@ declare module 'fastify' {
 }
 
 async function dataStore(app: FastifyInstance, opts: { config: Config }) {
-  const store = opts.config.eventLog === 'sqlite' ? openStore(app, opts.config) : undefined;
+  // A cluster node keeps all of it in Redis, shared with the other nodes (plugins/cluster.ts).
+  const local = opts.config.eventLog === 'sqlite' && opts.config.redisUrl === undefined;
+  const store = local ? openStore(app, opts.config) : undefined;
   app.decorate('dataStore', store);
   if (store)
     app.addHook('onClose', (_app, done) => {

@@ -126,6 +126,68 @@ async function metrics(app: FastifyInstance) {
     },
   });
 
+  const cluster = app.cluster;
+  if (cluster) {
+    const { node } = cluster;
+    new Gauge({
+      name: 'acpd_cluster_redis_up',
+      help: 'Cluster node: 1 while the heartbeat reaches Redis, else 0 (the node takes no new work).',
+      registers,
+      collect() {
+        this.set(node.healthy ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'acpd_cluster_owned_sessions',
+      help: 'Cluster node: sessions whose lease this node holds (it runs them on its agent).',
+      registers,
+      collect() {
+        this.set(node.ownedCount);
+      },
+    });
+    mirrored(
+      'acpd_cluster_forwards_total',
+      'Cluster node: requests forwarded to the node that owns their session.',
+      () => node.stats.forwarded,
+    );
+    mirrored(
+      'acpd_cluster_forward_failures_total',
+      'Cluster node: forwarded requests that got no answer from the owner (503 session_owner_unavailable).',
+      () => node.stats.forwardFailures,
+    );
+    mirrored(
+      'acpd_cluster_lease_takeovers_total',
+      'Cluster node: sessions this node took over from a node that was gone.',
+      () => node.stats.takeovers,
+    );
+    mirrored(
+      'acpd_cluster_leases_lost_total',
+      'Cluster node: leases this node found taken by another node at renewal (the session stopped here).',
+      () => node.stats.lost,
+    );
+    // The cluster view, read from Redis at scrape time (left out of a scrape while Redis is away).
+    new Gauge({
+      name: 'acpd_cluster_nodes',
+      help: 'Cluster view: nodes whose heartbeat is within the lease TTL.',
+      registers,
+      async collect() {
+        this.reset();
+        const live = await node.liveNodes().catch(() => undefined);
+        if (live !== undefined) this.set(live);
+      },
+    });
+    new Gauge({
+      name: 'acpd_cluster_sessions',
+      help: 'Cluster view: sessions live on some node (what --max-sessions counts cluster-wide).',
+      registers,
+      async collect() {
+        this.reset();
+        const live = await cluster.cluster.liveSessions().catch(() => undefined);
+        if (live !== undefined) this.set(live);
+      },
+    });
+  }
+
   new Gauge({
     name: 'acpd_event_loop_delay_milliseconds',
     help: 'Mean event-loop delay over the last sample (under-pressure).',

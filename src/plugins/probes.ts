@@ -7,7 +7,8 @@
  *
  * Ready means: the config was valid (or there would be no app), the listener
  * is up, the agent command resolves to an executable, the daemon is not
- * draining, and the process is not under pressure. The agent command is
+ * draining, the process is not under pressure, and (on a cluster node)
+ * Redis answers the heartbeat. The agent command is
  * looked up at start-up (a miss is logged) and again on every check, so
  * installing the agent later makes the daemon ready without a restart.
  */
@@ -36,6 +37,8 @@ interface ReadinessChecks {
   drain: 'ok' | 'draining';
   load: 'ok' | 'overloaded';
   eventLog: 'ok' | 'failing';
+  /** Only on a cluster node. */
+  redis?: 'ok' | 'unreachable';
 }
 
 interface ReadinessReport {
@@ -105,10 +108,15 @@ async function probes(app: FastifyInstance, opts: { config: Config }) {
         drain: app.sessions.isDraining ? 'draining' : 'ok',
         load: overloaded() ? 'overloaded' : 'ok',
         eventLog: app.dataStore?.writeError === undefined ? 'ok' : 'failing',
+        ...(app.cluster ? { redis: app.cluster.node.healthy ? ('ok' as const) : ('unreachable' as const) } : {}),
       };
       return { ready: Object.values(checks).every((state) => state === 'ok'), checks };
     },
   });
 }
 
-export default fp(probes, { name: 'probes', fastify: '5.x', dependencies: ['session-registry', 'data-store'] });
+export default fp(probes, {
+  name: 'probes',
+  fastify: '5.x',
+  dependencies: ['session-registry', 'data-store', 'cluster'],
+});

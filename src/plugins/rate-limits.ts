@@ -55,6 +55,8 @@ async function rateLimits(app: FastifyInstance, opts: { config: Config }) {
    * their policy from a hook that runs after this plugin's.
    */
   async function limit(this: FastifyInstance, req: FastifyRequest, reply: FastifyReply): Promise<void> {
+    // A request another cluster node forwarded here spent its budget on the node it first reached.
+    if (app.cluster?.cluster.isForwarded(req)) return;
     const { budget } = policyOf(req);
     const limiter = budget === 'none' ? undefined : limiters.get(budget);
     if (limiter !== undefined) await limiter.call(this, req, reply);

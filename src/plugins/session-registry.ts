@@ -22,6 +22,7 @@ declare module 'fastify' {
 async function sessionRegistry(app: FastifyInstance, opts: { config: Config }) {
   const { config } = opts;
   const events = app.dataStore;
+  const cluster = app.cluster;
   const registry = new SessionRegistry(
     {
       workspace: config.workspace,
@@ -30,11 +31,22 @@ async function sessionRegistry(app: FastifyInstance, opts: { config: Config }) {
       maxPendingPrompts: config.maxPendingPrompts,
       defaultScope: 'single',
       // The catalog survives a restart when the events do: in the same database.
-      store: events
-        ? new SqliteSessionStore({ db: events.database, log: app.log.child({ component: 'session-catalog' }) })
-        : new MemorySessionStore(),
-      ...(events ? { eventLogs: events } : {}),
-      warmSessions: config.warmSessions,
+      store: cluster
+        ? cluster.store
+        : events
+          ? new SqliteSessionStore({ db: events.database, log: app.log.child({ component: 'session-catalog' }) })
+          : new MemorySessionStore(),
+      ...(cluster
+        ? {
+            // Each log is written under the session's lease: its token fences the writes.
+            eventLogs: { logFor: (id: string) => cluster.events.open(id, () => cluster.node.tokenOf(id)) },
+            ownership: cluster.cluster,
+          }
+        : events
+          ? { eventLogs: events }
+          : {}),
+      // A warm session would need a lease before anybody asked for it: a cluster node keeps none.
+      warmSessions: cluster ? 0 : config.warmSessions,
       bus: { ringBytes: config.ringBytes, maxQueuedBytes: config.subscriberBacklogBytes },
       log: app.log.child({ component: 'sessions' }),
     },
@@ -49,5 +61,5 @@ async function sessionRegistry(app: FastifyInstance, opts: { config: Config }) {
 export default fp(sessionRegistry, {
   name: 'session-registry',
   fastify: '5.x',
-  dependencies: ['channel-supervisor', 'data-store'],
+  dependencies: ['channel-supervisor', 'data-store', 'cluster'],
 });

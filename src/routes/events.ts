@@ -29,6 +29,8 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyBaseLogger } from 'fastify';
 import { policies } from '../plugins/route-policy.js';
 import { sessionEvents, sessionEventsHead } from '../schemas/events.js';
+import { SessionNotFoundError } from '../errors.js';
+import type { EventSubscription, SubscribeOptions } from '../services/event-bus.js';
 
 const SSE_RETRY_MS = 3000;
 
@@ -64,16 +66,40 @@ function streamErrorFrame(message: string): string {
 }
 
 const eventRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  /**
+   * A subscription to the session's events: its own bus when it is live
+   * here; on a cluster node, the shared log's (the same ids and epoch),
+   * whichever node runs it.
+   */
+  async function open(
+    sessionId: string,
+    opts: Pick<SubscribeOptions, 'lastEventId' | 'epoch' | 'signal'>,
+  ): Promise<{ events: EventSubscription; epoch: string }> {
+    const session = app.sessions.get(sessionId);
+    if (session || !app.cluster) {
+      const events = app.sessions.subscribe(sessionId, opts);
+      return { events, epoch: app.sessions.require(sessionId).events.epoch };
+    }
+    return app.cluster.cluster.follow(sessionId, opts);
+  }
+
+  async function followedEpoch(sessionId: string): Promise<string> {
+    if (!app.cluster) throw new SessionNotFoundError(sessionId);
+    return app.cluster.cluster.followedEpoch(sessionId);
+  }
+
   app.head(
     '/session/:id/events',
-    { schema: sessionEventsHead, config: { policy: policies.read } },
+    { schema: sessionEventsHead, config: { policy: policies.read, cluster: 'events' } },
     async (req, reply) => {
       // Throws SessionNotFoundError (404) exactly as subscribing would.
-      const session = app.sessions.require(req.params.id);
+      const epoch = app.sessions.get(req.params.id)
+        ? app.sessions.require(req.params.id).events.epoch
+        : await followedEpoch(req.params.id);
       reply
         .header('content-type', SSE_CONTENT_TYPE)
         .header('cache-control', SSE_CACHE_CONTROL)
-        .header(EPOCH_HEADER, session.events.epoch)
+        .header(EPOCH_HEADER, epoch)
         .header(STREAM_ID_HEADER, randomUUID());
       return reply.send();
     },
@@ -82,14 +108,18 @@ const eventRoutes: FastifyPluginAsyncTypebox = async (app) => {
   // Fastify's automatic HEAD twin of this route would run the handler below and subscribe.
   app.get(
     '/session/:id/events',
-    { schema: sessionEvents, config: { policy: policies.read }, sse: 'manual', exposeHeadRoute: false },
+    {
+      schema: sessionEvents,
+      config: { policy: policies.read, cluster: 'events' },
+      sse: 'manual',
+      exposeHeadRoute: false,
+    },
     async (req, reply) => {
       const sessionId = req.params.id;
       const lastEventId = parseLastEventId(req.headers['last-event-id'], req.log);
       const epoch = req.headers[EPOCH_HEADER];
       const ac = new AbortController();
-      const session = app.sessions.require(sessionId);
-      const events = app.sessions.subscribe(sessionId, { lastEventId, epoch, signal: ac.signal });
+      const { events, epoch: streamEpoch } = await open(sessionId, { lastEventId, epoch, signal: ac.signal });
       const sse = reply.sse;
       const raw = reply.raw;
       // The client leaving ends the subscription and any wait for 'drain'.
@@ -112,7 +142,7 @@ const eventRoutes: FastifyPluginAsyncTypebox = async (app) => {
       };
       reply
         .header('Cache-Control', SSE_CACHE_CONTROL)
-        .header(EPOCH_HEADER, session.events.epoch)
+        .header(EPOCH_HEADER, streamEpoch)
         .header(STREAM_ID_HEADER, randomUUID());
       sse.sendHeaders();
       try {

@@ -58,7 +58,7 @@ const metaRoutes: FastifyPluginAsyncTypebox = async (app) => {
     v: 1 as const,
     protocolVersions: { current: PROTOCOL_VERSIONS.current, supported: [...PROTOCOL_VERSIONS.supported] },
     mode: 'http-bridge' as const,
-    features: app.dataStore ? [...FEATURES, DURABLE_REPLAY] : [...FEATURES],
+    features: app.dataStore || app.cluster ? [...FEATURES, DURABLE_REPLAY] : [...FEATURES],
     modelServices: [],
     workspaceCwd: app.sessions.workspace,
     limits: app.sessions.limits,

@@ -5,11 +5,15 @@ import { policies } from '../plugins/route-policy.js';
 import { vote } from '../schemas/permissions.js';
 
 const permissionRoutes: FastifyPluginAsyncTypebox = async (app) => {
-  app.post('/permission/:requestId', { schema: vote, config: { policy: policies.mutation } }, async (req) => {
-    const { requestId } = req.params;
-    if (!app.sessions.respondToPermission(requestId, req.body)) throw new PermissionNotFoundError(requestId);
-    return {};
-  });
+  app.post(
+    '/permission/:requestId',
+    { schema: vote, config: { policy: policies.mutation, cluster: 'permission' } },
+    async (req) => {
+      const { requestId } = req.params;
+      if (!app.sessions.respondToPermission(requestId, req.body)) throw new PermissionNotFoundError(requestId);
+      return {};
+    },
+  );
 };
 
 export default permissionRoutes;

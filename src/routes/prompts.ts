@@ -8,27 +8,31 @@ const promptRoutes: FastifyPluginAsyncTypebox = async (app) => {
 
   app.get(
     '/session/:id/pending-prompts',
-    { schema: listPendingPrompts, config: { policy: policies.read } },
+    { schema: listPendingPrompts, config: { policy: policies.read, cluster: 'session' } },
     async (req) => ({ pendingPrompts: sessions.pendingPrompts(req.params.id) }),
   );
 
   app.delete(
     '/session/:id/pending-prompts/:promptId',
-    { schema: removePendingPrompt, config: { policy: policies.mutation } },
+    { schema: removePendingPrompt, config: { policy: policies.mutation, cluster: 'session' } },
     async (req) => {
       sessions.removePendingPrompt(req.params.id, req.params.promptId);
       return { removed: true as const };
     },
   );
 
-  app.get('/session/:id/turns/current', { schema: currentTurn, config: { policy: policies.read } }, async (req) => {
-    const sessionId = req.params.id;
-    const turn = sessions.currentTurn(sessionId);
-    if (!turn) {
-      return { sessionId, state: 'idle' as const, promptId: null, promptText: null, queuedAt: null, startedAt: null };
-    }
-    return { sessionId, state: 'running' as const, ...turn };
-  });
+  app.get(
+    '/session/:id/turns/current',
+    { schema: currentTurn, config: { policy: policies.read, cluster: 'session' } },
+    async (req) => {
+      const sessionId = req.params.id;
+      const turn = sessions.currentTurn(sessionId);
+      if (!turn) {
+        return { sessionId, state: 'idle' as const, promptId: null, promptText: null, queuedAt: null, startedAt: null };
+      }
+      return { sessionId, state: 'running' as const, ...turn };
+    },
+  );
 };
 
 export default promptRoutes;

@@ -52,21 +52,25 @@ const sessionRoutes: FastifyPluginAsyncTypebox = async (app) => {
     return true;
   }
 
-  app.post('/session', { schema: createSession, config: { policy: policies.mutation } }, async (req, reply) => {
-    const body = req.body;
-    const handle = await sessions.spawnOrAttach({
-      workspaceCwd: body.cwd,
-      modelServiceId: typeof body.modelServiceId === 'string' ? body.modelServiceId : undefined,
-      sessionScope: body.sessionScope,
-    });
-    if (await reapIfGone(req, reply, handle.sessionId, handle.attached)) return reply;
-    return handle;
-  });
+  app.post(
+    '/session',
+    { schema: createSession, config: { policy: policies.mutation, cluster: 'create' } },
+    async (req, reply) => {
+      const body = req.body;
+      const handle = await sessions.spawnOrAttach({
+        workspaceCwd: body.cwd,
+        modelServiceId: typeof body.modelServiceId === 'string' ? body.modelServiceId : undefined,
+        sessionScope: body.sessionScope,
+      });
+      if (await reapIfGone(req, reply, handle.sessionId, handle.attached)) return reply;
+      return handle;
+    },
+  );
 
   for (const action of ['load', 'resume'] as const satisfies readonly RestoreAction[]) {
     app.post(
       `/session/:id/${action}`,
-      { schema: restoreSchemas[action], config: { policy: policies.mutation } },
+      { schema: restoreSchemas[action], config: { policy: policies.mutation, cluster: 'restore' } },
       async (req, reply) => {
         const result = await app.restores.restore(action, req.params.id, req.body.cwd);
         if (await reapIfGone(req, reply, result.sessionId, result.attached)) return reply;
@@ -96,7 +100,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox = async (app) => {
 
   app.post(
     '/session/:id/prompt',
-    { schema: promptSession, config: { policy: policies.prompt } },
+    { schema: promptSession, config: { policy: policies.prompt, cluster: 'session' } },
     async (req, reply) => {
       if (prefersRespondAsync(req.headers.prefer)) {
         // Admitted or refused here; the turn then runs on whatever this client does.
@@ -125,25 +129,37 @@ const sessionRoutes: FastifyPluginAsyncTypebox = async (app) => {
 
   app.post(
     '/session/:id/cancel',
-    { schema: cancelSession, config: { policy: policies.mutation } },
+    { schema: cancelSession, config: { policy: policies.mutation, cluster: 'session' } },
     async (req, reply) => {
       await sessions.cancel(req.params.id, req.body);
       return reply.code(204).send(null);
     },
   );
 
-  app.post('/session/:id/model', { schema: setModel, config: { policy: policies.mutation } }, async (req) => {
-    return sessions.setSessionModel(req.params.id, req.body);
-  });
+  app.post(
+    '/session/:id/model',
+    { schema: setModel, config: { policy: policies.mutation, cluster: 'session' } },
+    async (req) => {
+      return sessions.setSessionModel(req.params.id, req.body);
+    },
+  );
 
-  app.delete('/session/:id', { schema: closeSession, config: { policy: policies.mutation } }, async (req, reply) => {
-    await sessions.closeSession(req.params.id);
-    return reply.code(204).send(null);
-  });
+  app.delete(
+    '/session/:id',
+    { schema: closeSession, config: { policy: policies.mutation, cluster: 'session' } },
+    async (req, reply) => {
+      await sessions.closeSession(req.params.id);
+      return reply.code(204).send(null);
+    },
+  );
 
-  app.get('/session/:id/status', { schema: sessionStatus, config: { policy: policies.read } }, async (req) => {
-    return sessions.status(req.params.id);
-  });
+  app.get(
+    '/session/:id/status',
+    { schema: sessionStatus, config: { policy: policies.read, cluster: 'session' } },
+    async (req) => {
+      return sessions.status(req.params.id);
+    },
+  );
 };
 
 export default sessionRoutes;

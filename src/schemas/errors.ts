@@ -132,6 +132,16 @@ export const causes = {
     when: '`code` `connection_limit`: the request came on a connection past --max-connections (`limit`).',
     retryAfter: true,
   },
+  clusterUnavailable: {
+    status: 503,
+    when: '`code` `cluster_unavailable`: with --redis-url, the node cannot reach Redis and takes no new work.',
+    retryAfter: true,
+  },
+  sessionOwnerUnavailable: {
+    status: 503,
+    when: '`code` `session_owner_unavailable`: with --redis-url, the node that runs the session cannot be reached (`node`); another takes it over once the lease expires.',
+    retryAfter: true,
+  },
   internal: {
     status: 500,
     when: 'The agent failed, timed out or went away, or acpd failed; a JSON-RPC error keeps its `code` and `data`.',
@@ -220,6 +230,7 @@ export function guardErrors(policy: RoutePolicy, input: RouteInput, tokenChecked
   if (mutates(policy)) list.push(causes.invalidIdempotencyKey, causes.idempotencyKeyMismatch);
   if (policy.budget !== 'none') list.push(causes.rateLimited);
   if (policy.shed) list.push(causes.overloaded);
-  if (!policy.probe) list.push(causes.connectionLimit);
+  // A cluster node may meet these on any route it does not answer alone.
+  if (!policy.probe) list.push(causes.connectionLimit, causes.clusterUnavailable, causes.sessionOwnerUnavailable);
   return list;
 }

@@ -24,6 +24,12 @@ const ReadinessBody = Type.Object({
       eventLog: Type.Union([Type.Literal('ok'), Type.Literal('failing')], {
         description: '`failing` while writes to the durable event log fail (disk full, I/O error).',
       }),
+      redis: Type.Optional(
+        Type.Union([Type.Literal('ok'), Type.Literal('unreachable')], {
+          description:
+            'Only on a cluster node (--redis-url): `unreachable` while the node cannot reach Redis; it then takes no new work (503 `cluster_unavailable`).',
+        }),
+      ),
     },
     { description: 'Each check and its state.' },
   ),
@@ -33,7 +39,7 @@ export const readyz = {
   operationId: 'getReadyz',
   tags: ['probes'],
   summary:
-    'Readiness: listening, agent command found, not draining, not overloaded, event log writable (503 + Retry-After otherwise)',
+    'Readiness: listening, agent command found, not draining, not overloaded, event log writable, Redis reachable on a cluster node (503 + Retry-After otherwise)',
   description:
     'For an orchestrator: whether to send this daemon work. Public on a loopback bind unless --require-auth, and answered past --max-connections.',
   response: {

@@ -62,6 +62,21 @@ export class PermissionBroker {
     return this.pending.size;
   }
 
+  /** Whether `requestId` waits for a vote here. */
+  has(requestId: string): boolean {
+    return this.pending.has(requestId);
+  }
+
+  /**
+   * `listener` hears of each request as it starts waiting, with the
+   * longest it may wait (ms; 0 = no bound): a cluster records where it is.
+   */
+  watchPending(listener: (requestId: string, sessionId: string, timeoutMs: number) => void): void {
+    this.pendingListener = listener;
+  }
+
+  private pendingListener: ((requestId: string, sessionId: string, timeoutMs: number) => void) | undefined;
+
   /** Parks the agent's request until a vote, a cancel, a kill or the timeout. */
   request(sessionId: string, events: EventBus, params: RequestPermissionRequest): Promise<RequestPermissionResponse> {
     const ids = this.bySession.get(sessionId);
@@ -85,6 +100,7 @@ export class PermissionBroker {
         timer: undefined,
       };
       this.pending.set(requestId, entry);
+      this.pendingListener?.(requestId, sessionId, this.opts.timeoutMs);
       let set = this.bySession.get(sessionId);
       if (!set) this.bySession.set(sessionId, (set = new Set()));
       set.add(requestId);

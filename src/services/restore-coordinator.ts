@@ -44,8 +44,6 @@ interface InFlight {
   action: RestoreAction;
   promise: Promise<RestoreResult>;
   coalesced: Coalesced;
-  /** Where the agent's history replay lands until the session is registered. */
-  events: EventBus;
 }
 
 const METHOD: Record<RestoreAction, string> = { load: 'session/load', resume: 'session/resume' };
@@ -129,12 +127,10 @@ export class RestoreCoordinator implements SlotHolder {
     }
 
     const coalesced: Coalesced = { waiters: 0 };
-    const events = registry.newBus(sessionId);
     const flight: InFlight = {
       action,
       coalesced,
-      events,
-      promise: this.own(action, coalesced, events, sessionId, key),
+      promise: this.own(action, coalesced, sessionId, key),
     };
     this.inFlight.set(sessionId, flight);
     const clear = () => {
@@ -180,14 +176,17 @@ export class RestoreCoordinator implements SlotHolder {
   private async own(
     action: RestoreAction,
     coalesced: Coalesced,
-    events: EventBus,
     sessionId: string,
     key: string,
   ): Promise<RestoreResult> {
     const registry = this.registry;
     const router = registry.channels.router;
-    const lease = await registry.channels.acquire().catch((err: unknown) => {
+    // With several nodes, the session's lease first: its log is written under it. The history the
+    // agent replays lands on this bus until the session is registered.
+    const events = await registry.claimWithBus(sessionId);
+    const lease = await registry.channels.acquire().catch(async (err: unknown) => {
       events.close();
+      await registry.unclaim(sessionId);
       throw err;
     });
     const channel = lease.channel;
@@ -235,6 +234,7 @@ export class RestoreCoordinator implements SlotHolder {
       if (!registered) {
         router.unbind(sessionId, events);
         events.close();
+        void registry.unclaim(sessionId, events);
         // A restore that brought nothing back (not found, refused, failed)
         // must not leave an agent running for nobody. The answer does not
         // wait for the stop: the channel is marked dying at once.

@@ -33,9 +33,28 @@ import { resolveWorkspace } from './workspace.js';
 
 type SessionScope = 'single' | 'thread';
 
-/** Hands out the event log of a session (SqliteEventStore). */
+/** Hands out the event log of a session (SqliteEventStore, or the Redis store of a cluster). */
 export interface EventLogSource {
-  logFor(sessionId: string): EventLog;
+  logFor(sessionId: string): EventLog | Promise<EventLog>;
+}
+
+/**
+ * With several nodes: who may run a session. Before a session becomes live
+ * here the registry claims it (the cluster-wide cap, then the session's
+ * lease: throws when the cap is reached or another node owns it); once it
+ * has ended here, and its last frame is written, the registry releases it.
+ * A single node has no ownership: every session is its own.
+ */
+export interface SessionOwnership {
+  claim(sessionId: string): Promise<void>;
+  release(sessionId: string): Promise<void>;
+  /** Throws while the node must take no new work (its shared state is unreachable). */
+  assertHealthy(): void;
+  /**
+   * False: sessions outlive this node (another node takes them over), so a
+   * shutdown ends no session for its clients, it only lets go of them.
+   */
+  readonly endsSessionsOnShutdown: boolean;
 }
 
 interface SessionHandle {
@@ -57,6 +76,8 @@ interface RegistryOptions {
   /** Where each session's events are kept; absent = every bus keeps its own in-memory ring. */
   eventLogs?: EventLogSource;
   store: SessionStore;
+  /** Absent on a single node. */
+  ownership?: SessionOwnership;
   log: FastifyBaseLogger;
 }
 
@@ -106,7 +127,7 @@ export class SessionRegistry {
       size: opts.warmSessions,
       log: opts.log,
       create: (channel) => this.newAgentSession(channel),
-      newBus: (sessionId) => this.newBus(sessionId),
+      newBus: (sessionId) => this.newBusNow(sessionId),
       router: channels.router,
       hasRoom: (pooled) => this.hasRoomFor(pooled + 1),
     });
@@ -151,6 +172,7 @@ export class SessionRegistry {
   assertAcceptingWork(): void {
     if (this.shuttingDown) throw new ShuttingDownError();
     if (this.draining) throw new DrainingError();
+    this.opts.ownership?.assertHealthy();
   }
 
   get sessionCount(): number {
@@ -178,6 +200,20 @@ export class SessionRegistry {
 
   list(): Session[] {
     return [...this.byId.values()];
+  }
+
+  /** The single-scope default session's id, while there is one here. */
+  get defaultSessionId(): string | undefined {
+    return this.defaultSession?.sessionId;
+  }
+
+  /**
+   * Makes a live session the single-scope default (in a cluster: the
+   * cluster's default session, taken over by this node).
+   */
+  adoptDefault(sessionId: string): void {
+    const session = this.byId.get(sessionId);
+    if (session && !this.defaultSession) this.defaultSession = session;
   }
 
   resolveWorkspace(requested: string | undefined): string {
@@ -239,9 +275,54 @@ export class SessionRegistry {
   }
 
   /** The bus of `sessionId`, over its log from `eventLogs` when there is one (else the bus's own ring). */
-  newBus(sessionId: string): EventBus {
+  async newBus(sessionId: string): Promise<EventBus> {
+    const log = await this.opts.eventLogs?.logFor(sessionId);
+    return new EventBus({
+      ...this.opts.bus,
+      stats: this.busStats,
+      ...(log ? { log } : {}),
+      // A log written under a lease refuses the writes of a node that lost it: the session stops here.
+      onFenced: () => void this.relinquish(sessionId),
+    });
+  }
+
+  /** The same for a log that opens synchronously (the warm pool's: there is no warm pool in a cluster). */
+  private newBusNow(sessionId: string): EventBus {
     const log = this.opts.eventLogs?.logFor(sessionId);
+    if (log instanceof Promise) throw new Error('the warm pool needs an event log that opens synchronously');
     return new EventBus({ ...this.opts.bus, stats: this.busStats, ...(log ? { log } : {}) });
+  }
+
+  /**
+   * Claims `sessionId` for this node (a no-op on a single node). The restore
+   * coordinator and the spawn call it before they register a session.
+   */
+  async claim(sessionId: string): Promise<void> {
+    await this.opts.ownership?.claim(sessionId);
+  }
+
+  /** Claims `sessionId`, then opens its bus (which a cluster's log writes under the claim). */
+  async claimWithBus(sessionId: string): Promise<EventBus> {
+    await this.claim(sessionId);
+    try {
+      return await this.newBus(sessionId);
+    } catch (err) {
+      await this.unclaim(sessionId);
+      throw err;
+    }
+  }
+
+  /**
+   * Gives a claim back when the session did not become live here after all
+   * (once `events`, when given, has written what it holds).
+   */
+  async unclaim(sessionId: string, events?: EventBus): Promise<void> {
+    const ownership = this.opts.ownership;
+    if (!ownership || this.byId.has(sessionId)) return;
+    await events?.drained();
+    await ownership.release(sessionId).catch((err: unknown) => {
+      this.opts.log.warn({ err, sessionId }, 'session lease not released');
+    });
   }
 
   // ---- create / attach -------------------------------------------------
@@ -301,16 +382,20 @@ export class SessionRegistry {
     const lease = await this.channels.acquire();
     const channel = lease.channel;
     const warm = this.pool.take(channel);
-    let sessionId: string;
+    let sessionId = warm?.sessionId;
+    let events = warm?.events;
     try {
-      sessionId = warm?.sessionId ?? (await this.newAgentSession(channel));
+      sessionId ??= await this.newAgentSession(channel);
+      events ??= await this.claimWithBus(sessionId);
     } catch (err) {
+      // A session the agent made for nobody (another node owns it, or the cluster is full) goes again.
+      if (sessionId !== undefined && !warm) await channel.closeSession(sessionId, this.opts.initTimeoutMs);
       await lease.release();
       throw err;
     }
     if (this.shuttingDown) throw new ShuttingDownError();
     if (!channel.usable) throw new SessionNotFoundError(sessionId, CRASHED_DURING_INIT);
-    const session = this.register(sessionId, lease, warm?.events ?? this.newBus(sessionId), {
+    const session = this.register(sessionId, lease, events, {
       action: 'created',
       state: undefined,
       attaches: 0,
@@ -487,12 +572,40 @@ export class SessionRegistry {
   }
 
   /** Removes the session eagerly so that no concurrent attach can find it. */
-  private forget(session: Session, reason: string): void {
+  private forget(session: Session, reason: string | undefined): void {
     if (this.byId.get(session.sessionId) !== session) return;
     this.byId.delete(session.sessionId);
     if (this.defaultSession === session) this.defaultSession = undefined;
     this.channels.router.unbind(session.sessionId, session.events);
-    this.opts.store.end(session.sessionId, Date.now(), reason);
+    if (reason !== undefined) this.opts.store.end(session.sessionId, Date.now(), reason);
+    this.releaseWhenWritten(session);
+  }
+
+  /** Lets go of the session's lease once its bus has written its last frame (the lease fences those writes). */
+  private releaseWhenWritten(session: Session): void {
+    const ownership = this.opts.ownership;
+    if (!ownership) return;
+    void session.events
+      .drained()
+      .then(() => ownership.release(session.sessionId))
+      .catch((err: unknown) => this.opts.log.warn({ err, sessionId: session.sessionId }, 'session lease not released'));
+  }
+
+  /**
+   * Another node owns `sessionId` now (this node's lease expired or was
+   * taken over): it stops here without a word to its clients or to the
+   * catalog, which are the new owner's. Its streams end (the clients
+   * reconnect, through any node, and carry on from their cursor); its turn,
+   * if one runs, is cancelled; the agent forgets it.
+   */
+  async relinquish(sessionId: string): Promise<void> {
+    const session = this.byId.get(sessionId);
+    if (!session) return;
+    this.forget(session, undefined);
+    session.relinquish();
+    this.opts.log.warn({ sessionId }, 'session given up: another node owns it');
+    await session.channel.closeSession(sessionId, this.opts.initTimeoutMs);
+    await session.release();
   }
 
   private channelExited(channel: AgentChannel, info: ExitInfo | undefined, sessionIds: string[]): void {
@@ -541,8 +654,15 @@ export class SessionRegistry {
     this.permissions.cancelAll();
     this.defaultSession = undefined;
     this.byId.clear();
+    const handOver = this.opts.ownership?.endsSessionsOnShutdown === false;
     for (const session of sessions) {
       this.channels.router.unbind(session.sessionId, session.events);
+      if (handOver) {
+        // Another node takes the session on its next request: its clients reconnect there.
+        session.relinquish();
+        this.releaseWhenWritten(session);
+        continue;
+      }
       this.opts.store.end(session.sessionId, Date.now(), 'daemon_shutdown');
       session.end({ reason: 'daemon_shutdown' });
     }

@@ -196,6 +196,17 @@ export class Session {
     this.events.close();
   }
 
+  /**
+   * The end of the session on this node only, when another node carries it
+   * on: waiting prompts and permission requests are dropped and the streams
+   * end with no last frame, since the session itself goes on elsewhere.
+   */
+  relinquish(): void {
+    this.prompts.clear(new SessionNotFoundError(this.sessionId));
+    this.ctx.permissions.cancelSession(this.sessionId);
+    this.events.close();
+  }
+
   /** Returns the hold on the channel; resolves when a stop it caused is done. */
   release(): Promise<void> {
     return this.lease.release();

@@ -1,0 +1,123 @@
+/**
+ * Forwarding: a node that receives a request only a session's owner can
+ * serve (a prompt, a cancel, a vote…) sends it on to the owner over HTTP and
+ * answers with the owner's answer, status, headers and body as they came.
+ *
+ * Why HTTP between nodes rather than a queue in Redis: the owner already
+ * speaks this protocol, so a forwarded request is validated, admitted and
+ * answered by exactly the code that serves a direct one (same envelopes, same
+ * races, same streaming of a long prompt); a client leaving is seen by the
+ * owner as the connection closing, as it would be directly; and there is no
+ * second protocol or request table to keep in step. The cost is that nodes
+ * must reach each other (`--advertise-url`).
+ *
+ * A forwarded request carries the forwarding node's name and the cluster's
+ * secret (kept in Redis, so only nodes of the cluster know it). With both,
+ * the owner trusts what the first node already did: the idempotency key was
+ * claimed there, and the rate limits were counted there.
+ */
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { SessionOwnerUnavailableError } from '../errors.js';
+
+/** The forwarding node's name. */
+export const FORWARDED_BY_HEADER = 'x-acpd-forwarded-by';
+/** The cluster's secret, proving the request comes from a node. */
+export const FORWARD_SECRET_HEADER = 'x-acpd-forward-secret';
+
+// Headers that describe one connection, or that the forward sets itself.
+const NOT_FORWARDED = new Set([
+  'connection',
+  'keep-alive',
+  'transfer-encoding',
+  'upgrade',
+  'host',
+  'content-length',
+  'expect',
+  'te',
+  'trailer',
+  'proxy-connection',
+  'origin',
+  FORWARDED_BY_HEADER,
+  FORWARD_SECRET_HEADER,
+]);
+
+const NOT_ANSWERED = new Set(['connection', 'keep-alive', 'transfer-encoding', 'content-length', 'date']);
+
+/** How the secret is checked: the cluster plugin decorates requests with it. */
+export function isForwardedWith(req: FastifyRequest, secret: string | undefined): boolean {
+  if (secret === undefined) return false;
+  return req.headers[FORWARD_SECRET_HEADER] === secret && typeof req.headers[FORWARDED_BY_HEADER] === 'string';
+}
+
+export interface ForwardTarget {
+  node: string;
+  url: string;
+}
+
+export interface ForwardOptions {
+  /** This node's name. */
+  from: string;
+  secret: string;
+  /** Seconds a client should wait before retrying when the owner cannot be reached (its lease's TTL). */
+  retryAfter: number;
+}
+
+/**
+ * Sends `req` to `target` and answers `reply` with what comes back. When the
+ * owner cannot be reached, or goes away before it answers, the client gets a
+ * 503 `session_owner_unavailable`: the request is never sent to another node
+ * in its place, since the owner may have started it already.
+ */
+export async function forward(
+  req: FastifyRequest,
+  reply: FastifyReply,
+  target: ForwardTarget,
+  opts: ForwardOptions,
+): Promise<FastifyReply> {
+  const headers = new Headers();
+  for (const [name, value] of Object.entries(req.headers)) {
+    if (value === undefined || NOT_FORWARDED.has(name)) continue;
+    headers.set(name, Array.isArray(value) ? value.join(', ') : value);
+  }
+  headers.set(FORWARDED_BY_HEADER, opts.from);
+  headers.set(FORWARD_SECRET_HEADER, opts.secret);
+  const body =
+    req.body === undefined || req.method === 'GET' || req.method === 'HEAD' ? undefined : JSON.stringify(req.body);
+  if (body !== undefined) headers.set('content-type', 'application/json');
+
+  // The client leaving ends the forwarded request too: the owner sees its connection close.
+  const ac = new AbortController();
+  const onClose = () => {
+    if (!reply.raw.writableEnded) ac.abort();
+  };
+  reply.raw.once('close', onClose);
+  let res: Response;
+  let answer: Buffer;
+  try {
+    res = await fetch(new URL(req.url, target.url), {
+      method: req.method,
+      headers,
+      ...(body !== undefined ? { body } : {}),
+      signal: ac.signal,
+      redirect: 'manual',
+    });
+    answer = Buffer.from(await res.arrayBuffer());
+  } catch (err) {
+    if (ac.signal.aborted) {
+      reply.hijack();
+      return reply;
+    }
+    throw new SessionOwnerUnavailableError(
+      target.node,
+      err instanceof Error ? err.message : String(err),
+      opts.retryAfter,
+    );
+  } finally {
+    reply.raw.off('close', onClose);
+  }
+  reply.code(res.status);
+  res.headers.forEach((value, name) => {
+    if (!NOT_ANSWERED.has(name)) reply.header(name, value);
+  });
+  return reply.send(answer);
+}
