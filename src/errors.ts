@@ -359,3 +359,35 @@ export class IdempotencyKeyMismatchError extends IdempotencyKeyMismatchBase impl
     return { error: this.message, code: 'idempotency_key_mismatch' };
   }
 }
+
+const IdempotencyKeyInterruptedBase = createError(
+  'ACPD_IDEMPOTENCY_KEY_INTERRUPTED',
+  'The request first sent with this Idempotency-Key was interrupted (its node stopped) and left no answer; it may or may not have taken effect: check, then use a new key',
+  409,
+);
+/**
+ * A duplicate of a request whose node died while running it (its claim
+ * lapsed without a receipt). Running it again could do the work twice, so
+ * the client has to look at the state and decide.
+ */
+export class IdempotencyKeyInterruptedError extends IdempotencyKeyInterruptedBase implements WireError {
+  envelope() {
+    return { error: this.message, code: 'idempotency_key_interrupted' };
+  }
+}
+
+const RedisUnavailableBase = createError<[string, string]>(
+  'ACPD_REDIS_UNAVAILABLE',
+  'Redis cannot be reached (%s): %s',
+  503,
+);
+/** A command to the cluster's Redis failed: nothing was changed by it; try again later. */
+export class RedisUnavailableError extends RedisUnavailableBase implements WireError {
+  readonly retryAfter = RETRY_AFTER_SECONDS;
+  constructor(what: string, cause: unknown) {
+    super(what, cause instanceof Error ? cause.message : String(cause));
+  }
+  envelope() {
+    return { error: this.message, code: 'redis_unavailable' };
+  }
+}

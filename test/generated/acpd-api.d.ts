@@ -1366,6 +1366,7 @@ export interface operations {
             /**
              * @description - `code` `overloaded`: the daemon is shedding load (event-loop delay or memory past its limit; `reason`).
              *     - `code` `connection_limit`: the request came on a connection past --max-connections (`limit`).
+             *     - `code` `redis_unavailable`: with --redis-url, the cluster's Redis cannot be reached.
              */
             503: {
                 headers: {
@@ -1463,6 +1464,17 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
+            /** @description - `code` `idempotency_key_interrupted`: with --redis-url, the request first sent with this `Idempotency-Key` was running on a node that stopped before it answered; it is not run again (check the state, then use a new key). */
+            409: {
+                headers: {
+                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
             /** @description - The body is larger than --max-body-bytes. */
             413: {
                 headers: {
@@ -1507,6 +1519,7 @@ export interface operations {
              *     - `code` `agent_unavailable`: the agent cannot be started or keeps failing.
              *     - `code` `overloaded`: the daemon is shedding load (event-loop delay or memory past its limit; `reason`).
              *     - `code` `connection_limit`: the request came on a connection past --max-connections (`limit`).
+             *     - `code` `redis_unavailable`: with --redis-url, the cluster's Redis cannot be reached.
              */
             503: {
                 headers: {
@@ -1619,7 +1632,10 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description - `code` `restore_in_progress`: the other restore action is under way for this id (`activeAction`, `requestedAction`). */
+            /**
+             * @description - `code` `restore_in_progress`: the other restore action is under way for this id (`activeAction`, `requestedAction`).
+             *     - `code` `idempotency_key_interrupted`: with --redis-url, the request first sent with this `Idempotency-Key` was running on a node that stopped before it answered; it is not run again (check the state, then use a new key).
+             */
             409: {
                 headers: {
                     /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
@@ -1674,6 +1690,7 @@ export interface operations {
              *     - `code` `agent_unavailable`: the agent cannot be started or keeps failing.
              *     - `code` `overloaded`: the daemon is shedding load (event-loop delay or memory past its limit; `reason`).
              *     - `code` `connection_limit`: the request came on a connection past --max-connections (`limit`).
+             *     - `code` `redis_unavailable`: with --redis-url, the cluster's Redis cannot be reached.
              */
             503: {
                 headers: {
@@ -1778,7 +1795,10 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description - `code` `restore_in_progress`: the other restore action is under way for this id (`activeAction`, `requestedAction`). */
+            /**
+             * @description - `code` `restore_in_progress`: the other restore action is under way for this id (`activeAction`, `requestedAction`).
+             *     - `code` `idempotency_key_interrupted`: with --redis-url, the request first sent with this `Idempotency-Key` was running on a node that stopped before it answered; it is not run again (check the state, then use a new key).
+             */
             409: {
                 headers: {
                     /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
@@ -1833,6 +1853,7 @@ export interface operations {
              *     - `code` `agent_unavailable`: the agent cannot be started or keeps failing.
              *     - `code` `overloaded`: the daemon is shedding load (event-loop delay or memory past its limit; `reason`).
              *     - `code` `connection_limit`: the request came on a connection past --max-connections (`limit`).
+             *     - `code` `redis_unavailable`: with --redis-url, the cluster's Redis cannot be reached.
              */
             503: {
                 headers: {
@@ -1952,6 +1973,7 @@ export interface operations {
             /**
              * @description - `code` `overloaded`: the daemon is shedding load (event-loop delay or memory past its limit; `reason`).
              *     - `code` `connection_limit`: the request came on a connection past --max-connections (`limit`).
+             *     - `code` `redis_unavailable`: with --redis-url, the cluster's Redis cannot be reached.
              */
             503: {
                 headers: {
@@ -2058,6 +2080,17 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
+            /** @description - `code` `idempotency_key_interrupted`: with --redis-url, the request first sent with this `Idempotency-Key` was running on a node that stopped before it answered; it is not run again (check the state, then use a new key). */
+            409: {
+                headers: {
+                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
             /** @description - The body is larger than --max-body-bytes. */
             413: {
                 headers: {
@@ -2101,6 +2134,7 @@ export interface operations {
              *     - `code` `prompt_queue_full`: --max-pending-prompts prompts wait in the session already (`sessionId`, `limit`, `pendingCount`).
              *     - `code` `overloaded`: the daemon is shedding load (event-loop delay or memory past its limit; `reason`).
              *     - `code` `connection_limit`: the request came on a connection past --max-connections (`limit`).
+             *     - `code` `redis_unavailable`: with --redis-url, the cluster's Redis cannot be reached.
              */
             503: {
                 headers: {
@@ -2183,6 +2217,17 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
+            /** @description - `code` `idempotency_key_interrupted`: with --redis-url, the request first sent with this `Idempotency-Key` was running on a node that stopped before it answered; it is not run again (check the state, then use a new key). */
+            409: {
+                headers: {
+                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
             /** @description - The body is larger than --max-body-bytes. */
             413: {
                 headers: {
@@ -2224,6 +2269,7 @@ export interface operations {
             /**
              * @description - `code` `overloaded`: the daemon is shedding load (event-loop delay or memory past its limit; `reason`).
              *     - `code` `connection_limit`: the request came on a connection past --max-connections (`limit`).
+             *     - `code` `redis_unavailable`: with --redis-url, the cluster's Redis cannot be reached.
              */
             503: {
                 headers: {
@@ -2312,6 +2358,17 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
+            /** @description - `code` `idempotency_key_interrupted`: with --redis-url, the request first sent with this `Idempotency-Key` was running on a node that stopped before it answered; it is not run again (check the state, then use a new key). */
+            409: {
+                headers: {
+                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
             /** @description - The body is larger than --max-body-bytes. */
             413: {
                 headers: {
@@ -2353,6 +2410,7 @@ export interface operations {
             /**
              * @description - `code` `overloaded`: the daemon is shedding load (event-loop delay or memory past its limit; `reason`).
              *     - `code` `connection_limit`: the request came on a connection past --max-connections (`limit`).
+             *     - `code` `redis_unavailable`: with --redis-url, the cluster's Redis cannot be reached.
              */
             503: {
                 headers: {
@@ -2428,6 +2486,17 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
+            /** @description - `code` `idempotency_key_interrupted`: with --redis-url, the request first sent with this `Idempotency-Key` was running on a node that stopped before it answered; it is not run again (check the state, then use a new key). */
+            409: {
+                headers: {
+                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
             /** @description - The body is larger than --max-body-bytes. */
             413: {
                 headers: {
@@ -2469,6 +2538,7 @@ export interface operations {
             /**
              * @description - `code` `overloaded`: the daemon is shedding load (event-loop delay or memory past its limit; `reason`).
              *     - `code` `connection_limit`: the request came on a connection past --max-connections (`limit`).
+             *     - `code` `redis_unavailable`: with --redis-url, the cluster's Redis cannot be reached.
              */
             503: {
                 headers: {
@@ -2595,6 +2665,7 @@ export interface operations {
             /**
              * @description - `code` `overloaded`: the daemon is shedding load (event-loop delay or memory past its limit; `reason`).
              *     - `code` `connection_limit`: the request came on a connection past --max-connections (`limit`).
+             *     - `code` `redis_unavailable`: with --redis-url, the cluster's Redis cannot be reached.
              */
             503: {
                 headers: {
@@ -2697,6 +2768,7 @@ export interface operations {
             /**
              * @description - `code` `overloaded`: the daemon is shedding load (event-loop delay or memory past its limit; `reason`).
              *     - `code` `connection_limit`: the request came on a connection past --max-connections (`limit`).
+             *     - `code` `redis_unavailable`: with --redis-url, the cluster's Redis cannot be reached.
              */
             503: {
                 headers: {
@@ -2782,6 +2854,17 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
+            /** @description - `code` `idempotency_key_interrupted`: with --redis-url, the request first sent with this `Idempotency-Key` was running on a node that stopped before it answered; it is not run again (check the state, then use a new key). */
+            409: {
+                headers: {
+                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
             /** @description - The body is larger than --max-body-bytes. */
             413: {
                 headers: {
@@ -2823,6 +2906,7 @@ export interface operations {
             /**
              * @description - `code` `overloaded`: the daemon is shedding load (event-loop delay or memory past its limit; `reason`).
              *     - `code` `connection_limit`: the request came on a connection past --max-connections (`limit`).
+             *     - `code` `redis_unavailable`: with --redis-url, the cluster's Redis cannot be reached.
              */
             503: {
                 headers: {
@@ -2927,6 +3011,7 @@ export interface operations {
             /**
              * @description - `code` `overloaded`: the daemon is shedding load (event-loop delay or memory past its limit; `reason`).
              *     - `code` `connection_limit`: the request came on a connection past --max-connections (`limit`).
+             *     - `code` `redis_unavailable`: with --redis-url, the cluster's Redis cannot be reached.
              */
             503: {
                 headers: {
@@ -3032,6 +3117,7 @@ export interface operations {
             /**
              * @description - `code` `overloaded`: the daemon is shedding load (event-loop delay or memory past its limit; `reason`).
              *     - `code` `connection_limit`: the request came on a connection past --max-connections (`limit`).
+             *     - `code` `redis_unavailable`: with --redis-url, the cluster's Redis cannot be reached.
              */
             503: {
                 headers: {
@@ -3130,6 +3216,17 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
+            /** @description - `code` `idempotency_key_interrupted`: with --redis-url, the request first sent with this `Idempotency-Key` was running on a node that stopped before it answered; it is not run again (check the state, then use a new key). */
+            409: {
+                headers: {
+                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
             /** @description - The body is larger than --max-body-bytes. */
             413: {
                 headers: {
@@ -3171,6 +3268,7 @@ export interface operations {
             /**
              * @description - `code` `overloaded`: the daemon is shedding load (event-loop delay or memory past its limit; `reason`).
              *     - `code` `connection_limit`: the request came on a connection past --max-connections (`limit`).
+             *     - `code` `redis_unavailable`: with --redis-url, the cluster's Redis cannot be reached.
              */
             503: {
                 headers: {
@@ -3345,7 +3443,10 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description - `code` `connection_limit`: the request came on a connection past --max-connections (`limit`). */
+            /**
+             * @description - `code` `connection_limit`: the request came on a connection past --max-connections (`limit`).
+             *     - `code` `redis_unavailable`: with --redis-url, the cluster's Redis cannot be reached.
+             */
             503: {
                 headers: {
                     /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
