@@ -145,7 +145,7 @@ export class RedisSessionStore implements SessionStore {
     const ids = await this.read(async () =>
       after
         ? await AFTER.run(this.redis, [catalog], [-after.updatedAt, after.sessionId, limit])
-        : await this.redis.zrange(catalog, 0, limit - 1),
+        : await this.redis.zrange(catalog, '0', String(limit - 1)),
     );
     if (!Array.isArray(ids)) return [];
     const metas = await this.metas(
