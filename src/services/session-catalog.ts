@@ -56,7 +56,7 @@ export class SessionCatalog {
       sessions: shown.map((meta, i) => this.summary(meta, flags[i] ?? false)),
       ...next,
     });
-    if (live.some(isPromise)) return Promise.all(live).then(answer);
+    if (live.some(isPromise)) return Promise.all(live.map(async (flag) => await flag)).then(answer);
     return answer(live as boolean[]);
   }
 
