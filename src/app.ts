@@ -26,6 +26,7 @@ import requestLog, {
 import restoreCoordinator from './plugins/restore-coordinator.js';
 import dataStore from './plugins/data-store.js';
 import idempotency from './plugins/idempotency.js';
+import type { ReceiptStore } from './services/receipts.js';
 import routePolicy from './plugins/route-policy.js';
 import security from './plugins/security.js';
 import sessionRegistry from './plugins/session-registry.js';
@@ -57,6 +58,8 @@ export interface BuildOptions {
   prettyLogs?: boolean;
   /** The clock idempotency receipts expire by (Date.now); tests move it. */
   now?: () => number;
+  /** Where idempotency receipts go, instead of the store the config picks (a shared Redis store in tests). */
+  receipts?: ReceiptStore;
 }
 
 export async function buildApp(config: Config, options: BuildOptions = {}): Promise<FastifyInstance> {
@@ -201,7 +204,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   await app.register(cluster, { config });
   await app.register(dataStore, { config });
   // In onRoute, so before every route; its receipts live in the data store.
-  await app.register(idempotency, { config, now: options.now });
+  await app.register(idempotency, { config, now: options.now, store: options.receipts });
   await app.register(sessionRegistry, { config });
   await app.register(restoreCoordinator);
   await app.register(probes, { config });

@@ -373,25 +373,6 @@ export class FencedError extends Error {
   }
 }
 
-const ClusterUnavailableBase = createError<[string]>(
-  'ACPD_CLUSTER_UNAVAILABLE',
-  'acpd cannot reach the cluster state in Redis (%s); it takes no new work until it can',
-  503,
-);
-/**
- * A node of a cluster that lost Redis: refusing new work is what keeps the
- * nodes from diverging (two owners of one session, ids handed out twice).
- */
-export class ClusterUnavailableError extends ClusterUnavailableBase implements WireError {
-  readonly retryAfter = RETRY_AFTER_SECONDS;
-  constructor(readonly reason: string) {
-    super(reason);
-  }
-  envelope() {
-    return { error: this.message, code: 'cluster_unavailable' };
-  }
-}
-
 const SessionOwnerUnavailableBase = createError<[string, string]>(
   'ACPD_SESSION_OWNER_UNAVAILABLE',
   'The node that runs this session (%s) cannot be reached (%s); retry once its lease has expired',
@@ -412,5 +393,37 @@ export class SessionOwnerUnavailableError extends SessionOwnerUnavailableBase im
   }
   envelope() {
     return { error: this.message, code: 'session_owner_unavailable', node: this.node };
+  }
+}
+
+const IdempotencyKeyInterruptedBase = createError(
+  'ACPD_IDEMPOTENCY_KEY_INTERRUPTED',
+  'The request first sent with this Idempotency-Key was interrupted (its node stopped) and left no answer; it may or may not have taken effect: check, then use a new key',
+  409,
+);
+/**
+ * A duplicate of a request whose node died while running it (its claim
+ * lapsed without a receipt). Running it again could do the work twice, so
+ * the client has to look at the state and decide.
+ */
+export class IdempotencyKeyInterruptedError extends IdempotencyKeyInterruptedBase implements WireError {
+  envelope() {
+    return { error: this.message, code: 'idempotency_key_interrupted' };
+  }
+}
+
+const RedisUnavailableBase = createError<[string, string]>(
+  'ACPD_REDIS_UNAVAILABLE',
+  'Redis cannot be reached (%s): %s',
+  503,
+);
+/** A command to the cluster's Redis failed: nothing was changed by it; try again later. */
+export class RedisUnavailableError extends RedisUnavailableBase implements WireError {
+  readonly retryAfter = RETRY_AFTER_SECONDS;
+  constructor(what: string, cause: unknown) {
+    super(what, cause instanceof Error ? cause.message : String(cause));
+  }
+  envelope() {
+    return { error: this.message, code: 'redis_unavailable' };
   }
 }

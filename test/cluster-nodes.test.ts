@@ -128,13 +128,14 @@ t.test('cluster nodes', async (t) => {
     t.equal(again.status, 404, 'a second vote finds nothing, as on one node');
   });
 
-  t.test('restores racing on two nodes: one agent call for one action, 409 for the other', async (t) => {
+  t.test('restores racing on three nodes: one agent call for one action, 409 for the other', async (t) => {
     const c = await cluster(t, 3, { hold: ['session/load'] });
     const [a, b, third] = c.nodes as [TestDaemon, TestDaemon, TestDaemon];
     const first = restore(a, 'load', 's1');
     const held = await parked(c.steer, 'session/load', first);
+    // Node a holds the lease while its agent loads: the others send their restores there.
     const joined = restore(b, 'load', 's1');
-    await until(() => (b.app.cluster?.node.stats.restoreJoins ?? 0) > 0, 'the second node joined');
+    await until(() => a.app.restores.stats.coalesced === 1, 'the second restore joined the first');
     const conflict = await restore(third, 'resume', 's1');
     t.equal(conflict.status, 409, JSON.stringify(conflict.body));
     t.match(obj(conflict.body), {
@@ -159,18 +160,45 @@ t.test('cluster nodes', async (t) => {
     t.equal(ownerIndex(c, 's1'), 0);
   });
 
-  t.test('a failed restore is answered to the node that joined it, without a second agent call', async (t) => {
+  // Before the lease is taken, a restore is only a claim in Redis (`s:{sid}:restore`). The test writes
+  // node a's claim itself, so that the other nodes meet it in exactly that window.
+  async function claimAsNode(c: Cluster, d: TestDaemon, sessionId: string, action: 'load' | 'resume') {
+    const instance = d.app.cluster?.node.instance;
+    await c.client.set(`acpd:s:{${sessionId}}:restore`, JSON.stringify({ action, instance }), 'PX', 30_000);
+  }
+
+  t.test('a restore claimed by another node: the same action waits for it, another gets 409', async (t) => {
+    const c = await cluster(t, 3);
+    const [a, b, third] = c.nodes as [TestDaemon, TestDaemon, TestDaemon];
+    await claimAsNode(c, a, 's2', 'load');
+    const joined = restore(b, 'load', 's2');
+    await until(() => (b.app.cluster?.node.stats.restoreJoins ?? 0) > 0, 'the second node waits on the claim');
+    const conflict = await restore(third, 'resume', 's2');
+    t.equal(conflict.status, 409, JSON.stringify(conflict.body));
+    t.match(obj(conflict.body), { code: 'restore_in_progress', activeAction: 'load', requestedAction: 'resume' });
+    t.ok(retryAfter(conflict), 'with Retry-After');
+    const first = await restore(a, 'load', 's2');
+    t.equal(first.status, 200, JSON.stringify(first.body));
+    const second = await joined;
+    t.equal(second.status, 200, JSON.stringify(second.body));
+    t.same([obj(first.body).attached, obj(second.body).attached], [false, true]);
+    t.equal(agentCalls(c.steer, 'session/load'), 1, 'one agent call');
+    t.equal(await c.client.exists('acpd:s:{s2}:restore'), 0, 'the claim is gone');
+  });
+
+  t.test('a failed restore is answered to the node that waited on it, without a second agent call', async (t) => {
     const c = await cluster(t, 2, { hold: ['session/load'] });
     const [a, b] = c.nodes as [TestDaemon, TestDaemon];
+    await claimAsNode(c, a, 'missing', 'load');
+    const joined = restore(b, 'load', 'missing');
+    await until(() => (b.app.cluster?.node.stats.restoreJoins ?? 0) > 0, 'the second node waits on the claim');
     const first = restore(a, 'load', 'missing');
     const held = await parked(c.steer, 'session/load', first);
-    const joined = restore(b, 'load', 'missing');
-    await until(() => (b.app.cluster?.node.stats.restoreJoins ?? 0) > 0, 'the second node joined');
     await c.steer.unhold(['session/load']);
     await held.fail({ code: -32002, message: 'Resource not found: session:missing', data: { uri: 'session:missing' } });
     const [one, two] = await Promise.all([first, joined]);
     t.equal(one.status, 404);
-    t.equal(two.status, 404, 'the joiner gets the same answer');
+    t.equal(two.status, 404, 'the waiting node gets the same answer');
     t.same(two.body, one.body);
     t.equal(agentCalls(c.steer, 'session/load'), 1);
   });
@@ -265,7 +293,7 @@ t.test('cluster nodes', async (t) => {
       const res = await call(a, 'POST', '/session', { sessionScope: 'thread' });
       return res.status === 503 ? res : undefined;
     }, 'new work refused');
-    t.equal(obj(refused.body).code, 'cluster_unavailable');
+    t.equal(obj(refused.body).code, 'redis_unavailable');
     t.ok(retryAfter(refused));
     const notReady = await until(async () => {
       const res = await call(a, 'GET', '/readyz');

@@ -454,7 +454,8 @@ for (const kind of ['memory', 'sqlite'] as const) {
   t.test(`${kind} store: expiry on the store's clock, the sweep, the count bound`, async (t) => {
     let clock = 1_000;
     const now = () => clock;
-    const make = (maxReceipts: number): ReceiptStore => {
+    // The local stores answer at once (the seam allows a promise, for Redis).
+    const make = (maxReceipts: number): MemoryReceiptStore | SqliteReceiptStore => {
       if (kind === 'memory') return new MemoryReceiptStore({ ttlMs: 100, maxReceipts, now });
       const db = new Database(':memory:');
       t.teardown(() => db.close());

@@ -21,7 +21,7 @@
 import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify';
 import type { Redis } from 'ioredis';
 import {
-  ClusterUnavailableError,
+  RedisUnavailableError,
   SessionNotFoundError,
   RestoreInProgressError,
   SessionLimitExceededError,
@@ -85,7 +85,7 @@ export class Cluster implements SessionOwnership {
   // ---- SessionOwnership ------------------------------------------------
 
   assertHealthy(): void {
-    if (!this.node.healthy) throw new ClusterUnavailableError(this.node.lastError ?? 'not connected');
+    if (!this.node.healthy) throw new RedisUnavailableError('heartbeat', this.node.lastError ?? 'not connected');
   }
 
   async claim(sessionId: string): Promise<void> {
@@ -110,11 +110,6 @@ export class Cluster implements SessionOwnership {
   /** How many sessions are live on some node of the cluster now. */
   liveSessions(): Promise<number> {
     return this.opts.cap.count(Date.now());
-  }
-
-  /** Keeps the cap's entries of this node's sessions alive with their leases. */
-  async renewCap(owned: string[], now: number): Promise<void> {
-    if (owned.length > 0) await this.opts.cap.renew(owned, now + this.node.leaseTtlMs);
   }
 
   // ---- serving sessions that run elsewhere ------------------------------

@@ -14,10 +14,15 @@
  *   catalog:<workspace>  ZSET    session id → -updatedAt: the catalog's order (ties by id, ascending)
  *   live                 ZSET    session id → lease expiry (ms): the cluster-wide session cap counts these
  *   default:<workspace>  STRING  the single-scope default session's id
- *   receipt:<key>        STRING  JSON receipt of an Idempotency-Key answer; expires with the TTL
- *   claim:<key>          STRING  JSON {node, fingerprint}: a request with that key in progress on a node
+ *   receipt:{<key>}      STRING  JSON receipt of an Idempotency-Key answer; expires with the TTL
+ *   claim:{<key>}        STRING  JSON {node, fingerprint, deadline}: a request with that key running on a
+ *                                node until `deadline` (ms) unless renewed; kept for the receipt TTL so
+ *                                that a claim whose node died stays visible as interrupted
  *   permission:<id>      STRING  the session a pending permission request belongs to (votes go to its owner)
  *   secret               STRING  the cluster's shared secret, made by the first node: proves a request was forwarded by a node
+ *
+ * A receipt and its claim share the hash tag `{<key>}`: one script reads the
+ * receipt and sets the claim atomically.
  */
 export class ClusterKeys {
   constructor(readonly prefix: string) {}
@@ -67,11 +72,11 @@ export class ClusterKeys {
   }
 
   receipt(key: string): string {
-    return `${this.prefix}receipt:${key}`;
+    return `${this.prefix}receipt:{${key}}`;
   }
 
   claim(key: string): string {
-    return `${this.prefix}claim:${key}`;
+    return `${this.prefix}claim:{${key}}`;
   }
 
   permission(requestId: string): string {

@@ -236,7 +236,7 @@ export class ClusterNode {
       pipeline.set(this.keys.node(this.nodeId), JSON.stringify(heartbeat), 'PX', this.leaseTtlMs);
       pipeline.zadd(this.keys.nodes, now, this.nodeId);
       for (const [sessionId, token] of owned) {
-        (pipeline as unknown as ClusterCommands).acpdRenew(
+        void (pipeline as unknown as ClusterCommands).acpdRenew(
           this.keys.lease(sessionId),
           String(token),
           String(this.leaseTtlMs),

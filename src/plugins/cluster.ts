@@ -76,7 +76,7 @@ async function connect(url: string): Promise<Redis> {
       if (Date.now() > deadline) {
         redis.disconnect();
         const reason = err instanceof Error ? err.message : String(err);
-        throw new Error(`cannot reach Redis at --redis-url: ${reason}`);
+        throw new Error(`cannot reach Redis at --redis-url: ${reason}`, { cause: err });
       }
       redis.disconnect();
       await new Promise((resolve) => setTimeout(resolve, 200));
@@ -122,7 +122,7 @@ async function clusterPlugin(app: FastifyInstance, opts: { config: Config }) {
   const nodeId = config.nodeId ?? `${os.hostname()}-${process.pid}`;
   const secret = await sharedSecret(redis, keys);
   const cap = new ClusterSessionCap(redis, keys);
-  const store = new RedisSessionStore({ redis, keys, log: log.child({ component: 'session-catalog' }) });
+  const store = new RedisSessionStore({ redis, keys, nodeId, log: log.child({ component: 'session-catalog' }) });
   const receipts = new RedisReceiptStore({ redis, keys, ttlMs: config.idempotencyTtl * 1000 });
   const events = new RedisEventStore({
     redis,
@@ -132,17 +132,20 @@ async function clusterPlugin(app: FastifyInstance, opts: { config: Config }) {
     bus: { maxQueuedBytes: config.subscriberBacklogBytes },
   });
   // The URL is known once listening (the port may be chosen by the OS); the node starts then.
-  let cluster: Cluster | undefined;
+  const leaseTtlMs = config.leaseTtl * 1000;
   const node = new ClusterNode({
     redis,
     keys,
     nodeId,
     url: config.advertiseUrl ?? '',
-    leaseTtlMs: config.leaseTtl * 1000,
+    leaseTtlMs,
     log,
-    onBeat: (owned, now) => cluster?.renewCap(owned, now) ?? Promise.resolve(),
+    // The cap counts a session while its lease lives: both are renewed together.
+    onBeat: async (owned, now) => {
+      if (owned.length > 0) await cap.renew(owned, now + leaseTtlMs);
+    },
   });
-  cluster = new Cluster({
+  const cluster = new Cluster({
     redis,
     keys,
     node,
@@ -171,7 +174,7 @@ async function clusterPlugin(app: FastifyInstance, opts: { config: Config }) {
   app.addHook('onClose', async () => {
     await events.flushAll().catch(() => undefined);
     await node.stop();
-    events.close();
+    await events.close();
     await redis.quit().catch(() => redis.disconnect());
   });
 

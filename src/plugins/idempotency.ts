@@ -16,14 +16,38 @@
  *
  * Receipts go to the data store's database when there is one (and so
  * survive a restart), else to memory. An unref'd timer sweeps the expired.
+ *
+ * With --redis-url they go to Redis (cluster/redis-receipts.ts), and a
+ * duplicate may reach another node while the first runs. So the node that
+ * runs a keyed request first claims its key in Redis, for --lease-ttl and
+ * renewed every third of it while the request runs: the claim is a lease on
+ * the request, and a dead node's claims lapse when its session leases do.
+ * A duplicate on another node polls (every POLL_MS) until the receipt is
+ * there and answers it as a replay; if the claim is dropped with no answer
+ * kept, it runs the request itself, as a local waiter would; if the claim
+ * lapsed with no receipt (its node died mid-request), it answers 409
+ * `idempotency_key_interrupted` and the work is never run a second time. A
+ * request another node forwarded here (cluster/forward.ts) is
+ * left alone: the node that forwarded it holds the claim and keeps the
+ * receipt.
  */
 import { createHash } from 'node:crypto';
+import os from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
 import fp from 'fastify-plugin';
 import type { FastifyInstance, FastifyReply, FastifyRequest, FastifySchema, RouteOptions } from 'fastify';
+import { RedisReceiptStore } from '../cluster/redis-receipts.js';
 import type { Config } from '../config.js';
-import { IdempotencyKeyMismatchError } from '../errors.js';
+import { IdempotencyKeyInterruptedError, IdempotencyKeyMismatchError } from '../errors.js';
 import { IdempotencyKeyHeaders } from '../schemas/common.js';
-import { MemoryReceiptStore, SqliteReceiptStore, type ReceiptStore, type StoredAnswer } from '../services/receipts.js';
+import { isPromise, type MaybePromise } from '../services/maybe-promise.js';
+import {
+  MemoryReceiptStore,
+  SqliteReceiptStore,
+  type Receipt,
+  type ReceiptStore,
+  type StoredAnswer,
+} from '../services/receipts.js';
 import { mutates, policyOf } from './route-policy.js';
 
 declare module 'fastify' {
@@ -35,6 +59,8 @@ declare module 'fastify' {
 
 export interface IdempotencyOptions {
   config: Config;
+  /** The receipts (a test's, or a shared Redis store); chosen from the config when absent. */
+  store?: ReceiptStore;
   /** The receipts' clock (Date.now); tests move it instead of waiting for a TTL to pass. */
   now?: () => number;
 }
@@ -46,6 +72,8 @@ const KEPT_HEADERS = ['content-type', 'retry-after', 'preference-applied'] as co
 const RETRYABLE = new Set([408, 409, 425, 429]);
 /** The longest pause between two sweeps. */
 const MAX_SWEEP_INTERVAL_MS = 60_000;
+/** How often a duplicate looks again at a claim another node holds. */
+const POLL_MS = 50;
 
 /** A keyed request whose handler may be running: retries with its key wait for `done`. */
 interface Flight {
@@ -56,6 +84,8 @@ interface Flight {
   started: boolean;
   /** Its answer went through onSend (stored or not). */
   answered: boolean;
+  /** This node holds the key's claim in the shared store, renewed by this timer. */
+  claim?: NodeJS.Timeout;
 }
 
 /** Whether an answer with this status is kept: 2xx, and 4xx except those that say "try again". */
@@ -101,6 +131,10 @@ function withKeyHeader(schema: FastifySchema | undefined): FastifySchema {
 }
 
 function openStore(app: FastifyInstance, ttlMs: number, now: (() => number) | undefined): ReceiptStore {
+  // A cluster node shares its receipts with the other nodes, in Redis.
+  const cluster = app.cluster;
+  if (cluster !== undefined)
+    return new RedisReceiptStore({ redis: cluster.redis, keys: cluster.cluster.keys, ttlMs, now });
   const database = app.dataStore?.database;
   if (database !== undefined) {
     try {
@@ -114,10 +148,17 @@ function openStore(app: FastifyInstance, ttlMs: number, now: (() => number) | un
 
 async function idempotency(app: FastifyInstance, opts: IdempotencyOptions) {
   const ttlMs = opts.config.idempotencyTtl * 1000;
-  const store = openStore(app, ttlMs, opts.now);
+  const store = opts.store ?? openStore(app, ttlMs, opts.now);
+  const claims = store.claims;
+  const nodeId = app.cluster?.node.nodeId ?? os.hostname();
+  const claimTtlMs = opts.config.leaseTtl * 1000;
   app.decorate('receipts', store);
-  store.sweep();
-  const sweeper = setInterval(() => store.sweep(), Math.min(ttlMs, MAX_SWEEP_INTERVAL_MS));
+  const sweep = () => {
+    const swept = store.sweep();
+    if (isPromise(swept)) swept.catch((err: unknown) => app.log.warn({ err }, 'idempotency receipts not swept'));
+  };
+  sweep();
+  const sweeper = setInterval(sweep, Math.min(ttlMs, MAX_SWEEP_INTERVAL_MS));
   sweeper.unref();
   app.addHook('onClose', (_app, done) => {
     clearInterval(sweeper);
@@ -132,6 +173,54 @@ async function idempotency(app: FastifyInstance, opts: IdempotencyOptions) {
   function land(key: string, flight: Flight): void {
     if (flights.get(key) === flight) flights.delete(key);
     flight.land();
+  }
+
+  /**
+   * Ends a flight that ran: keeps `answer` when there is one (which ends
+   * its claim too), else drops its claim so that the next duplicate runs
+   * the request, then lands it. At once with a local store; with Redis,
+   * the flight lands once the receipt is written, so a duplicate never
+   * finds neither the claim nor the receipt.
+   */
+  function finish(req: FastifyRequest, key: string, flight: Flight, answer?: StoredAnswer): MaybePromise<void> {
+    const claimed = flight.claim !== undefined;
+    clearInterval(flight.claim);
+    let written: MaybePromise<void> = undefined;
+    try {
+      if (answer !== undefined) written = store.put(key, answer);
+      else if (claimed && claims) written = claims.releaseClaim(key, nodeId);
+    } catch (err) {
+      req.log.error({ err }, 'idempotency receipt not kept');
+    }
+    if (!isPromise(written)) return land(key, flight);
+    return written.then(
+      () => land(key, flight),
+      (err: unknown) => {
+        req.log.error({ err }, answer ? 'idempotency receipt not kept' : 'idempotency claim not released');
+        // Without its receipt the claim must not stay held: duplicates would wait for nothing.
+        const released = claimed && answer && claims ? claims.releaseClaim(key, nodeId) : undefined;
+        void released?.catch(() => undefined);
+        land(key, flight);
+      },
+    );
+  }
+
+  function replay(reply: FastifyReply, receipt: Receipt, fingerprint: string) {
+    if (receipt.fingerprint !== fingerprint) throw new IdempotencyKeyMismatchError();
+    reply.code(receipt.status).headers(receipt.headers).header('idempotent-replayed', 'true');
+    return reply.send(receipt.status === 204 ? undefined : receipt.body);
+  }
+
+  /** This node's claim on a running request is pushed forward every third of its TTL. */
+  function renewing(req: FastifyRequest, key: string): NodeJS.Timeout {
+    const timer = setInterval(() => {
+      claims?.renewClaim(key, nodeId, claimTtlMs).then(
+        (renewed) => renewed || req.log.warn({ key }, 'idempotency claim lapsed while its request ran'),
+        (err: unknown) => req.log.warn({ err }, 'idempotency claim not renewed'),
+      );
+    }, claimTtlMs / 3);
+    timer.unref();
+    return timer;
   }
 
   /**
@@ -152,26 +241,25 @@ async function idempotency(app: FastifyInstance, opts: IdempotencyOptions) {
       // Fastify sends what the handler settles with in the same run of
       // microtasks (answer, error handler, onSend): by the next macrotask a
       // flight without an answer will not get one.
-      const settled = () => setImmediate(() => mine.flight.answered || land(mine.key, mine.flight));
+      const settled = () => setImmediate(() => mine.flight.answered || void finish(req, mine.key, mine.flight));
       void Promise.resolve(result).then(settled, settled);
       return result;
     };
   });
 
   app.addHook('preHandler', async (req, reply) => {
-    if (!mutates(policyOf(req))) return;
+    // A request another node forwarded here was claimed there: that node keeps its receipt.
+    if (!mutates(policyOf(req)) || app.cluster?.cluster.isForwarded(req) === true) return;
     const header = req.headers[HEADER];
     // The route's header schema has checked it (400 `invalid_idempotency_key`).
     if (typeof header !== 'string') return;
     const key = `${namespaceOf(req)}\n${header}`;
     const fingerprint = fingerprintOf(req);
     for (;;) {
-      const receipt = store.get(key);
-      if (receipt !== undefined) {
-        if (receipt.fingerprint !== fingerprint) throw new IdempotencyKeyMismatchError();
-        reply.code(receipt.status).headers(receipt.headers).header('idempotent-replayed', 'true');
-        return reply.send(receipt.status === 204 ? undefined : receipt.body);
-      }
+      // A local store answers at once: looking it up and then the flights stays one step.
+      const found = store.get(key);
+      const receipt = isPromise(found) ? await found : found;
+      if (receipt !== undefined) return replay(reply, receipt, fingerprint);
       const running = flights.get(key);
       if (running === undefined) break;
       if (running.fingerprint !== fingerprint) throw new IdempotencyKeyMismatchError();
@@ -181,12 +269,51 @@ async function idempotency(app: FastifyInstance, opts: IdempotencyOptions) {
     const done = new Promise<void>((r) => (resolve = r));
     const flight: Flight = { fingerprint, done, land: resolve, started: false, answered: false };
     flights.set(key, flight);
+    if (claims) {
+      // Local duplicates wait on this flight meanwhile; only this request asks the cluster.
+      let receipt: Receipt | undefined;
+      try {
+        receipt = await claimOrWait(key, fingerprint, reply);
+      } catch (err) {
+        land(key, flight);
+        throw err;
+      }
+      if (receipt !== undefined) {
+        land(key, flight);
+        return replay(reply, receipt, fingerprint);
+      }
+      flight.claim = renewing(req, key);
+    }
     owned.set(req, { key, flight });
     // A later hook may end the request before the handler is entered.
     reply.raw.once('close', () => {
-      if (!flight.started && !flight.answered) land(key, flight);
+      if (!flight.started && !flight.answered) void finish(req, key, flight);
     });
   });
+
+  /**
+   * Claims the key for this node (undefined), or waits while another node
+   * runs it and answers with its receipt. Throws 422 for another request
+   * under the key, 409 when its node died mid-request.
+   */
+  async function claimOrWait(key: string, fingerprint: string, reply: FastifyReply): Promise<Receipt | undefined> {
+    if (!claims) return undefined;
+    for (;;) {
+      const outcome = await claims.claim(key, fingerprint, nodeId, claimTtlMs);
+      if (outcome.state === 'claimed') return undefined;
+      if (outcome.state === 'answered') {
+        const receipt = await store.get(key);
+        // Gone already (expired between the two looks): claim again.
+        if (receipt !== undefined) return receipt;
+        continue;
+      }
+      if (outcome.fingerprint !== fingerprint) throw new IdempotencyKeyMismatchError();
+      if (outcome.state === 'interrupted') throw new IdempotencyKeyInterruptedError();
+      // Nobody to answer once the client has gone: stop asking Redis for it.
+      if (reply.raw.destroyed) throw new IdempotencyKeyInterruptedError();
+      await sleep(POLL_MS);
+    }
+  }
 
   app.addHook('onSend', (req, reply, payload, done) => {
     // Only the request that ran the handler keeps its answer: a replay owns no flight.
@@ -195,15 +322,12 @@ async function idempotency(app: FastifyInstance, opts: IdempotencyOptions) {
     mine.flight.answered = true;
     const body = payloadText(payload);
     // A stream is not kept (no mutation answers with one): its retry runs again.
-    if (body !== undefined && keeps(reply.statusCode)) {
-      try {
-        store.put(mine.key, answerOf(mine.flight.fingerprint, reply, body));
-      } catch (err) {
-        req.log.error({ err }, 'idempotency receipt not kept');
-      }
-    }
-    land(mine.key, mine.flight);
-    done(null, payload);
+    const answer =
+      body !== undefined && keeps(reply.statusCode) ? answerOf(mine.flight.fingerprint, reply, body) : undefined;
+    const finished = finish(req, mine.key, mine.flight, answer);
+    // A remote receipt is written before its answer leaves, as a local one is.
+    if (isPromise(finished)) void finished.then(() => done(null, payload));
+    else done(null, payload);
   });
 }
 
@@ -230,5 +354,5 @@ function answerOf(fingerprint: string, reply: FastifyReply, body: string): Store
 export default fp(idempotency, {
   name: 'idempotency',
   fastify: '5.x',
-  dependencies: ['route-policy', 'data-store'],
+  dependencies: ['route-policy', 'data-store', 'cluster'],
 });

@@ -41,6 +41,8 @@ async function sessionRegistry(app: FastifyInstance, opts: { config: Config }) {
             // Each log is written under the session's lease: its token fences the writes.
             eventLogs: { logFor: (id: string) => cluster.events.open(id, () => cluster.node.tokenOf(id)) },
             ownership: cluster.cluster,
+            // Live somewhere in the cluster: the catalog has not seen it end (a node that died left it live).
+            isLive: (id: string) => cluster.cluster.isLiveInCatalog(id),
           }
         : events
           ? { eventLogs: events }

@@ -90,7 +90,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox = async (app) => {
       );
     }
     const { size, cursor, archiveState } = req.query;
-    return sessions.catalog.page({
+    return await sessions.catalog.page({
       workspaceCwd: sessions.workspace,
       // acpd archives nothing: the archived list is empty (a bad cursor is still a 400 there).
       size: archiveState === 'archived' ? 0 : size === undefined ? DEFAULT_CATALOG_PAGE : Number(size),

@@ -88,6 +88,12 @@ export const causes = {
     status: 422,
     when: '`code` `idempotency_key_mismatch`: this `Idempotency-Key` was used for another request (method, path or body).',
   },
+  idempotencyKeyInterrupted: {
+    status: 409,
+    when: '`code` `idempotency_key_interrupted`: with --redis-url, the request first sent with this `Idempotency-Key` was running on a node that stopped before it answered; it is not run again (check the state, then use a new key).',
+    // Every 409 documents the header (the restore conflict sends it); this one does not: waiting will not help.
+    retryAfter: true,
+  },
   bodyTooLarge: {
     status: 413,
     when: 'The body is larger than --max-body-bytes.',
@@ -127,14 +133,14 @@ export const causes = {
     when: '`code` `overloaded`: the daemon is shedding load (event-loop delay or memory past its limit; `reason`).',
     retryAfter: true,
   },
+  redisUnavailable: {
+    status: 503,
+    when: "`code` `redis_unavailable`: with --redis-url, the cluster's Redis cannot be reached.",
+    retryAfter: true,
+  },
   connectionLimit: {
     status: 503,
     when: '`code` `connection_limit`: the request came on a connection past --max-connections (`limit`).',
-    retryAfter: true,
-  },
-  clusterUnavailable: {
-    status: 503,
-    when: '`code` `cluster_unavailable`: with --redis-url, the node cannot reach Redis and takes no new work.',
     retryAfter: true,
   },
   sessionOwnerUnavailable: {
@@ -227,10 +233,11 @@ export function guardErrors(policy: RoutePolicy, input: RouteInput, tokenChecked
   if (tokenChecked) list.push(causes.unauthorized);
   if (input.validated) list.push(causes.invalidRequest);
   if (input.body) list.push(causes.invalidBody, causes.bodyTooLarge);
-  if (mutates(policy)) list.push(causes.invalidIdempotencyKey, causes.idempotencyKeyMismatch);
+  if (mutates(policy))
+    list.push(causes.invalidIdempotencyKey, causes.idempotencyKeyMismatch, causes.idempotencyKeyInterrupted);
   if (policy.budget !== 'none') list.push(causes.rateLimited);
   if (policy.shed) list.push(causes.overloaded);
   // A cluster node may meet these on any route it does not answer alone.
-  if (!policy.probe) list.push(causes.connectionLimit, causes.clusterUnavailable, causes.sessionOwnerUnavailable);
+  if (!policy.probe) list.push(causes.connectionLimit, causes.redisUnavailable, causes.sessionOwnerUnavailable);
   return list;
 }

@@ -15,6 +15,7 @@
  * bound.
  */
 import type Database from 'better-sqlite3';
+import type { MaybePromise } from './maybe-promise.js';
 
 /** What a retry is answered with. */
 export interface StoredAnswer {
@@ -33,13 +34,46 @@ export interface Receipt extends StoredAnswer {
   readonly expiresAt: number;
 }
 
+/**
+ * Where a keyed request stands in the cluster (`ReceiptClaims.claim`): this
+ * node may run it (`claimed`); its receipt is there already (`answered`:
+ * read it); another node runs it now (`held`); or the
+ * node that ran it stopped renewing its claim and left no answer
+ * (`interrupted`: it died mid-request, and nobody may run it again).
+ */
+export type ClaimOutcome =
+  | { readonly state: 'claimed' }
+  | { readonly state: 'answered' }
+  | { readonly state: 'held' | 'interrupted'; readonly node: string; readonly fingerprint: string };
+
+/**
+ * What a store shared by several nodes adds so that a duplicate arriving at
+ * one node while the first runs on another waits for it instead of running
+ * it again (plugins/idempotency.ts). A single node's stores have no need of
+ * it: the plugin's in-flight map coalesces there.
+ */
+export interface ReceiptClaims {
+  /** Claims `key` for `nodeId` for `ttlMs`, unless a receipt or another live claim has it. */
+  claim(key: string, fingerprint: string, nodeId: string, ttlMs: number): Promise<ClaimOutcome>;
+  /** Extends this node's claim by `ttlMs`; false when it is no longer this node's or has lapsed. */
+  renewClaim(key: string, nodeId: string, ttlMs: number): Promise<boolean>;
+  /** Drops this node's claim without an answer kept: the next duplicate runs the request. */
+  releaseClaim(key: string, nodeId: string): Promise<void>;
+}
+
+/**
+ * The seam. Each method may answer at once or with a promise: the plugin
+ * awaits only a promise, so memory and SQLite stay synchronous.
+ */
 export interface ReceiptStore {
   /** The live receipt under `key`, or undefined (none, or expired). */
-  get(key: string): Receipt | undefined;
-  /** Keeps `answer` under `key` for the TTL, replacing what was there. */
-  put(key: string, answer: StoredAnswer): void;
+  get(key: string): MaybePromise<Receipt | undefined>;
+  /** Keeps `answer` under `key` for the TTL, replacing what was there (and ending a claim on it). */
+  put(key: string, answer: StoredAnswer): MaybePromise<void>;
   /** Removes expired receipts, and the oldest beyond the count bound; returns how many went. */
-  sweep(): number;
+  sweep(): MaybePromise<number>;
+  /** Present on a store shared by several nodes. */
+  readonly claims?: ReceiptClaims;
 }
 
 export const DEFAULT_MAX_RECEIPTS = 100_000;

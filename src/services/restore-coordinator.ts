@@ -99,13 +99,13 @@ export class RestoreCoordinator implements SlotHolder {
     const live = registry.get(sessionId);
     if (live) {
       live.attach();
-      return Promise.resolve({
+      return this.facts(sessionId, live.events, action === 'load' ? [] : undefined).then((facts) => ({
         sessionId,
         workspaceCwd: key,
         attached: true,
         state: live.restoreState ?? {},
-        ...this.facts(sessionId, live.events, action === 'load' ? [] : undefined),
-      });
+        ...facts,
+      }));
     }
 
     const running = this.inFlight.get(sessionId);
@@ -159,18 +159,21 @@ export class RestoreCoordinator implements SlotHolder {
   }
 
   /** What a restore answer says about the session besides its state. */
-  private facts(
+  private async facts(
     sessionId: string,
     events: EventBus,
     compactedReplay: ReplayEvent[] | undefined,
-  ): Pick<RestoreResult, 'createdAt' | 'hasActivePrompt' | 'lastEventId' | 'eventEpoch' | 'compactedReplay'> {
-    return {
-      createdAt: new Date(this.registry.createdAt(sessionId) ?? Date.now()).toISOString(),
+  ): Promise<Pick<RestoreResult, 'createdAt' | 'hasActivePrompt' | 'lastEventId' | 'eventEpoch' | 'compactedReplay'>> {
+    // Where the client's cursor starts is read now, as before; only the catalog's time may come later
+    // (a remote store).
+    const now = {
       hasActivePrompt: this.registry.get(sessionId)?.busy ?? false,
       lastEventId: events.lastEventId,
       eventEpoch: events.epoch,
       ...(compactedReplay ? { compactedReplay } : {}),
     };
+    const createdAt = await this.registry.createdAt(sessionId);
+    return { createdAt: new Date(createdAt ?? Date.now()).toISOString(), ...now };
   }
 
   private async own(
@@ -222,14 +225,15 @@ export class RestoreCoordinator implements SlotHolder {
           workspaceCwd: key,
           attached: true,
           state: existing.restoreState ?? {},
-          ...this.facts(sessionId, existing.events, replay?.events),
+          ...(await this.facts(sessionId, existing.events, replay?.events)),
         };
       }
       registry.register(sessionId, lease, events, { action, state, attaches: coalesced.waiters });
       registered = true;
       this.stats.restored++;
       this.log.info({ sessionId, action: action }, 'session restored');
-      return { sessionId, workspaceCwd: key, attached: false, state, ...this.facts(sessionId, events, replay?.events) };
+      const facts = await this.facts(sessionId, events, replay?.events);
+      return { sessionId, workspaceCwd: key, attached: false, state, ...facts };
     } finally {
       if (!registered) {
         router.unbind(sessionId, events);

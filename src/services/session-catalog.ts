@@ -8,11 +8,20 @@
  * the next page starts right after it, wherever that session has moved
  * meanwhile. A session created between two pages sorts before the cursor,
  * so a walk neither repeats nor skips the sessions it was walking.
+ *
+ * With several nodes (the Redis store) a session may be live on another
+ * node: whether it is live comes from `isLive` (the lead's lease check),
+ * while the counts only this node can see (streams, a running prompt) come
+ * from the local session, and are zero for a session live elsewhere.
  */
 import { InvalidCursorError } from '../errors.js';
 import type { SessionListPage, SessionSummary } from '../schemas/sessions.js';
+import { isPromise, type MaybePromise } from './maybe-promise.js';
 import type { Session } from './session.js';
 import type { SessionMeta, SessionSortKey, SessionStore } from './session-store.js';
+
+/** Whether a session is live anywhere in the cluster (a single node: whether it is live here). */
+export type IsLive = (sessionId: string) => MaybePromise<boolean>;
 
 export interface CatalogQuery {
   workspaceCwd: string;
@@ -26,21 +35,32 @@ export class SessionCatalog {
     private readonly store: SessionStore,
     /** The live session with this id, if any. */
     private readonly live: (sessionId: string) => Session | undefined,
+    /** Live anywhere; by default, live here. */
+    private readonly isLive: IsLive = (sessionId) => live(sessionId) !== undefined,
   ) {}
 
-  page({ workspaceCwd, size, cursor }: CatalogQuery): SessionListPage {
+  /** A page; a promise only when the store or `isLive` answers with one. */
+  page({ workspaceCwd, size, cursor }: CatalogQuery): MaybePromise<SessionListPage> {
     const after = cursor ? decodeCursor(cursor) : undefined;
     // One more than asked: whether it exists says whether a next page does.
     const metas = this.store.page({ workspaceCwd, limit: size + 1, ...(after ? { after } : {}) });
-    const shown = metas.slice(0, size);
-    const last = shown.at(-1);
-    return {
-      sessions: shown.map((meta) => this.summary(meta)),
-      ...(metas.length > size && last ? { nextCursor: encodeCursor(last) } : {}),
-    };
+    return isPromise(metas) ? metas.then((found) => this.pageOf(found, size)) : this.pageOf(metas, size);
   }
 
-  private summary(meta: SessionMeta): SessionSummary {
+  private pageOf(metas: SessionMeta[], size: number): MaybePromise<SessionListPage> {
+    const shown = metas.slice(0, size);
+    const last = shown.at(-1);
+    const next = metas.length > size && last ? { nextCursor: encodeCursor(last) } : {};
+    const live = shown.map((meta) => this.isLive(meta.sessionId));
+    const answer = (flags: boolean[]): SessionListPage => ({
+      sessions: shown.map((meta, i) => this.summary(meta, flags[i] ?? false)),
+      ...next,
+    });
+    if (live.some(isPromise)) return Promise.all(live.map(async (flag) => await flag)).then(answer);
+    return answer(live as boolean[]);
+  }
+
+  private summary(meta: SessionMeta, isLive: boolean): SessionSummary {
     const session = this.live(meta.sessionId);
     return {
       sessionId: meta.sessionId,
@@ -51,7 +71,7 @@ export class SessionCatalog {
       clientCount: session?.events.subscriberCount ?? 0,
       hasActivePrompt: session?.busy ?? false,
       isArchived: false,
-      isLive: session !== undefined,
+      isLive,
     };
   }
 }

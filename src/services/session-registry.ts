@@ -26,7 +26,8 @@ import type { EventLog } from './event-log.js';
 import type { PermissionBroker } from './permissions.js';
 import type { Admission, CurrentTurn, PendingPrompt } from './prompt-queue.js';
 import { Session, type SessionContext } from './session.js';
-import { SessionCatalog } from './session-catalog.js';
+import { isPromise, whenReady, type MaybePromise } from './maybe-promise.js';
+import { SessionCatalog, type IsLive } from './session-catalog.js';
 import { displayNameOf, type SessionMeta, type SessionStore } from './session-store.js';
 import { WarmPool } from './warm-pool.js';
 import { resolveWorkspace } from './workspace.js';
@@ -78,6 +79,8 @@ interface RegistryOptions {
   store: SessionStore;
   /** Absent on a single node. */
   ownership?: SessionOwnership;
+  /** Whether a session is live anywhere (the catalog's `isLive`); absent = live on this node. */
+  isLive?: IsLive;
   log: FastifyBaseLogger;
 }
 
@@ -136,9 +139,9 @@ export class SessionRegistry {
       initTimeoutMs: opts.initTimeoutMs,
       maxPendingPrompts: opts.maxPendingPrompts,
       assertAcceptingWork: () => this.assertAcceptingWork(),
-      touched: (sessionId) => opts.store.touch(sessionId, Date.now()),
+      touched: (sessionId) => void opts.store.touch(sessionId, Date.now()),
     };
-    this.catalog = new SessionCatalog(opts.store, (sessionId) => this.byId.get(sessionId));
+    this.catalog = new SessionCatalog(opts.store, (sessionId) => this.byId.get(sessionId), opts.isLive);
     channels.onExit((channel, info, sessionIds) => this.channelExited(channel, info, sessionIds));
   }
 
@@ -256,22 +259,28 @@ export class SessionRegistry {
     this.byId.set(sessionId, session);
     this.channels.router.bind(sessionId, lease.channel, events, true);
     const now = Date.now();
-    const known = this.opts.store.get(sessionId);
-    this.opts.store.put({
-      sessionId,
-      workspaceCwd: this.opts.workspace,
-      origin: restore.action,
-      createdAt: known?.createdAt ?? now,
-      updatedAt: now,
-      // A restored session keeps the name its first prompt gave it.
-      ...(known?.displayName !== undefined ? { displayName: known.displayName } : {}),
-    });
+    // At once with a local store; with a remote one the entry follows (its writes keep their order).
+    whenReady(
+      this.opts.store.get(sessionId),
+      (known) =>
+        void this.opts.store.put({
+          sessionId,
+          workspaceCwd: this.opts.workspace,
+          origin: restore.action,
+          createdAt: known?.createdAt ?? now,
+          updatedAt: now,
+          // A restored session keeps the name its first prompt gave it.
+          ...(known?.displayName !== undefined ? { displayName: known.displayName } : {}),
+        }),
+      (err: unknown) => this.opts.log.error({ err, sessionId }, 'session catalog read failed'),
+    );
     return session;
   }
 
   /** When `sessionId` was first created or restored here (ms since the epoch), when the store knows it. */
-  createdAt(sessionId: string): number | undefined {
-    return this.opts.store.get(sessionId)?.createdAt;
+  createdAt(sessionId: string): MaybePromise<number | undefined> {
+    const meta = this.opts.store.get(sessionId);
+    return isPromise(meta) ? meta.then((found) => found?.createdAt) : meta?.createdAt;
   }
 
   /** The bus of `sessionId`, over its log from `eventLogs` when there is one (else the bus's own ring). */
@@ -418,7 +427,7 @@ export class SessionRegistry {
     const admission = this.require(sessionId).prompt(body, signal);
     // The first admitted prompt with text names the session in the catalog; the store keeps the first name.
     const name = displayNameOf(body.prompt);
-    if (name !== undefined) this.opts.store.name(sessionId, name);
+    if (name !== undefined) void this.opts.store.name(sessionId, name);
     return admission;
   }
 
@@ -505,9 +514,14 @@ export class SessionRegistry {
    * read it, whether a prompt runs, and the permission requests that wait
    * for a vote. A closing session is gone already (404).
    */
-  status(sessionId: string): SessionStatus {
+  status(sessionId: string): MaybePromise<SessionStatus> {
     const session = this.requireOpen(sessionId);
     const meta = this.opts.store.get(sessionId);
+    return isPromise(meta) ? meta.then((found) => this.statusOf(session, found)) : this.statusOf(session, meta);
+  }
+
+  private statusOf(session: Session, meta: SessionMeta | undefined): SessionStatus {
+    const sessionId = session.sessionId;
     const now = Date.now();
     const pending = this.pendingInteractions(sessionId);
     const hasActivePrompt = session.busy;
@@ -577,7 +591,7 @@ export class SessionRegistry {
     this.byId.delete(session.sessionId);
     if (this.defaultSession === session) this.defaultSession = undefined;
     this.channels.router.unbind(session.sessionId, session.events);
-    if (reason !== undefined) this.opts.store.end(session.sessionId, Date.now(), reason);
+    if (reason !== undefined) void this.opts.store.end(session.sessionId, Date.now(), reason);
     this.releaseWhenWritten(session);
   }
 
@@ -663,7 +677,7 @@ export class SessionRegistry {
         this.releaseWhenWritten(session);
         continue;
       }
-      this.opts.store.end(session.sessionId, Date.now(), 'daemon_shutdown');
+      void this.opts.store.end(session.sessionId, Date.now(), 'daemon_shutdown');
       session.end({ reason: 'daemon_shutdown' });
     }
     await Promise.all([

@@ -8,6 +8,7 @@
  * nodes, could tell one node about another's sessions).
  */
 import { DISPLAY_NAME_MAX } from '../schemas/sessions.js';
+import type { MaybePromise } from './maybe-promise.js';
 
 export interface SessionMeta {
   sessionId: string;
@@ -37,18 +38,24 @@ export interface SessionPageQuery {
   limit: number;
 }
 
+/**
+ * The seam. Each method may answer at once (memory, SQLite) or with a
+ * promise (Redis); callers await only a promise. A write never rejects: a
+ * store logs its failed writes, as the catalog must not make a session fail
+ * to start, prompt or end.
+ */
 export interface SessionStore {
-  put(meta: SessionMeta): void;
-  get(sessionId: string): SessionMeta | undefined;
+  put(meta: SessionMeta): MaybePromise<void>;
+  get(sessionId: string): MaybePromise<SessionMeta | undefined>;
   /** Records that `sessionId` was used now. */
-  touch(sessionId: string, at: number): void;
+  touch(sessionId: string, at: number): MaybePromise<void>;
   /** Records that the session is no longer live here. */
-  end(sessionId: string, at: number, reason: string): void;
+  end(sessionId: string, at: number, reason: string): MaybePromise<void>;
   /** Names the session, unless it has a name already: the first prompt names it. */
-  name(sessionId: string, displayName: string): void;
-  list(): SessionMeta[];
+  name(sessionId: string, displayName: string): MaybePromise<void>;
+  list(): MaybePromise<SessionMeta[]>;
   /** The sessions of a workspace, most recently updated first (`compareRecent`). */
-  page(query: SessionPageQuery): SessionMeta[];
+  page(query: SessionPageQuery): MaybePromise<SessionMeta[]>;
 }
 
 /**

@@ -349,7 +349,7 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * Readiness: listening, agent command found, not draining, not overloaded, event log writable (503 + Retry-After otherwise)
+         * Readiness: listening, agent command found, not draining, not overloaded, event log writable, Redis reachable on a cluster node (503 + Retry-After otherwise)
          * @description For an orchestrator: whether to send this daemon work. Public on a loopback bind unless --require-auth, and answered past --max-connections.
          */
         get: operations["getReadyz"];
@@ -1366,6 +1366,8 @@ export interface operations {
             /**
              * @description - `code` `overloaded`: the daemon is shedding load (event-loop delay or memory past its limit; `reason`).
              *     - `code` `connection_limit`: the request came on a connection past --max-connections (`limit`).
+             *     - `code` `redis_unavailable`: with --redis-url, the cluster's Redis cannot be reached.
+             *     - `code` `session_owner_unavailable`: with --redis-url, the node that runs the session cannot be reached (`node`); another takes it over once the lease expires.
              */
             503: {
                 headers: {
@@ -1463,6 +1465,17 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
+            /** @description - `code` `idempotency_key_interrupted`: with --redis-url, the request first sent with this `Idempotency-Key` was running on a node that stopped before it answered; it is not run again (check the state, then use a new key). */
+            409: {
+                headers: {
+                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
             /** @description - The body is larger than --max-body-bytes. */
             413: {
                 headers: {
@@ -1507,6 +1520,8 @@ export interface operations {
              *     - `code` `agent_unavailable`: the agent cannot be started or keeps failing.
              *     - `code` `overloaded`: the daemon is shedding load (event-loop delay or memory past its limit; `reason`).
              *     - `code` `connection_limit`: the request came on a connection past --max-connections (`limit`).
+             *     - `code` `redis_unavailable`: with --redis-url, the cluster's Redis cannot be reached.
+             *     - `code` `session_owner_unavailable`: with --redis-url, the node that runs the session cannot be reached (`node`); another takes it over once the lease expires.
              */
             503: {
                 headers: {
@@ -1619,7 +1634,10 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description - `code` `restore_in_progress`: the other restore action is under way for this id (`activeAction`, `requestedAction`). */
+            /**
+             * @description - `code` `restore_in_progress`: the other restore action is under way for this id (`activeAction`, `requestedAction`).
+             *     - `code` `idempotency_key_interrupted`: with --redis-url, the request first sent with this `Idempotency-Key` was running on a node that stopped before it answered; it is not run again (check the state, then use a new key).
+             */
             409: {
                 headers: {
                     /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
@@ -1674,6 +1692,8 @@ export interface operations {
              *     - `code` `agent_unavailable`: the agent cannot be started or keeps failing.
              *     - `code` `overloaded`: the daemon is shedding load (event-loop delay or memory past its limit; `reason`).
              *     - `code` `connection_limit`: the request came on a connection past --max-connections (`limit`).
+             *     - `code` `redis_unavailable`: with --redis-url, the cluster's Redis cannot be reached.
+             *     - `code` `session_owner_unavailable`: with --redis-url, the node that runs the session cannot be reached (`node`); another takes it over once the lease expires.
              */
             503: {
                 headers: {
@@ -1778,7 +1798,10 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description - `code` `restore_in_progress`: the other restore action is under way for this id (`activeAction`, `requestedAction`). */
+            /**
+             * @description - `code` `restore_in_progress`: the other restore action is under way for this id (`activeAction`, `requestedAction`).
+             *     - `code` `idempotency_key_interrupted`: with --redis-url, the request first sent with this `Idempotency-Key` was running on a node that stopped before it answered; it is not run again (check the state, then use a new key).
+             */
             409: {
                 headers: {
                     /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
@@ -1833,6 +1856,8 @@ export interface operations {
              *     - `code` `agent_unavailable`: the agent cannot be started or keeps failing.
              *     - `code` `overloaded`: the daemon is shedding load (event-loop delay or memory past its limit; `reason`).
              *     - `code` `connection_limit`: the request came on a connection past --max-connections (`limit`).
+             *     - `code` `redis_unavailable`: with --redis-url, the cluster's Redis cannot be reached.
+             *     - `code` `session_owner_unavailable`: with --redis-url, the node that runs the session cannot be reached (`node`); another takes it over once the lease expires.
              */
             503: {
                 headers: {
@@ -1952,6 +1977,8 @@ export interface operations {
             /**
              * @description - `code` `overloaded`: the daemon is shedding load (event-loop delay or memory past its limit; `reason`).
              *     - `code` `connection_limit`: the request came on a connection past --max-connections (`limit`).
+             *     - `code` `redis_unavailable`: with --redis-url, the cluster's Redis cannot be reached.
+             *     - `code` `session_owner_unavailable`: with --redis-url, the node that runs the session cannot be reached (`node`); another takes it over once the lease expires.
              */
             503: {
                 headers: {
@@ -2058,6 +2085,17 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
+            /** @description - `code` `idempotency_key_interrupted`: with --redis-url, the request first sent with this `Idempotency-Key` was running on a node that stopped before it answered; it is not run again (check the state, then use a new key). */
+            409: {
+                headers: {
+                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
             /** @description - The body is larger than --max-body-bytes. */
             413: {
                 headers: {
@@ -2101,6 +2139,8 @@ export interface operations {
              *     - `code` `prompt_queue_full`: --max-pending-prompts prompts wait in the session already (`sessionId`, `limit`, `pendingCount`).
              *     - `code` `overloaded`: the daemon is shedding load (event-loop delay or memory past its limit; `reason`).
              *     - `code` `connection_limit`: the request came on a connection past --max-connections (`limit`).
+             *     - `code` `redis_unavailable`: with --redis-url, the cluster's Redis cannot be reached.
+             *     - `code` `session_owner_unavailable`: with --redis-url, the node that runs the session cannot be reached (`node`); another takes it over once the lease expires.
              */
             503: {
                 headers: {
@@ -2183,6 +2223,17 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
+            /** @description - `code` `idempotency_key_interrupted`: with --redis-url, the request first sent with this `Idempotency-Key` was running on a node that stopped before it answered; it is not run again (check the state, then use a new key). */
+            409: {
+                headers: {
+                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
             /** @description - The body is larger than --max-body-bytes. */
             413: {
                 headers: {
@@ -2224,6 +2275,8 @@ export interface operations {
             /**
              * @description - `code` `overloaded`: the daemon is shedding load (event-loop delay or memory past its limit; `reason`).
              *     - `code` `connection_limit`: the request came on a connection past --max-connections (`limit`).
+             *     - `code` `redis_unavailable`: with --redis-url, the cluster's Redis cannot be reached.
+             *     - `code` `session_owner_unavailable`: with --redis-url, the node that runs the session cannot be reached (`node`); another takes it over once the lease expires.
              */
             503: {
                 headers: {
@@ -2312,6 +2365,17 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
+            /** @description - `code` `idempotency_key_interrupted`: with --redis-url, the request first sent with this `Idempotency-Key` was running on a node that stopped before it answered; it is not run again (check the state, then use a new key). */
+            409: {
+                headers: {
+                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
             /** @description - The body is larger than --max-body-bytes. */
             413: {
                 headers: {
@@ -2353,6 +2417,8 @@ export interface operations {
             /**
              * @description - `code` `overloaded`: the daemon is shedding load (event-loop delay or memory past its limit; `reason`).
              *     - `code` `connection_limit`: the request came on a connection past --max-connections (`limit`).
+             *     - `code` `redis_unavailable`: with --redis-url, the cluster's Redis cannot be reached.
+             *     - `code` `session_owner_unavailable`: with --redis-url, the node that runs the session cannot be reached (`node`); another takes it over once the lease expires.
              */
             503: {
                 headers: {
@@ -2428,6 +2494,17 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
+            /** @description - `code` `idempotency_key_interrupted`: with --redis-url, the request first sent with this `Idempotency-Key` was running on a node that stopped before it answered; it is not run again (check the state, then use a new key). */
+            409: {
+                headers: {
+                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
             /** @description - The body is larger than --max-body-bytes. */
             413: {
                 headers: {
@@ -2469,6 +2546,8 @@ export interface operations {
             /**
              * @description - `code` `overloaded`: the daemon is shedding load (event-loop delay or memory past its limit; `reason`).
              *     - `code` `connection_limit`: the request came on a connection past --max-connections (`limit`).
+             *     - `code` `redis_unavailable`: with --redis-url, the cluster's Redis cannot be reached.
+             *     - `code` `session_owner_unavailable`: with --redis-url, the node that runs the session cannot be reached (`node`); another takes it over once the lease expires.
              */
             503: {
                 headers: {
@@ -2595,6 +2674,8 @@ export interface operations {
             /**
              * @description - `code` `overloaded`: the daemon is shedding load (event-loop delay or memory past its limit; `reason`).
              *     - `code` `connection_limit`: the request came on a connection past --max-connections (`limit`).
+             *     - `code` `redis_unavailable`: with --redis-url, the cluster's Redis cannot be reached.
+             *     - `code` `session_owner_unavailable`: with --redis-url, the node that runs the session cannot be reached (`node`); another takes it over once the lease expires.
              */
             503: {
                 headers: {
@@ -2697,6 +2778,8 @@ export interface operations {
             /**
              * @description - `code` `overloaded`: the daemon is shedding load (event-loop delay or memory past its limit; `reason`).
              *     - `code` `connection_limit`: the request came on a connection past --max-connections (`limit`).
+             *     - `code` `redis_unavailable`: with --redis-url, the cluster's Redis cannot be reached.
+             *     - `code` `session_owner_unavailable`: with --redis-url, the node that runs the session cannot be reached (`node`); another takes it over once the lease expires.
              */
             503: {
                 headers: {
@@ -2782,6 +2865,17 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
+            /** @description - `code` `idempotency_key_interrupted`: with --redis-url, the request first sent with this `Idempotency-Key` was running on a node that stopped before it answered; it is not run again (check the state, then use a new key). */
+            409: {
+                headers: {
+                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
             /** @description - The body is larger than --max-body-bytes. */
             413: {
                 headers: {
@@ -2823,6 +2917,8 @@ export interface operations {
             /**
              * @description - `code` `overloaded`: the daemon is shedding load (event-loop delay or memory past its limit; `reason`).
              *     - `code` `connection_limit`: the request came on a connection past --max-connections (`limit`).
+             *     - `code` `redis_unavailable`: with --redis-url, the cluster's Redis cannot be reached.
+             *     - `code` `session_owner_unavailable`: with --redis-url, the node that runs the session cannot be reached (`node`); another takes it over once the lease expires.
              */
             503: {
                 headers: {
@@ -2927,6 +3023,8 @@ export interface operations {
             /**
              * @description - `code` `overloaded`: the daemon is shedding load (event-loop delay or memory past its limit; `reason`).
              *     - `code` `connection_limit`: the request came on a connection past --max-connections (`limit`).
+             *     - `code` `redis_unavailable`: with --redis-url, the cluster's Redis cannot be reached.
+             *     - `code` `session_owner_unavailable`: with --redis-url, the node that runs the session cannot be reached (`node`); another takes it over once the lease expires.
              */
             503: {
                 headers: {
@@ -3032,6 +3130,8 @@ export interface operations {
             /**
              * @description - `code` `overloaded`: the daemon is shedding load (event-loop delay or memory past its limit; `reason`).
              *     - `code` `connection_limit`: the request came on a connection past --max-connections (`limit`).
+             *     - `code` `redis_unavailable`: with --redis-url, the cluster's Redis cannot be reached.
+             *     - `code` `session_owner_unavailable`: with --redis-url, the node that runs the session cannot be reached (`node`); another takes it over once the lease expires.
              */
             503: {
                 headers: {
@@ -3130,6 +3230,17 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
+            /** @description - `code` `idempotency_key_interrupted`: with --redis-url, the request first sent with this `Idempotency-Key` was running on a node that stopped before it answered; it is not run again (check the state, then use a new key). */
+            409: {
+                headers: {
+                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
             /** @description - The body is larger than --max-body-bytes. */
             413: {
                 headers: {
@@ -3171,6 +3282,8 @@ export interface operations {
             /**
              * @description - `code` `overloaded`: the daemon is shedding load (event-loop delay or memory past its limit; `reason`).
              *     - `code` `connection_limit`: the request came on a connection past --max-connections (`limit`).
+             *     - `code` `redis_unavailable`: with --redis-url, the cluster's Redis cannot be reached.
+             *     - `code` `session_owner_unavailable`: with --redis-url, the node that runs the session cannot be reached (`node`); another takes it over once the lease expires.
              */
             503: {
                 headers: {
@@ -3252,6 +3365,8 @@ export interface operations {
                             load: "ok" | "overloaded";
                             /** @description `failing` while writes to the durable event log fail (disk full, I/O error). */
                             eventLog: "ok" | "failing";
+                            /** @description Only on a cluster node (--redis-url): `unreachable` while the node cannot reach Redis; it then takes no new work (503 `cluster_unavailable`). */
+                            redis?: "ok" | "unreachable";
                         };
                     };
                 };
@@ -3294,6 +3409,8 @@ export interface operations {
                             load: "ok" | "overloaded";
                             /** @description `failing` while writes to the durable event log fail (disk full, I/O error). */
                             eventLog: "ok" | "failing";
+                            /** @description Only on a cluster node (--redis-url): `unreachable` while the node cannot reach Redis; it then takes no new work (503 `cluster_unavailable`). */
+                            redis?: "ok" | "unreachable";
                         };
                     };
                 };
@@ -3345,7 +3462,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description - `code` `connection_limit`: the request came on a connection past --max-connections (`limit`). */
+            /**
+             * @description - `code` `connection_limit`: the request came on a connection past --max-connections (`limit`).
+             *     - `code` `redis_unavailable`: with --redis-url, the cluster's Redis cannot be reached.
+             *     - `code` `session_owner_unavailable`: with --redis-url, the node that runs the session cannot be reached (`node`); another takes it over once the lease expires.
+             */
             503: {
                 headers: {
                     /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */

@@ -38,6 +38,8 @@ export interface TestOptions {
   logStream?: BuildOptions['logStream'];
   /** The clock idempotency receipts expire by (BuildOptions.now). */
   now?: BuildOptions['now'];
+  /** The idempotency receipts' store (BuildOptions.receipts). */
+  receipts?: BuildOptions['receipts'];
   /**
    * Check every answer against the API document (support/openapi.ts); a mismatch fails the test at
    * teardown. On for every app when the run sets ACPD_TEST_CHECK_ANSWERS=1.
@@ -81,7 +83,11 @@ export function testConfig(t: Teardown, opts: TestOptions = {}): Config {
 
 /** The app, built but not listening: for `app.inject`. */
 export async function buildTestApp(t: Teardown, opts: TestOptions = {}): Promise<FastifyInstance> {
-  const app = await buildApp(testConfig(t, opts), { logStream: opts.logStream, now: opts.now });
+  const app = await buildApp(testConfig(t, opts), {
+    logStream: opts.logStream,
+    now: opts.now,
+    receipts: opts.receipts,
+  });
   t.teardown(() => app.close());
   if (checksAnswers(opts)) watchAnswers(t, app);
   return app;
@@ -104,7 +110,7 @@ export type Endpoint = Pick<TestDaemon, 'baseUrl' | 'headers'>;
 /** The app listening on 127.0.0.1 with an ephemeral port. */
 export async function startDaemon(t: Teardown, opts: TestOptions = {}): Promise<TestDaemon> {
   const config = testConfig(t, opts);
-  const app = await buildApp(config, { logStream: opts.logStream, now: opts.now });
+  const app = await buildApp(config, { logStream: opts.logStream, now: opts.now, receipts: opts.receipts });
   t.teardown(() => app.close());
   const answers = checksAnswers(opts) ? watchAnswers(t, app) : undefined;
   await app.listen({ host: '127.0.0.1', port: 0 });
