@@ -150,7 +150,7 @@ async function idempotency(app: FastifyInstance, opts: IdempotencyOptions) {
   const ttlMs = opts.config.idempotencyTtl * 1000;
   const store = opts.store ?? openStore(app, ttlMs, opts.now);
   const claims = store.claims;
-  const nodeId = app.cluster?.node.nodeId ?? os.hostname();
+  const nodeId = app.cluster?.node.nodeId ?? opts.config.nodeId ?? os.hostname();
   const claimTtlMs = opts.config.leaseTtl * 1000;
   app.decorate('receipts', store);
   const sweep = () => {
