@@ -10,7 +10,7 @@ import { RequestError } from '@agentclientprotocol/sdk';
 import type { Config } from './config.js';
 import { BadRequestError, isWireError } from './errors.js';
 import channelSupervisor from './plugins/channel-supervisor.js';
-import cluster from './plugins/cluster.js';
+import cluster, { clusterRoutes } from './plugins/cluster.js';
 import connections, { connectionTimeouts } from './plugins/connections.js';
 import metrics from './plugins/metrics.js';
 import nodeHeader from './plugins/node-header.js';
@@ -205,6 +205,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   await app.register(dataStore, { config });
   // In onRoute, so before every route; its receipts live in the data store.
   await app.register(idempotency, { config, now: options.now, store: options.receipts });
+  await app.register(clusterRoutes);
   await app.register(sessionRegistry, { config });
   await app.register(restoreCoordinator);
   await app.register(probes, { config });

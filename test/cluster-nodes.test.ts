@@ -203,6 +203,39 @@ t.test('cluster nodes', async (t) => {
     t.equal(agentCalls(c.steer, 'session/load'), 1);
   });
 
+  t.test('a keyed prompt retried through another node is answered from its receipt, not run again', async (t) => {
+    const c = await cluster(t, 2);
+    const [a, b] = c.nodes as [TestDaemon, TestDaemon];
+    const sessionId = await createSession(a, { sessionScope: 'thread' });
+    const body = { prompt: [{ type: 'text', text: 'once' }] };
+    const first = await call(b, 'POST', `/session/${sessionId}/prompt`, body, { 'idempotency-key': 'k-once' });
+    t.equal(first.status, 200, JSON.stringify(first.body));
+    const retry = await call(a, 'POST', `/session/${sessionId}/prompt`, body, { 'idempotency-key': 'k-once' });
+    t.equal(retry.status, 200);
+    t.equal(retry.headers['idempotent-replayed'], 'true', 'replayed from the receipt the first node kept');
+    t.same(retry.body, first.body);
+    t.equal(agentCalls(c.steer, 'session/prompt'), 1, 'the agent ran it once');
+  });
+
+  t.test('a forwarded prompt whose owner went away mid-turn: its retry is told, never run again', async (t) => {
+    const c = await cluster(t, 2, { hold: ['session/prompt'] });
+    const [a, b] = c.nodes as [TestDaemon, TestDaemon];
+    const sessionId = await createSession(a, { sessionScope: 'thread' });
+    const body = { prompt: [{ type: 'text', text: 'maybe' }] };
+    const first = call(b, 'POST', `/session/${sessionId}/prompt`, body, { 'idempotency-key': 'k-maybe' });
+    await parked(c.steer, 'session/prompt', first);
+    // The owner's connections drop while its agent runs the prompt: the forwarding node cannot know
+    // whether it took effect.
+    a.app.server.closeAllConnections();
+    const lost = await first;
+    t.equal(lost.status, 503, JSON.stringify(lost.body));
+    t.equal(obj(lost.body).code, 'session_owner_unavailable');
+    const retry = await call(b, 'POST', `/session/${sessionId}/prompt`, body, { 'idempotency-key': 'k-maybe' });
+    t.equal(retry.status, 409, JSON.stringify(retry.body));
+    t.equal(obj(retry.body).code, 'idempotency_key_interrupted');
+    t.equal(agentCalls(c.steer, 'session/prompt'), 1, 'the prompt reached the agent once');
+  });
+
   t.test('the session cap holds across the cluster', async (t) => {
     const c = await cluster(t, 2, { args: ['--max-sessions', '2'] });
     const [a, b] = c.nodes as [TestDaemon, TestDaemon];

@@ -32,6 +32,7 @@ import type { SessionSnapshot } from '../schemas/events.js';
 import type { EventSubscription, SubscribeOptions } from '../services/event-bus.js';
 import type { SessionOwnership } from '../services/session-registry.js';
 import type { SessionStore } from '../services/session-store.js';
+import { leaveOutcomeUnknown } from '../plugins/idempotency.js';
 import { FORWARDED_BY_HEADER, FORWARD_SECRET_HEADER, forward, isForwardedWith } from './forward.js';
 import type { ClusterKeys } from './keys.js';
 import type { ClusterNode, LeaseHolder } from './node.js';
@@ -136,6 +137,7 @@ export class Cluster implements SessionOwnership {
       from: this.node.nodeId,
       secret: this.opts.secret,
       retryAfter: this.leaseTtlSeconds,
+      onInterrupted: () => leaveOutcomeUnknown(req),
     }).catch((err: unknown) => {
       this.node.stats.forwardFailures++;
       throw err;

@@ -60,6 +60,16 @@ export interface ForwardOptions {
   secret: string;
   /** Seconds a client should wait before retrying when the owner cannot be reached (its lease's TTL). */
   retryAfter: number;
+  /** Called when the owner went away after the request reached it: it may have done the work. */
+  onInterrupted: () => void;
+}
+
+// The owner was never reached: the request did nothing there.
+const NOT_REACHED = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'UND_ERR_CONNECT_TIMEOUT']);
+
+function errorCode(err: unknown): string | undefined {
+  const cause = err instanceof Error ? (err.cause as { code?: unknown } | undefined) : undefined;
+  return typeof cause?.code === 'string' ? cause.code : undefined;
 }
 
 /**
@@ -91,7 +101,7 @@ export async function forward(
     if (!reply.raw.writableEnded) ac.abort();
   };
   reply.raw.once('close', onClose);
-  let res: Response;
+  let res: Response | undefined;
   let answer: Buffer;
   try {
     res = await fetch(new URL(req.url, target.url), {
@@ -107,11 +117,10 @@ export async function forward(
       reply.hijack();
       return reply;
     }
-    throw new SessionOwnerUnavailableError(
-      target.node,
-      err instanceof Error ? err.message : String(err),
-      opts.retryAfter,
-    );
+    const code = errorCode(err);
+    if (res !== undefined || code === undefined || !NOT_REACHED.has(code)) opts.onInterrupted();
+    const reason = code ?? (err instanceof Error ? err.message : String(err));
+    throw new SessionOwnerUnavailableError(target.node, reason, opts.retryAfter);
   } finally {
     reply.raw.off('close', onClose);
   }

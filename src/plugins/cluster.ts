@@ -188,14 +188,30 @@ async function clusterPlugin(app: FastifyInstance, opts: { config: Config }) {
       return app.sessions.snapshot(id);
     },
   );
+}
 
+/**
+ * Where each request for a session goes (see the header). Registered after
+ * the idempotency plugin: a keyed request is claimed (or answered from its
+ * receipt) on the node it reached before it is forwarded, so a retry through
+ * another node finds the claim, and the receipt is kept where it was claimed.
+ */
+async function clusterRouting(app: FastifyInstance) {
+  const services = app.cluster;
+  if (services === undefined) return;
   const route = clusterRouter(app, services);
   app.addHook('preHandler', async (req, reply) => {
     const role = req.routeOptions.config.cluster;
-    if (role === undefined || role === 'events' || cluster.isForwarded(req)) return;
+    if (role === undefined || role === 'events' || services.cluster.isForwarded(req)) return;
     return route(req, reply, role);
   });
 }
+
+export const clusterRoutes = fp(clusterRouting, {
+  name: 'cluster-routing',
+  fastify: '5.x',
+  dependencies: ['cluster', 'idempotency'],
+});
 
 /** The decision for each request that names a session: serve it here (undefined), or the reply sent. */
 function clusterRouter(app: FastifyInstance, services: ClusterServices) {

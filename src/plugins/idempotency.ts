@@ -188,7 +188,8 @@ async function idempotency(app: FastifyInstance, opts: IdempotencyOptions) {
     let written: MaybePromise<void> = undefined;
     try {
       if (answer !== undefined) written = store.put(key, answer);
-      else if (claimed && claims) written = claims.releaseClaim(key, nodeId);
+      // Unknown whether it took effect: the claim lapses unanswered, and duplicates get 409 interrupted.
+      else if (claimed && claims && !outcomeUnknown.has(req)) written = claims.releaseClaim(key, nodeId);
     } catch (err) {
       req.log.error({ err }, 'idempotency receipt not kept');
     }
@@ -329,6 +330,20 @@ async function idempotency(app: FastifyInstance, opts: IdempotencyOptions) {
     if (isPromise(finished)) void finished.then(() => done(null, payload));
     else done(null, payload);
   });
+}
+
+/** Requests whose work may or may not have happened (see `leaveOutcomeUnknown`). */
+const outcomeUnknown = new WeakSet<FastifyRequest>();
+
+/**
+ * Marks a keyed request whose work may have been done although it gets an
+ * error: a request forwarded to another node that died while it ran. Its
+ * claim is then not released but left to lapse, so that a retry under the
+ * same key is told (409 `idempotency_key_interrupted`) instead of doing the
+ * work a second time.
+ */
+export function leaveOutcomeUnknown(req: FastifyRequest): void {
+  outcomeUnknown.add(req);
 }
 
 /** The body as text; undefined for a stream. */
