@@ -300,6 +300,36 @@ t.test('cluster nodes', async (t) => {
     );
   });
 
+  t.test('a session no agent can bring back is ended for everyone: session_died node_lost, then 404', async (t) => {
+    const c = await cluster(t, 2);
+    const [a, b] = c.nodes as [TestDaemon, TestDaemon];
+    const sessionId = await createSession(a, { sessionScope: 'thread' });
+    const onB = await openEvents(t, b, sessionId);
+    await onB.waitFor(isType('session_state'));
+    await a.app.close();
+    await c.steer.hold(['session/resume']);
+    const prompt = call(b, 'POST', `/session/${sessionId}/prompt`, { prompt: [{ type: 'text', text: 'lost?' }] });
+    const resume = await parked(c.steer, 'session/resume', prompt);
+    await resume.fail({
+      code: -32002,
+      message: `Resource not found: session:${sessionId}`,
+      data: { uri: `session:${sessionId}` },
+    });
+    const answer = await prompt;
+    t.equal(answer.status, 404, JSON.stringify(answer.body));
+    const died = await onB.waitFor(isType('session_died'));
+    t.equal(died.envelope?.data.reason, 'node_lost', 'its followers are told why');
+    await onB.ended;
+    const again = await call(b, 'POST', `/session/${sessionId}/prompt`, { prompt: [{ type: 'text', text: 'lost?' }] });
+    t.equal(again.status, 404, 'it stays gone');
+    t.equal(agentCalls(c.steer, 'session/resume'), 1, 'nobody tries to bring it back again');
+    const listed = await call(b, 'GET', `/workspace/${encodeURIComponent(b.config.workspace)}/sessions`);
+    const entry = (obj(listed.body).sessions as { sessionId: string; isLive?: boolean }[]).find(
+      (s) => s.sessionId === sessionId,
+    );
+    t.equal(entry?.isLive, false, 'the catalog shows it ended');
+  });
+
   t.test('a node whose lease was taken stops writing: its writes are fenced', async (t) => {
     const c = await cluster(t, 2);
     const [a] = c.nodes as [TestDaemon, TestDaemon];

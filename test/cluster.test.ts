@@ -15,7 +15,9 @@ import { SYSTEM_PACKAGES, requireSystemPackage } from './support/system-deps.js'
 const LEASE_TTL_S = 2;
 const SESSIONS = 6;
 const FOLLOWERS_PER_SESSION = 2;
-const FLOOD_CHUNKS = 400;
+/** Each session streams this many chunks, 5 ms apart: the node dies while every session streams. */
+const FLOOD_CHUNKS = 600;
+const FLOOD = `/slow ${FLOOD_CHUNKS} 5`;
 
 interface Envelope {
   id?: number;
@@ -125,6 +127,12 @@ function echoText(e: Envelope): string | undefined {
     : undefined;
 }
 
+/** The promptId of the prompt whose text starts with `prefix`, once its echo has arrived. */
+function promptOf(f: Follower, prefix: string): unknown {
+  const echo = f.events.find((e) => echoText(e)?.startsWith(prefix) === true);
+  return echo === undefined ? undefined : (echo.data._meta as { promptId?: unknown } | undefined)?.promptId;
+}
+
 /** Sends a prompt through the proxy until a node takes it (retrying with the same Idempotency-Key). */
 async function promptUntilTaken(c: Cluster, front: Endpoint, sessionId: string, text: string): Promise<JsonResponse> {
   const key = randomUUID();
@@ -183,7 +191,7 @@ t.test('three nodes behind nginx: a node killed mid-flood costs no frame and run
       front,
       'POST',
       `/session/${s.id}/prompt`,
-      { prompt: [{ type: 'text', text: `/flood ${FLOOD_CHUNKS}` }] },
+      { prompt: [{ type: 'text', text: FLOOD }] },
       { prefer: 'respond-async', 'idempotency-key': randomUUID() },
     );
     t.equal(res.status, 202, JSON.stringify(res.body));
@@ -210,11 +218,7 @@ t.test('three nodes behind nginx: a node killed mid-flood costs no frame and run
   // Every follower ends with the whole sequence, up to that prompt's end.
   await c.within(
     Promise.all(
-      followers.map((f) =>
-        f.waitFor(
-          (e) => e.type === 'turn_complete' && f.events.some((x) => echoText(x)?.startsWith('after-') === true),
-        ),
-      ),
+      followers.map((f) => f.waitFor((e) => e.type === 'turn_complete' && e.data.promptId === promptOf(f, 'after-'))),
     ),
     'every follower saw its session answer again',
     60_000,
@@ -238,9 +242,21 @@ t.test('three nodes behind nginx: a node killed mid-flood costs no frame and run
       const text = echoText(e);
       return text === undefined ? [] : [text];
     });
-    t.same(echoes, [`/flood ${FLOOD_CHUNKS}`, `after-${i}`], `session ${i}: each prompt ran once`);
+    t.same(echoes, [FLOOD, `after-${i}`], `session ${i}: each prompt ran once`);
     const ends = (first?.events ?? []).filter((e) => e.type === 'turn_complete' || e.type === 'turn_error');
-    t.ok(ends.length <= 2, `session ${i}: at most one end per prompt`);
+    t.equal(
+      new Set(ends.map((e) => e.data.promptId)).size,
+      2,
+      `session ${i}: each prompt ended (${ends.map((e) => e.type).join(', ')})`,
+    );
+    t.equal(ends.length, 2, `session ${i}: and only once`);
+    if (victimSessions.includes(s.id)) {
+      t.equal(
+        ends[0]?.type,
+        'turn_error',
+        `session ${i}: the turn lost with its node is ended by the node that took over`,
+      );
+    }
   });
   const cut = followers.filter((f) => f.servedBy.includes(victim));
   t.ok(cut.length > 0, `${cut.length} followers were reading from the node that died`);
@@ -299,9 +315,7 @@ t.test('Redis restarted under load: clear 503s meanwhile, no corruption, every s
   for (const res of answers) t.equal(res.status, 200, JSON.stringify(res.body));
   await c.within(
     Promise.all(
-      followers.map((f) =>
-        f.waitFor((e) => e.type === 'turn_complete' && f.events.some((x) => echoText(x)?.startsWith('back-') === true)),
-      ),
+      followers.map((f) => f.waitFor((e) => e.type === 'turn_complete' && e.data.promptId === promptOf(f, 'back-'))),
     ),
     'every session answered again',
     30_000,

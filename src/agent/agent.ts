@@ -343,6 +343,9 @@ export class AcpdAgent {
     for (const block of params.prompt) {
       appendToHistory(record.history, { sessionUpdate: 'user_message_chunk', content: block });
     }
+    // The prompt is on disk before the answer starts: if this process dies mid-turn (or the acpd node
+    // running it does), the session can still be resumed, by this agent or another on the same data.
+    await this.#persist(session);
 
     const io: TurnIO = {
       cwd: record.cwd,

@@ -62,6 +62,8 @@ export interface ClusterOptions {
   maxSessions: number;
   /** The bound of every wait for another node's restore or create. */
   initTimeoutMs: number;
+  /** The bearer token every node requires (the same on all of them), for the nodes' own requests. */
+  token: string | undefined;
   log: FastifyBaseLogger;
 }
 
@@ -142,6 +144,19 @@ export class Cluster implements SessionOwnership {
       this.node.stats.forwardFailures++;
       throw err;
     });
+  }
+
+  /**
+   * Records in the catalog that `sessionId` ended (`reason`) although
+   * another node ran it: a session whose node died and which no agent could
+   * bring back.
+   */
+  async endInCatalog(sessionId: string, reason: string): Promise<void> {
+    const meta = await this.opts.store.get(sessionId);
+    if (meta === undefined || meta.endedAt !== undefined) return;
+    // The store lets only the node that names the entry end it: this one, now.
+    await this.opts.store.put({ ...meta });
+    await this.opts.store.end(sessionId, Date.now(), reason);
   }
 
   /** Whether the catalog says `sessionId` is live somewhere (it has not ended). */
@@ -274,7 +289,11 @@ export class Cluster implements SessionOwnership {
     if (!owner) return undefined;
     try {
       const res = await fetch(new URL(stateRoute(sessionId), owner.url), {
-        headers: { [FORWARDED_BY_HEADER]: this.node.nodeId, [FORWARD_SECRET_HEADER]: this.opts.secret },
+        headers: {
+          [FORWARDED_BY_HEADER]: this.node.nodeId,
+          [FORWARD_SECRET_HEADER]: this.opts.secret,
+          ...(this.opts.token !== undefined ? { authorization: `Bearer ${this.opts.token}` } : {}),
+        },
         signal: AbortSignal.timeout(this.opts.initTimeoutMs),
       });
       return res.ok ? ((await res.json()) as SessionSnapshot) : undefined;

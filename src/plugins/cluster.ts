@@ -21,10 +21,11 @@ import fp from 'fastify-plugin';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { Redis } from 'ioredis';
 import type { Config } from '../config.js';
-import type { RestoreAction } from '../errors.js';
+import { SessionNotFoundError, type RestoreAction } from '../errors.js';
 import { Cluster, STATE_ROUTE } from '../cluster/cluster.js';
 import { policies } from './route-policy.js';
 import { ClusterKeys } from '../cluster/keys.js';
+import { endLostTurns } from '../cluster/lost-turns.js';
 import { ClusterNode } from '../cluster/node.js';
 import { RedisEventStore } from '../cluster/redis-event-log.js';
 import { RedisReceiptStore } from '../cluster/redis-receipts.js';
@@ -155,6 +156,7 @@ async function clusterPlugin(app: FastifyInstance, opts: { config: Config }) {
     events,
     maxSessions: config.maxSessions,
     initTimeoutMs: config.initTimeoutMs,
+    token: config.token,
     log,
   });
   const services: ClusterServices = { cluster, node, events, receipts, store, redis };
@@ -236,13 +238,34 @@ function clusterRouter(app: FastifyInstance, services: ClusterServices) {
       return joined ?? takeOver(req, reply, sessionId);
     }
     try {
-      await app.restores.restore(action, sessionId, undefined);
+      try {
+        await app.restores.restore(action, sessionId, undefined);
+      } catch (err) {
+        if (err instanceof SessionNotFoundError) await bury(sessionId);
+        throw err;
+      }
       cluster.node.stats.takeovers++;
-      req.log.info({ sessionId, action }, 'session taken over from a node that is gone');
+      const live = app.sessions.get(sessionId);
+      const lost = live ? endLostTurns(live.events, sessionId) : [];
+      req.log.info({ sessionId, action, lostPrompts: lost.length }, 'session taken over from a node that is gone');
     } finally {
       await cluster.endRestore(sessionId, action);
     }
     return undefined;
+  }
+
+  /**
+   * A session whose node died and that no agent can bring back (it never
+   * saved it): its streams get `session_died` (`reason: node_lost`) so that
+   * no client waits on it, and the catalog records its end.
+   */
+  async function bury(sessionId: string): Promise<void> {
+    const events = await app.sessions.claimWithBus(sessionId);
+    events.publish('session_died', { sessionId, reason: 'node_lost' });
+    events.close();
+    await app.sessions.unclaim(sessionId, events);
+    await cluster.endInCatalog(sessionId, 'node_lost');
+    app.log.warn({ sessionId }, 'session lost with its node: no agent could bring it back');
   }
 
   /** An owner-only request: here when live here, forwarded to a live owner, taken over from a dead one. */

@@ -78,9 +78,18 @@ export const SessionDiedEvent = frame(
   'SessionDiedEvent',
   Type.Object({
     sessionId,
-    reason: Type.Union([Type.Literal('channel_closed'), Type.Literal('killed'), Type.Literal('daemon_shutdown')], {
-      description: 'The agent process exited, the session was killed, or the daemon stopped.',
-    }),
+    reason: Type.Union(
+      [
+        Type.Literal('channel_closed'),
+        Type.Literal('killed'),
+        Type.Literal('daemon_shutdown'),
+        Type.Literal('node_lost'),
+      ],
+      {
+        description:
+          'The agent process exited, the session was killed, or the daemon stopped; `node_lost` (with --redis-url): the node that ran it died and no agent could bring it back.',
+      },
+    ),
     exitCode: Type.Optional(
       Type.Union([Type.Integer(), Type.Null()], { description: "The agent's exit code (`channel_closed`)." }),
     ),

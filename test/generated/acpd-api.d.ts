@@ -1004,8 +1004,8 @@ export interface components {
             data: {
                 /** @description The session. */
                 sessionId: string;
-                /** @description The agent process exited, the session was killed, or the daemon stopped. */
-                reason: "channel_closed" | "killed" | "daemon_shutdown";
+                /** @description The agent process exited, the session was killed, or the daemon stopped; `node_lost` (with --redis-url): the node that ran it died and no agent could bring it back. */
+                reason: "channel_closed" | "killed" | "daemon_shutdown" | "node_lost";
                 /** @description The agent's exit code (`channel_closed`). */
                 exitCode?: number | null;
                 /** @description The signal that ended it (`channel_closed`). */
