@@ -3,13 +3,14 @@
  * the hash tag `{<sessionId>}`, so a Lua script may touch several of them at
  * once even on a Redis Cluster (they land in one slot).
  *
- *   node:<id>            STRING  JSON {url, startedAt}; expires with the lease TTL unless the node renews it
+ *   node:<id>            STRING  JSON {instance, url, startedAt}; expires with the lease TTL unless the node renews it
  *   nodes                ZSET    node id → last heartbeat (ms): the cluster view for metrics
- *   s:{sid}:lease        HASH    {node, url, token}: who owns the live session; expires with the lease TTL
+ *   s:{sid}:lease        HASH    {holder, node, url, token}: who owns the live session; expires with the lease TTL
  *   s:{sid}:fence        STRING  counter: each new lease takes the next token (the fencing token)
  *   s:{sid}:events       STREAM  the event log; entry id `0-<event id>`, field `j` = the envelope's JSON
- *   s:{sid}:log          HASH    {epoch}: the log's epoch (kept as long as the stream)
- *   s:{sid}:restore      STRING  JSON {action, node}: a load/resume in flight somewhere in the cluster
+ *   s:{sid}:log          HASH    {epoch, next}: the log's epoch, and the id its next event takes (kept as long as the stream)
+ *   s:{sid}:restore      STRING  JSON {action, instance, failed?}: a load/resume in flight somewhere in the
+ *                                cluster (or, for a moment, how it failed, for the requests that waited on it)
  *   s:{sid}:meta         HASH    the session catalog's entry (SessionMeta's fields)
  *   catalog:<workspace>  ZSET    session id → -updatedAt: the catalog's order (ties by id, ascending)
  *   live                 ZSET    session id → lease expiry (ms): the cluster-wide session cap counts these
