@@ -25,6 +25,7 @@ import path from 'node:path';
 import { acpdServer, repoRoot } from './peer-env.js';
 import { freePort } from './ports.js';
 import { isAlive, livingDescendants } from './proc-table.js';
+import { nginxMainConfig } from './nginx.js';
 import { RedisServer } from './redis.js';
 import { Proc, Procs } from './spawn.js';
 import { until, within, type PollOptions } from './wait.js';
@@ -140,31 +141,14 @@ export function clusterNginxConfig(dir: string, port: number, upstreams: string[
   const servers = upstreams.map((u) => `${indent}server ${u}${params};\n`).join('');
   let seen = 0;
   site = site.replace(UPSTREAM_SERVER, () => (seen++ === 0 ? servers : ''));
-  const temp = (name: string): string => {
-    const p = path.join(dir, name);
-    mkdirSync(p, { recursive: true });
-    return p;
-  };
-  // As root, workers would otherwise switch to "nobody", who cannot enter our 0700 temp dir.
-  const user = process.getuid?.() === 0 ? `user ${os.userInfo().username};\n` : '';
-  return [
-    `${user}worker_processes 1;`,
-    `pid ${path.join(dir, 'nginx.pid')};`,
-    'error_log stderr notice;',
-    'events { worker_connections 512; }',
-    'http {',
+  return nginxMainConfig(dir, site, {
+    workerConnections: 512,
     // Which node answered what: the first thing to read when a cluster test fails.
-    "  log_format cluster '$msec $request_method $request_uri $status -> $upstream_addr $upstream_status';",
-    `  access_log ${path.join(dir, 'access.log')} cluster;`,
-    `  client_body_temp_path ${temp('client_body')};`,
-    `  proxy_temp_path ${temp('proxy')};`,
-    `  fastcgi_temp_path ${temp('fastcgi')};`,
-    `  uwsgi_temp_path ${temp('uwsgi')};`,
-    `  scgi_temp_path ${temp('scgi')};`,
-    site,
-    '}',
-    '',
-  ].join('\n');
+    httpLines: [
+      "  log_format cluster '$msec $request_method $request_uri $status -> $upstream_addr $upstream_status';",
+      `  access_log ${path.join(dir, 'access.log')} cluster;`,
+    ],
+  });
 }
 
 /** The last `lines` lines of a file (at most its last 64 kB), or a note that there is none. */

@@ -9,6 +9,7 @@
 import { readFileSync } from 'node:fs';
 import t from 'tap';
 import { CLUSTER_NGINX_CONF, startCluster, type Cluster } from '../harness/cluster.js';
+import { STREAMING_DIRECTIVES } from '../harness/nginx.js';
 import { isAlive, livingDescendants } from '../harness/proc-table.js';
 import { Procs } from '../harness/spawn.js';
 import { buildTestApp, type Endpoint } from './support/app.js';
@@ -53,17 +54,7 @@ t.test('X-Acpd-Node names the node on every answer, only when it has a --node-id
 
 t.test('deploy/nginx-cluster.conf: no affinity, unbuffered streams, retries for GET only', async (t) => {
   const lines = directives(readFileSync(CLUSTER_NGINX_CONF, 'utf8'));
-  for (const directive of [
-    'proxy_http_version 1.1;',
-    'proxy_set_header Connection "";',
-    'proxy_buffering off;',
-    'proxy_cache off;',
-    'gzip off;',
-    'proxy_set_header Last-Event-ID $http_last_event_id;',
-    'proxy_set_header X-Forwarded-For $remote_addr;',
-    'proxy_set_header X-Forwarded-Proto $scheme;',
-    'proxy_set_header X-Forwarded-Host $host;',
-  ]) {
+  for (const directive of STREAMING_DIRECTIVES) {
     t.ok(lines.includes(directive), directive);
   }
   const upstream = block(lines, 'upstream acpd_nodes {');

@@ -93,6 +93,15 @@ t.test('cluster nodes', async (t) => {
     const ids = (s: typeof onA) => s.events().flatMap((e) => (e.id === undefined ? [] : [e.id]));
     t.same(ids(onB), ids(onA), 'both streams carry the same numbered events');
 
+    // Each node counts what it did, and both see the cluster as Redis holds it.
+    const metrics = String((await call(b, 'GET', '/metrics')).body);
+    t.match(metrics, /^acpd_cluster_forwards_total 1$/m, 'the forward, counted where it left');
+    t.match(metrics, /^acpd_cluster_owned_sessions 0$/m, 'this node owns nothing');
+    t.match(metrics, /^acpd_cluster_nodes 2$/m, 'two live nodes');
+    t.match(metrics, /^acpd_cluster_sessions 1$/m, 'one session live in the cluster');
+    t.match(metrics, /^acpd_cluster_redis_up 1$/m);
+    t.match(String((await call(a, 'GET', '/metrics')).body), /^acpd_cluster_owned_sessions 1$/m, 'the owner owns it');
+
     // Its status through the other node is the owner's.
     const status = await call(b, 'GET', `/session/${sessionId}/status`);
     t.equal(status.status, 200);

@@ -9,12 +9,12 @@
 // skipped, with the install command in the skip; .ci/run installs it and makes
 // its absence a failure (see test/support/system-deps.ts).
 import { spawn } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t, { type Test } from 'tap';
 import { Agent, request } from 'undici';
+import { STREAMING_DIRECTIVES, nginxMainConfig } from '../harness/nginx.js';
 import { freePort } from '../harness/ports.js';
 import { within } from '../harness/wait.js';
 import { startDaemon, steerDaemon, tempDir, type TestDaemon } from './support/app.js';
@@ -47,33 +47,6 @@ function rewrite(conf: string, from: string, to: string, count: number): string 
   return conf.replaceAll(from, to);
 }
 
-/** The whole nginx.conf: a minimal main context around deploy/nginx.conf's server block, all paths in `dir`. */
-function mainConfig(dir: string, site: string): string {
-  const temp = (name: string) => {
-    const p = path.join(dir, name);
-    mkdirSync(p, { recursive: true });
-    return p;
-  };
-  // As root, workers would otherwise switch to "nobody", who cannot enter our 0700 temp dir.
-  const user = process.getuid?.() === 0 ? `user ${os.userInfo().username};\n` : '';
-  return [
-    `${user}worker_processes 1;`,
-    `pid ${path.join(dir, 'nginx.pid')};`,
-    'error_log stderr notice;',
-    'events { worker_connections 128; }',
-    'http {',
-    '  access_log off;',
-    `  client_body_temp_path ${temp('client_body')};`,
-    `  proxy_temp_path ${temp('proxy')};`,
-    `  fastcgi_temp_path ${temp('fastcgi')};`,
-    `  uwsgi_temp_path ${temp('uwsgi')};`,
-    `  scgi_temp_path ${temp('scgi')};`,
-    site,
-    '}',
-    '',
-  ].join('\n');
-}
-
 /**
  * nginx in the foreground on a loopback port, in front of `upstreamPort`, as
  * the current user; stopped (SIGTERM, exit awaited) by teardown.
@@ -89,7 +62,7 @@ async function startNginx(t: Test, upstreamPort: number, opts: { readTimeout?: s
       site = rewrite(site, 'proxy_read_timeout 60s;', `proxy_read_timeout ${opts.readTimeout};`, 1);
     }
     const confPath = path.join(dir, 'nginx.conf');
-    writeFileSync(confPath, mainConfig(dir, site));
+    writeFileSync(confPath, nginxMainConfig(dir, site));
 
     const child = spawn(NGINX, ['-p', dir, '-c', confPath, '-e', 'stderr', '-g', 'daemon off;'], {
       stdio: ['ignore', 'ignore', 'pipe'],
@@ -183,17 +156,7 @@ t.test("deploy/nginx.conf spells out what acpd's streams need", async (t) => {
     .split('\n')
     .map((line) => line.replace(/#.*$/, '').trim())
     .filter((line) => line !== '');
-  for (const directive of [
-    'proxy_http_version 1.1;',
-    'proxy_set_header Connection "";',
-    'proxy_buffering off;',
-    'proxy_cache off;',
-    'gzip off;',
-    'proxy_set_header Last-Event-ID $http_last_event_id;',
-    'proxy_set_header X-Forwarded-For $remote_addr;',
-    'proxy_set_header X-Forwarded-Proto $scheme;',
-    'proxy_set_header X-Forwarded-Host $host;',
-  ]) {
+  for (const directive of STREAMING_DIRECTIVES) {
     t.ok(lines.includes(directive), directive);
   }
   t.notOk(

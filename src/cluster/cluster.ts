@@ -94,8 +94,9 @@ export class Cluster implements SessionOwnership {
   async claim(sessionId: string): Promise<void> {
     this.assertHealthy();
     const now = Date.now();
-    const max = Number.isFinite(this.opts.maxSessions) ? this.opts.maxSessions : 0;
-    if (max > 0 && !(await this.opts.cap.reserve(sessionId, max, now + this.node.leaseTtlMs, now))) {
+    // Reserved even without a cap (Infinity): the reservations are the cluster's count of live sessions.
+    const max = this.opts.maxSessions;
+    if (!(await this.opts.cap.reserve(sessionId, max, now + this.node.leaseTtlMs, now))) {
       throw new SessionLimitExceededError(max);
     }
     const got = await this.node.acquire(sessionId);

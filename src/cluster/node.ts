@@ -24,6 +24,7 @@
 import { randomUUID } from 'node:crypto';
 import type { FastifyBaseLogger } from 'fastify';
 import type { Redis } from 'ioredis';
+import { RedisUnavailableError } from '../errors.js';
 import type { ClusterKeys } from './keys.js';
 
 /** Who owns a session's lease. */
@@ -146,7 +147,12 @@ export class ClusterNode {
   private readonly lostListeners = new Set<(sessionId: string) => void>();
   private timer: NodeJS.Timeout | undefined;
   private beating: Promise<void> | undefined;
-  private healthyNow = false;
+  /** The last heartbeat failed (cleared by the next that succeeds). */
+  private beatFailed = false;
+  private beaten = false;
+  private firstBeat: () => void = () => {};
+  /** Settles at the first heartbeat that reached Redis: no lease is taken before others can see this node alive. */
+  private readonly started = new Promise<void>((resolve) => (this.firstBeat = resolve));
   private lastErrorText: string | undefined;
   private readonly startedAt = Date.now();
 
@@ -177,7 +183,7 @@ export class ClusterNode {
 
   /** Whether the last heartbeat reached Redis (and the connection is up). */
   get healthy(): boolean {
-    return this.healthyNow && this.redis.status === 'ready';
+    return !this.beatFailed && this.redis.status === 'ready';
   }
 
   /** Why the node is not healthy, when it is not. */
@@ -209,7 +215,7 @@ export class ClusterNode {
   /** The first heartbeat (it must reach Redis), then one every third of the lease TTL. */
   async start(): Promise<void> {
     await this.beat();
-    if (!this.healthyNow) throw new Error(`Redis is not reachable: ${this.lastErrorText ?? 'unknown error'}`);
+    if (this.beatFailed) throw new Error(`Redis is not reachable: ${this.lastErrorText ?? 'unknown error'}`);
     this.schedule();
   }
 
@@ -254,15 +260,17 @@ export class ClusterNode {
         for (const listener of this.lostListeners) listener(sessionId);
       });
       await this.onBeat?.(this.owned(), now);
-      if (!this.healthyNow) this.log.info('Redis reachable; node ready');
-      this.healthyNow = true;
+      if (this.beatFailed) this.log.info('Redis reachable again; node ready');
+      this.beatFailed = false;
       this.lastErrorText = undefined;
+      if (!this.beaten) {
+        this.beaten = true;
+        this.firstBeat();
+      }
     } catch (err) {
-      const text = err instanceof Error ? err.message : String(err);
-      if (this.healthyNow || this.lastErrorText === undefined)
-        this.log.error({ err }, 'Redis unreachable; node not ready');
-      this.healthyNow = false;
-      this.lastErrorText = text;
+      if (!this.beatFailed) this.log.error({ err }, 'Redis unreachable; node not ready');
+      this.beatFailed = true;
+      this.lastErrorText = err instanceof Error ? err.message : String(err);
     }
   }
 
@@ -271,6 +279,7 @@ export class ClusterNode {
    * it: then says who does.
    */
   async acquire(sessionId: string): Promise<Acquired> {
+    await this.untilStarted();
     const reply = await this.redis.acpdAcquire(
       this.keys.lease(sessionId),
       this.keys.fence(sessionId),
@@ -288,6 +297,23 @@ export class ClusterNode {
     }
     const [, holder, node, url, token] = reply as unknown as [number, string, string, string, string];
     return { acquired: false, owner: { holder, node, url, token: Number(token) } };
+  }
+
+  /** Waits (at most a lease TTL) for the first heartbeat: a lease held by a node nobody sees alive counts as stale. */
+  private async untilStarted(): Promise<void> {
+    if (this.beaten) return;
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new RedisUnavailableError('heartbeat', 'this node has not reached Redis yet')),
+        this.leaseTtlMs,
+      );
+    });
+    try {
+      await Promise.race([this.started, late]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /** Gives up the lease on `sessionId`, if this node still holds it. */

@@ -22,7 +22,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { Redis } from 'ioredis';
 import type { Config } from '../config.js';
 import { SessionNotFoundError, type RestoreAction } from '../errors.js';
-import { Cluster, STATE_ROUTE } from '../cluster/cluster.js';
+import { Cluster, STATE_ROUTE, isPending } from '../cluster/cluster.js';
 import { policies } from './route-policy.js';
 import { ClusterKeys } from '../cluster/keys.js';
 import { endLostTurns } from '../cluster/lost-turns.js';
@@ -231,10 +231,7 @@ function clusterRouter(app: FastifyInstance, services: ClusterServices) {
     const running = await cluster.claimRestore(sessionId, action);
     if (running) {
       // Another node is bringing it back, whatever the action: its owner serves this request.
-      const joined = await cluster.joinRestore(req, reply, sessionId, running.action, {
-        ...running,
-        action: running.action,
-      });
+      const joined = await cluster.joinRestore(req, reply, sessionId, running.action, running);
       return joined ?? takeOver(req, reply, sessionId);
     }
     try {
@@ -319,7 +316,7 @@ function clusterRouter(app: FastifyInstance, services: ClusterServices) {
         }
         continue;
       }
-      if (current.startsWith('pending:')) {
+      if (isPending(current)) {
         current = await cluster.awaitDefault(workspace);
         if (current === undefined) continue;
       }

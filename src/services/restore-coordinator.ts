@@ -228,8 +228,10 @@ export class RestoreCoordinator implements SlotHolder {
           ...(await this.facts(sessionId, existing.events, replay?.events)),
         };
       }
-      registry.register(sessionId, lease, events, { action, state, attaches: coalesced.waiters });
+      const session = registry.register(sessionId, lease, events, { action, state, attaches: coalesced.waiters });
       registered = true;
+      const cataloged = registry.cataloged(session);
+      if (cataloged) await cataloged;
       this.stats.restored++;
       this.log.info({ sessionId, action: action }, 'session restored');
       const facts = await this.facts(sessionId, events, replay?.events);

@@ -26,7 +26,7 @@ import type { EventLog } from './event-log.js';
 import type { PermissionBroker } from './permissions.js';
 import type { Admission, CurrentTurn, PendingPrompt } from './prompt-queue.js';
 import { Session, type SessionContext } from './session.js';
-import { isPromise, whenReady, type MaybePromise } from './maybe-promise.js';
+import { isPromise, type MaybePromise } from './maybe-promise.js';
 import { SessionCatalog, type IsLive } from './session-catalog.js';
 import { displayNameOf, type SessionMeta, type SessionStore } from './session-store.js';
 import { WarmPool } from './warm-pool.js';
@@ -110,6 +110,8 @@ export class SessionRegistry {
   /** The workspace's sessions, live and remembered, for the session list. */
   readonly catalog: SessionCatalog;
   private readonly byId = new Map<string, Session>();
+  /** The catalog writes of sessions just registered, until their creator awaited them. */
+  private readonly cataloging = new WeakMap<Session, Promise<void>>();
   private defaultSession: Session | undefined;
   private readonly inFlightSpawns = new Map<string, Promise<Session>>();
   private readonly holders: SlotHolder[] = [];
@@ -259,22 +261,35 @@ export class SessionRegistry {
     this.byId.set(sessionId, session);
     this.channels.router.bind(sessionId, lease.channel, events, true);
     const now = Date.now();
-    // At once with a local store; with a remote one the entry follows (its writes keep their order).
-    whenReady(
-      this.opts.store.get(sessionId),
-      (known) =>
-        void this.opts.store.put({
-          sessionId,
-          workspaceCwd: this.opts.workspace,
-          origin: restore.action,
-          createdAt: known?.createdAt ?? now,
-          updatedAt: now,
-          // A restored session keeps the name its first prompt gave it.
-          ...(known?.displayName !== undefined ? { displayName: known.displayName } : {}),
-        }),
-      (err: unknown) => this.opts.log.error({ err, sessionId }, 'session catalog read failed'),
-    );
+    const record = (known: SessionMeta | undefined): MaybePromise<void> =>
+      this.opts.store.put({
+        sessionId,
+        workspaceCwd: this.opts.workspace,
+        origin: restore.action,
+        createdAt: known?.createdAt ?? now,
+        updatedAt: now,
+        // A restored session keeps the name its first prompt gave it.
+        ...(known?.displayName !== undefined ? { displayName: known.displayName } : {}),
+      });
+    // At once with a local store; a remote one is written before the session's creator is answered
+    // (`cataloged`), so that other nodes know the session by the time its client names it to them.
+    const known = this.opts.store.get(sessionId);
+    if (isPromise(known)) {
+      this.cataloging.set(
+        session,
+        known
+          .then(record)
+          .catch((err: unknown) => this.opts.log.error({ err, sessionId }, 'session catalog not written')),
+      );
+    } else void record(known);
     return session;
+  }
+
+  /** Settles once the catalog holds `session` (at once with a local store). */
+  cataloged(session: Session): Promise<void> | undefined {
+    const writing = this.cataloging.get(session);
+    this.cataloging.delete(session);
+    return writing;
   }
 
   /** When `sessionId` was first created or restored here (ms since the epoch), when the store knows it. */
@@ -411,6 +426,8 @@ export class SessionRegistry {
     });
     if (scope === 'single' && !this.defaultSession) this.defaultSession = session;
     this.opts.log.info({ sessionId, scope, warm: warm !== undefined }, 'session created');
+    const cataloged = this.cataloged(session);
+    if (cataloged) await cataloged;
     // After this spawn has left the in-flight set, so the cap counts it once.
     setImmediate(() => this.pool.refill(channel));
     return session;
