@@ -223,8 +223,8 @@ function clusterPlan(args: Args): Parameters<typeof runCluster>[0] {
     reps: args.quick ? 2 : Math.min(args.reps, 5),
     sessions: 6,
     followersPerSession: 4,
-    floodChunks: args.quick ? 500 : 1000,
-    prompts: args.quick ? 120 : 240,
+    floodChunks: args.quick ? 1000 : 4000,
+    prompts: args.quick ? 120 : 300,
     promptsPerSession: 2,
     failover: {
       // acpd's default TTL, then a short one.

@@ -23,7 +23,7 @@ import { summarize, type Summary } from '../lib/stats.js';
 import { log } from '../lib/util.js';
 
 /** acpd's lease TTL when --lease-ttl is not given (seconds). */
-export const DEFAULT_LEASE_TTL_S = ConfigSchema.properties.ACPD_LEASE_TTL.default;
+export const DEFAULT_LEASE_TTL_S = Number(ConfigSchema.properties.ACPD_LEASE_TTL.default);
 
 export interface ClusterThroughputRow {
   nodes: number;
@@ -38,6 +38,12 @@ export interface ClusterThroughputRow {
   /** Medians against the 1-node cluster's. */
   fpsRatio: number;
   promptsRatio: number;
+  /**
+   * The same ratios repetition by repetition (each against the 1-node figure of its own repetition,
+   * measured next to it): how far the load of the machine moved them.
+   */
+  fpsRatioPerRep: Summary;
+  promptsRatioPerRep: Summary;
 }
 
 export interface ClusterFailoverRow {
@@ -339,6 +345,11 @@ function tally(into: Integrity, followers: Follower[]): void {
   }
 }
 
+/** xs[i] / base[i] for every repetition i. */
+function paired(xs: number[], base: number[]): Summary {
+  return summarize(xs.map((x, i) => x / (base[i] ?? Number.NaN)));
+}
+
 async function throughput(opts: ClusterOptions, integrity: Integrity): Promise<ClusterThroughputRow[]> {
   const beds: Bed[] = [];
   const fps = new Map<number, number[]>();
@@ -390,6 +401,8 @@ async function throughput(opts: ClusterOptions, integrity: Integrity): Promise<C
       owners: bed.owners,
       fpsRatio: f.median / baseFps,
       promptsRatio: p.median / basePps,
+      fpsRatioPerRep: paired(fps.get(bed.nodes) ?? [], fps.get(base) ?? []),
+      promptsRatioPerRep: paired(pps.get(bed.nodes) ?? [], pps.get(base) ?? []),
     };
   });
 }
