@@ -504,7 +504,9 @@ function clusterSection(r: Results, charts: Map<string, string>): string[] {
     ),
   );
   // Results written before the per-repetition ratios existed have none.
-  const perRep = (s: Summary | undefined): string => (s && s.n > 1 ? `(${s.min.toFixed(2)}–${s.max.toFixed(2)})` : '');
+  const base = c.throughput[0]?.nodes;
+  const perRep = (nodes: number, s: Summary | undefined): string =>
+    s && s.n > 1 && nodes !== base ? `(${s.min.toFixed(2)}–${s.max.toFixed(2)})` : '';
   const ttl = (row: { leaseTtlS: number; isDefault: boolean }): string =>
     `${row.leaseTtlS} s${row.isDefault ? ' (default)' : ''}`;
   const ms = (s: Summary): string =>
@@ -528,7 +530,7 @@ function clusterSection(r: Results, charts: Map<string, string>): string[] {
           .map(([, v]) => v)
           .join(
             ' / ',
-          )} | ${med(row.fps, 0)} | ${ratio(row.fpsRatio)} ${perRep(row.fpsRatioPerRep)} | ${med(row.promptsPerSec, 0)} | ${ratio(row.promptsRatio)} ${perRep(row.promptsRatioPerRep)} | ${med(row.promptMs)} |`,
+          )} | ${med(row.fps, 0)} | ${ratio(row.fpsRatio)} ${perRep(row.nodes, row.fpsRatioPerRep)} | ${med(row.promptsPerSec, 0)} | ${ratio(row.promptsRatio)} ${perRep(row.nodes, row.promptsRatioPerRep)} | ${med(row.promptMs)} |`,
     ),
     '',
     `**When a node dies.** 3 nodes; the sessions owned by one of them each run a slow turn, followed through nginx by ${c.failover[0] ? Math.round(c.failover[0].followers / Math.max(c.failover[0].sessions, 1)) : '?'} clients each; that node gets SIGKILL. *Stream back*: for each follower whose stream that node was serving, from the SIGKILL to the first frame of its new stream (it reconnects at once with \`Last-Event-ID\` and its epoch, not after the stream's 3 s \`retry:\` hint; nginx passes the GET to a live node, which serves the log from Redis). *Session answers*: for each of those sessions, from the SIGKILL to a prompt answered 200, the client retrying through nginx every 100 ms (a live node takes the session over once the dead node's lease expired, and restores it through its own agent). Median / max, in ms, over every client of every repetition:`,
