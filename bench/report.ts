@@ -47,6 +47,8 @@ function machineLine(r: Results): string {
 }
 
 function targetsSection(r: Results): string[] {
+  // A run of some scenarios only (--only) may judge none.
+  if (r.targets.length === 0) return [];
   const out = ['## Targets (issues 6 and 12)', '', '| Target | Measured | Met |', '|---|---|---|'];
   for (const t of r.targets) {
     const met =
@@ -477,6 +479,81 @@ function profileSection(r: Results, charts: Map<string, string>): string[] {
   return out;
 }
 
+function clusterSection(r: Results, charts: Map<string, string>): string[] {
+  const c = r.cluster;
+  if (!c) return [];
+  const head = ['## 6. Cluster: several nodes behind nginx', ''];
+  if ('skipped' in c) return [...head, `Skipped: ${c.skipped}.`, ''];
+  const nodes = (n: number): string => `${n} node${n > 1 ? 's' : ''}`;
+  charts.set(
+    'cluster',
+    barChart(
+      [
+        {
+          title: `Frames/s delivered to ${c.sessions * c.followersPerSession} followers`,
+          unit: 'frames/s',
+          groups: c.throughput.map((row) => ({ label: nodes(row.nodes), bars: [bar('frames/s', row.fps)] })),
+        },
+        {
+          title: 'Short prompts answered per second',
+          unit: 'prompts/s',
+          groups: c.throughput.map((row) => ({ label: nodes(row.nodes), bars: [bar('prompts/s', row.promptsPerSec)] })),
+        },
+      ],
+      `same machine, ${c.cpus} cores for everything; bars: median; whiskers: min–max`,
+    ),
+  );
+  // Results written before the per-repetition ratios existed have none.
+  const base = c.throughput[0]?.nodes;
+  const perRep = (nodes: number, s: Summary | undefined): string =>
+    s && s.n > 1 && nodes !== base ? `(${s.min.toFixed(2)}–${s.max.toFixed(2)})` : '';
+  const ttl = (row: { leaseTtlS: number; isDefault: boolean }): string =>
+    `${row.leaseTtlS} s${row.isDefault ? ' (default)' : ''}`;
+  const ms = (s: Summary): string =>
+    s.n === 0 ? '—' : `${Math.round(s.median).toLocaleString('en-US')} / ${Math.round(s.max).toLocaleString('en-US')}`;
+  const out = [
+    ...head,
+    `Redis, N acpd nodes with the embedded agent on one data directory, and nginx in front as \`deploy/nginx-cluster.conf\` ships it (harness/cluster.ts); every request and stream goes through nginx. **All of it runs on this one machine, ${c.cpus} cores shared by Redis, nginx, the nodes, their agents and the client**: a node added here brings no CPU of its own, so these figures show what spreading sessions over nodes costs or gains on fixed hardware, not how a cluster of machines scales. The three clusters run side by side and their repetitions are interleaved; the 1-node cluster is the baseline.`,
+    '',
+    `- **Frames/s**: ${c.sessions} sessions (spread over the nodes by nginx's round robin), ${c.followersPerSession} followers each (SSE through nginx, on whichever node it picks); every session floods ${c.floodChunks.toLocaleString('en-US')} chunks at once (\`Prefer: respond-async\`). Numbered frames received by all followers / time from the first prompt sent to the last follower's \`turn_complete\`.`,
+    `- **Prompts/s**: ${c.prompts} short text prompts (the agent echoes them), ${c.promptConcurrency} in flight per session at a time, answered 200 through nginx; a prompt reaching a node that does not own its session is forwarded to the owner. Prompt ms: one prompt's round trip, median and range over every prompt.`,
+    '- *vs 1 node*: the ratio of the medians, and in brackets the range of the ratios repetition by repetition (each against the 1-node cluster measured next to it in the same repetition), which the load of the machine moves less than the absolute figures.',
+    '',
+    '![cluster](charts/cluster.svg)',
+    '',
+    '| Nodes | sessions per node | frames/s | vs 1 node | prompts/s | vs 1 node | prompt ms |',
+    '|---:|---|---:|---:|---:|---:|---:|',
+    ...c.throughput.map(
+      (row) =>
+        `| ${row.nodes} | ${Object.entries(row.owners)
+          .sort()
+          .map(([, v]) => v)
+          .join(
+            ' / ',
+          )} | ${med(row.fps, 0)} | ${ratio(row.fpsRatio)} ${perRep(row.nodes, row.fpsRatioPerRep)} | ${med(row.promptsPerSec, 0)} | ${ratio(row.promptsRatio)} ${perRep(row.nodes, row.promptsRatioPerRep)} | ${med(row.promptMs)} |`,
+    ),
+    '',
+    `**When a node dies.** 3 nodes; the sessions owned by one of them each run a slow turn, followed through nginx by ${c.failover[0] ? Math.round(c.failover[0].followers / Math.max(c.failover[0].sessions, 1)) : '?'} clients each; that node gets SIGKILL. *Stream back*: for each follower whose stream that node was serving, from the SIGKILL to the first frame of its new stream (it reconnects at once with \`Last-Event-ID\` and its epoch, not after the stream's 3 s \`retry:\` hint; nginx passes the GET to a live node, which serves the log from Redis). *Session answers*: for each of those sessions, from the SIGKILL to a prompt answered 200, the client retrying through nginx every 100 ms (a live node takes the session over once the dead node's lease expired, and restores it through its own agent). Median / max, in ms, over every client of every repetition:`,
+    '',
+    '| Lease TTL | repetitions | sessions | followers (cut) | stream back, ms | session answers, ms | refused meanwhile |',
+    '|---|---:|---:|---:|---:|---:|---|',
+    ...c.failover.map(
+      (row) =>
+        `| ${ttl(row)} | ${row.reps} | ${row.sessions} | ${row.followers} (${row.cutFollowers}) | ${ms(row.streamMs)} | ${ms(row.answerMs)} | ${
+          Object.entries(row.refusals)
+            .map(([k, v]) => `${v} × ${k}`)
+            .join(', ') || '—'
+        } |`,
+    ),
+    '',
+    `- Every follower of the run, across every reconnect: ${c.integrity.gaps} gaps, ${c.integrity.duplicates} duplicates, ${c.integrity.resyncs} resyncs.`,
+    "- A node renews its leases every third of the TTL, so a dead node's lease runs out between ⅔ of the TTL and the whole TTL after its death, depending on when it last renewed; restoring the session on a live node and answering the prompt come on top.",
+    "- Refusals while the session is away: 502 from nginx (it met the dead node and never passes a POST on), 503 `session_owner_unavailable` from a live node until the lease expires; a 409 `idempotency_key_interrupted` (the retry's key was claimed by a forward that lost the owner) makes the client retry under a new key.",
+    '',
+  ];
+  return out;
+}
+
 function rssInTheWay(r: Results): string {
   const stages = r.scale?.stages ?? [];
   const at = (name: string): number => stages.find((st) => st.stage === name)?.rssMb.median ?? Number.NaN;
@@ -546,6 +623,12 @@ function repetitions(r: Results): string {
     );
   const q = r.qwen?.acpd;
   if (q) parts.push(`qwen ${q.createMs.n}`);
+  const c = r.cluster;
+  if (c && !('skipped' in c)) {
+    parts.push(
+      `cluster ${c.throughput[0]?.fps.n ?? 0} per node count, failover ${c.failover.map((f) => f.reps).join('/')} per lease TTL`,
+    );
+  }
   return parts.join(', ');
 }
 
@@ -573,6 +656,7 @@ function renderMarkdown(r: Results, jsonRel: string, charts: Map<string, string>
     ...restoreSection(r, charts),
     ...scaleSection(r, charts),
     ...qwenSection(r, charts),
+    ...clusterSection(r, charts),
     ...profileSection(r, charts),
     ...inTheWay(r),
   ];

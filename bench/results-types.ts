@@ -1,4 +1,5 @@
 // The shape of bench/results/<date>.json: everything RESULTS.md is rendered from.
+import type { ClusterResult } from './scenarios/cluster.js';
 import type { FanoutRun } from './scenarios/fanout.js';
 import type { ProfileResult } from './scenarios/profile.js';
 import type { QwenResult } from './scenarios/qwen.js';
@@ -62,6 +63,8 @@ export interface Results {
   scale?: ScaleResult;
   qwen?: QwenResult;
   profile?: ProfileResult;
+  /** Section 6; `skipped` when redis-server or nginx is missing. */
+  cluster?: ClusterResult | { skipped: string };
   targets: Target[];
   errors: string[];
 }

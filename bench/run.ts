@@ -2,13 +2,14 @@
 // same run, several repetitions, median and spread. Writes bench/results/<date>.json and renders
 // bench/RESULTS.md with one SVG chart per scenario (bench/charts/).
 //
-//   node build/bench/run.js [--quick] [--only fanout,replay,profile,restore,scale,qwen] [--reps N] [--keep]
+//   node build/bench/run.js [--quick] [--only fanout,replay,profile,restore,scale,qwen,cluster] [--reps N] [--keep]
 //
 // Needs dist/ (npm run build) and build/ (npm run build:test). Section 5 needs the qwen peers
 // (scripts/peers-install.sh) and ../shared/tools (PEERS_SHARED_DIR overrides); without them it is
-// skipped with a note in the results.
+// skipped with a note in the results. Section 6 (cluster) needs redis-server and nginx (Debian's
+// packages); without them it is skipped likewise.
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import { packageVersion, repoRoot } from '../harness/peer-env.js';
@@ -19,6 +20,7 @@ import { log, workDir, type WorkDir } from './lib/util.js';
 import { renderAll } from './report.js';
 import type { FanoutResult, FanoutRow, Machine, Results } from './results-types.js';
 import { type FanoutRun, logRun, runAcpd, runRaw, sameBytes, startFanoutServers } from './scenarios/fanout.js';
+import { runCluster } from './scenarios/cluster.js';
 import { runProfile } from './scenarios/profile.js';
 import { runQwen } from './scenarios/qwen.js';
 import { runReplay } from './scenarios/replay.js';
@@ -26,7 +28,7 @@ import { runRestore } from './scenarios/restore.js';
 import { runScale } from './scenarios/scale.js';
 import { evaluateTargets } from './targets.js';
 
-const SCENARIOS = ['fanout', 'replay', 'profile', 'restore', 'scale', 'qwen'] as const;
+const SCENARIOS = ['fanout', 'replay', 'profile', 'restore', 'scale', 'qwen', 'cluster'] as const;
 type ScenarioName = (typeof SCENARIOS)[number];
 
 interface Args {
@@ -200,6 +202,40 @@ async function fanoutAndReplay(dir: WorkDir, args: Args, results: Results): Prom
   }
 }
 
+/** Programs (absolute, or looked up in PATH) that are not installed. */
+function missingPrograms(programs: string[]): string[] {
+  const found = (p: string): boolean =>
+    (p.includes('/') ? [p] : (process.env.PATH ?? '').split(':').map((d) => join(d, p))).some((f) => {
+      try {
+        accessSync(f, constants.X_OK);
+        return true;
+      } catch {
+        return false;
+      }
+    });
+  return programs.filter((p) => !found(p));
+}
+
+/** Section 6: about 3 minutes in all on 2 cores (under 1 with --quick). */
+function clusterPlan(args: Args): Parameters<typeof runCluster>[0] {
+  return {
+    nodeCounts: [1, 2, 3],
+    reps: args.quick ? 2 : Math.min(args.reps, 5),
+    sessions: 6,
+    followersPerSession: 4,
+    floodChunks: args.quick ? 1000 : 4000,
+    prompts: args.quick ? 120 : 300,
+    promptsPerSession: 2,
+    failover: {
+      // acpd's default TTL, then a short one.
+      ttls: [undefined, 2],
+      reps: args.quick ? 1 : 2,
+      victimSessions: 3,
+      followersPerSession: 3,
+    },
+  };
+}
+
 async function section(name: string, results: Results, fn: () => Promise<void>): Promise<void> {
   const t0 = Date.now();
   try {
@@ -273,6 +309,18 @@ async function main(): Promise<number> {
         log('5. against qwen serve');
         results.qwen = await runQwen(dir('qwen'), { reps: args.quick ? 3 : 8, subscribers: 10 });
         if (results.qwen.skipped) log(`   skipped: ${results.qwen.skipped}`);
+      });
+    }
+    if (args.only.has('cluster')) {
+      await section('cluster', results, async () => {
+        log('6. cluster (Redis, nodes, nginx)');
+        const missing = missingPrograms(['/usr/sbin/nginx', 'redis-server']);
+        if (missing.length > 0) {
+          results.cluster = { skipped: `not installed: ${missing.join(', ')} (Debian: nginx, redis-server)` };
+          log(`   skipped: ${results.cluster.skipped}`);
+          return;
+        }
+        results.cluster = await runCluster(clusterPlan(args), results.machine.cpus);
       });
     }
   } finally {

@@ -6,6 +6,7 @@ import { performance } from 'node:perf_hooks';
 interface JsonResponse {
   status: number;
   body: unknown;
+  headers: http.IncomingHttpHeaders;
   /** From the request being issued to the last byte of the response. */
   ms: number;
 }
@@ -13,9 +14,20 @@ interface JsonResponse {
 export class HttpClient {
   private readonly agent = new http.Agent({ keepAlive: true, maxSockets: 32 });
 
-  constructor(readonly baseUrl: string) {}
+  /** `headers` go with every request (a bearer token, say). */
+  constructor(
+    readonly baseUrl: string,
+    private readonly headers: Record<string, string> = {},
+  ) {}
 
-  request(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<JsonResponse> {
+  /** `timeoutMs`: the request fails if no answer has arrived by then (none when absent). */
+  request(
+    method: string,
+    path: string,
+    body?: unknown,
+    headers: Record<string, string> = {},
+    timeoutMs?: number,
+  ): Promise<JsonResponse> {
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
     const url = new URL(path, this.baseUrl);
     return new Promise((resolve, reject) => {
@@ -27,6 +39,7 @@ export class HttpClient {
           agent: this.agent,
           headers: {
             ...(payload ? { 'content-type': 'application/json', 'content-length': String(payload.length) } : {}),
+            ...this.headers,
             ...headers,
           },
         },
@@ -42,12 +55,15 @@ export class HttpClient {
             } catch {
               // not JSON: keep the text
             }
-            resolve({ status: res.statusCode ?? 0, body: parsed, ms });
+            resolve({ status: res.statusCode ?? 0, body: parsed, headers: res.headers, ms });
           });
           res.on('error', reject);
         },
       );
       req.on('error', reject);
+      if (timeoutMs !== undefined) {
+        req.setTimeout(timeoutMs, () => req.destroy(new Error(`${method} ${path}: no answer in ${timeoutMs} ms`)));
+      }
       req.end(payload);
     });
   }
