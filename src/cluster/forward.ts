@@ -17,6 +17,7 @@
  * claimed there, and the rate limits were counted there.
  */
 import type { FastifyReply, FastifyRequest } from 'fastify';
+import { Agent, request, type Dispatcher } from 'undici';
 import { SessionOwnerUnavailableError } from '../errors.js';
 
 /** The forwarding node's name. */
@@ -67,9 +68,22 @@ export interface ForwardOptions {
 // The owner was never reached: the request did nothing there.
 const NOT_REACHED = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'UND_ERR_CONNECT_TIMEOUT']);
 
+/**
+ * Reads go over kept-alive connections. A request that changes something
+ * goes over a connection of its own: on a kept-alive one, a write to a node
+ * that has just died fails like a request the node took and then dropped,
+ * and its retry would be refused as interrupted. On a fresh connection a dead
+ * node refuses the connect, which says for sure that nothing was done.
+ */
+const pooled = new Agent({ keepAliveTimeout: 10_000 });
+const fresh = new Agent({ pipelining: 0, connect: { timeout: 2_000 } });
+
 function errorCode(err: unknown): string | undefined {
-  const cause = err instanceof Error ? (err.cause as { code?: unknown } | undefined) : undefined;
-  return typeof cause?.code === 'string' ? cause.code : undefined;
+  for (let e: unknown = err; e instanceof Error; e = e.cause) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string' && code !== 'UND_ERR') return code;
+  }
+  return undefined;
 }
 
 /**
@@ -84,16 +98,16 @@ export async function forward(
   target: ForwardTarget,
   opts: ForwardOptions,
 ): Promise<FastifyReply> {
-  const headers = new Headers();
+  const headers: Record<string, string> = {};
   for (const [name, value] of Object.entries(req.headers)) {
     if (value === undefined || NOT_FORWARDED.has(name)) continue;
-    headers.set(name, Array.isArray(value) ? value.join(', ') : value);
+    headers[name] = Array.isArray(value) ? value.join(', ') : value;
   }
-  headers.set(FORWARDED_BY_HEADER, opts.from);
-  headers.set(FORWARD_SECRET_HEADER, opts.secret);
-  const body =
-    req.body === undefined || req.method === 'GET' || req.method === 'HEAD' ? undefined : JSON.stringify(req.body);
-  if (body !== undefined) headers.set('content-type', 'application/json');
+  headers[FORWARDED_BY_HEADER] = opts.from;
+  headers[FORWARD_SECRET_HEADER] = opts.secret;
+  const reads = req.method === 'GET' || req.method === 'HEAD';
+  const body = req.body === undefined || reads ? undefined : JSON.stringify(req.body);
+  if (body !== undefined) headers['content-type'] = 'application/json';
 
   // The client leaving ends the forwarded request too: the owner sees its connection close.
   const ac = new AbortController();
@@ -101,17 +115,17 @@ export async function forward(
     if (!reply.raw.writableEnded) ac.abort();
   };
   reply.raw.once('close', onClose);
-  let res: Response | undefined;
+  let res: Dispatcher.ResponseData | undefined;
   let answer: Buffer;
   try {
-    res = await fetch(new URL(req.url, target.url), {
+    res = await request(new URL(req.url, target.url), {
       method: req.method,
       headers,
       ...(body !== undefined ? { body } : {}),
       signal: ac.signal,
-      redirect: 'manual',
+      dispatcher: reads ? pooled : fresh,
     });
-    answer = Buffer.from(await res.arrayBuffer());
+    answer = Buffer.from(await res.body.arrayBuffer());
   } catch (err) {
     if (ac.signal.aborted) {
       reply.hijack();
@@ -124,9 +138,9 @@ export async function forward(
   } finally {
     reply.raw.off('close', onClose);
   }
-  reply.code(res.status);
-  res.headers.forEach((value, name) => {
-    if (!NOT_ANSWERED.has(name)) reply.header(name, value);
-  });
+  reply.code(res.statusCode);
+  for (const [name, value] of Object.entries(res.headers)) {
+    if (value !== undefined && !NOT_ANSWERED.has(name)) reply.header(name, value);
+  }
   return reply.send(answer);
 }
