@@ -166,7 +166,7 @@ t.test('the image, reproduced: production install, CMD, HEALTHCHECK, SIGTERM', a
   });
   const installMs = performance.now() - installStart;
   t.ok(existsSync(path.join(appDir, 'node_modules', 'fastify')), 'the runtime dependencies are installed');
-  for (const dev of ['typescript', 'tap', 'undici', 'pino-pretty']) {
+  for (const dev of ['typescript', 'tap', 'eventsource', 'pino-pretty']) {
     t.notOk(existsSync(path.join(appDir, 'node_modules', dev)), `no dev dependency: ${dev}`);
   }
 

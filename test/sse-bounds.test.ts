@@ -30,7 +30,8 @@ async function publish(d: TestDaemon, agent: SteeredAgent, sessionId: string, ..
   const bus = busOf(d, sessionId);
   const target = bus.lastEventId + texts.length;
   for (const text of texts) await agent.notify(sessionId, chunk(text));
-  await spinUntil(() => bus.lastEventId === target, `event ${target}`);
+  // Sent, not only numbered: a group commit hands events to the subscribers a turn later.
+  await spinUntil(() => bus.lastSentId === target, `event ${target}`);
 }
 
 t.test('the byte budgets default to the settings, wired into every session bus', async (t) => {

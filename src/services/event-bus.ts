@@ -362,6 +362,11 @@ export class EventBus {
     });
   }
 
+  /** The newest id handed to the subscribers (behind `lastEventId` while a group commit is pending). */
+  get lastSentId(): number {
+    return this.sentId;
+  }
+
   get lastEventId(): number {
     return this.log.nextId - 1;
   }
