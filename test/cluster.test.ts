@@ -153,6 +153,19 @@ async function promptUntilTaken(c: Cluster, front: Endpoint, sessionId: string, 
   );
 }
 
+/** Waits until every follower has the end of the prompt whose text starts with `prefix`, then stops them all. */
+async function finishAfter(c: Cluster, followers: Follower[], prefix: string, ms: number): Promise<void> {
+  await c.within(
+    Promise.all(
+      followers.map((f) => f.waitFor((e) => e.type === 'turn_complete' && e.data.promptId === promptOf(f, prefix))),
+    ),
+    `every follower saw its ${prefix} prompt end`,
+    ms,
+  );
+  followers.forEach((f) => f.stop());
+  await Promise.all(followers.map((f) => f.done));
+}
+
 function checkSequence(t: Test, f: Follower, label: string): void {
   const ids = f.events.map((e) => e.id ?? 0);
   const gaps = ids.filter((id, i) => i > 0 && id !== (ids[i - 1] ?? 0) + 1);
@@ -216,15 +229,7 @@ t.test('three nodes behind nginx: a node killed mid-flood costs no frame and run
   for (const res of after) t.equal(res.status, 200, JSON.stringify(res.body));
 
   // Every follower ends with the whole sequence, up to that prompt's end.
-  await c.within(
-    Promise.all(
-      followers.map((f) => f.waitFor((e) => e.type === 'turn_complete' && e.data.promptId === promptOf(f, 'after-'))),
-    ),
-    'every follower saw its session answer again',
-    60_000,
-  );
-  followers.forEach((f) => f.stop());
-  await Promise.all(followers.map((f) => f.done));
+  await finishAfter(c, followers, 'after-', 60_000);
 
   sessions.forEach((s, i) => {
     const mine = followers.filter((f) => f.sessionId === s.id);
@@ -313,14 +318,6 @@ t.test('Redis restarted under load: clear 503s meanwhile, no corruption, every s
   );
   const answers = await Promise.all(ids.map((id, i) => promptUntilTaken(c, front, id, `back-${i}`)));
   for (const res of answers) t.equal(res.status, 200, JSON.stringify(res.body));
-  await c.within(
-    Promise.all(
-      followers.map((f) => f.waitFor((e) => e.type === 'turn_complete' && e.data.promptId === promptOf(f, 'back-'))),
-    ),
-    'every session answered again',
-    30_000,
-  );
-  followers.forEach((f) => f.stop());
-  await Promise.all(followers.map((f) => f.done));
+  await finishAfter(c, followers, 'back-', 30_000);
   followers.forEach((f, i) => checkSequence(t, f, `session ${i}`));
 });
