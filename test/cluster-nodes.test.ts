@@ -266,6 +266,23 @@ t.test('cluster nodes', async (t) => {
     t.equal(agentCalls(c.steer, 'session/new'), 1, 'one agent session');
   });
 
+  t.test('the default session outlives the node that ran it: the next create attaches to it elsewhere', async (t) => {
+    const c = await cluster(t, 2);
+    const [a, b] = c.nodes as [TestDaemon, TestDaemon];
+    const first = await call(a, 'POST', '/session', {});
+    t.equal(first.status, 200);
+    const sessionId = String(obj(first.body).sessionId);
+    const prompt = await call(a, 'POST', `/session/${sessionId}/prompt`, { prompt: [{ type: 'text', text: 'hi' }] });
+    t.equal(prompt.status, 200);
+    await a.app.close();
+    const again = await call(b, 'POST', '/session', {});
+    t.equal(again.status, 200, JSON.stringify(again.body));
+    t.equal(obj(again.body).sessionId, sessionId, 'the same default session');
+    t.equal(obj(again.body).attached, true, 'attached, not created');
+    t.ok(b.app.sessions.get(sessionId), 'now run by the other node');
+    t.equal(agentCalls(c.steer, 'session/new'), 1, 'no second agent session');
+  });
+
   t.test('a node that shuts down hands its sessions over; streams keep their cursor and epoch', async (t) => {
     const c = await cluster(t, 2);
     const [a, b] = c.nodes as [TestDaemon, TestDaemon];
