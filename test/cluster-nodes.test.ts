@@ -4,6 +4,7 @@
 // node that dies with SIGKILL costs is in cluster.test.ts, with real processes behind nginx.
 import t, { type Test } from 'tap';
 import { Redis } from 'ioredis';
+import { request } from 'undici';
 import { RedisServer } from '../harness/redis.js';
 import { until } from '../harness/wait.js';
 import { Steer } from './fixtures/steer.js';
@@ -82,6 +83,10 @@ t.test('cluster nodes', async (t) => {
     t.equal(onB.status, 200, 'the other node serves its stream');
     t.equal(onB.headers['x-qwen-event-epoch'], onA.headers['x-qwen-event-epoch'], 'one epoch on every node');
     await onB.waitFor(isType('session_state'));
+    const head = await request(`${b.baseUrl}/session/${sessionId}/events`, { method: 'HEAD', headers: b.headers });
+    await head.body.dump();
+    t.equal(head.statusCode, 200, 'HEAD on the other node too');
+    t.equal(head.headers['x-qwen-event-epoch'], onA.headers['x-qwen-event-epoch']);
 
     // Prompted through the other node: forwarded to the owner, answered as the owner answers.
     const prompt = await call(b, 'POST', `/session/${sessionId}/prompt`, { prompt: [{ type: 'text', text: 'hello' }] });
