@@ -8,7 +8,9 @@ import { request } from 'undici';
 import { RedisServer } from '../harness/redis.js';
 import { until } from '../harness/wait.js';
 import { Steer } from './fixtures/steer.js';
-import { startDaemon, tempDir, type TestDaemon } from './support/app.js';
+import { buildApp } from '../src/app.js';
+import { freePort } from '../harness/ports.js';
+import { startDaemon, tempDir, testConfig, type TestDaemon } from './support/app.js';
 import { call, createSession, obj, type JsonResponse } from './support/http.js';
 import { isType, openEvents } from './support/sse.js';
 import { SYSTEM_PACKAGES, requireSystemPackage } from './support/system-deps.js';
@@ -376,6 +378,12 @@ t.test('cluster nodes', async (t) => {
     const lastAfter = await c.client.xrevrange(`acpd:s:{${sessionId}}:events`, '+', '-', 'COUNT', 1);
     t.same(lastAfter, lastBefore, 'nothing was written under the stale token');
     await until(() => a.app.sessions.get(sessionId) === undefined, 'the node gave the session up');
+  });
+
+  t.test('a node that cannot reach Redis at start-up does not start, and says why', async (t) => {
+    const port = await freePort();
+    const config = testConfig(t, { args: ['--redis-url', `redis://127.0.0.1:${port}`] });
+    await t.rejects(buildApp(config), /cannot reach Redis at --redis-url: connect ECONNREFUSED/);
   });
 
   t.test('Redis lost: not ready, new work refused with 503; back: ready, sessions work', async (t) => {

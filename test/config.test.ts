@@ -1063,3 +1063,23 @@ t.test('a fresh Config per call; the input env is not modified', async (t) => {
   mkdirSync(join(root, 'made-later'));
   t.equal(load(['--workspace', join(root, 'made-later')]).workspace, join(root, 'made-later'));
 });
+
+t.test('cluster settings', async (t) => {
+  const config = load(['--redis-url', 'redis://redis.internal:6379/2', '--node-id', 'node-1', '--lease-ttl', '3']);
+  t.equal(config.redisUrl, 'redis://redis.internal:6379/2');
+  t.equal(config.nodeId, 'node-1');
+  t.equal(config.leaseTtl, 3);
+  t.equal(load(['--redis-url', 'rediss://secure:6380']).redisUrl, 'rediss://secure:6380', 'TLS URLs too');
+  t.equal(
+    failure(() => load(['--redis-url', 'http://redis:6379'])),
+    'Invalid --redis-url "http://redis:6379": must be a string matching ^rediss?://.',
+  );
+  t.equal(
+    failure(() => load(['--node-id', 'node 1'])),
+    'Invalid --node-id "node 1": must be a string matching ^[A-Za-z0-9._-]+$ (at most 128 characters).',
+  );
+  t.equal(
+    failure(() => load(['--lease-ttl', '0'])),
+    'Invalid --lease-ttl "0": must be an integer from 1 to 3600.',
+  );
+});

@@ -204,6 +204,7 @@ export const ConfigSchema = Type.Object({
   ACPD_REDIS_URL: Type.Optional(
     Type.String({
       minLength: 1,
+      pattern: '^rediss?://',
       description:
         'Redis to share state with other acpd nodes (redis://[user:password@]host:port[/db]). Set, event logs, receipts, the session catalog and the session cap live there, and sessions are owned by leases; unset, acpd is a single node.',
     }),

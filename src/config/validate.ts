@@ -43,6 +43,9 @@ function expectation(schema: TSchema): string {
     const choices = schema.anyOf.filter(KindGuard.IsLiteral).map((literal) => String(literal.const));
     return `one of ${choices.join(', ')}`;
   }
+  if (KindGuard.IsString(schema) && schema.pattern !== undefined) {
+    return `a string matching ${schema.pattern}${schema.maxLength !== undefined ? ` (at most ${schema.maxLength} characters)` : ''}`;
+  }
   return 'a non-empty string';
 }
 

@@ -18,8 +18,9 @@
 import os from 'node:os';
 import { randomUUID } from 'node:crypto';
 import fp from 'fastify-plugin';
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { Redis } from 'ioredis';
+import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { Redis } from 'ioredis';
+import { openRedis } from '../cluster/connect.js';
 import type { Config } from '../config.js';
 import { SessionNotFoundError, type RestoreAction } from '../errors.js';
 import { Cluster, STATE_ROUTE, isPending } from '../cluster/cluster.js';
@@ -55,31 +56,36 @@ export interface ClusterServices {
   readonly redis: Redis;
 }
 
-/** How long a node keeps trying to reach Redis at start-up before it gives up. */
-const CONNECT_DEADLINE_MS = 10_000;
+/**
+ * How long a node keeps trying to reach Redis at start-up before it gives up
+ * (within Fastify's ten seconds for a plugin to start).
+ */
+const CONNECT_DEADLINE_MS = 6_000;
 
-async function connect(url: string): Promise<Redis> {
-  const redis = new Redis(url, {
-    lazyConnect: true,
-    // Fail fast while Redis is away instead of queueing commands: the caller answers 503 and the node
-    // turns not ready, rather than serving from state it cannot check.
-    enableOfflineQueue: false,
-    maxRetriesPerRequest: 1,
-    connectTimeout: 2_000,
-    retryStrategy: (attempt) => Math.min(attempt * 100, 1_000),
-  });
+/**
+ * The node's connection, failing fast while Redis is away (connect.ts): the
+ * caller answers 503 and the node turns not ready, rather than serving from
+ * state it cannot check. At start-up Redis gets a few seconds to appear.
+ */
+async function connect(url: string, log: FastifyBaseLogger): Promise<Redis> {
+  const redis = openRedis(url, log);
+  // What the connection itself said last: more telling than the "Connection is closed" of a retry.
+  let cause: unknown;
+  const noted = (err: unknown) => (cause = err);
+  redis.on('error', noted);
   const deadline = Date.now() + CONNECT_DEADLINE_MS;
   for (;;) {
     try {
       await redis.connect();
+      redis.off('error', noted);
       return redis;
     } catch (err) {
-      if (Date.now() > deadline) {
-        redis.disconnect();
-        const reason = err instanceof Error ? err.message : String(err);
-        throw new Error(`cannot reach Redis at --redis-url: ${reason}`, { cause: err });
-      }
       redis.disconnect();
+      if (Date.now() > deadline) {
+        const last = cause ?? err;
+        const reason = last instanceof Error ? last.message : String(last);
+        throw new Error(`cannot reach Redis at --redis-url: ${reason}`, { cause: last });
+      }
       await new Promise((resolve) => setTimeout(resolve, 200));
     }
   }
@@ -109,16 +115,7 @@ async function clusterPlugin(app: FastifyInstance, opts: { config: Config }) {
     return;
   }
   const log = app.log.child({ component: 'cluster' });
-  const redis = await connect(config.redisUrl);
-  let lastRedisError = '';
-  redis.on('error', (err: Error) => {
-    // ioredis reports every failed reconnect; once per distinct message is enough.
-    if (err.message !== lastRedisError) log.warn({ err }, 'Redis connection error');
-    lastRedisError = err.message;
-  });
-  redis.on('ready', () => {
-    lastRedisError = '';
-  });
+  const redis = await connect(config.redisUrl, log);
   const keys = new ClusterKeys(config.redisPrefix);
   const nodeId = config.nodeId ?? `${os.hostname()}-${process.pid}`;
   const secret = await sharedSecret(redis, keys);
