@@ -84,7 +84,7 @@ async function connect(url: string, log: FastifyBaseLogger): Promise<Redis> {
       if (Date.now() > deadline) {
         const last = cause ?? err;
         const reason = last instanceof Error ? last.message : String(last);
-        throw new Error(`cannot reach Redis at --redis-url: ${reason}`, { cause: last });
+        throw new Error(`cannot reach Redis at --redis-url: ${reason}`, { cause: err });
       }
       await new Promise((resolve) => setTimeout(resolve, 200));
     }
