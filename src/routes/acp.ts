@@ -1,0 +1,203 @@
+/**
+ * ACP itself at `/acp` (issue 14, first step): the ACP remote transport's
+ * Streamable HTTP side (POST a JSON-RPC message; GET an SSE stream per
+ * connection or per session; DELETE ends a connection; `Acp-Connection-Id`
+ * and `Acp-Session-Id` headers), served by the SDK's experimental
+ * `AcpServer`. acpd supplies the agent side: one `AgentApp` per ACP
+ * connection whose handlers call the same registry the REST routes call, so
+ * an ACP client and a REST client share sessions, prompts, cancels and votes.
+ *
+ * The three methods are ordinary Fastify routes with a policy, so the
+ * Origin/Host/token guards, load shedding and rate budgets apply as to REST.
+ * The body is parsed by acpd's own JSON parser (its limits and errors) and
+ * handed to the SDK as a web `Request`; the SDK's web `Response` (JSON, or an
+ * SSE body) is sent as it is (Fastify 5 sends a `Response` natively).
+ */
+import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
+import {
+  PROTOCOL_VERSION,
+  RequestError,
+  agent,
+  type AgentConnection,
+  type AgentContext,
+  type InitializeResponse,
+  type RequestPermissionRequest,
+  type SessionNotification,
+} from '@agentclientprotocol/sdk';
+import { AcpServer } from '@agentclientprotocol/sdk/experimental/server';
+import { policies } from '../plugins/route-policy.js';
+import type { SessionRegistry } from '../services/session-registry.js';
+
+export const ACP_PATH = '/acp';
+
+/** Request headers that describe acpd's hop, not the ACP message; the SDK's `Request` gets the rest. */
+const HOP_HEADERS = new Set(['host', 'connection', 'content-length', 'transfer-encoding', 'keep-alive', 'upgrade']);
+
+/** One bus subscription of one ACP connection: what it has forwarded, and who waits for that. */
+interface Follow {
+  readonly ac: AbortController;
+  forwardedId: number;
+  waiters: { id: number; resolve: () => void }[];
+  /** The open `session/request_permission` of each acpd permission request id, to withdraw it once settled. */
+  readonly asks: Map<string, AbortController>;
+}
+
+/**
+ * The agent side of one ACP connection. Sessions it creates or attaches are
+ * followed on their bus: `session_update` frames become `session/update`
+ * notifications, `permission_request` frames become
+ * `session/request_permission` requests whose answer is this client's vote.
+ */
+function connectionAgent(sessions: SessionRegistry, capabilities: () => InitializeResponse | undefined) {
+  const follows = new Map<string, Follow>();
+  let connection: AgentConnection | undefined;
+
+  function unfollowAll(): void {
+    for (const f of follows.values()) {
+      f.ac.abort();
+      for (const ask of f.asks.values()) ask.abort();
+    }
+    follows.clear();
+  }
+
+  function ask(client: AgentContext, f: Follow, data: Record<string, unknown>): void {
+    const requestId = data.requestId as string;
+    const ac = new AbortController();
+    f.asks.set(requestId, ac);
+    const params = {
+      sessionId: data.sessionId,
+      toolCall: data.toolCall,
+      options: data.options,
+    } as RequestPermissionRequest;
+    client
+      .request('session/request_permission', params, { cancellationSignal: ac.signal, stopWaitingOnCancel: true })
+      .then((answer) => {
+        // A vote on a request another client settled first is simply not counted.
+        if (!ac.signal.aborted) sessions.respondToPermission(requestId, answer);
+      })
+      .catch(() => {})
+      .finally(() => f.asks.delete(requestId));
+  }
+
+  /** Follows a session's bus from now on (once per connection and session). */
+  function follow(sessionId: string, client: AgentContext): void {
+    if (follows.has(sessionId)) return;
+    const f: Follow = { ac: new AbortController(), forwardedId: 0, waiters: [], asks: new Map() };
+    const events = sessions.subscribe(sessionId, { signal: f.ac.signal });
+    f.forwardedId = sessions.require(sessionId).events.lastEventId;
+    follows.set(sessionId, f);
+    void (async () => {
+      try {
+        for await (const ev of events) {
+          const { type, data, id } = ev.envelope;
+          if (type === 'session_update') {
+            await client.notify('session/update', data as SessionNotification);
+          } else if (type === 'permission_request') {
+            ask(client, f, data as Record<string, unknown>);
+          } else if (type === 'permission_resolved') {
+            f.asks.get((data as { requestId: string }).requestId)?.abort();
+          }
+          if (id !== undefined) {
+            f.forwardedId = id;
+            f.waiters = f.waiters.filter((w) => (w.id <= id ? (w.resolve(), false) : true));
+          }
+        }
+      } catch {
+        // The connection closed under a notify: nothing left to forward to.
+      } finally {
+        follows.delete(sessionId);
+        for (const w of f.waiters) w.resolve();
+      }
+    })();
+  }
+
+  /** Resolves once every frame up to the session's current last event has gone out on this connection. */
+  function flushed(sessionId: string): Promise<void> {
+    const f = follows.get(sessionId);
+    const target = sessions.get(sessionId)?.events.lastEventId;
+    if (!f || target === undefined || f.forwardedId >= target) return Promise.resolve();
+    return new Promise((resolve) => f.waiters.push({ id: target, resolve }));
+  }
+
+  return agent()
+    .onConnect((conn) => {
+      connection = conn;
+      void conn.closed.finally(unfollowAll);
+    })
+    .onRequest('initialize', (): InitializeResponse => {
+      const hosted = capabilities();
+      return {
+        protocolVersion: PROTOCOL_VERSION,
+        agentCapabilities: hosted?.agentCapabilities ?? {},
+        authMethods: [],
+        ...(hosted?.agentInfo ? { agentInfo: hosted.agentInfo } : {}),
+      };
+    })
+    .onRequest('session/new', async ({ params, client }) => {
+      const handle = await sessions.spawnOrAttach({ workspaceCwd: params.cwd, sessionScope: 'thread' });
+      follow(handle.sessionId, client);
+      return { sessionId: handle.sessionId };
+    })
+    .onRequest('session/resume', ({ params, client }) => {
+      // A session live here (created over REST or by another ACP client) is joined as it is.
+      if (!sessions.get(params.sessionId)) throw RequestError.resourceNotFound(params.sessionId);
+      follow(params.sessionId, client);
+      return {};
+    })
+    .onRequest('session/prompt', async ({ params, client, signal }) => {
+      const { sessionId, ...body } = params;
+      follow(sessionId, client);
+      const answer = await sessions.sendPrompt(sessionId, body, signal).done;
+      // The turn's updates reach the client before its answer, as from a local agent.
+      await flushed(sessionId);
+      return answer;
+    })
+    .onNotification('session/cancel', async ({ params }) => {
+      await sessions.cancel(params.sessionId).catch(() => {});
+    })
+    .onRequest('*', ({ method }) => {
+      void connection;
+      throw RequestError.methodNotFound(method);
+    });
+}
+
+/** The `Request` the SDK reads: the client's headers and acpd's already parsed body. */
+function webRequest(req: FastifyRequest, signal: AbortSignal): Request {
+  const headers = new Headers();
+  for (const [name, value] of Object.entries(req.headers)) {
+    if (value === undefined || HOP_HEADERS.has(name)) continue;
+    headers.set(name, Array.isArray(value) ? value.join(', ') : value);
+  }
+  const hasBody = req.method === 'POST' && req.body !== undefined;
+  return new Request(`http://${req.host}${ACP_PATH}`, {
+    method: req.method,
+    headers,
+    signal,
+    ...(hasBody ? { body: typeof req.body === 'string' ? req.body : JSON.stringify(req.body) } : {}),
+  });
+}
+
+const acpRoutes: FastifyPluginAsync = async (app) => {
+  const sessions = app.sessions;
+  const server = new AcpServer({
+    createAgent: () => connectionAgent(sessions, () => app.channels.lastInitialize),
+  });
+  app.addHook('onClose', async () => {
+    await server.close();
+  });
+
+  const handler = async (req: FastifyRequest, reply: FastifyReply) => {
+    const ac = new AbortController();
+    // A client that leaves before its answer aborts what the SDK waits on for it.
+    reply.raw.once('close', () => {
+      if (!reply.raw.writableEnded) ac.abort();
+    });
+    return server.handleRequest(webRequest(req, ac.signal));
+  };
+  const hidden = { hide: true } as Record<string, unknown>;
+  app.post(ACP_PATH, { schema: hidden, config: { policy: policies.mutation } }, handler);
+  app.get(ACP_PATH, { schema: hidden, config: { policy: policies.read }, exposeHeadRoute: false }, handler);
+  app.delete(ACP_PATH, { schema: hidden, config: { policy: policies.mutation } }, handler);
+};
+
+export default acpRoutes;
