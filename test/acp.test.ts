@@ -1,0 +1,106 @@
+// ACP itself at /acp: the official SDK's client, over its Streamable HTTP transport, drives the embedded
+// agent hosted by a real daemon, and shares sessions with REST clients.
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import t from 'tap';
+import { client, type RequestPermissionRequest, type SessionNotification } from '@agentclientprotocol/sdk';
+import { createHttpStream } from '@agentclientprotocol/sdk/experimental/http-client';
+import { startDaemon, type TestDaemon } from './support/app.js';
+import { createSession } from './support/http.js';
+import { isType, openEvents } from './support/sse.js';
+
+/** A client app that records the updates it is sent and answers permission requests with `vote`. */
+function acpClient(d: TestDaemon, vote = 'allow') {
+  const updates: SessionNotification[] = [];
+  const asked: RequestPermissionRequest[] = [];
+  const app = client({ name: 'acp-test' })
+    .onNotification('session/update', ({ params }) => {
+      updates.push(params);
+    })
+    .onRequest('session/request_permission', ({ params }) => {
+      asked.push(params);
+      return { outcome: { outcome: 'selected', optionId: vote } };
+    });
+  const stream = createHttpStream(`${d.baseUrl}/acp`, { headers: d.headers });
+  return { app, stream, updates, asked };
+}
+
+function textOf(updates: SessionNotification[], sessionUpdate: string): string {
+  return updates
+    .filter((n) => n.update.sessionUpdate === sessionUpdate)
+    .map((n) => {
+      const u = n.update as { content?: { type: string; text?: string } };
+      return u.content?.type === 'text' ? (u.content.text ?? '') : '';
+    })
+    .join('');
+}
+
+t.test('initialize, session/new, session/prompt: the updates stream before the answer', async (t) => {
+  const d = await startDaemon(t);
+  const c = acpClient(d);
+  await c.app.connectWith(c.stream, async (agent) => {
+    const init = await agent.request('initialize', { protocolVersion: 1, clientCapabilities: {} });
+    t.equal(init.protocolVersion, 1);
+    t.same(
+      init.agentCapabilities,
+      d.app.channels.lastInitialize?.agentCapabilities ?? {},
+      "the hosted agent's capabilities",
+    );
+
+    const { sessionId } = await agent.request('session/new', { cwd: d.config.workspace, mcpServers: [] });
+    t.ok(d.app.sessions.get(sessionId), 'a live session of the registry');
+
+    const answer = await agent.request('session/prompt', {
+      sessionId,
+      prompt: [{ type: 'text', text: 'hello over acp' }],
+    });
+    t.equal(answer.stopReason, 'end_turn');
+    t.ok(
+      c.updates.every((n) => n.sessionId === sessionId),
+      'every update names the session',
+    );
+    t.equal(textOf(c.updates, 'user_message_chunk'), 'hello over acp', 'the echo of the prompt');
+    t.match(textOf(c.updates, 'agent_message_chunk'), /hello over acp/, "the agent's reply, before the answer");
+  });
+});
+
+t.test('a permission request reaches the /acp client and its answer is the vote', async (t) => {
+  const d = await startDaemon(t);
+  const c = acpClient(d);
+  await c.app.connectWith(c.stream, async (agent) => {
+    await agent.request('initialize', { protocolVersion: 1, clientCapabilities: {} });
+    const { sessionId } = await agent.request('session/new', { cwd: d.config.workspace, mcpServers: [] });
+    const answer = await agent.request('session/prompt', {
+      sessionId,
+      prompt: [{ type: 'text', text: '/write note.txt voted' }],
+    });
+    t.equal(answer.stopReason, 'end_turn');
+    t.equal(c.asked.length, 1, 'asked once');
+    t.equal(c.asked[0]?.sessionId, sessionId);
+    t.equal(readFileSync(path.join(d.config.workspace, 'note.txt'), 'utf8'), 'voted', 'allowed, so written');
+  });
+});
+
+t.test('a session created over REST takes an /acp prompt; a REST subscriber sees its frames', async (t) => {
+  const d = await startDaemon(t);
+  const sessionId = await createSession(d);
+  const sse = await openEvents(t, d, sessionId);
+  const c = acpClient(d);
+  await c.app.connectWith(c.stream, async (agent) => {
+    await agent.request('initialize', { protocolVersion: 1, clientCapabilities: {} });
+    await agent.request('session/resume', { sessionId, cwd: d.config.workspace });
+    const answer = await agent.request('session/prompt', {
+      sessionId,
+      prompt: [{ type: 'text', text: 'from acp' }],
+    });
+    t.equal(answer.stopReason, 'end_turn');
+    t.match(textOf(c.updates, 'agent_message_chunk'), /from acp/, 'the /acp client saw the reply');
+  });
+  await sse.waitFor(isType('turn_complete'), 'turn_complete on the REST stream');
+  const echoed = sse
+    .events()
+    .filter((e) => e.type === 'session_update')
+    .map((e) => (e.data as SessionNotification).update)
+    .some((u) => u.sessionUpdate === 'user_message_chunk' && u.content.type === 'text' && u.content.text === 'from acp');
+  t.ok(echoed, 'the REST subscriber saw the /acp prompt');
+});
