@@ -177,6 +177,33 @@ function webRequest(req: FastifyRequest, signal: AbortSignal): Request {
   });
 }
 
+/** An SSE comment, sent first so the stream's headers leave at once rather than with its first message. */
+const OPENING = new TextEncoder().encode(': acp\n\n');
+
+/**
+ * The SDK's SSE body behind an opening comment. Without it the client waits
+ * for the headers until the first message: Node sends a response's headers
+ * with its first body chunk. Still pulled, one read per read, so messages the
+ * client has not read stay queued in the SDK.
+ */
+function opened(body: ReadableStream<Uint8Array>): ReadableStream<Uint8Array> {
+  const reader = body.getReader();
+  let first = true;
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      if (first) {
+        first = false;
+        controller.enqueue(OPENING);
+        return;
+      }
+      const next = await reader.read();
+      if (next.done) controller.close();
+      else controller.enqueue(next.value);
+    },
+    cancel: (reason) => reader.cancel(reason),
+  });
+}
+
 const acpRoutes: FastifyPluginAsync = async (app) => {
   const sessions = app.sessions;
   const server = new AcpServer({
@@ -192,7 +219,9 @@ const acpRoutes: FastifyPluginAsync = async (app) => {
     reply.raw.once('close', () => {
       if (!reply.raw.writableEnded) ac.abort();
     });
-    return server.handleRequest(webRequest(req, ac.signal));
+    const res = await server.handleRequest(webRequest(req, ac.signal));
+    if (!res.body || !res.headers.get('content-type')?.startsWith('text/event-stream')) return res;
+    return new Response(opened(res.body), { status: res.status, headers: res.headers });
   };
   const hidden = { hide: true } as Record<string, unknown>;
   app.post(ACP_PATH, { schema: hidden, config: { policy: policies.mutation } }, handler);
