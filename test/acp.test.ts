@@ -101,6 +101,8 @@ t.test('a session created over REST takes an /acp prompt; a REST subscriber sees
     .events()
     .filter((e) => e.type === 'session_update')
     .map((e) => (e.data as SessionNotification).update)
-    .some((u) => u.sessionUpdate === 'user_message_chunk' && u.content.type === 'text' && u.content.text === 'from acp');
+    .some(
+      (u) => u.sessionUpdate === 'user_message_chunk' && u.content.type === 'text' && u.content.text === 'from acp',
+    );
   t.ok(echoed, 'the REST subscriber saw the /acp prompt');
 });
