@@ -41,11 +41,10 @@ t.test('initialize, session/new, session/prompt: the updates stream before the a
   await c.app.connectWith(c.stream, async (agent) => {
     const init = await agent.request('initialize', { protocolVersion: 1, clientCapabilities: {} });
     t.equal(init.protocolVersion, 1);
-    t.same(
-      init.agentCapabilities,
-      d.app.channels.lastInitialize?.agentCapabilities ?? {},
-      "the hosted agent's capabilities",
-    );
+    const hosted = d.app.channels.lastInitialize;
+    t.ok(hosted, 'the hosted agent was asked, before any session');
+    t.same(init.agentCapabilities, hosted?.agentCapabilities, "the hosted agent's capabilities");
+    t.equal(init.agentCapabilities?.loadSession, true, 'the embedded agent loads sessions');
 
     const { sessionId } = await agent.request('session/new', { cwd: d.config.workspace, mcpServers: [] });
     t.ok(d.app.sessions.get(sessionId), 'a live session of the registry');

@@ -48,7 +48,7 @@ interface Follow {
  * notifications, `permission_request` frames become
  * `session/request_permission` requests whose answer is this client's vote.
  */
-function connectionAgent(sessions: SessionRegistry, capabilities: () => InitializeResponse | undefined) {
+function connectionAgent(sessions: SessionRegistry, handshake: () => Promise<InitializeResponse>) {
   const follows = new Map<string, Follow>();
   let connection: AgentConnection | undefined;
 
@@ -124,13 +124,13 @@ function connectionAgent(sessions: SessionRegistry, capabilities: () => Initiali
       connection = conn;
       void conn.closed.finally(unfollowAll);
     })
-    .onRequest('initialize', (): InitializeResponse => {
-      const hosted = capabilities();
+    .onRequest('initialize', async (): Promise<InitializeResponse> => {
+      const hosted = await handshake();
       return {
         protocolVersion: PROTOCOL_VERSION,
-        agentCapabilities: hosted?.agentCapabilities ?? {},
+        agentCapabilities: hosted.agentCapabilities ?? {},
         authMethods: [],
-        ...(hosted?.agentInfo ? { agentInfo: hosted.agentInfo } : {}),
+        ...(hosted.agentInfo ? { agentInfo: hosted.agentInfo } : {}),
       };
     })
     .onRequest('session/new', async ({ params, client }) => {
@@ -207,8 +207,21 @@ function opened(body: ReadableStream<Uint8Array>): ReadableStream<Uint8Array> {
 const acpRoutes: FastifyPluginAsync = async (app) => {
   const sessions = app.sessions;
   const server = new AcpServer({
-    createAgent: () => connectionAgent(sessions, () => app.channels.lastInitialize),
+    createAgent: () => connectionAgent(sessions, handshake),
   });
+
+  /**
+   * The hosted agent's answer to its own initialize. Before any agent has
+   * run, one is started for it (and let go): an ACP client decides what to
+   * call from these capabilities, so "none yet" would mislead it.
+   */
+  async function handshake(): Promise<InitializeResponse> {
+    const known = app.channels.lastInitialize;
+    if (known) return known;
+    const lease = await app.channels.acquire();
+    await lease.release();
+    return app.channels.lastInitialize ?? { protocolVersion: PROTOCOL_VERSION };
+  }
   app.addHook('onClose', async () => {
     await server.close();
   });
