@@ -105,3 +105,29 @@ t.test('a session created over REST takes an /acp prompt; a REST subscriber sees
     );
   t.ok(echoed, 'the REST subscriber saw the /acp prompt');
 });
+
+t.test("/acp is behind the daemon's guards: the token, the Origin check", async (t) => {
+  const d = await startDaemon(t, { args: ['--token', 's3cret'] });
+  const init = JSON.stringify({
+    jsonrpc: '2.0',
+    id: 1,
+    method: 'initialize',
+    params: { protocolVersion: 1, clientCapabilities: {} },
+  });
+  const post = (headers: Record<string, string>) =>
+    fetch(`${d.baseUrl}/acp`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...headers },
+      body: init,
+    });
+
+  t.equal((await post({})).status, 401, 'no token');
+  t.equal((await post({ ...d.headers, origin: 'http://evil.example' })).status, 403, 'a foreign Origin');
+  t.equal(d.app.channels.spawnCount, 0, 'no agent was started for them');
+
+  const c = acpClient(d);
+  await c.app.connectWith(c.stream, async (agent) => {
+    const answer = await agent.request('initialize', { protocolVersion: 1, clientCapabilities: {} });
+    t.equal(answer.protocolVersion, 1, 'the SDK client with the token is served');
+  });
+});
