@@ -6,7 +6,7 @@ import t from 'tap';
 import { client, type RequestPermissionRequest, type SessionNotification } from '@agentclientprotocol/sdk';
 import { createHttpStream } from '@agentclientprotocol/sdk/experimental/http-client';
 import { startDaemon, type TestDaemon } from './support/app.js';
-import { createSession } from './support/http.js';
+import { call, createSession } from './support/http.js';
 import { isType, openEvents } from './support/sse.js';
 
 /** A client app that records the updates it is sent and answers permission requests with `vote`. */
@@ -129,5 +129,32 @@ t.test("/acp is behind the daemon's guards: the token, the Origin check", async 
   await c.app.connectWith(c.stream, async (agent) => {
     const answer = await agent.request('initialize', { protocolVersion: 1, clientCapabilities: {} });
     t.equal(answer.protocolVersion, 1, 'the SDK client with the token is served');
+  });
+});
+
+t.test('session/list and session/close over /acp; acpd errors become JSON-RPC errors', async (t) => {
+  const d = await startDaemon(t);
+  const fromRest = await createSession(d);
+  const c = acpClient(d);
+  await c.app.connectWith(c.stream, async (agent) => {
+    await agent.request('initialize', { protocolVersion: 1, clientCapabilities: {} });
+    const { sessionId } = await agent.request('session/new', { cwd: d.config.workspace, mcpServers: [] });
+    const listed = await agent.request('session/list', {});
+    t.same(listed.sessions.map((s) => s.sessionId).sort(), [fromRest, sessionId].sort(), 'both, REST and /acp');
+    t.ok(
+      listed.sessions.every((s) => s.cwd === d.config.workspace),
+      'in the workspace',
+    );
+
+    await agent.request('session/close', { sessionId: fromRest });
+    t.equal((await call(d, 'GET', `/session/${fromRest}/status`)).status, 404, 'closed for REST too');
+
+    const refused = await agent
+      .request('session/prompt', { sessionId: fromRest, prompt: [{ type: 'text', text: 'late' }] })
+      .then(
+        () => undefined,
+        (err: unknown) => err,
+      );
+    t.match(refused, { code: -32002 }, 'a closed session is not found');
   });
 });

@@ -26,12 +26,37 @@ import {
 } from '@agentclientprotocol/sdk';
 import { AcpServer } from '@agentclientprotocol/sdk/experimental/server';
 import { policies } from '../plugins/route-policy.js';
+import { isWireError } from '../errors.js';
 import type { SessionRegistry } from '../services/session-registry.js';
 
 export const ACP_PATH = '/acp';
 
 /** Request headers that describe acpd's hop, not the ACP message; the SDK's `Request` gets the rest. */
 const HOP_HEADERS = new Set(['host', 'connection', 'content-length', 'transfer-encoding', 'keep-alive', 'upgrade']);
+
+/** How many sessions one `session/list` answer holds. */
+const LIST_PAGE = 50;
+
+/**
+ * acpd's domain errors as JSON-RPC errors: a 404 is ACP's resource not
+ * found, another 4xx invalid params; `data` keeps acpd's envelope (its
+ * `code`, `sessionId`, …) for clients that read it.
+ */
+function rpcError(err: unknown): unknown {
+  if (!isWireError(err)) return err;
+  const status = err.statusCode ?? 500;
+  const code = status === 404 ? -32002 : status >= 400 && status < 500 ? -32602 : -32603;
+  return new RequestError(code, err.message, err.envelope());
+}
+
+/** Runs a handler with acpd's errors turned into JSON-RPC ones. */
+async function rpc<T>(work: () => Promise<T> | T): Promise<T> {
+  try {
+    return await work();
+  } catch (err) {
+    throw rpcError(err);
+  }
+}
 
 /** One bus subscription of one ACP connection: what it has forwarded, and who waits for that. */
 interface Follow {
@@ -133,25 +158,56 @@ function connectionAgent(sessions: SessionRegistry, handshake: () => Promise<Ini
         ...(hosted.agentInfo ? { agentInfo: hosted.agentInfo } : {}),
       };
     })
-    .onRequest('session/new', async ({ params, client }) => {
-      const handle = await sessions.spawnOrAttach({ workspaceCwd: params.cwd, sessionScope: 'thread' });
-      follow(handle.sessionId, client);
-      return { sessionId: handle.sessionId };
-    })
+    .onRequest('session/new', ({ params, client }) =>
+      rpc(async () => {
+        const handle = await sessions.spawnOrAttach({ workspaceCwd: params.cwd, sessionScope: 'thread' });
+        follow(handle.sessionId, client);
+        return { sessionId: handle.sessionId };
+      }),
+    )
     .onRequest('session/resume', ({ params, client }) => {
       // A session live here (created over REST or by another ACP client) is joined as it is.
       if (!sessions.get(params.sessionId)) throw RequestError.resourceNotFound(params.sessionId);
       follow(params.sessionId, client);
       return {};
     })
-    .onRequest('session/prompt', async ({ params, client, signal }) => {
-      const { sessionId, ...body } = params;
-      follow(sessionId, client);
-      const answer = await sessions.sendPrompt(sessionId, body, signal).done;
-      // The turn's updates reach the client before its answer, as from a local agent.
-      await flushed(sessionId);
-      return answer;
-    })
+    .onRequest('session/list', ({ params }) =>
+      rpc(async () => {
+        // The daemon serves one workspace: another cwd has no sessions here.
+        if (params.cwd && params.cwd !== sessions.workspace) return { sessions: [] };
+        const page = await sessions.catalog.page({
+          workspaceCwd: sessions.workspace,
+          size: LIST_PAGE,
+          ...(params.cursor ? { cursor: params.cursor } : {}),
+        });
+        return {
+          sessions: page.sessions.map((s) => ({
+            sessionId: s.sessionId,
+            cwd: s.workspaceCwd,
+            updatedAt: s.updatedAt,
+            ...(s.displayName !== undefined ? { title: s.displayName } : {}),
+          })),
+          ...(page.nextCursor !== undefined ? { nextCursor: page.nextCursor } : {}),
+        };
+      }),
+    )
+    .onRequest('session/close', ({ params }) =>
+      rpc(async () => {
+        // Closed for everyone, as DELETE /session/:id: a running turn is cancelled first.
+        await sessions.closeSession(params.sessionId);
+        return {};
+      }),
+    )
+    .onRequest('session/prompt', ({ params, client, signal }) =>
+      rpc(async () => {
+        const { sessionId, ...body } = params;
+        follow(sessionId, client);
+        const answer = await sessions.sendPrompt(sessionId, body, signal).done;
+        // The turn's updates reach the client before its answer, as from a local agent.
+        await flushed(sessionId);
+        return answer;
+      }),
+    )
     .onNotification('session/cancel', async ({ params }) => {
       await sessions.cancel(params.sessionId).catch(() => {});
     })
