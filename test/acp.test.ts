@@ -1,16 +1,21 @@
 // ACP itself at /acp: the official SDK's client, over its Streamable HTTP transport, drives the embedded
 // agent hosted by a real daemon, and shares sessions with REST clients.
 import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import path from 'node:path';
 import t from 'tap';
 import { client, type RequestPermissionRequest, type SessionNotification } from '@agentclientprotocol/sdk';
 import { createHttpStream } from '@agentclientprotocol/sdk/experimental/http-client';
+import { createWebSocketStream, type WebSocketConstructor } from '@agentclientprotocol/sdk/experimental/ws-client';
 import { startDaemon, type TestDaemon } from './support/app.js';
 import { call, createSession } from './support/http.js';
 import { isType, openEvents } from './support/sse.js';
 
+// Node 20 has no global WebSocket; `ws` (what @fastify/websocket serves with) is the SDK's documented choice.
+const { WebSocket } = createRequire(import.meta.url)('ws') as { WebSocket: WebSocketConstructor };
+
 /** A client app that records the updates it is sent and answers permission requests with `vote`. */
-function acpClient(d: TestDaemon, vote = 'allow') {
+function acpClient(d: TestDaemon, vote = 'allow', transport: 'http' | 'ws' = 'http') {
   const updates: SessionNotification[] = [];
   const asked: RequestPermissionRequest[] = [];
   const app = client({ name: 'acp-test' })
@@ -21,7 +26,10 @@ function acpClient(d: TestDaemon, vote = 'allow') {
       asked.push(params);
       return { outcome: { outcome: 'selected', optionId: vote } };
     });
-  const stream = createHttpStream(`${d.baseUrl}/acp`, { headers: d.headers });
+  const stream =
+    transport === 'ws'
+      ? createWebSocketStream(`${d.baseUrl.replace(/^http/, 'ws')}/acp`, { headers: d.headers, WebSocket })
+      : createHttpStream(`${d.baseUrl}/acp`, { headers: d.headers });
   return { app, stream, updates, asked };
 }
 
@@ -157,4 +165,45 @@ t.test('session/list and session/close over /acp; acpd errors become JSON-RPC er
       );
     t.match(refused, { code: -32002 }, 'a closed session is not found');
   });
+});
+
+t.test('over WebSocket: a prompt streams its updates, a REST-created session is shared', async (t) => {
+  const d = await startDaemon(t);
+  const fromRest = await createSession(d);
+  const sse = await openEvents(t, d, fromRest);
+  const c = acpClient(d, 'allow', 'ws');
+  await c.app.connectWith(c.stream, async (agent) => {
+    const init = await agent.request('initialize', { protocolVersion: 1, clientCapabilities: {} });
+    t.equal(init.agentCapabilities?.loadSession, true, "the hosted agent's capabilities");
+    const { sessionId } = await agent.request('session/new', { cwd: d.config.workspace, mcpServers: [] });
+    const answer = await agent.request('session/prompt', { sessionId, prompt: [{ type: 'text', text: 'over ws' }] });
+    t.equal(answer.stopReason, 'end_turn');
+    t.match(textOf(c.updates, 'agent_message_chunk'), /over ws/, 'the reply streamed before the answer');
+
+    await agent.request('session/resume', { sessionId: fromRest, cwd: d.config.workspace });
+    await agent.request('session/prompt', { sessionId: fromRest, prompt: [{ type: 'text', text: 'ws to rest' }] });
+  });
+  await sse.waitFor(isType('turn_complete'), 'turn_complete on the REST stream');
+  const echoed = sse
+    .events()
+    .filter((e) => e.type === 'session_update')
+    .map((e) => (e.data as SessionNotification).update)
+    .some(
+      (u) => u.sessionUpdate === 'user_message_chunk' && u.content.type === 'text' && u.content.text === 'ws to rest',
+    );
+  t.ok(echoed, 'the REST subscriber saw the prompt sent over WebSocket');
+});
+
+t.test('a WebSocket upgrade without the token is refused before it upgrades', async (t) => {
+  const d = await startDaemon(t, { args: ['--token', 's3cret'] });
+  const refused = createWebSocketStream(`${d.baseUrl.replace(/^http/, 'ws')}/acp`, { WebSocket });
+  const app = client({ name: 'acp-test' });
+  const outcome = await app
+    .connectWith(refused, (agent) => agent.request('initialize', { protocolVersion: 1, clientCapabilities: {} }))
+    .then(
+      () => 'served',
+      () => 'refused',
+    );
+  t.equal(outcome, 'refused');
+  t.equal(d.app.channels.spawnCount, 0, 'no agent was started');
 });

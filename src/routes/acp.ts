@@ -13,7 +13,9 @@
  * handed to the SDK as a web `Request`; the SDK's web `Response` (JSON, or an
  * SSE body) is sent as it is (Fastify 5 sends a `Response` natively).
  */
+import type { IncomingMessage } from 'node:http';
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
+import websocket from '@fastify/websocket';
 import {
   PROTOCOL_VERSION,
   RequestError,
@@ -24,7 +26,7 @@ import {
   type RequestPermissionRequest,
   type SessionNotification,
 } from '@agentclientprotocol/sdk';
-import { AcpServer } from '@agentclientprotocol/sdk/experimental/server';
+import { AcpServer, type PreparedWebSocketUpgrade } from '@agentclientprotocol/sdk/experimental/server';
 import { policies } from '../plugins/route-policy.js';
 import { isWireError } from '../errors.js';
 import type { SessionRegistry } from '../services/session-registry.js';
@@ -292,9 +294,37 @@ const acpRoutes: FastifyPluginAsync = async (app) => {
     if (!res.body || !res.headers.get('content-type')?.startsWith('text/event-stream')) return res;
     return new Response(opened(res.body), { status: res.status, headers: res.headers });
   };
+  // WebSocket: @fastify/websocket routes the upgrade request through Fastify, so the guards run
+  // before it; the SDK's connection is prepared in preHandler (after them) and its id goes on the 101.
+  await app.register(websocket, { options: { maxPayload: app.initialConfig.bodyLimit } });
+  const upgrades = new WeakMap<IncomingMessage, PreparedWebSocketUpgrade>();
+  app.websocketServer.on('headers', (headers: string[], raw: IncomingMessage) => {
+    const up = upgrades.get(raw);
+    if (up) headers.push(`Acp-Connection-Id: ${up.connectionId}`);
+  });
+
   const hidden = { hide: true } as Record<string, unknown>;
   app.post(ACP_PATH, { schema: hidden, config: { policy: policies.mutation } }, handler);
-  app.get(ACP_PATH, { schema: hidden, config: { policy: policies.read }, exposeHeadRoute: false }, handler);
+  app.route({
+    method: 'GET',
+    url: ACP_PATH,
+    schema: hidden,
+    config: { policy: policies.read },
+    exposeHeadRoute: false,
+    preHandler: async (req) => {
+      if (req.headers.upgrade?.toLowerCase() !== 'websocket') return;
+      const up = server.prepareWebSocketUpgrade();
+      upgrades.set(req.raw, up);
+      // An upgrade that never completes (a bad handshake, the client gone) leaves no connection behind.
+      req.raw.socket.once('close', () => up.reject());
+    },
+    handler,
+    wsHandler: (socket, req) => {
+      const up = upgrades.get(req.raw);
+      if (!up) return socket.close(1011, 'upgrade not prepared');
+      up.accept(socket);
+    },
+  });
   app.delete(ACP_PATH, { schema: hidden, config: { policy: policies.mutation } }, handler);
 };
 
