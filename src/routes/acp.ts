@@ -16,6 +16,7 @@
 import type { IncomingMessage } from 'node:http';
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import websocket from '@fastify/websocket';
+import fp from 'fastify-plugin';
 import {
   PROTOCOL_VERSION,
   RequestError,
@@ -261,6 +262,21 @@ function opened(body: ReadableStream<Uint8Array>): ReadableStream<Uint8Array> {
     cancel: (reason) => reader.cancel(reason),
   });
 }
+
+/**
+ * An upgrade request answered over HTTP (a guard's 401 or 403, a 404, a
+ * plain GET handler) has no one left to close its socket: Node stopped
+ * tracking it when it emitted 'upgrade', so the client's socket stays open
+ * and `close()` waits for it. Registered at the root, for every route
+ * (@fastify/websocket takes all of the server's upgrades): the socket is
+ * ended once the answer is written; an upgraded request was hijacked and
+ * never gets here.
+ */
+export const upgradesEnd = fp(async (app) => {
+  app.addHook('onResponse', async (req) => {
+    if (req.headers.upgrade !== undefined) req.raw.socket.end();
+  });
+});
 
 const acpRoutes: FastifyPluginAsync = async (app) => {
   const sessions = app.sessions;
