@@ -37,6 +37,14 @@ export const ACP_PATH = '/acp';
 /** Request headers that describe acpd's hop, not the ACP message; the SDK's `Request` gets the rest. */
 const HOP_HEADERS = new Set(['host', 'connection', 'content-length', 'transfer-encoding', 'keep-alive', 'upgrade']);
 
+/** The socket shape the SDK accepts (`WebSocketLike`; the server entry point does not export its name). */
+type WebSocketServerSocket = Parameters<PreparedWebSocketUpgrade['accept']>[0];
+
+/** The `ws` server's event that lets an upgrade add headers to its 101. */
+interface HeadersEmitter {
+  on(event: 'headers', listener: (headers: string[], req: IncomingMessage) => void): void;
+}
+
 /** How many sessions one `session/list` answer holds. */
 const LIST_PAGE = 50;
 
@@ -314,7 +322,9 @@ const acpRoutes: FastifyPluginAsync = async (app) => {
   // before it; the SDK's connection is prepared in preHandler (after them) and its id goes on the 101.
   await app.register(websocket, { options: { maxPayload: app.initialConfig.bodyLimit } });
   const upgrades = new WeakMap<IncomingMessage, PreparedWebSocketUpgrade>();
-  app.websocketServer.on('headers', (headers: string[], raw: IncomingMessage) => {
+  // Typed here by what is used: `ws` ships no types of its own and @types/ws is not a dependency.
+  const wss = app.websocketServer as unknown as HeadersEmitter;
+  wss.on('headers', (headers, raw) => {
     const up = upgrades.get(raw);
     if (up) headers.push(`Acp-Connection-Id: ${up.connectionId}`);
   });
@@ -335,7 +345,8 @@ const acpRoutes: FastifyPluginAsync = async (app) => {
       req.raw.socket.once('close', () => up.reject());
     },
     handler,
-    wsHandler: (socket, req) => {
+    wsHandler: (ws, req) => {
+      const socket = ws as unknown as WebSocketServerSocket;
       const up = upgrades.get(req.raw);
       if (!up) return socket.close(1011, 'upgrade not prepared');
       up.accept(socket);
