@@ -30,6 +30,7 @@ import type { ReceiptStore } from './services/receipts.js';
 import routePolicy from './plugins/route-policy.js';
 import security from './plugins/security.js';
 import sessionRegistry from './plugins/session-registry.js';
+import acpRoutes, { upgradesEnd } from './routes/acp.js';
 import eventRoutes from './routes/events.js';
 import metaRoutes from './routes/meta.js';
 import operationRoutes from './routes/operations.js';
@@ -218,6 +219,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   await app.register(eventRoutes);
   await app.register(permissionRoutes);
   await app.register(operationRoutes);
+  await app.register(upgradesEnd);
+  await app.register(acpRoutes);
 
   return app;
 }
