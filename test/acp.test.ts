@@ -9,7 +9,7 @@ import { createHttpStream } from '@agentclientprotocol/sdk/experimental/http-cli
 import { createWebSocketStream, type WebSocketConstructor } from '@agentclientprotocol/sdk/experimental/ws-client';
 import { startDaemon, type TestDaemon } from './support/app.js';
 import { call, createSession } from './support/http.js';
-import { isType, openEvents } from './support/sse.js';
+import { isType, openEvents, type SseStream } from './support/sse.js';
 
 // Node 20 has no global WebSocket; `ws` (what @fastify/websocket serves with) is the SDK's documented choice.
 const { WebSocket } = createRequire(import.meta.url)('ws') as { WebSocket: WebSocketConstructor };
@@ -41,6 +41,16 @@ function textOf(updates: SessionNotification[], sessionUpdate: string): string {
       return u.content?.type === 'text' ? (u.content.text ?? '') : '';
     })
     .join('');
+}
+
+/** Whether a REST SSE subscriber saw the echo of a prompt with this text, once the turn completed. */
+async function restSawPrompt(sse: SseStream, text: string): Promise<boolean> {
+  await sse.waitFor(isType('turn_complete'), 'turn_complete on the REST stream');
+  return sse
+    .events()
+    .filter((e) => e.type === 'session_update')
+    .map((e) => (e.data as SessionNotification).update)
+    .some((u) => u.sessionUpdate === 'user_message_chunk' && u.content.type === 'text' && u.content.text === text);
 }
 
 t.test('initialize, session/new, session/prompt: the updates stream before the answer', async (t) => {
@@ -103,15 +113,7 @@ t.test('a session created over REST takes an /acp prompt; a REST subscriber sees
     t.equal(answer.stopReason, 'end_turn');
     t.match(textOf(c.updates, 'agent_message_chunk'), /from acp/, 'the /acp client saw the reply');
   });
-  await sse.waitFor(isType('turn_complete'), 'turn_complete on the REST stream');
-  const echoed = sse
-    .events()
-    .filter((e) => e.type === 'session_update')
-    .map((e) => (e.data as SessionNotification).update)
-    .some(
-      (u) => u.sessionUpdate === 'user_message_chunk' && u.content.type === 'text' && u.content.text === 'from acp',
-    );
-  t.ok(echoed, 'the REST subscriber saw the /acp prompt');
+  t.ok(await restSawPrompt(sse, 'from acp'), 'the REST subscriber saw the /acp prompt');
 });
 
 t.test("/acp is behind the daemon's guards: the token, the Origin check", async (t) => {
@@ -183,15 +185,7 @@ t.test('over WebSocket: a prompt streams its updates, a REST-created session is 
     await agent.request('session/resume', { sessionId: fromRest, cwd: d.config.workspace });
     await agent.request('session/prompt', { sessionId: fromRest, prompt: [{ type: 'text', text: 'ws to rest' }] });
   });
-  await sse.waitFor(isType('turn_complete'), 'turn_complete on the REST stream');
-  const echoed = sse
-    .events()
-    .filter((e) => e.type === 'session_update')
-    .map((e) => (e.data as SessionNotification).update)
-    .some(
-      (u) => u.sessionUpdate === 'user_message_chunk' && u.content.type === 'text' && u.content.text === 'ws to rest',
-    );
-  t.ok(echoed, 'the REST subscriber saw the prompt sent over WebSocket');
+  t.ok(await restSawPrompt(sse, 'ws to rest'), 'the REST subscriber saw the prompt sent over WebSocket');
 });
 
 t.test('a WebSocket upgrade without the token is refused before it upgrades', async (t) => {
