@@ -38,7 +38,7 @@ export interface LeaseHolder {
 }
 
 export type Acquired =
-  | { readonly acquired: true; readonly token: number; readonly takeover: boolean }
+  | { readonly acquired: true; readonly token: number }
   | {
       readonly acquired: false;
       readonly owner: LeaseHolder;
@@ -52,7 +52,7 @@ interface Heartbeat {
 }
 
 // KEYS: lease, fence. ARGV: holder, node, url, ttl ms, node heartbeat key prefix.
-// Returns {1, token, takeover} when the lease is ours (new, or ours already), else {0, holder, node, url, token}.
+// Returns {1, token} when the lease is ours (new, or ours already), else {0, holder, node, url, token}.
 // A lease whose node's heartbeat names another instance (or none) is stale: its holder died, and a
 // restarted node under the same name does not own its predecessor's sessions.
 const ACQUIRE = `
@@ -60,9 +60,8 @@ local lease = KEYS[1]
 local holder = redis.call('HGET', lease, 'holder')
 if holder == ARGV[1] then
   redis.call('PEXPIRE', lease, ARGV[4])
-  return {1, redis.call('HGET', lease, 'token'), 0}
+  return {1, redis.call('HGET', lease, 'token')}
 end
-local takeover = 0
 if holder then
   local node = redis.call('HGET', lease, 'node')
   local beat = redis.call('GET', ARGV[5] .. node)
@@ -74,13 +73,12 @@ if holder then
   if alive then
     return {0, holder, node, redis.call('HGET', lease, 'url'), redis.call('HGET', lease, 'token')}
   end
-  takeover = 1
 end
 local token = redis.call('INCR', KEYS[2])
 redis.call('DEL', lease)
 redis.call('HSET', lease, 'holder', ARGV[1], 'node', ARGV[2], 'url', ARGV[3], 'token', token)
 redis.call('PEXPIRE', lease, ARGV[4])
-return {1, tostring(token), takeover}
+return {1, tostring(token)}
 `;
 
 // KEYS: lease. ARGV: token, ttl ms. 1 when the lease is still ours (and renewed), else 0.
@@ -291,9 +289,8 @@ export class ClusterNode {
     );
     if (Number(reply[0]) === 1) {
       const token = Number(reply[1]);
-      const takeover = Number(reply[2]) === 1;
       this.leases.set(sessionId, token);
-      return { acquired: true, token, takeover };
+      return { acquired: true, token };
     }
     const [, holder, node, url, token] = reply as unknown as [number, string, string, string, string];
     return { acquired: false, owner: { holder, node, url, token: Number(token) } };
