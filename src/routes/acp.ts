@@ -1,274 +1,197 @@
 /**
- * ACP itself at `/acp` (issue 14, first step): the ACP remote transport's
- * Streamable HTTP side (POST a JSON-RPC message; GET an SSE stream per
- * connection or per session; DELETE ends a connection; `Acp-Connection-Id`
- * and `Acp-Session-Id` headers), served by the SDK's experimental
- * `AcpServer`. acpd supplies the agent side: one `AgentApp` per ACP
- * connection whose handlers call the same registry the REST routes call, so
- * an ACP client and a REST client share sessions, prompts, cancels and votes.
+ * ACP itself at `/acp`: the ACP remote transport (Streamable HTTP and
+ * WebSocket), serving the same sessions as the REST routes.
  *
- * The three methods are ordinary Fastify routes with a policy, so the
- * Origin/Host/token guards, load shedding and rate budgets apply as to REST.
- * The body is parsed by acpd's own JSON parser (its limits and errors) and
- * handed to the SDK as a web `Request`; the SDK's web `Response` (JSON, or an
- * SSE body) is sent as it is (Fastify 5 sends a `Response` natively).
+ * - `POST /acp` carries one JSON-RPC message. `initialize` opens a connection
+ *   and is answered in the response, with its `Acp-Connection-Id`; any other
+ *   message names that connection and is accepted with 202, its answer going
+ *   out on a stream.
+ * - `GET /acp` (`Accept: text/event-stream`) is a stream: the connection's
+ *   own, or with `Acp-Session-Id` one session's, which resumes after a
+ *   `Last-Event-ID` (and `X-Qwen-Event-Epoch`) as the REST event stream does.
+ * - `GET /acp` with `Upgrade: websocket` is a connection whose messages all
+ *   go over the socket; `DELETE /acp` ends an HTTP connection.
+ *
+ * The three are ordinary Fastify routes, so the Origin/Host/token guards and
+ * load shedding apply before anything else. They draw on no rate budget of
+ * their own: each message is served by the REST route it names (see
+ * acp/methods.ts), which draws on its budget as a REST call does.
  */
 import type { IncomingMessage } from 'node:http';
-import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
+import { once } from 'node:events';
+import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import websocket from '@fastify/websocket';
 import fp from 'fastify-plugin';
-import {
-  PROTOCOL_VERSION,
-  RequestError,
-  agent,
-  type AgentConnection,
-  type AgentContext,
-  type InitializeResponse,
-  type RequestPermissionRequest,
-  type SessionNotification,
-} from '@agentclientprotocol/sdk';
-import { AcpServer, type PreparedWebSocketUpgrade } from '@agentclientprotocol/sdk/experimental/server';
-import { policies } from '../plugins/route-policy.js';
-import { isWireError } from '../errors.js';
-import type { SessionRegistry } from '../services/session-registry.js';
+import { PROTOCOL_VERSION, type InitializeResponse } from '@agentclientprotocol/sdk';
+import { AcpConnection, type AcpHost, type Outlet } from '../acp/connection.js';
+import { RPC, failure, isObject, isRequest, parseMessage, type RpcMessage } from '../acp/wire.js';
+import { SessionNotFoundError } from '../errors.js';
+import { openSessionEvents } from '../services/session-events.js';
 
 export const ACP_PATH = '/acp';
+const CONNECTION_HEADER = 'acp-connection-id';
+const SESSION_HEADER = 'acp-session-id';
+const EPOCH_HEADER = 'x-qwen-event-epoch';
 
-/** Request headers that describe acpd's hop, not the ACP message; the SDK's `Request` gets the rest. */
-const HOP_HEADERS = new Set(['host', 'connection', 'content-length', 'transfer-encoding', 'keep-alive', 'upgrade']);
+/** The most `/acp` connections at once; past it, `initialize` is refused (503). */
+const MAX_CONNECTIONS = 1024;
+/** An HTTP connection none of whose streams is read, and whose client is silent this long, is ended. */
+const IDLE_MS = 5 * 60_000;
 
-/** The socket shape the SDK accepts (`WebSocketLike`; the server entry point does not export its name). */
-type WebSocketServerSocket = Parameters<PreparedWebSocketUpgrade['accept']>[0];
+/** The request headers a message is served with: who the client is, and what the guards read. */
+const FORWARDED = ['authorization', 'host', 'origin', 'user-agent', 'x-qwen-client-id', 'x-forwarded-for'];
 
 /** The `ws` server's event that lets an upgrade add headers to its 101. */
 interface HeadersEmitter {
   on(event: 'headers', listener: (headers: string[], req: IncomingMessage) => void): void;
 }
 
-/** How many sessions one `session/list` answer holds. */
-const LIST_PAGE = 50;
-
-/**
- * acpd's domain errors as JSON-RPC errors: a 404 is ACP's resource not
- * found, another 4xx invalid params; `data` keeps acpd's envelope (its
- * `code`, `sessionId`, …) for clients that read it.
- */
-function rpcError(err: unknown): unknown {
-  if (!isWireError(err)) return err;
-  const status = err.statusCode ?? 500;
-  const code = status === 404 ? -32002 : status >= 400 && status < 500 ? -32602 : -32603;
-  return new RequestError(code, err.message, err.envelope());
+/** What is used of a `ws` socket (`ws` ships no types, and @types/ws is not a dependency). */
+interface Socket {
+  readonly readyState: number;
+  readonly bufferedAmount: number;
+  send(data: string, cb?: (err?: Error) => void): void;
+  close(code?: number, reason?: string): void;
+  on(event: 'message', listener: (data: Buffer, isBinary: boolean) => void): void;
+  on(event: 'close', listener: () => void): void;
 }
 
-/** Runs a handler with acpd's errors turned into JSON-RPC ones. */
-async function rpc<T>(work: () => Promise<T> | T): Promise<T> {
-  try {
-    return await work();
-  } catch (err) {
-    throw rpcError(err);
+/** Past this many unsent bytes on a socket, a writer waits for its message to go out. */
+const SOCKET_HIGH_WATER = 1024 * 1024;
+
+function headersOf(req: FastifyRequest): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const name of FORWARDED) {
+    const v = req.headers[name];
+    if (typeof v === 'string') out[name] = v;
   }
+  return out;
 }
 
-/** One bus subscription of one ACP connection: what it has forwarded, and who waits for that. */
-interface Follow {
-  readonly ac: AbortController;
-  forwardedId: number;
-  waiters: { id: number; resolve: () => void }[];
-  /** The open `session/request_permission` of each acpd permission request id, to withdraw it once settled. */
-  readonly asks: Map<string, AbortController>;
+function parseCursor(raw: string | undefined): number | undefined {
+  if (raw === undefined || !/^\d{1,16}$/.test(raw)) return undefined;
+  const n = Number(raw);
+  return Number.isSafeInteger(n) ? n : undefined;
 }
 
-/**
- * The agent side of one ACP connection. Sessions it creates or attaches are
- * followed on their bus: `session_update` frames become `session/update`
- * notifications, `permission_request` frames become
- * `session/request_permission` requests whose answer is this client's vote.
- */
-function connectionAgent(sessions: SessionRegistry, handshake: () => Promise<InitializeResponse>) {
-  const follows = new Map<string, Follow>();
-  let connection: AgentConnection | undefined;
+function jsonError(reply: FastifyReply, status: number, message: string) {
+  return reply.code(status).send({ error: message });
+}
 
-  function unfollowAll(): void {
-    for (const f of follows.values()) {
-      f.ac.abort();
-      for (const ask of f.asks.values()) ask.abort();
-    }
-    follows.clear();
+/** One SSE response as an outlet: `id:` lines for events, one `data:` line per message. */
+function sseOutlet(reply: FastifyReply): Outlet {
+  const sse = reply.sse;
+  const raw = reply.raw;
+  let closed = false;
+  let finish!: () => void;
+  const done = new Promise<void>((resolve) => (finish = resolve));
+  sse.onClose(() => {
+    closed = true;
+    finish();
+  });
+  reply.header('Cache-Control', 'no-cache, no-transform');
+  sse.sendHeaders();
+  // The headers leave with the first bytes: a comment, so a client waiting for them is not kept waiting.
+  raw.write(': acp\n\n');
+  return {
+    get closed() {
+      return closed || !sse.isConnected;
+    },
+    done,
+    async write(msg: RpcMessage, eventId?: number) {
+      if (closed || !sse.isConnected || raw.writableEnded) return;
+      const chunk = `${eventId !== undefined ? `id: ${eventId}\n` : ''}data: ${JSON.stringify(msg)}\n\n`;
+      if (raw.write(chunk)) return;
+      await Promise.race([once(raw, 'drain').catch(() => {}), done]);
+    },
+    end() {
+      if (closed) return;
+      closed = true;
+      sse.close();
+      finish();
+    },
+  };
+}
+
+function socketOutlet(socket: Socket): Outlet {
+  let closed = false;
+  let finish!: () => void;
+  const done = new Promise<void>((resolve) => (finish = resolve));
+  socket.on('close', () => {
+    closed = true;
+    finish();
+  });
+  return {
+    get closed() {
+      return closed;
+    },
+    done,
+    async write(msg: RpcMessage) {
+      if (closed || socket.readyState !== 1) return;
+      const data = JSON.stringify(msg);
+      if (socket.bufferedAmount < SOCKET_HIGH_WATER) return socket.send(data);
+      await new Promise<void>((resolve) => socket.send(data, () => resolve()));
+    },
+    end() {
+      if (closed) return;
+      closed = true;
+      socket.close(1000, 'connection closed');
+      finish();
+    },
+  };
+}
+
+function acpHost(app: FastifyInstance): AcpHost {
+  /**
+   * The hosted agent's answer to its own initialize. Before any agent has
+   * run, one is started for it (and let go): an ACP client decides what to
+   * call from these capabilities, so "none yet" would mislead it.
+   */
+  async function hosted(): Promise<InitializeResponse> {
+    const known = app.channels.lastInitialize;
+    if (known) return known;
+    const lease = await app.channels.acquire();
+    await lease.release();
+    return app.channels.lastInitialize ?? { protocolVersion: PROTOCOL_VERSION };
   }
-
-  function ask(client: AgentContext, f: Follow, data: Record<string, unknown>): void {
-    const requestId = data.requestId as string;
-    const ac = new AbortController();
-    f.asks.set(requestId, ac);
-    const params = {
-      sessionId: data.sessionId,
-      toolCall: data.toolCall,
-      options: data.options,
-    } as RequestPermissionRequest;
-    client
-      .request('session/request_permission', params, { cancellationSignal: ac.signal, stopWaitingOnCancel: true })
-      .then((answer) => {
-        // A vote on a request another client settled first is simply not counted.
-        if (!ac.signal.aborted) sessions.respondToPermission(requestId, answer);
-      })
-      .catch(() => {})
-      .finally(() => f.asks.delete(requestId));
-  }
-
-  /** Follows a session's bus from now on (once per connection and session). */
-  function follow(sessionId: string, client: AgentContext): void {
-    if (follows.has(sessionId)) return;
-    const f: Follow = { ac: new AbortController(), forwardedId: 0, waiters: [], asks: new Map() };
-    const events = sessions.subscribe(sessionId, { signal: f.ac.signal });
-    f.forwardedId = sessions.require(sessionId).events.lastEventId;
-    follows.set(sessionId, f);
-    void (async () => {
+  return {
+    workspace: app.sessions.workspace,
+    async rest(call, headers, ip) {
+      const res = await app.inject({
+        method: call.method,
+        url: call.url,
+        remoteAddress: ip,
+        headers: { ...headers, ...(call.body ? { 'content-type': 'application/json' } : {}) },
+        ...(call.body ? { payload: JSON.stringify(call.body) } : {}),
+      });
+      let body: unknown;
       try {
-        for await (const ev of events) {
-          const { type, data, id } = ev.envelope;
-          if (type === 'session_update') {
-            await client.notify('session/update', data as SessionNotification);
-          } else if (type === 'permission_request') {
-            ask(client, f, data as Record<string, unknown>);
-          } else if (type === 'permission_resolved') {
-            f.asks.get((data as { requestId: string }).requestId)?.abort();
-          }
-          if (id !== undefined) {
-            f.forwardedId = id;
-            f.waiters = f.waiters.filter((w) => (w.id <= id ? (w.resolve(), false) : true));
-          }
-        }
+        body = res.body === '' ? undefined : JSON.parse(res.body);
       } catch {
-        // The connection closed under a notify: nothing left to forward to.
-      } finally {
-        follows.delete(sessionId);
-        for (const w of f.waiters) w.resolve();
+        body = { error: res.body };
       }
-    })();
-  }
-
-  /** Resolves once every frame up to the session's current last event has gone out on this connection. */
-  function flushed(sessionId: string): Promise<void> {
-    const f = follows.get(sessionId);
-    const target = sessions.get(sessionId)?.events.lastEventId;
-    if (!f || target === undefined || f.forwardedId >= target) return Promise.resolve();
-    return new Promise((resolve) => f.waiters.push({ id: target, resolve }));
-  }
-
-  return agent()
-    .onConnect((conn) => {
-      connection = conn;
-      void conn.closed.finally(unfollowAll);
-    })
-    .onRequest('initialize', async (): Promise<InitializeResponse> => {
-      const hosted = await handshake();
+      return { status: res.statusCode, body };
+    },
+    openEvents: (sessionId, opts) => openSessionEvents(app, sessionId, opts),
+    lastEventId: (sessionId) => app.sessions.get(sessionId)?.events.lastEventId,
+    isNotFound: (err) => err instanceof SessionNotFoundError,
+    async initialize(_params, connectionId) {
+      const agent = await hosted();
+      const caps = agent.agentCapabilities ?? {};
       return {
         protocolVersion: PROTOCOL_VERSION,
-        agentCapabilities: hosted.agentCapabilities ?? {},
+        // acpd itself lists and closes sessions, whatever the agent does.
+        agentCapabilities: {
+          ...caps,
+          sessionCapabilities: { ...(caps.sessionCapabilities ?? {}), list: {}, close: {} },
+        },
         authMethods: [],
-        ...(hosted.agentInfo ? { agentInfo: hosted.agentInfo } : {}),
+        ...(agent.agentInfo ? { agentInfo: agent.agentInfo } : {}),
+        _meta: { qwen: { connectionId } },
       };
-    })
-    .onRequest('session/new', ({ params, client }) =>
-      rpc(async () => {
-        const handle = await sessions.spawnOrAttach({ workspaceCwd: params.cwd, sessionScope: 'thread' });
-        follow(handle.sessionId, client);
-        return { sessionId: handle.sessionId };
-      }),
-    )
-    .onRequest('session/resume', ({ params, client }) => {
-      // A session live here (created over REST or by another ACP client) is joined as it is.
-      if (!sessions.get(params.sessionId)) throw RequestError.resourceNotFound(params.sessionId);
-      follow(params.sessionId, client);
-      return {};
-    })
-    .onRequest('session/list', ({ params }) =>
-      rpc(async () => {
-        // The daemon serves one workspace: another cwd has no sessions here.
-        if (params.cwd && params.cwd !== sessions.workspace) return { sessions: [] };
-        const page = await sessions.catalog.page({
-          workspaceCwd: sessions.workspace,
-          size: LIST_PAGE,
-          ...(params.cursor ? { cursor: params.cursor } : {}),
-        });
-        return {
-          sessions: page.sessions.map((s) => ({
-            sessionId: s.sessionId,
-            cwd: s.workspaceCwd,
-            updatedAt: s.updatedAt,
-            ...(s.displayName !== undefined ? { title: s.displayName } : {}),
-          })),
-          ...(page.nextCursor !== undefined ? { nextCursor: page.nextCursor } : {}),
-        };
-      }),
-    )
-    .onRequest('session/close', ({ params }) =>
-      rpc(async () => {
-        // Closed for everyone, as DELETE /session/:id: a running turn is cancelled first.
-        await sessions.closeSession(params.sessionId);
-        return {};
-      }),
-    )
-    .onRequest('session/prompt', ({ params, client, signal }) =>
-      rpc(async () => {
-        const { sessionId, ...body } = params;
-        follow(sessionId, client);
-        const answer = await sessions.sendPrompt(sessionId, body, signal).done;
-        // The turn's updates reach the client before its answer, as from a local agent.
-        await flushed(sessionId);
-        return answer;
-      }),
-    )
-    .onNotification('session/cancel', async ({ params }) => {
-      await sessions.cancel(params.sessionId).catch(() => {});
-    })
-    .onRequest('*', ({ method }) => {
-      void connection;
-      throw RequestError.methodNotFound(method);
-    });
-}
-
-/** The `Request` the SDK reads: the client's headers and acpd's already parsed body. */
-function webRequest(req: FastifyRequest, signal: AbortSignal): Request {
-  const headers = new Headers();
-  for (const [name, value] of Object.entries(req.headers)) {
-    if (value === undefined || HOP_HEADERS.has(name)) continue;
-    headers.set(name, Array.isArray(value) ? value.join(', ') : value);
-  }
-  const hasBody = req.method === 'POST' && req.body !== undefined;
-  return new Request(`http://${req.host}${ACP_PATH}`, {
-    method: req.method,
-    headers,
-    signal,
-    ...(hasBody ? { body: typeof req.body === 'string' ? req.body : JSON.stringify(req.body) } : {}),
-  });
-}
-
-/** An SSE comment, sent first so the stream's headers leave at once rather than with its first message. */
-const OPENING = new TextEncoder().encode(': acp\n\n');
-
-/**
- * The SDK's SSE body behind an opening comment. Without it the client waits
- * for the headers until the first message: Node sends a response's headers
- * with its first body chunk. Still pulled, one read per read, so messages the
- * client has not read stay queued in the SDK.
- */
-function opened(body: ReadableStream<Uint8Array>): ReadableStream<Uint8Array> {
-  const reader = body.getReader();
-  let first = true;
-  return new ReadableStream<Uint8Array>({
-    async pull(controller) {
-      if (first) {
-        first = false;
-        controller.enqueue(OPENING);
-        return;
-      }
-      const next = await reader.read();
-      if (next.done) controller.close();
-      else controller.enqueue(next.value);
     },
-    cancel: (reason) => reader.cancel(reason),
-  });
+    warn: (obj, msg) => app.log.warn(obj, msg),
+  };
 }
 
 /**
@@ -287,72 +210,137 @@ export const upgradesEnd = fp(async (app) => {
 });
 
 const acpRoutes: FastifyPluginAsync = async (app) => {
-  const sessions = app.sessions;
-  const server = new AcpServer({
-    createAgent: () => connectionAgent(sessions, handshake),
-  });
+  const host = acpHost(app);
+  const connections = new Map<string, AcpConnection>();
 
-  /**
-   * The hosted agent's answer to its own initialize. Before any agent has
-   * run, one is started for it (and let go): an ACP client decides what to
-   * call from these capabilities, so "none yet" would mislead it.
-   */
-  async function handshake(): Promise<InitializeResponse> {
-    const known = app.channels.lastInitialize;
-    if (known) return known;
-    const lease = await app.channels.acquire();
-    await lease.release();
-    return app.channels.lastInitialize ?? { protocolVersion: PROTOCOL_VERSION };
+  function open(transport: 'http' | 'ws', req: FastifyRequest): AcpConnection | undefined {
+    if (connections.size >= MAX_CONNECTIONS) return undefined;
+    const conn = new AcpConnection(transport, host, headersOf(req), req.ip);
+    connections.set(conn.id, conn);
+    conn.onClose(() => connections.delete(conn.id));
+    return conn;
   }
+
+  const sweep = setInterval(() => {
+    const now = Date.now();
+    for (const conn of connections.values()) {
+      if (conn.transport === 'http' && !conn.streaming && now - conn.lastActive > IDLE_MS) conn.close();
+    }
+  }, IDLE_MS / 5);
+  sweep.unref();
   app.addHook('onClose', async () => {
-    await server.close();
+    clearInterval(sweep);
+    for (const conn of [...connections.values()]) conn.close();
   });
 
-  const handler = async (req: FastifyRequest, reply: FastifyReply) => {
-    const ac = new AbortController();
-    // A client that leaves before its answer aborts what the SDK waits on for it.
-    reply.raw.once('close', () => {
-      if (!reply.raw.writableEnded) ac.abort();
-    });
-    const res = await server.handleRequest(webRequest(req, ac.signal));
-    if (!res.body || !res.headers.get('content-type')?.startsWith('text/event-stream')) return res;
-    return new Response(opened(res.body), { status: res.status, headers: res.headers });
-  };
-  // WebSocket: @fastify/websocket routes the upgrade request through Fastify, so the guards run
-  // before it; the SDK's connection is prepared in preHandler (after them) and its id goes on the 101.
-  await app.register(websocket, { options: { maxPayload: app.initialConfig.bodyLimit } });
-  const upgrades = new WeakMap<IncomingMessage, PreparedWebSocketUpgrade>();
-  // Typed here by what is used: `ws` ships no types of its own and @types/ws is not a dependency.
-  const wss = app.websocketServer as unknown as HeadersEmitter;
-  wss.on('headers', (headers, raw) => {
-    const up = upgrades.get(raw);
-    if (up) headers.push(`Acp-Connection-Id: ${up.connectionId}`);
-  });
+  function connectionOf(req: FastifyRequest, reply: FastifyReply): AcpConnection | undefined {
+    const id = req.headers[CONNECTION_HEADER];
+    if (typeof id !== 'string' || id === '') {
+      void jsonError(reply, 400, 'Missing Acp-Connection-Id');
+      return undefined;
+    }
+    const conn = connections.get(id);
+    if (!conn) void jsonError(reply, 404, 'Unknown Acp-Connection-Id');
+    return conn;
+  }
 
   const hidden = { hide: true } as Record<string, unknown>;
-  app.post(ACP_PATH, { schema: hidden, config: { policy: policies.mutation } }, handler);
+  const transport = { policy: { probe: false, shed: true, budget: 'none', promptDuration: false } } as const;
+
+  app.post(ACP_PATH, { schema: hidden, config: transport }, async (req, reply) => {
+    const body = req.body;
+    if (Array.isArray(body)) {
+      return reply.code(400).send(failure(null, RPC.invalidRequest, 'JSON-RPC batches are not supported'));
+    }
+    const msg = parseMessage(body);
+    if (msg && isRequest(msg) && msg.method === 'initialize') {
+      if (req.headers[CONNECTION_HEADER] !== undefined) {
+        return jsonError(reply, 400, 'initialize is not allowed on an existing connection');
+      }
+      const conn = open('http', req);
+      if (!conn) return jsonError(reply, 503, 'Too many ACP connections');
+      reply.header('Acp-Connection-Id', conn.id);
+      return conn.initialize(msg);
+    }
+    const conn = connectionOf(req, reply);
+    if (!conn) return reply;
+    if (!msg || !isObject(body)) return reply.code(400).send(failure(null, RPC.invalidRequest, 'Malformed message'));
+    // The answer goes out on a stream; this response only says the message was taken.
+    void conn.receive(body).catch((err: unknown) => req.log.warn({ err }, '/acp message failed'));
+    return reply.code(202).send();
+  });
+
+  await app.register(websocket, { options: { maxPayload: app.initialConfig.bodyLimit } });
+  const upgrades = new WeakMap<IncomingMessage, AcpConnection>();
+  const wss = app.websocketServer as unknown as HeadersEmitter;
+  wss.on('headers', (headers, raw) => {
+    const conn = upgrades.get(raw);
+    if (conn) headers.push(`Acp-Connection-Id: ${conn.id}`);
+  });
+
   app.route({
     method: 'GET',
     url: ACP_PATH,
     schema: hidden,
-    config: { policy: policies.read },
+    config: transport,
+    sse: 'manual',
     exposeHeadRoute: false,
-    preHandler: async (req) => {
+    // The WebSocket's connection exists before the 101, so its id can go on it; the guards ran before this.
+    preHandler: async (req, reply) => {
       if (req.headers.upgrade?.toLowerCase() !== 'websocket') return;
-      const up = server.prepareWebSocketUpgrade();
-      upgrades.set(req.raw, up);
-      // An upgrade that never completes (a bad handshake, the client gone) leaves no connection behind.
-      req.raw.socket.once('close', () => up.reject());
+      const conn = open('ws', req);
+      if (!conn) return jsonError(reply, 503, 'Too many ACP connections');
+      upgrades.set(req.raw, conn);
+      // An upgrade that never completes leaves no connection behind.
+      req.raw.socket.once('close', () => conn.close());
     },
-    handler,
+    handler: async (req, reply) => {
+      if (!String(req.headers.accept ?? '').includes('text/event-stream')) {
+        return jsonError(reply, 406, 'GET /acp serves text/event-stream');
+      }
+      const conn = connectionOf(req, reply);
+      if (!conn) return reply;
+      const sessionId = req.headers[SESSION_HEADER];
+      const outlet = sseOutlet(reply);
+      if (typeof sessionId === 'string' && sessionId !== '') {
+        const lastEventId = parseCursor(req.headers['last-event-id'] as string | undefined);
+        const epoch = req.headers[EPOCH_HEADER];
+        const cursor =
+          lastEventId === undefined ? undefined : { lastEventId, ...(typeof epoch === 'string' ? { epoch } : {}) };
+        await conn.attachSessionStream(sessionId, outlet, cursor);
+      } else {
+        conn.attachConnectionStream(outlet);
+      }
+      await outlet.done;
+      return reply;
+    },
     wsHandler: (ws, req) => {
-      const socket = ws as unknown as WebSocketServerSocket;
-      const up = upgrades.get(req.raw);
-      if (!up) return socket.close(1011, 'upgrade not prepared');
-      up.accept(socket);
+      const socket = ws as unknown as Socket;
+      const conn = upgrades.get(req.raw);
+      if (!conn || conn.closed) return socket.close(1011, 'connection not prepared');
+      conn.useSocket(socketOutlet(socket));
+      socket.on('message', (data, isBinary) => {
+        let parsed: unknown;
+        try {
+          parsed = isBinary ? undefined : JSON.parse(data.toString('utf8'));
+        } catch {
+          parsed = undefined;
+        }
+        if (parsed === undefined) {
+          socket.send(JSON.stringify(failure(null, RPC.parseError, 'Parse error')));
+          return;
+        }
+        void conn.receive(parsed).catch((err: unknown) => req.log.warn({ err }, '/acp message failed'));
+      });
     },
   });
-  app.delete(ACP_PATH, { schema: hidden, config: { policy: policies.mutation } }, handler);
+
+  app.delete(ACP_PATH, { schema: hidden, config: transport }, async (req, reply) => {
+    const conn = connectionOf(req, reply);
+    if (!conn) return reply;
+    conn.close();
+    return reply.code(202).send();
+  });
 };
 
 export default acpRoutes;

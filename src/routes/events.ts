@@ -30,7 +30,7 @@ import type { FastifyBaseLogger } from 'fastify';
 import { policies } from '../plugins/route-policy.js';
 import { sessionEvents, sessionEventsHead } from '../schemas/events.js';
 import { SessionNotFoundError } from '../errors.js';
-import type { EventSubscription, SubscribeOptions } from '../services/event-bus.js';
+import { openSessionEvents } from '../services/session-events.js';
 
 const SSE_RETRY_MS = 3000;
 
@@ -66,23 +66,6 @@ function streamErrorFrame(message: string): string {
 }
 
 const eventRoutes: FastifyPluginAsyncTypebox = async (app) => {
-  /**
-   * A subscription to the session's events: its own bus when it is live
-   * here; on a cluster node, the shared log's (the same ids and epoch),
-   * whichever node runs it.
-   */
-  async function open(
-    sessionId: string,
-    opts: Pick<SubscribeOptions, 'lastEventId' | 'epoch' | 'signal'>,
-  ): Promise<{ events: EventSubscription; epoch: string }> {
-    const session = app.sessions.get(sessionId);
-    if (session || !app.cluster) {
-      const events = app.sessions.subscribe(sessionId, opts);
-      return { events, epoch: app.sessions.require(sessionId).events.epoch };
-    }
-    return app.cluster.cluster.follow(sessionId, opts);
-  }
-
   async function followedEpoch(sessionId: string): Promise<string> {
     if (!app.cluster) throw new SessionNotFoundError(sessionId);
     return app.cluster.cluster.followedEpoch(sessionId);
@@ -119,7 +102,11 @@ const eventRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const lastEventId = parseLastEventId(req.headers['last-event-id'], req.log);
       const epoch = req.headers[EPOCH_HEADER];
       const ac = new AbortController();
-      const { events, epoch: streamEpoch } = await open(sessionId, { lastEventId, epoch, signal: ac.signal });
+      const { events, epoch: streamEpoch } = await openSessionEvents(app, sessionId, {
+        lastEventId,
+        epoch,
+        signal: ac.signal,
+      });
       const sse = reply.sse;
       const raw = reply.raw;
       // The client leaving ends the subscription and any wait for 'drain'.
