@@ -137,13 +137,14 @@ t.test('GET /capabilities: the exact v1 document plus limits, version and agent,
     modelServices: [],
     workspaceCwd: real,
     limits: { maxSessionsPerWorkspace: 20, maxPendingPromptsPerSession: 5, sessionRestoreTimeoutMs: 10_000 },
+    transports: ['rest', 'acp-http'],
     version: VERSION,
     agent: { command: app.channels.argv },
   });
   t.equal(
     Object.keys(obj(res.body)).join(','),
-    'v,protocolVersions,mode,features,modelServices,workspaceCwd,limits,version,agent',
-    "the v1 fields first, in the contract's order, then the qwen daemon's limits, then acpd's additions",
+    'v,protocolVersions,mode,features,modelServices,workspaceCwd,limits,transports,version,agent',
+    "the v1 fields first, in the contract's order, then the qwen daemon's limits and transports, then acpd's additions",
   );
   t.equal(app.channels.spawnCount, 0, 'no agent was started to answer');
 });

@@ -337,7 +337,7 @@ export class AcpConnection {
         const env = ev.envelope;
         const msgs = this.translate(b, env);
         for (let i = 0; i < msgs.length; i++) {
-          await outlet.write(msgs[i]!, i === msgs.length - 1 ? env.id : undefined);
+          await outlet.write(msgs[i], i === msgs.length - 1 ? env.id : undefined);
         }
         if (env.id !== undefined) feed.delivered = env.id;
         this.flush(b);
@@ -379,7 +379,7 @@ export class AcpConnection {
     const outlet = b.outlet;
     if (!outlet || outlet.closed) return;
     while (b.replies.length > 0) {
-      const { anchor, msg } = b.replies[0]!;
+      const { anchor, msg } = b.replies[0];
       const ready = anchor === undefined || !b.feed || b.feed.done || b.feed.delivered >= anchor;
       if (!ready) return;
       b.replies.shift();

@@ -32,6 +32,15 @@ const DURABLE_REPLAY = 'durable_replay';
 
 const PROTOCOL_VERSIONS = { current: 'v1', supported: ['v1'] };
 
+/**
+ * REST, and ACP itself at `/acp` over Streamable HTTP. The qwen daemon's
+ * client picks the first of `acp-ws`, `acp-http`, `rest` listed. `/acp` takes
+ * WebSockets too, but `acp-ws` is not listed: that client's WebSocket
+ * transport cannot resume a stream from an event id, so listing it would move
+ * the client onto a transport that loses events across a reconnect.
+ */
+const TRANSPORTS = ['rest', 'acp-http'] as const;
+
 function isDeep(query: Record<string, unknown>): boolean {
   if (!('deep' in query)) return false;
   const v = query.deep;
@@ -62,6 +71,7 @@ const metaRoutes: FastifyPluginAsyncTypebox = async (app) => {
     modelServices: [],
     workspaceCwd: app.sessions.workspace,
     limits: app.sessions.limits,
+    transports: [...TRANSPORTS],
     version: VERSION,
     agent: describeAgent(app.channels.argv, app.channels.lastInitialize),
   }));

@@ -75,6 +75,10 @@ export const capabilities = {
           },
           { description: "The daemon's limits, with the qwen daemon's names." },
         ),
+        transports: Type.Array(Type.Union([Type.Literal('rest'), Type.Literal('acp-http'), Type.Literal('acp-ws')]), {
+          description:
+            "How clients may reach the sessions, with the qwen daemon's names: `rest` (these routes and SSE), `acp-http` and `acp-ws` (ACP itself at `/acp`, over Streamable HTTP or a WebSocket).",
+        }),
         // acpd's additions to the v1 document.
         version: Type.String({ description: "acpd's version." }),
         agent: AgentDescription,

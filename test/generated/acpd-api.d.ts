@@ -1308,6 +1308,8 @@ export interface operations {
                             /** @description How long a load or resume may take (`--init-timeout-ms`). */
                             sessionRestoreTimeoutMs: number;
                         };
+                        /** @description How clients may reach the sessions, with the qwen daemon's names: `rest` (these routes and SSE), `acp-http` and `acp-ws` (ACP itself at `/acp`, over Streamable HTTP or a WebSocket). */
+                        transports: ("rest" | "acp-http" | "acp-ws")[];
                         /** @description acpd's version. */
                         version: string;
                         /** @description The agent acpd runs: its command, and what its latest successful `initialize` answered (absent until one has run). */
