@@ -215,7 +215,7 @@ t.test('events: a connection cut mid-stream resumes with no gap and no duplicate
     if (req.url?.endsWith('/events') === true) sockets.push(req.socket);
   });
   // The reconnect waits until the frames sent while it was away are in the daemon's log.
-  let gate: Promise<void> | undefined;
+  let gate = Promise.resolve();
   const { client, sent } = clientOf(d, {
     before: async (req) => {
       if (req.path.endsWith('/events')) await gate;
