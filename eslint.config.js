@@ -29,6 +29,25 @@ export default tseslint.config(
     },
   },
   {
+    // acpd/client runs in browsers as the very files tsc emits: it may load only its own modules. Types
+    // from elsewhere (the route schemas, TypeBox) are fine, as type-only imports leave no trace in the JS.
+    files: ['src/client/**/*.ts'],
+    rules: {
+      '@typescript-eslint/no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              regex: '^(?!\\./)',
+              allowTypeImports: true,
+              message: 'acpd/client runs in browsers: import only ./ files at run time (use `import type` for others).',
+            },
+          ],
+        },
+      ],
+    },
+  },
+  {
     files: ['**/*.js', '**/*.mjs'],
     ...tseslint.configs.disableTypeChecked,
   },

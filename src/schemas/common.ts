@@ -3,15 +3,15 @@
  * in an `errorMessage` annotation (and an `errorCode` where the contract has
  * one); app.ts turns the first failing keyword into that envelope.
  */
-import { Type, type Static, type TSchema, type TUnsafe } from '@sinclair/typebox';
+import { Type, type SchemaOptions, type Static, type TSchema, type TUnsafe } from '@sinclair/typebox';
 
 /**
  * A reference to a shared schema (one with an `$id`, added with addSchema),
  * typed as the schema it names. The API document shows it as a component.
  */
-export function refTo<T extends TSchema>(schema: T): TUnsafe<Static<T>> {
+export function refTo<T extends TSchema>(schema: T, options?: SchemaOptions): TUnsafe<Static<T>> {
   if (schema.$id === undefined) throw new Error('refTo: the schema has no $id');
-  return Type.Unsafe<Static<T>>(Type.Ref(schema.$id));
+  return Type.Unsafe<Static<T>>(Type.Ref(schema.$id, options));
 }
 
 export const ErrorEnvelope = Type.Object(

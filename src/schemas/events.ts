@@ -6,29 +6,38 @@
  * that publish are what produce them.
  */
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
-import { SessionIdParams } from './common.js';
+import { PermissionOption, PermissionOutcome, SessionNotification, ToolCallUpdate } from './acp.js';
+import { refTo, SessionIdParams } from './common.js';
 import { errors } from './errors.js';
 import { PendingInteraction, PendingPromptItem } from './sessions.js';
 
-/** The frame of one event type: the envelope, with or without an `id`, around its `data`. */
-function frame(type: string, id: string, data: TSchema, description: string, numbered = true) {
+/** The envelope around an event's `data`; `type` stays a literal so that frame types can be told apart. */
+function envelope<K extends string, D extends TSchema>(type: K, data: D) {
+  return {
+    v: Type.Literal(1, { description: 'Version of the envelope.' }),
+    type: Type.Literal(type),
+    data,
+    originatorClientId: Type.Optional(Type.String({ description: 'Reserved; never set.' })),
+  };
+}
+
+/** The frame of one numbered event type: the envelope, with its `id`, around its `data`. */
+function frame<K extends string, D extends TSchema>(type: K, id: string, data: D, description: string) {
   return Type.Object(
     {
-      ...(numbered
-        ? {
-            id: Type.Integer({
-              minimum: 1,
-              description: "The event's number on the session's bus (also the frame's `id:` line).",
-            }),
-          }
-        : {}),
-      v: Type.Literal(1, { description: 'Version of the envelope.' }),
-      type: Type.Literal(type),
-      data,
-      originatorClientId: Type.Optional(Type.String({ description: 'Reserved; never set.' })),
+      id: Type.Integer({
+        minimum: 1,
+        description: "The event's number on the session's bus (also the frame's `id:` line).",
+      }),
+      ...envelope(type, data),
     },
     { $id: id, description },
   );
+}
+
+/** The frame of an event type sent without an `id` (it is about this stream, not the session's log). */
+function unnumberedFrame<K extends string, D extends TSchema>(type: K, id: string, data: D, description: string) {
+  return Type.Object(envelope(type, data), { $id: id, description });
 }
 
 const sessionId = Type.String({ description: 'The session.' });
@@ -36,7 +45,7 @@ const sessionId = Type.String({ description: 'The session.' });
 export const SessionUpdateEvent = frame(
   'session_update',
   'SessionUpdateEvent',
-  Type.Ref('SessionNotification'),
+  refTo(SessionNotification),
   'An ACP `session/update` from the agent (also the history a load replays, and the commands after a create, load or resume); and the echo of every prompt, a `user_message_chunk` per content block whose `_meta` is `{source: "bridge-echo", promptId}`.',
 );
 
@@ -46,8 +55,8 @@ export const PermissionRequestEvent = frame(
   Type.Object({
     requestId: Type.String({ description: 'What `POST /permission/{requestId}` answers.' }),
     sessionId,
-    toolCall: Type.Ref('ToolCallUpdate'),
-    options: Type.Array(Type.Ref('PermissionOption')),
+    toolCall: refTo(ToolCallUpdate),
+    options: Type.Array(refTo(PermissionOption)),
   }),
   'The agent asks for permission; the first vote wins.',
 );
@@ -55,7 +64,7 @@ export const PermissionRequestEvent = frame(
 export const PermissionResolvedEvent = frame(
   'permission_resolved',
   'PermissionResolvedEvent',
-  Type.Object({ requestId: Type.String(), outcome: Type.Ref('PermissionOutcome') }),
+  Type.Object({ requestId: Type.String(), outcome: refTo(PermissionOutcome) }),
   'A permission request ended: a vote, or cancelled (cancel, abort, timeout, kill, shutdown).',
 );
 
@@ -192,14 +201,14 @@ export const PermissionAlreadyResolvedEvent = frame(
   Type.Object({
     requestId: Type.String(),
     sessionId,
-    outcome: Type.Ref('PermissionOutcome', {
+    outcome: refTo(PermissionOutcome, {
       description: 'How the request was resolved (the earlier vote or a cancel).',
     }),
   }),
   'A vote came for a permission request resolved a moment ago (the vote got 404); its session and outcome as they were.',
 );
 
-export const ClientEvictedEvent = frame(
+export const ClientEvictedEvent = unnumberedFrame(
   'client_evicted',
   'ClientEvictedEvent',
   Type.Object({
@@ -207,18 +216,16 @@ export const ClientEvictedEvent = frame(
     droppedAfter: Type.Integer({ description: 'The first event this client did not get; reconnect from before it.' }),
   }),
   'This client read too slowly and was cut off (no `id`). The last frame of this stream only.',
-  false,
 );
 
-export const StreamErrorEvent = frame(
+export const StreamErrorEvent = unnumberedFrame(
   'stream_error',
   'StreamErrorEvent',
   Type.Object({ error: Type.String() }),
   'The stream failed (no `id`). The last frame.',
-  false,
 );
 
-export const StateResyncRequiredEvent = frame(
+export const StateResyncRequiredEvent = unnumberedFrame(
   'state_resync_required',
   'StateResyncRequiredEvent',
   Type.Object({
@@ -237,10 +244,9 @@ export const StateResyncRequiredEvent = frame(
     }),
   }),
   "The client's cursor cannot resume without a gap (no `id`): drop what was built from earlier frames; every event still held follows.",
-  false,
 );
 
-export const ReplayCompleteEvent = frame(
+export const ReplayCompleteEvent = unnumberedFrame(
   'replay_complete',
   'ReplayCompleteEvent',
   Type.Object({
@@ -251,7 +257,6 @@ export const ReplayCompleteEvent = frame(
     replayedCount: Type.Integer({ minimum: 0 }),
   }),
   'The replay is over (no `id`); live events follow. Sent on every subscribe, with or without `Last-Event-ID`.',
-  false,
 );
 
 export const TurnState = Type.Object(
@@ -278,15 +283,15 @@ export const SessionSnapshot = Type.Object(
 );
 export type SessionSnapshot = Static<typeof SessionSnapshot>;
 
-export const SessionStateEvent = frame(
+export const SessionStateEvent = unnumberedFrame(
   'session_state',
   'SessionStateEvent',
   SessionSnapshot,
   "The session's state now (no `id`), after `replay_complete` on every subscribe: a reconnecting client need not rebuild it from frames.",
-  false,
 );
 
-const FRAMES = [
+/** Every frame type, in the document's order; `Static<(typeof FRAMES)[number]>` is any frame. */
+export const FRAMES = [
   SessionUpdateEvent,
   PermissionRequestEvent,
   PermissionResolvedEvent,
@@ -306,7 +311,7 @@ const FRAMES = [
   StateResyncRequiredEvent,
   ReplayCompleteEvent,
   SessionStateEvent,
-];
+] as const;
 
 /** `type` → the frame's component name, for the document's discriminator mapping. */
 export const EVENT_COMPONENTS: Record<string, string> = Object.fromEntries(

@@ -1,0 +1,206 @@
+/**
+ * `acpd/client`: a typed client of the acpd HTTP API, for Node 20+ and
+ * browsers (it uses only fetch, streams, TextDecoder, AbortController,
+ * timers and crypto, and loads nothing but its own files).
+ *
+ *   const acpd = new AcpdClient({ baseUrl: 'http://127.0.0.1:4170', token });
+ *   const { sessionId } = await acpd.createSession();
+ *   for await (const frame of acpd.events(sessionId, { signal })) …
+ *   await acpd.prompt(sessionId, 'hello');
+ *
+ * Every type here is derived from the daemon's route schemas (type-only
+ * imports: nothing of them is loaded at run time).
+ */
+import type { Static } from '@sinclair/typebox';
+import type { ContentBlock, PromptResponse, SessionNotification, SetModelResponse } from '../schemas/acp.js';
+import type { SessionHandle } from '../schemas/common.js';
+import type { capabilities, health } from '../schemas/meta.js';
+import type { VoteBody } from '../schemas/permissions.js';
+import type {
+  CreateSessionBody,
+  CurrentTurnResponse,
+  loadSession,
+  PendingPromptItem,
+  PromptAccepted,
+  resumeSession,
+  SessionListPage,
+  SessionStatus,
+} from '../schemas/sessions.js';
+import { sessionEvents, type EventsOptions, type SessionEvent } from './events.js';
+import { Transport, type RetryInfo, type RetryOptions } from './http.js';
+
+export * from './errors.js';
+export type { EventOf, EventsOptions, SessionEvent, SessionEventType } from './events.js';
+export type { RetryInfo, RetryOptions } from './http.js';
+export { SseParser, type SseMessage } from './sse.js';
+
+export type Capabilities = Static<(typeof capabilities.response)[200]>;
+export type Health = Static<(typeof health.response)[200]>;
+export type Session = Static<typeof SessionHandle>;
+export type CreateSessionOptions = Static<typeof CreateSessionBody>;
+export type LoadedSession = Static<(typeof loadSession.response)[200]>;
+export type ResumedSession = Static<(typeof resumeSession.response)[200]>;
+export type SessionList = Static<typeof SessionListPage>;
+export type Status = Static<typeof SessionStatus>;
+export type PendingPrompt = Static<typeof PendingPromptItem>;
+export type CurrentTurn = Static<typeof CurrentTurnResponse>;
+export type PromptResult = Static<typeof PromptResponse>;
+export type PromptAdmitted = Static<typeof PromptAccepted>;
+export type ModelResult = Static<typeof SetModelResponse>;
+export type Content = Static<typeof ContentBlock>;
+export type Notification = Static<typeof SessionNotification>;
+export type VoteOutcome = Static<typeof VoteBody>['outcome'];
+
+export interface AcpdClientOptions {
+  /** Where the daemon listens, e.g. `http://127.0.0.1:4170` (a path prefix behind a proxy is kept). */
+  baseUrl: string;
+  /** The daemon's bearer token, when it has one. */
+  token?: string;
+  /** A fetch to use instead of the global one (tests, proxies, instrumentation). */
+  fetch?: typeof fetch;
+  /** Sent as `X-Qwen-Client-Id` (the daemon echoes it in restore answers). */
+  clientId?: string;
+  /** Bounds of the retries of requests and of event-stream reconnects. */
+  retry?: Partial<RetryOptions>;
+  /** Told before each wait for a retry (to show "retrying in 5 s", or to log). */
+  onRetry?: (info: RetryInfo) => void;
+}
+
+/** A prompt: plain text, or ACP content blocks as they are. */
+export type PromptInput = string | Content[];
+
+function blocks(prompt: PromptInput): Content[] {
+  return typeof prompt === 'string' ? [{ type: 'text', text: prompt }] : prompt;
+}
+
+const sessionPath = (id: string) => `/session/${encodeURIComponent(id)}`;
+
+export class AcpdClient {
+  readonly #http: Transport;
+  #workspace: string | undefined;
+
+  constructor(options: AcpdClientOptions) {
+    this.#http = new Transport(options);
+  }
+
+  get baseUrl(): string {
+    return this.#http.baseUrl;
+  }
+
+  /** What the daemon serves: features, limits, the workspace, the agent. */
+  async capabilities(signal?: AbortSignal): Promise<Capabilities> {
+    return (await this.#http.request<Capabilities>('GET', '/capabilities', { signal })).body;
+  }
+
+  /** Liveness; `deep` adds the session and permission counters. */
+  async health(deep = false, signal?: AbortSignal): Promise<Health> {
+    return (await this.#http.request<Health>('GET', deep ? '/health?deep=1' : '/health', { signal })).body;
+  }
+
+  /**
+   * A page of the workspace's sessions, live and remembered (`isLive`), newest
+   * first; pass `nextCursor` back as `cursor` for the next page. The workspace
+   * is the daemon's own (read from /capabilities once) unless given.
+   */
+  async listSessions(opts: { size?: number; cursor?: string; workspace?: string; signal?: AbortSignal } = {}) {
+    const workspace = opts.workspace ?? (this.#workspace ??= (await this.capabilities(opts.signal)).workspaceCwd);
+    const query = new URLSearchParams();
+    if (opts.size !== undefined) query.set('size', String(opts.size));
+    if (opts.cursor !== undefined) query.set('cursor', opts.cursor);
+    const qs = query.toString() === '' ? '' : `?${query.toString()}`;
+    const path = `/workspace/${encodeURIComponent(workspace)}/sessions${qs}`;
+    return (await this.#http.request<SessionList>('GET', path, { signal: opts.signal })).body;
+  }
+
+  /** A new session (or, with `sessionScope: 'single'`, the workspace's shared one: `attached`). */
+  async createSession(options: CreateSessionOptions = {}, signal?: AbortSignal): Promise<Session> {
+    return (await this.#http.request<Session>('POST', '/session', { body: options, signal })).body;
+  }
+
+  /** Restores a stored session, replaying its history (`compactedReplay`, and frames when the log was empty). */
+  async load(sessionId: string, options: { cwd?: string } = {}, signal?: AbortSignal): Promise<LoadedSession> {
+    return (
+      await this.#http.request<LoadedSession>('POST', `${sessionPath(sessionId)}/load`, { body: options, signal })
+    ).body;
+  }
+
+  /** Restores a stored session without replaying its history. */
+  async resume(sessionId: string, options: { cwd?: string } = {}, signal?: AbortSignal): Promise<ResumedSession> {
+    const path = `${sessionPath(sessionId)}/resume`;
+    return (await this.#http.request<ResumedSession>('POST', path, { body: options, signal })).body;
+  }
+
+  /**
+   * Sends a prompt and waits for its turn to end (the agent's `stopReason`).
+   * Aborting the signal leaves, which cancels the turn (or takes it off the queue).
+   */
+  async prompt(sessionId: string, prompt: PromptInput, signal?: AbortSignal): Promise<PromptResult> {
+    const path = `${sessionPath(sessionId)}/prompt`;
+    return (await this.#http.request<PromptResult>('POST', path, { body: { prompt: blocks(prompt) }, signal })).body;
+  }
+
+  /**
+   * Sends a prompt and returns once it is admitted (`Prefer: respond-async`):
+   * its `promptId`, and the cursor and epoch to read its frames from. The turn
+   * runs on; it ends with a `turn_complete` (or `turn_error`) frame.
+   */
+  async submitPrompt(sessionId: string, prompt: PromptInput, signal?: AbortSignal): Promise<PromptAdmitted> {
+    const path = `${sessionPath(sessionId)}/prompt`;
+    const init = { body: { prompt: blocks(prompt) }, headers: { prefer: 'respond-async' }, signal };
+    return (await this.#http.request<PromptAdmitted>('POST', path, init)).body;
+  }
+
+  /** Cancels the running prompt (queued ones stay); does nothing when none runs. */
+  async cancel(sessionId: string, signal?: AbortSignal): Promise<void> {
+    await this.#http.request('POST', `${sessionPath(sessionId)}/cancel`, { body: {}, signal });
+  }
+
+  /** Switches the session's model (`model_switched` follows as a frame). */
+  async setModel(sessionId: string, modelId: string, signal?: AbortSignal): Promise<ModelResult> {
+    const path = `${sessionPath(sessionId)}/model`;
+    return (await this.#http.request<ModelResult>('POST', path, { body: { modelId }, signal })).body;
+  }
+
+  /** Answers a `permission_request` frame: `{ outcome: 'selected', optionId }` or `{ outcome: 'cancelled' }`. */
+  async vote(requestId: string, outcome: VoteOutcome, signal?: AbortSignal): Promise<void> {
+    await this.#http.request('POST', `/permission/${encodeURIComponent(requestId)}`, { body: { outcome }, signal });
+  }
+
+  /** Closes the session for every client (it can be loaded again later). */
+  async close(sessionId: string, signal?: AbortSignal): Promise<void> {
+    await this.#http.request('DELETE', sessionPath(sessionId), { signal });
+  }
+
+  /** The live session now: whether a prompt runs, the permission requests waiting, its clients. */
+  async status(sessionId: string, signal?: AbortSignal): Promise<Status> {
+    return (await this.#http.request<Status>('GET', `${sessionPath(sessionId)}/status`, { signal })).body;
+  }
+
+  /** The running prompt, then the queued ones in the order they will run. */
+  async pendingPrompts(sessionId: string, signal?: AbortSignal): Promise<PendingPrompt[]> {
+    const path = `${sessionPath(sessionId)}/pending-prompts`;
+    return (await this.#http.request<{ pendingPrompts: PendingPrompt[] }>('GET', path, { signal })).body.pendingPrompts;
+  }
+
+  /** Takes a queued prompt off the queue, or cancels it when it is the running one. */
+  async removePendingPrompt(sessionId: string, promptId: string, signal?: AbortSignal): Promise<void> {
+    const path = `${sessionPath(sessionId)}/pending-prompts/${encodeURIComponent(promptId)}`;
+    await this.#http.request('DELETE', path, { signal });
+  }
+
+  /** The prompt running now, or `state: 'idle'`. */
+  async currentTurn(sessionId: string, signal?: AbortSignal): Promise<CurrentTurn> {
+    return (await this.#http.request<CurrentTurn>('GET', `${sessionPath(sessionId)}/turns/current`, { signal })).body;
+  }
+
+  /**
+   * The session's frames as they come, reconnecting by itself after a drop
+   * with no gap and no repeat. `state_resync_required` is yielded as it comes
+   * (what was built from earlier frames is stale; the replay from the oldest
+   * event held follows). Ends after `session_closed` / `session_died`, or when
+   * `signal` aborts; throws SessionNotFoundError when the session is gone.
+   */
+  events(sessionId: string, options: EventsOptions = {}): AsyncGenerator<SessionEvent, void, undefined> {
+    return sessionEvents(this.#http, sessionId, options);
+  }
+}
