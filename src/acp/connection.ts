@@ -36,6 +36,8 @@ import {
 export interface Outlet {
   /** Sends one message (with the id of the event it carries, if any); settles once it is out or dropped. */
   write(msg: RpcMessage, eventId?: number): Promise<void>;
+  /** Moves the reader's cursor past an event that carries no message for it (a stream's bare `id:`). */
+  pass(eventId: number): void;
   readonly closed: boolean;
   /** Resolves when the outlet closes, whoever closed it. */
   readonly done: Promise<void>;
@@ -69,6 +71,8 @@ interface Binding {
   feed: { ac: AbortController; delivered: number; done: boolean } | undefined;
   /** Answers waiting for the events before them to go out (`anchor`: the last such event's id). */
   replies: { anchor: number | undefined; msg: RpcResponse }[];
+  /** Over HTTP: the client has read this session's own stream (its answers go there from now on). */
+  streamed: boolean;
   /** Loaded by this connection and not streamed yet: the first stream starts at the log's beginning. */
   replayFromStart: boolean;
   /** The agent's questions put to this client: our request id → acpd's permission request id. */
@@ -169,6 +173,7 @@ export class AcpConnection {
     this.stopFeed(b);
     b.outlet?.end();
     b.outlet = outlet;
+    b.streamed = true;
     void outlet.done.then(() => {
       if (b.outlet !== outlet) return;
       b.outlet = undefined;
@@ -283,7 +288,15 @@ export class AcpConnection {
   private binding(sessionId: string): Binding {
     let b = this.bindings.get(sessionId);
     if (!b) {
-      b = { sessionId, outlet: undefined, feed: undefined, replies: [], replayFromStart: false, asks: new Map() };
+      b = {
+        sessionId,
+        outlet: undefined,
+        feed: undefined,
+        replies: [],
+        streamed: false,
+        replayFromStart: false,
+        asks: new Map(),
+      };
       this.bindings.set(sessionId, b);
     }
     return b;
@@ -339,6 +352,7 @@ export class AcpConnection {
         for (let i = 0; i < msgs.length; i++) {
           await outlet.write(msgs[i], i === msgs.length - 1 ? env.id : undefined);
         }
+        if (msgs.length === 0 && env.id !== undefined) outlet.pass(env.id);
         if (env.id !== undefined) feed.delivered = env.id;
         this.flush(b);
       }
@@ -360,7 +374,9 @@ export class AcpConnection {
   private reply(method: string, sessionId: string | undefined, msg: RpcResponse): void {
     if (sessionId && !this.closed) {
       const b = this.bindings.get(sessionId);
+      // A session stream that dropped is coming back (its client resumes it): its answers wait for it.
       const onSession =
+        b?.streamed === true ||
         (b?.outlet !== undefined && !b.outlet.closed) ||
         (this.transport === 'http' && this.dialect === 'daemon' && SESSION_STREAM_REPLIES.has(method));
       if (onSession) {

@@ -104,6 +104,9 @@ function sseOutlet(reply: FastifyReply): Outlet {
       if (raw.write(chunk)) return;
       await Promise.race([once(raw, 'drain').catch(() => {}), done]);
     },
+    pass(eventId: number) {
+      if (!closed && sse.isConnected && !raw.writableEnded) raw.write(`id: ${eventId}\n\n`);
+    },
     end() {
       if (closed) return;
       closed = true;
@@ -131,6 +134,9 @@ function socketOutlet(socket: Socket): Outlet {
       const data = JSON.stringify(msg);
       if (socket.bufferedAmount < SOCKET_HIGH_WATER) return socket.send(data);
       await new Promise<void>((resolve) => socket.send(data, () => resolve()));
+    },
+    pass() {
+      // A WebSocket has no cursor to move.
     },
     end() {
       if (closed) return;
