@@ -103,7 +103,7 @@ for (const transport of ['http', 'ws'] as const) {
       t.equal(((await turn) as { stopReason: string }).stopReason, 'cancelled');
 
       // session/set_model is not in the SDK's typed method table yet.
-      const request = agent.request.bind(agent) as unknown as (method: string, params: object) => Promise<unknown>;
+      const request = agent.request.bind(agent);
       await request('session/set_model', { sessionId, modelId: 'acpd-shout' });
       const before = c.updates.length;
       await agent.request('session/prompt', { sessionId, prompt: text('quiet words') });
@@ -114,7 +114,7 @@ for (const transport of ['http', 'ws'] as const) {
 
 /** The blocks of an SSE body: the `id:` of each, and its data as JSON (none for a bare id). */
 async function* sseMessages(res: Response): AsyncGenerator<{ id?: number; msg?: Record<string, unknown> }> {
-  const reader = res.body!.getReader();
+  const reader: ReadableStreamDefaultReader<Uint8Array> = res.body!.getReader();
   const decoder = new TextDecoder();
   let buf = '';
   for (;;) {
@@ -142,7 +142,7 @@ async function* sseMessages(res: Response): AsyncGenerator<{ id?: number; msg?: 
 
 t.test('a dropped session stream resumes after its last event id: nothing lost, nothing twice', async (t) => {
   const d = await startDaemon(t);
-  const post = async (body: unknown, connection?: string) =>
+  const post = async (body: unknown, connection?: string): Promise<Response> =>
     fetch(`${d.baseUrl}/acp`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', ...(connection ? { 'acp-connection-id': connection } : {}) },
@@ -152,7 +152,7 @@ t.test('a dropped session stream resumes after its last event id: nothing lost, 
   t.equal(init.status, 200);
   const conn = init.headers.get('acp-connection-id')!;
   t.ok(conn, 'a connection id');
-  const stream = (headers: Record<string, string>, signal: AbortSignal) =>
+  const stream = (headers: Record<string, string>, signal: AbortSignal): Promise<Response> =>
     fetch(`${d.baseUrl}/acp`, {
       headers: { accept: 'text/event-stream', 'acp-connection-id': conn, ...headers },
       signal,
@@ -164,8 +164,8 @@ t.test('a dropped session stream resumes after its last event id: nothing lost, 
     (await post({ jsonrpc: '2.0', id: 2, method: 'session/new', params: { cwd: d.config.workspace } }, conn)).status,
     202,
   );
-  const created = (await connStream.next()).value?.msg;
-  const sessionId = (created?.result as { sessionId: string }).sessionId;
+  const created: { msg?: Record<string, unknown> } | undefined = (await connStream.next()).value;
+  const sessionId = (created?.msg?.result as { sessionId: string }).sessionId;
   t.ok(sessionId, 'session/new answered on the connection stream');
 
   // The first reader of the session stream takes a few of the turn's events, then drops.
@@ -209,7 +209,7 @@ t.test('a dropped session stream resumes after its last event id: nothing lost, 
   }
   t.same(
     [...seen, ...resumed],
-    Array.from({ length: bus.lastEventId - seen[0]! + 1 }, (_, i) => seen[0]! + i),
+    Array.from({ length: bus.lastEventId - seen[0] + 1 }, (_, i) => seen[0] + i),
     'every id once, in order',
   );
   t.match(answer, { result: { stopReason: 'end_turn' } }, "the prompt's answer came with the resumed stream");
