@@ -113,7 +113,7 @@ for (const transport of ['http', 'ws'] as const) {
 }
 
 /** The blocks of an SSE body: the `id:` of each, and its data as JSON (none for a bare id). */
-async function* sseMessages(res: Response): AsyncGenerator<{ id?: number; msg?: Record<string, unknown> }> {
+async function* sseMessages(res: Response): AsyncGenerator<{ id?: number; msg?: Record<string, unknown> }, void> {
   const reader: ReadableStreamDefaultReader<Uint8Array> = res.body!.getReader();
   const decoder = new TextDecoder();
   let buf = '';
