@@ -164,7 +164,8 @@ t.test('a dropped session stream resumes after its last event id: nothing lost, 
     (await post({ jsonrpc: '2.0', id: 2, method: 'session/new', params: { cwd: d.config.workspace } }, conn)).status,
     202,
   );
-  const created: { msg?: Record<string, unknown> } | undefined = (await connStream.next()).value;
+  const next = await connStream.next();
+  const created = next.done ? undefined : next.value;
   const sessionId = (created?.msg?.result as { sessionId: string }).sessionId;
   t.ok(sessionId, 'session/new answered on the connection stream');
 
