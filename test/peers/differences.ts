@@ -33,3 +33,12 @@ export const knownDifferences: Record<string, string> = {
 
 /** Rows of all frames include the non-v1 frames, so they differ whenever those do. */
 export const allFramesReason = `the frames outside v1 differ (acpd's session_state, see "frames without id"); compare the "v1 core" rows`;
+
+/**
+ * acpd over REST against acpd over `/acp`: the same daemon and sessions, the published client on the ACP
+ * transport it negotiates (`AcpHttpTransport` from `@qwen-code/sdk/daemon/transports`). Keys as above.
+ */
+export const acpDifferences: Record<string, string> = {};
+
+/** The all-frames rows over `/acp`. */
+export const acpAllFramesReason = `see the v1 core rows`;

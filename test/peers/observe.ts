@@ -145,6 +145,25 @@ export function coreSequence(frames: DaemonEvent[]): string[] {
   return foldLabels(labels).map((l) => l.replace(/×\d+$/, '+'));
 }
 
+/**
+ * The published client's ACP transports hand `session/update` notifications over as events whose `type` is the
+ * update's kind (`agent_message_chunk`, …) and whose `data` is the update with `sessionId` added; REST gives
+ * `type: 'session_update'`, `data: {sessionId, update}`. This puts them back into the REST shape so every check
+ * reads one shape; the other frames (`_qwen/notify`) already arrive as the REST ones. The client's doing, not
+ * the daemon's: on the wire acpd sends ACP's `{sessionId, update}`.
+ */
+export async function* restShaped(gen: AsyncGenerator<DaemonEvent>): AsyncGenerator<DaemonEvent> {
+  for await (const ev of gen) {
+    const data = ev.data;
+    if (ev.type === 'session_update' || !isRecord(data) || data.sessionUpdate !== ev.type) {
+      yield ev;
+      continue;
+    }
+    const { sessionId, ...update } = data;
+    yield { ...ev, type: 'session_update', data: { sessionId, update } };
+  }
+}
+
 /** Consumes an SDK event generator in the background; lets a scenario wait for frames with a deadline. */
 export class FrameCollector {
   readonly frames: DaemonEvent[] = [];
