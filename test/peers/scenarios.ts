@@ -108,10 +108,9 @@ function prompt(s: DaemonSessionClient, t: string): Promise<PromptResult> {
 function errorShape(err: unknown): string {
   if (err instanceof DaemonHttpError) {
     // Over ACP the client wraps the daemon's envelope as the JSON-RPC error's data: `{error, data: {code, …}}`.
-    const codeOf = (v: unknown): unknown =>
-      typeof v === 'object' && v !== null ? ('code' in v ? v.code : 'data' in v ? codeOf(v.data) : undefined) : undefined;
-    const code = codeOf(err.body);
-    return `${err.status}${code === undefined ? '' : ` ${String(code)}`}`;
+    const body = err.body as { code?: unknown; data?: { code?: unknown } } | null | undefined;
+    const code = body?.code ?? body?.data?.code;
+    return `${err.status}${typeof code === 'string' || typeof code === 'number' ? ` ${code}` : ''}`;
   }
   return err instanceof Error ? `${err.name}: ${err.message}` : String(err);
 }
@@ -139,6 +138,21 @@ function carriesHistory(e: FakeLogEntry | undefined): boolean {
   const roles = e.roles.split(',');
   const lastUser = roles.lastIndexOf('user');
   return roles.slice(0, lastUser).includes('assistant') && roles.filter((r) => r === 'user').length >= 2;
+}
+
+/** Where the client sends a REST call over `/acp`: the JSON-RPC method its transport maps the route to. */
+const ACP_METHOD: Record<string, string> = {
+  'POST /session/:id/prompt': 'POST /acp session/prompt',
+  'POST /session/:id/cancel': 'POST /acp session/cancel',
+};
+
+/** The distinct statuses the daemon answered a route with (over `/acp`: the POSTs of its method). */
+function statuses(obs: Observation, route: string): string {
+  const routes = [route, ACP_METHOD[route]].filter((r): r is string => r !== undefined);
+  return distinctHttp(obs.http)
+    .filter((h) => routes.some((r) => h.startsWith(`${r} → `)))
+    .map((h) => h.split(' → ')[1])
+    .join(',');
 }
 
 function recordSequences(obs: Observation, name: string, frames: DaemonEvent[]): void {
@@ -188,8 +202,7 @@ const s1: Scenario = {
     await sub.settle(500, 3000);
     const reply = replyOf(sub.frames);
     obs.require('s1.reply', 'agent_message_chunk text over SSE', reply, reply.includes('pong'));
-    const promptHttp = distinctHttp(obs.http).filter((h) => h.startsWith('POST /session/:id/prompt'));
-    obs.info('s1.promptHttp', 'POST /session/:id/prompt status', promptHttp.map((h) => h.split(' → ')[1]).join(','));
+    obs.info('s1.promptHttp', 'POST /session/:id/prompt status', statuses(obs, 'POST /session/:id/prompt'));
     obs.info(
       's1.idless',
       'frames without id',
@@ -316,8 +329,7 @@ const s3: Scenario = {
     obs.note(`${slowChunks} of 20 slow chunks reached the client`);
     const aborted = fake.entries().some((e) => e.event === 'client_aborted_stream');
     obs.info('s3.modelAbort', 'the agent aborted its model stream', aborted);
-    const cancelHttp = distinctHttp(obs.http).filter((h) => h.startsWith('POST /session/:id/cancel'));
-    obs.info('s3.cancelHttp', 'POST /session/:id/cancel status', cancelHttp.map((h) => h.split(' → ')[1]).join(','));
+    obs.info('s3.cancelHttp', 'POST /session/:id/cancel status', statuses(obs, 'POST /session/:id/cancel'));
     recordSequences(obs, 'cancelled turn', sub.frames);
     await sub.close();
   },
