@@ -7,6 +7,8 @@ import t from 'tap';
 import { client, type RequestPermissionRequest, type SessionNotification } from '@agentclientprotocol/sdk';
 import { createHttpStream } from '@agentclientprotocol/sdk/experimental/http-client';
 import { createWebSocketStream, type WebSocketConstructor } from '@agentclientprotocol/sdk/experimental/ws-client';
+import { DaemonClient } from '@qwen-code/sdk/daemon';
+import { negotiateTransport } from '@qwen-code/sdk/daemon/transports';
 import { startDaemon, type TestDaemon } from './support/app.js';
 import { call, createSession } from './support/http.js';
 import { isType, openEvents, type SseStream } from './support/sse.js';
@@ -200,4 +202,27 @@ t.test('a WebSocket upgrade without the token is refused before it upgrades', as
     );
   t.equal(outcome, 'refused');
   t.equal(d.app.channels.spawnCount, 0, 'no agent was started');
+});
+
+t.test("the qwen daemon client over /acp: POST /session gets the daemon's default scope, as over REST", async (t) => {
+  const d = await startDaemon(t);
+  // The published client's own negotiation: acpd lists acp-http, so it switches to JSON-RPC over /acp.
+  const transport = await negotiateTransport(d.baseUrl);
+  t.teardown(() => transport.dispose());
+  t.equal(transport.type, 'acp-http');
+  const c = new DaemonClient({ baseUrl: d.baseUrl, transport });
+  // The client drops `sessionScope` from its session/new; the daemon's default (single) must decide, so a
+  // second create attaches to the first session as it does over REST.
+  const first = await c.createOrAttachSession({ sessionScope: 'single' });
+  const second = await c.createOrAttachSession({ sessionScope: 'single' });
+  t.equal(first.attached, false, 'the first create spawns');
+  t.equal(second.attached, true, 'the second create attaches');
+  t.equal(second.sessionId, first.sessionId);
+  // The protocol's own session/new is a session of its own, whatever the default.
+  const c2 = acpClient(d);
+  await c2.app.connectWith(c2.stream, async (agent) => {
+    await agent.request('initialize', { protocolVersion: 1, clientCapabilities: {} });
+    const { sessionId } = await agent.request('session/new', { cwd: d.config.workspace, mcpServers: [] });
+    t.not(sessionId, first.sessionId, 'an ACP client gets a new session');
+  });
 });

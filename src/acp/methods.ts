@@ -78,14 +78,15 @@ const restore = (action: 'load' | 'resume'): MethodSpec => ({
 
 export const METHODS: Record<string, MethodSpec> = {
   'session/new': {
-    call: (p) => ({
+    call: (p, { dialect }) => ({
       method: 'POST',
       url: '/session',
-      // Every ACP session/new is a session of its own, as with a local agent.
+      // Every ACP session/new is a session of its own, as with a local agent. The daemon's client means its
+      // `POST /session`, whose scope it does not forward: the daemon's default applies, as over REST.
       body: {
         ...(str(p, 'cwd') ? { cwd: p.cwd } : {}),
         ...(str(p, 'modelServiceId') ? { modelServiceId: p.modelServiceId } : {}),
-        sessionScope: 'thread',
+        ...(dialect === 'acp' ? { sessionScope: 'thread' } : {}),
       },
     }),
   },

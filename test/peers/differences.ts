@@ -33,3 +33,30 @@ export const knownDifferences: Record<string, string> = {
 
 /** Rows of all frames include the non-v1 frames, so they differ whenever those do. */
 export const allFramesReason = `the frames outside v1 differ (acpd's session_state, see "frames without id"); compare the "v1 core" rows`;
+
+/**
+ * acpd over REST against acpd over `/acp`: the same daemon, the published client on the ACP transport it
+ * negotiates from `/capabilities.transports` (`AcpHttpTransport` of `@qwen-code/sdk/daemon/transports`), which
+ * maps each REST call to one JSON-RPC message. Keys as above. What the client changes on its own side (event
+ * and error shapes, see adaptations) is undone before the checks, so it shows in no row.
+ */
+export const acpDifferences: Record<string, string> = {
+  's1.promptHttp': `the transport: over \`/acp\` the client POSTs \`session/prompt\` as a JSON-RPC request, which Streamable HTTP acknowledges with 202; the answer ({stopReason}) comes on the session's stream after the turn's updates`,
+  's3.cancelHttp': `the transport: the client sends \`session/cancel\` as a JSON-RPC notification, which Streamable HTTP acknowledges with 202 (no answer follows)`,
+  's6.streamEnds': `acpd's own, over \`/acp\`: the session's stream carries the answers about the session as well as its events, so it outlives the session's death (session_died is delivered, then nothing); answers still due (a close's, a failed prompt's) go out on it, and the client would take the stream's end for the failure of every request waiting there. The client starts a new stream on resume`,
+};
+
+/** The all-frames rows over `/acp`. */
+export const acpAllFramesReason = `the agent sends available_commands_update from a timer, so its place among the frames varies from run to run; compare the "v1 core" rows`;
+
+/**
+ * What the published client does differently over ACP, undone in one place before any check reads it
+ * (observe.ts restShaped, scenarios.ts errorShape, observe.ts recordingFetch). The client's doing, not acpd's:
+ * on the wire acpd sends ACP's own shapes.
+ */
+export const acpAdaptations: string[] = [
+  "`session/update` notifications become events whose `type` is the update's kind (`agent_message_chunk`, …) and whose `data` is the update plus `sessionId`; they are put back as `type: 'session_update'`, `data: {sessionId, update}`. The daemon's other frames arrive as `_qwen/notify` and come out as the REST events already",
+  "a REST error comes back as the JSON-RPC error's data (acpd's envelope plus `httpStatus`); the client's DaemonHttpError keeps the HTTP status but its body is `{error, data: {code, …}}`, so the code is read from `data.code`",
+  "`POST /session` drops `sessionScope` (the client maps it to `session/new` without it): acpd gives the daemon's client its default scope (`single`), as a REST `POST /session` without a scope gets, so scenario 4's attach works; a client asking for `thread` over `/acp` cannot get it",
+  'every call is `POST /acp`: the HTTP log names its JSON-RPC method (`POST /acp session/prompt → 202`)',
+];

@@ -145,6 +145,25 @@ export function coreSequence(frames: DaemonEvent[]): string[] {
   return foldLabels(labels).map((l) => l.replace(/×\d+$/, '+'));
 }
 
+/**
+ * The published client's ACP transports hand `session/update` notifications over as events whose `type` is the
+ * update's kind (`agent_message_chunk`, …) and whose `data` is the update with `sessionId` added; REST gives
+ * `type: 'session_update'`, `data: {sessionId, update}`. This puts them back into the REST shape so every check
+ * reads one shape; the other frames (`_qwen/notify`) already arrive as the REST ones. The client's doing, not
+ * the daemon's: on the wire acpd sends ACP's `{sessionId, update}`.
+ */
+export async function* restShaped(gen: AsyncGenerator<DaemonEvent>): AsyncGenerator<DaemonEvent> {
+  for await (const ev of gen) {
+    const data = ev.data;
+    if (ev.type === 'session_update' || !isRecord(data) || data.sessionUpdate !== ev.type) {
+      yield ev;
+      continue;
+    }
+    const { sessionId, ...update } = data;
+    yield { ...ev, type: 'session_update', data: { sessionId, update } };
+  }
+}
+
 /** Consumes an SDK event generator in the background; lets a scenario wait for frames with a deadline. */
 export class FrameCollector {
   readonly frames: DaemonEvent[] = [];
@@ -235,7 +254,7 @@ export class FrameCollector {
   }
 }
 
-/** A fetch for DaemonClient that records `METHOD /route → status` (ids replaced by `:id`). */
+/** A fetch for DaemonClient that records `METHOD /route → status` (ids replaced by `:id`; `/acp` with its JSON-RPC method). */
 export function recordingFetch(log: string[]): typeof globalThis.fetch {
   const idRe = /\/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}(?=\/|$)/gi;
   return async (input, init) => {
@@ -244,7 +263,9 @@ export function recordingFetch(log: string[]): typeof globalThis.fetch {
     const url = new URL(href);
     const path = url.pathname.replace(idRe, '/:id').replace(/^\/workspace\/[^/]+/, '/workspace/:id');
     const query = [...new Set(url.searchParams.keys())].join('&');
-    const route = `${method} ${path}${query ? `?${query}` : ''}`;
+    // Over `/acp` every call is a POST of one JSON-RPC message: the method names the call.
+    const rpc = path === '/acp' && typeof init?.body === 'string' ? rpcMethod(init.body) : undefined;
+    const route = `${method} ${path}${query ? `?${query}` : ''}${rpc ? ` ${rpc}` : ''}`;
     try {
       const res = await globalThis.fetch(input, init);
       log.push(`${route} → ${res.status}`);
@@ -254,6 +275,15 @@ export function recordingFetch(log: string[]): typeof globalThis.fetch {
       throw err;
     }
   };
+}
+
+function rpcMethod(body: string): string | undefined {
+  try {
+    const msg: unknown = JSON.parse(body);
+    return isRecord(msg) && typeof msg.method === 'string' ? msg.method : isRecord(msg) ? 'response' : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Collapses the HTTP log into distinct `route → status` entries, in first-seen order. */

@@ -1,15 +1,35 @@
-// docs/conformance.md: one table per scenario comparing what `qwen serve` and acpd did.
+// docs/conformance.md: one table per scenario comparing what `qwen serve`, acpd, and acpd over `/acp` did.
 import type { DaemonKind } from '../../harness/peer-daemon.js';
-import { allFramesReason, knownDifferences, legend } from './differences.js';
+import {
+  acpAdaptations,
+  acpAllFramesReason,
+  acpDifferences,
+  allFramesReason,
+  knownDifferences,
+  legend,
+} from './differences.js';
 import type { Observation } from './observe.js';
 import type { Scenario } from './scenarios.js';
 
 export type Outcome = { ran: true; obs: Observation } | { ran: false; reason: string };
 
+/** The columns of the report: which daemon, and which transport the published client uses to reach it. */
+export const COLUMNS = {
+  qwen: { daemon: 'qwen', transport: 'rest', label: 'qwen serve' },
+  acpd: { daemon: 'acpd', transport: 'rest', label: 'acpd' },
+  acp: { daemon: 'acpd', transport: 'acp-http', label: 'acpd /acp' },
+} as const satisfies Record<string, { daemon: DaemonKind; transport: 'rest' | 'acp-http'; label: string }>;
+
+export type Column = keyof typeof COLUMNS;
+
+export function isColumn(s: string): s is Column {
+  return Object.hasOwn(COLUMNS, s);
+}
+
 export interface RunReport {
   versions: Record<string, string>;
   scenarios: Scenario[];
-  results: Record<DaemonKind, Map<number, Outcome>>;
+  results: Record<Column, Map<number, Outcome>>;
   /** The second real agent through acpd (no qwen serve column: it hosts only qwen). */
   second?: { agent: string; scenario: Scenario; outcome: Outcome };
 }
@@ -36,24 +56,34 @@ interface Row {
   label: string;
   qwen: string;
   acpd: string;
+  acp: string;
+  verdict: string;
+  why: string;
+}
+
+interface Pair {
   verdict: 'same' | 'differs' | '—';
   why: string;
 }
 
-function verdict(
-  q: string | undefined,
-  a: string | undefined,
-  reason: string | undefined,
-): Pick<Row, 'verdict' | 'why'> {
-  if (q === undefined || a === undefined) return { verdict: '—', why: '' };
-  if (q === a) return { verdict: 'same', why: '' };
+function compare(x: string | undefined, y: string | undefined, reason: string | undefined): Pair {
+  if (x === undefined || y === undefined) return { verdict: '—', why: '' };
+  if (x === y) return { verdict: 'same', why: '' };
   return { verdict: 'differs', why: reason ?? UNEXPLAINED };
 }
 
+/** One verdict for the row: qwen serve against acpd, then acpd against acpd /acp. */
+function combine(rest: Pair, acp: Pair): Pick<Row, 'verdict' | 'why'> {
+  if (acp.verdict !== 'differs') return rest;
+  const why = `/acp: ${acp.why}`;
+  if (rest.verdict !== 'differs') return { verdict: '/acp differs', why };
+  return { verdict: 'differs; /acp differs', why: `${rest.why}. ${why}` };
+}
+
 /** The comparison rows of one scenario: its facts, then its frame sequences. */
-function rowsFor(q: Outcome | undefined, a: Outcome | undefined): Row[] {
+function rowsFor(q: Outcome | undefined, a: Outcome | undefined, h: Outcome | undefined): Row[] {
   const rows: Row[] = [];
-  const ran = [q, a].filter((o): o is { ran: true; obs: Observation } => o?.ran === true);
+  const ran = [q, a, h].filter((o): o is { ran: true; obs: Observation } => o?.ran === true);
   const missing = (o: Outcome | undefined): string => (o?.ran ? '—' : 'not run');
   const keys: Array<{ key: string; behaviour: string }> = [];
   for (const o of ran) {
@@ -63,37 +93,51 @@ function rowsFor(q: Outcome | undefined, a: Outcome | undefined): Row[] {
   for (const { key, behaviour } of keys) {
     const qv = factValue(q, key);
     const av = factValue(a, key);
+    const hv = factValue(h, key);
     rows.push({
       label: behaviour,
       qwen: qv ?? missing(q),
       acpd: av ?? missing(a),
-      ...verdict(qv, av, knownDifferences[key]),
+      acp: hv ?? missing(h),
+      ...combine(compare(qv, av, knownDifferences[key]), compare(av, hv, acpDifferences[key])),
     });
   }
   const seqNames: string[] = [];
   for (const o of ran) for (const n of Object.keys(o.obs.sequences)) if (!seqNames.includes(n)) seqNames.push(n);
   for (const n of seqNames) {
-    const qs = q?.ran ? q.obs.sequences[n]?.join(' ') : undefined;
-    const as = a?.ran ? a.obs.sequences[n]?.join(' ') : undefined;
-    const reason = knownDifferences[n] ?? (n.endsWith('(all frames)') ? allFramesReason : undefined);
+    const seq = (o: Outcome | undefined): string | undefined => (o?.ran ? o.obs.sequences[n]?.join(' ') : undefined);
+    const [qs, as, hs] = [seq(q), seq(a), seq(h)];
+    const allFrames = n.endsWith('(all frames)');
+    const reason = knownDifferences[n] ?? (allFrames ? allFramesReason : undefined);
+    const acpReason = acpDifferences[n] ?? (allFrames ? acpAllFramesReason : undefined);
     const code = (v: string | undefined, o: Outcome | undefined): string => (v === undefined ? missing(o) : `\`${v}\``);
-    rows.push({ label: `frames: ${n}`, qwen: code(qs, q), acpd: code(as, a), ...verdict(qs, as, reason) });
+    rows.push({
+      label: `frames: ${n}`,
+      qwen: code(qs, q),
+      acpd: code(as, a),
+      acp: code(hs, h),
+      ...combine(compare(qs, as, reason), compare(as, hs, acpReason)),
+    });
   }
   return rows;
 }
 
-/** Rows where the daemons differ and differences.ts gives no reason: `<scenario>: <behaviour>`. */
+function rowsOf(r: RunReport, s: Scenario): Row[] {
+  return rowsFor(r.results.qwen.get(s.id), r.results.acpd.get(s.id), r.results.acp.get(s.id));
+}
+
+/** Rows where two columns differ and differences.ts gives no reason: `<scenario>: <behaviour>`. */
 export function unexplainedDifferences(r: RunReport): string[] {
   return r.scenarios.flatMap((s) =>
-    rowsFor(r.results.qwen.get(s.id), r.results.acpd.get(s.id))
-      .filter((row) => row.why === UNEXPLAINED)
-      .map((row) => `${s.id}: ${row.label} (qwen serve: ${row.qwen}; acpd: ${row.acpd})`),
+    rowsOf(r, s)
+      .filter((row) => row.why.includes(UNEXPLAINED))
+      .map((row) => `${s.id}: ${row.label} (qwen serve: ${row.qwen}; acpd: ${row.acpd}; acpd /acp: ${row.acp})`),
   );
 }
 
 export function renderConformance(r: RunReport): string {
   const out: string[] = [];
-  out.push('# Conformance: acpd and `qwen serve` side by side');
+  out.push('# Conformance: acpd and `qwen serve` side by side, and acpd over `/acp`');
   out.push('');
   out.push('<!-- Generated by `npm run test:peers` (test/peers/run.ts). Do not edit: reasons for deliberate');
   out.push('     differences live in test/peers/differences.ts. -->');
@@ -104,6 +148,15 @@ export function renderConformance(r: RunReport): string {
   out.push('`@qwen-code/sdk/daemon`) and runs on a fresh daemon. A value is what the client observed; ✗ marks a');
   out.push('requirement of issue 4 that failed.');
   out.push('');
+  out.push('The **acpd /acp** column runs every scenario against acpd again, with each client on the transport');
+  out.push('the published client negotiates from `/capabilities.transports` (`negotiateTransport` from');
+  out.push("`@qwen-code/sdk/daemon/transports`; it must come out as `acp-http`, JSON-RPC over acpd's `/acp`, or");
+  out.push('the scenario fails). Its "why" entries start with `/acp:` and compare it with the acpd column. Over ACP');
+  out.push("the client itself changes a few shapes; these are undone before the checks (the client's doing, not");
+  out.push("acpd's):");
+  out.push('');
+  for (const a of acpAdaptations) out.push(`- ${a}`);
+  out.push('');
   for (const [tag, text] of Object.entries(legend)) out.push(`**${tag}** in the "why" column: ${text}`);
   out.push('');
   out.push('| piece | version |');
@@ -112,32 +165,29 @@ export function renderConformance(r: RunReport): string {
   out.push('');
   out.push('## Summary');
   out.push('');
-  out.push('| # | scenario | qwen serve | acpd |');
-  out.push('|---|---|---|---|');
+  out.push('| # | scenario | qwen serve | acpd | acpd /acp |');
+  out.push('|---|---|---|---|---|');
   for (const s of r.scenarios) {
-    out.push(
-      `| ${s.id} | ${cell(s.title)} | ${status(r.results.qwen.get(s.id))} | ${status(r.results.acpd.get(s.id))} |`,
-    );
+    const st = (c: Column): string => status(r.results[c].get(s.id));
+    out.push(`| ${s.id} | ${cell(s.title)} | ${st('qwen')} | ${st('acpd')} | ${st('acp')} |`);
   }
   for (const s of r.scenarios) {
-    const q = r.results.qwen.get(s.id);
-    const a = r.results.acpd.get(s.id);
     out.push('');
     out.push(`## ${s.id}. ${s.title}`);
     out.push('');
-    out.push('| behaviour | qwen serve | acpd | | why |');
-    out.push('|---|---|---|---|---|');
-    for (const row of rowsFor(q, a)) {
-      out.push(`| ${cell(row.label)} | ${cell(row.qwen)} | ${cell(row.acpd)} | ${row.verdict} | ${cell(row.why)} |`);
+    out.push('| behaviour | qwen serve | acpd | acpd /acp | | why |');
+    out.push('|---|---|---|---|---|---|');
+    for (const row of rowsOf(r, s)) {
+      out.push(
+        `| ${cell(row.label)} | ${cell(row.qwen)} | ${cell(row.acpd)} | ${cell(row.acp)} | ${row.verdict} | ${cell(row.why)} |`,
+      );
     }
-    const notes = [
-      ...(q?.ran ? q.obs.notes.map((t) => `qwen serve: ${t}`) : []),
-      ...(a?.ran ? a.obs.notes.map((t) => `acpd: ${t}`) : []),
-    ];
-    const failures = [
-      ...(q?.ran ? q.obs.failures.map((t) => `qwen serve: ${t}`) : []),
-      ...(a?.ran ? a.obs.failures.map((t) => `acpd: ${t}`) : []),
-    ];
+    const ran = (Object.keys(COLUMNS) as Column[]).flatMap((c) => {
+      const o = r.results[c].get(s.id);
+      return o?.ran ? [{ label: COLUMNS[c].label, obs: o.obs }] : [];
+    });
+    const notes = ran.flatMap(({ label, obs }) => obs.notes.map((t) => `${label}: ${t}`));
+    const failures = ran.flatMap(({ label, obs }) => obs.failures.map((t) => `${label}: ${t}`));
     if (failures.length > 0) {
       out.push('');
       out.push('Failures:');

@@ -1,18 +1,18 @@
-// Entry point of `npm run test:peers`: runs the scenarios of issue 4 against the real `qwen serve`
-// and against acpd (dist/server.js) hosting the real `qwen --acp`, prints TAP, checks that every
-// difference between the two is explained (test/peers/differences.ts), and writes
-// docs/conformance.md.
+// Entry point of `npm run test:peers`: runs the scenarios of issue 4 against the real `qwen serve`,
+// against acpd (dist/server.js) hosting the real `qwen --acp`, and against acpd again with the client
+// on the ACP transport it negotiates (`/acp`, issue 14); prints TAP, checks that every difference
+// between the columns is explained (test/peers/differences.ts), and writes docs/conformance.md.
 //
-//   node build/test/peers/run.js [--daemon qwen|acpd] [--scenario N[,N…]] [--no-doc] [--keep]
+//   node build/test/peers/run.js [--daemon qwen|acpd|acp] [--scenario N[,N…]] [--no-doc] [--keep]
 //
-// Env: PEERS_DAEMONS=qwen,acpd (default both; a selected acpd without dist/server.js fails),
+// Env: PEERS_DAEMONS=qwen,acpd,acp (default all; a selected acpd or acp without dist/server.js fails),
 //      PEERS_KEEP=1 keep every tmp dir, PEERS_SHARED_DIR=<dir> (default ../shared).
 // The doc is written only by a run of every scenario.
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FakeModel } from '../../harness/fake-model.js';
-import { type DaemonHandle, type DaemonKind, startDaemon } from '../../harness/peer-daemon.js';
+import { type DaemonHandle, startDaemon } from '../../harness/peer-daemon.js';
 import {
   acpdServer,
   checkPrerequisites,
@@ -28,22 +28,35 @@ import {
 import { Procs } from '../../harness/spawn.js';
 import { within } from '../../harness/wait.js';
 import { Observation } from './observe.js';
-import { type Outcome, renderConformance, type RunReport, unexplainedDifferences } from './report.js';
+import {
+  type Column,
+  COLUMNS,
+  isColumn,
+  type Outcome,
+  renderConformance,
+  type RunReport,
+  unexplainedDifferences,
+} from './report.js';
 import { type Scenario, type ScenarioContext, scenarios } from './scenarios.js';
 import { claudeAgent, secondAgentScenario } from './second-agent.js';
 
 interface Args {
-  daemons: DaemonKind[];
+  daemons: Column[];
   only: number[] | undefined;
   doc: boolean;
   keep: boolean;
 }
 
 function parseArgs(argv: string[]): Args {
-  const args: Args = { daemons: ['qwen', 'acpd'], only: undefined, doc: true, keep: process.env.PEERS_KEEP === '1' };
+  const args: Args = {
+    daemons: ['qwen', 'acpd', 'acp'],
+    only: undefined,
+    doc: true,
+    keep: process.env.PEERS_KEEP === '1',
+  };
   const fromEnv = process.env.PEERS_DAEMONS?.split(',')
     .map((s) => s.trim())
-    .filter((s): s is DaemonKind => s === 'qwen' || s === 'acpd');
+    .filter(isColumn);
   if (fromEnv?.length) args.daemons = fromEnv;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -54,7 +67,7 @@ function parseArgs(argv: string[]): Args {
     };
     if (a === '--daemon') {
       const v = next();
-      if (v !== 'qwen' && v !== 'acpd') throw new Error(`--daemon qwen|acpd, got ${v}`);
+      if (!isColumn(v)) throw new Error(`--daemon qwen|acpd|acp, got ${v}`);
       args.daemons = [v];
     } else if (a === '--scenario') args.only = next().split(',').map(Number);
     else if (a === '--no-doc') args.doc = false;
@@ -63,8 +76,6 @@ function parseArgs(argv: string[]): Args {
   }
   return args;
 }
-
-const LABEL: Record<DaemonKind, string> = { qwen: 'qwen serve', acpd: 'acpd' };
 
 /** Run-wide state for the signal and exit handlers: tmp dirs in use, and whether we were interrupted. */
 const run = { tmpDirs: new Set<string>(), keep: false, interrupted: false };
@@ -88,13 +99,14 @@ interface Setup {
 const qwenSetup: Setup = { fake: 'openai', env: (home, fake) => peerEnv(home, fake.baseUrl) };
 
 async function runScenario(
-  kind: DaemonKind,
+  column: Column,
   scenario: Scenario,
   keep: boolean,
   setup: Setup = qwenSetup,
 ): Promise<{ obs: Observation; dir: string; logs: string[] }> {
   const obs = new Observation();
-  const dir = mkdtempSync(join(tmpdir(), `acpd-peers-${kind}-s${scenario.id}-`));
+  const { daemon: kind, transport } = COLUMNS[column];
+  const dir = mkdtempSync(join(tmpdir(), `acpd-peers-${column}-s${scenario.id}-`));
   run.tmpDirs.add(dir);
   const workspace = join(dir, 'ws');
   const home = join(dir, 'home');
@@ -115,6 +127,7 @@ async function runScenario(
     const fakeModel = fake;
     const ctx: ScenarioContext = {
       kind,
+      transport,
       workspace,
       fake: fakeModel,
       obs,
@@ -204,24 +217,28 @@ async function main(): Promise<number> {
   }
   const selected = scenarios.filter((s) => !args.only || args.only.includes(s.id));
   const acpdBuilt = existsSync(acpdServer);
-  const results: RunReport['results'] = { qwen: new Map<number, Outcome>(), acpd: new Map<number, Outcome>() };
+  const results: RunReport['results'] = {
+    qwen: new Map<number, Outcome>(),
+    acpd: new Map<number, Outcome>(),
+    acp: new Map<number, Outcome>(),
+  };
   const tap = new Tap();
   console.log('TAP version 14');
   console.log(`# repo ${repoRoot}`);
   const acpdMissing = `${acpdServer} is missing: npm run build (or PEERS_DAEMONS=qwen)`;
-  for (const kind of ['qwen', 'acpd'] as const) {
+  for (const column of Object.keys(COLUMNS) as Column[]) {
     for (const s of selected) {
       if (run.interrupted) break;
-      const name = `${LABEL[kind]} › ${s.id}. ${s.title}`;
-      if (!args.daemons.includes(kind)) {
-        results[kind].set(s.id, { ran: false, reason: 'not selected' });
+      const name = `${COLUMNS[column].label} › ${s.id}. ${s.title}`;
+      if (!args.daemons.includes(column)) {
+        results[column].set(s.id, { ran: false, reason: 'not selected' });
         tap.skip(name, 'not selected');
-      } else if (kind === 'acpd' && !acpdBuilt) {
-        results[kind].set(s.id, { ran: false, reason: 'dist/server.js not built' });
+      } else if (COLUMNS[column].daemon === 'acpd' && !acpdBuilt) {
+        results[column].set(s.id, { ran: false, reason: 'dist/server.js not built' });
         tap.fail(name, [acpdMissing]);
       } else {
-        const r = await runScenario(kind, s, args.keep);
-        results[kind].set(s.id, { ran: true, obs: r.obs });
+        const r = await runScenario(column, s, args.keep);
+        results[column].set(s.id, { ran: true, obs: r.obs });
         tap.scenario(name, r, args.keep);
       }
     }
@@ -263,9 +280,11 @@ async function main(): Promise<number> {
     results,
     second,
   };
-  const compared = selected.some((s) => results.qwen.get(s.id)?.ran && results.acpd.get(s.id)?.ran);
+  const compared = selected.some(
+    (s) => results.acpd.get(s.id)?.ran && (results.qwen.get(s.id)?.ran || results.acp.get(s.id)?.ran),
+  );
   const unexplained = unexplainedDifferences(report);
-  const explained = 'every difference between acpd and qwen serve is explained';
+  const explained = 'every difference between qwen serve, acpd and acpd /acp is explained';
   if (!compared) tap.skip(explained, 'nothing compared');
   else if (unexplained.length === 0) tap.pass(explained);
   else
@@ -277,7 +296,7 @@ async function main(): Promise<number> {
     JSON.stringify(
       {
         versions: report.versions,
-        results: Object.fromEntries((['qwen', 'acpd'] as const).map((k) => [k, Object.fromEntries(results[k])])),
+        results: Object.fromEntries((Object.keys(COLUMNS) as Column[]).map((k) => [k, Object.fromEntries(results[k])])),
         second,
       },
       null,

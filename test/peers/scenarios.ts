@@ -3,6 +3,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { DaemonClient, DaemonHttpError, DaemonSessionClient } from '@qwen-code/sdk/daemon';
+import { negotiateTransport } from '@qwen-code/sdk/daemon/transports';
 import type { DaemonEvent, DaemonSessionSubscribeOptions, PromptResult } from '@qwen-code/sdk/daemon';
 import { type FakeLogEntry, type FakeModel, isMainTurn } from '../../harness/fake-model.js';
 import type { DaemonHandle, DaemonKind } from '../../harness/peer-daemon.js';
@@ -18,6 +19,7 @@ import {
   isBridgeEcho,
   type Observation,
   recordingFetch,
+  restShaped,
   updateKind,
   updateOf,
   V1_TYPES,
@@ -25,6 +27,11 @@ import {
 
 export interface ScenarioContext {
   readonly kind: DaemonKind;
+  /**
+   * How the clients reach the daemon: 'rest' (DaemonClient's default REST+SSE transport), or 'acp-http': the
+   * transport the published client negotiates from `/capabilities.transports`, which must come out as acp-http.
+   */
+  readonly transport: 'rest' | 'acp-http';
   readonly workspace: string;
   readonly fake: FakeModel;
   readonly obs: Observation;
@@ -47,19 +54,45 @@ function slowly(ms: number): PollOptions {
   return { ms, everyMs: 50 };
 }
 
-/** A DaemonClient whose HTTP exchanges land in the observation. */
-function clientFor(ctx: ScenarioContext, d: DaemonHandle): DaemonClient {
-  return new DaemonClient({ baseUrl: d.baseUrl, fetch: recordingFetch(ctx.obs.http), fetchTimeoutMs: 30_000 });
+/** A DaemonClient whose HTTP exchanges land in the observation (over the negotiated transport for `/acp`). */
+async function clientFor(ctx: ScenarioContext, d: DaemonHandle): Promise<DaemonClient> {
+  const fetch = recordingFetch(ctx.obs.http);
+  if (ctx.transport === 'rest') return new DaemonClient({ baseUrl: d.baseUrl, fetch, fetchTimeoutMs: 30_000 });
+  const transport = await negotiateTransport(d.baseUrl, undefined, { fetchFn: fetch });
+  if (!ctx.obs.facts.some((f) => f.key === 'transport'))
+    ctx.obs.require('transport', 'the transport the client negotiated', transport.type, transport.type === 'acp-http');
+  // Any other transport would silently test REST again: stop the scenario here.
+  if (transport.type !== 'acp-http') {
+    transport.dispose();
+    throw new Error(`negotiated ${transport.type}, not acp-http`);
+  }
+  return new DaemonClient({ baseUrl: d.baseUrl, fetch, transport, fetchTimeoutMs: 30_000 });
 }
 
-function subscribe(name: string, s: DaemonSessionClient, opts: DaemonSessionSubscribeOptions = {}): FrameCollector {
-  const ac = new AbortController();
-  return new FrameCollector(name, s.events({ ...opts, signal: ac.signal }), ac);
+/** The client's events, in the REST shapes the checks read (see restShaped). */
+function events(ctx: ScenarioContext, gen: AsyncGenerator<DaemonEvent>): AsyncGenerator<DaemonEvent> {
+  return ctx.transport === 'rest' ? gen : restShaped(gen);
 }
 
-function subscribeRaw(name: string, c: DaemonClient, sessionId: string, lastEventId?: number): FrameCollector {
+function subscribe(
+  ctx: ScenarioContext,
+  name: string,
+  s: DaemonSessionClient,
+  opts: DaemonSessionSubscribeOptions = {},
+): FrameCollector {
   const ac = new AbortController();
-  return new FrameCollector(name, c.subscribeEvents(sessionId, { signal: ac.signal, lastEventId }), ac);
+  return new FrameCollector(name, events(ctx, s.events({ ...opts, signal: ac.signal })), ac);
+}
+
+function subscribeRaw(
+  ctx: ScenarioContext,
+  name: string,
+  c: DaemonClient,
+  sessionId: string,
+  lastEventId?: number,
+): FrameCollector {
+  const ac = new AbortController();
+  return new FrameCollector(name, events(ctx, c.subscribeEvents(sessionId, { signal: ac.signal, lastEventId })), ac);
 }
 
 function text(t: string): { prompt: Array<{ type: 'text'; text: string }> } {
@@ -74,9 +107,10 @@ function prompt(s: DaemonSessionClient, t: string): Promise<PromptResult> {
 /** `status code` of an SDK error, for the table. */
 function errorShape(err: unknown): string {
   if (err instanceof DaemonHttpError) {
-    const body = err.body;
-    const code = typeof body === 'object' && body !== null && 'code' in body ? ` ${String(body.code)}` : '';
-    return `${err.status}${code}`;
+    // Over ACP the client wraps the daemon's envelope as the JSON-RPC error's data: `{error, data: {code, …}}`.
+    const body = err.body as { code?: unknown; data?: { code?: unknown } } | null | undefined;
+    const code = body?.code ?? body?.data?.code;
+    return `${err.status}${typeof code === 'string' || typeof code === 'number' ? ` ${code}` : ''}`;
   }
   return err instanceof Error ? `${err.name}: ${err.message}` : String(err);
 }
@@ -106,6 +140,21 @@ function carriesHistory(e: FakeLogEntry | undefined): boolean {
   return roles.slice(0, lastUser).includes('assistant') && roles.filter((r) => r === 'user').length >= 2;
 }
 
+/** Where the client sends a REST call over `/acp`: the JSON-RPC method its transport maps the route to. */
+const ACP_METHOD: Record<string, string> = {
+  'POST /session/:id/prompt': 'POST /acp session/prompt',
+  'POST /session/:id/cancel': 'POST /acp session/cancel',
+};
+
+/** The distinct statuses the daemon answered a route with (over `/acp`: the POSTs of its method). */
+function statuses(obs: Observation, route: string): string {
+  const routes = [route, ACP_METHOD[route]].filter((r): r is string => r !== undefined);
+  return distinctHttp(obs.http)
+    .filter((h) => routes.some((r) => h.startsWith(`${r} → `)))
+    .map((h) => h.split(' → ')[1])
+    .join(',');
+}
+
 function recordSequences(obs: Observation, name: string, frames: DaemonEvent[]): void {
   obs.sequences[`${name} (all frames)`] = fullSequence(frames);
   obs.sequences[`${name} (v1 core)`] = coreSequence(frames);
@@ -119,7 +168,7 @@ const s1: Scenario = {
   async run(ctx) {
     const { obs } = ctx;
     const d = await ctx.startDaemon();
-    const c = clientFor(ctx, d);
+    const c = await clientFor(ctx, d);
     const caps = await c.capabilities();
     const missing = [
       'health',
@@ -146,15 +195,14 @@ const s1: Scenario = {
 
     const s = await DaemonSessionClient.createOrAttach(c, {});
     obs.require('s1.attached', 'POST /session on a fresh daemon → attached', s.attached, s.attached === false);
-    const sub = subscribe('A', s, { lastEventId: 0 });
+    const sub = subscribe(ctx, 'A', s, { lastEventId: 0 });
     const res = await prompt(s, 'ping');
     obs.require('s1.stop', 'prompt → stopReason', res.stopReason, res.stopReason === 'end_turn');
     await sub.waitFor(isPong, FRAME_MS, 'agent_message_chunk "pong"').catch(() => undefined);
     await sub.settle(500, 3000);
     const reply = replyOf(sub.frames);
     obs.require('s1.reply', 'agent_message_chunk text over SSE', reply, reply.includes('pong'));
-    const promptHttp = distinctHttp(obs.http).filter((h) => h.startsWith('POST /session/:id/prompt'));
-    obs.info('s1.promptHttp', 'POST /session/:id/prompt status', promptHttp.map((h) => h.split(' → ')[1]).join(','));
+    obs.info('s1.promptHttp', 'POST /session/:id/prompt status', statuses(obs, 'POST /session/:id/prompt'));
     obs.info(
       's1.idless',
       'frames without id',
@@ -176,9 +224,9 @@ const s2: Scenario = {
   async run(ctx) {
     const { obs } = ctx;
     const d = await ctx.startDaemon();
-    const c = clientFor(ctx, d);
+    const c = await clientFor(ctx, d);
     const s = await DaemonSessionClient.createOrAttach(c, {});
-    const sub = subscribe('A', s, { lastEventId: 0 });
+    const sub = subscribe(ctx, 'A', s, { lastEventId: 0 });
     const file = 'peers-s2-touched';
     const running = prompt(s, `TOOL:touch ${file}`);
     running.catch(() => undefined);
@@ -260,9 +308,9 @@ const s3: Scenario = {
   async run(ctx) {
     const { obs, fake } = ctx;
     const d = await ctx.startDaemon();
-    const c = clientFor(ctx, d);
+    const c = await clientFor(ctx, d);
     const s = await DaemonSessionClient.createOrAttach(c, {});
-    const sub = subscribe('A', s, { lastEventId: 0 });
+    const sub = subscribe(ctx, 'A', s, { lastEventId: 0 });
     const running = prompt(s, 'SLOW please');
     running.catch(() => undefined);
     await sub.waitFor((ev) => isAgentChunk(ev) && chunkText(ev).includes('slow'), FRAME_MS, 'first slow chunk');
@@ -281,8 +329,7 @@ const s3: Scenario = {
     obs.note(`${slowChunks} of 20 slow chunks reached the client`);
     const aborted = fake.entries().some((e) => e.event === 'client_aborted_stream');
     obs.info('s3.modelAbort', 'the agent aborted its model stream', aborted);
-    const cancelHttp = distinctHttp(obs.http).filter((h) => h.startsWith('POST /session/:id/cancel'));
-    obs.info('s3.cancelHttp', 'POST /session/:id/cancel status', cancelHttp.map((h) => h.split(' → ')[1]).join(','));
+    obs.info('s3.cancelHttp', 'POST /session/:id/cancel status', statuses(obs, 'POST /session/:id/cancel'));
     recordSequences(obs, 'cancelled turn', sub.frames);
     await sub.close();
   },
@@ -296,9 +343,9 @@ const s4: Scenario = {
   async run(ctx) {
     const { obs } = ctx;
     const d = await ctx.startDaemon();
-    const cA = clientFor(ctx, d);
-    const cB = clientFor(ctx, d);
-    const cC = clientFor(ctx, d);
+    const cA = await clientFor(ctx, d);
+    const cB = await clientFor(ctx, d);
+    const cC = await clientFor(ctx, d);
     const a = await DaemonSessionClient.createOrAttach(cA, { sessionScope: 'single' });
     const b = await DaemonSessionClient.createOrAttach(cB, { sessionScope: 'single' });
     obs.require(
@@ -307,9 +354,9 @@ const s4: Scenario = {
       `${a.attached},${b.attached},${a.sessionId === b.sessionId ? 'same' : 'different'}`,
       !a.attached && b.attached && a.sessionId === b.sessionId,
     );
-    const subA = subscribe('A', a, { lastEventId: 0 });
-    const subB = subscribe('B', b, { lastEventId: 0 });
-    const subC = subscribeRaw('C', cC, a.sessionId, 0);
+    const subA = subscribe(ctx, 'A', a, { lastEventId: 0 });
+    const subB = subscribe(ctx, 'B', b, { lastEventId: 0 });
+    const subC = subscribeRaw(ctx, 'C', cC, a.sessionId, 0);
 
     const r1 = await prompt(a, 'ping one');
     await Promise.all([subA, subB, subC].map((x) => x.waitFor(isPong, FRAME_MS, 'pong of turn 1')));
@@ -338,7 +385,7 @@ const s4: Scenario = {
     obs.require('s4.fanout', 'A and B receive the same frames (ids and types)', same ? 'same' : 'different', same);
     obs.note(`A and B each got ${upTo(subA, 0).length} id-bearing frames over both turns`);
 
-    const subC2 = subscribeRaw('C2', cC, a.sessionId, n);
+    const subC2 = subscribeRaw(ctx, 'C2', cC, a.sessionId, n);
     await until(() => subC2.maxId() >= maxA, 'C2 replayed up to A', slowly(10_000)).catch(() => undefined);
     await subC2.settle(500, 3000);
     const want = upTo(subA, n);
@@ -374,10 +421,10 @@ const s5: Scenario = {
   async run(ctx) {
     const { obs, fake } = ctx;
     const d = await ctx.startDaemon();
-    const c1 = clientFor(ctx, d);
+    const c1 = await clientFor(ctx, d);
     const s = await DaemonSessionClient.createOrAttach(c1, {});
     const id = s.sessionId;
-    const sub = subscribe('turn1', s, { lastEventId: 0 });
+    const sub = subscribe(ctx, 'turn1', s, { lastEventId: 0 });
     const mark1 = fake.entries().length;
     const r1 = await prompt(s, 'remember: the code word is ZEBRA');
     obs.require('s5.turn1', 'turn 1 → stopReason', r1.stopReason, r1.stopReason === 'end_turn');
@@ -390,7 +437,7 @@ const s5: Scenario = {
     const pid1 = d.pid;
     await d.restart();
     obs.require('s5.restart', 'daemon restarted (new pid)', d.pid !== pid1, d.pid !== pid1);
-    const c2 = clientFor(ctx, d);
+    const c2 = await clientFor(ctx, d);
     const listed = await c2
       .listWorkspaceSessions(ctx.workspace)
       .then((l) => (l.some((x) => x.sessionId === id) ? 'listed' : 'not listed'), errorShape);
@@ -411,7 +458,7 @@ const s5: Scenario = {
     );
     // From where the load answer says the session stands, as the published client seeds its cursor (0 when a
     // daemon's answer names no lastEventId): a durable log keeps the earlier frames under their old ids.
-    const subL = subscribe('load', loaded, { lastEventId: loaded.lastEventId ?? 0 });
+    const subL = subscribe(ctx, 'load', loaded, { lastEventId: loaded.lastEventId ?? 0 });
     await subL.settle(1000, 8000);
     const body = loaded.replaySnapshot?.compactedReplay ?? [];
     const hasHistory = (frames: DaemonEvent[]): boolean =>
@@ -450,7 +497,7 @@ const s5: Scenario = {
 
     // Restart #2 → resume.
     await d.restart();
-    const c3 = clientFor(ctx, d);
+    const c3 = await clientFor(ctx, d);
     const resumed = await DaemonSessionClient.resume(c3, id).then(
       (x) => x,
       (err: unknown) => errorShape(err),
@@ -465,7 +512,7 @@ const s5: Scenario = {
       resumed.attached,
       resumed.attached === false,
     );
-    const subR = subscribe('resume', resumed, { lastEventId: resumed.lastEventId ?? 0 });
+    const subR = subscribe(ctx, 'resume', resumed, { lastEventId: resumed.lastEventId ?? 0 });
     await subR.settle(1000, 5000);
     const history = subR.frames.filter(
       (ev) => !isBridgeEcho(ev) && ['user_message_chunk', 'agent_message_chunk'].includes(updateKind(ev) ?? ''),
@@ -500,9 +547,9 @@ const s6: Scenario = {
   async run(ctx) {
     const { obs, fake } = ctx;
     const d = await ctx.startDaemon();
-    const c = clientFor(ctx, d);
+    const c = await clientFor(ctx, d);
     const s = await DaemonSessionClient.createOrAttach(c, {});
-    const sub = subscribe('A', s, { lastEventId: 0 });
+    const sub = subscribe(ctx, 'A', s, { lastEventId: 0 });
     const r1 = await prompt(s, 'ping');
     obs.require('s6.turn1', 'turn 1 → stopReason', r1.stopReason, r1.stopReason === 'end_turn');
     await sub.settle(800, 5000);
@@ -545,7 +592,7 @@ const s6: Scenario = {
       resumed.attached,
       resumed.attached === false,
     );
-    const subR = subscribe('R', resumed, { lastEventId: resumed.lastEventId ?? 0 });
+    const subR = subscribe(ctx, 'R', resumed, { lastEventId: resumed.lastEventId ?? 0 });
     const mark = fake.entries().length;
     const r2 = await prompt(resumed, 'ping again');
     obs.require('s6.turn2', 'prompt on the resumed session → stopReason', r2.stopReason, r2.stopReason === 'end_turn');
