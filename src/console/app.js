@@ -226,7 +226,10 @@ async function follow(session) {
         if ('id' in frame) session.lastId = frame.id;
         render(session, frame);
       }
-      return;
+      // The library stops after `session_closed`; one replayed from an earlier life of a session that was
+      // loaded again is history: read on after it.
+      if (session.live || session.stop.signal.aborted) return;
+      continue;
     } catch (error) {
       if (session.stop.signal.aborted) return;
       if (error instanceof UnauthorizedError) {
@@ -308,12 +311,14 @@ function render(session, frame) {
       break;
     case 'session_closed':
       note(session, 'The session was closed. It can be loaded again.');
+      if (!session.live) break;
       setState('closed', 'muted');
       setOpen(false);
       void refreshSessions();
       break;
     case 'session_died':
       note(session, `The session ended (${frame.data.reason}).`, 'error');
+      if (!session.live) break;
       setState('ended', 'error');
       setOpen(false);
       break;
