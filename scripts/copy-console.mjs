@@ -6,12 +6,12 @@
 import { cpSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import process from 'node:process';
-import { fileURLToPath } from 'node:url';
+import { URL, fileURLToPath } from 'node:url';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const outDir = process.argv[2];
 if (outDir === undefined) {
-  console.error('usage: node scripts/copy-console.mjs <out-dir>');
+  process.stderr.write('usage: node scripts/copy-console.mjs <out-dir>\n');
   process.exit(2);
 }
 const target = path.resolve(root, outDir, 'console');

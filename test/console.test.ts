@@ -79,7 +79,10 @@ t.test('the console files are served without the token; the API still needs it',
 
 /** The transcript's text once `count` turns have ended in it. */
 async function transcriptAfterTurns(page: Page, count: number): Promise<string> {
-  await page.locator('#transcript .note.turn').nth(count - 1).waitFor();
+  await page
+    .locator('#transcript .note.turn')
+    .nth(count - 1)
+    .waitFor();
   return page.locator('#transcript').innerText();
 }
 
@@ -88,86 +91,89 @@ async function send(page: Page, text: string): Promise<void> {
   await page.press('#prompt', 'Enter');
 }
 
-t.test('in Chromium: token, prompt, permission by button, reload with the same history, cancel, close, load', async (t) => {
-  if (!requireSystemPackage(t, SYSTEM_PACKAGES.chromium)) return;
-  const d = await startDaemon(t, { args: ['--token', TOKEN] });
-  const browser = await chromium.launch({ executablePath: SYSTEM_PACKAGES.chromium.binary });
-  t.teardown(() => browser.close());
-  const page = await browser.newPage({ viewport: { width: 1180, height: 760 }, colorScheme: 'light' });
-  const requests: Request[] = [];
-  page.on('request', (req) => requests.push(req));
-  const pageErrors: string[] = [];
-  page.on('pageerror', (err) => pageErrors.push(err.message));
+t.test(
+  'in Chromium: token, prompt, permission by button, reload with the same history, cancel, close, load',
+  async (t) => {
+    if (!requireSystemPackage(t, SYSTEM_PACKAGES.chromium)) return;
+    const d = await startDaemon(t, { args: ['--token', TOKEN] });
+    const browser = await chromium.launch({ executablePath: SYSTEM_PACKAGES.chromium.binary });
+    t.teardown(() => browser.close());
+    const page = await browser.newPage({ viewport: { width: 1180, height: 760 }, colorScheme: 'light' });
+    const requests: Request[] = [];
+    page.on('request', (req) => requests.push(req));
+    const pageErrors: string[] = [];
+    page.on('pageerror', (err) => pageErrors.push(err.message));
 
-  await page.goto(`${d.baseUrl}/console/`);
-  const dialog = page.locator('#token-dialog');
-  await dialog.waitFor({ state: 'visible' });
-  t.ok(await page.locator('#token-error').isHidden(), 'first ask: no complaint yet');
+    await page.goto(`${d.baseUrl}/console/`);
+    const dialog = page.locator('#token-dialog');
+    await dialog.waitFor({ state: 'visible' });
+    t.ok(await page.locator('#token-error').isHidden(), 'first ask: no complaint yet');
 
-  // A wrong token is refused and asked for again; the right one opens the page.
-  await page.fill('#token', 'not-the-token');
-  await page.press('#token', 'Enter');
-  await page.locator('#token-error').waitFor({ state: 'visible' });
-  await page.fill('#token', TOKEN);
-  await page.press('#token', 'Enter');
-  await dialog.waitFor({ state: 'hidden' });
-  await page.locator('#sessions li', { hasText: 'No sessions yet.' }).waitFor();
+    // A wrong token is refused and asked for again; the right one opens the page.
+    await page.fill('#token', 'not-the-token');
+    await page.press('#token', 'Enter');
+    await page.locator('#token-error').waitFor({ state: 'visible' });
+    await page.fill('#token', TOKEN);
+    await page.press('#token', 'Enter');
+    await dialog.waitFor({ state: 'hidden' });
+    await page.locator('#sessions li', { hasText: 'No sessions yet.' }).waitFor();
 
-  await page.click('#new-session');
-  await page.locator('#session-state', { hasText: 'idle' }).waitFor();
-  const sessionId = (await page.textContent('#session-title')) ?? '';
-  t.match(sessionId, /^[\w-]{8,}$/, 'the new session is open');
-  t.equal(new URL(page.url()).hash, `#session=${sessionId}`, 'its id is in the fragment (for a reload)');
+    await page.click('#new-session');
+    await page.locator('#session-state', { hasText: 'idle' }).waitFor();
+    const sessionId = (await page.textContent('#session-title')) ?? '';
+    t.match(sessionId, /^[\w-]{8,}$/, 'the new session is open');
+    t.equal(new URL(page.url()).hash, `#session=${sessionId}`, 'its id is in the fragment (for a reload)');
 
-  await send(page, 'hello console');
-  await page.locator('.block.user', { hasText: 'hello console' }).waitFor();
-  await page.locator('.block.agent', { hasText: 'echo: hello console' }).waitFor();
-  await transcriptAfterTurns(page, 1);
+    await send(page, 'hello console');
+    await page.locator('.block.user', { hasText: 'hello console' }).waitFor();
+    await page.locator('.block.agent', { hasText: 'echo: hello console' }).waitFor();
+    await transcriptAfterTurns(page, 1);
 
-  // The embedded agent asks before writing (default mode); the button answers.
-  await send(page, '/write x.txt hi');
-  const ask = page.locator('.block.permission');
-  await ask.getByRole('button', { name: 'Allow' }).click();
-  await ask.locator('.answer', { hasText: 'Answered: Allow' }).waitFor();
-  await page.locator('.block.tool .status.completed').waitFor();
-  const before = await transcriptAfterTurns(page, 2);
-  t.equal(readFileSync(path.join(d.config.workspace, 'x.txt'), 'utf8'), 'hi', 'the approved write happened');
-  t.match(before, /Write x\.txt/, 'the tool call is shown');
+    // The embedded agent asks before writing (default mode); the button answers.
+    await send(page, '/write x.txt hi');
+    const ask = page.locator('.block.permission');
+    await ask.getByRole('button', { name: 'Allow' }).click();
+    await ask.locator('.answer', { hasText: 'Answered: Allow' }).waitFor();
+    await page.locator('.block.tool .status.completed').waitFor();
+    const before = await transcriptAfterTurns(page, 2);
+    t.equal(readFileSync(path.join(d.config.workspace, 'x.txt'), 'utf8'), 'hi', 'the approved write happened');
+    t.match(before, /Write x\.txt/, 'the tool call is shown');
 
-  // A reload replays the session's event log from the start: the same history, no token asked again.
-  await page.reload();
-  const after = await transcriptAfterTurns(page, 2);
-  t.equal(after, before, 'the reloaded page shows the same history');
-  t.ok(await dialog.isHidden(), 'the token was kept for the tab');
-  t.equal(await page.locator('.block.permission button').count(), 0, 'the answered request offers no buttons');
-  if (process.env.ACPD_SCREENSHOT === '1') await page.screenshot({ path: SCREENSHOT });
+    // A reload replays the session's event log from the start: the same history, no token asked again.
+    await page.reload();
+    const after = await transcriptAfterTurns(page, 2);
+    t.equal(after, before, 'the reloaded page shows the same history');
+    t.ok(await dialog.isHidden(), 'the token was kept for the tab');
+    t.equal(await page.locator('.block.permission button').count(), 0, 'the answered request offers no buttons');
+    if (process.env.ACPD_SCREENSHOT === '1') await page.screenshot({ path: SCREENSHOT });
 
-  // Cancel a running turn, then close the session; a closed session can be loaded again.
-  await send(page, '/slow 1000 50');
-  await page.locator('#session-state', { hasText: 'working' }).waitFor();
-  await page.click('#cancel');
-  await page.locator('.note', { hasText: 'Cancelled.' }).waitFor();
-  await page.locator('.note.turn', { hasText: 'cancelled' }).waitFor();
-  await page.click('#close');
-  await page.locator('#session-state', { hasText: 'closed' }).waitFor();
-  const stored = page.locator(`#sessions li[data-session-id="${sessionId}"]`);
-  await stored.getByRole('button', { name: 'Load' }).click();
-  await page.locator('#session-state', { hasText: 'idle' }).waitFor();
-  await page.locator('.block.agent', { hasText: 'echo: hello console' }).waitFor();
-  t.ok(await page.locator('#prompt').isEnabled(), 'the loaded session takes prompts again');
+    // Cancel a running turn, then close the session; a closed session can be loaded again.
+    await send(page, '/slow 1000 50');
+    await page.locator('#session-state', { hasText: 'working' }).waitFor();
+    await page.click('#cancel');
+    await page.locator('.note', { hasText: 'Cancelled.' }).waitFor();
+    await page.locator('.note.turn', { hasText: 'cancelled' }).waitFor();
+    await page.click('#close');
+    await page.locator('#session-state', { hasText: 'closed' }).waitFor();
+    const stored = page.locator(`#sessions li[data-session-id="${sessionId}"]`);
+    await stored.getByRole('button', { name: 'Load' }).click();
+    await page.locator('#session-state', { hasText: 'idle' }).waitFor();
+    await page.locator('.block.agent', { hasText: 'echo: hello console' }).waitFor();
+    t.ok(await page.locator('#prompt').isEnabled(), 'the loaded session takes prompts again');
 
-  // The token: in this tab's sessionStorage, in the Authorization header of API calls, never in a URL.
-  t.equal(await page.evaluate('sessionStorage.getItem("acpd.token")'), TOKEN);
-  t.equal(await page.evaluate('localStorage.length'), 0, 'nothing in localStorage');
-  t.notMatch(page.url(), TOKEN);
-  t.ok(requests.length > 10, `requests were recorded (${requests.length})`);
-  for (const req of requests) t.notOk(req.url().includes(TOKEN), `no token in ${req.url()}`);
-  const api = requests.filter((req) => new URL(req.url()).pathname.startsWith('/session'));
-  t.ok(api.length >= 6, 'session calls were made');
-  for (const req of api) {
-    t.equal(await req.headerValue('authorization'), `Bearer ${TOKEN}`, `${req.method()} ${req.url()} carries it`);
-  }
-  const files = requests.filter((req) => new URL(req.url()).pathname.startsWith('/console/'));
-  for (const req of files) t.equal(await req.headerValue('authorization'), null, `${req.url()}: fetched without it`);
-  t.same(pageErrors, [], 'no script errors');
-});
+    // The token: in this tab's sessionStorage, in the Authorization header of API calls, never in a URL.
+    t.equal(await page.evaluate('sessionStorage.getItem("acpd.token")'), TOKEN);
+    t.equal(await page.evaluate('localStorage.length'), 0, 'nothing in localStorage');
+    t.notMatch(page.url(), TOKEN);
+    t.ok(requests.length > 10, `requests were recorded (${requests.length})`);
+    for (const req of requests) t.notOk(req.url().includes(TOKEN), `no token in ${req.url()}`);
+    const api = requests.filter((req) => new URL(req.url()).pathname.startsWith('/session'));
+    t.ok(api.length >= 6, 'session calls were made');
+    for (const req of api) {
+      t.equal(await req.headerValue('authorization'), `Bearer ${TOKEN}`, `${req.method()} ${req.url()} carries it`);
+    }
+    const files = requests.filter((req) => new URL(req.url()).pathname.startsWith('/console/'));
+    for (const req of files) t.equal(await req.headerValue('authorization'), null, `${req.url()}: fetched without it`);
+    t.same(pageErrors, [], 'no script errors');
+  },
+);

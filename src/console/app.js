@@ -137,7 +137,10 @@ async function refreshSessions() {
       if (s.isLive) {
         item.classList.add('openable');
         item.tabIndex = 0;
-        item.addEventListener('click', action(() => openSession(s.sessionId)));
+        item.addEventListener(
+          'click',
+          action(() => openSession(s.sessionId)),
+        );
       } else {
         const row = el('div', 'row');
         row.append(
@@ -417,9 +420,10 @@ function resolvePermission(session, requestId, outcome) {
   const card = session.blocks.get(`permission:${requestId}`);
   if (!card || card.resolved) return;
   card.resolved = true;
-  const chosen =
-    outcome.outcome === 'selected' ? card.options.find((o) => o.optionId === outcome.optionId) : undefined;
-  card.node.querySelector('.options')?.replaceWith(el('div', 'answer', chosen ? `Answered: ${chosen.name}` : 'Cancelled'));
+  const chosen = outcome.outcome === 'selected' ? card.options.find((o) => o.optionId === outcome.optionId) : undefined;
+  card.node
+    .querySelector('.options')
+    ?.replaceWith(el('div', 'answer', chosen ? `Answered: ${chosen.name}` : 'Cancelled'));
   card.node.classList.add('resolved');
 }
 
