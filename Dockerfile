@@ -19,7 +19,8 @@ FROM node:20-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci
-COPY tsconfig.json ./
+COPY tsconfig.json tsconfig.client.json ./
+COPY scripts/copy-console.mjs ./scripts/
 COPY src ./src
 RUN npm run build
 

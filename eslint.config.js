@@ -51,4 +51,23 @@ export default tseslint.config(
     files: ['**/*.js', '**/*.mjs'],
     ...tseslint.configs.disableTypeChecked,
   },
+  {
+    // The web console's scripts run in the browser as they are (routes/console.ts serves them).
+    files: ['src/console/**/*.js'],
+    languageOptions: {
+      globals: Object.fromEntries(
+        [
+          'AbortController',
+          'URL',
+          'clearTimeout',
+          'document',
+          'history',
+          'localStorage',
+          'location',
+          'sessionStorage',
+          'setTimeout',
+        ].map((name) => [name, 'readonly']),
+      ),
+    },
+  },
 );

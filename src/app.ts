@@ -31,6 +31,7 @@ import routePolicy from './plugins/route-policy.js';
 import security from './plugins/security.js';
 import sessionRegistry from './plugins/session-registry.js';
 import acpRoutes, { upgradesEnd } from './routes/acp.js';
+import consoleRoutes from './routes/console.js';
 import eventRoutes from './routes/events.js';
 import metaRoutes from './routes/meta.js';
 import operationRoutes from './routes/operations.js';
@@ -221,6 +222,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   await app.register(operationRoutes);
   await app.register(upgradesEnd);
   await app.register(acpRoutes);
+  await app.register(consoleRoutes);
 
   return app;
 }

@@ -82,8 +82,14 @@ t.test('every route of the app is documented with every response it declares', a
 
   const served = routesFromTree(d.app.printRoutes({ commonPrefix: false })).filter(
     // HEAD rides on GET; the docs' own routes are hidden on purpose, and so is /acp, whose JSON-RPC
-    // messages the ACP schema describes, not this document.
-    (r) => r.method !== 'HEAD' && r.url !== DOCS_PREFIX && !r.url.startsWith(`${DOCS_PREFIX}/`) && r.url !== '/acp',
+    // messages the ACP schema describes, not this document, and the web console's pages and scripts.
+    (r) =>
+      r.method !== 'HEAD' &&
+      r.url !== DOCS_PREFIX &&
+      !r.url.startsWith(`${DOCS_PREFIX}/`) &&
+      r.url !== '/acp' &&
+      r.url !== '/console' &&
+      !r.url.startsWith('/console/'),
   );
   t.ok(served.length >= 14, `the app's route list was read (${served.length} routes)`);
   const declared = await declaredSchemas();

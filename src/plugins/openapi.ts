@@ -155,7 +155,8 @@ const transformObject: SwaggerTransformObject = (document) => {
 async function openapi(app: FastifyInstance, opts: { config: Config }) {
   const { config } = opts;
   const probesArePublic = config.isLoopback && !config.requireAuth;
-  const tokenChecked = (route: RouteOptions) => !(probesArePublic && route.config?.policy?.probe === true);
+  const tokenChecked = (route: RouteOptions) =>
+    route.config?.policy?.public !== true && !(probesArePublic && route.config?.policy?.probe === true);
 
   app.addHook('onRoute', (route) => {
     route.schema = withGuardResponses(route, tokenChecked);

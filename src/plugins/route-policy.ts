@@ -29,6 +29,11 @@ export interface RoutePolicy {
   readonly budget: Budget | 'none';
   /** Whether its durations are also prompt durations (`acpd_prompt_duration_seconds`). */
   readonly promptDuration: boolean;
+  /**
+   * Answered without the token on every bind: the web console's static files, a page that holds no
+   * data and asks the user for the token itself. Absent means false.
+   */
+  readonly public?: boolean;
 }
 
 declare module 'fastify' {
@@ -49,6 +54,8 @@ export const policies = {
   mutation: { probe: false, shed: true, budget: 'mutations', promptDuration: false },
   /** A prompt turn, which may run for minutes. */
   prompt: { probe: false, shed: true, budget: 'prompts', promptDuration: true },
+  /** The web console's static files (routes/console.ts): public, served from memory, counted by no budget. */
+  asset: { probe: false, shed: true, budget: 'none', promptDuration: false, public: true },
 } as const satisfies Record<string, RoutePolicy>;
 
 /**

@@ -7,7 +7,8 @@
  *  3. the bearer token, when one is configured: @fastify/bearer-auth's
  *     constant-time check, behind a guard that keeps the contract's exact
  *     parsing (below). On loopback binds, routes whose policy marks them as
- *     probes are exempt unless --require-auth.
+ *     probes are exempt unless --require-auth; routes whose policy is public
+ *     (the web console's static files) are exempt on every bind.
  */
 import type { AddressInfo } from 'node:net';
 import fp from 'fastify-plugin';
@@ -143,7 +144,10 @@ async function security(app: FastifyInstance, opts: { config: Config }) {
     if (checkToken === undefined) return;
     // A probe's HEAD twin shares its GET route's policy (as Express's app.get
     // answers HEAD), so probes that only want the status line are exempt too.
-    if (probesArePublic && policyOf(req).probe) return;
+    const policy = policyOf(req);
+    if (probesArePublic && policy.probe) return;
+    // The console's page and scripts: they carry no data, and the page asks for the token itself.
+    if (policy.public === true) return;
     // Only the Authorization header counts: a token in the query string
     // (?token=, ?access_token=) is never looked at, so it cannot end up in
     // URLs, logs or browser history as a working credential.

@@ -1,5 +1,5 @@
 /**
- * Tests that need a program npm does not install (nginx, Redis; Chromium is next) ask for it
+ * Tests that need a program npm does not install (nginx, Redis, Chromium) ask for it
  * here. On a developer's machine a missing program turns those tests into one skip that names the
  * Debian package and the command installing it, so `npm ci && npm test` passes anywhere. In CI,
  * `.ci/run` sets ACPD_REQUIRE_SYSTEM_DEPS=1 and installs the packages first: there, a missing program
@@ -31,6 +31,8 @@ export const SYSTEM_PACKAGES = {
   redis: { binary: 'redis-server', debianPackage: 'redis-server' },
   /** The README's shell blocks are run by bash (Debian's default shell for users, not for sh). */
   bash: { binary: 'bash', debianPackage: 'bash' },
+  /** test/console.test.ts drives the web console in headless Chromium (playwright-core launches this one). */
+  chromium: { binary: '/usr/bin/chromium', debianPackage: 'chromium' },
 } as const satisfies Record<string, SystemPackage>;
 
 /** What a test object must offer: tap's `Test` does. */
