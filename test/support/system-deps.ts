@@ -31,6 +31,8 @@ export const SYSTEM_PACKAGES = {
   redis: { binary: 'redis-server', debianPackage: 'redis-server' },
   /** The README's shell blocks are run by bash (Debian's default shell for users, not for sh). */
   bash: { binary: 'bash', debianPackage: 'bash' },
+  /** test/terminal.test.ts drives `acpd chat` in a real pseudo-terminal. */
+  tmux: { binary: 'tmux', debianPackage: 'tmux' },
 } as const satisfies Record<string, SystemPackage>;
 
 /** What a test object must offer: tap's `Test` does. */
