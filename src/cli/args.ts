@@ -68,9 +68,11 @@ export function parseClientArgs(argv: readonly string[], env: NodeJS.ProcessEnv)
   const { values, positionals } = parsed;
   const help = values.help === true;
   const wantsId = command === 'attach';
-  if (!help && wantsId && positionals.length !== 1) throw new UsageError('attach takes one session id: acpd attach <id>');
+  if (!help && wantsId && positionals.length !== 1)
+    throw new UsageError('attach takes one session id: acpd attach <id>');
   if (!wantsId && positionals.length > 0) throw new UsageError(`Unexpected argument "${positionals[0]}".`);
-  if (values.load !== undefined && values.resume !== undefined) throw new UsageError('Give --load or --resume, not both.');
+  if (values.load !== undefined && values.resume !== undefined)
+    throw new UsageError('Give --load or --resume, not both.');
   if ((values.load !== undefined || values.resume !== undefined) && command !== 'chat') {
     throw new UsageError('--load and --resume are options of chat.');
   }
@@ -117,7 +119,7 @@ export function clientUsage(): string {
     'A terminal client of a running acpd daemon.',
     '  chat            start a session (or restore one) and talk to its agent',
     '  attach <id>     follow a live session: its history, then what happens in it; you can prompt too',
-    '  sessions        list the live and remembered sessions of the daemon\'s workspace',
+    "  sessions        list the live and remembered sessions of the daemon's workspace",
     '',
     'Options (environment twin in brackets; the flag wins):',
     `  --url <url>         the daemon [ACPD_URL]; default ${DEFAULT_URL}`,

@@ -16,7 +16,10 @@ export interface PermissionAsk {
 }
 
 /** The option a y (allow) or n (reject) stands for: the one-time kind first, then any of that side. */
-export function optionFor(options: readonly PermissionOption[], side: 'allow' | 'reject'): PermissionOption | undefined {
+export function optionFor(
+  options: readonly PermissionOption[],
+  side: 'allow' | 'reject',
+): PermissionOption | undefined {
   return options.find((o) => o.kind === `${side}_once`) ?? options.find((o) => o.kind.startsWith(side));
 }
 

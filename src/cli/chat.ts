@@ -130,7 +130,11 @@ export class Conversation {
     } catch (err) {
       if (this.#done) return;
       if (err instanceof SessionNotFoundError) {
-        this.#r.note('error', `session ${this.#opts.sessionId} is not live (acpd chat --load <id> restores a stored one)`, 'red');
+        this.#r.note(
+          'error',
+          `session ${this.#opts.sessionId} is not live (acpd chat --load <id> restores a stored one)`,
+          'red',
+        );
       } else {
         this.#r.note('error', `the event stream failed: ${messageOf(err)}`, 'red');
       }
@@ -463,7 +467,9 @@ export class Conversation {
     this.#ac.abort();
     if (this.#tty) {
       this.#r.endLine();
-      this.#r.line(this.#r.paint('dim', `left session ${this.#opts.sessionId} (acpd attach ${this.#opts.sessionId} to come back)`));
+      this.#r.line(
+        this.#r.paint('dim', `left session ${this.#opts.sessionId} (acpd attach ${this.#opts.sessionId} to come back)`),
+      );
     }
     this.#io.stdin.pause();
     this.#turnEnded?.();

@@ -8,8 +8,10 @@ import { allSessions, sessionTable } from './sessions.js';
 export { isClientCommand } from './args.js';
 
 function explain(err: unknown, url: string): string {
-  if (err instanceof UnauthorizedError) return `the daemon at ${url} wants a token (--token or ACPD_TOKEN): ${err.message}`;
-  if (err instanceof AcpdError) return `${err.message} (HTTP ${err.status}${err.code === undefined ? '' : `, ${err.code}`})`;
+  if (err instanceof UnauthorizedError)
+    return `the daemon at ${url} wants a token (--token or ACPD_TOKEN): ${err.message}`;
+  if (err instanceof AcpdError)
+    return `${err.message} (HTTP ${err.status}${err.code === undefined ? '' : `, ${err.code}`})`;
   if (err instanceof Error) {
     const cause = err.cause instanceof Error ? `: ${err.cause.message}` : '';
     return err.message === 'fetch failed' ? `cannot reach the daemon at ${url}${cause}` : `${err.message}${cause}`;

@@ -157,7 +157,10 @@ export class Renderer {
         break;
       }
       case 'plan':
-        this.note('plan', update.entries.map((entry) => `${entry.status === 'completed' ? '✓' : '·'} ${entry.content}`).join('\n'));
+        this.note(
+          'plan',
+          update.entries.map((entry) => `${entry.status === 'completed' ? '✓' : '·'} ${entry.content}`).join('\n'),
+        );
         break;
       default:
         break;
