@@ -12,6 +12,7 @@
 import closeWithGrace from 'close-with-grace';
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from './app.js';
+import { isClientCommand } from './cli/args.js';
 import { formatListenUrl, loadConfig, parseCommandLine, usage, type Config } from './config.js';
 import { logsArePretty, redactArgv } from './plugins/request-log.js';
 import { scrubEnvironment } from './services/scrub-env.js';
@@ -130,6 +131,12 @@ function forgetTokenVariable(): void {
 }
 
 async function main(): Promise<void> {
+  // `acpd chat | attach | sessions`: the terminal client, a program of its own that shares the binary.
+  const argv = process.argv.slice(2);
+  if (isClientCommand(argv[0])) {
+    const { runClient } = await import('./cli/main.js');
+    process.exit(await runClient(argv, process.env, process));
+  }
   const config = readConfig();
   forgetTokenVariable();
 

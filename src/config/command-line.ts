@@ -82,6 +82,7 @@ export function parseCommandLine(argv: readonly string[]): CommandLine {
 export function usage(): string {
   const lines = [
     'Usage: acpd [options]',
+    '       acpd chat | attach <id> | sessions [options]   (the terminal client: acpd chat --help)',
     '',
     'Hosts an ACP agent and serves its sessions over HTTP + SSE (qwen serve v1 protocol).',
     '',

@@ -33,6 +33,8 @@ export const SYSTEM_PACKAGES = {
   bash: { binary: 'bash', debianPackage: 'bash' },
   /** test/console.test.ts drives the web console in headless Chromium (playwright-core launches this one). */
   chromium: { binary: '/usr/bin/chromium', debianPackage: 'chromium' },
+  /** test/terminal.test.ts drives `acpd chat` in a real pseudo-terminal. */
+  tmux: { binary: 'tmux', debianPackage: 'tmux' },
 } as const satisfies Record<string, SystemPackage>;
 
 /** What a test object must offer: tap's `Test` does. */
