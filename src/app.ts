@@ -221,7 +221,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   await app.register(permissionRoutes);
   await app.register(operationRoutes);
   await app.register(upgradesEnd);
-  await app.register(acpRoutes);
+  await app.register(acpRoutes, { heartbeatMs: config.sseHeartbeatMs });
   await app.register(consoleRoutes);
 
   return app;

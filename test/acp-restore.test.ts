@@ -112,6 +112,48 @@ for (const transport of ['http', 'ws'] as const) {
   });
 }
 
+for (const transport of ['http', 'ws'] as const) {
+  t.test(
+    `over ${transport}: a client that serves files answers the agent's fs/* for its turns, inside the workspace only`,
+    async (t) => {
+      const d = await startDaemon(t);
+      const asked: { method: string; path: string }[] = [];
+      const updates: SessionNotification[] = [];
+      const app = client({ name: 'acp-editor' })
+        .onNotification('session/update', ({ params }) => {
+          updates.push(params);
+        })
+        .onRequest('fs/read_text_file', ({ params }) => {
+          asked.push({ method: 'read', path: params.path });
+          return { content: 'unsaved buffer text' };
+        })
+        .onRequest('fs/write_text_file', ({ params }) => {
+          asked.push({ method: 'write', path: params.path });
+          return {};
+        });
+      const stream =
+        transport === 'ws'
+          ? createWebSocketStream(`${d.baseUrl.replace(/^http/, 'ws')}/acp`, { headers: d.headers, WebSocket })
+          : createHttpStream(`${d.baseUrl}/acp`, { headers: d.headers });
+      await app.connectWith(stream, async (agent) => {
+        await agent.request('initialize', {
+          protocolVersion: 1,
+          clientCapabilities: { fs: { readTextFile: true, writeTextFile: true } },
+        });
+        const { sessionId } = await agent.request('session/new', { cwd: d.config.workspace, mcpServers: [] });
+        await agent.request('session/prompt', { sessionId, prompt: text('/read draft.md') });
+        t.same(asked, [{ method: 'read', path: `${d.config.workspace}/draft.md` }], 'the client was asked');
+        t.match(textOf(updates, 'agent_message_chunk'), /unsaved buffer text/, "the client's answer reached the agent");
+
+        const before = updates.length;
+        await agent.request('session/prompt', { sessionId, prompt: text('/read /etc/hostname') });
+        t.equal(asked.length, 1, 'a path outside the workspace never reaches the client');
+        t.match(textOf(updates.slice(before), 'agent_message_chunk'), /Could not read/, 'refused to the agent');
+      });
+    },
+  );
+}
+
 /** The blocks of an SSE body: the `id:` of each, and its data as JSON (none for a bare id). */
 async function* sseMessages(res: Response): AsyncGenerator<{ id?: number; msg?: Record<string, unknown> }, void> {
   const reader: ReadableStreamDefaultReader<Uint8Array> = res.body!.getReader();

@@ -205,6 +205,19 @@ t.test('a session through the client: create, prompts, vote, cancel, queue, mode
   t.match(loaded, { sessionId, attached: false, eventEpoch: String });
   t.equal((await client.resume(sessionId)).attached, true);
   t.ok((await client.listSessions({ size: 10 })).sessions.some((s) => s.sessionId === sessionId));
+
+  // Its log replays its earlier life, close included: that `session_closed` is history and ends nothing.
+  const again = follow(client.events(sessionId, { lastEventId: 0 }));
+  await again.waitFor(isType('replay_complete'), 'replay_complete after the load');
+  t.ok(
+    again.seen.some((f) => f.type === 'session_closed'),
+    'the replay holds the earlier close',
+  );
+  await client.prompt(sessionId, 'after the load');
+  await again.waitFor(
+    (f): f is SessionEvent => agentText(f)?.includes('after the load') === true,
+    'the reply after the load',
+  );
 });
 
 t.test('events: a connection cut mid-stream resumes with no gap and no duplicate', async (t) => {

@@ -14,6 +14,10 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t, { type Test } from 'tap';
 import { Agent, request } from 'undici';
+import { createRequire } from 'node:module';
+import { client, type SessionNotification } from '@agentclientprotocol/sdk';
+import { createHttpStream } from '@agentclientprotocol/sdk/experimental/http-client';
+import { createWebSocketStream, type WebSocketConstructor } from '@agentclientprotocol/sdk/experimental/ws-client';
 import { STREAMING_DIRECTIVES, nginxMainConfig } from '../harness/nginx.js';
 import { freePort } from '../harness/ports.js';
 import { within } from '../harness/wait.js';
@@ -24,6 +28,7 @@ import { SYSTEM_PACKAGES, requireSystemPackage } from './support/system-deps.js'
 import { chunk } from './support/values.js';
 
 const NGINX = SYSTEM_PACKAGES.nginx.binary;
+const { WebSocket } = createRequire(import.meta.url)('ws') as { WebSocket: WebSocketConstructor };
 const DEPLOY_CONF = fileURLToPath(new URL('../../deploy/nginx.conf', import.meta.url));
 /** acpd's default heartbeat: the bound within which every frame must pass the proxy. */
 const DEFAULT_HEARTBEAT_MS = 15_000;
@@ -57,7 +62,7 @@ async function startNginx(t: Test, upstreamPort: number, opts: { readTimeout?: s
     const port = await freePort();
     let site = readFileSync(DEPLOY_CONF, 'utf8');
     site = rewrite(site, 'listen 80;', `listen 127.0.0.1:${port};`, 1);
-    site = rewrite(site, 'proxy_pass http://127.0.0.1:4170;', `proxy_pass http://127.0.0.1:${upstreamPort};`, 2);
+    site = rewrite(site, 'proxy_pass http://127.0.0.1:4170;', `proxy_pass http://127.0.0.1:${upstreamPort};`, 3);
     if (opts.readTimeout !== undefined) {
       site = rewrite(site, 'proxy_read_timeout 60s;', `proxy_read_timeout ${opts.readTimeout};`, 1);
     }
@@ -409,4 +414,53 @@ if (requireSystemPackage(t, SYSTEM_PACKAGES.nginx)) {
       }
     }
   });
+
+  for (const transport of ['http', 'ws'] as const) {
+    t.test(
+      `/acp through nginx over ${transport}: a prompt streams, a permission is answered, an idle socket stays`,
+      async (t) => {
+        const workspace = tempDir(t, 'acpd-ws-');
+        const d = await startDaemon(t, { workspace, args: ['--sse-heartbeat-ms', '300'] });
+        const proxy = await startNginx(t, d.port, { readTimeout: '1s' });
+        const base = `http://127.0.0.1:${proxy.port}/acp`;
+        const updates: SessionNotification[] = [];
+        let asked = 0;
+        const app = client({ name: 'acp-through-nginx' })
+          .onNotification('session/update', ({ params }) => {
+            updates.push(params);
+          })
+          .onRequest('session/request_permission', () => {
+            asked++;
+            return { outcome: { outcome: 'selected', optionId: 'allow' } };
+          });
+        const stream =
+          transport === 'ws'
+            ? createWebSocketStream(base.replace(/^http/, 'ws'), { headers: d.headers, WebSocket })
+            : createHttpStream(base, { headers: d.headers });
+        await app.connectWith(stream, async (agent) => {
+          await agent.request('initialize', { protocolVersion: 1, clientCapabilities: {} });
+          const { sessionId } = await agent.request('session/new', { cwd: workspace, mcpServers: [] });
+          const answer = await agent.request('session/prompt', {
+            sessionId,
+            prompt: [{ type: 'text', text: '/write through.txt proxied' }],
+          });
+          t.equal(answer.stopReason, 'end_turn');
+          t.equal(asked, 1, 'the permission request came through');
+          t.equal(readFileSync(path.join(workspace, 'through.txt'), 'utf8'), 'proxied', 'and its answer went back');
+          // Longer than nginx's read timeout with nothing to say: the streams' heartbeats (SSE comments,
+          // WebSocket pings) keep the connection, so the next prompt is served on it.
+          await new Promise((resolve) => setTimeout(resolve, 2500));
+          const again = await agent.request('session/prompt', {
+            sessionId,
+            prompt: [{ type: 'text', text: 'still here' }],
+          });
+          t.equal(again.stopReason, 'end_turn');
+          t.ok(
+            updates.some((n) => n.update.sessionUpdate === 'agent_message_chunk'),
+            "the agent's reply streamed through",
+          );
+        });
+      },
+    );
+  }
 }

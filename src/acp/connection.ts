@@ -13,6 +13,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { EventEnvelope, EventSubscription } from '../services/event-bus.js';
+import type { FsClient } from '../services/fs-proxy.js';
 import type { SessionEventsOptions } from '../services/session-events.js';
 import { METHODS, SESSION_STREAM_REPLIES, type Dialect, type RestCall } from './methods.js';
 import {
@@ -54,6 +55,8 @@ export interface AcpHost {
   /** The id of the session's last event, when the session is live on this node. */
   lastEventId(sessionId: string): number | undefined;
   isNotFound(err: unknown): boolean;
+  /** Lets this client serve the session's files (the agent's `fs/*`); returns the undo. */
+  serveFiles(sessionId: string, client: FsClient): () => void;
   /** The answer to `initialize`, after the client's params. */
   initialize(params: Record<string, unknown>, connectionId: string): Promise<unknown>;
   warn(obj: Record<string, unknown>, msg: string): void;
@@ -61,6 +64,8 @@ export interface AcpHost {
 
 /** The most messages a connection holds for a stream nobody reads; past it the connection ends. */
 const MAX_QUEUED = 4096;
+/** How long the agent's file request waits for the client's answer. */
+const FS_ANSWER_MS = 60_000;
 
 /** A session as one connection sees it. */
 interface Binding {
@@ -125,6 +130,11 @@ export class AcpConnection {
   private readonly asks = new Map<string, string>();
   private readonly out: Mailbox;
   private readonly closedHooks: (() => void)[] = [];
+  /** The `fs` methods the client said it serves (ACP clients only). */
+  private clientFs: { readTextFile: boolean; writeTextFile: boolean } = { readTextFile: false, writeTextFile: false };
+  /** The agent's file requests put to this client, by our request id. */
+  private readonly fsAsks = new Map<string, { resolve(v: unknown): void; reject(e: Error): void }>();
+  private fsAskSeq = 0;
   /** Over WebSocket: the socket, where every message goes. */
   private socket: Outlet | undefined;
 
@@ -189,6 +199,9 @@ export class AcpConnection {
     const params = isObject(msg.params) ? msg.params : {};
     // ACP clients say which protocol version they speak; the qwen daemon's client says nothing of it.
     this.dialect = params.protocolVersion === undefined ? 'daemon' : 'acp';
+    const caps = isObject(params.clientCapabilities) ? params.clientCapabilities : {};
+    const fs = isObject(caps.fs) ? caps.fs : {};
+    this.clientFs = { readTextFile: fs.readTextFile === true, writeTextFile: fs.writeTextFile === true };
     this.initialized = true;
     return success(msg.id, await this.host.initialize(params, this.id));
   }
@@ -218,6 +231,7 @@ export class AcpConnection {
     }
     this.bindings.clear();
     this.asks.clear();
+    for (const ask of [...this.fsAsks.values()]) ask.reject(new Error('the client went away'));
     this.out.end();
     for (const hook of this.closedHooks) hook();
   }
@@ -238,12 +252,19 @@ export class AcpConnection {
     // A session this connection speaks to is followed from now on, before the call, so that what the
     // call causes (a prompt's echo and updates) reaches it. A load is followed after, from the start.
     if (sessionId && method !== 'session/load') await this.follow(sessionId);
+    // The client that sent a turn serves its files, when it said it can (an editor and its buffers).
+    const undoFiles =
+      method === 'session/prompt' && sessionId && (this.clientFs.readTextFile || this.clientFs.writeTextFile)
+        ? this.host.serveFiles(sessionId, this.filesFor(sessionId))
+        : undefined;
     let res: { status: number; body: unknown };
     try {
       res = await this.host.rest(call, this.headers, this.ip);
     } catch (err) {
       if (id !== undefined) this.reply(method, sessionId, failure(id, RPC.internalError, String(err)));
       return;
+    } finally {
+      undoFiles?.();
     }
     if (this.closed) return;
     if (res.status >= 400) {
@@ -263,8 +284,48 @@ export class AcpConnection {
     }
   }
 
+  /** The agent's file access, put to this client over the session's stream. */
+  private filesFor(sessionId: string): FsClient {
+    const ask = (method: string, params: unknown) =>
+      new Promise<unknown>((resolve, reject) => {
+        const id = `acpd-fs-${++this.fsAskSeq}`;
+        const timer = setTimeout(
+          () => settle(() => reject(new Error(`the client did not answer ${method}`))),
+          FS_ANSWER_MS,
+        );
+        const settle = (then: () => void) => {
+          clearTimeout(timer);
+          this.fsAsks.delete(id);
+          then();
+        };
+        this.fsAsks.set(id, { resolve: (v) => settle(() => resolve(v)), reject: (e) => settle(() => reject(e)) });
+        this.sendToSession(sessionId, request(id, method, params));
+      });
+    return {
+      ...(this.clientFs.readTextFile
+        ? { readTextFile: async (req) => (await ask('fs/read_text_file', req)) as { content: string } }
+        : {}),
+      ...(this.clientFs.writeTextFile
+        ? { writeTextFile: async (req) => (await ask('fs/write_text_file', req)) ?? {} }
+        : {}),
+    };
+  }
+
+  /** A message of a session: on its stream when it has one, else the connection's. */
+  private sendToSession(sessionId: string, msg: RpcMessage): void {
+    const outlet = this.bindings.get(sessionId)?.outlet;
+    if (outlet && !outlet.closed) void outlet.write(msg);
+    else this.out.post(msg);
+  }
+
   /** A client's answer to one of the agent's questions: its vote, as `POST /permission/:id` would cast it. */
   private async answered(msg: RpcResponse): Promise<void> {
+    const fsAsk = typeof msg.id === 'string' ? this.fsAsks.get(msg.id) : undefined;
+    if (fsAsk) {
+      if ('result' in msg) fsAsk.resolve(msg.result);
+      else fsAsk.reject(new Error(msg.error.message));
+      return;
+    }
     const askId = typeof msg.id === 'string' ? msg.id : undefined;
     const sessionId = askId ? this.asks.get(askId) : undefined;
     if (!askId || !sessionId) return;

@@ -54,6 +54,9 @@ export async function* sessionEvents(
   try {
     while (!ac.signal.aborted) {
       let gotFrame = false;
+      // Frames before `replay_complete` are history: a `session_closed` there ended an earlier life of a
+      // session that was loaded again since, and does not end this stream.
+      let live = false;
       try {
         const headers: Record<string, string> = { accept: 'text/event-stream' };
         if (lastEventId !== undefined) headers['last-event-id'] = String(lastEventId);
@@ -75,8 +78,9 @@ export async function* sessionEvents(
             // The replay that follows starts over at the oldest event held, maybe in a new epoch.
             lastEventId = frame.data.earliestAvailableId - 1;
           }
+          if (frame.type === 'replay_complete') live = true;
           yield frame;
-          if (LAST_FRAMES.has(frame.type)) return;
+          if (live && LAST_FRAMES.has(frame.type)) return;
           if (STREAM_ENDERS.has(frame.type)) break;
         }
       } catch (error) {

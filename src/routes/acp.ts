@@ -51,6 +51,7 @@ interface Socket {
   readonly readyState: number;
   readonly bufferedAmount: number;
   send(data: string, cb?: (err?: Error) => void): void;
+  ping(): void;
   close(code?: number, reason?: string): void;
   on(event: 'message', listener: (data: Buffer, isBinary: boolean) => void): void;
   on(event: 'close', listener: () => void): void;
@@ -116,12 +117,16 @@ function sseOutlet(reply: FastifyReply): Outlet {
   };
 }
 
-function socketOutlet(socket: Socket): Outlet {
+/** A WebSocket as an outlet. It is pinged every `heartbeatMs`, so that a proxy does not take it for idle. */
+function socketOutlet(socket: Socket, heartbeatMs: number): Outlet {
   let closed = false;
   let finish!: () => void;
   const done = new Promise<void>((resolve) => (finish = resolve));
+  const heartbeat = heartbeatMs > 0 ? setInterval(() => socket.ping(), heartbeatMs) : undefined;
+  heartbeat?.unref();
   socket.on('close', () => {
     closed = true;
+    clearInterval(heartbeat);
     finish();
   });
   return {
@@ -141,6 +146,7 @@ function socketOutlet(socket: Socket): Outlet {
     end() {
       if (closed) return;
       closed = true;
+      clearInterval(heartbeat);
       socket.close(1000, 'connection closed');
       finish();
     },
@@ -181,6 +187,7 @@ function acpHost(app: FastifyInstance): AcpHost {
     openEvents: (sessionId, opts) => openSessionEvents(app, sessionId, opts),
     lastEventId: (sessionId) => app.sessions.get(sessionId)?.events.lastEventId,
     isNotFound: (err) => err instanceof SessionNotFoundError,
+    serveFiles: (sessionId, client) => app.channels.fs.serveBy(sessionId, client),
     async initialize(_params, connectionId) {
       const agent = await hosted();
       const caps = agent.agentCapabilities ?? {};
@@ -215,7 +222,7 @@ export const upgradesEnd = fp(async (app) => {
   });
 });
 
-const acpRoutes: FastifyPluginAsync = async (app) => {
+const acpRoutes: FastifyPluginAsync<{ heartbeatMs: number }> = async (app, opts) => {
   const host = acpHost(app);
   const connections = new Map<string, AcpConnection>();
 
@@ -324,7 +331,7 @@ const acpRoutes: FastifyPluginAsync = async (app) => {
       const socket = ws as unknown as Socket;
       const conn = upgrades.get(req.raw);
       if (!conn || conn.closed) return socket.close(1011, 'connection not prepared');
-      conn.useSocket(socketOutlet(socket));
+      conn.useSocket(socketOutlet(socket, opts.heartbeatMs));
       socket.on('message', (data, isBinary) => {
         let parsed: unknown;
         try {

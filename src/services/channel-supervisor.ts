@@ -72,6 +72,11 @@ export class ChannelSupervisor {
     this.router = new AgentRouter(opts.permissions, opts.fs);
   }
 
+  /** The agent's file access, which a client may serve for a session (`FsProxy.serveBy`). */
+  get fs(): FsProxy {
+    return this.opts.fs;
+  }
+
   /** The agent command every channel runs. */
   get argv(): readonly string[] {
     return this.opts.argv;

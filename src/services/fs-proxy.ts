@@ -30,8 +30,32 @@ function describeKind(st: import('node:fs').Stats): string {
   return 'non-regular file';
 }
 
+/**
+ * A client that serves a session's files itself (an ACP client over `/acp`
+ * that declared the `fs` capabilities: an editor, with its unsaved buffers).
+ */
+export interface FsClient {
+  readTextFile?(req: ReadTextFileRequest): Promise<ReadTextFileResponse>;
+  writeTextFile?(req: WriteTextFileRequest): Promise<WriteTextFileResponse>;
+}
+
 export class FsProxy {
+  /** Per session, the client that serves its files now, if any. */
+  private readonly clients = new Map<string, FsClient>();
+
   constructor(private readonly workspace: string) {}
+
+  /**
+   * Lets `client` serve the session's files (the workspace confinement still
+   * applies: a path outside it never reaches the client); returns the undo,
+   * which does nothing once another client took over.
+   */
+  serveBy(sessionId: string, client: FsClient): () => void {
+    this.clients.set(sessionId, client);
+    return () => {
+      if (this.clients.get(sessionId) === client) this.clients.delete(sessionId);
+    };
+  }
 
   /** The real path `p` refers to, following symlinks, for a file that may not exist yet. */
   private async realTarget(p: string): Promise<string> {
@@ -64,6 +88,8 @@ export class FsProxy {
   async readTextFile(req: ReadTextFileRequest): Promise<ReadTextFileResponse> {
     if (req.limit !== undefined && req.limit !== null && req.limit <= 0) return { content: '' };
     const target = await this.confined(req.path);
+    const client = this.clients.get(req.sessionId);
+    if (client?.readTextFile) return client.readTextFile(req);
     const st = await fs.stat(target);
     if (!st.isFile()) {
       throw new Error(`readTextFile: ${req.path} is not a regular file (reported as ${describeKind(st)}).`);
@@ -84,6 +110,8 @@ export class FsProxy {
   /** Atomic: a temp file beside the target, then rename; an existing file keeps its mode and owner. */
   async writeTextFile(req: WriteTextFileRequest): Promise<WriteTextFileResponse> {
     const target = await this.confined(req.path);
+    const client = this.clients.get(req.sessionId);
+    if (client?.writeTextFile) return client.writeTextFile(req);
     let mode = 0o600;
     let owner: { uid: number; gid: number } | undefined;
     try {
