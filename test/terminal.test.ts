@@ -149,6 +149,13 @@ if (requireSystemPackage(t, SYSTEM_PACKAGES.tmux)) {
     pane.type('still here');
     await pane.waitFor(/^echo: still here$/m, 'the client stays usable after a cancel');
 
+    // Typed while a turn runs: kept, and sent once it ends.
+    pane.type('/slow 5 200');
+    await pane.waitFor(/^slow 1\/5$/m, 'another slow turn');
+    pane.type('typed ahead');
+    await pane.waitFor(/^echo: typed ahead$/m, 'the line typed during the turn, sent after it');
+    t.match(pane.screen(), /slow 5\/5[\s\S]*echo: typed ahead/, 'after the running turn');
+
     pane.keys('C-d');
     await pane.waitFor(/\[exited 0\]/, 'Ctrl-D at the prompt quits with 0');
   });

@@ -80,6 +80,8 @@ export class Conversation {
   #rl: Interface | undefined;
   #closingPrompt = false;
   #savedLine = '';
+  /** Lines typed and entered while a turn ran: sent one by one once the client is idle again. */
+  readonly #typedAhead: string[] = [];
   readonly #history: string[] = [];
   #keysOn = false;
   #lines: LineQueue | undefined;
@@ -240,6 +242,13 @@ export class Conversation {
   #openPrompt(): void {
     if (this.#lines === undefined && !this.#tty) return;
     this.#r.endLine();
+    const ahead = this.#typedAhead.shift();
+    if (ahead !== undefined) {
+      // Typed while the last turn ran: it goes now, as if entered at this prompt.
+      this.#io.stdout.write(`${this.#r.paint('bold', '> ')}${ahead}\n`);
+      this.#send(ahead);
+      return;
+    }
     const rl = createInterface({
       input: this.#io.stdin,
       output: this.#io.stdout,
@@ -305,7 +314,10 @@ export class Conversation {
       return;
     }
     const menu = this.#menu;
-    if (menu === undefined) return;
+    if (menu === undefined) {
+      this.#typeAhead(_text, key);
+      return;
+    }
     const vote = menu.key(key);
     if (vote !== undefined) {
       menu.close(menu.nameOf(vote));
@@ -313,6 +325,19 @@ export class Conversation {
       void this.#vote(menu.ask, vote);
     }
   };
+
+  /** Keys typed while a turn runs are kept, not lost: the line shows at the next prompt, or is sent then. */
+  #typeAhead(text: string | undefined, key: Key): void {
+    if (key.name === 'return' || key.name === 'enter') {
+      const line = this.#savedLine.trim();
+      this.#savedLine = '';
+      if (line !== '') this.#typedAhead.push(line);
+    } else if (key.name === 'backspace') {
+      this.#savedLine = this.#savedLine.slice(0, -1);
+    } else if (text !== undefined && key.ctrl !== true && !/[\x00-\x1f\x7f]/.test(text)) {
+      this.#savedLine += text;
+    }
+  }
 
   #keys(on: boolean): void {
     const stdin = this.#io.stdin;
