@@ -334,7 +334,7 @@ export class Conversation {
       if (line !== '') this.#typedAhead.push(line);
     } else if (key.name === 'backspace') {
       this.#savedLine = this.#savedLine.slice(0, -1);
-    } else if (text !== undefined && key.ctrl !== true && !/[\x00-\x1f\x7f]/.test(text)) {
+    } else if (text !== undefined && key.ctrl !== true && isPrintable(text)) {
       this.#savedLine += text;
     }
   }
@@ -500,4 +500,13 @@ export class Conversation {
     this.#turnEnded?.();
     this.#finish(code);
   }
+}
+
+/** Text a key types (not a control character: those are keys with a meaning of their own). */
+function isPrintable(text: string): boolean {
+  for (const ch of text) {
+    const code = ch.codePointAt(0) ?? 0;
+    if (code < 0x20 || code === 0x7f) return false;
+  }
+  return true;
 }
