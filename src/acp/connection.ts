@@ -435,11 +435,18 @@ export class AcpConnection {
   private reply(method: string, sessionId: string | undefined, msg: RpcResponse): void {
     if (sessionId && !this.closed) {
       const b = this.bindings.get(sessionId);
-      // A session stream that dropped is coming back (its client resumes it): its answers wait for it.
+      // An ACP client reads every stream it opened: once it has read the session's, the session's answers
+      // go there (after the events before them), and wait for it while it reconnects. The daemon's client
+      // waits for some answers on the session stream and takes the others from the connection's, whose
+      // reader outlives any one subscription.
+      // Over WebSocket everything shares the socket: a followed session's answers only keep their place.
+      const open = b?.outlet !== undefined && !b.outlet.closed;
       const onSession =
-        b?.streamed === true ||
-        (b?.outlet !== undefined && !b.outlet.closed) ||
-        (this.transport === 'http' && this.dialect === 'daemon' && SESSION_STREAM_REPLIES.has(method));
+        this.transport === 'ws'
+          ? open
+          : this.dialect === 'daemon'
+            ? SESSION_STREAM_REPLIES.has(method)
+            : b?.streamed === true || open;
       if (onSession) {
         const binding = b ?? this.binding(sessionId);
         const anchor = binding.feed ? this.host.lastEventId(sessionId) : undefined;
