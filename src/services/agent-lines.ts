@@ -21,6 +21,15 @@ import { DEFAULT_MAX_MESSAGE_BYTES } from '@agentclientprotocol/sdk';
 import type { SessionNotification } from '@agentclientprotocol/sdk';
 
 const NEWLINE = 0x0a;
+/**
+ * How many chunks go to the handler in a row before the rest of a read waits
+ * for a macrotask. The SDK's path gave the SSE streams a turn between two
+ * updates (its microtask hops); delivered in one synchronous run, a 64 KiB
+ * read of short chunks would fill a subscriber's queue (256 events by
+ * default) before its stream could write any, and evict it. A quarter of
+ * that keeps well under it and still makes bursts for the group commit.
+ */
+const MAX_RUN = 64;
 
 type ChunkKind = 'agent_message_chunk' | 'agent_thought_chunk' | 'user_message_chunk';
 
@@ -80,6 +89,8 @@ export class AgentLines {
   private queue: Buffer[] = [];
   private queued = 0;
   private waiting = false;
+  /** Chunks delivered since the last macrotask. */
+  private run = 0;
   private ended = false;
   private closed = false;
   /** A line longer than the SDK's limit came: from then on every byte goes to the SDK, which refuses it. */
@@ -149,17 +160,24 @@ export class AgentLines {
     } catch (err) {
       this.onDeliverError(err);
     }
+    if (++this.run >= MAX_RUN) this.pause();
   }
 
   /** Hands a line to the SDK, and holds the next ones until it has dispatched it. */
   private forward(line: Buffer): void {
     this.controller.enqueue(this.lineOf(line));
+    this.pause();
+  }
+
+  /** The next lines wait for a macrotask: the SDK, the bus and the streams get their turn first. */
+  private pause(): void {
     this.waiting = true;
     setImmediate(() => this.resume());
   }
 
   private resume(): void {
     this.waiting = false;
+    this.run = 0;
     while (!this.waiting && this.queued < this.queue.length && !this.closed) {
       this.handle(this.queue[this.queued++]);
     }
