@@ -64,8 +64,7 @@ t.test('append and after: ids, frames, replay from a cursor', (t) => {
 });
 
 /**
- * Resolves after the bus's group commit (scheduled with setImmediate) and the store's once-per-burst
- * compaction it schedules in turn have run.
+ * Resolves after the bus's group commit (scheduled with setImmediate) has run, and a turn more.
  */
 async function afterBurst(): Promise<void> {
   for (let i = 0; i < 2; i++) await new Promise((resolve) => setImmediate(resolve));
@@ -137,46 +136,84 @@ t.test('bounds by count and by bytes: the oldest go, the count is reported, the 
 });
 
 t.test(
-  'compaction is off the append path: one trim per burst, and a reader never sees more than the bounds',
+  'a commit trims lazily: an eighth past the bounds, back to them, in its own transaction; readers see the bounds',
   async (t) => {
-    const store = openStore(tempDir(t), { maxEvents: 10, maxBytes: 0 });
+    // 16 events: a commit trims once the log holds more than 18 (16 + an eighth, rounded up).
+    const store = openStore(tempDir(t), { maxEvents: 16, maxBytes: 0 });
     t.teardown(() => store.close());
     const stats = new BusStats();
     const bus = new EventBus({ log: store.logFor('s'), stats });
     const trims: number[] = [];
     store.logFor('s').watchDrops((count) => trims.push(count));
-    for (let i = 0; i < 25; i++) bus.publish('tick', { i });
+    const before = store.transactions;
+    for (let i = 0; i < 18; i++) bus.publish('tick', { i });
     t.equal(rowsOf(store, 's').length, 0, 'nothing is written before the group commit');
     bus.flush();
-    t.equal(rowsOf(store, 's').length, 25, 'one commit inserted the burst, and trimmed nothing');
-    t.equal(stats.dropped, 0, 'nothing dropped yet');
+    await afterBurst();
+    t.equal(rowsOf(store, 's').length, 18, 'within the slack: the commit trimmed nothing');
+    t.equal(store.transactions - before, 1, 'one transaction for the burst, none for a compaction after it');
+    t.equal(stats.dropped, 0);
 
-    // A reader that comes before the compaction gets the bounds all the same, and the drops are counted.
+    // A reader gets the bounds all the same, and the drops are counted.
     t.same(
       [...store.logFor('s').after(0)].map((ev) => ev.envelope.id),
-      Array.from({ length: 10 }, (_, i) => 16 + i),
-      'the newest 10, dense',
+      Array.from({ length: 16 }, (_, i) => 3 + i),
+      'the newest 16, dense',
     );
-    t.equal(stats.dropped, 15);
+    t.equal(stats.dropped, 2);
     t.same(
       rowsOf(store, 's'),
-      Array.from({ length: 10 }, (_, i) => 16 + i),
+      Array.from({ length: 16 }, (_, i) => 3 + i),
       'trimmed in the database too',
     );
 
-    for (let i = 0; i < 25; i++) bus.publish('tick', { i });
+    for (let i = 0; i < 2; i++) bus.publish('tick', { i });
     bus.flush();
-    t.equal(rowsOf(store, 's').length, 35);
-    await afterBurst();
-    t.same(trims, [15, 25], 'the burst was trimmed once, after it');
-    t.equal(stats.dropped, 40);
+    t.equal(rowsOf(store, 's').length, 18);
+    bus.publish('tick', {});
+    bus.flush();
     t.same(
       rowsOf(store, 's'),
-      Array.from({ length: 10 }, (_, i) => 41 + i),
-      'ids stay dense, the newest kept',
+      Array.from({ length: 16 }, (_, i) => 6 + i),
+      'past the slack: back to the bounds, dense',
     );
-    t.equal(store.logFor('s').nextId, 51);
+    t.same(trims, [2, 3]);
+    t.equal(stats.dropped, 5);
+    t.equal(store.transactions - before, 4, "the reader's trim, and one per commit: the trim rode in the last");
+    t.equal(store.logFor('s').nextId, 22);
     t.equal(store.compact(), 0, 'nothing left to trim');
+    t.equal(store.transactions - before, 4, 'a compaction with nothing over its bounds opens no transaction');
+  },
+);
+
+t.test(
+  'a flood in runs of 64 (as agent-lines delivers it): one transaction per run, the file near the bounds',
+  async (t) => {
+    const dataDir = tempDir(t);
+    const store = openStore(dataDir, { maxEvents: 80, maxBytes: 0 });
+    t.teardown(() => store.close());
+    const bus = new EventBus({ log: store.logFor('s') });
+    const live = bus.subscribe();
+    const before = store.transactions;
+    let most = 0;
+    let received = 0;
+    for (let sent = 0; sent < 1000;) {
+      for (let k = 0; k < 64 && sent < 1000; k++, sent++) bus.publish('tick', { sent });
+      await afterBurst();
+      received += live.takeBuffered().length;
+      most = Math.max(most, rowsOf(store, 's').length);
+    }
+    t.equal(store.transactions - before, Math.ceil(1000 / 64), 'a transaction per run, trims included');
+    t.ok(most <= 90, `the file never held more than the bounds and their eighth (${most})`);
+    t.equal(received, 1000, 'every event was sent, once committed');
+    t.same(
+      [...store.logFor('s').after(0)].map((ev) => ev.envelope.id),
+      Array.from({ length: 80 }, (_, i) => 921 + i),
+    );
+    store.close();
+    const reopened = openStore(dataDir, { maxEvents: 80, maxBytes: 0 });
+    t.teardown(() => reopened.close());
+    t.equal(reopened.logFor('s').nextId, 1001, 'the next id after a reopen comes from the newest row');
   },
 );
 

@@ -7,7 +7,7 @@
  * group, SIGKILL after a grace period, and waiting for the exit.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { Readable, Writable } from 'node:stream';
+import { Writable } from 'node:stream';
 import { client, ndJsonStream, RequestError, PROTOCOL_VERSION } from '@agentclientprotocol/sdk';
 import type {
   ClientConnection,
@@ -23,6 +23,7 @@ import type {
 import type { FastifyBaseLogger } from 'fastify';
 import { AgentTimeoutError, ChannelClosedError } from '../errors.js';
 import { VERSION } from '../version.js';
+import { AgentLines } from './agent-lines.js';
 
 export interface ExitInfo {
   exitCode: number | null;
@@ -130,11 +131,14 @@ export class AgentChannel {
       this.child.kill('SIGKILL');
       throw new Error('agent process has no stdio pipes');
     }
-    const stream = ndJsonStream(
-      Writable.toWeb(stdin) as WritableStream<Uint8Array>,
-      Readable.toWeb(stdout) as ReadableStream<Uint8Array>,
-    );
     const h = opts.handlers;
+    // Text chunks skip the SDK's inbound path (see agent-lines); the rest goes through it.
+    const lines = new AgentLines(
+      stdout,
+      (params) => h.sessionUpdate(params),
+      (err) => this.log.error({ err }, 'session/update handler failed'),
+    );
+    const stream = ndJsonStream(Writable.toWeb(stdin) as WritableStream<Uint8Array>, lines.rest);
     this.connection = client({ name: 'acpd' })
       .onNotification('session/update', ({ params }) => h.sessionUpdate(params))
       .onRequest('session/request_permission', ({ params }) => h.requestPermission(params))

@@ -17,16 +17,18 @@
  * fsync per event (a streamed answer is hundreds of events) to guard against
  * that last case, which replay after a reboot does not need.
  *
- * Bounds are kept by a compaction step off the append path: `append` is one
- * insert and one update, and marks its session dirty; the store trims every
- * dirty session in one transaction, once per burst (scheduled with
- * `setImmediate`, so a streamed answer of hundreds of events costs one
- * trim), and again on an unref'd timer that also truncates the WAL file now
- * and then. Between the two the database may hold a little more than the
- * bounds; `after` trims its session first, so a reader never sees more than
- * the bounds promise. What a trim drops is reported to the buses watching
- * the log (their `dropped` stats). Only the oldest rows go: ids stay dense
- * and the newest event always stays.
+ * Bounds are kept lazily: a commit inserts its burst (`INSERT_ROWS` rows to
+ * a statement) and trims its session only once it holds an eighth more than
+ * the bounds (`TRIM_SLACK`), back to the bounds, in the same transaction; so
+ * a flood costs one transaction per burst and one DELETE per eighth of the
+ * bounds, not a trim after every burst. Readers never see the excess:
+ * `after` (and `firstId`, `size`, `bytes`) trim their session to the exact
+ * bounds first, and an unref'd timer trims every session over its bounds and
+ * truncates the WAL file now and then. What a trim drops is reported to the
+ * buses watching the log (their `dropped` stats), so under a flood the count
+ * comes in steps. Only the oldest rows go: ids stay dense and the newest
+ * event always stays, which is also what gives a log's next id at open (its
+ * `logs.next_id` is written only by a log that keeps no rows).
  *
  * Each log also keeps its newest events in memory, as the bus built them
  * (a `MemoryEventLog` with the same bounds): a reconnect replays from there
@@ -82,6 +84,18 @@ interface StoreOptions {
 
 const DEFAULT_MAINTENANCE_MS = 60_000;
 
+/** Rows per multi-row INSERT (5 parameters each, far below SQLite's limit of 32766). */
+const INSERT_ROWS = 32;
+
+/**
+ * A commit lets its log grow past the bounds by this fraction of them before
+ * it trims it back to the bounds, in the same transaction: under a flood one
+ * DELETE of many rows every eighth of the bounds, instead of a few rows (and
+ * a transaction of its own) after every burst. Readers never see the excess:
+ * `after`, `firstId`, `size` and `bytes` trim to the exact bounds first.
+ */
+const TRIM_SLACK = 8;
+
 /** What a session's log tells its store. */
 interface LogHooks {
   /** An event was committed: the log may now be over its bounds. */
@@ -115,6 +129,7 @@ interface LogRow {
 
 interface ExtentRow {
   first: number | null;
+  last: number | null;
   count: number;
   bytes: number | null;
 }
@@ -138,19 +153,26 @@ class Statements {
   readonly setNext;
   readonly extent;
   readonly insert;
+  /** `INSERT_ROWS` events in one statement: a burst binds and steps a few statements, not one per event. */
+  readonly insertMany;
   readonly after;
   readonly oldest;
   readonly dropThrough;
+  /** Write transactions run so far (commits, trims), for tests and the bench: a flood's cost per event. */
+  transactions = 0;
 
   constructor(db: Database.Database) {
     this.getLog = db.prepare<[string], LogRow>('SELECT epoch, next_id FROM logs WHERE session_id = ?');
     this.putLog = db.prepare<[string, string]>('INSERT INTO logs (session_id, epoch, next_id) VALUES (?, ?, 1)');
     this.setNext = db.prepare<[number, string]>('UPDATE logs SET next_id = ? WHERE session_id = ?');
     this.extent = db.prepare<[string], ExtentRow>(
-      'SELECT MIN(id) AS first, COUNT(*) AS count, SUM(bytes) AS bytes FROM events WHERE session_id = ?',
+      'SELECT MIN(id) AS first, MAX(id) AS last, COUNT(*) AS count, SUM(bytes) AS bytes FROM events WHERE session_id = ?',
     );
     this.insert = db.prepare<[string, number, string, string, number]>(
       'INSERT INTO events (session_id, id, type, json, bytes) VALUES (?, ?, ?, ?, ?)',
+    );
+    this.insertMany = db.prepare<[unknown[]]>(
+      `INSERT INTO events (session_id, id, type, json, bytes) VALUES ${Array(INSERT_ROWS).fill('(?, ?, ?, ?, ?)').join(', ')}`,
     );
     this.after = db.prepare<[string, number], EventRow>(
       'SELECT id, type, json, bytes FROM events WHERE session_id = ? AND id > ? ORDER BY id',
@@ -169,7 +191,6 @@ export class SqliteEventStore {
   /** Sessions that took events since their last trim. */
   private readonly dirty = new Set<SqliteEventLog>();
   private readonly compactTx: (logs: SqliteEventLog[]) => (Trim | undefined)[];
-  private scheduled: NodeJS.Immediate | undefined;
   private readonly timer: NodeJS.Timeout | undefined;
 
   /** Why the last write failed, while writes fail; undefined when the last one succeeded. */
@@ -205,13 +226,21 @@ export class SqliteEventStore {
     this.file = path.join(opts.dataDir, EVENTS_FILE);
     this.db = this.openChecked();
     this.statements = new Statements(this.db);
-    this.compactTx = this.db.transaction((logs: SqliteEventLog[]) => logs.map((log) => log.planTrim()));
+    this.compactTx = this.db.transaction((logs: SqliteEventLog[]) => {
+      this.statements.transactions++;
+      return logs.map((log) => log.planTrim());
+    });
     const every = opts.maintenanceMs ?? DEFAULT_MAINTENANCE_MS;
     if (every > 0) {
       // Never what keeps the daemon alive: a stopped daemon needs no compaction.
       this.timer = setInterval(() => this.maintain(), every);
       this.timer.unref();
     }
+  }
+
+  /** How many write transactions the store has run (commits and trims). */
+  get transactions(): number {
+    return this.statements.transactions;
   }
 
   get isOpen(): boolean {
@@ -251,8 +280,10 @@ export class SqliteEventStore {
    */
   compact(): number {
     if (!this.db.open || this.dirty.size === 0) return 0;
-    const logs = [...this.dirty];
+    // Only the logs over their bounds cost a transaction; the others are within them until their next commit.
+    const logs = [...this.dirty].filter((log) => log.overBounds);
     this.dirty.clear();
+    if (logs.length === 0) return 0;
     let trims: (Trim | undefined)[];
     try {
       trims = this.compactTx(logs);
@@ -276,8 +307,6 @@ export class SqliteEventStore {
 
   /** Closes the database; a log asked to append afterwards keeps nothing. */
   close(): void {
-    if (this.scheduled) clearImmediate(this.scheduled);
-    this.scheduled = undefined;
     if (this.timer) clearInterval(this.timer);
     if (!this.db.open) return;
     for (const log of this.logs.values()) log.commit();
@@ -287,10 +316,6 @@ export class SqliteEventStore {
 
   private markDirty(log: SqliteEventLog): void {
     this.dirty.add(log);
-    this.scheduled ??= setImmediate(() => {
-      this.scheduled = undefined;
-      this.guarded(() => this.compact());
-    });
   }
 
   private maintain(): void {
@@ -381,8 +406,13 @@ export class SqliteEventLog implements EventLog {
   private readonly tail: MemoryEventLog;
   /** Appended, not yet committed. */
   private pending: BusEvent[] = [];
-  private readonly commitTx: (batch: BusEvent[]) => void;
+  /** What `commit` passes to the transaction, reused: no arrays made per burst. */
+  private readonly rowArgs: unknown[] = new Array<unknown>(INSERT_ROWS * 5);
+  private readonly commitTx: (batch: BusEvent[], count: number, bytes: number) => Trim | undefined;
   private readonly trimTx: () => Trim | undefined;
+  /** Past these a commit trims its log (back to the bounds); see `TRIM_SLACK`. */
+  private readonly trimAtEvents: number;
+  private readonly trimAtBytes: number;
   private readonly dropWatchers = new Set<(count: number) => void>();
 
   constructor(
@@ -402,18 +432,29 @@ export class SqliteEventLog implements EventLog {
       sql.putLog.run(sessionId, this.epoch);
     }
     const extent = sql.extent.get(sessionId);
+    // `next_id` is written only by a log that keeps no rows; otherwise the newest row (never trimmed) says it.
+    if (extent?.last != null) this.next = Math.max(this.next, extent.last + 1);
     this.first = extent?.first ?? this.next;
     this.count = extent?.count ?? 0;
     this.heldBytes = extent?.bytes ?? 0;
     this.tail = new MemoryEventLog(bounds);
-    this.commitTx = db.transaction((batch: BusEvent[]) => {
-      const last = batch[batch.length - 1]?.envelope.id ?? 0;
-      this.sql.setNext.run(last + 1, this.sessionId);
-      if (this.bounds.maxEvents === 0) return;
-      for (const event of batch)
-        this.sql.insert.run(this.sessionId, event.envelope.id ?? 0, event.envelope.type, event.json, event.bytes);
+    this.trimAtEvents = bounds.maxEvents + Math.ceil(bounds.maxEvents / TRIM_SLACK);
+    this.trimAtBytes = bounds.maxBytes + Math.ceil(bounds.maxBytes / TRIM_SLACK);
+    this.commitTx = db.transaction((batch: BusEvent[], count: number, bytes: number) => {
+      this.sql.transactions++;
+      if (this.bounds.maxEvents === 0) {
+        const last = batch[batch.length - 1]?.envelope.id ?? 0;
+        this.sql.setNext.run(last + 1, this.sessionId);
+        return undefined;
+      }
+      this.insert(batch);
+      const over = count > this.trimAtEvents || (this.bounds.maxBytes > 0 && bytes > this.trimAtBytes && count > 1);
+      return over ? this.planTrim(count, bytes) : undefined;
     });
-    this.trimTx = db.transaction(() => this.planTrim());
+    this.trimTx = db.transaction(() => {
+      this.sql.transactions++;
+      return this.planTrim(this.count, this.heldBytes);
+    });
   }
 
   get nextId(): number {
@@ -468,9 +509,18 @@ export class SqliteEventLog implements EventLog {
     const batch = this.pending;
     this.pending = [];
     if (!this.db.open) return;
-    for (const event of batch) this.tail.append(event);
+    let first = this.first;
+    let count = this.count;
+    let bytes = this.heldBytes;
+    for (const event of batch) {
+      this.tail.append(event);
+      if (count === 0) first = event.envelope.id ?? first;
+      count++;
+      bytes += event.bytes;
+    }
+    let trim: Trim | undefined;
     try {
-      this.commitTx(batch);
+      trim = this.commitTx(batch, count, bytes);
     } catch (err) {
       this.hooks.writeFailed(err);
       return;
@@ -479,12 +529,33 @@ export class SqliteEventLog implements EventLog {
       this.first = this.next;
       return;
     }
-    for (const event of batch) {
-      if (this.count === 0) this.first = event.envelope.id ?? this.first;
-      this.count++;
-      this.heldBytes += event.bytes;
-    }
+    this.first = first;
+    this.count = count;
+    this.heldBytes = bytes;
+    if (trim) this.trimmed(trim);
     this.hooks.appended(this);
+  }
+
+  /** Inside the commit's transaction: the batch's rows, `INSERT_ROWS` to a statement, the rest one by one. */
+  private insert(batch: BusEvent[]): void {
+    const args = this.rowArgs;
+    let i = 0;
+    for (; i + INSERT_ROWS <= batch.length; i += INSERT_ROWS) {
+      for (let k = 0; k < INSERT_ROWS; k++) {
+        const event = batch[i + k];
+        const at = k * 5;
+        args[at] = this.sessionId;
+        args[at + 1] = event.envelope.id ?? 0;
+        args[at + 2] = event.envelope.type;
+        args[at + 3] = event.json;
+        args[at + 4] = event.bytes;
+      }
+      this.sql.insertMany.run(args);
+    }
+    for (; i < batch.length; i++) {
+      const event = batch[i];
+      this.sql.insert.run(this.sessionId, event.envelope.id ?? 0, event.envelope.type, event.json, event.bytes);
+    }
   }
 
   /**
@@ -513,6 +584,11 @@ export class SqliteEventLog implements EventLog {
     return this.sql.after.all(this.sessionId, cursor).map(storedEvent);
   }
 
+  /** Whether the log holds more than its bounds now (at most `TRIM_SLACK` more: a commit trims past that). */
+  get overBounds(): boolean {
+    return this.db.open && this.isOver(this.count, this.heldBytes);
+  }
+
   /** Makes now the trim the compaction would make (readers and a log being let go need it at once). */
   trimIfOver(): void {
     if (!this.db.open || !this.isOver(this.count, this.heldBytes)) return;
@@ -526,9 +602,7 @@ export class SqliteEventLog implements EventLog {
    * when the log is within its bounds. The counters are left to `trimmed`,
    * called once the transaction has committed.
    */
-  planTrim(): Trim | undefined {
-    let count = this.count;
-    let bytes = this.heldBytes;
+  planTrim(count = this.count, bytes = this.heldBytes): Trim | undefined {
     if (!this.isOver(count, bytes)) return undefined;
     let dropThrough = 0;
     let dropped = 0;

@@ -1,0 +1,222 @@
+/**
+ * The agent's stdout, split into ndjson lines before the ACP SDK sees them.
+ *
+ * Nearly every line an agent writes during a turn is a `session/update` text
+ * chunk. The SDK validates each notification with its zod schemas, twice (its
+ * own session router, then the handler acpd registers), and pushes every line
+ * through web streams on the way: most of the daemon's CPU per event with one
+ * subscriber (bench/RESULTS.md, profile). Here a text chunk whose shape is
+ * exactly the schema's, with no field that zod would strip or default, goes
+ * straight to the handler, built as zod would build it. Every other line (any
+ * request, answer, other notification, and any update that is not such a
+ * chunk, malformed ones included) goes to the SDK unchanged, which validates
+ * it and answers or refuses it as before.
+ *
+ * Order is kept: after a line is handed to the SDK, the next lines wait for a
+ * macrotask, by which time the SDK has dispatched it (its dispatch is a chain
+ * of microtasks), so a chunk never overtakes the message before it.
+ */
+import type { Readable } from 'node:stream';
+import { DEFAULT_MAX_MESSAGE_BYTES } from '@agentclientprotocol/sdk';
+import type { SessionNotification } from '@agentclientprotocol/sdk';
+
+const NEWLINE = 0x0a;
+/**
+ * How many chunks go to the handler in a row before the rest of a read waits
+ * for a macrotask. The SDK's path gave the SSE streams a turn between two
+ * updates (its microtask hops); delivered in one synchronous run, a 64 KiB
+ * read of short chunks would fill a subscriber's queue (256 events by
+ * default) before its stream could write any, and evict it. A quarter of
+ * that keeps well under it and still makes bursts for the group commit.
+ */
+const MAX_RUN = 64;
+
+type ChunkKind = 'agent_message_chunk' | 'agent_thought_chunk' | 'user_message_chunk';
+
+function isChunkKind(value: unknown): value is ChunkKind {
+  return value === 'agent_message_chunk' || value === 'agent_thought_chunk' || value === 'user_message_chunk';
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/** How many own keys `o` has, without building the array `Object.keys` would. */
+function keyCount(o: Record<string, unknown>): number {
+  let n = 0;
+  for (const key in o) if (Object.hasOwn(o, key)) n++;
+  return n;
+}
+
+/**
+ * `params` as the SDK's zod schema would return it, when it is a text chunk
+ * of exactly the shape `{ sessionId, update: { sessionUpdate, content: { type:
+ * 'text', text } } }`; undefined for anything else (which then takes the SDK's
+ * full validation). Built anew in zod's key order, so the frame clients get is
+ * byte for byte what they got before.
+ */
+export function fastSessionUpdate(params: unknown): SessionNotification | undefined {
+  if (!isRecord(params) || keyCount(params) !== 2) return undefined;
+  const { sessionId, update } = params;
+  if (typeof sessionId !== 'string' || !isRecord(update) || keyCount(update) !== 2) return undefined;
+  const { sessionUpdate, content } = update;
+  if (!isChunkKind(sessionUpdate) || !isRecord(content) || keyCount(content) !== 2) return undefined;
+  if (content.type !== 'text' || typeof content.text !== 'string') return undefined;
+  return { sessionId, update: { content: { text: content.text, type: 'text' }, sessionUpdate } };
+}
+
+/** The update a line carries, when it is a `session/update` notification `fastSessionUpdate` takes. */
+function fastLine(line: Buffer): SessionNotification | undefined {
+  let message: unknown;
+  try {
+    message = JSON.parse(line.toString('utf8'));
+  } catch {
+    return undefined;
+  }
+  if (!isRecord(message) || message.jsonrpc !== '2.0' || 'id' in message) return undefined;
+  if (message.method !== 'session/update') return undefined;
+  return fastSessionUpdate(message.params);
+}
+
+export class AgentLines {
+  /** The lines left to the SDK, each with its newline, for `ndJsonStream`. */
+  readonly rest: ReadableStream<Uint8Array>;
+  private controller!: ReadableStreamDefaultController<Uint8Array>;
+  /** The start of a line whose end has not arrived yet. */
+  private partial: Buffer[] = [];
+  private partialBytes = 0;
+  /** Complete lines waiting behind one handed to the SDK. */
+  private queue: Buffer[] = [];
+  private queued = 0;
+  private waiting = false;
+  /** Chunks delivered since the last macrotask. */
+  private run = 0;
+  private ended = false;
+  private closed = false;
+  /** A line longer than the SDK's limit came: from then on every byte goes to the SDK, which refuses it. */
+  private passThrough = false;
+
+  constructor(
+    input: Readable,
+    private readonly deliver: (params: SessionNotification) => void,
+    private readonly onDeliverError: (err: unknown) => void,
+  ) {
+    this.rest = new ReadableStream<Uint8Array>({
+      start: (controller) => {
+        this.controller = controller;
+      },
+      cancel: () => {
+        this.closed = true;
+        input.destroy();
+      },
+    });
+    input.on('data', (chunk: Buffer) => this.push(chunk));
+    input.once('end', () => this.end());
+    input.once('close', () => this.end());
+  }
+
+  private push(chunk: Buffer): void {
+    if (this.closed) return;
+    if (this.passThrough) {
+      this.controller.enqueue(chunk);
+      return;
+    }
+    let start = 0;
+    let nl = chunk.indexOf(NEWLINE);
+    while (nl !== -1) {
+      let line = chunk.subarray(start, nl);
+      if (this.partialBytes > 0) {
+        this.partial.push(line);
+        line = Buffer.concat(this.partial);
+        this.partial = [];
+        this.partialBytes = 0;
+      }
+      this.line(line);
+      start = nl + 1;
+      nl = chunk.indexOf(NEWLINE, start);
+    }
+    if (start < chunk.length) {
+      const tail = chunk.subarray(start);
+      this.partial.push(tail);
+      this.partialBytes += tail.length;
+      if (this.partialBytes > DEFAULT_MAX_MESSAGE_BYTES) this.startPassThrough();
+    }
+  }
+
+  private line(line: Buffer): void {
+    if (this.waiting) this.queue.push(line);
+    else this.handle(line);
+  }
+
+  private handle(line: Buffer): void {
+    if (line.length === 0) return; // the SDK skips blank lines too
+    const update = fastLine(line);
+    if (update === undefined) {
+      this.forward(line);
+      return;
+    }
+    try {
+      this.deliver(update);
+    } catch (err) {
+      this.onDeliverError(err);
+    }
+    if (++this.run >= MAX_RUN) this.pause();
+  }
+
+  /** Hands a line to the SDK, and holds the next ones until it has dispatched it. */
+  private forward(line: Buffer): void {
+    this.controller.enqueue(this.lineOf(line));
+    this.pause();
+  }
+
+  /** The next lines wait for a macrotask: the SDK, the bus and the streams get their turn first. */
+  private pause(): void {
+    this.waiting = true;
+    setImmediate(() => this.resume());
+  }
+
+  private resume(): void {
+    this.waiting = false;
+    this.run = 0;
+    while (!this.waiting && this.queued < this.queue.length && !this.closed) {
+      this.handle(this.queue[this.queued++]);
+    }
+    if (this.queued === this.queue.length) {
+      this.queue = [];
+      this.queued = 0;
+      if (this.ended) this.finish();
+    }
+  }
+
+  /** Everything queued and the unfinished line go to the SDK as they are (it enforces the limit). */
+  private startPassThrough(): void {
+    this.passThrough = true;
+    for (let i = this.queued; i < this.queue.length; i++) this.controller.enqueue(this.lineOf(this.queue[i]));
+    this.queue = [];
+    this.queued = 0;
+    this.waiting = false;
+    for (const piece of this.partial) this.controller.enqueue(piece);
+    this.partial = [];
+    this.partialBytes = 0;
+  }
+
+  private lineOf(line: Buffer): Buffer {
+    return Buffer.concat([line, Buffer.of(NEWLINE)]);
+  }
+
+  private end(): void {
+    if (this.ended) return;
+    this.ended = true;
+    if (!this.waiting) this.finish();
+  }
+
+  /** The last line, if unterminated, goes to the SDK (as it would have), then the stream ends. */
+  private finish(): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.partialBytes > 0) this.controller.enqueue(Buffer.concat(this.partial));
+    this.partial = [];
+    this.partialBytes = 0;
+    this.controller.close();
+  }
+}
