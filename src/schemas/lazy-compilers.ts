@@ -86,7 +86,7 @@ export function lazySchemaController(): {
     buildValidator(externalSchemas: Parameters<typeof buildAjv>[0], ajvOptions: Parameters<typeof buildAjv>[1]) {
       const compile = buildAjv(externalSchemas, ajvOptions);
       return (route: Parameters<ReturnType<typeof buildAjv>>[0]) => {
-        checkHeaderSchema(route as RouteSchema);
+        checkHeaderSchema(route);
         return lazyValidator(() => compile(route) as Validate, schemas.pending);
       };
     },
