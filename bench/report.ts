@@ -8,6 +8,7 @@ import { barChart, fmt, hbarChart } from './lib/svg.js';
 import type { Results } from './results-types.js';
 import { evaluateTargets } from './targets.js';
 import type { DaemonFigures } from './scenarios/qwen.js';
+import type { ManyStep } from './scenarios/many.js';
 import { isRecord } from './lib/util.js';
 
 /** "12.3 (11.0–14.2)": median and the range of the repetitions. */
@@ -649,6 +650,32 @@ function notesSection(benchDir: string): string[] {
     .flatMap((name) => [readFileSync(join(dir, name), 'utf8').trimEnd(), '']);
 }
 
+function manySection(r: Results): string[] {
+  const m = r.many;
+  if (!m) return [];
+  const row = (name: string, s: ManyStep, best: number): string =>
+    `| ${name} | ${s.rate.toLocaleString('en-US')} | ${s.perSession} | ${s.received.toLocaleString('en-US')} / ${s.frames.toLocaleString('en-US')} | ${s.p50Ms.toFixed(1)} | ${s.p99Ms.toFixed(1)} | ${s.cpuPct.toFixed(0)}% | ${s.rssMb.toFixed(0)} | ${s.rate <= best ? 'yes' : '**no**'} |`;
+  const ratio =
+    m.raw.best > 0 ? `**${(m.acpd.best / m.raw.best).toFixed(2)}×** the raw writer's` : 'the raw writer kept none';
+  return [
+    '## 7. Many sessions',
+    '',
+    `${m.sessions} live sessions on one daemon, one SSE subscriber each; every session streams a reply at a steady rate (${m.promptSeconds} s per prompt) with ${m.queued} more prompts queued behind it (sent together, \`Prefer: respond-async\`), so each step runs ${m.queued + 1} turns per session. The aggregate rate is stepped up until p99 passes ${m.boundMs} ms or frames go missing. Latency: the flood agent's \`rate\` mode stamps each chunk when it writes it (CLOCK_MONOTONIC) and the client reads the stamp back out of the frame: agent → acpd → socket → client, over every frame of every session. CPU is the daemon's own (not its agent's) over the step, as a share of one core; RSS is the highest sample in the step.`,
+    '',
+    `Baseline: the raw node:http writer (bench/baseline/raw-sse-server \`POST /rate\`) pacing the same frames per session the same way. The qwen daemon is not in this section: it can hold 200 sessions (\`qwen serve --max-sessions 0\`), but it hosts only its own agent, whose replies come from a model and can be neither paced nor stamped, so there is no like-for-like stream to measure on it.`,
+    '',
+    `Highest aggregate rate with p99 under ${m.boundMs} ms: **acpd ${m.acpd.best.toLocaleString('en-US')} frames/s**, raw writer ${m.raw.best.toLocaleString('en-US')} frames/s (${ratio}; each side stops at its first step over the bound). RSS with every session live and subscribed, before the first step: acpd ${m.acpd.idleRssMb} MB, raw ${m.raw.idleRssMb} MB.`,
+    '',
+    '| | frames/s (all sessions) | per session | received / sent | p50 ms | p99 ms | daemon CPU | RSS MB | p99 < bound |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---|',
+    ...m.acpd.steps.map((s) => row('acpd', s, m.acpd.best)),
+    ...m.raw.steps.map((s) => row('raw', s, m.raw.best)),
+    '',
+    "- One client process reads all the streams and shares the 2 cores with the daemon and the agent: near the top step the client's own lag is part of the latency, on both sides alike.",
+    '',
+  ];
+}
+
 function renderMarkdown(r: Results, jsonRel: string, charts: Map<string, string>, notes: string[]): string {
   const lines = [
     '# acpd benchmarks',
@@ -675,6 +702,7 @@ function renderMarkdown(r: Results, jsonRel: string, charts: Map<string, string>
     ...scaleSection(r, charts),
     ...qwenSection(r, charts),
     ...clusterSection(r, charts),
+    ...manySection(r),
     ...profileSection(r, charts),
     ...inTheWay(r),
   ];

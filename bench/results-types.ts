@@ -1,6 +1,7 @@
 // The shape of bench/results/<date>.json: everything RESULTS.md is rendered from.
 import type { ClusterResult } from './scenarios/cluster.js';
 import type { FanoutRun } from './scenarios/fanout.js';
+import type { ManyResult } from './scenarios/many.js';
 import type { ProfileResult } from './scenarios/profile.js';
 import type { QwenResult } from './scenarios/qwen.js';
 import type { ReplayResult } from './scenarios/replay.js';
@@ -65,6 +66,8 @@ export interface Results {
   profile?: ProfileResult;
   /** Section 6; `skipped` when redis-server or nginx is missing. */
   cluster?: ClusterResult | { skipped: string };
+  /** Section 7: many sessions streaming at once. */
+  many?: ManyResult;
   targets: Target[];
   errors: string[];
 }

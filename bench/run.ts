@@ -2,7 +2,7 @@
 // same run, several repetitions, median and spread. Writes bench/results/<date>.json and renders
 // bench/RESULTS.md with one SVG chart per scenario (bench/charts/).
 //
-//   node build/bench/run.js [--quick] [--only fanout,replay,profile,restore,scale,qwen,cluster] [--reps N] [--keep]
+//   node build/bench/run.js [--quick] [--only fanout,replay,profile,restore,scale,qwen,cluster,many] [--reps N] [--keep]
 //
 // Needs dist/ (npm run build) and build/ (npm run build:test). Section 5 needs the qwen peers
 // (scripts/peers-install.sh) and ../shared/tools (PEERS_SHARED_DIR overrides); without them it is
@@ -21,6 +21,7 @@ import { renderAll } from './report.js';
 import type { FanoutResult, FanoutRow, Machine, Results } from './results-types.js';
 import { type FanoutRun, logRun, runAcpd, runRaw, sameBytes, startFanoutServers } from './scenarios/fanout.js';
 import { runCluster } from './scenarios/cluster.js';
+import { runMany } from './scenarios/many.js';
 import { runProfile } from './scenarios/profile.js';
 import { runQwen } from './scenarios/qwen.js';
 import { runReplay } from './scenarios/replay.js';
@@ -28,7 +29,7 @@ import { runRestore } from './scenarios/restore.js';
 import { runScale } from './scenarios/scale.js';
 import { evaluateTargets } from './targets.js';
 
-const SCENARIOS = ['fanout', 'replay', 'profile', 'restore', 'scale', 'qwen', 'cluster'] as const;
+const SCENARIOS = ['fanout', 'replay', 'profile', 'restore', 'scale', 'qwen', 'cluster', 'many'] as const;
 type ScenarioName = (typeof SCENARIOS)[number];
 
 interface Args {
@@ -321,6 +322,18 @@ async function main(): Promise<number> {
           return;
         }
         results.cluster = await runCluster(clusterPlan(args), results.machine.cpus);
+      });
+    }
+    if (args.only.has('many')) {
+      await section('many', results, async () => {
+        log('7. many sessions');
+        // About a minute for each side on 2 cores (half with --quick); stops at the first step over 50 ms.
+        results.many = await runMany(dir('many'), {
+          sessions: 200,
+          rates: args.quick ? [1000, 4000, 16000] : [1000, 2000, 4000, 8000, 12000, 16000, 24000],
+          promptSeconds: args.quick ? 1 : 2,
+          queued: 2,
+        });
       });
     }
   } finally {

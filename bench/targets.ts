@@ -94,6 +94,18 @@ export function evaluateTargets(r: Results): Target[] {
       measured: `${x(rss)} (${shipped.rssLoadedMb.median.toFixed(0)} vs ${q.qwen.rssLoadedMb.median.toFixed(0)} MB, daemon process only, 10 subscribers)`,
       met: rss <= 1 / 3,
     });
+    const idle = q.acpd.rssIdleMb / q.qwen.rssIdleMb;
+    out.push({
+      target: 'Daemon RSS idle with a real agent ≤ 0.4× qwen serve (issue 16)',
+      measured: `${x(idle)} (${q.acpd.rssIdleMb.toFixed(0)} vs ${q.qwen.rssIdleMb.toFixed(0)} MB)`,
+      met: idle <= 0.4,
+    });
+    const start = q.acpd.startupMs / q.qwen.startupMs;
+    out.push({
+      target: 'Daemon start → listening ≤ 0.5× qwen serve (issue 16)',
+      measured: `${x(start)} (${q.acpd.startupMs.toFixed(0)} vs ${q.qwen.startupMs.toFixed(0)} ms)`,
+      met: start <= 0.5,
+    });
     const createOver = q.acpd.createMs.median - q.floor.newMs.median;
     const loadOver = q.acpd.loadMs.median - q.floor.loadMs.median;
     const createNoise = Math.max(iqr(q.acpd.createMs), iqr(q.floor.newMs));
@@ -145,6 +157,20 @@ export function evaluateTargets(r: Results): Target[] {
         note: 'not implemented yet; the bench measures it as soon as `acpd --help` lists --warm-sessions',
       });
     }
+  }
+  const many = r.many;
+  if (many) {
+    const { acpd, raw } = many;
+    out.push({
+      target: `${many.sessions} sessions streaming, 1 subscriber each: highest rate with p99 < ${many.boundMs} ms (vs raw writer)`,
+      measured:
+        raw.best > 0
+          ? `${x(acpd.best / raw.best)} (${acpd.best} vs ${raw.best} frames/s)`
+          : `${acpd.best} frames/s (raw writer kept none of the steps)`,
+      // Issue 16 asks for the figure, not a bound on it: reported, never a pass/fail.
+      met: undefined,
+      note: 'a measurement (issue 16), not a bound',
+    });
   }
   return out;
 }

@@ -40,6 +40,7 @@ import promptRoutes from './routes/prompts.js';
 import sessionRoutes from './routes/sessions.js';
 import { sharedSchemas } from './schemas/components.js';
 import { formatByteLimit, nestsDeeperThan, safeBody, validationMessage } from './schemas/validation.js';
+import { lazySchemaController, type PendingSchemas } from './schemas/lazy-compilers.js';
 
 /** JSON-RPC's code for invalid method parameters. */
 const INVALID_PARAMS = -32602;
@@ -50,6 +51,8 @@ declare module 'fastify' {
   interface FastifyInstance {
     /** SIGKILL every agent now: the last resort of a forced exit. */
     killAllSync(): void;
+    /** Route schemas not compiled yet (they compile on first use; see schemas/lazy-compilers.ts). */
+    pendingSchemas: PendingSchemas;
   }
 }
 
@@ -66,6 +69,7 @@ export interface BuildOptions {
 
 export async function buildApp(config: Config, options: BuildOptions = {}): Promise<FastifyInstance> {
   const timeouts = connectionTimeouts(config);
+  const { schemaController, schemas } = lazySchemaController();
   const app = Fastify({
     logger: loggerOptions(config, {
       stream: options.logStream,
@@ -117,6 +121,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
         },
       ],
     },
+    // Validators and serializers compile on a route's first request rather than at ready.
+    schemaController,
     schemaErrorFormatter: (errors) => {
       const { message, code } = validationMessage(errors);
       return new BadRequestError(message, code);
@@ -156,6 +162,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   });
 
   for (const schema of sharedSchemas) app.addSchema(schema);
+  app.decorate('pendingSchemas', schemas);
 
   app.setErrorHandler((err: FastifyError, req, reply) => {
     if (err.validationContext === 'body' && unreadBodies.has(req)) {

@@ -33,7 +33,7 @@ if (requireSystemPackage(t, SYSTEM_PACKAGES.redis)) {
   const freshKeys = () => new ClusterKeys(`t${++prefixes}:`);
 
   async function connect(): Promise<Redis> {
-    const redis = openRedis(server.url, quiet);
+    const redis = await openRedis(server.url, quiet);
     await redis.connect();
     t.teardown(() => redis.disconnect());
     return redis;
@@ -204,7 +204,7 @@ if (requireSystemPackage(t, SYSTEM_PACKAGES.redis)) {
   t.test('Redis down: a clear error, and the daemon keeps serving', async (t) => {
     const own = await RedisServer.start();
     t.teardown(() => own.stop());
-    const redis = openRedis(own.url, quiet);
+    const redis = await openRedis(own.url, quiet);
     t.teardown(() => redis.disconnect());
     await redis.connect();
     const keys = freshKeys();

@@ -7,6 +7,7 @@
 // benchmark measures publish → receive latency through the daemon.
 //
 //   flood <n>    n chunks "flood <i>/<n> @<20-digit ns stamp>\n", then {stopReason: 'end_turn'}
+//   rate <n> <r> the same n chunks, one every 1/r s (a steady stream; the many-sessions scenario)
 //   anything     one chunk "ok", then end_turn
 import { randomUUID } from 'node:crypto';
 import { createInterface } from 'node:readline';
@@ -23,6 +24,16 @@ interface RpcMessage {
 }
 
 let cancelled = false;
+
+/** Chunk i of a steady stream is due at start + i/r; late ones go out at once (no catching up in bursts beyond that). */
+async function rate(sessionId: string, count: number, perSec: number): Promise<void> {
+  const start = performance.now();
+  for (let i = 1; i <= count && !cancelled; i++) {
+    const wait = start + ((i - 1) * 1000) / perSec - performance.now();
+    if (wait > 1) await new Promise((resolve) => setTimeout(resolve, wait));
+    if (!process.stdout.write(`${chunkLine(sessionId, `flood ${i}/${count} @${stampNow()}\n`)}\n`)) await drained();
+  }
+}
 
 function send(message: unknown): boolean {
   return process.stdout.write(`${JSON.stringify(message)}\n`);
@@ -92,8 +103,11 @@ async function handle(msg: RpcMessage): Promise<void> {
     case 'session/prompt': {
       cancelled = false;
       const sessionId = typeof params?.sessionId === 'string' ? params.sessionId : '';
-      const m = /^flood\s+(\d+)$/.exec(promptText(params));
+      const text = promptText(params);
+      const m = /^flood\s+(\d+)$/.exec(text);
+      const r = /^rate\s+(\d+)\s+(\d+(?:\.\d+)?)$/.exec(text);
       if (m) await flood(sessionId, Number(m[1]));
+      else if (r) await rate(sessionId, Number(r[1]), Number(r[2]));
       else
         send({
           jsonrpc: '2.0',
@@ -111,8 +125,9 @@ async function handle(msg: RpcMessage): Promise<void> {
   }
 }
 
-// Prompts run one after another, in arrival order, as a real agent's turn queue would.
-let tail: Promise<void> = Promise.resolve();
+// A session's prompts run one after another, in arrival order, as a real agent's turn queue would;
+// sessions run side by side (acpd hosts many on one agent process).
+const tails = new Map<string, Promise<void>>();
 const lines = createInterface({ input: process.stdin });
 lines.on('line', (line) => {
   if (line.trim() === '') return;
@@ -127,11 +142,13 @@ lines.on('line', (line) => {
     void handle(msg);
     return;
   }
-  tail = tail
+  const key = typeof msg.params?.sessionId === 'string' ? msg.params.sessionId : '';
+  const next = (tails.get(key) ?? Promise.resolve())
     .then(() => handle(msg))
     .catch((err: unknown) => {
       process.stderr.write(`flood-agent: ${err instanceof Error ? err.message : String(err)}\n`);
     });
+  tails.set(key, next);
 });
 lines.on('close', () => process.exit(0));
 process.stdout.on('error', () => process.exit(0));

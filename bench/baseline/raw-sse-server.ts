@@ -8,6 +8,10 @@
 //                                       builds `count` frames identical to acpd's (see frames.ts),
 //                                       then for each frame: stamp it, write it to every socket;
 //                                       answers once every frame is written
+//   GET  /events?session=<id>          SSE; the socket joins that session's set (many-sessions scenario)
+//   POST /rate {sessionIds, count, perSec}
+//                                       for every session at once: `count` frames, one every 1/perSec s,
+//                                       stamped and written to that session's sockets; answers when done
 //   PUT  /replay                        body: raw SSE bytes (captured from acpd) kept in memory
 //   GET  /replay[?single=1]             SSE; writes the kept frames one write per frame (or all
 //                                       in a single write), then stays open
@@ -23,6 +27,7 @@ const SSE_HEADERS = {
 const RETRY_FRAME = 'retry: 3000\n\n';
 
 const subscribers = new Set<http.ServerResponse>();
+const bySession = new Map<string, Set<http.ServerResponse>>();
 let replayFrames: Buffer[] = [];
 let replayAll: Buffer = Buffer.alloc(0);
 
@@ -100,6 +105,20 @@ async function flood(count: number, firstId: number, sessionId: string, want: nu
   }
 }
 
+/** One session's steady stream, paced like the flood agent's `rate` mode. */
+async function stream(sessionId: string, count: number, perSec: number): Promise<void> {
+  const start = performance.now();
+  for (let i = 1; i <= count; i++) {
+    const wait = start + ((i - 1) * 1000) / perSec - performance.now();
+    if (wait > 1) await new Promise((resolve) => setTimeout(resolve, wait));
+    const buf = Buffer.from(floodFrame(i, sessionId, i, count));
+    buf.write(stampNow(), buf.indexOf('@') + 1, STAMP_DIGITS, 'latin1');
+    for (const res of bySession.get(sessionId) ?? []) {
+      if (!res.destroyed && !res.write(buf)) await writable(res);
+    }
+  }
+}
+
 async function writeReplay(res: http.ServerResponse, single: boolean): Promise<void> {
   openStream(res);
   if (single) {
@@ -114,6 +133,24 @@ async function writeReplay(res: http.ServerResponse, single: boolean): Promise<v
 
 const server = http.createServer((req, res) => {
   const url = new URL(req.url ?? '/', 'http://127.0.0.1');
+  const session = url.searchParams.get('session');
+  if (req.method === 'GET' && url.pathname === '/events' && session !== null) {
+    openStream(res);
+    const set = bySession.get(session) ?? new Set<http.ServerResponse>();
+    bySession.set(session, set.add(res));
+    res.on('close', () => set.delete(res));
+    return;
+  }
+  if (req.method === 'POST' && url.pathname === '/rate') {
+    void readBody(req)
+      .then(async (raw) => {
+        const body = JSON.parse(raw.toString('utf8')) as { sessionIds: string[]; count: number; perSec: number };
+        await Promise.all(body.sessionIds.map((id) => stream(id, body.count, body.perSec)));
+        json(res, 200, { stopReason: 'end_turn' });
+      })
+      .catch((err: unknown) => json(res, 500, { error: String(err) }));
+    return;
+  }
   if (req.method === 'GET' && url.pathname === '/events') {
     openStream(res);
     subscribers.add(res);

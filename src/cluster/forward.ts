@@ -17,7 +17,7 @@
  * claimed there, and the rate limits were counted there.
  */
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { Agent, request, type Dispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
 import { SessionOwnerUnavailableError } from '../errors.js';
 
 /** The forwarding node's name. */
@@ -75,8 +75,21 @@ const NOT_REACHED = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENO
  * and its retry would be refused as interrupted. On a fresh connection a dead
  * node refuses the connect, which says for sure that nothing was done.
  */
-const pooled = new Agent({ keepAliveTimeout: 10_000 });
-const fresh = new Agent({ pipelining: 0, connect: { timeout: 2_000 } });
+interface Dispatchers {
+  request: typeof import('undici').request;
+  pooled: Dispatcher;
+  fresh: Dispatcher;
+}
+// undici is loaded with the first forward: a daemon outside a cluster never needs it (it weighs ~5 MB of RSS).
+let dispatchers: Promise<Dispatchers> | undefined;
+function loadDispatchers(): Promise<Dispatchers> {
+  dispatchers ??= import('undici').then(({ Agent, request }) => ({
+    request,
+    pooled: new Agent({ keepAliveTimeout: 10_000 }),
+    fresh: new Agent({ pipelining: 0, connect: { timeout: 2_000 } }),
+  }));
+  return dispatchers;
+}
 
 function errorCode(err: unknown): string | undefined {
   for (let e: unknown = err; e instanceof Error; e = e.cause) {
@@ -118,6 +131,7 @@ export async function forward(
   let res: Dispatcher.ResponseData | undefined;
   let answer: Buffer;
   try {
+    const { request, pooled, fresh } = await loadDispatchers();
     res = await request(new URL(req.url, target.url), {
       method: req.method,
       headers,

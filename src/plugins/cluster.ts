@@ -68,7 +68,7 @@ const CONNECT_DEADLINE_MS = 6_000;
  * state it cannot check. At start-up Redis gets a few seconds to appear.
  */
 async function connect(url: string, log: FastifyBaseLogger): Promise<Redis> {
-  const redis = openRedis(url, log);
+  const redis = await openRedis(url, log);
   // What the connection itself said last: more telling than the "Connection is closed" of a retry.
   let cause: unknown;
   const noted = (err: unknown) => (cause = err);

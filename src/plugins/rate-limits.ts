@@ -8,7 +8,6 @@
  * routes (it works in onRoute).
  */
 import fp from 'fastify-plugin';
-import rateLimit from '@fastify/rate-limit';
 import type { FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from 'fastify';
 import type { Config } from '../config.js';
 import { RateLimitedError } from '../errors.js';
@@ -32,6 +31,8 @@ async function rateLimits(app: FastifyInstance, opts: { config: Config }) {
   };
   if (Object.values(perMinute).every((max) => max === 0)) return;
 
+  // Imported only when some budget is limited: with rate limits off (the default) it is never loaded.
+  const { default: rateLimit } = await import('@fastify/rate-limit');
   await app.register(rateLimit, { global: false });
 
   const limiters = new Map<Budget, Limiter>();
