@@ -226,6 +226,8 @@ export class Webhooks {
   /** One POST; never rejects. */
   private async attempt(delivery: WebhookDelivery): Promise<Outcome> {
     delivery.attempts++;
+    // Counted before it is made: an attempt cut short by a crash still counts against the bound.
+    this.opts.queue.attempted(delivery);
     const timestamp = Math.floor(this.now() / 1000);
     try {
       const res = await request(delivery.url, {
@@ -281,7 +283,6 @@ export class Webhooks {
           break;
         }
         this.stats.retried++;
-        this.opts.queue.attempted(delivery);
         this.opts.log.info(
           { deliveryId: delivery.id, receiver: receiver.label, attempts: delivery.attempts, reason: outcome.reason },
           'webhook delivery failed; retrying',
