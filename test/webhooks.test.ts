@@ -13,12 +13,12 @@ import { loadConfig } from '../src/config.js';
 import { startDaemon, steerDaemon, tempDir, type Teardown, type TestDaemon } from './support/app.js';
 import { call, createSession, obj } from './support/http.js';
 import { textPrompt } from './support/values.js';
-import { until } from '../harness/wait.js';
+import { until, within } from '../harness/wait.js';
 
 const SECRET = 'whsec-test-0123456789';
 
-/** What the receiver does with one request: answer with a status, or drop the connection. */
-type Answer = number | 'drop';
+/** What the receiver does with one request: answer with a status, drop the connection, or hold it unanswered. */
+type Answer = number | 'drop' | 'hold';
 
 interface Received {
   headers: http.IncomingHttpHeaders;
@@ -35,13 +35,16 @@ interface Receiver {
   /** The answers to the next requests, in order; once used up, `otherwise`. */
   script: Answer[];
   otherwise: Answer;
-  /** Resolves once `count` requests have arrived. */
+  /** Resolves once `count` requests have arrived (fails after WAIT_LIMIT_MS). */
   reached(count: number): Promise<Received[]>;
+  /** Answers the requests held so far with `status`. */
+  release(status: number): void;
 }
 
 /** A webhook receiver on an ephemeral port, closed at teardown. */
 async function receiver(t: Teardown, otherwise: Answer = 200): Promise<Receiver> {
   const waiters: Array<{ count: number; resolve: (r: Received[]) => void }> = [];
+  const held: http.ServerResponse[] = [];
   const self: Receiver = {
     url: '',
     received: [],
@@ -50,7 +53,10 @@ async function receiver(t: Teardown, otherwise: Answer = 200): Promise<Receiver>
     reached: (count) =>
       self.received.length >= count
         ? Promise.resolve(self.received)
-        : new Promise((resolve) => waiters.push({ count, resolve })),
+        : within(new Promise((resolve) => waiters.push({ count, resolve })), `${count} webhook requests`),
+    release: (status) => {
+      for (const res of held.splice(0)) res.writeHead(status).end();
+    },
   };
   const server = http.createServer((req, res) => {
     const chunks: Buffer[] = [];
@@ -60,6 +66,7 @@ async function receiver(t: Teardown, otherwise: Answer = 200): Promise<Receiver>
       const answer = self.script.shift() ?? self.otherwise;
       self.received.push({ headers: req.headers, raw, body: obj(JSON.parse(raw)), answer });
       if (answer === 'drop') req.socket.destroy();
+      else if (answer === 'hold') held.push(res);
       else res.writeHead(answer, answer === 429 ? { 'retry-after': '0' } : {}).end();
       for (const w of waiters.splice(0)) {
         if (self.received.length >= w.count) w.resolve(self.received);
@@ -196,6 +203,44 @@ t.test('a receiver that fails gets the same delivery again until it takes it', a
   t.equal(await metric(d, 'acpd_webhook_retries_total'), 3, 'three retries counted');
   t.equal(await metric(d, 'acpd_webhook_deliveries_total', 'outcome="failed"'), 0);
 });
+
+t.test(
+  'in order per receiver: the next delivery waits while the one before it is on the wire or retried',
+  async (t) => {
+    const r = await receiver(t);
+    r.script = ['hold'];
+    const { d, steer } = await steerDaemon(t, { args: webhookArgs(r, ['--webhook-retry-ms', '1']) });
+    const id = await createSession(d);
+    await call(d, 'POST', `/session/${id}/prompt`, textPrompt('hello'));
+    await r.reached(1);
+
+    // A second event while the first delivery has no answer yet.
+    const agent = await steer.agent();
+    const vote = agent.permission(id, { toolCallId: 'tc-1', title: 'write a file' }, [
+      { optionId: 'allow', name: 'Allow', kind: 'allow_once' },
+    ]);
+    await until(
+      async () =>
+        obj((await call(d, 'GET', `/session/${id}/status`)).body).isWaitingForPermission === true || undefined,
+      'the permission request published',
+    );
+    r.release(500);
+    const received = await r.reached(3);
+    t.same(
+      received.map((x) => [x.body.type, x.headers['acpd-attempt']]),
+      [
+        ['turn_complete', '1'],
+        ['turn_complete', '2'],
+        ['permission_request', '1'],
+      ],
+      'the retry of the first goes before the second',
+    );
+    await call(d, 'POST', `/permission/${String(obj(received[2].body.data).requestId)}`, {
+      outcome: { outcome: 'selected', optionId: 'allow' },
+    });
+    await vote;
+  },
+);
 
 t.test('out of attempts, or refused with a 4xx: dropped and counted; the next delivery goes on', async (t) => {
   const r = await receiver(t);
