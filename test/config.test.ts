@@ -99,7 +99,8 @@ t.test('defaults', async (t) => {
 // Adding a setting takes one edit, its schema entry: its Config field follows
 // from its name. Checked in types (the line below fails to compile if Config
 // and the schema drift apart) and at run time.
-type ExpectedField = Exclude<FieldOf<SettingName>, 'tokenFile' | 'webhookSecretFile'> | 'listenHost' | 'isLoopback' | 'agentEnv';
+type ExpectedField =
+  Exclude<FieldOf<SettingName>, 'tokenFile' | 'webhookSecretFile'> | 'listenHost' | 'isLoopback' | 'agentEnv';
 const configMatchesSchema: [keyof Config] extends [ExpectedField]
   ? [ExpectedField] extends [keyof Config]
     ? true
