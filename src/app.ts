@@ -30,6 +30,7 @@ import type { ReceiptStore } from './services/receipts.js';
 import routePolicy from './plugins/route-policy.js';
 import security from './plugins/security.js';
 import sessionRegistry from './plugins/session-registry.js';
+import webhooks from './plugins/webhooks.js';
 import acpRoutes, { upgradesEnd } from './routes/acp.js';
 import consoleRoutes from './routes/console.js';
 import eventRoutes from './routes/events.js';
@@ -217,6 +218,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   await app.register(clusterRoutes);
   await app.register(sessionRegistry, { config });
   await app.register(restoreCoordinator);
+  await app.register(webhooks, { config });
   await app.register(probes, { config });
   await app.register(metrics);
   app.decorate('killAllSync', () => app.sessions.killAllSync());

@@ -86,6 +86,10 @@ t.test('defaults', async (t) => {
     headerTimeoutMs: 10_000,
     redisPrefix: 'acpd:',
     leaseTtl: 10,
+    webhookUrl: [],
+    webhookSecret: undefined,
+    webhookMaxAttempts: 10,
+    webhookRetryMs: 1_000,
     agentEnv: {},
   });
   t.equal(config.token, undefined);
@@ -95,7 +99,8 @@ t.test('defaults', async (t) => {
 // Adding a setting takes one edit, its schema entry: its Config field follows
 // from its name. Checked in types (the line below fails to compile if Config
 // and the schema drift apart) and at run time.
-type ExpectedField = Exclude<FieldOf<SettingName>, 'tokenFile'> | 'listenHost' | 'isLoopback' | 'agentEnv';
+type ExpectedField =
+  Exclude<FieldOf<SettingName>, 'tokenFile' | 'webhookSecretFile'> | 'listenHost' | 'isLoopback' | 'agentEnv';
 const configMatchesSchema: [keyof Config] extends [ExpectedField]
   ? [ExpectedField] extends [keyof Config]
     ? true
@@ -113,12 +118,12 @@ t.test('every setting of the schema reaches Config under its derived name, with 
     (key): key is SettingName => key in ConfigSchema.properties,
   );
   // The settings whose default is converted on its way into Config.
-  const converted: Partial<Record<SettingName, unknown>> = { ACPD_TRUST_PROXY: false };
+  const converted: Partial<Record<SettingName, unknown>> = { ACPD_TRUST_PROXY: false, ACPD_WEBHOOK_URL: [] };
   const expectedKeys = ['listenHost', 'isLoopback', 'agentEnv'];
   for (const name of names) {
     const field = fieldFor(name);
-    // The token file is only a source of the token.
-    if (name === 'ACPD_TOKEN_FILE') {
+    // The token file is only a source of the token, the secret file of the webhook secret.
+    if (name === 'ACPD_TOKEN_FILE' || name === 'ACPD_WEBHOOK_SECRET_FILE') {
       t.notOk(field in config, name);
       continue;
     }

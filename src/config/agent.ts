@@ -18,11 +18,19 @@ export function agentArgv(command: string, fromFlag: boolean): string[] {
   return argv;
 }
 
-/** Our environment minus the token's variables, for the agent. */
+/** Variables that hold or point at a secret of the daemon's: the agent has no business with them. */
+const SECRET_VARIABLES: ReadonlySet<string> = new Set([
+  'ACPD_TOKEN',
+  'ACPD_TOKEN_FILE',
+  'ACPD_WEBHOOK_SECRET',
+  'ACPD_WEBHOOK_SECRET_FILE',
+]);
+
+/** Our environment minus the secrets' variables, for the agent. */
 export function childEnvironment(env: NodeJS.ProcessEnv): Record<string, string> {
   const copy: Record<string, string> = {};
   for (const [key, value] of Object.entries(env)) {
-    if (value !== undefined && key !== 'ACPD_TOKEN' && key !== 'ACPD_TOKEN_FILE') copy[key] = value;
+    if (value !== undefined && !SECRET_VARIABLES.has(key)) copy[key] = value;
   }
   return copy;
 }

@@ -15,6 +15,7 @@ import { DEFAULT_HOSTNAME, DEFAULT_PORT, SETTING_NAMES, isSwitch, type SettingNa
 import { plainFields, type Config } from './shape.js';
 import { resolveToken } from './token.js';
 import { validateSettings, type RawSettings } from './validate.js';
+import { resolveWebhookSecret, webhookUrls } from './webhooks.js';
 import { resolveWorkspace } from './workspace.js';
 
 export function loadConfig(opts: { argv: string[]; env: NodeJS.ProcessEnv; cwd: string }): Config {
@@ -77,6 +78,9 @@ export function loadConfig(opts: { argv: string[]; env: NodeJS.ProcessEnv; cwd: 
   const trustProxy = trustedProxies(raw.ACPD_TRUST_PROXY, fromFlag.has('ACPD_TRUST_PROXY'));
   check('ACPD_ALLOW_ORIGIN');
   const allowOrigin = allowedOrigins(raw.ACPD_ALLOW_ORIGIN, fromFlag.has('ACPD_ALLOW_ORIGIN'));
+  check('ACPD_WEBHOOK_SECRET_FILE');
+  const webhookUrl = webhookUrls(raw.ACPD_WEBHOOK_URL, fromFlag.has('ACPD_WEBHOOK_URL'));
+  const webhookSecret = resolveWebhookSecret(raw, fromFlag, opts.cwd, webhookUrl.length);
   const [leftover] = invalid.values();
   if (leftover !== undefined) throw leftover;
   if (settings === undefined) throw new ConfigError('Invalid configuration.');
@@ -91,6 +95,8 @@ export function loadConfig(opts: { argv: string[]; env: NodeJS.ProcessEnv; cwd: 
     dataDir,
     trustProxy,
     allowOrigin,
+    webhookUrl,
+    webhookSecret,
     listenHost,
     isLoopback,
     agentEnv: childEnvironment(opts.env),

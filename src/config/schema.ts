@@ -201,6 +201,39 @@ export const ConfigSchema = Type.Object({
     description:
       'Seconds the answer to a request sent with an Idempotency-Key is kept, so that a retry with that key is answered again instead of run again.',
   }),
+  ACPD_WEBHOOK_URL: Type.Optional(
+    Type.String({
+      description:
+        'Receivers of webhooks (permission_request, turn_complete, session_died), comma-separated http(s) URLs. Each delivery is signed with --webhook-secret, which is then required.',
+    }),
+  ),
+  ACPD_WEBHOOK_SECRET: Type.Optional(
+    Type.String({
+      description:
+        'Key of the HMAC-SHA256 signature of every webhook delivery (Acpd-Signature). Prefer --webhook-secret-file. Not together with --webhook-secret-file.',
+    }),
+  ),
+  ACPD_WEBHOOK_SECRET_FILE: Type.Optional(
+    Type.String({
+      minLength: 1,
+      description:
+        'File holding the webhook secret (one line, surrounding blanks trimmed; relative to the current directory). Not together with --webhook-secret.',
+    }),
+  ),
+  ACPD_WEBHOOK_MAX_ATTEMPTS: Type.Integer({
+    minimum: 1,
+    maximum: 100,
+    default: 10,
+    description:
+      'Attempts at one webhook delivery (network errors, 5xx and 429 are retried) before it is dropped and logged.',
+  }),
+  ACPD_WEBHOOK_RETRY_MS: Type.Integer({
+    minimum: 1,
+    maximum: MAX_TIMER_MS,
+    default: 1_000,
+    description:
+      'Wait before the first retry of a webhook delivery; each next wait doubles, up to five minutes, with random jitter.',
+  }),
   ACPD_REDIS_URL: Type.Optional(
     Type.String({
       minLength: 1,

@@ -17,6 +17,9 @@ const SPECIAL_SETTINGS = [
   'ACPD_DATA_DIR', // resolved against the current directory; <workspace>/.acpd when unset
   'ACPD_TRUST_PROXY', // parsed into the form of Fastify's trustProxy option
   'ACPD_ALLOW_ORIGIN', // a comma-separated list, checked and normalised into origins
+  'ACPD_WEBHOOK_URL', // a comma-separated list of checked URLs
+  'ACPD_WEBHOOK_SECRET', // trimmed, or read from the secret file
+  'ACPD_WEBHOOK_SECRET_FILE', // only a source of the webhook secret: no field of its own
 ] as const satisfies readonly SettingName[];
 
 type SpecialSetting = (typeof SPECIAL_SETTINGS)[number];
@@ -43,10 +46,14 @@ type DerivedFields = {
   trustProxy: boolean | string[];
   /** Cross origins allowed besides the daemon's own, each as a browser serialises it (`https://app.example`). */
   allowOrigin: string[];
+  /** Webhook receivers (`--webhook-url`), each an absolute http(s) URL; empty = no webhooks. */
+  webhookUrl: string[];
+  /** The key webhook deliveries are signed with; set whenever `webhookUrl` is not empty. */
+  webhookSecret: string | undefined;
   /** `hostname` without IPv6 brackets, for `listen()`. */
   listenHost: string;
   isLoopback: boolean;
-  /** The environment an agent child receives: ours, minus ACPD_TOKEN and ACPD_TOKEN_FILE. */
+  /** The environment an agent child receives: ours, minus the token's and the webhook secret's variables. */
   agentEnv: Record<string, string>;
 };
 

@@ -126,6 +126,34 @@ async function metrics(app: FastifyInstance) {
     },
   });
 
+  const hooks = app.webhooks;
+  if (hooks) {
+    new Counter({
+      name: 'acpd_webhook_deliveries_total',
+      help: 'Webhook deliveries by outcome: ok (the receiver answered 2xx), failed (given up: refused, out of attempts, or pushed out of a full queue).',
+      labelNames: ['outcome'],
+      registers,
+      collect() {
+        this.reset();
+        this.inc({ outcome: 'ok' }, hooks.stats.delivered);
+        this.inc({ outcome: 'failed' }, hooks.stats.failed);
+      },
+    });
+    mirrored(
+      'acpd_webhook_retries_total',
+      'Webhook attempts that failed (network error, 5xx, 429) and were scheduled again.',
+      () => hooks.stats.retried,
+    );
+    new Gauge({
+      name: 'acpd_webhook_queued',
+      help: 'Webhook deliveries waiting for their receiver (the one being sent included).',
+      registers,
+      collect() {
+        this.set(hooks.queued);
+      },
+    });
+  }
+
   const cluster = app.cluster;
   if (cluster) {
     const { node } = cluster;
@@ -243,5 +271,5 @@ async function metrics(app: FastifyInstance) {
 export default fp(metrics, {
   name: 'metrics',
   fastify: '5.x',
-  dependencies: ['session-registry', 'channel-supervisor', 'restore-coordinator', 'probes'],
+  dependencies: ['session-registry', 'channel-supervisor', 'restore-coordinator', 'probes', 'webhooks'],
 });

@@ -96,6 +96,13 @@ export interface BusOptions {
   onCommitError?: (err: unknown) => void;
   /** The last subscriber left (a follower's bus is shared by its subscribers and closed then). */
   onIdle?: () => void;
+  /**
+   * An event was published here (numbered and handed to the log; not the
+   * events `ingest` mirrors from another node's log). Called synchronously:
+   * a listener that must keep the event (webhooks) keeps it before the
+   * publisher goes on.
+   */
+  onPublish?: (envelope: EventEnvelope) => void;
 }
 
 /** The first retry of a failed asynchronous commit waits this long; each next one twice as long, up to the cap. */
@@ -341,7 +348,7 @@ export class EventBus {
   private finished = false;
   private onDrained: (() => void) | undefined;
   private drainedPromise: Promise<void> | undefined;
-  private readonly hooks: Pick<BusOptions, 'onFenced' | 'onCommitError' | 'onIdle'>;
+  private readonly hooks: Pick<BusOptions, 'onFenced' | 'onCommitError' | 'onIdle' | 'onPublish'>;
 
   constructor(opts: BusOptions = {}) {
     this.log =
@@ -430,9 +437,8 @@ export class EventBus {
         this.flushScheduled = true;
         setImmediate(() => this.flush());
       }
-      return envelope;
-    }
-    this.fanOut(ev);
+    } else this.fanOut(ev);
+    this.hooks.onPublish?.(envelope);
     return envelope;
   }
 

@@ -19,7 +19,14 @@ import {
 import type { AgentChannel, ExitInfo } from './agent-channel.js';
 import type { ChannelLease, ChannelSupervisor } from './channel-supervisor.js';
 import { drainPrompts } from './drain.js';
-import { BusStats, EventBus, type BusOptions, type EventSubscription, type SubscribeOptions } from './event-bus.js';
+import {
+  BusStats,
+  EventBus,
+  type BusOptions,
+  type EventEnvelope,
+  type EventSubscription,
+  type SubscribeOptions,
+} from './event-bus.js';
 import type { SessionSnapshot } from '../schemas/events.js';
 import type { SessionStatus } from '../schemas/sessions.js';
 import type { EventLog } from './event-log.js';
@@ -116,6 +123,7 @@ export class SessionRegistry {
   private readonly inFlightSpawns = new Map<string, Promise<Session>>();
   private readonly holders: SlotHolder[] = [];
   private readonly sessionContext: SessionContext;
+  private readonly publishListeners: Array<(sessionId: string, envelope: EventEnvelope) => void> = [];
   private shuttingDown = false;
   private draining = false;
   private drained: Promise<void> | undefined;
@@ -307,6 +315,7 @@ export class SessionRegistry {
       ...(log ? { log } : {}),
       // A log written under a lease refuses the writes of a node that lost it: the session stops here.
       onFenced: () => void this.relinquish(sessionId),
+      onPublish: (envelope) => this.published(sessionId, envelope),
     });
   }
 
@@ -314,7 +323,32 @@ export class SessionRegistry {
   private newBusNow(sessionId: string): EventBus {
     const log = this.opts.eventLogs?.logFor(sessionId);
     if (log instanceof Promise) throw new Error('the warm pool needs an event log that opens synchronously');
-    return new EventBus({ ...this.opts.bus, stats: this.busStats, ...(log ? { log } : {}) });
+    return new EventBus({
+      ...this.opts.bus,
+      stats: this.busStats,
+      ...(log ? { log } : {}),
+      onPublish: (envelope) => this.published(sessionId, envelope),
+    });
+  }
+
+  /**
+   * Calls `listener` with every event a session of this node publishes (one
+   * tap for every bus the registry makes, instead of a subscriber per
+   * session), synchronously, before the publisher goes on.
+   */
+  onPublish(listener: (sessionId: string, envelope: EventEnvelope) => void): void {
+    this.publishListeners.push(listener);
+  }
+
+  private published(sessionId: string, envelope: EventEnvelope): void {
+    for (const listener of this.publishListeners) {
+      try {
+        listener(sessionId, envelope);
+      } catch (err) {
+        // A listener's failure is its own: the session's event is published all the same.
+        this.opts.log.error({ err, sessionId, type: envelope.type }, 'event listener failed');
+      }
+    }
   }
 
   /**
