@@ -106,7 +106,7 @@ const eventRoutes: FastifyPluginAsyncTypebox = async (app) => {
         lastEventId,
         epoch,
         signal: ac.signal,
-      });
+      }, req.identity?.user);
       const sse = reply.sse;
       const raw = reply.raw;
       // The client leaving ends the subscription and any wait for 'drain'.
