@@ -247,11 +247,7 @@ export class TokenExpiredError extends TokenExpiredBase implements WireError {
   }
 }
 
-const ClientIdTakenBase = createError<[string]>(
-  'ACPD_CLIENT_ID_TAKEN',
-  'Client id %s belongs to another user',
-  403,
-);
+const ClientIdTakenBase = createError<[string]>('ACPD_CLIENT_ID_TAKEN', 'Client id %s belongs to another user', 403);
 /** An `X-Qwen-Client-Id` (or an /acp connection) first used by another user. */
 export class ClientIdTakenError extends ClientIdTakenBase implements WireError {
   constructor(readonly clientId: string) {

@@ -177,6 +177,8 @@ async function main(): Promise<void> {
   const graceful = closeWithGrace(
     {
       delay: config.drainTimeoutMs + config.killGraceMs + DRAIN_MARGIN_MS,
+      // With a tokens file, SIGHUP means "read it again" (below), not "stop".
+      ...(config.tokensFile !== undefined ? { skip: ['SIGHUP' as const] } : {}),
       logger: app.log,
       onSecondSignal(signal) {
         say(process.stderr, `acpd: received ${signal} during drain, forcing exit`);

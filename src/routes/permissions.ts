@@ -11,7 +11,8 @@ const permissionRoutes: FastifyPluginAsyncTypebox = async (app) => {
     { schema: vote, config: { policy: policies.vote, cluster: 'permission' } },
     async (req) => {
       const { requestId } = req.params;
-      if (!app.sessions.respondToPermission(requestId, req.body, actorOf(req))) throw new PermissionNotFoundError(requestId);
+      if (!app.sessions.respondToPermission(requestId, req.body, actorOf(req)))
+        throw new PermissionNotFoundError(requestId);
       return {};
     },
   );

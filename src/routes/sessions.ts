@@ -113,7 +113,12 @@ const sessionRoutes: FastifyPluginAsyncTypebox = async (app) => {
     async (req, reply) => {
       if (prefersRespondAsync(req.headers.prefer)) {
         // Admitted or refused here; the turn then runs on whatever this client does.
-        const { promptId, lastEventId, eventEpoch } = sessions.sendPrompt(req.params.id, req.body, undefined, actorOf(req));
+        const { promptId, lastEventId, eventEpoch } = sessions.sendPrompt(
+          req.params.id,
+          req.body,
+          undefined,
+          actorOf(req),
+        );
         reply.header('Preference-Applied', 'respond-async').code(202);
         return { promptId, lastEventId, eventEpoch };
       }

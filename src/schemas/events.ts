@@ -46,7 +46,7 @@ const sessionId = Type.String({ description: 'The session.' });
 const causedBy = Type.Optional(
   Type.Object(
     {
-      user: Type.String({ description: "The user of the token of the request that caused it." }),
+      user: Type.String({ description: 'The user of the token of the request that caused it.' }),
       clientId: Type.Optional(Type.String({ description: 'The `X-Qwen-Client-Id` that request sent.' })),
     },
     { description: 'Who caused it; present only when a token is configured.' },

@@ -460,7 +460,8 @@ export class SessionRegistry {
 
   /** Removes a waiting prompt or cancels the running one. */
   removePendingPrompt(sessionId: string, promptId: string, actor?: Actor): void {
-    if (!this.requireOpen(sessionId).removePrompt(promptId, actor)) throw new PendingPromptNotFoundError(sessionId, promptId);
+    if (!this.requireOpen(sessionId).removePrompt(promptId, actor))
+      throw new PendingPromptNotFoundError(sessionId, promptId);
   }
 
   /** The running prompt of a live session; undefined when it is idle. */

@@ -78,7 +78,8 @@ export class TokenTable {
     this.entries = [];
     for (const { user, hashes } of users) {
       byName.set(user.name, user);
-      for (const hash of hashes) this.entries.push({ digest: Buffer.from(hash.slice(HASH_PREFIX.length), 'hex'), user });
+      for (const hash of hashes)
+        this.entries.push({ digest: Buffer.from(hash.slice(HASH_PREFIX.length), 'hex'), user });
     }
     this.users = byName;
   }
@@ -166,8 +167,13 @@ export function parseTokensFile(text: string): { user: TokenUser; hashes: string
       expiresAt = expires instanceof Date ? expires.getTime() : typeof expires === 'string' ? Date.parse(expires) : NaN;
       if (Number.isNaN(expiresAt)) throw new TokensFileError(`${at} (${name}): \`expires\` must be an ISO date`);
     }
-    if (promptRate !== undefined && (typeof promptRate !== 'number' || !Number.isInteger(promptRate) || promptRate < 1)) {
-      throw new TokensFileError(`${at} (${name}): \`promptRate\` must be a whole number of prompts per minute, 1 or more`);
+    if (
+      promptRate !== undefined &&
+      (typeof promptRate !== 'number' || !Number.isInteger(promptRate) || promptRate < 1)
+    ) {
+      throw new TokensFileError(
+        `${at} (${name}): \`promptRate\` must be a whole number of prompts per minute, 1 or more`,
+      );
     }
     const user: TokenUser = {
       name,
