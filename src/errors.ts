@@ -221,6 +221,43 @@ export class RateLimitedError extends RateLimitedBase implements WireError {
   }
 }
 
+const InsufficientScopeBase = createError<[string]>(
+  'ACPD_INSUFFICIENT_SCOPE',
+  'This token lacks the "%s" scope this request needs',
+  403,
+);
+/** A named token (--tokens-file) whose user lacks the scope of the route. */
+export class InsufficientScopeError extends InsufficientScopeBase implements WireError {
+  constructor(
+    readonly scope: string,
+    readonly user: string,
+  ) {
+    super(scope);
+  }
+  envelope() {
+    return { error: this.message, code: 'insufficient_scope', scope: this.scope, user: this.user };
+  }
+}
+
+const TokenExpiredBase = createError('ACPD_TOKEN_EXPIRED', 'Token expired', 401);
+/** A token of a user whose `expires` has passed. */
+export class TokenExpiredError extends TokenExpiredBase implements WireError {
+  envelope() {
+    return { error: this.message, code: 'token_expired' };
+  }
+}
+
+const ClientIdTakenBase = createError<[string]>('ACPD_CLIENT_ID_TAKEN', 'Client id %s belongs to another user', 403);
+/** An `X-Qwen-Client-Id` (or an /acp connection) first used by another user. */
+export class ClientIdTakenError extends ClientIdTakenBase implements WireError {
+  constructor(readonly clientId: string) {
+    super(JSON.stringify(clientId));
+  }
+  envelope() {
+    return { error: this.message, code: 'client_id_taken', clientId: this.clientId };
+  }
+}
+
 const OverloadedBase = createError<[string]>('ACPD_OVERLOADED', 'acpd is overloaded (%s); retry later', 503);
 /** Load shedding: the event loop lags or memory is past its threshold. */
 export class OverloadedError extends OverloadedBase implements WireError {

@@ -16,6 +16,7 @@ import { isClientCommand } from './cli/args.js';
 import { formatListenUrl, loadConfig, parseCommandLine, usage, type Config } from './config.js';
 import { logsArePretty, redactArgv } from './plugins/request-log.js';
 import { scrubEnvironment } from './services/scrub-env.js';
+import { hashToken, newToken } from './services/tokens.js';
 import { VERSION } from './version.js';
 
 // Headroom on top of the agents' SIGTERM→SIGKILL grace for the listener to
@@ -68,7 +69,28 @@ function quoteArgv(argv: readonly string[]): string {
 }
 
 function authOf(config: Config): 'off' | 'bearer' {
-  return config.token === undefined ? 'off' : 'bearer';
+  return config.token === undefined && config.tokensFile === undefined ? 'off' : 'bearer';
+}
+
+/**
+ * `acpd hash-token [TOKEN]`: the `sha256:` line a tokens file stores for a
+ * token. Without an argument (so the token stays out of ps and the shell's
+ * history) the token is read from stdin; with a blank stdin a new random
+ * token is made, printed on stderr, and its hash on stdout.
+ */
+async function hashTokenCommand(args: readonly string[]): Promise<number> {
+  let token = args[0];
+  if (token === undefined) {
+    const chunks: Buffer[] = [];
+    if (!process.stdin.isTTY) for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+    token = Buffer.concat(chunks).toString('utf8').trim();
+    if (token === '') {
+      token = newToken();
+      say(process.stderr, `token: ${token}`);
+    }
+  }
+  say(process.stdout, hashToken(token.trim()));
+  return 0;
 }
 
 /**
@@ -133,6 +155,7 @@ function forgetTokenVariable(): void {
 async function main(): Promise<void> {
   // `acpd chat | attach | sessions`: the terminal client, a program of its own that shares the binary.
   const argv = process.argv.slice(2);
+  if (argv[0] === 'hash-token') process.exit(await hashTokenCommand(argv.slice(1)));
   if (isClientCommand(argv[0])) {
     const { runClient } = await import('./cli/main.js');
     process.exit(await runClient(argv, process.env, process));
@@ -154,6 +177,8 @@ async function main(): Promise<void> {
   const graceful = closeWithGrace(
     {
       delay: config.drainTimeoutMs + config.killGraceMs + DRAIN_MARGIN_MS,
+      // With a tokens file, SIGHUP means "read it again" (below), not "stop".
+      ...(config.tokensFile !== undefined ? { skip: ['SIGHUP' as const] } : {}),
       logger: app.log,
       onSecondSignal(signal) {
         say(process.stderr, `acpd: received ${signal} during drain, forcing exit`);
@@ -174,6 +199,18 @@ async function main(): Promise<void> {
       await app.close();
     },
   );
+  // SIGHUP reads the tokens file again; open connections and streams are left as they are.
+  if (config.tokensFile !== undefined) {
+    process.on('SIGHUP', () => {
+      const outcome = app.auth.reload();
+      say(
+        process.stderr,
+        outcome.ok
+          ? `acpd: tokens reloaded (${outcome.users} users)`
+          : `acpd: tokens file not reloaded, the previous users stay: ${outcome.error}`,
+      );
+    });
+  }
   // Last line of defence against orphans: whatever path ends the process,
   // no agent outlives it. After a clean close this finds nothing to kill.
   process.once('exit', () => killAgentsNow(app));

@@ -13,7 +13,7 @@ import { ConfigError } from './config-error.js';
 import { allowedOrigins, assertNoPortInHostname, isLoopbackHost, listenHostFor, trustedProxies } from './network.js';
 import { DEFAULT_HOSTNAME, DEFAULT_PORT, SETTING_NAMES, isSwitch, type SettingName } from './schema.js';
 import { plainFields, type Config } from './shape.js';
-import { resolveToken } from './token.js';
+import { resolveToken, resolveTokensFile } from './token.js';
 import { validateSettings, type RawSettings } from './validate.js';
 import { resolveWebhookSecret, webhookUrls } from './webhooks.js';
 import { resolveWorkspace } from './workspace.js';
@@ -31,6 +31,10 @@ export function loadConfig(opts: { argv: string[]; env: NodeJS.ProcessEnv; cwd: 
   // (one of them): trimmed, blank means none. A blank flag still wins.
   check('ACPD_TOKEN_FILE');
   const token = resolveToken(raw, fromFlag, opts.cwd);
+  check('ACPD_TOKENS_FILE');
+  const tokensFile = resolveTokensFile(raw, fromFlag, opts.cwd, token);
+  // Either one guards the daemon: the checks below ask whether any token is known.
+  const guarded = token !== undefined || tokensFile !== undefined;
 
   // 2. `host:port` typed into --hostname.
   check('ACPD_HOSTNAME');
@@ -40,7 +44,7 @@ export function loadConfig(opts: { argv: string[]; env: NodeJS.ProcessEnv; cwd: 
   // 3. Never listen beyond loopback without a token.
   check('ACPD_PORT');
   const isLoopback = isLoopbackHost(hostname);
-  if (!isLoopback && token === undefined) {
+  if (!isLoopback && !guarded) {
     throw new ConfigError(
       `Refusing to bind ${hostname}:${raw.ACPD_PORT ?? DEFAULT_PORT} without a bearer token. ` +
         'Set ACPD_TOKEN or pass --token, or rebind to loopback (127.0.0.1, localhost, ::1, or [::1]).',
@@ -50,7 +54,7 @@ export function loadConfig(opts: { argv: string[]; env: NodeJS.ProcessEnv; cwd: 
   // 3b. --require-auth without a token would be a daemon that nobody may use:
   // refuse it as loudly as the unguarded bind above.
   check('ACPD_REQUIRE_AUTH');
-  if (raw.ACPD_REQUIRE_AUTH === 'true' && token === undefined) {
+  if (raw.ACPD_REQUIRE_AUTH === 'true' && !guarded) {
     throw new ConfigError('Refusing to start with --require-auth but no bearer token. Set ACPD_TOKEN or pass --token.');
   }
 
@@ -88,6 +92,7 @@ export function loadConfig(opts: { argv: string[]; env: NodeJS.ProcessEnv; cwd: 
   return {
     ...plainFields(settings),
     token,
+    tokensFile,
     workspace,
     maxSessions: settings.ACPD_MAX_SESSIONS === 0 ? Infinity : settings.ACPD_MAX_SESSIONS,
     maxConnections: settings.ACPD_MAX_CONNECTIONS === 0 ? Infinity : settings.ACPD_MAX_CONNECTIONS,

@@ -166,6 +166,13 @@ export const ConfigSchema = Type.Object({
         'File holding the bearer token (one line, surrounding blanks trimmed; relative to the current directory). Safer than ACPD_TOKEN: the token lands in neither the environment nor the command line. Not together with --token.',
     }),
   ),
+  ACPD_TOKENS_FILE: Type.Optional(
+    Type.String({
+      minLength: 1,
+      description:
+        'YAML or JSON file of named users, each with token hashes (sha256:<hex>, see `acpd hash-token`), scopes (read, prompt, approve, admin), an optional expiry and prompt rate. Reloaded on SIGHUP. May go with --token, which is then user "default" with every scope.',
+    }),
+  ),
   ACPD_MAX_BODY_BYTES: Type.Integer({
     minimum: 1,
     maximum: 1024 * 1024 * 1024,

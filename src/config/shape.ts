@@ -10,6 +10,7 @@ import { SETTING_NAMES, type SettingName, type Settings } from './schema.js';
 const SPECIAL_SETTINGS = [
   'ACPD_TOKEN', // trimmed, blank meaning none, or read from the token file
   'ACPD_TOKEN_FILE', // only a source of the token: no field of its own
+  'ACPD_TOKENS_FILE', // resolved against the current directory, and checked at start-up
   'ACPD_WORKSPACE', // checked and canonicalised; the current directory when unset
   'ACPD_MAX_SESSIONS', // 0 means unlimited: Infinity
   'ACPD_MAX_CONNECTIONS', // likewise
@@ -32,6 +33,8 @@ type PlainFields = { [N in PlainSetting as FieldOf<N>]: Settings[N] };
 type DerivedFields = {
   /** The bearer token, from --token or --token-file; undefined when there is none. */
   token: string | undefined;
+  /** The tokens file (--tokens-file), absolute; undefined when there is none. */
+  tokensFile: string | undefined;
   /** Canonical (realpath) absolute workspace directory. */
   workspace: string;
   /** Infinity when unlimited. */

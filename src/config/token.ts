@@ -1,6 +1,7 @@
 // The bearer token, from --token/ACPD_TOKEN or from --token-file/ACPD_TOKEN_FILE.
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
+import { loadTokenTable, TokensFileError } from '../services/tokens.js';
 import { ConfigError, messageOf, errorCode } from './config-error.js';
 import type { SettingName } from './schema.js';
 import type { RawSettings } from './validate.js';
@@ -36,4 +37,29 @@ export function resolveToken(raw: RawSettings, fromFlag: ReadonlySet<SettingName
   if (token === '') throw new ConfigError(`${label}: the file is empty.`);
   if (/[\r\n]/.test(token)) throw new ConfigError(`${label}: the token must be a single line.`);
   return token;
+}
+
+/**
+ * The tokens file's absolute path, after reading it once: a file that cannot
+ * be read or parsed stops the start (a later reload that fails keeps the
+ * users already loaded instead). It may go with a --token (user `default`).
+ */
+export function resolveTokensFile(
+  raw: RawSettings,
+  fromFlag: ReadonlySet<SettingName>,
+  cwd: string,
+  token: string | undefined,
+): string | undefined {
+  const file = raw.ACPD_TOKENS_FILE;
+  if (file === undefined) return undefined;
+  const path = resolve(cwd, file);
+  try {
+    const table = loadTokenTable({ tokensFile: path, ...(token !== undefined ? { token } : {}) });
+    if (table.size === 0) throw new TokensFileError('it lists no user');
+  } catch (err) {
+    if (!(err instanceof TokensFileError)) throw err;
+    const label = `Invalid --tokens-file "${file}"${fromFlag.has('ACPD_TOKENS_FILE') ? '' : ' (from ACPD_TOKENS_FILE)'}`;
+    throw new ConfigError(`${label}: ${err.message}.`);
+  }
+  return path;
 }

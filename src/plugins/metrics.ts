@@ -256,12 +256,31 @@ async function metrics(app: FastifyInstance) {
     registers,
   });
 
+  const userRequests = new Counter({
+    name: 'acpd_user_requests_total',
+    help: 'Requests answered, by the user of their token (--token, --tokens-file) and status class.',
+    labelNames: ['user', 'status_class'],
+    registers,
+  });
+  const userPrompts = new Counter({
+    name: 'acpd_user_prompts_total',
+    help: 'Prompt requests answered, by the user of their token.',
+    labelNames: ['user'],
+    registers,
+  });
+
   app.addHook('onResponse', (req, reply, done) => {
     const route = req.routeOptions.url ?? UNMATCHED_ROUTE;
     const seconds = reply.elapsedTime / 1000;
     const status = String(reply.statusCode);
     httpDuration.observe({ method: req.method, route, status_code: status }, seconds);
     if (policyOf(req).promptDuration) promptDuration.observe({ status_code: status }, seconds);
+    // Only names from the token table become labels, so the series stay as few as the users.
+    const user = req.identity?.user;
+    if (user !== undefined && app.auth.userNames.has(user)) {
+      userRequests.inc({ user, status_class: `${status.charAt(0)}xx` });
+      if (policyOf(req).budget === 'prompts') userPrompts.inc({ user });
+    }
     done();
   });
 
@@ -271,5 +290,5 @@ async function metrics(app: FastifyInstance) {
 export default fp(metrics, {
   name: 'metrics',
   fastify: '5.x',
-  dependencies: ['session-registry', 'channel-supervisor', 'restore-coordinator', 'probes', 'webhooks'],
+  dependencies: ['session-registry', 'channel-supervisor', 'restore-coordinator', 'probes', 'webhooks', 'security'],
 });

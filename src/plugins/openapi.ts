@@ -184,7 +184,7 @@ async function openapi(app: FastifyInstance, opts: { config: Config }) {
   });
   await app.register(async (docs) => {
     docs.addHook('onRoute', (route) => {
-      route.config = { ...route.config, policy: policies.read };
+      route.config = { ...route.config, policy: policies.docs };
     });
     await docs.register(fastifySwaggerUi, { routePrefix: DOCS_PREFIX });
   });

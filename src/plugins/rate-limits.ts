@@ -6,6 +6,10 @@
  * shared by all of its routes. A spent budget answers 429 with our envelope
  * (`code: 'rate_limited'`) and Retry-After. Must be registered before the
  * routes (it works in onRoute).
+ *
+ * A user of the tokens file with a `promptRate` has a prompt budget of its
+ * own besides: keyed by the user, not the address, so it holds whichever
+ * clients the user's prompts come from.
  */
 import fp from 'fastify-plugin';
 import type { FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from 'fastify';
@@ -29,7 +33,8 @@ async function rateLimits(app: FastifyInstance, opts: { config: Config }) {
     mutations: config.rateLimitMutations,
     reads: config.rateLimitReads,
   };
-  if (Object.values(perMinute).every((max) => max === 0)) return;
+  // The tokens file may give a user a prompt rate at any reload, so with one the plugin is always on.
+  if (Object.values(perMinute).every((max) => max === 0) && config.tokensFile === undefined) return;
 
   // Imported only when some budget is limited: with rate limits off (the default) it is never loaded.
   const { default: rateLimit } = await import('@fastify/rate-limit');
@@ -50,6 +55,14 @@ async function rateLimits(app: FastifyInstance, opts: { config: Config }) {
     );
   }
 
+  const userPrompts = app.rateLimit({
+    max: (req) => req.identity?.promptRate ?? 0,
+    keyGenerator: (req) => `user:${req.identity?.user ?? ''}`,
+    timeWindow: WINDOW_MS,
+    errorResponseBuilder: (_req, context) =>
+      new RateLimitedError('prompts', Math.max(1, Math.ceil(context.ttl / 1000))),
+  });
+
   /**
    * The limiter of the request's budget, if that budget is limited. Looked up
    * per request rather than when the route is added: the docs routes get
@@ -61,6 +74,9 @@ async function rateLimits(app: FastifyInstance, opts: { config: Config }) {
     const { budget } = policyOf(req);
     const limiter = budget === 'none' ? undefined : limiters.get(budget);
     if (limiter !== undefined) await limiter.call(this, req, reply);
+    if (budget === 'prompts' && req.identity?.promptRate !== undefined && !reply.sent) {
+      await userPrompts.call(this, req, reply);
+    }
   }
 
   // A route-level hook, so it runs after every global onRequest hook (the

@@ -194,6 +194,8 @@ function isPolled(request: FastifyRequest): boolean {
 function requestLine(request: FastifyRequest, reply: FastifyReply, sent: boolean): Record<string, unknown> {
   const line: Record<string, unknown> = { req: request, route: request.routeOptions.url };
   if (sent) line.res = reply;
+  // The token's user (never the token): set once the token was checked, so a refused request has none.
+  if (request.identity !== undefined) line.user = request.identity.user;
   line.responseTime = reply.elapsedTime;
   if (request.log.level === 'debug' || request.log.level === 'trace') line.headers = request.headers;
   return line;

@@ -11,6 +11,7 @@
  */
 import fp from 'fastify-plugin';
 import type { FastifyInstance, FastifyRequest, RouteOptions } from 'fastify';
+import type { Scope } from '../services/tokens.js';
 
 /** The --rate-limit-* budgets, each one allowance per client shared by all of its routes. */
 export const BUDGETS = ['prompts', 'mutations', 'reads'] as const;
@@ -34,6 +35,11 @@ export interface RoutePolicy {
    * data and asks the user for the token itself. Absent means false.
    */
   readonly public?: boolean;
+  /**
+   * The scope a named token needs for it (--tokens-file; `admin` has them
+   * all). Absent: any valid token will do (the probes), or none (public).
+   */
+  readonly scope?: Scope;
 }
 
 declare module 'fastify' {
@@ -44,16 +50,20 @@ declare module 'fastify' {
 
 /** The kinds of route acpd has, each with its policy; a route names one of these. */
 export const policies = {
-  /** /health, /livez, /readyz: must answer whenever the daemon is alive. */
+  /** /health, /livez, /readyz: must answer whenever the daemon is alive; any valid token may ask. */
   probe: { probe: true, shed: false, budget: 'none', promptDuration: false },
   /** /metrics: a scraper polls it and must see the daemon under pressure too, but it needs the token. */
-  scrape: { probe: false, shed: false, budget: 'none', promptDuration: false },
-  /** Reads: capabilities, listings, event streams, the docs. */
-  read: { probe: false, shed: true, budget: 'reads', promptDuration: false },
-  /** Every POST that is not a prompt. */
-  mutation: { probe: false, shed: true, budget: 'mutations', promptDuration: false },
+  scrape: { probe: false, shed: false, budget: 'none', promptDuration: false, scope: 'admin' },
+  /** Reads: capabilities, listings, status, event streams. */
+  read: { probe: false, shed: true, budget: 'reads', promptDuration: false, scope: 'read' },
+  /** The API document and its viewer (/docs): reads, but only for admins. */
+  docs: { probe: false, shed: true, budget: 'reads', promptDuration: false, scope: 'admin' },
+  /** Every POST or DELETE that drives a session: create, restore, cancel, model, close, queue removal. */
+  mutation: { probe: false, shed: true, budget: 'mutations', promptDuration: false, scope: 'prompt' },
+  /** A vote on a permission request: a mutation, by those who may approve. */
+  vote: { probe: false, shed: true, budget: 'mutations', promptDuration: false, scope: 'approve' },
   /** A prompt turn, which may run for minutes. */
-  prompt: { probe: false, shed: true, budget: 'prompts', promptDuration: true },
+  prompt: { probe: false, shed: true, budget: 'prompts', promptDuration: true, scope: 'prompt' },
   /** The web console's static files (routes/console.ts): public, served from memory, counted by no budget. */
   asset: { probe: false, shed: true, budget: 'none', promptDuration: false, public: true },
 } as const satisfies Record<string, RoutePolicy>;

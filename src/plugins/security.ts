@@ -4,18 +4,47 @@
  *     it served, such as Swagger UI at /docs) or one listed in
  *     --allow-origin; a listed cross origin gets its CORS answers (below);
  *  2. on loopback binds, a Host allowlist against DNS rebinding;
- *  3. the bearer token, when one is configured: @fastify/bearer-auth's
- *     constant-time check, behind a guard that keeps the contract's exact
- *     parsing (below). On loopback binds, routes whose policy marks them as
+ *  3. the bearer token, when one is configured (--token, --tokens-file):
+ *     @fastify/bearer-auth parses the header, behind a guard that keeps the
+ *     contract's exact parsing (below), and the token table (services/
+ *     tokens.ts) says whose token it is, comparing hashes in constant time.
+ *     The request then carries `req.identity`; a user without the scope the
+ *     route's policy names gets 403 `insufficient_scope`, an expired token
+ *     401 `token_expired`, and a client id first used by another user 403
+ *     `client_id_taken`. On loopback binds, routes whose policy marks them as
  *     probes are exempt unless --require-auth; routes whose policy is public
  *     (the web console's static files) are exempt on every bind.
+ *
+ * The table is swapped whole on `app.auth.reload()` (server.ts calls it on
+ * SIGHUP): requests and streams already admitted are not looked at again,
+ * and a file that fails to load leaves the old table in place.
  */
 import type { AddressInfo } from 'node:net';
 import fp from 'fastify-plugin';
 import fastifyBearerAuth from '@fastify/bearer-auth';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Config } from '../config.js';
+import { ClientIdTakenError, InsufficientScopeError, TokenExpiredError } from '../errors.js';
+import type { Actor } from '../services/actor.js';
+import { allows, ClientIdBindings, loadTokenTable, type Identity, type TokenTable } from '../services/tokens.js';
 import { policyOf } from './route-policy.js';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** Who sent it: the user of its token and that user's scopes. Undefined when no token is configured or checked. */
+    identity?: Identity;
+  }
+  interface FastifyInstance {
+    auth: Auth;
+  }
+}
+
+export interface Auth {
+  /** Reads the tokens file again; on failure keeps the users it had and says why. */
+  reload(): { ok: true; users: number } | { ok: false; error: string };
+  /** The configured user names: the only values a `user` metric label takes. */
+  readonly userNames: ReadonlySet<string>;
+}
 
 const UNAUTHORIZED = { error: 'Unauthorized' };
 
@@ -74,10 +103,28 @@ function allowedHosts(port: number): Set<string> {
 
 type TokenCheck = (req: FastifyRequest, reply: FastifyReply) => Promise<boolean>;
 
-/** The library's verifier, registered without its own hook so the exemptions and our 401 body stay ours. */
-async function tokenCheck(app: FastifyInstance, token: string): Promise<TokenCheck> {
+/**
+ * The library's verifier, registered without its own hook so the exemptions
+ * and our 401 body stay ours. Its `auth` callback asks the table (whatever
+ * table is current) and records the identity, or that the token expired.
+ */
+async function tokenCheck(
+  app: FastifyInstance,
+  table: () => TokenTable,
+  expired: WeakSet<FastifyRequest>,
+): Promise<TokenCheck> {
   await app.register(fastifyBearerAuth, {
-    keys: [token],
+    keys: [],
+    auth: (key, req) => {
+      const match = table().lookup(key);
+      if (match === undefined) return false;
+      if (match.expired) {
+        expired.add(req);
+        return false;
+      }
+      req.identity = match.identity;
+      return true;
+    },
     addHook: false,
     specCompliance: 'rfc6749',
     // Every refused request would otherwise log at error level; the request
@@ -94,7 +141,34 @@ async function tokenCheck(app: FastifyInstance, token: string): Promise<TokenChe
 
 async function security(app: FastifyInstance, opts: { config: Config }) {
   const { config } = opts;
-  const checkToken = config.token === undefined ? undefined : await tokenCheck(app, config.token);
+  const sources = {
+    ...(config.token !== undefined ? { token: config.token } : {}),
+    ...(config.tokensFile !== undefined ? { tokensFile: config.tokensFile } : {}),
+  };
+  const guarded = config.token !== undefined || config.tokensFile !== undefined;
+  let table = loadTokenTable(sources);
+  const userNames = new Set<string>(table.users.keys());
+  const expired = new WeakSet<FastifyRequest>();
+  const bindings = new ClientIdBindings();
+  const checkToken = guarded ? await tokenCheck(app, () => table, expired) : undefined;
+  app.decorateRequest('identity', undefined);
+  app.decorate('auth', {
+    reload() {
+      try {
+        const next = loadTokenTable(sources);
+        table = next;
+        // Names only grow: a metric series once labelled stays valid.
+        for (const name of next.users.keys()) userNames.add(name);
+        app.log.info({ users: next.users.size, tokensFile: config.tokensFile }, 'tokens reloaded');
+        return { ok: true, users: next.users.size };
+      } catch (err) {
+        const error = err instanceof Error ? err.message : String(err);
+        app.log.error({ tokensFile: config.tokensFile, error }, 'tokens file not reloaded; the previous users stay');
+        return { ok: false, error };
+      }
+    },
+    userNames,
+  } satisfies Auth);
   const probesArePublic = config.isLoopback && !config.requireAuth;
   let hostsForPort: { port: number; hosts: Set<string> } | undefined;
 
@@ -153,9 +227,28 @@ async function security(app: FastifyInstance, opts: { config: Config }) {
     // URLs, logs or browser history as a working credential.
     const authorization = req.headers.authorization;
     if (!credentialsIntact(authorization) || !(await checkToken(req, reply))) {
+      if (expired.has(req)) throw new TokenExpiredError();
       return reply.code(401).send(UNAUTHORIZED);
+    }
+    const identity = req.identity;
+    if (identity === undefined) return;
+    if (policy.scope !== undefined && !allows(identity.scopes, policy.scope)) {
+      throw new InsufficientScopeError(policy.scope, identity.user);
+    }
+    // A client id names the user who first sent it; another user cannot act (or be seen) under it.
+    const clientId = req.headers['x-qwen-client-id'];
+    if (typeof clientId === 'string' && clientId !== '' && !bindings.claim(clientId, identity.user)) {
+      throw new ClientIdTakenError(clientId);
     }
   });
 }
 
 export default fp(security, { name: 'security', fastify: '5.x' });
+
+/** Who a request acts for, as the frames it causes name them: its user and client id; undefined without a token. */
+export function actorOf(req: FastifyRequest): Actor | undefined {
+  const identity = req.identity;
+  if (identity === undefined) return undefined;
+  const clientId = req.headers['x-qwen-client-id'];
+  return { user: identity.user, ...(typeof clientId === 'string' && clientId !== '' ? { clientId } : {}) };
+}

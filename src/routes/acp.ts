@@ -25,7 +25,7 @@ import fp from 'fastify-plugin';
 import { PROTOCOL_VERSION, type InitializeResponse } from '@agentclientprotocol/sdk';
 import { AcpConnection, type AcpHost, type Outlet } from '../acp/connection.js';
 import { RPC, failure, isObject, isRequest, parseMessage, type RpcMessage } from '../acp/wire.js';
-import { SessionNotFoundError } from '../errors.js';
+import { ClientIdTakenError, SessionNotFoundError } from '../errors.js';
 import { openSessionEvents } from '../services/session-events.js';
 
 export const ACP_PATH = '/acp';
@@ -225,12 +225,18 @@ export const upgradesEnd = fp(async (app) => {
 const acpRoutes: FastifyPluginAsync<{ heartbeatMs: number }> = async (app, opts) => {
   const host = acpHost(app);
   const connections = new Map<string, AcpConnection>();
+  const owners = new Map<string, string | undefined>();
 
   function open(transport: 'http' | 'ws', req: FastifyRequest): AcpConnection | undefined {
     if (connections.size >= MAX_CONNECTIONS) return undefined;
     const conn = new AcpConnection(transport, host, headersOf(req), req.ip);
     connections.set(conn.id, conn);
-    conn.onClose(() => connections.delete(conn.id));
+    // Its messages run with the headers it opened with: only their user may send on it or read it.
+    owners.set(conn.id, req.identity?.user);
+    conn.onClose(() => {
+      connections.delete(conn.id);
+      owners.delete(conn.id);
+    });
     return conn;
   }
 
@@ -254,11 +260,16 @@ const acpRoutes: FastifyPluginAsync<{ heartbeatMs: number }> = async (app, opts)
     }
     const conn = connections.get(id);
     if (!conn) void jsonError(reply, 404, 'Unknown Acp-Connection-Id');
+    else if (owners.get(id) !== req.identity?.user) throw new ClientIdTakenError(id);
     return conn;
   }
 
   const hidden = { hide: true } as Record<string, unknown>;
-  const transport = { policy: { probe: false, shed: true, budget: 'none', promptDuration: false } } as const;
+  // Reading is the least a client of the transport can do; each message it carries is its REST route, with that
+  // route's scope (a prompt needs `prompt`, a vote `approve`), checked when it is served.
+  const transport = {
+    policy: { probe: false, shed: true, budget: 'none', promptDuration: false, scope: 'read' },
+  } as const;
 
   app.post(ACP_PATH, { schema: hidden, config: transport }, async (req, reply) => {
     const body = req.body;

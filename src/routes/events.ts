@@ -102,11 +102,16 @@ const eventRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const lastEventId = parseLastEventId(req.headers['last-event-id'], req.log);
       const epoch = req.headers[EPOCH_HEADER];
       const ac = new AbortController();
-      const { events, epoch: streamEpoch } = await openSessionEvents(app, sessionId, {
-        lastEventId,
-        epoch,
-        signal: ac.signal,
-      });
+      const { events, epoch: streamEpoch } = await openSessionEvents(
+        app,
+        sessionId,
+        {
+          lastEventId,
+          epoch,
+          signal: ac.signal,
+        },
+        req.identity?.user,
+      );
       const sse = reply.sse;
       const raw = reply.raw;
       // The client leaving ends the subscription and any wait for 'drain'.

@@ -1,6 +1,7 @@
 /** The prompt queue of a session: what runs and waits, removing one, the current turn. */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { policies } from '../plugins/route-policy.js';
+import { actorOf } from '../plugins/security.js';
 import { currentTurn, listPendingPrompts, removePendingPrompt } from '../schemas/sessions.js';
 
 const promptRoutes: FastifyPluginAsyncTypebox = async (app) => {
@@ -16,7 +17,7 @@ const promptRoutes: FastifyPluginAsyncTypebox = async (app) => {
     '/session/:id/pending-prompts/:promptId',
     { schema: removePendingPrompt, config: { policy: policies.mutation, cluster: 'session' } },
     async (req) => {
-      sessions.removePendingPrompt(req.params.id, req.params.promptId);
+      sessions.removePendingPrompt(req.params.id, req.params.promptId, actorOf(req));
       return { removed: true as const };
     },
   );

@@ -9,6 +9,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { PromptAbortedError, WorkspaceMismatchError, type RestoreAction } from '../errors.js';
 import { policies } from '../plugins/route-policy.js';
+import { actorOf } from '../plugins/security.js';
 import {
   DEFAULT_CATALOG_PAGE,
   cancelSession,
@@ -52,6 +53,12 @@ const sessionRoutes: FastifyPluginAsyncTypebox = async (app) => {
     return true;
   }
 
+  /** The request's user holds the session from now on: its status lists them. */
+  function joined(req: FastifyRequest, sessionId: string): void {
+    const user = req.identity?.user;
+    if (user !== undefined) sessions.get(sessionId)?.join(user);
+  }
+
   app.post(
     '/session',
     { schema: createSession, config: { policy: policies.mutation, cluster: 'create' } },
@@ -63,6 +70,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox = async (app) => {
         sessionScope: body.sessionScope,
       });
       if (await reapIfGone(req, reply, handle.sessionId, handle.attached)) return reply;
+      joined(req, handle.sessionId);
       return handle;
     },
   );
@@ -74,6 +82,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox = async (app) => {
       async (req, reply) => {
         const result = await app.restores.restore(action, req.params.id, req.body.cwd);
         if (await reapIfGone(req, reply, result.sessionId, result.attached)) return reply;
+        joined(req, result.sessionId);
         return { ...result, clientId: clientIdOf(req) };
       },
     );
@@ -104,7 +113,12 @@ const sessionRoutes: FastifyPluginAsyncTypebox = async (app) => {
     async (req, reply) => {
       if (prefersRespondAsync(req.headers.prefer)) {
         // Admitted or refused here; the turn then runs on whatever this client does.
-        const { promptId, lastEventId, eventEpoch } = sessions.sendPrompt(req.params.id, req.body);
+        const { promptId, lastEventId, eventEpoch } = sessions.sendPrompt(
+          req.params.id,
+          req.body,
+          undefined,
+          actorOf(req),
+        );
         reply.header('Preference-Applied', 'respond-async').code(202);
         return { promptId, lastEventId, eventEpoch };
       }
@@ -114,7 +128,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox = async (app) => {
       };
       reply.raw.once('close', onClose);
       try {
-        return await sessions.sendPrompt(req.params.id, req.body, ac.signal).done;
+        return await sessions.sendPrompt(req.params.id, req.body, ac.signal, actorOf(req)).done;
       } catch (err) {
         if (err instanceof PromptAbortedError && ac.signal.aborted) {
           reply.hijack();
@@ -131,7 +145,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox = async (app) => {
     '/session/:id/cancel',
     { schema: cancelSession, config: { policy: policies.mutation, cluster: 'session' } },
     async (req, reply) => {
-      await sessions.cancel(req.params.id, req.body);
+      await sessions.cancel(req.params.id, req.body, actorOf(req));
       return reply.code(204).send(null);
     },
   );
@@ -140,7 +154,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox = async (app) => {
     '/session/:id/model',
     { schema: setModel, config: { policy: policies.mutation, cluster: 'session' } },
     async (req) => {
-      return sessions.setSessionModel(req.params.id, req.body);
+      return sessions.setSessionModel(req.params.id, req.body, actorOf(req));
     },
   );
 
@@ -148,7 +162,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox = async (app) => {
     '/session/:id',
     { schema: closeSession, config: { policy: policies.mutation, cluster: 'session' } },
     async (req, reply) => {
-      await sessions.closeSession(req.params.id);
+      await sessions.closeSession(req.params.id, actorOf(req));
       return reply.code(204).send(null);
     },
   );

@@ -55,6 +55,18 @@ export const causes = {
     status: 403,
     when: "An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`).",
   },
+  tokenExpired: {
+    status: 401,
+    when: '`code` `token_expired`: the token is one of a --tokens-file user whose `expires` has passed.',
+  },
+  insufficientScope: {
+    status: 403,
+    when: "`code` `insufficient_scope`: the token's user (--tokens-file) lacks the scope this route needs (`scope`, `user`).",
+  },
+  clientIdTaken: {
+    status: 403,
+    when: '`code` `client_id_taken`: the `X-Qwen-Client-Id` (or the /acp connection) was first used by another user (`clientId`).',
+  },
   sessionNotFound: {
     status: 404,
     when: 'No live session has this id (`sessionId`).',
@@ -230,7 +242,8 @@ export interface RouteInput {
  */
 export function guardErrors(policy: RoutePolicy, input: RouteInput, tokenChecked: boolean): ErrorCause[] {
   const list: ErrorCause[] = [causes.forbidden, causes.internal];
-  if (tokenChecked) list.push(causes.unauthorized);
+  if (tokenChecked) list.push(causes.unauthorized, causes.tokenExpired, causes.clientIdTaken);
+  if (tokenChecked && policy.scope !== undefined) list.push(causes.insufficientScope);
   if (input.validated) list.push(causes.invalidRequest);
   if (input.body) list.push(causes.invalidBody, causes.bodyTooLarge);
   if (mutates(policy))

@@ -42,11 +42,22 @@ function unnumberedFrame<K extends string, D extends TSchema>(type: K, id: strin
 
 const sessionId = Type.String({ description: 'The session.' });
 
+/** Who caused the frame, when a token names users (--token, --tokens-file). */
+const causedBy = Type.Optional(
+  Type.Object(
+    {
+      user: Type.String({ description: 'The user of the token of the request that caused it.' }),
+      clientId: Type.Optional(Type.String({ description: 'The `X-Qwen-Client-Id` that request sent.' })),
+    },
+    { description: 'Who caused it; present only when a token is configured.' },
+  ),
+);
+
 export const SessionUpdateEvent = frame(
   'session_update',
   'SessionUpdateEvent',
   refTo(SessionNotification),
-  'An ACP `session/update` from the agent (also the history a load replays, and the commands after a create, load or resume); and the echo of every prompt, a `user_message_chunk` per content block whose `_meta` is `{source: "bridge-echo", promptId}`.',
+  'An ACP `session/update` from the agent (also the history a load replays, and the commands after a create, load or resume); and the echo of every prompt, a `user_message_chunk` per content block whose `_meta` is `{source: "bridge-echo", promptId}`, with `user` and `clientId` when a token names users.',
 );
 
 export const PermissionRequestEvent = frame(
@@ -64,21 +75,21 @@ export const PermissionRequestEvent = frame(
 export const PermissionResolvedEvent = frame(
   'permission_resolved',
   'PermissionResolvedEvent',
-  Type.Object({ requestId: Type.String(), outcome: refTo(PermissionOutcome) }),
+  Type.Object({ requestId: Type.String(), outcome: refTo(PermissionOutcome), _meta: causedBy }),
   'A permission request ended: a vote, or cancelled (cancel, abort, timeout, kill, shutdown).',
 );
 
 export const ModelSwitchedEvent = frame(
   'model_switched',
   'ModelSwitchedEvent',
-  Type.Object({ sessionId, modelId: Type.String() }),
+  Type.Object({ sessionId, modelId: Type.String(), _meta: causedBy }),
   'The session now uses this model.',
 );
 
 export const ModelSwitchFailedEvent = frame(
   'model_switch_failed',
   'ModelSwitchFailedEvent',
-  Type.Object({ sessionId, requestedModelId: Type.String(), error: Type.String() }),
+  Type.Object({ sessionId, requestedModelId: Type.String(), error: Type.String(), _meta: causedBy }),
   'A model switch failed; the session keeps its model.',
 );
 
@@ -115,6 +126,7 @@ export const SessionClosedEvent = frame(
   Type.Object({
     sessionId,
     reason: Type.Literal('client_close', { description: 'A client closed it (`DELETE /session/{id}`).' }),
+    _meta: causedBy,
   }),
   'The session was closed; it can be loaded again. The last frame: the stream ends after it.',
 );
@@ -154,7 +166,7 @@ export const PendingPromptCompletedEvent = frame(
 export const PromptCancelledEvent = frame(
   'prompt_cancelled',
   'PromptCancelledEvent',
-  Type.Object({ sessionId, promptId, cancelledAt: epochMs('When the cancel came.') }),
+  Type.Object({ sessionId, promptId, cancelledAt: epochMs('When the cancel came.'), _meta: causedBy }),
   'A client cancelled the running prompt (`POST /session/{id}/cancel`, or deleting it from the queue); the agent is told next, and its `turn_complete` follows.',
 );
 

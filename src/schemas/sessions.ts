@@ -458,6 +458,12 @@ export const SessionStatus = Type.Object(
       description: 'How many requests wait (`pendingInteractions`).',
     }),
     pendingInteractions: Type.Array(PendingInteraction, { description: 'Oldest first.' }),
+    attachedUsers: Type.Optional(
+      Type.Array(Type.String(), {
+        description:
+          'With a token (--token, --tokens-file): the users who created, attached to or restored it, and those reading its event stream now, sorted.',
+      }),
+    ),
   },
   { description: 'A live session as it is now.' },
 );

@@ -3,6 +3,7 @@
  * authenticated client may answer any request, and the first answer wins.
  * Every settlement publishes `permission_resolved` on the session's bus.
  */
+import { actorMeta, type Actor } from './actor.js';
 import { randomUUID } from 'node:crypto';
 import type { FastifyBaseLogger } from 'fastify';
 import type { RequestPermissionRequest, RequestPermissionResponse } from '@agentclientprotocol/sdk';
@@ -130,14 +131,14 @@ export class PermissionBroker {
    * A client's vote. False when the request is unknown or already settled;
    * throws when a selected option was never offered (the request stays open).
    */
-  respond(requestId: string, response: RequestPermissionResponse): boolean {
+  respond(requestId: string, response: RequestPermissionResponse, actor?: Actor): boolean {
     const entry = this.pending.get(requestId);
     if (!entry) return false;
     const outcome = response.outcome;
     if (outcome.outcome === 'selected' && !entry.allowedOptionIds.has(outcome.optionId)) {
       throw new InvalidPermissionOptionError(requestId, outcome.optionId);
     }
-    return this.settle(requestId, response);
+    return this.settle(requestId, response, actor);
   }
 
   /** A request settled recently: its session and how it ended; undefined when unknown or long forgotten. */
@@ -185,10 +186,10 @@ export class PermissionBroker {
    * publish throws, the request is still pending, its timeout still armed,
    * and the agent still waiting for an answer someone can give.
    */
-  private settle(requestId: string, response: RequestPermissionResponse): boolean {
+  private settle(requestId: string, response: RequestPermissionResponse, actor?: Actor): boolean {
     const entry = this.pending.get(requestId);
     if (!entry) return false;
-    entry.events.publish('permission_resolved', { requestId, outcome: response.outcome });
+    entry.events.publish('permission_resolved', { requestId, outcome: response.outcome, ...actorMeta(actor) });
     this.take(requestId);
     this.resolved.set(requestId, { sessionId: entry.sessionId, outcome: response.outcome });
     if (this.resolved.size > RESOLVED_MEMORY) {

@@ -8,6 +8,7 @@
  * the agent is done with it. The frames use the qwen daemon's shapes (times
  * in milliseconds since the epoch), which its published client checks.
  */
+import { actorMeta, type Actor } from './actor.js';
 import { randomUUID } from 'node:crypto';
 import type { PromptResponse } from '@agentclientprotocol/sdk';
 import { PromptAbortedError, PromptQueueFullError } from '../errors.js';
@@ -109,7 +110,7 @@ export class PromptQueue {
    * nothing else is running or waiting, else queues it. A blocking caller's
    * aborted signal removes it while it waits and cancels it while it runs.
    */
-  admit(body: Record<string, unknown>, signal?: AbortSignal): Admission {
+  admit(body: Record<string, unknown>, signal?: AbortSignal, actor?: Actor): Admission {
     const { sessionId, events } = this.host;
     this.host.assertOpen();
     if (signal?.aborted) throw new PromptAbortedError();
@@ -145,7 +146,7 @@ export class PromptQueue {
       done,
     };
 
-    this.echo(entry, body.prompt);
+    this.echo(entry, body.prompt, actor);
     if (!mustWait) {
       this.start(entry);
       return admission;
@@ -171,7 +172,7 @@ export class PromptQueue {
    * `prompt_cancelled` (once per prompt) and marks the turn as cancelled by a
    * client; a close cancels without it.
    */
-  cancel(extra: Record<string, unknown> = {}, announce = true): Promise<void> {
+  cancel(extra: Record<string, unknown> = {}, announce = true, actor?: Actor): Promise<void> {
     const entry = this.running;
     if (entry && announce && entry.cancelledAt === undefined) {
       entry.cancelledAt = Date.now();
@@ -179,6 +180,7 @@ export class PromptQueue {
         sessionId: this.host.sessionId,
         promptId: entry.promptId,
         cancelledAt: entry.cancelledAt,
+        ...actorMeta(actor),
       });
     }
     return this.host.cancelAgent(extra);
@@ -189,9 +191,9 @@ export class PromptQueue {
    * (its blocking caller gets `reason`, or `{stopReason: "cancelled"}`); the
    * running one is cancelled. False when no prompt has this id.
    */
-  remove(promptId: string, reason?: Error): boolean {
+  remove(promptId: string, reason?: Error, actor?: Actor): boolean {
     if (this.running?.promptId === promptId) {
-      void this.cancel().catch(() => {});
+      void this.cancel({}, true, actor).catch(() => {});
       return true;
     }
     const index = this.waiting.findIndex((e) => e.promptId === promptId);
@@ -241,9 +243,10 @@ export class PromptQueue {
   }
 
   /** The prompt itself, one `user_message_chunk` per content block, before anything else about it. */
-  private echo(entry: Entry, prompt: unknown): void {
+  private echo(entry: Entry, prompt: unknown, actor: Actor | undefined): void {
     if (!Array.isArray(prompt)) return;
-    const meta = { source: 'bridge-echo', promptId: entry.promptId };
+    // Who sent it goes beside the echo's own marks, in the same `_meta`.
+    const meta = { source: 'bridge-echo', promptId: entry.promptId, ...actorMeta(actor)._meta };
     for (const content of prompt as unknown[]) {
       // `_meta` on the update is where the qwen daemon puts it; on the notification too, for readers of ACP's outer slot.
       this.host.events.publish('session_update', {

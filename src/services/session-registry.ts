@@ -5,6 +5,7 @@
  * `Session`'s; what the agent calls lands in the channel supervisor's
  * router; restores are the restore coordinator's.
  */
+import { actorMeta, type Actor } from './actor.js';
 import { randomUUID } from 'node:crypto';
 import type { FastifyBaseLogger } from 'fastify';
 import type { RequestPermissionResponse } from '@agentclientprotocol/sdk';
@@ -469,13 +470,17 @@ export class SessionRegistry {
 
   // ---- model, prompt, cancel, events, permissions -----------------------
 
-  setSessionModel(sessionId: string, body: Record<string, unknown> & { modelId: string }): Promise<unknown> {
-    return this.require(sessionId).setModel(body.modelId, body);
+  setSessionModel(
+    sessionId: string,
+    body: Record<string, unknown> & { modelId: string },
+    actor?: Actor,
+  ): Promise<unknown> {
+    return this.require(sessionId).setModel(body.modelId, body, actor);
   }
 
   /** Admits a prompt behind the session's earlier ones (or throws: 404, 503); an aborted signal cancels it. */
-  sendPrompt(sessionId: string, body: Record<string, unknown>, signal?: AbortSignal): Admission {
-    const admission = this.require(sessionId).prompt(body, signal);
+  sendPrompt(sessionId: string, body: Record<string, unknown>, signal?: AbortSignal, actor?: Actor): Admission {
+    const admission = this.require(sessionId).prompt(body, signal, actor);
     // The first admitted prompt with text names the session in the catalog; the store keeps the first name.
     const name = displayNameOf(body.prompt);
     if (name !== undefined) void this.opts.store.name(sessionId, name);
@@ -488,8 +493,9 @@ export class SessionRegistry {
   }
 
   /** Removes a waiting prompt or cancels the running one. */
-  removePendingPrompt(sessionId: string, promptId: string): void {
-    if (!this.requireOpen(sessionId).removePrompt(promptId)) throw new PendingPromptNotFoundError(sessionId, promptId);
+  removePendingPrompt(sessionId: string, promptId: string, actor?: Actor): void {
+    if (!this.requireOpen(sessionId).removePrompt(promptId, actor))
+      throw new PendingPromptNotFoundError(sessionId, promptId);
   }
 
   /** The running prompt of a live session; undefined when it is idle. */
@@ -504,8 +510,8 @@ export class SessionRegistry {
     return session;
   }
 
-  async cancel(sessionId: string, body: Record<string, unknown> = {}): Promise<void> {
-    await this.require(sessionId).cancelTurn(body);
+  async cancel(sessionId: string, body: Record<string, unknown> = {}, actor?: Actor): Promise<void> {
+    await this.require(sessionId).cancelTurn(body, true, actor);
   }
 
   /**
@@ -550,8 +556,8 @@ export class SessionRegistry {
    * resolved a moment ago also tells its session's clients
    * (`permission_already_resolved`), so a UI that still shows it can drop it.
    */
-  respondToPermission(requestId: string, response: RequestPermissionResponse): boolean {
-    if (this.permissions.respond(requestId, response)) return true;
+  respondToPermission(requestId: string, response: RequestPermissionResponse, actor?: Actor): boolean {
+    if (this.permissions.respond(requestId, response, actor)) return true;
     const resolved = this.permissions.resolvedRecently(requestId);
     if (resolved !== undefined) {
       const { sessionId, outcome } = resolved;
@@ -587,6 +593,8 @@ export class SessionRegistry {
       isWaitingForPermission: pending.length > 0,
       pendingInteractionCount: pending.length,
       pendingInteractions: pending,
+      // Only with named tokens: without them nobody has a name, and the status stays as v1 has it.
+      ...(session.attachedUsers.length > 0 ? { attachedUsers: session.attachedUsers } : {}),
     };
   }
 
@@ -608,7 +616,7 @@ export class SessionRegistry {
    * The agent keeps the session: it can be loaded again. A session that is
    * closing already is not found.
    */
-  async closeSession(sessionId: string): Promise<void> {
+  async closeSession(sessionId: string, actor?: Actor): Promise<void> {
     const session = this.byId.get(sessionId);
     if (!session?.beginClose()) throw new SessionNotFoundError(sessionId, undefined, 'session_not_found');
     if (session.busy) {
@@ -617,7 +625,9 @@ export class SessionRegistry {
     }
     // The agent or the daemon may have ended it meanwhile; then that was its end.
     if (this.byId.get(sessionId) !== session) return;
-    await this.retire(session, 'closed', () => session.end({ reason: 'client_close' }, 'session_closed'));
+    await this.retire(session, 'closed', () =>
+      session.end({ reason: 'client_close', ...actorMeta(actor) }, 'session_closed'),
+    );
   }
 
   /** Forgets the session, lets `end` publish its last frame, tells the agent, then returns the lease. */

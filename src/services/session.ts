@@ -6,6 +6,7 @@
  */
 import type { PromptResponse } from '@agentclientprotocol/sdk';
 import { SessionNotFoundError } from '../errors.js';
+import { actorMeta, type Actor } from './actor.js';
 import type { AgentChannel } from './agent-channel.js';
 import type { ChannelLease } from './channel-supervisor.js';
 import type { EventBus } from './event-bus.js';
@@ -30,6 +31,8 @@ export class Session {
   private attaches: number;
   private ownerLeft = false;
   private closing = false;
+  /** The users holding it (created, attached, restored) or reading its events, each with a count. */
+  private readonly users = new Map<string, number>();
 
   constructor(
     readonly sessionId: string,
@@ -97,6 +100,27 @@ export class Session {
     return true;
   }
 
+  /**
+   * A user holds the session or reads it; the returned function lets go
+   * (a create or restore never does: the user stays listed while it lives).
+   */
+  join(user: string): () => void {
+    this.users.set(user, (this.users.get(user) ?? 0) + 1);
+    let left = false;
+    return () => {
+      if (left) return;
+      left = true;
+      const n = (this.users.get(user) ?? 1) - 1;
+      if (n > 0) this.users.set(user, n);
+      else this.users.delete(user);
+    };
+  }
+
+  /** The users attached to it, sorted: what the status lists. */
+  get attachedUsers(): string[] {
+    return [...this.users.keys()].sort();
+  }
+
   attach(count = 1): void {
     this.attaches += count;
   }
@@ -124,8 +148,8 @@ export class Session {
    * full) and runs it after the earlier ones; an aborted signal removes or
    * cancels it. Its end is `done`, and `turn_complete` on the bus.
    */
-  prompt(body: Record<string, unknown>, signal?: AbortSignal): Admission {
-    return this.prompts.admit(body, signal);
+  prompt(body: Record<string, unknown>, signal?: AbortSignal, actor?: Actor): Admission {
+    return this.prompts.admit(body, signal, actor);
   }
 
   /**
@@ -133,13 +157,13 @@ export class Session {
    * permissions resolve `cancelled`, the agent is told. `announce: false`
    * (a close) skips `prompt_cancelled`.
    */
-  cancelTurn(extra: Record<string, unknown> = {}, announce = true): Promise<void> {
-    return this.prompts.cancel(extra, announce);
+  cancelTurn(extra: Record<string, unknown> = {}, announce = true, actor?: Actor): Promise<void> {
+    return this.prompts.cancel(extra, announce, actor);
   }
 
   /** Removes a waiting prompt, or cancels the running one. False when no prompt has this id. */
-  removePrompt(promptId: string): boolean {
-    return this.prompts.remove(promptId);
+  removePrompt(promptId: string, actor?: Actor): boolean {
+    return this.prompts.remove(promptId, undefined, actor);
   }
 
   /** The running prompt then the waiting ones. */
@@ -153,7 +177,7 @@ export class Session {
   }
 
   /** Queues a model switch; `model_switched` or `model_switch_failed` goes on the bus. */
-  setModel(modelId: string, extra: Record<string, unknown> = {}): Promise<unknown> {
+  setModel(modelId: string, extra: Record<string, unknown> = {}, actor?: Actor): Promise<unknown> {
     const sessionId = this.sessionId;
     const run = this.modelTail.then(async () => {
       try {
@@ -165,13 +189,14 @@ export class Session {
             closedMessage: `agent channel closed mid-request (session ${sessionId})`,
           },
         );
-        this.events.publish('model_switched', { sessionId, modelId });
+        this.events.publish('model_switched', { sessionId, modelId, ...actorMeta(actor) });
         return res ?? {};
       } catch (err) {
         this.events.publish('model_switch_failed', {
           sessionId,
           requestedModelId: modelId,
           error: err instanceof Error ? err.message : String(err),
+          ...actorMeta(actor),
         });
         throw err;
       }

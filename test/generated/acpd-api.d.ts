@@ -692,7 +692,7 @@ export interface components {
         } & {
             [key: string]: unknown;
         };
-        /** @description An ACP `session/update` from the agent (also the history a load replays, and the commands after a create, load or resume); and the echo of every prompt, a `user_message_chunk` per content block whose `_meta` is `{source: "bridge-echo", promptId}`. */
+        /** @description An ACP `session/update` from the agent (also the history a load replays, and the commands after a create, load or resume); and the echo of every prompt, a `user_message_chunk` per content block whose `_meta` is `{source: "bridge-echo", promptId}`, with `user` and `clientId` when a token names users. */
         SessionUpdateEvent: {
             /** @description The event's number on the session's bus (also the frame's `id:` line). */
             id: number;
@@ -752,6 +752,13 @@ export interface components {
             data: {
                 requestId: string;
                 outcome: components["schemas"]["PermissionOutcome"];
+                /** @description Who caused it; present only when a token is configured. */
+                _meta?: {
+                    /** @description The user of the token of the request that caused it. */
+                    user: string;
+                    /** @description The `X-Qwen-Client-Id` that request sent. */
+                    clientId?: string;
+                };
             };
             /** @description Reserved; never set. */
             originatorClientId?: string;
@@ -877,6 +884,13 @@ export interface components {
                 promptId: string;
                 /** @description When the cancel came. Milliseconds since the epoch. */
                 cancelledAt: number;
+                /** @description Who caused it; present only when a token is configured. */
+                _meta?: {
+                    /** @description The user of the token of the request that caused it. */
+                    user: string;
+                    /** @description The `X-Qwen-Client-Id` that request sent. */
+                    clientId?: string;
+                };
             };
             /** @description Reserved; never set. */
             originatorClientId?: string;
@@ -960,6 +974,13 @@ export interface components {
                 /** @description The session. */
                 sessionId: string;
                 modelId: string;
+                /** @description Who caused it; present only when a token is configured. */
+                _meta?: {
+                    /** @description The user of the token of the request that caused it. */
+                    user: string;
+                    /** @description The `X-Qwen-Client-Id` that request sent. */
+                    clientId?: string;
+                };
             };
             /** @description Reserved; never set. */
             originatorClientId?: string;
@@ -983,6 +1004,13 @@ export interface components {
                 sessionId: string;
                 requestedModelId: string;
                 error: string;
+                /** @description Who caused it; present only when a token is configured. */
+                _meta?: {
+                    /** @description The user of the token of the request that caused it. */
+                    user: string;
+                    /** @description The `X-Qwen-Client-Id` that request sent. */
+                    clientId?: string;
+                };
             };
             /** @description Reserved; never set. */
             originatorClientId?: string;
@@ -1036,6 +1064,13 @@ export interface components {
                  * @enum {string}
                  */
                 reason: "client_close";
+                /** @description Who caused it; present only when a token is configured. */
+                _meta?: {
+                    /** @description The user of the token of the request that caused it. */
+                    user: string;
+                    /** @description The `X-Qwen-Client-Id` that request sent. */
+                    clientId?: string;
+                };
             };
             /** @description Reserved; never set. */
             originatorClientId?: string;
@@ -1327,7 +1362,10 @@ export interface operations {
                     };
                 };
             };
-            /** @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`). */
+            /**
+             * @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`).
+             *     - `code` `token_expired`: the token is one of a --tokens-file user whose `expires` has passed.
+             */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -1336,7 +1374,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`). */
+            /**
+             * @description - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`).
+             *     - `code` `client_id_taken`: the `X-Qwen-Client-Id` (or the /acp connection) was first used by another user (`clientId`).
+             *     - `code` `insufficient_scope`: the token's user (--tokens-file) lacks the scope this route needs (`scope`, `user`).
+             */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -1440,7 +1482,10 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`). */
+            /**
+             * @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`).
+             *     - `code` `token_expired`: the token is one of a --tokens-file user whose `expires` has passed.
+             */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -1449,7 +1494,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`). */
+            /**
+             * @description - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`).
+             *     - `code` `client_id_taken`: the `X-Qwen-Client-Id` (or the /acp connection) was first used by another user (`clientId`).
+             *     - `code` `insufficient_scope`: the token's user (--tokens-file) lacks the scope this route needs (`scope`, `user`).
+             */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -1609,7 +1658,10 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`). */
+            /**
+             * @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`).
+             *     - `code` `token_expired`: the token is one of a --tokens-file user whose `expires` has passed.
+             */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -1618,7 +1670,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`). */
+            /**
+             * @description - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`).
+             *     - `code` `client_id_taken`: the `X-Qwen-Client-Id` (or the /acp connection) was first used by another user (`clientId`).
+             *     - `code` `insufficient_scope`: the token's user (--tokens-file) lacks the scope this route needs (`scope`, `user`).
+             */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -1773,7 +1829,10 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`). */
+            /**
+             * @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`).
+             *     - `code` `token_expired`: the token is one of a --tokens-file user whose `expires` has passed.
+             */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -1782,7 +1841,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`). */
+            /**
+             * @description - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`).
+             *     - `code` `client_id_taken`: the `X-Qwen-Client-Id` (or the /acp connection) was first used by another user (`clientId`).
+             *     - `code` `insufficient_scope`: the token's user (--tokens-file) lacks the scope this route needs (`scope`, `user`).
+             */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -1938,7 +2001,10 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`). */
+            /**
+             * @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`).
+             *     - `code` `token_expired`: the token is one of a --tokens-file user whose `expires` has passed.
+             */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -1947,7 +2013,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`). */
+            /**
+             * @description - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`).
+             *     - `code` `client_id_taken`: the `X-Qwen-Client-Id` (or the /acp connection) was first used by another user (`clientId`).
+             *     - `code` `insufficient_scope`: the token's user (--tokens-file) lacks the scope this route needs (`scope`, `user`).
+             */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2060,7 +2130,10 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`). */
+            /**
+             * @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`).
+             *     - `code` `token_expired`: the token is one of a --tokens-file user whose `expires` has passed.
+             */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2069,7 +2142,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`). */
+            /**
+             * @description - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`).
+             *     - `code` `client_id_taken`: the `X-Qwen-Client-Id` (or the /acp connection) was first used by another user (`clientId`).
+             *     - `code` `insufficient_scope`: the token's user (--tokens-file) lacks the scope this route needs (`scope`, `user`).
+             */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2198,7 +2275,10 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`). */
+            /**
+             * @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`).
+             *     - `code` `token_expired`: the token is one of a --tokens-file user whose `expires` has passed.
+             */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2207,7 +2287,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`). */
+            /**
+             * @description - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`).
+             *     - `code` `client_id_taken`: the `X-Qwen-Client-Id` (or the /acp connection) was first used by another user (`clientId`).
+             *     - `code` `insufficient_scope`: the token's user (--tokens-file) lacks the scope this route needs (`scope`, `user`).
+             */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2340,7 +2424,10 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`). */
+            /**
+             * @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`).
+             *     - `code` `token_expired`: the token is one of a --tokens-file user whose `expires` has passed.
+             */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2349,7 +2436,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`). */
+            /**
+             * @description - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`).
+             *     - `code` `client_id_taken`: the `X-Qwen-Client-Id` (or the /acp connection) was first used by another user (`clientId`).
+             *     - `code` `insufficient_scope`: the token's user (--tokens-file) lacks the scope this route needs (`scope`, `user`).
+             */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2469,7 +2560,10 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`). */
+            /**
+             * @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`).
+             *     - `code` `token_expired`: the token is one of a --tokens-file user whose `expires` has passed.
+             */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2478,7 +2572,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`). */
+            /**
+             * @description - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`).
+             *     - `code` `client_id_taken`: the `X-Qwen-Client-Id` (or the /acp connection) was first used by another user (`clientId`).
+             *     - `code` `insufficient_scope`: the token's user (--tokens-file) lacks the scope this route needs (`scope`, `user`).
+             */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2614,6 +2712,8 @@ export interface operations {
                             toolCall: components["schemas"]["ToolCallUpdate"];
                             options: components["schemas"]["PermissionOption"][];
                         }[];
+                        /** @description With a token (--token, --tokens-file): the users who created, attached to or restored it, and those reading its event stream now, sorted. */
+                        attachedUsers?: string[];
                     };
                 };
             };
@@ -2626,7 +2726,10 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`). */
+            /**
+             * @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`).
+             *     - `code` `token_expired`: the token is one of a --tokens-file user whose `expires` has passed.
+             */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2635,7 +2738,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`). */
+            /**
+             * @description - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`).
+             *     - `code` `client_id_taken`: the `X-Qwen-Client-Id` (or the /acp connection) was first used by another user (`clientId`).
+             *     - `code` `insufficient_scope`: the token's user (--tokens-file) lacks the scope this route needs (`scope`, `user`).
+             */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2730,7 +2837,10 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`). */
+            /**
+             * @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`).
+             *     - `code` `token_expired`: the token is one of a --tokens-file user whose `expires` has passed.
+             */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2739,7 +2849,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`). */
+            /**
+             * @description - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`).
+             *     - `code` `client_id_taken`: the `X-Qwen-Client-Id` (or the /acp connection) was first used by another user (`clientId`).
+             *     - `code` `insufficient_scope`: the token's user (--tokens-file) lacks the scope this route needs (`scope`, `user`).
+             */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2837,7 +2951,10 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`). */
+            /**
+             * @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`).
+             *     - `code` `token_expired`: the token is one of a --tokens-file user whose `expires` has passed.
+             */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2846,7 +2963,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`). */
+            /**
+             * @description - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`).
+             *     - `code` `client_id_taken`: the `X-Qwen-Client-Id` (or the /acp connection) was first used by another user (`clientId`).
+             *     - `code` `insufficient_scope`: the token's user (--tokens-file) lacks the scope this route needs (`scope`, `user`).
+             */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2975,7 +3096,10 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`). */
+            /**
+             * @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`).
+             *     - `code` `token_expired`: the token is one of a --tokens-file user whose `expires` has passed.
+             */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2984,7 +3108,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`). */
+            /**
+             * @description - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`).
+             *     - `code` `client_id_taken`: the `X-Qwen-Client-Id` (or the /acp connection) was first used by another user (`clientId`).
+             *     - `code` `insufficient_scope`: the token's user (--tokens-file) lacks the scope this route needs (`scope`, `user`).
+             */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3079,7 +3207,10 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`). */
+            /**
+             * @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`).
+             *     - `code` `token_expired`: the token is one of a --tokens-file user whose `expires` has passed.
+             */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -3088,7 +3219,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`). */
+            /**
+             * @description - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`).
+             *     - `code` `client_id_taken`: the `X-Qwen-Client-Id` (or the /acp connection) was first used by another user (`clientId`).
+             *     - `code` `insufficient_scope`: the token's user (--tokens-file) lacks the scope this route needs (`scope`, `user`).
+             */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3205,7 +3340,10 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`). */
+            /**
+             * @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`).
+             *     - `code` `token_expired`: the token is one of a --tokens-file user whose `expires` has passed.
+             */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -3214,7 +3352,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`). */
+            /**
+             * @description - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`).
+             *     - `code` `client_id_taken`: the `X-Qwen-Client-Id` (or the /acp connection) was first used by another user (`clientId`).
+             *     - `code` `insufficient_scope`: the token's user (--tokens-file) lacks the scope this route needs (`scope`, `user`).
+             */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3437,7 +3579,10 @@ export interface operations {
                     "text/plain": string;
                 };
             };
-            /** @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`). */
+            /**
+             * @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`).
+             *     - `code` `token_expired`: the token is one of a --tokens-file user whose `expires` has passed.
+             */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -3446,7 +3591,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`). */
+            /**
+             * @description - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`).
+             *     - `code` `client_id_taken`: the `X-Qwen-Client-Id` (or the /acp connection) was first used by another user (`clientId`).
+             *     - `code` `insufficient_scope`: the token's user (--tokens-file) lacks the scope this route needs (`scope`, `user`).
+             */
             403: {
                 headers: {
                     [name: string]: unknown;
