@@ -102,7 +102,11 @@ async function metrics(app: FastifyInstance) {
   mirrored(
     'acpd_events_dropped_total',
     'Events pushed out of a full replay ring (a reconnect from before them can no longer replay them).',
-    () => bus.dropped,
+    () => {
+      // The durable log pushes events out lazily; as its readers, the count sees the exact bounds.
+      for (const entry of sessions.list()) void entry.events.firstHeldId;
+      return bus.dropped;
+    },
   );
   mirrored(
     'acpd_sse_evictions_total',

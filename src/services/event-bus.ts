@@ -378,6 +378,15 @@ export class EventBus {
     return this.log.nextId - 1;
   }
 
+  /**
+   * The oldest event a reconnect can still replay. Asking applies the log's
+   * exact bounds (a durable log trims lazily, a little past them), so the
+   * `dropped` count is exact afterwards too.
+   */
+  get firstHeldId(): number {
+    return this.log.firstId;
+  }
+
   /** The epoch of the log behind this bus. */
   get epoch(): string {
     return this.log.epoch;
