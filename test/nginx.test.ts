@@ -422,6 +422,9 @@ if (requireSystemPackage(t, SYSTEM_PACKAGES.nginx)) {
         const workspace = tempDir(t, 'acpd-ws-');
         const d = await startDaemon(t, { workspace, args: ['--sse-heartbeat-ms', '300'] });
         const proxy = await startNginx(t, d.port, { readTimeout: '1s' });
+        // The agent is started directly (as in proxied()): initialize, through the proxy, then waits for no
+        // agent spawn, which could outlast the short read timeout on a loaded machine.
+        await createSession(d, { sessionScope: 'thread' });
         const base = `http://127.0.0.1:${proxy.port}/acp`;
         const updates: SessionNotification[] = [];
         let asked = 0;
