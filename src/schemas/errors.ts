@@ -148,6 +148,38 @@ export const causes = {
     when: '`code` `session_owner_unavailable`: with --redis-url, the node that runs the session cannot be reached (`node`); another takes it over once the lease expires.',
     retryAfter: true,
   },
+  fsRefused: {
+    status: 400,
+    when: '`errorKind` (and `code`) `path_outside_workspace`, `symlink_escape` (a symlink, or a symlinked parent, leads out), or `parse_error` (a directory, device, FIFO or socket where a file was wanted; a bad cursor or pattern).',
+  },
+  fsDenied: {
+    status: 403,
+    when: "`errorKind` `permission_denied`: the OS refused, or the write aims at acpd's data directory or `.git`.",
+  },
+  fsWritesDisabled: {
+    status: 403,
+    when: '`errorKind` `file_writes_disabled`: acpd runs without --allow-file-writes.',
+  },
+  fsNotFound: {
+    status: 404,
+    when: '`errorKind` `path_not_found`.',
+  },
+  fsConflict: {
+    status: 409,
+    when: '`errorKind` `hash_mismatch` (the file changed since `expectedHash` was read: `currentHash` is its hash now; or a cursor no longer matches the file) or `file_already_exists` (`mode: create`).',
+  },
+  fsTooLarge: {
+    status: 413,
+    when: '`errorKind` `file_too_large`: past the read, write or upload cap.',
+  },
+  fsUnprocessable: {
+    status: 422,
+    when: '`errorKind` `binary_file`, `text_not_found` or `ambiguous_text_match` (`oldText` occurs more than once).',
+  },
+  fsIo: {
+    status: 503,
+    when: '`errorKind` `io_error`: the disk failed, is full, or too many files are open.',
+  },
   internal: {
     status: 500,
     when: 'The agent failed, timed out or went away, or acpd failed; a JSON-RPC error keeps its `code` and `data`.',
