@@ -48,6 +48,16 @@ function fail(reply: FastifyReply, err: unknown): FastifyReply {
     });
 }
 
+/** A query number in [min, max], or a parse_error naming it. */
+function ranged(name: string, raw: string | undefined, min: number, max: number): number | undefined {
+  if (raw === undefined) return undefined;
+  const n = Number(raw);
+  if (!Number.isSafeInteger(n) || n < min || n > max) {
+    throw new FsError('parse_error', `\`${name}\` must be an integer in [${min}, ${max}]`);
+  }
+  return n;
+}
+
 function intParam(raw: string | undefined, fallback: number): number {
   const n = raw === undefined ? NaN : Number.parseInt(raw, 10);
   return Number.isNaN(n) ? fallback : n;
@@ -82,8 +92,14 @@ const workspaceRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (ap
 
   app.get('/file', { schema: readFile, config: read }, async (req, reply) => {
     try {
-      const { path, ...opts } = req.query;
-      return reply.headers(NO_STORE).send(await files.readText(path, opts));
+      const q = req.query;
+      const opts = {
+        maxBytes: ranged('maxBytes', q.maxBytes, 1, LIMITS.maxReadBytes),
+        line: ranged('line', q.line, 1, Number.MAX_SAFE_INTEGER),
+        limit: ranged('limit', q.limit, 1, LIMITS.maxLineLimit),
+        cursor: q.cursor,
+      };
+      return reply.headers(NO_STORE).send(await files.readText(q.path, opts));
     } catch (err) {
       return fail(reply, err);
     }
@@ -91,8 +107,10 @@ const workspaceRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (ap
 
   app.get('/file/bytes', { schema: readFileBytes, config: read }, async (req, reply) => {
     try {
-      const { path, offset = 0, maxBytes = LIMITS.defaultBytesWindow } = req.query;
-      return reply.headers(NO_STORE).send(await files.readBytes(path, offset, maxBytes));
+      const q = req.query;
+      const offset = ranged('offset', q.offset, 0, Number.MAX_SAFE_INTEGER) ?? 0;
+      const maxBytes = ranged('maxBytes', q.maxBytes, 1, LIMITS.maxReadBytes) ?? LIMITS.defaultBytesWindow;
+      return reply.headers(NO_STORE).send(await files.readBytes(q.path, offset, maxBytes));
     } catch (err) {
       return fail(reply, err);
     }
@@ -116,7 +134,8 @@ const workspaceRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (ap
 
   app.get('/glob', { schema: globFiles, config: read }, async (req, reply) => {
     try {
-      const { pattern, cwd, maxResults = LIMITS.defaultGlobResults } = req.query;
+      const { pattern, cwd } = req.query;
+      const maxResults = ranged('maxResults', req.query.maxResults, 1, LIMITS.maxGlobResults) ?? LIMITS.defaultGlobResults;
       return reply.headers(NO_STORE).send(await files.glob(pattern, cwd === '' ? undefined : cwd, maxResults));
     } catch (err) {
       return fail(reply, err);

@@ -14,6 +14,8 @@ const PathQuery = Type.String({
   minLength: 1,
   description: 'Relative to the workspace, or absolute inside it. Symlinks are followed and must stay inside.',
 });
+/** A whole number in a query string (the app does not coerce them); its range is checked by the route. */
+const IntQuery = (description: string) => Type.String({ pattern: '^[0-9]{1,15}$', description });
 const LineEnding = Type.Union([Type.Literal('crlf'), Type.Literal('lf')]);
 const MatchedIgnore = Type.Null({ description: 'Always null: acpd applies no ignore rules.' });
 
@@ -35,9 +37,9 @@ export const readFile = {
   summary: 'Read a text file, whole or a window of it (lines, bytes, or a cursor from the last page)',
   querystring: Type.Object({
     path: PathQuery,
-    maxBytes: Type.Optional(Type.Integer({ minimum: 1, maximum: LIMITS.maxReadBytes })),
-    line: Type.Optional(Type.Integer({ minimum: 1, description: 'The first line to return (1-based).' })),
-    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: LIMITS.maxLineLimit, description: 'Lines to return.' })),
+    maxBytes: Type.Optional(IntQuery(`1 to ${LIMITS.maxReadBytes}.`)),
+    line: Type.Optional(IntQuery('The first line to return (1-based).')),
+    limit: Type.Optional(IntQuery(`Lines to return, 1 to ${LIMITS.maxLineLimit}.`)),
     cursor: Type.Optional(
       Type.String({ minLength: 1, maxLength: 1024, description: 'The `nextCursor` of the previous page (not with `line`).' }),
     ),
@@ -69,10 +71,8 @@ export const readFileBytes = {
   summary: "A window of a file's bytes, as base64",
   querystring: Type.Object({
     path: PathQuery,
-    offset: Type.Optional(Type.Integer({ minimum: 0 })),
-    maxBytes: Type.Optional(
-      Type.Integer({ minimum: 1, maximum: LIMITS.maxReadBytes, description: `Default ${LIMITS.defaultBytesWindow}.` }),
-    ),
+    offset: Type.Optional(IntQuery('The first byte.')),
+    maxBytes: Type.Optional(IntQuery(`1 to ${LIMITS.maxReadBytes}; default ${LIMITS.defaultBytesWindow}.`)),
   }),
   response: {
     200: Type.Object({
@@ -137,7 +137,7 @@ export const globFiles = {
   querystring: Type.Object({
     pattern: Type.String({ minLength: 1 }),
     cwd: Type.Optional(Type.String({ description: 'A directory inside the workspace to match from.' })),
-    maxResults: Type.Optional(Type.Integer({ minimum: 1, maximum: LIMITS.maxGlobResults })),
+    maxResults: Type.Optional(IntQuery(`1 to ${LIMITS.maxGlobResults}; default ${LIMITS.defaultGlobResults}.`)),
     includeIgnored: Type.Optional(Type.String()),
   }),
   response: {

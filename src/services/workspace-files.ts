@@ -215,6 +215,11 @@ export class WorkspaceFiles {
     if (input.includes('\0')) throw new FsError('parse_error', 'path must not contain NUL bytes');
     const absolute = path.resolve(this.workspace, input);
     if (!isInside(this.workspace, absolute)) {
+      // An absolute path that reaches the workspace through a symlink is inside after all.
+      if (path.isAbsolute(input)) {
+        const real = await fs.realpath(absolute).catch(() => undefined);
+        if (real !== undefined && isInside(this.workspace, real)) return this.resolve(real, intent);
+      }
       throw new FsError('path_outside_workspace', `path escapes workspace: ${input}`);
     }
     let real: string;
