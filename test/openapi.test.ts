@@ -182,6 +182,7 @@ t.test('every route of the app is documented with every response it declares', a
     'turn_error',
     'model_switched',
     'model_switch_failed',
+    'fs.access',
     'session_died',
     'session_closed',
     'client_evicted',

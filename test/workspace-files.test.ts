@@ -50,7 +50,12 @@ t.test('reads: text, windows, cursors, bytes, stat, list, glob', async (t) => {
   const whole = await client.readWorkspaceFile('README.md');
   t.equal(whole.kind, 'file');
   t.equal(whole.content, 'one\ntwo\nthree\nfour\nfive\nsix\n');
-  t.equal(whole.hash, `sha256:${execFileSync('sha256sum', [path.join(ws, 'README.md')]).toString().slice(0, 64)}`);
+  t.equal(
+    whole.hash,
+    `sha256:${execFileSync('sha256sum', [path.join(ws, 'README.md')])
+      .toString()
+      .slice(0, 64)}`,
+  );
   t.equal(whole.hasMore, false);
   t.equal(whole.nextCursor, null);
 
@@ -92,7 +97,12 @@ t.test('confinement: every way out is refused with a 4xx', async (t) => {
   const client = new DaemonClient({ baseUrl: d.baseUrl });
   const cases: [string, () => Promise<unknown>, number, string][] = [
     ['..', () => client.readWorkspaceFile('../x'), 400, 'path_outside_workspace'],
-    ['absolute outside', () => client.readWorkspaceFile(path.join(outside, 'secret.txt')), 400, 'path_outside_workspace'],
+    [
+      'absolute outside',
+      () => client.readWorkspaceFile(path.join(outside, 'secret.txt')),
+      400,
+      'path_outside_workspace',
+    ],
     ['symlink out', () => client.readWorkspaceFile('escape.txt'), 400, 'symlink_escape'],
     ['symlinked parent out', () => client.readWorkspaceFile('outdir/secret.txt'), 400, 'symlink_escape'],
     ['bytes via symlink', () => client.readWorkspaceFileBytes('escape.txt'), 400, 'symlink_escape'],
@@ -170,79 +180,84 @@ t.test('writes are refused without --allow-file-writes', async (t) => {
   t.notOk(caps.features.includes('workspace_file_write'));
 });
 
-t.test('writes: create, replace and edit guarded by expectedHash; upload never overwrites; fs.access frames', async (t) => {
-  const { ws } = makeRepo(t);
-  const d = await startDaemon(t, { workspace: ws, args: ['--allow-file-writes'], checkAnswers: true });
-  const client = new DaemonClient({ baseUrl: d.baseUrl });
-  t.ok((await client.capabilities()).features.includes('workspace_file_write'));
-  const session = await client.createOrAttachSession({ workspaceCwd: ws });
-  const frames: { type: string; data: unknown }[] = [];
-  const ac = new AbortController();
-  t.teardown(() => ac.abort());
-  let opened!: () => void;
-  const open = new Promise<void>((resolve) => (opened = resolve));
-  const seen = (async () => {
-    for await (const ev of client.subscribeEvents(session.sessionId, { signal: ac.signal })) {
-      // The stream is live once its opening replay is over: writes after this reach it.
-      if (ev.type === 'replay_complete') opened();
-      if (ev.type === 'fs.access') {
-        frames.push({ type: ev.type, data: ev.data });
-        if (frames.length === 3) return;
+t.test(
+  'writes: create, replace and edit guarded by expectedHash; upload never overwrites; fs.access frames',
+  async (t) => {
+    const { ws } = makeRepo(t);
+    const d = await startDaemon(t, { workspace: ws, args: ['--allow-file-writes'], checkAnswers: true });
+    const client = new DaemonClient({ baseUrl: d.baseUrl });
+    t.ok((await client.capabilities()).features.includes('workspace_file_write'));
+    const session = await client.createOrAttachSession({ workspaceCwd: ws });
+    const frames: { type: string; data: unknown }[] = [];
+    const ac = new AbortController();
+    t.teardown(() => ac.abort());
+    let opened!: () => void;
+    const open = new Promise<void>((resolve) => (opened = resolve));
+    const seen = (async () => {
+      for await (const ev of client.subscribeEvents(session.sessionId, { signal: ac.signal })) {
+        // The stream is live once its opening replay is over: writes after this reach it.
+        if (ev.type === 'replay_complete') opened();
+        if (ev.type === 'fs.access') {
+          frames.push({ type: ev.type, data: ev.data });
+          if (frames.length === 3) return;
+        }
       }
-    }
-  })().catch(() => {});
-  await open;
+    })().catch(() => {});
+    await open;
 
-  const created = await client.writeWorkspaceFile({ path: 'notes/new.txt', content: 'hello\n', mode: 'create' });
-  t.equal(created.created, true);
-  t.equal(readFileSync(path.join(ws, 'notes/new.txt'), 'utf8'), 'hello\n');
-  t.same(await kindOf(client.writeWorkspaceFile({ path: 'notes/new.txt', content: 'again', mode: 'create' })), {
-    status: 409,
-    errorKind: 'file_already_exists',
-  });
+    const created = await client.writeWorkspaceFile({ path: 'notes/new.txt', content: 'hello\n', mode: 'create' });
+    t.equal(created.created, true);
+    t.equal(readFileSync(path.join(ws, 'notes/new.txt'), 'utf8'), 'hello\n');
+    t.same(await kindOf(client.writeWorkspaceFile({ path: 'notes/new.txt', content: 'again', mode: 'create' })), {
+      status: 409,
+      errorKind: 'file_already_exists',
+    });
 
-  const stale = (await client.readWorkspaceFile('README.md')).hash!;
-  writeFileSync(path.join(ws, 'README.md'), 'changed behind the client\n');
-  const conflict = await rejection(
-    client.writeWorkspaceFile({ path: 'README.md', content: 'mine', mode: 'replace', expectedHash: stale }),
-  );
-  t.ok(conflict instanceof DaemonHttpError);
-  const body = (conflict as DaemonHttpError).body as Record<string, unknown>;
-  t.equal((conflict as DaemonHttpError).status, 409);
-  t.equal(body.errorKind, 'hash_mismatch');
-  const current = (await client.readWorkspaceFile('README.md')).hash!;
-  t.equal(body.currentHash, current, 'the 409 carries the current hash');
-  t.equal(readFileSync(path.join(ws, 'README.md'), 'utf8'), 'changed behind the client\n', 'nothing written');
+    const stale = (await client.readWorkspaceFile('README.md')).hash!;
+    writeFileSync(path.join(ws, 'README.md'), 'changed behind the client\n');
+    const conflict = await rejection(
+      client.writeWorkspaceFile({ path: 'README.md', content: 'mine', mode: 'replace', expectedHash: stale }),
+    );
+    t.ok(conflict instanceof DaemonHttpError);
+    const body = (conflict as DaemonHttpError).body as Record<string, unknown>;
+    t.equal((conflict as DaemonHttpError).status, 409);
+    t.equal(body.errorKind, 'hash_mismatch');
+    const current = (await client.readWorkspaceFile('README.md')).hash!;
+    t.equal(body.currentHash, current, 'the 409 carries the current hash');
+    t.equal(readFileSync(path.join(ws, 'README.md'), 'utf8'), 'changed behind the client\n', 'nothing written');
 
-  const replaced = await client.writeWorkspaceFile({
-    path: 'README.md',
-    content: 'mine\n',
-    mode: 'replace',
-    expectedHash: current,
-  });
-  t.equal(replaced.created, false);
-  t.same(
-    await kindOf(client.editWorkspaceFile({ path: 'README.md', oldText: 'mine', newText: 'x', expectedHash: current })),
-    { status: 409, errorKind: 'hash_mismatch' },
-    'an edit with a stale hash',
-  );
-  const edited = await client.editWorkspaceFile({
-    path: 'README.md',
-    oldText: 'mine',
-    newText: 'ours',
-    expectedHash: replaced.hash,
-  });
-  t.equal(readFileSync(path.join(ws, 'README.md'), 'utf8'), 'ours\n');
-  t.equal(edited.hash, (await client.readWorkspaceFile('README.md')).hash);
+    const replaced = await client.writeWorkspaceFile({
+      path: 'README.md',
+      content: 'mine\n',
+      mode: 'replace',
+      expectedHash: current,
+    });
+    t.equal(replaced.created, false);
+    t.same(
+      await kindOf(
+        client.editWorkspaceFile({ path: 'README.md', oldText: 'mine', newText: 'x', expectedHash: current }),
+      ),
+      { status: 409, errorKind: 'hash_mismatch' },
+      'an edit with a stale hash',
+    );
+    const edited = await client.editWorkspaceFile({
+      path: 'README.md',
+      oldText: 'mine',
+      newText: 'ours',
+      expectedHash: replaced.hash,
+    });
+    t.equal(readFileSync(path.join(ws, 'README.md'), 'utf8'), 'ours\n');
+    t.equal(edited.hash, (await client.readWorkspaceFile('README.md')).hash);
 
-  const up1 = await client.uploadWorkspaceFile({ path: 'notes/new.txt', data: new Uint8Array([7, 8]) });
-  t.equal(up1.path, 'notes/new (1).txt', 'an occupied name is numbered');
-  t.same(readFileSync(path.join(ws, 'notes/new.txt'), 'utf8'), 'hello\n');
+    const up1 = await client.uploadWorkspaceFile({ path: 'notes/new.txt', data: new Uint8Array([7, 8]) });
+    t.equal(up1.path, 'notes/new (1).txt', 'an occupied name is numbered');
+    t.same(readFileSync(path.join(ws, 'notes/new.txt'), 'utf8'), 'hello\n');
 
-  await seen;
-  t.same(
-    frames.map((f) => (f.data as { intent: string; relPath: string }).relPath),
-    ['notes/new.txt', 'README.md', 'README.md'],
-    'each write reached the session (create, replace, edit)',
-  );
-});
+    await seen;
+    t.same(
+      frames.map((f) => (f.data as { intent: string; relPath: string }).relPath),
+      ['notes/new.txt', 'README.md', 'README.md'],
+      'each write reached the session (create, replace, edit)',
+    );
+  },
+);

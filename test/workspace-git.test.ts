@@ -33,7 +33,16 @@ t.test('status, diff, diff of a file, log', async (t) => {
   const client = new DaemonClient({ baseUrl: d.baseUrl });
 
   const status = await client.workspaceGit();
-  t.match(status, { v: 2, branch: 'main', hasUpstream: true, ahead: 1, behind: 0, unstaged: 1, untracked: 1, staged: 0 });
+  t.match(status, {
+    v: 2,
+    branch: 'main',
+    hasUpstream: true,
+    ahead: 1,
+    behind: 0,
+    unstaged: 1,
+    untracked: 1,
+    staged: 0,
+  });
 
   const diff = await client.workspaceGitDiff();
   t.equal(diff.available, true);

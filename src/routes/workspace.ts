@@ -135,7 +135,8 @@ const workspaceRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (ap
   app.get('/glob', { schema: globFiles, config: read }, async (req, reply) => {
     try {
       const { pattern, cwd } = req.query;
-      const maxResults = ranged('maxResults', req.query.maxResults, 1, LIMITS.maxGlobResults) ?? LIMITS.defaultGlobResults;
+      const maxResults =
+        ranged('maxResults', req.query.maxResults, 1, LIMITS.maxGlobResults) ?? LIMITS.defaultGlobResults;
       return reply.headers(NO_STORE).send(await files.glob(pattern, cwd === '' ? undefined : cwd, maxResults));
     } catch (err) {
       return fail(reply, err);

@@ -167,6 +167,8 @@ export const causes = {
   fsConflict: {
     status: 409,
     when: '`errorKind` `hash_mismatch` (the file changed since `expectedHash` was read: `currentHash` is its hash now; or a cursor no longer matches the file) or `file_already_exists` (`mode: create`).',
+    // Every 409 documents the header (see idempotencyKeyInterrupted); this one is not sent it: re-read instead.
+    retryAfter: true,
   },
   fsTooLarge: {
     status: 413,

@@ -214,7 +214,9 @@ export const FsAccessEvent = frame(
   Type.Object({
     kind: Type.Literal('fs.access'),
     intent: Type.Union([Type.Literal('write'), Type.Literal('edit')]),
-    route: Type.String({ description: 'The route that wrote (`POST /file/write`, `POST /file/edit`, `POST /file/upload`).' }),
+    route: Type.String({
+      description: 'The route that wrote (`POST /file/write`, `POST /file/edit`, `POST /file/upload`).',
+    }),
     relPath: Type.String({ description: 'The file written, relative to the workspace.' }),
     sizeBytes: Type.Integer({ minimum: 0 }),
     hash: Type.String({ description: 'The hash of what was written.' }),

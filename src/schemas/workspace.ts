@@ -8,8 +8,11 @@ import { LIMITS } from '../services/workspace-files.js';
 import { GIT_LIMITS } from '../services/workspace-git.js';
 
 const tags = ['workspace'];
-const Hash = Type.String({ pattern: '^sha256:[0-9a-f]{64}$', description: '`sha256:` and the hex SHA-256 of the bytes.' });
-const RelPath = Type.String({ description: "Relative to the workspace, with `/`; `.` for the workspace itself." });
+const Hash = Type.String({
+  pattern: '^sha256:[0-9a-f]{64}$',
+  description: '`sha256:` and the hex SHA-256 of the bytes.',
+});
+const RelPath = Type.String({ description: 'Relative to the workspace, with `/`; `.` for the workspace itself.' });
 const PathQuery = Type.String({
   minLength: 1,
   description: 'Relative to the workspace, or absolute inside it. Symlinks are followed and must stay inside.',
@@ -41,7 +44,11 @@ export const readFile = {
     line: Type.Optional(IntQuery('The first line to return (1-based).')),
     limit: Type.Optional(IntQuery(`Lines to return, 1 to ${LIMITS.maxLineLimit}.`)),
     cursor: Type.Optional(
-      Type.String({ minLength: 1, maxLength: 1024, description: 'The `nextCursor` of the previous page (not with `line`).' }),
+      Type.String({
+        minLength: 1,
+        maxLength: 1024,
+        description: 'The `nextCursor` of the previous page (not with `line`).',
+      }),
     ),
   }),
   response: {
@@ -58,7 +65,9 @@ export const readFile = {
       hash: Hash,
       matchedIgnore: MatchedIgnore,
       originalLineCount: Type.Union([Type.Integer(), Type.Null()]),
-      nextCursor: Type.Union([Type.String(), Type.Null()], { description: 'Where the next page starts; null at the end.' }),
+      nextCursor: Type.Union([Type.String(), Type.Null()], {
+        description: 'Where the next page starts; null at the end.',
+      }),
       hasMore: Type.Boolean(),
     }),
     ...readErrors,
@@ -214,7 +223,8 @@ export const uploadFile = {
   tags,
   operationId: 'uploadWorkspaceFile',
   summary: `Store the request's bytes (application/octet-stream, at most ${LIMITS.maxUploadBytes} bytes) under a free name; with --allow-file-writes`,
-  description: 'Never overwrites: an occupied name becomes `name (1).ext`, `name (2).ext`, …; the answer names the file written.',
+  description:
+    'Never overwrites: an occupied name becomes `name (1).ext`, `name (2).ext`, …; the answer names the file written.',
   querystring: Type.Object({ path: Type.String({ minLength: 1 }) }),
   response: {
     201: Type.Object({ kind: Type.Literal('file_upload'), path: RelPath, sizeBytes: Type.Integer(), hash: Hash }),
@@ -335,3 +345,46 @@ export const gitLog = {
     }),
   },
 };
+
+// What each route's answers mean, in the document.
+const DESCRIPTIONS: [{ description?: string; response: Record<number, unknown> }, string, string][] = [
+  [
+    readFile,
+    'Text, decoded as UTF-8 (a BOM is reported, not returned); over the byte cap only with a window.',
+    "The text asked for, with the whole file's hash.",
+  ],
+  [
+    readFileBytes,
+    'Any regular file, binary or not; `hash` only when the window is the whole file.',
+    'The bytes asked for.',
+  ],
+  [statFile, 'Symlinks are followed; the answer names the real path.', 'The path.'],
+  [listDir, 'Entries are not followed: a symlink is listed as one.', 'The entries.'],
+  [globFiles, '`node_modules` and `.git` are not searched.', 'The matches, sorted.'],
+  [
+    writeFile,
+    'Atomic (a temp file, then rename). `replace` needs the `hash` of the last read; a stale one is 409 `hash_mismatch` with `currentHash`. Each write sends `fs.access` to the live sessions.',
+    '`replace`: the file written.',
+  ],
+  [
+    editFile,
+    'Atomic, with the same `expectedHash` check as a write. Sends `fs.access` to the live sessions.',
+    'The file written.',
+  ],
+  [uploadFile, 'Sends `fs.access` to the live sessions.', 'The file written.'],
+  [gitStatus, 'Outside a repository: `branch: null` and none of the other fields.', 'The status.'],
+  [gitDiff, 'Untracked files count as added. `available: false` outside a repository.', 'The changed files.'],
+  [gitDiffFile, 'A path that climbs out of the repository has no diff (`available: false`).', "The file's hunks."],
+  [
+    gitLog,
+    '`range` (a revision or `a..b`), `all=1` (every branch and tag), `search` (in messages). `available: false` outside a repository.',
+    'One page of commits.',
+  ],
+];
+for (const [schema, description, ok] of DESCRIPTIONS) {
+  schema.description ??= description;
+  for (const code of [200, 201]) {
+    const answer = schema.response[code] as { description?: string } | undefined;
+    if (answer) answer.description ??= code === 201 ? 'Created: the file written.' : ok;
+  }
+}

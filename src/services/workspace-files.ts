@@ -133,7 +133,10 @@ function encodeCursor(c: Cursor): string {
 }
 
 function decodeCursor(raw: string): Cursor {
-  const bad = () => new FsError('parse_error', 'cursor is not a valid read cursor', { hint: 'pass a cursor returned by a previous read' });
+  const bad = () =>
+    new FsError('parse_error', 'cursor is not a valid read cursor', {
+      hint: 'pass a cursor returned by a previous read',
+    });
   if (raw.length === 0 || raw.length > MAX_CURSOR_CHARS) throw bad();
   let parsed: unknown;
   try {
@@ -303,7 +306,8 @@ export class WorkspaceFiles {
     try {
       const st = await fh.stat();
       assertRegular(st, input);
-      if (st.ino !== pre.ino || st.dev !== pre.dev) throw new FsError('hash_mismatch', `file changed during read: ${input}`);
+      if (st.ino !== pre.ino || st.dev !== pre.dev)
+        throw new FsError('hash_mismatch', `file changed during read: ${input}`);
       const buf = await fh.readFile();
       return { buf, st };
     } finally {
@@ -316,7 +320,10 @@ export class WorkspaceFiles {
     opts: { maxBytes?: number; line?: number; limit?: number; cursor?: string },
   ): Promise<TextRead> {
     if (opts.cursor !== undefined && opts.line !== undefined) {
-      throw new FsError('parse_error', 'cursor and line are mutually exclusive; a cursor already encodes where to resume');
+      throw new FsError(
+        'parse_error',
+        'cursor and line are mutually exclusive; a cursor already encodes where to resume',
+      );
     }
     const real = await this.resolve(input, 'read');
     const windowed =
@@ -459,7 +466,8 @@ export class WorkspaceFiles {
     if (pattern.split(/[\\/]/).includes('..')) {
       throw new FsError('parse_error', `glob pattern may not contain '..' segments: ${pattern}`);
     }
-    if (path.isAbsolute(pattern)) throw new FsError('parse_error', `glob pattern must be workspace-relative: ${pattern}`);
+    if (path.isAbsolute(pattern))
+      throw new FsError('parse_error', `glob pattern must be workspace-relative: ${pattern}`);
     const root = cwd === undefined ? this.workspace : await this.resolve(cwd, 'read');
     const started = performance.now();
     const matches: string[] = [];
@@ -529,7 +537,8 @@ export class WorkspaceFiles {
       if (exclusive) {
         // link fails on an existing name, where rename would replace it.
         await fs.link(tmp, real).catch((err: unknown) => {
-          if (errno(err) === 'EEXIST') throw new FsError('file_already_exists', `file already exists: ${this.relative(real)}`);
+          if (errno(err) === 'EEXIST')
+            throw new FsError('file_already_exists', `file already exists: ${this.relative(real)}`);
           throw err;
         });
         await fs.unlink(tmp);
@@ -547,7 +556,10 @@ export class WorkspaceFiles {
     const bytes = Buffer.from(body, 'utf8');
     const out = bom ? Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), bytes]) : bytes;
     if (out.length > LIMITS.maxWriteBytes) {
-      throw new FsError('file_too_large', `payload of ${out.length} bytes exceeds the write limit of ${LIMITS.maxWriteBytes} bytes`);
+      throw new FsError(
+        'file_too_large',
+        `payload of ${out.length} bytes exceeds the write limit of ${LIMITS.maxWriteBytes} bytes`,
+      );
     }
     return out;
   }
@@ -602,7 +614,8 @@ export class WorkspaceFiles {
     const next = text.slice(0, at) + req.newText + text.slice(at + req.oldText.length);
     const body = Buffer.from(next, 'utf8');
     const data = bom ? Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), body]) : body;
-    if (data.length > LIMITS.maxWriteBytes) throw new FsError('file_too_large', 'the edited file exceeds the write limit');
+    if (data.length > LIMITS.maxWriteBytes)
+      throw new FsError('file_too_large', 'the edited file exceeds the write limit');
     await this.publish(real, data, false);
     return {
       kind: 'file_edit' as const,

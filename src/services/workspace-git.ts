@@ -314,7 +314,8 @@ export class WorkspaceGit {
 
   async log(opts: { limit: number; skip: number; range?: string; all: boolean; search?: string }) {
     const root = await this.root();
-    if (root === null) return { v: 1 as const, workspaceCwd: this.workspace, available: false, entries: [], hasMore: false };
+    if (root === null)
+      return { v: 1 as const, workspaceCwd: this.workspace, available: false, entries: [], hasMore: false };
     const revisions = opts.all
       ? ['HEAD', '--branches', '--tags', '--remotes']
       : opts.range !== undefined && /^[A-Za-z0-9_./~^-]+$/.test(opts.range) && !opts.range.startsWith('-')
@@ -337,13 +338,22 @@ export class WorkspaceGit {
       root,
     );
     // An unborn branch has no log: an empty one, as the qwen daemon answers.
-    if (out === null) return { v: 1 as const, workspaceCwd: this.workspace, available: true, entries: [], hasMore: false };
+    if (out === null)
+      return { v: 1 as const, workspaceCwd: this.workspace, available: true, entries: [], hasMore: false };
     const fields = out.split('\0');
     if (fields.at(-1) === '') fields.pop();
     const entries = [];
     for (let i = 0; i + 8 <= fields.length; i += 8) {
-      const [sha = '', shortSha = '', authorName = '', authorEmail = '', at = '', subject = '', refs = '', parents = ''] =
-        fields.slice(i, i + 8);
+      const [
+        sha = '',
+        shortSha = '',
+        authorName = '',
+        authorEmail = '',
+        at = '',
+        subject = '',
+        refs = '',
+        parents = '',
+      ] = fields.slice(i, i + 8);
       entries.push({
         // `-z` separates commits with a NUL too, which lands before the next sha.
         sha: sha.replace(/^\n/, ''),
