@@ -65,11 +65,18 @@ t.test('reads: text, windows, cursors, bytes, stat, list, glob', async (t) => {
   t.type(page1.nextCursor, 'string');
   const page2 = await client.readWorkspaceFile('README.md', { limit: 2, cursor: page1.nextCursor ?? '' });
   t.equal(page2.content, 'three\nfour');
+  // As the qwen daemon answers a cursor page: a window, without the whole file's hash or line count.
+  t.equal(page2.truncated, true);
+  t.equal(page2.hash, undefined);
+  t.equal(page2.originalLineCount, null);
+  t.equal(page1.originalLineCount, 7);
   const fromLine = await client.readWorkspaceFile('README.md', { line: 5, limit: 1 });
   t.equal(fromLine.content, 'five');
   const capped = await client.readWorkspaceFile('README.md', { maxBytes: 5 });
   t.equal(capped.content, 'one\nt');
   t.equal(capped.truncated, true);
+  t.equal(capped.hasMore, true);
+  t.equal(capped.nextCursor, null, 'a read cut by maxBytes names no cursor: pages follow lines');
 
   const bytes = await client.readWorkspaceFileBytes('bin.dat', { offset: 2, maxBytes: 2 });
   t.same(Buffer.from(bytes.contentBase64, 'base64'), Buffer.from([2, 3]));
@@ -84,6 +91,10 @@ t.test('reads: text, windows, cursors, bytes, stat, list, glob', async (t) => {
   t.equal(st.type, 'directory');
   const list = (await client.dirList('.')) as { entries: { name: string; kind: string }[] };
   t.ok(list.entries.some((e) => e.name === 'README.md' && e.kind === 'file'));
+  t.notOk(
+    list.entries.some((e) => e.name === '.git'),
+    'git internals are not listed',
+  );
   const glob = (await client.glob('**/*.ts')) as { matches: string[] };
   t.same(glob.matches.sort(), ['src/a.ts'], 'the symlink to a.ts resolves to it once; nothing outside');
   const globOut = (await client.glob('outdir/*')) as { matches: string[] };

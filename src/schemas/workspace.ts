@@ -62,9 +62,9 @@ export const readFile = {
       sizeBytes: Type.Integer({ description: "The whole file's size." }),
       returnedBytes: Type.Integer(),
       truncated: Type.Boolean(),
-      hash: Hash,
+      hash: Type.Optional(Hash),
       matchedIgnore: MatchedIgnore,
-      originalLineCount: Type.Union([Type.Integer(), Type.Null()]),
+      originalLineCount: Type.Union([Type.Integer(), Type.Null()], { description: 'null on a cursor page.' }),
       nextCursor: Type.Union([Type.String(), Type.Null()], {
         description: 'Where the next page starts; null at the end.',
       }),
@@ -351,7 +351,7 @@ const DESCRIPTIONS: [{ description?: string; response: Record<number, unknown> }
   [
     readFile,
     'Text, decoded as UTF-8 (a BOM is reported, not returned); over the byte cap only with a window.',
-    "The text asked for, with the whole file's hash.",
+    "The text asked for, with the whole file's hash (not on a cursor page).",
   ],
   [
     readFileBytes,

@@ -179,7 +179,8 @@ export interface TextRead {
   sizeBytes: number;
   returnedBytes: number;
   truncated: boolean;
-  hash: string;
+  /** The whole file's; not on a cursor page, which reads a window of a file the client already hashed. */
+  hash?: string;
   matchedIgnore: null;
   originalLineCount: number | null;
   nextCursor: string | null;
@@ -383,7 +384,7 @@ export class WorkspaceFiles {
     const content = out.toString('utf8');
     const hasMore = byteCut || limitCut;
     const next = startByte + out.length + (byteCut ? 0 : 1);
-    const totalLines = text.split('\n').length;
+    const paged = opts.cursor !== undefined;
     return {
       kind: 'file',
       path: this.relative(real),
@@ -393,12 +394,14 @@ export class WorkspaceFiles {
       lineEnding,
       sizeBytes: buf.length,
       returnedBytes: Buffer.byteLength(content, 'utf8'),
-      truncated: hasMore || (opts.line !== undefined && lineOffset < opts.line - 1),
-      hash: hashOf(buf),
+      // As the qwen daemon answers: a cursor page is a window (truncated, no hash, no line count).
+      truncated: paged || hasMore || (opts.line !== undefined && lineOffset < opts.line - 1),
+      ...(paged ? {} : { hash: hashOf(buf) }),
       matchedIgnore: null,
-      originalLineCount: totalLines,
+      originalLineCount: paged ? null : text.split('\n').length,
+      // Pages follow lines: a read cut by maxBytes names no cursor (its end may split a line).
       nextCursor:
-        hasMore && next < buf.length
+        hasMore && !byteCut && next < buf.length
           ? encodeCursor({ off: next, size: buf.length, dev: String(st.dev), ino: String(st.ino) })
           : null,
       hasMore,
@@ -453,6 +456,8 @@ export class WorkspaceFiles {
     let truncated = false;
     const dir = await fs.opendir(real);
     for await (const d of dir) {
+      // Git's own directory is not part of the listing, as the qwen daemon's ignore rules leave it out.
+      if (d.name === '.git') continue;
       if (entries.length >= LIMITS.maxListEntries) {
         truncated = true;
         break;

@@ -3770,7 +3770,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description The text asked for, with the whole file's hash. */
+            /** @description The text asked for, with the whole file's hash (not on a cursor page). */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -3790,12 +3790,13 @@ export interface operations {
                         returnedBytes: number;
                         truncated: boolean;
                         /** @description `sha256:` and the hex SHA-256 of the bytes. */
-                        hash: string;
+                        hash?: string;
                         /**
                          * @description Always null: acpd applies no ignore rules.
                          * @enum {object|null}
                          */
                         matchedIgnore: never | null;
+                        /** @description null on a cursor page. */
                         originalLineCount: number | null;
                         /** @description Where the next page starts; null at the end. */
                         nextCursor: string | null;
