@@ -91,8 +91,7 @@ export const causes = {
   idempotencyKeyInterrupted: {
     status: 409,
     when: '`code` `idempotency_key_interrupted`: with --redis-url, the request first sent with this `Idempotency-Key` was running on a node that stopped before it answered; it is not run again (check the state, then use a new key).',
-    // Every 409 documents the header (the restore conflict sends it); this one does not: waiting will not help.
-    retryAfter: true,
+    // No Retry-After: waiting will not help.
   },
   bodyTooLarge: {
     status: 413,
@@ -167,8 +166,7 @@ export const causes = {
   fsConflict: {
     status: 409,
     when: '`errorKind` `hash_mismatch` (the file changed since `expectedHash` was read: `currentHash` is its hash now; or a cursor no longer matches the file) or `file_already_exists` (`mode: create`).',
-    // Every 409 documents the header (see idempotencyKeyInterrupted); this one is not sent it: re-read instead.
-    retryAfter: true,
+    // No Retry-After: the client re-reads the file instead of waiting.
   },
   fsTooLarge: {
     status: 413,

@@ -1739,8 +1739,6 @@ export interface operations {
             /** @description - `code` `idempotency_key_interrupted`: with --redis-url, the request first sent with this `Idempotency-Key` was running on a node that stopped before it answered; it is not run again (check the state, then use a new key). */
             409: {
                 headers: {
-                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
-                    "retry-after"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2359,8 +2357,6 @@ export interface operations {
             /** @description - `code` `idempotency_key_interrupted`: with --redis-url, the request first sent with this `Idempotency-Key` was running on a node that stopped before it answered; it is not run again (check the state, then use a new key). */
             409: {
                 headers: {
-                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
-                    "retry-after"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2497,8 +2493,6 @@ export interface operations {
             /** @description - `code` `idempotency_key_interrupted`: with --redis-url, the request first sent with this `Idempotency-Key` was running on a node that stopped before it answered; it is not run again (check the state, then use a new key). */
             409: {
                 headers: {
-                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
-                    "retry-after"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2639,8 +2633,6 @@ export interface operations {
             /** @description - `code` `idempotency_key_interrupted`: with --redis-url, the request first sent with this `Idempotency-Key` was running on a node that stopped before it answered; it is not run again (check the state, then use a new key). */
             409: {
                 headers: {
-                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
-                    "retry-after"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2768,8 +2760,6 @@ export interface operations {
             /** @description - `code` `idempotency_key_interrupted`: with --redis-url, the request first sent with this `Idempotency-Key` was running on a node that stopped before it answered; it is not run again (check the state, then use a new key). */
             409: {
                 headers: {
-                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
-                    "retry-after"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3139,8 +3129,6 @@ export interface operations {
             /** @description - `code` `idempotency_key_interrupted`: with --redis-url, the request first sent with this `Idempotency-Key` was running on a node that stopped before it answered; it is not run again (check the state, then use a new key). */
             409: {
                 headers: {
-                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
-                    "retry-after"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3504,8 +3492,6 @@ export interface operations {
             /** @description - `code` `idempotency_key_interrupted`: with --redis-url, the request first sent with this `Idempotency-Key` was running on a node that stopped before it answered; it is not run again (check the state, then use a new key). */
             409: {
                 headers: {
-                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
-                    "retry-after"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3849,8 +3835,6 @@ export interface operations {
             /** @description - `errorKind` `hash_mismatch` (the file changed since `expectedHash` was read: `currentHash` is its hash now; or a cursor no longer matches the file) or `file_already_exists` (`mode: create`). */
             409: {
                 headers: {
-                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
-                    "retry-after"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3997,8 +3981,6 @@ export interface operations {
             /** @description - `errorKind` `hash_mismatch` (the file changed since `expectedHash` was read: `currentHash` is its hash now; or a cursor no longer matches the file) or `file_already_exists` (`mode: create`). */
             409: {
                 headers: {
-                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
-                    "retry-after"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4136,8 +4118,6 @@ export interface operations {
             /** @description - `errorKind` `hash_mismatch` (the file changed since `expectedHash` was read: `currentHash` is its hash now; or a cursor no longer matches the file) or `file_already_exists` (`mode: create`). */
             409: {
                 headers: {
-                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
-                    "retry-after"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4284,8 +4264,6 @@ export interface operations {
             /** @description - `errorKind` `hash_mismatch` (the file changed since `expectedHash` was read: `currentHash` is its hash now; or a cursor no longer matches the file) or `file_already_exists` (`mode: create`). */
             409: {
                 headers: {
-                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
-                    "retry-after"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4428,8 +4406,6 @@ export interface operations {
             /** @description - `errorKind` `hash_mismatch` (the file changed since `expectedHash` was read: `currentHash` is its hash now; or a cursor no longer matches the file) or `file_already_exists` (`mode: create`). */
             409: {
                 headers: {
-                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
-                    "retry-after"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4624,8 +4600,6 @@ export interface operations {
              */
             409: {
                 headers: {
-                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
-                    "retry-after"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4795,8 +4769,6 @@ export interface operations {
              */
             409: {
                 headers: {
-                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
-                    "retry-after"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4948,8 +4920,6 @@ export interface operations {
              */
             409: {
                 headers: {
-                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
-                    "retry-after"?: number;
                     [name: string]: unknown;
                 };
                 content: {
