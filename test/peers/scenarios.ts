@@ -712,7 +712,8 @@ function refusal(err: unknown): string {
 const s7: Scenario = {
   id: 7,
   title: 'workspace read routes: read (paged), bytes, stat, list, glob, git status, diff, diff of a file, log',
-  timeoutMs: 60_000,
+  // Over `/acp` the client's initialize waits for the real agent to start: on a loaded machine, seconds.
+  timeoutMs: 120_000,
   async run(ctx) {
     const { obs } = ctx;
     makeRepository(ctx.workspace);
