@@ -33,6 +33,7 @@ import sessionRegistry from './plugins/session-registry.js';
 import webhooks from './plugins/webhooks.js';
 import acpRoutes, { upgradesEnd } from './routes/acp.js';
 import consoleRoutes from './routes/console.js';
+import workspaceRoutes from './routes/workspace.js';
 import eventRoutes from './routes/events.js';
 import metaRoutes from './routes/meta.js';
 import operationRoutes from './routes/operations.js';
@@ -223,7 +224,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   await app.register(metrics);
   app.decorate('killAllSync', () => app.sessions.killAllSync());
 
-  await app.register(metaRoutes);
+  await app.register(metaRoutes, { allowFileWrites: config.allowFileWrites });
   await app.register(sessionRoutes);
   await app.register(promptRoutes);
   await app.register(eventRoutes);
@@ -232,6 +233,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   await app.register(upgradesEnd);
   await app.register(acpRoutes, { heartbeatMs: config.sseHeartbeatMs });
   await app.register(consoleRoutes);
+  await app.register(workspaceRoutes, { config });
 
   return app;
 }

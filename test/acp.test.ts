@@ -1,6 +1,6 @@
 // ACP itself at /acp: the official SDK's client, over its Streamable HTTP transport, drives the embedded
 // agent hosted by a real daemon, and shares sessions with REST clients.
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import t from 'tap';
@@ -225,4 +225,33 @@ t.test("the qwen daemon client over /acp: POST /session gets the daemon's defaul
     const { sessionId } = await agent.request('session/new', { cwd: d.config.workspace, mcpServers: [] });
     t.not(sessionId, first.sessionId, 'an ACP client gets a new session');
   });
+});
+
+t.test('the qwen daemon client reads the workspace over /acp: _qwen/file/* are the REST routes', async (t) => {
+  const d = await startDaemon(t);
+  const ws = d.config.workspace;
+  writeFileSync(path.join(ws, 'notes.txt'), 'one\ntwo\nthree\n');
+  writeFileSync(path.join(ws, 'bin.dat'), Buffer.from([9, 8, 7, 6]));
+  const transport = await negotiateTransport(d.baseUrl);
+  t.teardown(() => transport.dispose());
+  t.equal(transport.type, 'acp-http');
+  const c = new DaemonClient({ baseUrl: d.baseUrl, transport });
+  const page1 = await c.readWorkspaceFile('notes.txt', { limit: 1 });
+  t.equal(page1.content, 'one');
+  const page2 = await c.readWorkspaceFile('notes.txt', { limit: 1, cursor: page1.nextCursor ?? '' });
+  t.equal(page2.content, 'two', 'the cursor of one page reads the next');
+  const bytes = await c.readWorkspaceFileBytes('bin.dat', { offset: 1, maxBytes: 2 });
+  t.same(Buffer.from(bytes.contentBase64, 'base64'), Buffer.from([8, 7]));
+  t.match(await c.fileStat('notes.txt'), { kind: 'stat', type: 'file', sizeBytes: 14 });
+  const list = (await c.dirList('.')) as { entries: { name: string }[] };
+  const names = list.entries.map((e) => e.name);
+  t.ok(names.includes('bin.dat') && names.includes('notes.txt'), 'the listing names the files');
+  t.match(await c.glob('*.txt'), { matches: ['notes.txt'] });
+  // Refusals keep the route's status and kind; writes stay off without --allow-file-writes.
+  const outside = await c.readWorkspaceFile('../x').catch((err: unknown) => err);
+  t.match(outside, { status: 400, body: { data: { errorKind: 'path_outside_workspace' } } });
+  const write = await c
+    .writeWorkspaceFile({ path: 'new.txt', content: 'x', mode: 'create' })
+    .catch((err: unknown) => err);
+  t.match(write, { status: 403, body: { data: { errorKind: 'file_writes_disabled' } } });
 });

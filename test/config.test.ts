@@ -74,6 +74,7 @@ t.test('defaults', async (t) => {
     maxHeapUsedBytes: 0,
     maxRssBytes: 0,
     requireAuth: false,
+    allowFileWrites: false,
     trustProxy: false,
     allowOrigin: [],
     sseHeartbeatMs: 15_000,

@@ -190,6 +190,11 @@ t.test('the checker itself refuses what the document does not say', async (t) =>
   t.match(check.check({ ...answer, status: 418, body: '{}' }), /not documented/);
   t.match(check.check({ ...answer, status: 503, body: '{"code":"draining"}' }), /error/);
   t.match(check.check({ ...answer, contentType: 'text/html', status: 200, body: '<p>' }), /content type/);
+  // A header the document does not declare for that status: the 409 of a file write names none.
+  const conflict = { method: 'POST', route: '/file/write', contentType: 'application/json', status: 409 };
+  const envelope = '{"error":"stale","code":"hash_mismatch"}';
+  t.equal(check.check({ ...conflict, body: envelope }), undefined);
+  t.match(check.check({ ...conflict, body: envelope, retryAfter: true }), /Retry-After/);
   t.match(
     check.check({ method: 'POST', route: '/session/:id/cancel', contentType: undefined, status: 204, body: 'x' }),
     /no/,

@@ -3,10 +3,17 @@
 import { readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
+import { causes, type ErrorCause } from '../src/schemas/errors.js';
 import { startDaemon } from './support/app.js';
 import { call, obj } from './support/http.js';
 
 const DOCS_PREFIX = '/docs';
+/** The description lines (see errorResponse) of the reasons whose answers carry `Retry-After`. */
+const SENDS_RETRY_AFTER = new Set<string>(
+  Object.values(causes as Record<string, ErrorCause>)
+    .filter((cause) => cause.retryAfter === true)
+    .map((cause) => `- ${cause.when}`),
+);
 /** The orchestrators' probes: public on a loopback bind, never shed, no rate budget. */
 const PROBES = new Set(['/health', '/livez', '/readyz']);
 
@@ -134,8 +141,18 @@ t.test('every route of the app is documented with every response it declares', a
       const body = obj(response);
       t.type(body.description, 'string', `${label} ${code} has a description`);
       t.not(body.description, 'Default Response', `${label} ${code} says what it means`);
-      if (['409', '429'].includes(code))
-        t.ok(obj(body.headers)['retry-after'], `${label} ${code} documents Retry-After`);
+      // A rate limit always says when to come back; a 409 does when one of its reasons sends the header
+      // (watchAnswers checks that every answer sent with it is documented with it).
+      const waits = body.headers !== undefined && obj(body.headers)['retry-after'] !== undefined;
+      if (code === '429') t.ok(waits, `${label} 429 documents Retry-After`);
+      if (code === '409') {
+        const lines = String(body.description).split('\n');
+        t.equal(
+          waits,
+          lines.some((line) => SENDS_RETRY_AFTER.has(line)),
+          `${label} 409: Retry-After as its reasons send it`,
+        );
+      }
       if (code === '204') continue;
       const content = obj(body.content);
       const [media] = Object.values(content);
@@ -182,6 +199,7 @@ t.test('every route of the app is documented with every response it declares', a
     'turn_error',
     'model_switched',
     'model_switch_failed',
+    'fs.access',
     'session_died',
     'session_closed',
     'client_evicted',

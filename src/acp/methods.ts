@@ -57,6 +57,26 @@ function onSession(
   };
 }
 
+/**
+ * A read of the workspace's files: `GET <url>?<query>` from the params the
+ * daemon's client sends (its route table turns `/file`, `/file/bytes`,
+ * `/stat`, `/list`, `/glob` into these methods, query values as params).
+ * The route checks them, so a bad one is refused exactly as over REST.
+ */
+function fileRead(url: string, ...keys: string[]): MethodSpec {
+  return {
+    call: (params) => {
+      const query = new URLSearchParams();
+      for (const k of keys) {
+        const v = params[k];
+        if (typeof v === 'string' || (typeof v === 'number' && Number.isFinite(v))) query.set(k, String(v));
+      }
+      const q = query.toString();
+      return { method: 'GET', url: q ? `${url}?${q}` : url };
+    },
+  };
+}
+
 /** A catalog row as ACP's `SessionInfo`. */
 function sessionInfo(row: unknown): unknown {
   if (!isObject(row)) return row;
@@ -125,6 +145,14 @@ export const METHODS: Record<string, MethodSpec> = {
   },
   authenticate: { call: () => ({ method: 'GET', url: '/health' }), result: () => ({}) },
   '_qwen/health': { call: () => ({ method: 'GET', url: '/health' }) },
+  '_qwen/file/read': fileRead('/file', 'path', 'maxBytes', 'line', 'limit', 'cursor'),
+  '_qwen/file/read_bytes': fileRead('/file/bytes', 'path', 'offset', 'maxBytes'),
+  '_qwen/file/stat': fileRead('/stat', 'path'),
+  '_qwen/file/list': fileRead('/list', 'path'),
+  '_qwen/file/glob': fileRead('/glob', 'pattern', 'maxResults', 'cwd'),
+  // Writes are the REST routes' too: off without --allow-file-writes, confined, announced.
+  '_qwen/file/write': { call: (p) => ({ method: 'POST', url: '/file/write', body: p }) },
+  '_qwen/file/edit': { call: (p) => ({ method: 'POST', url: '/file/edit', body: p }) },
 };
 
 /**

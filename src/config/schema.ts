@@ -142,6 +142,11 @@ export const ConfigSchema = Type.Object({
     description:
       'Require the bearer token on every request, the probes included, whatever the bind; refuse to start without a token.',
   }),
+  ACPD_ALLOW_FILE_WRITES: Type.Boolean({
+    default: false,
+    description:
+      'Serve the workspace file writes over HTTP (POST /file/write, /file/edit, /file/upload); off, they answer 403 file_writes_disabled. Reads are always served.',
+  }),
   ACPD_TRUST_PROXY: Type.String({
     default: 'false',
     description:

@@ -38,6 +38,11 @@ const TAGS = [
   { name: 'events', description: "A session's events as Server-Sent Events." },
   { name: 'permissions', description: "Answers to the agent's permission requests." },
   { name: 'meta', description: 'What this daemon speaks.' },
+  {
+    name: 'workspace',
+    description:
+      "The workspace's files (confined to it; writes with --allow-file-writes) and its git state, read-only.",
+  },
   { name: 'probes', description: 'Liveness and readiness, for orchestrators.' },
   { name: 'operations', description: 'Metrics, for scrapers.' },
 ];

@@ -23,9 +23,15 @@ const FEATURES = [
   'session_status',
   'non_blocking_prompt',
   'session_turn_status',
+  'workspace_file_read',
+  'workspace_file_bytes',
+  'workspace_file_read_cursor',
   // acpd's own: what the qwen daemon lacks.
   'idempotency_keys',
 ] as const;
+
+/** Served only with --allow-file-writes. */
+const FILE_WRITES = ['workspace_file_write', 'workspace_file_upload'] as const;
 
 /** Served only with the durable event log: a session's epoch and ids survive a daemon restart. */
 const DURABLE_REPLAY = 'durable_replay';
@@ -47,7 +53,7 @@ function isDeep(query: Record<string, unknown>): boolean {
   return v === '' || v === '1' || v === 'true';
 }
 
-const metaRoutes: FastifyPluginAsyncTypebox = async (app) => {
+const metaRoutes: FastifyPluginAsyncTypebox<{ allowFileWrites: boolean }> = async (app, { allowFileWrites }) => {
   app.get('/health', { schema: health, config: { policy: policies.probe } }, async (req, reply) => {
     if (!isDeep(req.query)) return { status: 'ok' };
     try {
@@ -67,7 +73,11 @@ const metaRoutes: FastifyPluginAsyncTypebox = async (app) => {
     v: 1 as const,
     protocolVersions: { current: PROTOCOL_VERSIONS.current, supported: [...PROTOCOL_VERSIONS.supported] },
     mode: 'http-bridge' as const,
-    features: app.dataStore || app.cluster ? [...FEATURES, DURABLE_REPLAY] : [...FEATURES],
+    features: [
+      ...FEATURES,
+      ...(allowFileWrites ? FILE_WRITES : []),
+      ...(app.dataStore || app.cluster ? [DURABLE_REPLAY] : []),
+    ],
     modelServices: [],
     workspaceCwd: app.sessions.workspace,
     limits: app.sessions.limits,

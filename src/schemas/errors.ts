@@ -103,8 +103,7 @@ export const causes = {
   idempotencyKeyInterrupted: {
     status: 409,
     when: '`code` `idempotency_key_interrupted`: with --redis-url, the request first sent with this `Idempotency-Key` was running on a node that stopped before it answered; it is not run again (check the state, then use a new key).',
-    // Every 409 documents the header (the restore conflict sends it); this one does not: waiting will not help.
-    retryAfter: true,
+    // No Retry-After: waiting will not help.
   },
   bodyTooLarge: {
     status: 413,
@@ -159,6 +158,39 @@ export const causes = {
     status: 503,
     when: '`code` `session_owner_unavailable`: with --redis-url, the node that runs the session cannot be reached (`node`); another takes it over once the lease expires.',
     retryAfter: true,
+  },
+  fsRefused: {
+    status: 400,
+    when: '`errorKind` (and `code`) `path_outside_workspace`, `symlink_escape` (a symlink, or a symlinked parent, leads out), or `parse_error` (a directory, device, FIFO or socket where a file was wanted; a bad cursor or pattern).',
+  },
+  fsDenied: {
+    status: 403,
+    when: "`errorKind` `permission_denied`: the OS refused, or the write aims at acpd's data directory or `.git`.",
+  },
+  fsWritesDisabled: {
+    status: 403,
+    when: '`errorKind` `file_writes_disabled`: acpd runs without --allow-file-writes.',
+  },
+  fsNotFound: {
+    status: 404,
+    when: '`errorKind` `path_not_found`.',
+  },
+  fsConflict: {
+    status: 409,
+    when: '`errorKind` `hash_mismatch` (the file changed since `expectedHash` was read: `currentHash` is its hash now; or a cursor no longer matches the file) or `file_already_exists` (`mode: create`).',
+    // No Retry-After: the client re-reads the file instead of waiting.
+  },
+  fsTooLarge: {
+    status: 413,
+    when: '`errorKind` `file_too_large`: past the read, write or upload cap.',
+  },
+  fsUnprocessable: {
+    status: 422,
+    when: '`errorKind` `binary_file`, `text_not_found` or `ambiguous_text_match` (`oldText` occurs more than once).',
+  },
+  fsIo: {
+    status: 503,
+    when: '`errorKind` `io_error`: the disk failed, is full, or too many files are open.',
   },
   internal: {
     status: 500,

@@ -220,6 +220,22 @@ export const PermissionAlreadyResolvedEvent = frame(
   'A vote came for a permission request resolved a moment ago (the vote got 404); its session and outcome as they were.',
 );
 
+export const FsAccessEvent = frame(
+  'fs.access',
+  'FsAccessEvent',
+  Type.Object({
+    kind: Type.Literal('fs.access'),
+    intent: Type.Union([Type.Literal('write'), Type.Literal('edit')]),
+    route: Type.String({
+      description: 'The route that wrote (`POST /file/write`, `POST /file/edit`, `POST /file/upload`).',
+    }),
+    relPath: Type.String({ description: 'The file written, relative to the workspace.' }),
+    sizeBytes: Type.Integer({ minimum: 0 }),
+    hash: Type.String({ description: 'The hash of what was written.' }),
+  }),
+  "A file of the session's workspace was written over HTTP (the qwen daemon's audit frame for writes). Every live session of the workspace gets it.",
+);
+
 export const ClientEvictedEvent = unnumberedFrame(
   'client_evicted',
   'ClientEvictedEvent',
@@ -316,6 +332,7 @@ export const FRAMES = [
   TurnErrorEvent,
   ModelSwitchedEvent,
   ModelSwitchFailedEvent,
+  FsAccessEvent,
   SessionDiedEvent,
   SessionClosedEvent,
   ClientEvictedEvent,

@@ -381,6 +381,246 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/file": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Read a text file, whole or a window of it (lines, bytes, or a cursor from the last page)
+         * @description Text, decoded as UTF-8 (a BOM is reported, not returned); over the byte cap only with a window.
+         */
+        get: operations["readWorkspaceFile"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/file/bytes": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * A window of a file's bytes, as base64
+         * @description Any regular file, binary or not; `hash` only when the window is the whole file.
+         */
+        get: operations["readWorkspaceFileBytes"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/stat": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * What a path is (after symlinks), its size and modification time
+         * @description Symlinks are followed; the answer names the real path.
+         */
+        get: operations["fileStat"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/list": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * A directory's entries (at most 2000)
+         * @description Entries are not followed: a symlink is listed as one.
+         */
+        get: operations["dirList"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/glob": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Paths matching a glob pattern (relative, no `..`); hits that resolve outside are dropped
+         * @description `node_modules` and `.git` are not searched.
+         */
+        get: operations["glob"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/file/write": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Create a text file, or replace one whose hash the client read (`expectedHash`); with --allow-file-writes
+         * @description Atomic (a temp file, then rename). `replace` needs the `hash` of the last read; a stale one is 409 `hash_mismatch` with `currentHash`. Each write sends `fs.access` to the live sessions.
+         */
+        post: operations["writeWorkspaceFile"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/file/edit": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Replace the one occurrence of `oldText` in a file whose hash the client read; with --allow-file-writes
+         * @description Atomic, with the same `expectedHash` check as a write. Sends `fs.access` to the live sessions.
+         */
+        post: operations["editWorkspaceFile"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/file/upload": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Store the request's bytes (application/octet-stream, at most 52428800 bytes) under a free name; with --allow-file-writes
+         * @description Never overwrites: an occupied name becomes `name (1).ext`, `name (2).ext`, …; the answer names the file written.
+         */
+        post: operations["uploadWorkspaceFile"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/workspace/git": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The branch, ahead/behind its upstream, and counts of changed files
+         * @description Outside a repository: `branch: null` and none of the other fields.
+         */
+        get: operations["workspaceGit"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/workspace/git/diff": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The working tree against HEAD: totals, and the first 50 files with their line counts
+         * @description Untracked files count as added. `available: false` outside a repository.
+         */
+        get: operations["workspaceGitDiff"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/workspace/git/diff/file": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * One file's hunks against HEAD (at most 400 lines; `truncated` when cut)
+         * @description A path that climbs out of the repository has no diff (`available: false`).
+         */
+        get: operations["workspaceGitDiffFile"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/workspace/git/log": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Commits, newest first, paged by `limit` (at most 200) and `skip`
+         * @description `range` (a revision or `a..b`), `all=1` (every branch and tag), `search` (in messages). `available: false` outside a repository.
+         */
+        get: operations["workspaceGitLog"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -1015,6 +1255,35 @@ export interface components {
             /** @description Reserved; never set. */
             originatorClientId?: string;
         };
+        /** @description A file of the session's workspace was written over HTTP (the qwen daemon's audit frame for writes). Every live session of the workspace gets it. */
+        FsAccessEvent: {
+            /** @description The event's number on the session's bus (also the frame's `id:` line). */
+            id: number;
+            /**
+             * @description Version of the envelope.
+             * @enum {number}
+             */
+            v: 1;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "fs.access";
+            data: {
+                /** @enum {string} */
+                kind: "fs.access";
+                intent: "write" | "edit";
+                /** @description The route that wrote (`POST /file/write`, `POST /file/edit`, `POST /file/upload`). */
+                route: string;
+                /** @description The file written, relative to the workspace. */
+                relPath: string;
+                sizeBytes: number;
+                /** @description The hash of what was written. */
+                hash: string;
+            };
+            /** @description Reserved; never set. */
+            originatorClientId?: string;
+        };
         /** @description The session ended. The last frame: the stream ends after it. */
         SessionDiedEvent: {
             /** @description The event's number on the session's bus (also the frame's `id:` line). */
@@ -1219,7 +1488,7 @@ export interface components {
             originatorClientId?: string;
         };
         /** @description What the `data:` line of an event frame carries: the whole envelope, told apart by `type` (which the `event:` line repeats). */
-        SessionEvent: components["schemas"]["SessionUpdateEvent"] | components["schemas"]["PermissionRequestEvent"] | components["schemas"]["PermissionResolvedEvent"] | components["schemas"]["PermissionAlreadyResolvedEvent"] | components["schemas"]["PendingPromptAddedEvent"] | components["schemas"]["PendingPromptStartedEvent"] | components["schemas"]["PendingPromptCompletedEvent"] | components["schemas"]["PromptCancelledEvent"] | components["schemas"]["TurnCompleteEvent"] | components["schemas"]["TurnErrorEvent"] | components["schemas"]["ModelSwitchedEvent"] | components["schemas"]["ModelSwitchFailedEvent"] | components["schemas"]["SessionDiedEvent"] | components["schemas"]["SessionClosedEvent"] | components["schemas"]["ClientEvictedEvent"] | components["schemas"]["StreamErrorEvent"] | components["schemas"]["StateResyncRequiredEvent"] | components["schemas"]["ReplayCompleteEvent"] | components["schemas"]["SessionStateEvent"];
+        SessionEvent: components["schemas"]["SessionUpdateEvent"] | components["schemas"]["PermissionRequestEvent"] | components["schemas"]["PermissionResolvedEvent"] | components["schemas"]["PermissionAlreadyResolvedEvent"] | components["schemas"]["PendingPromptAddedEvent"] | components["schemas"]["PendingPromptStartedEvent"] | components["schemas"]["PendingPromptCompletedEvent"] | components["schemas"]["PromptCancelledEvent"] | components["schemas"]["TurnCompleteEvent"] | components["schemas"]["TurnErrorEvent"] | components["schemas"]["ModelSwitchedEvent"] | components["schemas"]["ModelSwitchFailedEvent"] | components["schemas"]["FsAccessEvent"] | components["schemas"]["SessionDiedEvent"] | components["schemas"]["SessionClosedEvent"] | components["schemas"]["ClientEvictedEvent"] | components["schemas"]["StreamErrorEvent"] | components["schemas"]["StateResyncRequiredEvent"] | components["schemas"]["ReplayCompleteEvent"] | components["schemas"]["SessionStateEvent"];
     };
     responses: never;
     parameters: never;
@@ -1519,8 +1788,6 @@ export interface operations {
             /** @description - `code` `idempotency_key_interrupted`: with --redis-url, the request first sent with this `Idempotency-Key` was running on a node that stopped before it answered; it is not run again (check the state, then use a new key). */
             409: {
                 headers: {
-                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
-                    "retry-after"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2167,8 +2434,6 @@ export interface operations {
             /** @description - `code` `idempotency_key_interrupted`: with --redis-url, the request first sent with this `Idempotency-Key` was running on a node that stopped before it answered; it is not run again (check the state, then use a new key). */
             409: {
                 headers: {
-                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
-                    "retry-after"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2312,8 +2577,6 @@ export interface operations {
             /** @description - `code` `idempotency_key_interrupted`: with --redis-url, the request first sent with this `Idempotency-Key` was running on a node that stopped before it answered; it is not run again (check the state, then use a new key). */
             409: {
                 headers: {
-                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
-                    "retry-after"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2461,8 +2724,6 @@ export interface operations {
             /** @description - `code` `idempotency_key_interrupted`: with --redis-url, the request first sent with this `Idempotency-Key` was running on a node that stopped before it answered; it is not run again (check the state, then use a new key). */
             409: {
                 headers: {
-                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
-                    "retry-after"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2597,8 +2858,6 @@ export interface operations {
             /** @description - `code` `idempotency_key_interrupted`: with --redis-url, the request first sent with this `Idempotency-Key` was running on a node that stopped before it answered; it is not run again (check the state, then use a new key). */
             409: {
                 headers: {
-                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
-                    "retry-after"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2991,8 +3250,6 @@ export interface operations {
             /** @description - `code` `idempotency_key_interrupted`: with --redis-url, the request first sent with this `Idempotency-Key` was running on a node that stopped before it answered; it is not run again (check the state, then use a new key). */
             409: {
                 headers: {
-                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
-                    "retry-after"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3377,8 +3634,6 @@ export interface operations {
             /** @description - `code` `idempotency_key_interrupted`: with --redis-url, the request first sent with this `Idempotency-Key` was running on a node that stopped before it answered; it is not run again (check the state, then use a new key). */
             409: {
                 headers: {
-                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
-                    "retry-after"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3615,6 +3870,1660 @@ export interface operations {
             };
             /**
              * @description - `code` `connection_limit`: the request came on a connection past --max-connections (`limit`).
+             *     - `code` `redis_unavailable`: with --redis-url, the cluster's Redis cannot be reached.
+             *     - `code` `session_owner_unavailable`: with --redis-url, the node that runs the session cannot be reached (`node`); another takes it over once the lease expires.
+             */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    readWorkspaceFile: {
+        parameters: {
+            query: {
+                /** @description Relative to the workspace, or absolute inside it. Symlinks are followed and must stay inside. */
+                path: string;
+                /** @description 1 to 262144. */
+                maxBytes?: string;
+                /** @description The first line to return (1-based). */
+                line?: string;
+                /** @description Lines to return, 1 to 2000. */
+                limit?: string;
+                /** @description The `nextCursor` of the previous page (not with `line`). */
+                cursor?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The text asked for, with the whole file's hash (not on a cursor page). */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @enum {string} */
+                        kind: "file";
+                        /** @description Relative to the workspace, with `/`; `.` for the workspace itself. */
+                        path: string;
+                        content: string;
+                        encoding: string;
+                        bom: boolean;
+                        lineEnding: "crlf" | "lf";
+                        /** @description The whole file's size. */
+                        sizeBytes: number;
+                        returnedBytes: number;
+                        truncated: boolean;
+                        /** @description `sha256:` and the hex SHA-256 of the bytes. */
+                        hash?: string;
+                        /**
+                         * @description Always null: acpd applies no ignore rules.
+                         * @enum {object|null}
+                         */
+                        matchedIgnore: never | null;
+                        /** @description null on a cursor page. */
+                        originalLineCount: number | null;
+                        /** @description Where the next page starts; null at the end. */
+                        nextCursor: string | null;
+                        hasMore: boolean;
+                    };
+                };
+            };
+            /**
+             * @description - `errorKind` (and `code`) `path_outside_workspace`, `symlink_escape` (a symlink, or a symlinked parent, leads out), or `parse_error` (a directory, device, FIFO or socket where a file was wanted; a bad cursor or pattern).
+             *     - The path, query, headers or JSON body break a rule of this route; `error` names it (`code` is `invalid_session_id` or `invalid_session_scope` for those checks).
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /**
+             * @description - `errorKind` `permission_denied`: the OS refused, or the write aims at acpd's data directory or `.git`.
+             *     - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`).
+             */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - `errorKind` `path_not_found`. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - `errorKind` `hash_mismatch` (the file changed since `expectedHash` was read: `currentHash` is its hash now; or a cursor no longer matches the file) or `file_already_exists` (`mode: create`). */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - `errorKind` `file_too_large`: past the read, write or upload cap. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - `errorKind` `binary_file`, `text_not_found` or `ambiguous_text_match` (`oldText` occurs more than once). */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - `code` `rate_limited`: the client spent this route's budget for the minute (`budget`); only when --rate-limit-* sets one. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - The agent failed, timed out or went away, or acpd failed; a JSON-RPC error keeps its `code` and `data`. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /**
+             * @description - `errorKind` `io_error`: the disk failed, is full, or too many files are open.
+             *     - `code` `overloaded`: the daemon is shedding load (event-loop delay or memory past its limit; `reason`).
+             *     - `code` `connection_limit`: the request came on a connection past --max-connections (`limit`).
+             *     - `code` `redis_unavailable`: with --redis-url, the cluster's Redis cannot be reached.
+             *     - `code` `session_owner_unavailable`: with --redis-url, the node that runs the session cannot be reached (`node`); another takes it over once the lease expires.
+             */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    readWorkspaceFileBytes: {
+        parameters: {
+            query: {
+                /** @description Relative to the workspace, or absolute inside it. Symlinks are followed and must stay inside. */
+                path: string;
+                /** @description The first byte. */
+                offset?: string;
+                /** @description 1 to 262144; default 65536. */
+                maxBytes?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The bytes asked for. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @enum {string} */
+                        kind: "file_bytes";
+                        /** @description Relative to the workspace, with `/`; `.` for the workspace itself. */
+                        path: string;
+                        offset: number;
+                        sizeBytes: number;
+                        returnedBytes: number;
+                        /** @description False only when the window is the whole file. */
+                        truncated: boolean;
+                        contentBase64: string;
+                        /** @description `sha256:` and the hex SHA-256 of the bytes. */
+                        hash?: string;
+                    };
+                };
+            };
+            /**
+             * @description - `errorKind` (and `code`) `path_outside_workspace`, `symlink_escape` (a symlink, or a symlinked parent, leads out), or `parse_error` (a directory, device, FIFO or socket where a file was wanted; a bad cursor or pattern).
+             *     - The path, query, headers or JSON body break a rule of this route; `error` names it (`code` is `invalid_session_id` or `invalid_session_scope` for those checks).
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /**
+             * @description - `errorKind` `permission_denied`: the OS refused, or the write aims at acpd's data directory or `.git`.
+             *     - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`).
+             */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - `errorKind` `path_not_found`. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - `errorKind` `hash_mismatch` (the file changed since `expectedHash` was read: `currentHash` is its hash now; or a cursor no longer matches the file) or `file_already_exists` (`mode: create`). */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - `errorKind` `file_too_large`: past the read, write or upload cap. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - `errorKind` `binary_file`, `text_not_found` or `ambiguous_text_match` (`oldText` occurs more than once). */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - `code` `rate_limited`: the client spent this route's budget for the minute (`budget`); only when --rate-limit-* sets one. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - The agent failed, timed out or went away, or acpd failed; a JSON-RPC error keeps its `code` and `data`. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /**
+             * @description - `errorKind` `io_error`: the disk failed, is full, or too many files are open.
+             *     - `code` `overloaded`: the daemon is shedding load (event-loop delay or memory past its limit; `reason`).
+             *     - `code` `connection_limit`: the request came on a connection past --max-connections (`limit`).
+             *     - `code` `redis_unavailable`: with --redis-url, the cluster's Redis cannot be reached.
+             *     - `code` `session_owner_unavailable`: with --redis-url, the node that runs the session cannot be reached (`node`); another takes it over once the lease expires.
+             */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    fileStat: {
+        parameters: {
+            query: {
+                /** @description Relative to the workspace, or absolute inside it. Symlinks are followed and must stay inside. */
+                path: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The path. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @enum {string} */
+                        kind: "stat";
+                        /** @description Relative to the workspace, with `/`; `.` for the workspace itself. */
+                        path: string;
+                        type: "file" | "directory" | "symlink" | "other";
+                        sizeBytes: number;
+                        modifiedMs: number;
+                    };
+                };
+            };
+            /**
+             * @description - `errorKind` (and `code`) `path_outside_workspace`, `symlink_escape` (a symlink, or a symlinked parent, leads out), or `parse_error` (a directory, device, FIFO or socket where a file was wanted; a bad cursor or pattern).
+             *     - The path, query, headers or JSON body break a rule of this route; `error` names it (`code` is `invalid_session_id` or `invalid_session_scope` for those checks).
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /**
+             * @description - `errorKind` `permission_denied`: the OS refused, or the write aims at acpd's data directory or `.git`.
+             *     - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`).
+             */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - `errorKind` `path_not_found`. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - `errorKind` `hash_mismatch` (the file changed since `expectedHash` was read: `currentHash` is its hash now; or a cursor no longer matches the file) or `file_already_exists` (`mode: create`). */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - `errorKind` `file_too_large`: past the read, write or upload cap. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - `errorKind` `binary_file`, `text_not_found` or `ambiguous_text_match` (`oldText` occurs more than once). */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - `code` `rate_limited`: the client spent this route's budget for the minute (`budget`); only when --rate-limit-* sets one. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - The agent failed, timed out or went away, or acpd failed; a JSON-RPC error keeps its `code` and `data`. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /**
+             * @description - `errorKind` `io_error`: the disk failed, is full, or too many files are open.
+             *     - `code` `overloaded`: the daemon is shedding load (event-loop delay or memory past its limit; `reason`).
+             *     - `code` `connection_limit`: the request came on a connection past --max-connections (`limit`).
+             *     - `code` `redis_unavailable`: with --redis-url, the cluster's Redis cannot be reached.
+             *     - `code` `session_owner_unavailable`: with --redis-url, the node that runs the session cannot be reached (`node`); another takes it over once the lease expires.
+             */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    dirList: {
+        parameters: {
+            query: {
+                /** @description Relative to the workspace, or absolute inside it. Symlinks are followed and must stay inside. */
+                path: string;
+                includeIgnored?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The entries. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @enum {string} */
+                        kind: "list";
+                        /** @description Relative to the workspace, with `/`; `.` for the workspace itself. */
+                        path: string;
+                        entries: {
+                            name: string;
+                            kind: "file" | "directory" | "symlink" | "other";
+                            ignored: boolean;
+                        }[];
+                        truncated: boolean;
+                        /**
+                         * @description Always null: acpd applies no ignore rules.
+                         * @enum {object|null}
+                         */
+                        matchedIgnore: never | null;
+                    };
+                };
+            };
+            /**
+             * @description - `errorKind` (and `code`) `path_outside_workspace`, `symlink_escape` (a symlink, or a symlinked parent, leads out), or `parse_error` (a directory, device, FIFO or socket where a file was wanted; a bad cursor or pattern).
+             *     - The path, query, headers or JSON body break a rule of this route; `error` names it (`code` is `invalid_session_id` or `invalid_session_scope` for those checks).
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /**
+             * @description - `errorKind` `permission_denied`: the OS refused, or the write aims at acpd's data directory or `.git`.
+             *     - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`).
+             */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - `errorKind` `path_not_found`. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - `errorKind` `hash_mismatch` (the file changed since `expectedHash` was read: `currentHash` is its hash now; or a cursor no longer matches the file) or `file_already_exists` (`mode: create`). */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - `errorKind` `file_too_large`: past the read, write or upload cap. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - `errorKind` `binary_file`, `text_not_found` or `ambiguous_text_match` (`oldText` occurs more than once). */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - `code` `rate_limited`: the client spent this route's budget for the minute (`budget`); only when --rate-limit-* sets one. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - The agent failed, timed out or went away, or acpd failed; a JSON-RPC error keeps its `code` and `data`. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /**
+             * @description - `errorKind` `io_error`: the disk failed, is full, or too many files are open.
+             *     - `code` `overloaded`: the daemon is shedding load (event-loop delay or memory past its limit; `reason`).
+             *     - `code` `connection_limit`: the request came on a connection past --max-connections (`limit`).
+             *     - `code` `redis_unavailable`: with --redis-url, the cluster's Redis cannot be reached.
+             *     - `code` `session_owner_unavailable`: with --redis-url, the node that runs the session cannot be reached (`node`); another takes it over once the lease expires.
+             */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    glob: {
+        parameters: {
+            query: {
+                pattern: string;
+                /** @description A directory inside the workspace to match from. */
+                cwd?: string;
+                /** @description 1 to 50000; default 5000. */
+                maxResults?: string;
+                includeIgnored?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The matches, sorted. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @enum {string} */
+                        kind: "glob";
+                        pattern: string;
+                        cwd: string;
+                        matches: string[];
+                        count: number;
+                        truncated: boolean;
+                        durationMs: number;
+                    };
+                };
+            };
+            /**
+             * @description - `errorKind` (and `code`) `path_outside_workspace`, `symlink_escape` (a symlink, or a symlinked parent, leads out), or `parse_error` (a directory, device, FIFO or socket where a file was wanted; a bad cursor or pattern).
+             *     - The path, query, headers or JSON body break a rule of this route; `error` names it (`code` is `invalid_session_id` or `invalid_session_scope` for those checks).
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /**
+             * @description - `errorKind` `permission_denied`: the OS refused, or the write aims at acpd's data directory or `.git`.
+             *     - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`).
+             */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - `errorKind` `path_not_found`. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - `errorKind` `hash_mismatch` (the file changed since `expectedHash` was read: `currentHash` is its hash now; or a cursor no longer matches the file) or `file_already_exists` (`mode: create`). */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - `errorKind` `file_too_large`: past the read, write or upload cap. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - `errorKind` `binary_file`, `text_not_found` or `ambiguous_text_match` (`oldText` occurs more than once). */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - `code` `rate_limited`: the client spent this route's budget for the minute (`budget`); only when --rate-limit-* sets one. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - The agent failed, timed out or went away, or acpd failed; a JSON-RPC error keeps its `code` and `data`. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /**
+             * @description - `errorKind` `io_error`: the disk failed, is full, or too many files are open.
+             *     - `code` `overloaded`: the daemon is shedding load (event-loop delay or memory past its limit; `reason`).
+             *     - `code` `connection_limit`: the request came on a connection past --max-connections (`limit`).
+             *     - `code` `redis_unavailable`: with --redis-url, the cluster's Redis cannot be reached.
+             *     - `code` `session_owner_unavailable`: with --redis-url, the node that runs the session cannot be reached (`node`); another takes it over once the lease expires.
+             */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    writeWorkspaceFile: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Makes a retry safe: the first answer (status, body, `Content-Type`, `Retry-After`, `Preference-Applied`) to a request with this key is kept for --idempotency-ttl seconds, and a retry with the same key, method, path and body gets it again, with `Idempotent-Replayed: true`, without the work being done twice (also across a restart with --event-log sqlite). A retry while the first is still running waits for its answer. The same key with another method, path or body is a 422 `idempotency_key_mismatch`. 5xx, 408, 409, 425 and 429 answers are not kept. 1 to 255 printable ASCII characters. */
+                "idempotency-key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    path: string;
+                    content: string;
+                    mode: "create" | "replace";
+                    /** @description `sha256:` and the hex SHA-256 of the bytes. */
+                    expectedHash?: string;
+                    bom?: boolean;
+                    /** @enum {string} */
+                    encoding?: "utf-8";
+                    lineEnding?: "crlf" | "lf";
+                };
+            };
+        };
+        responses: {
+            /** @description `replace`: the file written. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @enum {string} */
+                        kind: "file_write";
+                        mode: "create" | "replace";
+                        created: boolean;
+                        /** @description Relative to the workspace, with `/`; `.` for the workspace itself. */
+                        path: string;
+                        sizeBytes: number;
+                        /** @description `sha256:` and the hex SHA-256 of the bytes. */
+                        hash: string;
+                        encoding: string;
+                        bom: boolean;
+                        lineEnding: "crlf" | "lf";
+                        /**
+                         * @description Always null: acpd applies no ignore rules.
+                         * @enum {object|null}
+                         */
+                        matchedIgnore: never | null;
+                    };
+                };
+            };
+            /** @description Created: the file written. */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @enum {string} */
+                        kind: "file_write";
+                        mode: "create" | "replace";
+                        created: boolean;
+                        /** @description Relative to the workspace, with `/`; `.` for the workspace itself. */
+                        path: string;
+                        sizeBytes: number;
+                        /** @description `sha256:` and the hex SHA-256 of the bytes. */
+                        hash: string;
+                        encoding: string;
+                        bom: boolean;
+                        lineEnding: "crlf" | "lf";
+                        /**
+                         * @description Always null: acpd applies no ignore rules.
+                         * @enum {object|null}
+                         */
+                        matchedIgnore: never | null;
+                    };
+                };
+            };
+            /**
+             * @description - `errorKind` (and `code`) `path_outside_workspace`, `symlink_escape` (a symlink, or a symlinked parent, leads out), or `parse_error` (a directory, device, FIFO or socket where a file was wanted; a bad cursor or pattern).
+             *     - The path, query, headers or JSON body break a rule of this route; `error` names it (`code` is `invalid_session_id` or `invalid_session_scope` for those checks).
+             *     - The body is not JSON (`Invalid JSON in request body`), or nests deeper than --max-body-depth (`code` `body_too_deep`).
+             *     - `code` `invalid_idempotency_key`: the `Idempotency-Key` header is not 1 to 255 printable ASCII characters.
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /**
+             * @description - `errorKind` `permission_denied`: the OS refused, or the write aims at acpd's data directory or `.git`.
+             *     - `errorKind` `file_writes_disabled`: acpd runs without --allow-file-writes.
+             *     - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`).
+             */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - `errorKind` `path_not_found`. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /**
+             * @description - `errorKind` `hash_mismatch` (the file changed since `expectedHash` was read: `currentHash` is its hash now; or a cursor no longer matches the file) or `file_already_exists` (`mode: create`).
+             *     - `code` `idempotency_key_interrupted`: with --redis-url, the request first sent with this `Idempotency-Key` was running on a node that stopped before it answered; it is not run again (check the state, then use a new key).
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /**
+             * @description - `errorKind` `file_too_large`: past the read, write or upload cap.
+             *     - The body is larger than --max-body-bytes.
+             */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /**
+             * @description - `errorKind` `binary_file`, `text_not_found` or `ambiguous_text_match` (`oldText` occurs more than once).
+             *     - `code` `idempotency_key_mismatch`: this `Idempotency-Key` was used for another request (method, path or body).
+             */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - `code` `rate_limited`: the client spent this route's budget for the minute (`budget`); only when --rate-limit-* sets one. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - The agent failed, timed out or went away, or acpd failed; a JSON-RPC error keeps its `code` and `data`. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /**
+             * @description - `errorKind` `io_error`: the disk failed, is full, or too many files are open.
+             *     - `code` `overloaded`: the daemon is shedding load (event-loop delay or memory past its limit; `reason`).
+             *     - `code` `connection_limit`: the request came on a connection past --max-connections (`limit`).
+             *     - `code` `redis_unavailable`: with --redis-url, the cluster's Redis cannot be reached.
+             *     - `code` `session_owner_unavailable`: with --redis-url, the node that runs the session cannot be reached (`node`); another takes it over once the lease expires.
+             */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    editWorkspaceFile: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Makes a retry safe: the first answer (status, body, `Content-Type`, `Retry-After`, `Preference-Applied`) to a request with this key is kept for --idempotency-ttl seconds, and a retry with the same key, method, path and body gets it again, with `Idempotent-Replayed: true`, without the work being done twice (also across a restart with --event-log sqlite). A retry while the first is still running waits for its answer. The same key with another method, path or body is a 422 `idempotency_key_mismatch`. 5xx, 408, 409, 425 and 429 answers are not kept. 1 to 255 printable ASCII characters. */
+                "idempotency-key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    path: string;
+                    oldText: string;
+                    newText: string;
+                    /** @description `sha256:` and the hex SHA-256 of the bytes. */
+                    expectedHash: string;
+                };
+            };
+        };
+        responses: {
+            /** @description The file written. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @enum {string} */
+                        kind: "file_edit";
+                        /** @enum {number} */
+                        replacements: 1;
+                        /** @description Relative to the workspace, with `/`; `.` for the workspace itself. */
+                        path: string;
+                        sizeBytes: number;
+                        /** @description `sha256:` and the hex SHA-256 of the bytes. */
+                        hash: string;
+                        encoding: string;
+                        bom: boolean;
+                        lineEnding: "crlf" | "lf";
+                        /**
+                         * @description Always null: acpd applies no ignore rules.
+                         * @enum {object|null}
+                         */
+                        matchedIgnore: never | null;
+                    };
+                };
+            };
+            /**
+             * @description - `errorKind` (and `code`) `path_outside_workspace`, `symlink_escape` (a symlink, or a symlinked parent, leads out), or `parse_error` (a directory, device, FIFO or socket where a file was wanted; a bad cursor or pattern).
+             *     - The path, query, headers or JSON body break a rule of this route; `error` names it (`code` is `invalid_session_id` or `invalid_session_scope` for those checks).
+             *     - The body is not JSON (`Invalid JSON in request body`), or nests deeper than --max-body-depth (`code` `body_too_deep`).
+             *     - `code` `invalid_idempotency_key`: the `Idempotency-Key` header is not 1 to 255 printable ASCII characters.
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /**
+             * @description - `errorKind` `permission_denied`: the OS refused, or the write aims at acpd's data directory or `.git`.
+             *     - `errorKind` `file_writes_disabled`: acpd runs without --allow-file-writes.
+             *     - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`).
+             */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - `errorKind` `path_not_found`. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /**
+             * @description - `errorKind` `hash_mismatch` (the file changed since `expectedHash` was read: `currentHash` is its hash now; or a cursor no longer matches the file) or `file_already_exists` (`mode: create`).
+             *     - `code` `idempotency_key_interrupted`: with --redis-url, the request first sent with this `Idempotency-Key` was running on a node that stopped before it answered; it is not run again (check the state, then use a new key).
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /**
+             * @description - `errorKind` `file_too_large`: past the read, write or upload cap.
+             *     - The body is larger than --max-body-bytes.
+             */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /**
+             * @description - `errorKind` `binary_file`, `text_not_found` or `ambiguous_text_match` (`oldText` occurs more than once).
+             *     - `code` `idempotency_key_mismatch`: this `Idempotency-Key` was used for another request (method, path or body).
+             */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - `code` `rate_limited`: the client spent this route's budget for the minute (`budget`); only when --rate-limit-* sets one. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - The agent failed, timed out or went away, or acpd failed; a JSON-RPC error keeps its `code` and `data`. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /**
+             * @description - `errorKind` `io_error`: the disk failed, is full, or too many files are open.
+             *     - `code` `overloaded`: the daemon is shedding load (event-loop delay or memory past its limit; `reason`).
+             *     - `code` `connection_limit`: the request came on a connection past --max-connections (`limit`).
+             *     - `code` `redis_unavailable`: with --redis-url, the cluster's Redis cannot be reached.
+             *     - `code` `session_owner_unavailable`: with --redis-url, the node that runs the session cannot be reached (`node`); another takes it over once the lease expires.
+             */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    uploadWorkspaceFile: {
+        parameters: {
+            query: {
+                path: string;
+            };
+            header?: {
+                /** @description Makes a retry safe: the first answer (status, body, `Content-Type`, `Retry-After`, `Preference-Applied`) to a request with this key is kept for --idempotency-ttl seconds, and a retry with the same key, method, path and body gets it again, with `Idempotent-Replayed: true`, without the work being done twice (also across a restart with --event-log sqlite). A retry while the first is still running waits for its answer. The same key with another method, path or body is a 422 `idempotency_key_mismatch`. 5xx, 408, 409, 425 and 429 answers are not kept. 1 to 255 printable ASCII characters. */
+                "idempotency-key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Created: the file written. */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @enum {string} */
+                        kind: "file_upload";
+                        /** @description Relative to the workspace, with `/`; `.` for the workspace itself. */
+                        path: string;
+                        sizeBytes: number;
+                        /** @description `sha256:` and the hex SHA-256 of the bytes. */
+                        hash: string;
+                    };
+                };
+            };
+            /**
+             * @description - `errorKind` (and `code`) `path_outside_workspace`, `symlink_escape` (a symlink, or a symlinked parent, leads out), or `parse_error` (a directory, device, FIFO or socket where a file was wanted; a bad cursor or pattern).
+             *     - The path, query, headers or JSON body break a rule of this route; `error` names it (`code` is `invalid_session_id` or `invalid_session_scope` for those checks).
+             *     - The body is not JSON (`Invalid JSON in request body`), or nests deeper than --max-body-depth (`code` `body_too_deep`).
+             *     - `code` `invalid_idempotency_key`: the `Idempotency-Key` header is not 1 to 255 printable ASCII characters.
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /**
+             * @description - `errorKind` `permission_denied`: the OS refused, or the write aims at acpd's data directory or `.git`.
+             *     - `errorKind` `file_writes_disabled`: acpd runs without --allow-file-writes.
+             *     - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`).
+             */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - `errorKind` `path_not_found`. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /**
+             * @description - `errorKind` `hash_mismatch` (the file changed since `expectedHash` was read: `currentHash` is its hash now; or a cursor no longer matches the file) or `file_already_exists` (`mode: create`).
+             *     - `code` `idempotency_key_interrupted`: with --redis-url, the request first sent with this `Idempotency-Key` was running on a node that stopped before it answered; it is not run again (check the state, then use a new key).
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /**
+             * @description - `errorKind` `file_too_large`: past the read, write or upload cap.
+             *     - The body is larger than --max-body-bytes.
+             */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /**
+             * @description - `errorKind` `binary_file`, `text_not_found` or `ambiguous_text_match` (`oldText` occurs more than once).
+             *     - `code` `idempotency_key_mismatch`: this `Idempotency-Key` was used for another request (method, path or body).
+             */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - `code` `rate_limited`: the client spent this route's budget for the minute (`budget`); only when --rate-limit-* sets one. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - The agent failed, timed out or went away, or acpd failed; a JSON-RPC error keeps its `code` and `data`. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /**
+             * @description - `errorKind` `io_error`: the disk failed, is full, or too many files are open.
+             *     - `code` `overloaded`: the daemon is shedding load (event-loop delay or memory past its limit; `reason`).
+             *     - `code` `connection_limit`: the request came on a connection past --max-connections (`limit`).
+             *     - `code` `redis_unavailable`: with --redis-url, the cluster's Redis cannot be reached.
+             *     - `code` `session_owner_unavailable`: with --redis-url, the node that runs the session cannot be reached (`node`); another takes it over once the lease expires.
+             */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    workspaceGit: {
+        parameters: {
+            query?: {
+                wait?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The status. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @enum {number} */
+                        v: 2;
+                        workspaceCwd: string;
+                        branch: string | null;
+                        detached?: boolean;
+                        staged?: number;
+                        unstaged?: number;
+                        untracked?: number;
+                        conflicted?: number;
+                        hasUpstream?: boolean;
+                        ahead?: number;
+                        behind?: number;
+                        stashCount?: number;
+                        computedAt?: number;
+                    };
+                };
+            };
+            /** @description - The path, query, headers or JSON body break a rule of this route; `error` names it (`code` is `invalid_session_id` or `invalid_session_scope` for those checks). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - `code` `rate_limited`: the client spent this route's budget for the minute (`budget`); only when --rate-limit-* sets one. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - The agent failed, timed out or went away, or acpd failed; a JSON-RPC error keeps its `code` and `data`. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /**
+             * @description - `code` `overloaded`: the daemon is shedding load (event-loop delay or memory past its limit; `reason`).
+             *     - `code` `connection_limit`: the request came on a connection past --max-connections (`limit`).
+             *     - `code` `redis_unavailable`: with --redis-url, the cluster's Redis cannot be reached.
+             *     - `code` `session_owner_unavailable`: with --redis-url, the node that runs the session cannot be reached (`node`); another takes it over once the lease expires.
+             */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    workspaceGitDiff: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The changed files. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @enum {number} */
+                        v: 1;
+                        workspaceCwd: string;
+                        /** @description False outside a repository. */
+                        available: boolean;
+                        filesCount: number;
+                        linesAdded: number;
+                        linesRemoved: number;
+                        files: {
+                            path: string;
+                            oldPath?: string;
+                            added: number;
+                            removed: number;
+                            isBinary: boolean;
+                            isUntracked: boolean;
+                            isDeleted: boolean;
+                            truncated: boolean;
+                        }[];
+                        hiddenCount: number;
+                    };
+                };
+            };
+            /** @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - `code` `rate_limited`: the client spent this route's budget for the minute (`budget`); only when --rate-limit-* sets one. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - The agent failed, timed out or went away, or acpd failed; a JSON-RPC error keeps its `code` and `data`. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /**
+             * @description - `code` `overloaded`: the daemon is shedding load (event-loop delay or memory past its limit; `reason`).
+             *     - `code` `connection_limit`: the request came on a connection past --max-connections (`limit`).
+             *     - `code` `redis_unavailable`: with --redis-url, the cluster's Redis cannot be reached.
+             *     - `code` `session_owner_unavailable`: with --redis-url, the node that runs the session cannot be reached (`node`); another takes it over once the lease expires.
+             */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    workspaceGitDiffFile: {
+        parameters: {
+            query: {
+                path: string;
+                oldPath?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The file's hunks. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @enum {number} */
+                        v: 1;
+                        workspaceCwd: string;
+                        path: string;
+                        available: boolean;
+                        hunks: {
+                            oldStart: number;
+                            oldLines: number;
+                            newStart: number;
+                            newLines: number;
+                            lines: string[];
+                        }[];
+                        /** @enum {boolean} */
+                        truncated?: true;
+                    };
+                };
+            };
+            /** @description - The path, query, headers or JSON body break a rule of this route; `error` names it (`code` is `invalid_session_id` or `invalid_session_scope` for those checks). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - `code` `rate_limited`: the client spent this route's budget for the minute (`budget`); only when --rate-limit-* sets one. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - The agent failed, timed out or went away, or acpd failed; a JSON-RPC error keeps its `code` and `data`. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /**
+             * @description - `code` `overloaded`: the daemon is shedding load (event-loop delay or memory past its limit; `reason`).
+             *     - `code` `connection_limit`: the request came on a connection past --max-connections (`limit`).
+             *     - `code` `redis_unavailable`: with --redis-url, the cluster's Redis cannot be reached.
+             *     - `code` `session_owner_unavailable`: with --redis-url, the node that runs the session cannot be reached (`node`); another takes it over once the lease expires.
+             */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    workspaceGitLog: {
+        parameters: {
+            query?: {
+                limit?: string;
+                skip?: string;
+                range?: string;
+                all?: string;
+                search?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description One page of commits. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @enum {number} */
+                        v: 1;
+                        workspaceCwd: string;
+                        available: boolean;
+                        entries: {
+                            sha: string;
+                            shortSha: string;
+                            authorName: string;
+                            authorEmail: string;
+                            /** @description Unix seconds. */
+                            authorDate: number;
+                            subject: string;
+                            refs?: string;
+                            parents: string[];
+                        }[];
+                        hasMore: boolean;
+                    };
+                };
+            };
+            /** @description - The path, query, headers or JSON body break a rule of this route; `error` names it (`code` is `invalid_session_id` or `invalid_session_scope` for those checks). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - `code` `rate_limited`: the client spent this route's budget for the minute (`budget`); only when --rate-limit-* sets one. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - The agent failed, timed out or went away, or acpd failed; a JSON-RPC error keeps its `code` and `data`. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /**
+             * @description - `code` `overloaded`: the daemon is shedding load (event-loop delay or memory past its limit; `reason`).
+             *     - `code` `connection_limit`: the request came on a connection past --max-connections (`limit`).
              *     - `code` `redis_unavailable`: with --redis-url, the cluster's Redis cannot be reached.
              *     - `code` `session_owner_unavailable`: with --redis-url, the node that runs the session cannot be reached (`node`); another takes it over once the lease expires.
              */

@@ -29,6 +29,7 @@ export const knownDifferences: Record<string, string> = {
   's5.loadHistory': `both answer the history in the load body (compactedReplay); acpd replays it over SSE as well only when the session's event log is empty (v1 §2.3), since a durable log already holds those frames under their old ids`,
   'load response body (compactedReplay)': `acpd merges each run of chunks of one kind into one update; qwen 0.24 keeps some runs apart`,
   's5.loadIdless': `acpd's session_state after replay_complete (see scenario 1, "frames without id")`,
+  's7.features': `acpd advertises workspace_file_write and workspace_file_upload only when it serves them, with --allow-file-writes (the peers run starts it without; qwen 0.24 writes by default); the GitHub routes (workspace_github_setup, workspace_github_prs) are qwen's own and not served`,
 };
 
 /** Rows of all frames include the non-v1 frames, so they differ whenever those do. */
@@ -59,4 +60,5 @@ export const acpAdaptations: string[] = [
   "a REST error comes back as the JSON-RPC error's data (acpd's envelope plus `httpStatus`); the client's DaemonHttpError keeps the HTTP status but its body is `{error, data: {code, …}}`, so the code is read from `data.code`",
   "`POST /session` drops `sessionScope` (the client maps it to `session/new` without it): acpd gives the daemon's client its default scope (`single`), as a REST `POST /session` without a scope gets, so scenario 4's attach works; a client asking for `thread` over `/acp` cannot get it",
   'every call is `POST /acp`: the HTTP log names its JSON-RPC method (`POST /acp session/prompt → 202`)',
+  "scenario 7: the file reads go over `/acp` as `_qwen/file/read`, `read_bytes`, `stat`, `list` and `glob` (acpd serves them by the REST routes, so their checks and answers are the same); the client sends the workspace git calls over REST whatever its transport (they are `mode: 'rest'` in the client), so that column's git rows are REST answers",
 ];

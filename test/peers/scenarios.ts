@@ -1,6 +1,8 @@
-// The six scenarios of issue 4, each driven only by the published @qwen-code/sdk client and each
-// recording what it saw (facts and frame sequences) so that the two daemons can be compared.
-import { existsSync } from 'node:fs';
+// The six scenarios of issue 4 and the workspace read routes of issue 17, each driven only by the
+// published @qwen-code/sdk client and each recording what it saw (facts and frame sequences) so that
+// the daemons can be compared.
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, realpathSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DaemonClient, DaemonHttpError, DaemonSessionClient } from '@qwen-code/sdk/daemon';
 import { negotiateTransport } from '@qwen-code/sdk/daemon/transports';
@@ -612,4 +614,162 @@ const s6: Scenario = {
   },
 };
 
-export const scenarios: Scenario[] = [s1, s2, s3, s4, s5, s6];
+// ─── 7 ────────────────────────────────────────────────────────────────────────────────────────────
+
+/** The same commits in every column: fixed author, committer and dates give the same hashes. */
+const GIT_ENV = {
+  GIT_AUTHOR_NAME: 'Peer',
+  GIT_AUTHOR_EMAIL: 'peer@example.com',
+  GIT_COMMITTER_NAME: 'Peer',
+  GIT_COMMITTER_EMAIL: 'peer@example.com',
+  GIT_CONFIG_GLOBAL: '/dev/null',
+  GIT_CONFIG_NOSYSTEM: '1',
+};
+
+/** A repository of three commits, one file changed since, one untracked, in `ws`. */
+function makeRepository(ws: string): void {
+  let n = 0;
+  const git = (...args: string[]): void => {
+    const date = `2026-01-0${Math.min(n, 9)}T12:00:00Z`;
+    execFileSync('git', args, {
+      cwd: ws,
+      stdio: 'ignore',
+      env: { ...process.env, ...GIT_ENV, GIT_AUTHOR_DATE: date, GIT_COMMITTER_DATE: date },
+    });
+  };
+  const write = (rel: string, body: string | Buffer): void => {
+    mkdirSync(join(ws, rel, '..'), { recursive: true });
+    writeFileSync(join(ws, rel), body);
+  };
+  const lines = (from: number, to: number): string =>
+    Array.from({ length: to - from + 1 }, (_, i) => `line ${from + i}\n`).join('');
+  git('init', '-q', '-b', 'main');
+  write('README.md', '# peers\n');
+  write('src/lib.ts', lines(1, 30));
+  write('data.bin', Buffer.from(Array.from({ length: 64 }, (_, i) => (i * 37) % 256)));
+  n = 1;
+  git('add', '.');
+  git('commit', '-qm', 'first: readme, lib, data');
+  write('src/util.ts', 'export const u = 1;\n');
+  n = 2;
+  git('add', '.');
+  git('commit', '-qm', 'second: util');
+  write('README.md', '# peers\n\nside by side\n');
+  n = 3;
+  git('add', '.');
+  git('commit', '-qm', 'third: readme');
+  // The dirty file and the untracked one.
+  write('src/lib.ts', lines(1, 10) + 'line 11 changed\n' + lines(12, 30) + 'line 31\n');
+  write('notes.txt', 'untracked\n');
+}
+
+const TIME_KEY = /^(mtime|ctime|atime|birthtime|modified|computedAt)(Ms)?$/i;
+
+/** A text cursor (base64url JSON naming offset, size, device and inode) with its device and inode masked. */
+function maskCursor(cursor: string): string {
+  try {
+    const c = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as Record<string, unknown>;
+    return `cursor ${JSON.stringify({ ...c, ...('dev' in c ? { dev: '<dev>' } : {}), ...('ino' in c ? { ino: '<ino>' } : {}) })}`;
+  } catch {
+    return cursor;
+  }
+}
+
+/**
+ * An answer as the columns can share it, keys sorted: the workspace's absolute path as `<ws>` (each column has
+ * its own tmp dir); file and status times as `<time>` and durations as `<ms>` (taken at different moments); a
+ * text cursor decoded, its device and inode masked (each column's files are other inodes); glob matches sorted
+ * (both daemons list them in their walk's order, which no client may rely on).
+ */
+function normalize(v: unknown, ws: string[], key = ''): unknown {
+  if (typeof v === 'string') {
+    if (key === 'nextCursor') return maskCursor(v);
+    return ws.reduce((s, w) => s.split(w).join('<ws>'), v);
+  }
+  if (typeof v === 'number' && TIME_KEY.test(key)) return '<time>';
+  if (typeof v === 'number' && key === 'durationMs') return '<ms>';
+  if (Array.isArray(v)) {
+    const items = v.map((x) => normalize(x, ws));
+    return key === 'matches' ? items.map(String).sort() : items;
+  }
+  if (typeof v === 'object' && v !== null) {
+    const out: Record<string, unknown> = {};
+    for (const k of Object.keys(v).sort()) out[k] = normalize((v as Record<string, unknown>)[k], ws, k);
+    return out;
+  }
+  return v;
+}
+
+/** `status errorKind` of a refused call (qwen's envelope names the kind in `errorKind`; over `/acp`, in `data`). */
+function refusal(err: unknown): string {
+  if (!(err instanceof DaemonHttpError)) return errorShape(err);
+  const body = (err.body ?? {}) as Record<string, unknown>;
+  const inner = (typeof body.data === 'object' && body.data !== null ? body.data : {}) as Record<string, unknown>;
+  const kind = body.errorKind ?? inner.errorKind ?? body.code ?? inner.code;
+  return `${err.status}${typeof kind === 'string' ? ` ${kind}` : ''}`;
+}
+
+const s7: Scenario = {
+  id: 7,
+  title: 'workspace read routes: read (paged), bytes, stat, list, glob, git status, diff, diff of a file, log',
+  // Over `/acp` the client's initialize waits for the real agent to start: on a loaded machine, seconds.
+  timeoutMs: 120_000,
+  async run(ctx) {
+    const { obs } = ctx;
+    makeRepository(ctx.workspace);
+    const ws = [...new Set([realpathSync(ctx.workspace), ctx.workspace])];
+    const d = await ctx.startDaemon();
+    const c = await clientFor(ctx, d);
+    /** One call, its normalized answer (or error) as the compared value. */
+    const fact = async (key: string, behaviour: string, call: () => Promise<unknown>): Promise<unknown> => {
+      try {
+        const out = await call();
+        obs.info(key, behaviour, normalize(out, ws));
+        return out;
+      } catch (err) {
+        obs.info(key, behaviour, `error ${refusal(err)}`);
+        return undefined;
+      }
+    };
+    const caps = await c.capabilities();
+    obs.info(
+      's7.features',
+      'GET /capabilities: workspace file and git features',
+      caps.features.filter((f) => /^workspace_(file|git)/.test(f)).join(',') || 'none',
+    );
+
+    const whole = await fact('s7.read', 'GET /file src/lib.ts', () => c.readWorkspaceFile('src/lib.ts'));
+    const page = (await fact('s7.readPage', 'GET /file line=5 limit=10', () =>
+      c.readWorkspaceFile('src/lib.ts', { line: 5, limit: 10 }),
+    )) as { nextCursor?: unknown } | undefined;
+    const cursor = typeof page?.nextCursor === 'string' ? page.nextCursor : undefined;
+    obs.info('s7.cursor', 'the page names a cursor for the next one', cursor !== undefined);
+    if (cursor)
+      await fact('s7.readNext', 'GET /file cursor=<the page’s> limit=10', () =>
+        c.readWorkspaceFile('src/lib.ts', { cursor, limit: 10 }),
+      );
+    await fact('s7.readCap', 'GET /file maxBytes=40', () => c.readWorkspaceFile('src/lib.ts', { maxBytes: 40 }));
+    await fact('s7.bytes', 'GET /file/bytes data.bin offset=8 maxBytes=16', () =>
+      c.readWorkspaceFileBytes('data.bin', { offset: 8, maxBytes: 16 }),
+    );
+    await fact('s7.statFile', 'GET /stat src/lib.ts', () => c.fileStat('src/lib.ts'));
+    await fact('s7.statDir', 'GET /stat src', () => c.fileStat('src'));
+    await fact('s7.list', 'GET /list .', () => c.dirList('.'));
+    await fact('s7.glob', 'GET /glob **/*.ts', () => c.glob('**/*.ts'));
+    await fact('s7.outside', 'GET /file ../outside (refused)', () => c.readWorkspaceFile('../outside'));
+    await fact('s7.missing', 'GET /file nope.txt (missing)', () => c.readWorkspaceFile('nope.txt'));
+    await fact('s7.gitStatus', 'GET /workspace/git?wait=1', () => c.workspaceGit({ wait: true }));
+    await fact('s7.gitDiff', 'GET /workspace/git/diff', () => c.workspaceGitDiff());
+    await fact('s7.gitDiffFile', 'GET /workspace/git/diff/file src/lib.ts', () => c.workspaceGitDiffFile('src/lib.ts'));
+    await fact('s7.gitDiffUntracked', 'GET /workspace/git/diff/file notes.txt', () =>
+      c.workspaceGitDiffFile('notes.txt'),
+    );
+    await fact('s7.gitLog', 'GET /workspace/git/log limit=2', () => c.workspaceGitLog(2, 0));
+    await fact('s7.gitLog2', 'GET /workspace/git/log limit=2 skip=2', () => c.workspaceGitLog(2, 2));
+    const ok = whole !== undefined;
+    obs.require('s7.reads', 'the client reads a workspace file', ok ? 'yes' : 'no', ok);
+    obs.note(`HTTP: ${distinctHttp(obs.http).join('; ')}`);
+  },
+};
+
+export const scenarios: Scenario[] = [s1, s2, s3, s4, s5, s6, s7];

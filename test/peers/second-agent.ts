@@ -48,7 +48,7 @@ function subscribe(name: string, s: DaemonSessionClient): FrameCollector {
 
 /** Turn, restart, load (history over SSE, the agent remembers), restart, resume (no history, remembers). */
 export const secondAgentScenario: Scenario = {
-  id: 7,
+  id: 8,
   title: 'second agent: prompt, restart + load replays history, restart + resume, the agent remembers',
   timeoutMs: 240_000,
   async run(ctx: ScenarioContext) {

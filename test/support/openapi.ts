@@ -20,6 +20,8 @@ export interface Answer {
   contentType: string | undefined;
   /** The body as sent; `''` when empty. */
   body: string;
+  /** Whether it carried `Retry-After` (then its documented response must declare the header). */
+  retryAfter?: boolean;
 }
 
 export interface Verdict {
@@ -88,6 +90,9 @@ export class AnswerChecker {
     const responses = isObject(operation.responses) ? operation.responses : {};
     const response = responses[String(answer.status)];
     if (!isObject(response)) return `status ${answer.status} is not documented`;
+    if (answer.retryAfter === true && !(isObject(response.headers) && isObject(response.headers['retry-after']))) {
+      return `Retry-After was sent, but the documented ${answer.status} does not declare it`;
+    }
     if (!isObject(response.content)) {
       return answer.body === '' ? undefined : `a body was sent where none is documented: ${answer.body.slice(0, 200)}`;
     }
@@ -156,6 +161,7 @@ export function watchAnswers(t: Teardown, app: FastifyInstance): Verdict[] {
       contentType: typeof header === 'string' ? header : undefined,
       // A 204 goes out without the body its serializer wrote ("null").
       body: payload === null || payload === undefined || reply.statusCode === 204 ? '' : body,
+      retryAfter: reply.getHeader('retry-after') !== undefined,
     };
     verdicts.push({ answer, problem: checker.check(answer) });
     return payload;
