@@ -3951,7 +3951,10 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`). */
+            /**
+             * @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`).
+             *     - `code` `token_expired`: the token is one of a --tokens-file user whose `expires` has passed.
+             */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -3963,6 +3966,8 @@ export interface operations {
             /**
              * @description - `errorKind` `permission_denied`: the OS refused, or the write aims at acpd's data directory or `.git`.
              *     - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`).
+             *     - `code` `client_id_taken`: the `X-Qwen-Client-Id` (or the /acp connection) was first used by another user (`clientId`).
+             *     - `code` `insufficient_scope`: the token's user (--tokens-file) lacks the scope this route needs (`scope`, `user`).
              */
             403: {
                 headers: {
@@ -4097,7 +4102,10 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`). */
+            /**
+             * @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`).
+             *     - `code` `token_expired`: the token is one of a --tokens-file user whose `expires` has passed.
+             */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -4109,6 +4117,8 @@ export interface operations {
             /**
              * @description - `errorKind` `permission_denied`: the OS refused, or the write aims at acpd's data directory or `.git`.
              *     - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`).
+             *     - `code` `client_id_taken`: the `X-Qwen-Client-Id` (or the /acp connection) was first used by another user (`clientId`).
+             *     - `code` `insufficient_scope`: the token's user (--tokens-file) lacks the scope this route needs (`scope`, `user`).
              */
             403: {
                 headers: {
@@ -4234,7 +4244,10 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`). */
+            /**
+             * @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`).
+             *     - `code` `token_expired`: the token is one of a --tokens-file user whose `expires` has passed.
+             */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -4246,6 +4259,8 @@ export interface operations {
             /**
              * @description - `errorKind` `permission_denied`: the OS refused, or the write aims at acpd's data directory or `.git`.
              *     - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`).
+             *     - `code` `client_id_taken`: the `X-Qwen-Client-Id` (or the /acp connection) was first used by another user (`clientId`).
+             *     - `code` `insufficient_scope`: the token's user (--tokens-file) lacks the scope this route needs (`scope`, `user`).
              */
             403: {
                 headers: {
@@ -4380,7 +4395,10 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`). */
+            /**
+             * @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`).
+             *     - `code` `token_expired`: the token is one of a --tokens-file user whose `expires` has passed.
+             */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -4392,6 +4410,8 @@ export interface operations {
             /**
              * @description - `errorKind` `permission_denied`: the OS refused, or the write aims at acpd's data directory or `.git`.
              *     - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`).
+             *     - `code` `client_id_taken`: the `X-Qwen-Client-Id` (or the /acp connection) was first used by another user (`clientId`).
+             *     - `code` `insufficient_scope`: the token's user (--tokens-file) lacks the scope this route needs (`scope`, `user`).
              */
             403: {
                 headers: {
@@ -4522,7 +4542,10 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`). */
+            /**
+             * @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`).
+             *     - `code` `token_expired`: the token is one of a --tokens-file user whose `expires` has passed.
+             */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -4534,6 +4557,8 @@ export interface operations {
             /**
              * @description - `errorKind` `permission_denied`: the OS refused, or the write aims at acpd's data directory or `.git`.
              *     - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`).
+             *     - `code` `client_id_taken`: the `X-Qwen-Client-Id` (or the /acp connection) was first used by another user (`clientId`).
+             *     - `code` `insufficient_scope`: the token's user (--tokens-file) lacks the scope this route needs (`scope`, `user`).
              */
             403: {
                 headers: {
@@ -4712,7 +4737,10 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`). */
+            /**
+             * @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`).
+             *     - `code` `token_expired`: the token is one of a --tokens-file user whose `expires` has passed.
+             */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -4725,6 +4753,8 @@ export interface operations {
              * @description - `errorKind` `permission_denied`: the OS refused, or the write aims at acpd's data directory or `.git`.
              *     - `errorKind` `file_writes_disabled`: acpd runs without --allow-file-writes.
              *     - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`).
+             *     - `code` `client_id_taken`: the `X-Qwen-Client-Id` (or the /acp connection) was first used by another user (`clientId`).
+             *     - `code` `insufficient_scope`: the token's user (--tokens-file) lacks the scope this route needs (`scope`, `user`).
              */
             403: {
                 headers: {
@@ -4881,7 +4911,10 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`). */
+            /**
+             * @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`).
+             *     - `code` `token_expired`: the token is one of a --tokens-file user whose `expires` has passed.
+             */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -4894,6 +4927,8 @@ export interface operations {
              * @description - `errorKind` `permission_denied`: the OS refused, or the write aims at acpd's data directory or `.git`.
              *     - `errorKind` `file_writes_disabled`: acpd runs without --allow-file-writes.
              *     - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`).
+             *     - `code` `client_id_taken`: the `X-Qwen-Client-Id` (or the /acp connection) was first used by another user (`clientId`).
+             *     - `code` `insufficient_scope`: the token's user (--tokens-file) lacks the scope this route needs (`scope`, `user`).
              */
             403: {
                 headers: {
@@ -5032,7 +5067,10 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`). */
+            /**
+             * @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`).
+             *     - `code` `token_expired`: the token is one of a --tokens-file user whose `expires` has passed.
+             */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -5045,6 +5083,8 @@ export interface operations {
              * @description - `errorKind` `permission_denied`: the OS refused, or the write aims at acpd's data directory or `.git`.
              *     - `errorKind` `file_writes_disabled`: acpd runs without --allow-file-writes.
              *     - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`).
+             *     - `code` `client_id_taken`: the `X-Qwen-Client-Id` (or the /acp connection) was first used by another user (`clientId`).
+             *     - `code` `insufficient_scope`: the token's user (--tokens-file) lacks the scope this route needs (`scope`, `user`).
              */
             403: {
                 headers: {
@@ -5182,7 +5222,10 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`). */
+            /**
+             * @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`).
+             *     - `code` `token_expired`: the token is one of a --tokens-file user whose `expires` has passed.
+             */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -5191,7 +5234,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`). */
+            /**
+             * @description - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`).
+             *     - `code` `client_id_taken`: the `X-Qwen-Client-Id` (or the /acp connection) was first used by another user (`clientId`).
+             *     - `code` `insufficient_scope`: the token's user (--tokens-file) lacks the scope this route needs (`scope`, `user`).
+             */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -5276,7 +5323,10 @@ export interface operations {
                     };
                 };
             };
-            /** @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`). */
+            /**
+             * @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`).
+             *     - `code` `token_expired`: the token is one of a --tokens-file user whose `expires` has passed.
+             */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -5285,7 +5335,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`). */
+            /**
+             * @description - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`).
+             *     - `code` `client_id_taken`: the `X-Qwen-Client-Id` (or the /acp connection) was first used by another user (`clientId`).
+             *     - `code` `insufficient_scope`: the token's user (--tokens-file) lacks the scope this route needs (`scope`, `user`).
+             */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -5377,7 +5431,10 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`). */
+            /**
+             * @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`).
+             *     - `code` `token_expired`: the token is one of a --tokens-file user whose `expires` has passed.
+             */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -5386,7 +5443,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`). */
+            /**
+             * @description - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`).
+             *     - `code` `client_id_taken`: the `X-Qwen-Client-Id` (or the /acp connection) was first used by another user (`clientId`).
+             *     - `code` `insufficient_scope`: the token's user (--tokens-file) lacks the scope this route needs (`scope`, `user`).
+             */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -5483,7 +5544,10 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`). */
+            /**
+             * @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`).
+             *     - `code` `token_expired`: the token is one of a --tokens-file user whose `expires` has passed.
+             */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -5492,7 +5556,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorEnvelope"];
                 };
             };
-            /** @description - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`). */
+            /**
+             * @description - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`).
+             *     - `code` `client_id_taken`: the `X-Qwen-Client-Id` (or the /acp connection) was first used by another user (`clientId`).
+             *     - `code` `insufficient_scope`: the token's user (--tokens-file) lacks the scope this route needs (`scope`, `user`).
+             */
             403: {
                 headers: {
                     [name: string]: unknown;
