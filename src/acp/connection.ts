@@ -206,8 +206,12 @@ export class AcpConnection {
     return success(msg.id, await this.host.initialize(params, this.id));
   }
 
-  /** One message from the client. */
-  async receive(raw: unknown): Promise<void> {
+  /**
+   * One message from the client. With `direct`, an answer that would go on
+   * the connection's stream is handed to it instead (the daemon's client
+   * takes such answers in the POST's own response).
+   */
+  async receive(raw: unknown, direct?: (msg: RpcResponse) => void): Promise<void> {
     this.lastActive = Date.now();
     const msg = parseMessage(raw);
     if (!msg) {
@@ -219,7 +223,7 @@ export class AcpConnection {
       this.out.post(await this.initialize(msg));
       return;
     }
-    await this.call(msg.method, isObject(msg.params) ? msg.params : {}, isRequest(msg) ? msg.id : undefined);
+    await this.call(msg.method, isObject(msg.params) ? msg.params : {}, isRequest(msg) ? msg.id : undefined, direct);
   }
 
   close(): void {
@@ -236,17 +240,22 @@ export class AcpConnection {
     for (const hook of this.closedHooks) hook();
   }
 
-  private async call(method: string, params: Record<string, unknown>, id: RpcId | undefined): Promise<void> {
+  private async call(
+    method: string,
+    params: Record<string, unknown>,
+    id: RpcId | undefined,
+    direct?: (msg: RpcResponse) => void,
+  ): Promise<void> {
     const spec = METHODS[method];
     const sessionId = sessionOf({ jsonrpc: '2.0', method, params });
     if (!spec) {
       if (id !== undefined)
-        this.reply(method, sessionId, failure(id, RPC.methodNotFound, `Method not found: ${method}`));
+        this.reply(method, sessionId, failure(id, RPC.methodNotFound, `Method not found: ${method}`), direct);
       return;
     }
     const call = spec.call(params, { dialect: this.dialect, workspace: this.host.workspace });
     if (typeof call === 'string') {
-      if (id !== undefined) this.reply(method, sessionId, failure(id, RPC.invalidParams, call));
+      if (id !== undefined) this.reply(method, sessionId, failure(id, RPC.invalidParams, call), direct);
       return;
     }
     // A session this connection speaks to is followed from now on, before the call, so that what the
@@ -261,14 +270,14 @@ export class AcpConnection {
     try {
       res = await this.host.rest(call, this.headers, this.ip);
     } catch (err) {
-      if (id !== undefined) this.reply(method, sessionId, failure(id, RPC.internalError, String(err)));
+      if (id !== undefined) this.reply(method, sessionId, failure(id, RPC.internalError, String(err)), direct);
       return;
     } finally {
       undoFiles?.();
     }
     if (this.closed) return;
     if (res.status >= 400) {
-      if (id !== undefined) this.reply(method, sessionId, restError(id, res.status, res.body));
+      if (id !== undefined) this.reply(method, sessionId, restError(id, res.status, res.body), direct);
       return;
     }
     const created = isObject(res.body) && typeof res.body.sessionId === 'string' ? res.body.sessionId : undefined;
@@ -280,7 +289,7 @@ export class AcpConnection {
     }
     if (id !== undefined) {
       const result = spec.result ? spec.result(res.body ?? {}, { dialect: this.dialect }) : (res.body ?? {});
-      this.reply(method, sessionId, success(id, result));
+      this.reply(method, sessionId, success(id, result), direct);
     }
   }
 
@@ -432,7 +441,12 @@ export class AcpConnection {
   }
 
   /** An answer: on the session's stream when it has one (or must, for the daemon's client), else the connection's. */
-  private reply(method: string, sessionId: string | undefined, msg: RpcResponse): void {
+  private reply(
+    method: string,
+    sessionId: string | undefined,
+    msg: RpcResponse,
+    direct?: (msg: RpcResponse) => void,
+  ): void {
     if (sessionId && !this.closed) {
       const b = this.bindings.get(sessionId);
       // An ACP client reads every stream it opened: once it has read the session's, the session's answers
@@ -456,7 +470,8 @@ export class AcpConnection {
         return;
       }
     }
-    this.out.post(msg);
+    if (direct) direct(msg);
+    else this.out.post(msg);
   }
 
   private flush(b: Binding): void {

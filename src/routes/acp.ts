@@ -24,6 +24,7 @@ import websocket from '@fastify/websocket';
 import fp from 'fastify-plugin';
 import { PROTOCOL_VERSION, type InitializeResponse } from '@agentclientprotocol/sdk';
 import { AcpConnection, type AcpHost, type Outlet } from '../acp/connection.js';
+import { SESSION_STREAM_REPLIES } from '../acp/methods.js';
 import { RPC, failure, isObject, isRequest, parseMessage, type RpcMessage } from '../acp/wire.js';
 import { ClientIdTakenError, SessionNotFoundError } from '../errors.js';
 import { openSessionEvents } from '../services/session-events.js';
@@ -289,6 +290,15 @@ const acpRoutes: FastifyPluginAsync<{ heartbeatMs: number }> = async (app, opts)
     const conn = connectionOf(req, reply);
     if (!conn) return reply;
     if (!msg || !isObject(body)) return reply.code(400).send(failure(null, RPC.invalidRequest, 'Malformed message'));
+    // The daemon's client takes an answer in the POST's response when it comes as JSON (the RFD's
+    // streams are for the protocol's own clients, which read every answer there): a request whose answer
+    // would go on the connection's stream is answered here. A prompt's answer still rides its session's
+    // stream, after the turn's events, and so does what every ACP client sends.
+    if (conn.dialect === 'daemon' && isRequest(msg) && !SESSION_STREAM_REPLIES.has(msg.method)) {
+      let answer: RpcMessage | undefined;
+      await conn.receive(body, (m) => (answer = m));
+      return answer ? reply.code(200).send(answer) : reply.code(202).send();
+    }
     // The answer goes out on a stream; this response only says the message was taken.
     void conn.receive(body).catch((err: unknown) => req.log.warn({ err }, '/acp message failed'));
     return reply.code(202).send();
