@@ -24,6 +24,14 @@ export function resolveToken(raw: RawSettings, fromFlag: ReadonlySet<SettingName
     );
   }
   const label = `Invalid --token-file "${file}"${fromFlag.has('ACPD_TOKEN_FILE') ? '' : ' (from ACPD_TOKEN_FILE)'}`;
+  return readSecretFile(cwd, file, label, 'token');
+}
+
+/**
+ * A one-line secret kept in a file (a token, a webhook secret): read, trimmed,
+ * and refused with `label` when unreadable, empty or on several lines.
+ */
+export function readSecretFile(cwd: string, file: string, label: string, what: string): string {
   let text: string;
   try {
     text = readFileSync(resolve(cwd, file), 'utf8');
@@ -33,10 +41,10 @@ export function resolveToken(raw: RawSettings, fromFlag: ReadonlySet<SettingName
       code === 'ENOENT' ? 'no such file' : code === 'EACCES' || code === 'EPERM' ? 'permission denied' : '';
     throw new ConfigError(`${label}: cannot be read (${reason || messageOf(err)}).`);
   }
-  const token = text.trim();
-  if (token === '') throw new ConfigError(`${label}: the file is empty.`);
-  if (/[\r\n]/.test(token)) throw new ConfigError(`${label}: the token must be a single line.`);
-  return token;
+  const secret = text.trim();
+  if (secret === '') throw new ConfigError(`${label}: the file is empty.`);
+  if (/[\r\n]/.test(secret)) throw new ConfigError(`${label}: the ${what} must be a single line.`);
+  return secret;
 }
 
 /**

@@ -1,8 +1,7 @@
 // The webhook settings: the receivers from --webhook-url, and the secret from
 // --webhook-secret or --webhook-secret-file (one of them, as for the token).
-import { readFileSync } from 'node:fs';
-import { resolve } from 'node:path';
-import { ConfigError, errorCode, messageOf } from './config-error.js';
+import { ConfigError } from './config-error.js';
+import { readSecretFile } from './token.js';
 import type { SettingName } from './schema.js';
 import type { RawSettings } from './validate.js';
 
@@ -54,18 +53,7 @@ export function resolveWebhookSecret(
     );
   } else {
     const label = `Invalid --webhook-secret-file "${file}"${fromFlag.has('ACPD_WEBHOOK_SECRET_FILE') ? '' : ' (from ACPD_WEBHOOK_SECRET_FILE)'}`;
-    let text: string;
-    try {
-      text = readFileSync(resolve(cwd, file), 'utf8');
-    } catch (err) {
-      const code = errorCode(err);
-      const reason =
-        code === 'ENOENT' ? 'no such file' : code === 'EACCES' || code === 'EPERM' ? 'permission denied' : '';
-      throw new ConfigError(`${label}: cannot be read (${reason || messageOf(err)}).`);
-    }
-    secret = text.trim();
-    if (secret === '') throw new ConfigError(`${label}: the file is empty.`);
-    if (/[\r\n]/.test(secret)) throw new ConfigError(`${label}: the secret must be a single line.`);
+    secret = readSecretFile(cwd, file, label, 'secret');
   }
   if (receivers > 0 && secret === undefined) {
     throw new ConfigError(
