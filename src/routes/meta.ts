@@ -72,6 +72,7 @@ const metaRoutes: FastifyPluginAsyncTypebox = async (app) => {
     workspaceCwd: app.sessions.workspace,
     limits: app.sessions.limits,
     transports: [...TRANSPORTS],
+    policy: app.channels.router.permissions.policyInfo,
     version: VERSION,
     agent: describeAgent(app.channels.argv, app.channels.lastInitialize),
   }));
