@@ -23,7 +23,11 @@ const USERS: Record<string, string[]> = {
 function tokensYaml(): string {
   const lines = ['users:'];
   for (const [name, scopes] of Object.entries(USERS)) {
-    lines.push(`  - name: ${name}`, `    tokens: ["${hashToken(`tok-${name}`)}"]`, `    scopes: [${scopes.join(', ')}]`);
+    lines.push(
+      `  - name: ${name}`,
+      `    tokens: ["${hashToken(`tok-${name}`)}"]`,
+      `    scopes: [${scopes.join(', ')}]`,
+    );
   }
   return lines.join('\n') + '\n';
 }

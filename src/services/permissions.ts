@@ -10,13 +10,7 @@ import { randomUUID } from 'node:crypto';
 import type { FastifyBaseLogger } from 'fastify';
 import type { RequestPermissionRequest, RequestPermissionResponse } from '@agentclientprotocol/sdk';
 import { InvalidPermissionOptionError, VoteAlreadyCastError, VoteNotAllowedError } from '../errors.js';
-import {
-  ANONYMOUS_USER,
-  quorumFor,
-  type CastVote,
-  type PermissionPolicy,
-  type Voter,
-} from './permission-policy.js';
+import { ANONYMOUS_USER, quorumFor, type CastVote, type PermissionPolicy, type Voter } from './permission-policy.js';
 import type { EventBus } from './event-bus.js';
 
 export const DEFAULT_MAX_PENDING_PER_SESSION = 64;

@@ -1345,6 +1345,13 @@ export interface operations {
                         };
                         /** @description How clients may reach the sessions, with the qwen daemon's names: `rest` (these routes and SSE), `acp-http` and `acp-ws` (ACP itself at `/acp`, over Streamable HTTP or a WebSocket). */
                         transports: ("rest" | "acp-http" | "acp-ws")[];
+                        /** @description The permission policy this daemon enforces. */
+                        policy: {
+                            /** @description Whose votes settle a permission request (`--permission-policy`). */
+                            name: "first-responder" | "designated" | "consensus" | "local-only";
+                            /** @description Under `consensus`, the distinct users that must choose the same option (`--consensus-quorum`); 0 = a majority of the users attached when the agent asks. */
+                            consensusQuorum: number;
+                        };
                         /** @description acpd's version. */
                         version: string;
                         /** @description The agent acpd runs: its command, and what its latest successful `initialize` answered (absent until one has run). */
