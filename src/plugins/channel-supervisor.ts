@@ -32,6 +32,7 @@ async function channelSupervisor(app: FastifyInstance, opts: { config: Config })
       policy: { name: config.permissionPolicy, consensusQuorum: config.consensusQuorum },
       announcePolicy:
         config.permissionPolicy !== 'first-responder' || config.token !== undefined || config.tokensFile !== undefined,
+      namedUsers: config.tokensFile !== undefined,
       maxPendingPerSession: DEFAULT_MAX_PENDING_PER_SESSION,
       log: app.log.child({ component: 'permissions' }),
     }),

@@ -70,6 +70,11 @@ interface PermissionOptions {
    * with neither tokens nor a policy of its own, whose frames stay as v1 has them.
    */
   announcePolicy?: boolean;
+  /**
+   * Whether users are told apart (a tokens file). Without it every client is
+   * `default`, and `designated` and `consensus` take the first answer.
+   */
+  namedUsers?: boolean;
   maxPendingPerSession: number;
   log: FastifyBaseLogger;
 }
@@ -189,9 +194,9 @@ export class PermissionBroker {
     if (outcome.outcome === 'selected' && !entry.allowedOptionIds.has(outcome.optionId)) {
       throw new InvalidPermissionOptionError(requestId, outcome.optionId);
     }
-    const user = voter?.user;
+    const user = this.opts.namedUsers ? voter?.user : undefined;
     const vote: CastVote = {
-      user: user ?? ANONYMOUS_USER,
+      user: voter?.user ?? ANONYMOUS_USER,
       outcome: outcome.outcome,
       ...(outcome.outcome === 'selected' ? { optionId: outcome.optionId } : {}),
     };
