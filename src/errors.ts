@@ -229,9 +229,12 @@ export class VoteNotAllowedError extends VoteNotAllowedBase implements WireError
 const VoteAlreadyCastBase = createError<[string]>(
   'ACPD_VOTE_ALREADY_CAST',
   'User %s has already voted on this permission request',
-  409,
+  403,
 );
-/** Under consensus, a user's second vote on the same request (whatever client id it comes from). */
+/**
+ * Under consensus, a user's second vote on the same request (whatever client
+ * id it comes from). 403, not 409: no waiting makes it count.
+ */
 export class VoteAlreadyCastError extends VoteAlreadyCastBase implements WireError {
   constructor(
     readonly requestId: string,

@@ -132,12 +132,12 @@ t.test('consensus (quorum 2): one vote per user, whatever client it comes from',
   t.match(tally.envelope?.data, { requestId, policy: 'consensus', quorum: 2, votes: [{ user: 'alice' }] });
 
   const again = await call(as(d, 'alice', { 'x-qwen-client-id': 'a-2' }), 'POST', `/permission/${requestId}`, ALLOW);
-  t.equal(again.status, 409, 'the same user from a second client id does not count twice');
+  t.equal(again.status, 403, 'the same user from a second client id does not count twice');
   t.match(again.body, { code: 'vote_already_cast', policy: 'consensus', user: 'alice' });
   const sameClient = await call(as(d, 'alice', { 'x-qwen-client-id': 'a-1' }), 'POST', `/permission/${requestId}`, {
     ...ALLOW,
   });
-  t.equal(sameClient.status, 409, 'nor from the same one');
+  t.equal(sameClient.status, 403, 'nor from the same one');
 
   const noScope = await call(as(d, 'dave'), 'POST', `/permission/${requestId}`, ALLOW);
   t.match([noScope.status, noScope.body], [403, { code: 'insufficient_scope', scope: 'approve' }]);
@@ -211,7 +211,7 @@ t.test("consensus over /acp: an ACP client's answer is its user's vote", async (
     t.match(tally.envelope?.data, { policy: 'consensus', votes: [{ user: 'bob', optionId: 'allow' }] }, 'bob voted');
     const requestId = String(tally.envelope?.data.requestId);
 
-    t.equal((await call(as(d, 'bob'), 'POST', `/permission/${requestId}`, ALLOW)).status, 409, 'bob again: no');
+    t.equal((await call(as(d, 'bob'), 'POST', `/permission/${requestId}`, ALLOW)).status, 403, 'bob again: no');
     t.equal((await call(as(d, 'alice'), 'POST', `/permission/${requestId}`, ALLOW)).status, 200, 'alice');
     t.same(await answer, ALLOW);
     const resolved = await events.waitFor(isType('permission_resolved'), 'permission_resolved');
