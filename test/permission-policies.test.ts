@@ -233,3 +233,20 @@ t.test('without tokens every client is the same user: designated takes the first
   const resolved = await events.waitFor(isType('permission_resolved'), 'permission_resolved');
   t.match(resolved.envelope?.data, { policy: 'designated', votes: [{ user: 'default' }] });
 });
+
+t.test('with only --token every client is `default`: consensus takes the first answer', async (t) => {
+  const { d, steer } = await steerDaemon(t, {
+    args: ['--token', 'tok-one', '--permission-policy', 'consensus', '--consensus-quorum', '2'],
+  });
+  const one = { baseUrl: d.baseUrl, headers: { authorization: 'Bearer tok-one' } };
+  const id = String(obj((await call(one, 'POST', '/session', {})).body).sessionId);
+  const events = await openEvents(t, one, id);
+  const agent = await steer.agent(0);
+  const answer = agent.permission(id, { toolCallId: 'tc-1', title: 'write' }, OPTIONS);
+  const asked = await events.waitFor(isType('permission_request'), 'permission_request');
+  const requestId = String(asked.envelope?.data.requestId);
+  t.equal((await call(one, 'POST', `/permission/${requestId}`, DENY)).status, 200);
+  t.same(await answer, DENY, 'one vote settles it: nobody can be told apart');
+  const resolved = await events.waitFor(isType('permission_resolved'), 'permission_resolved');
+  t.match(resolved.envelope?.data, { policy: 'consensus', votes: [{ user: 'default', optionId: 'deny' }] });
+});
