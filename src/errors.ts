@@ -207,6 +207,52 @@ export class PermissionNotFoundError extends PermissionNotFoundBase implements W
   }
 }
 
+const VoteNotAllowedBase = createError<[string, string]>(
+  'ACPD_VOTE_NOT_ALLOWED',
+  'The permission policy %s does not count this vote: %s',
+  403,
+);
+/** A vote the permission policy does not count (not the originator, not on loopback). */
+export class VoteNotAllowedError extends VoteNotAllowedBase implements WireError {
+  constructor(
+    readonly requestId: string,
+    readonly policy: string,
+    reason: string,
+  ) {
+    super(policy, reason);
+  }
+  envelope() {
+    return { error: this.message, code: 'vote_not_allowed', policy: this.policy, requestId: this.requestId };
+  }
+}
+
+const VoteAlreadyCastBase = createError<[string]>(
+  'ACPD_VOTE_ALREADY_CAST',
+  'User %s has already voted on this permission request',
+  403,
+);
+/**
+ * Under consensus, a user's second vote on the same request (whatever client
+ * id it comes from). 403, not 409: no waiting makes it count.
+ */
+export class VoteAlreadyCastError extends VoteAlreadyCastBase implements WireError {
+  constructor(
+    readonly requestId: string,
+    readonly user: string,
+  ) {
+    super(user);
+  }
+  envelope() {
+    return {
+      error: this.message,
+      code: 'vote_already_cast',
+      policy: 'consensus',
+      requestId: this.requestId,
+      user: this.user,
+    };
+  }
+}
+
 const RateLimitedBase = createError<[string]>('ACPD_RATE_LIMITED', 'Rate limit exceeded for %s; retry later', 429);
 /** A client spent its budget (prompts, mutations or reads) for the current window. */
 export class RateLimitedError extends RateLimitedBase implements WireError {

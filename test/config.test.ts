@@ -63,6 +63,8 @@ t.test('defaults', async (t) => {
     dataDir: join(ws, '.acpd'),
     initTimeoutMs: 10_000,
     permissionTimeoutMs: 300_000,
+    permissionPolicy: 'first-responder',
+    consensusQuorum: 0,
     killGraceMs: 5_000,
     drainTimeoutMs: 10_000,
     warmSessions: 1,
@@ -702,6 +704,20 @@ t.test('event log: sqlite by default, memory on request, nothing else', async (t
   t.equal(
     failure(() => load(['--event-log', 'redis'])),
     'Invalid --event-log "redis": must be one of memory, sqlite.',
+  );
+});
+
+t.test('permission policy: first-responder by default, one of four names; a quorum from 0', async (t) => {
+  t.equal(load(['--permission-policy', 'consensus']).permissionPolicy, 'consensus');
+  t.equal(load([], { ACPD_PERMISSION_POLICY: 'local-only' }).permissionPolicy, 'local-only');
+  t.equal(load(['--consensus-quorum', '3']).consensusQuorum, 3);
+  t.equal(
+    failure(() => load(['--permission-policy', 'anyone'])),
+    'Invalid --permission-policy "anyone": must be one of first-responder, designated, consensus, local-only.',
+  );
+  t.match(
+    failure(() => load(['--consensus-quorum', '-1'])),
+    /^Invalid --consensus-quorum "-1"/,
   );
 });
 

@@ -141,13 +141,14 @@ t.test('GET /capabilities: the exact v1 document plus limits, version and agent,
     workspaceCwd: real,
     limits: { maxSessionsPerWorkspace: 20, maxPendingPromptsPerSession: 5, sessionRestoreTimeoutMs: 10_000 },
     transports: ['rest', 'acp-http'],
+    policy: { name: 'first-responder', consensusQuorum: 0 },
     version: VERSION,
     agent: { command: app.channels.argv },
   });
   t.equal(
     Object.keys(obj(res.body)).join(','),
-    'v,protocolVersions,mode,features,modelServices,workspaceCwd,limits,transports,version,agent',
-    "the v1 fields first, in the contract's order, then the qwen daemon's limits and transports, then acpd's additions",
+    'v,protocolVersions,mode,features,modelServices,workspaceCwd,limits,transports,policy,version,agent',
+    "the v1 fields first, in the contract's order, then the qwen daemon's limits, transports and policy, then acpd's additions",
   );
   t.equal(app.channels.spawnCount, 0, 'no agent was started to answer');
 });

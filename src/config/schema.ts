@@ -4,6 +4,7 @@
 // description and default make up its --help entry.
 import { KindGuard, Type, type Static } from '@sinclair/typebox';
 import { DEFAULT_MAX_QUEUED_BYTES, DEFAULT_RING_BYTES } from '../services/event-bus.js';
+import { PERMISSION_POLICIES } from '../services/permission-policy.js';
 
 export const DEFAULT_PORT = 4170;
 export const DEFAULT_HOSTNAME = '127.0.0.1';
@@ -81,6 +82,21 @@ export const ConfigSchema = Type.Object({
     maximum: MAX_TIMER_MS,
     default: 300_000,
     description: 'How long a permission request waits for a vote before it is cancelled. 0 = wait forever.',
+  }),
+  ACPD_PERMISSION_POLICY: Type.Union(
+    PERMISSION_POLICIES.map((name) => Type.Literal(name)),
+    {
+      default: 'first-responder',
+      description:
+        "Whose vote settles a permission request: first-responder (any client with the approve scope, first answer wins), designated (only the user who sent the turn's prompt), consensus (--consensus-quorum distinct users choosing the same option), local-only (only clients on a loopback address).",
+    },
+  ),
+  ACPD_CONSENSUS_QUORUM: Type.Integer({
+    minimum: 0,
+    maximum: 1000,
+    default: 0,
+    description:
+      'Under --permission-policy consensus: how many distinct users must choose the same option. 0 = a majority of the users attached to the session when the agent asks.',
   }),
   ACPD_KILL_GRACE_MS: Type.Integer({
     minimum: 0,

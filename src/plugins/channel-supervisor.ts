@@ -29,6 +29,10 @@ async function channelSupervisor(app: FastifyInstance, opts: { config: Config })
     log: app.log.child({ component: 'agent' }),
     permissions: new PermissionBroker({
       timeoutMs: config.permissionTimeoutMs,
+      policy: { name: config.permissionPolicy, consensusQuorum: config.consensusQuorum },
+      announcePolicy:
+        config.permissionPolicy !== 'first-responder' || config.token !== undefined || config.tokensFile !== undefined,
+      namedUsers: config.tokensFile !== undefined,
       maxPendingPerSession: DEFAULT_MAX_PENDING_PER_SESSION,
       log: app.log.child({ component: 'permissions' }),
     }),

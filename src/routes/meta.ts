@@ -82,6 +82,7 @@ const metaRoutes: FastifyPluginAsyncTypebox<{ allowFileWrites: boolean }> = asyn
     workspaceCwd: app.sessions.workspace,
     limits: app.sessions.limits,
     transports: [...TRANSPORTS],
+    policy: app.channels.router.permissions.policyInfo,
     version: VERSION,
     agent: describeAgent(app.channels.argv, app.channels.lastInitialize),
   }));

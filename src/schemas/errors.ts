@@ -67,6 +67,14 @@ export const causes = {
     status: 403,
     when: '`code` `client_id_taken`: the `X-Qwen-Client-Id` (or the /acp connection) was first used by another user (`clientId`).',
   },
+  voteNotAllowed: {
+    status: 403,
+    when: '`code` `vote_not_allowed`: --permission-policy does not count this vote (`policy`, `requestId`): under `designated` the voter did not send the prompt, under `local-only` it is not on loopback.',
+  },
+  voteAlreadyCast: {
+    status: 403,
+    when: '`code` `vote_already_cast`: under `consensus`, this user voted on the request already, from whichever client (`user`, `requestId`).',
+  },
   sessionNotFound: {
     status: 404,
     when: 'No live session has this id (`sessionId`).',

@@ -1,4 +1,5 @@
 /** Schemas of health and capabilities. */
+import { PERMISSION_POLICIES } from '../services/permission-policy.js';
 import { Type } from '@sinclair/typebox';
 
 export const health = {
@@ -79,6 +80,20 @@ export const capabilities = {
           description:
             "How clients may reach the sessions, with the qwen daemon's names: `rest` (these routes and SSE), `acp-http` and `acp-ws` (ACP itself at `/acp`, over Streamable HTTP or a WebSocket).",
         }),
+        policy: Type.Object(
+          {
+            name: Type.Union(
+              PERMISSION_POLICIES.map((n) => Type.Literal(n)),
+              { description: 'Whose votes settle a permission request (`--permission-policy`).' },
+            ),
+            consensusQuorum: Type.Integer({
+              minimum: 0,
+              description:
+                'Under `consensus`, the distinct users that must choose the same option (`--consensus-quorum`); 0 = a majority of the users attached when the agent asks.',
+            }),
+          },
+          { description: 'The permission policy this daemon enforces.' },
+        ),
         // acpd's additions to the v1 document.
         version: Type.String({ description: "acpd's version." }),
         agent: AgentDescription,

@@ -30,15 +30,15 @@ export type VoteBody = Static<typeof VoteBody>;
 export const vote = {
   operationId: 'votePermission',
   tags: ['permissions'],
-  summary: 'Answer a pending permission request (first answer wins)',
+  summary: 'Answer a pending permission request',
   description:
-    "Resolves the agent's request with this outcome; `permission_resolved` follows as an event. Any client may answer any request: the first answer wins, later ones get 404.",
+    "A vote on the agent's request. Under --permission-policy `first-responder` (the default) any client with the `approve` scope may answer any request: the first answer wins, later ones get 404. `designated` counts only the user who sent the turn's prompt, `consensus` one vote per user until --consensus-quorum users chose the same option, `local-only` only loopback clients. `permission_resolved` follows as an event once the request is settled.",
   params: Type.Object({
     requestId: Type.String({ description: 'The `requestId` of a `permission_request` event.' }),
   }),
   body: VoteBody,
   response: {
     200: Type.Object({}, { description: 'The vote was taken.' }),
-    ...errors('permissionNotFound', 'invalidOption'),
+    ...errors('permissionNotFound', 'invalidOption', 'voteNotAllowed', 'voteAlreadyCast'),
   },
 };

@@ -74,6 +74,8 @@ interface Entry {
   cancelledAt?: number;
   /** Undoes what its abort signal does. */
   unwatch?: () => void;
+  /** Who sent it: the user a `designated` permission request of its turn belongs to. */
+  readonly actor: Actor | undefined;
 }
 
 /** The text blocks of a prompt, joined: what the queue listings and `pending_prompt_*` frames show. */
@@ -102,6 +104,11 @@ export class PromptQueue {
 
   get busy(): boolean {
     return this.running !== undefined;
+  }
+
+  /** The user who sent the running prompt, if any and if known. */
+  get runningUser(): string | undefined {
+    return this.running?.actor?.user;
   }
 
   /**
@@ -138,6 +145,7 @@ export class PromptQueue {
       resolve,
       reject,
       waited: mustWait,
+      actor,
     };
     const admission: Admission = {
       promptId: entry.promptId,

@@ -6,6 +6,7 @@
  * router; restores are the restore coordinator's.
  */
 import { actorMeta, type Actor } from './actor.js';
+import type { Voter } from './permission-policy.js';
 import { randomUUID } from 'node:crypto';
 import type { FastifyBaseLogger } from 'fastify';
 import type { RequestPermissionResponse } from '@agentclientprotocol/sdk';
@@ -154,6 +155,10 @@ export class SessionRegistry {
     };
     this.catalog = new SessionCatalog(opts.store, (sessionId) => this.byId.get(sessionId), opts.isLive);
     channels.onExit((channel, info, sessionIds) => this.channelExited(channel, info, sessionIds));
+    this.permissions.lookupSessions((sessionId) => {
+      const session = this.byId.get(sessionId);
+      return session && { originator: session.turnUser, attachedUsers: session.attachedUsers.length };
+    });
   }
 
   get workspace(): string {
@@ -556,8 +561,8 @@ export class SessionRegistry {
    * resolved a moment ago also tells its session's clients
    * (`permission_already_resolved`), so a UI that still shows it can drop it.
    */
-  respondToPermission(requestId: string, response: RequestPermissionResponse, actor?: Actor): boolean {
-    if (this.permissions.respond(requestId, response, actor)) return true;
+  respondToPermission(requestId: string, response: RequestPermissionResponse, actor?: Actor, voter?: Voter): boolean {
+    if (this.permissions.respond(requestId, response, actor, voter)) return true;
     const resolved = this.permissions.resolvedRecently(requestId);
     if (resolved !== undefined) {
       const { sessionId, outcome } = resolved;

@@ -85,6 +85,11 @@ export class Session {
     return this.prompts.busy;
   }
 
+  /** The user who sent the running prompt (the originator of its turn's permission requests). */
+  get turnUser(): string | undefined {
+    return this.prompts.runningUser;
+  }
+
   /** A client asked to close it: it takes no new prompts and is on its way out. */
   get isClosing(): boolean {
     return this.closing;

@@ -311,8 +311,8 @@ export interface paths {
         get?: never;
         put?: never;
         /**
-         * Answer a pending permission request (first answer wins)
-         * @description Resolves the agent's request with this outcome; `permission_resolved` follows as an event. Any client may answer any request: the first answer wins, later ones get 404.
+         * Answer a pending permission request
+         * @description A vote on the agent's request. Under --permission-policy `first-responder` (the default) any client with the `approve` scope may answer any request: the first answer wins, later ones get 404. `designated` counts only the user who sent the turn's prompt, `consensus` one vote per user until --consensus-quorum users chose the same option, `local-only` only loopback clients. `permission_resolved` follows as an event once the request is settled.
          */
         post: operations["votePermission"];
         delete?: never;
@@ -1614,6 +1614,13 @@ export interface operations {
                         };
                         /** @description How clients may reach the sessions, with the qwen daemon's names: `rest` (these routes and SSE), `acp-http` and `acp-ws` (ACP itself at `/acp`, over Streamable HTTP or a WebSocket). */
                         transports: ("rest" | "acp-http" | "acp-ws")[];
+                        /** @description The permission policy this daemon enforces. */
+                        policy: {
+                            /** @description Whose votes settle a permission request (`--permission-policy`). */
+                            name: "first-responder" | "designated" | "consensus" | "local-only";
+                            /** @description Under `consensus`, the distinct users that must choose the same option (`--consensus-quorum`); 0 = a majority of the users attached when the agent asks. */
+                            consensusQuorum: number;
+                        };
                         /** @description acpd's version. */
                         version: string;
                         /** @description The agent acpd runs: its command, and what its latest successful `initialize` answered (absent until one has run). */
@@ -3610,7 +3617,9 @@ export interface operations {
                 };
             };
             /**
-             * @description - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`).
+             * @description - `code` `vote_not_allowed`: --permission-policy does not count this vote (`policy`, `requestId`): under `designated` the voter did not send the prompt, under `local-only` it is not on loopback.
+             *     - `code` `vote_already_cast`: under `consensus`, this user voted on the request already, from whichever client (`user`, `requestId`).
+             *     - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`).
              *     - `code` `client_id_taken`: the `X-Qwen-Client-Id` (or the /acp connection) was first used by another user (`clientId`).
              *     - `code` `insufficient_scope`: the token's user (--tokens-file) lacks the scope this route needs (`scope`, `user`).
              */
