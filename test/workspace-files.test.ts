@@ -102,6 +102,89 @@ t.test('reads: text, windows, cursors, bytes, stat, list, glob', async (t) => {
   t.same(await kindOf(client.readWorkspaceFile('nope.md')), { status: 404, errorKind: 'path_not_found' });
 });
 
+t.test('ignore rules: root .gitignore, .qwenignore and .git/ hide entries unless asked for', async (t) => {
+  const { ws } = makeRepo(t);
+  writeFileSync(path.join(ws, '.gitignore'), '# build output\ndist/\n*.log\nbuild\n!keep.log\n');
+  writeFileSync(path.join(ws, '.qwenignore'), 'notes.md\n');
+  mkdirSync(path.join(ws, 'dist'));
+  writeFileSync(path.join(ws, 'dist', 'out.js'), 'x\n');
+  writeFileSync(path.join(ws, 'app.log'), 'log\n');
+  writeFileSync(path.join(ws, 'keep.log'), 'kept\n');
+  writeFileSync(path.join(ws, 'src', 'deep.log'), 'deep\n');
+  writeFileSync(path.join(ws, 'build'), 'a file named like a directory rule\n');
+  writeFileSync(path.join(ws, 'notes.md'), 'private\n');
+  const d = await startDaemon(t, { workspace: ws, args: ['--allow-file-writes'], checkAnswers: true });
+  const client = new DaemonClient({ baseUrl: d.baseUrl });
+  const get = async (route: string): Promise<Record<string, unknown>> => {
+    const res = await fetch(`${d.baseUrl}${route}`);
+    t.equal(res.status, 200, route);
+    return (await res.json()) as Record<string, unknown>;
+  };
+  const names = (list: unknown) =>
+    ((list as { entries: { name: string; ignored: boolean }[] }).entries ?? [])
+      .map((e) => `${e.name}${e.ignored ? ' (ignored)' : ''}`)
+      .sort();
+
+  t.same(
+    names(await client.dirList('.')),
+    [
+      '.acpd',
+      '.gitignore',
+      '.qwenignore',
+      'README.md',
+      'bin.dat',
+      'escape.txt',
+      'inside-link.ts',
+      'keep.log',
+      'outdir',
+      'pipe',
+      'src',
+    ],
+    'ignored entries are left out by default',
+  );
+  t.same(
+    names(await get('/list?path=.&includeIgnored=1')),
+    [
+      '.acpd',
+      '.git (ignored)',
+      '.gitignore',
+      '.qwenignore',
+      'README.md',
+      'app.log (ignored)',
+      'bin.dat',
+      'build (ignored)',
+      'dist (ignored)',
+      'escape.txt',
+      'inside-link.ts',
+      'keep.log',
+      'notes.md (ignored)',
+      'outdir',
+      'pipe',
+      'src',
+    ],
+    'includeIgnored lists them, each marked',
+  );
+  t.same(((await client.glob('**/*.log')) as { matches: string[] }).matches, ['keep.log']);
+  t.same(
+    (
+      (await get('/glob?pattern=' + encodeURIComponent('**/*.log') + '&includeIgnored=true')).matches as string[]
+    ).sort(),
+    ['app.log', 'keep.log', 'src/deep.log'],
+  );
+
+  t.equal((await client.readWorkspaceFile('app.log')).matchedIgnore, 'file', 'an ignored file can still be read');
+  t.equal((await client.readWorkspaceFile('dist/out.js')).matchedIgnore, 'directory');
+  t.equal((await client.readWorkspaceFile('notes.md')).matchedIgnore, 'file', '.qwenignore applies too');
+  t.equal((await client.readWorkspaceFile('README.md')).matchedIgnore, null);
+  const wrote = await client.writeWorkspaceFile({ path: 'dist/new.js', content: 'y\n', mode: 'create' });
+  t.equal(wrote.matchedIgnore, 'directory', 'a write says so too');
+
+  // An edit of .gitignore shows in the next request.
+  writeFileSync(path.join(ws, '.gitignore'), 'dist/\n');
+  t.ok(names(await client.dirList('.')).includes('app.log'), 'rules re-read after .gitignore changed');
+  t.equal((await client.readWorkspaceFile('app.log')).matchedIgnore, null);
+});
+
 t.test('confinement: every way out is refused with a 4xx', async (t) => {
   const { ws, outside } = makeRepo(t);
   const d = await startDaemon(t, { workspace: ws, args: ['--allow-file-writes'], checkAnswers: true });

@@ -58,6 +58,11 @@ function ranged(name: string, raw: string | undefined, min: number, max: number)
   return n;
 }
 
+/** A boolean query flag as the qwen daemon reads one: `1` or `true`, anything else is off. */
+function flag(raw: string | undefined): boolean {
+  return raw === '1' || raw === 'true';
+}
+
 function intParam(raw: string | undefined, fallback: number): number {
   const n = raw === undefined ? NaN : Number.parseInt(raw, 10);
   return Number.isNaN(n) ? fallback : n;
@@ -126,7 +131,7 @@ const workspaceRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (ap
 
   app.get('/list', { schema: listDir, config: read }, async (req, reply) => {
     try {
-      return reply.headers(NO_STORE).send(await files.list(req.query.path));
+      return reply.headers(NO_STORE).send(await files.list(req.query.path, flag(req.query.includeIgnored)));
     } catch (err) {
       return fail(reply, err);
     }
@@ -134,10 +139,12 @@ const workspaceRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (ap
 
   app.get('/glob', { schema: globFiles, config: read }, async (req, reply) => {
     try {
-      const { pattern, cwd } = req.query;
+      const { pattern, cwd, includeIgnored } = req.query;
       const maxResults =
         ranged('maxResults', req.query.maxResults, 1, LIMITS.maxGlobResults) ?? LIMITS.defaultGlobResults;
-      return reply.headers(NO_STORE).send(await files.glob(pattern, cwd === '' ? undefined : cwd, maxResults));
+      return reply
+        .headers(NO_STORE)
+        .send(await files.glob(pattern, cwd === '' ? undefined : cwd, maxResults, flag(includeIgnored)));
     } catch (err) {
       return fail(reply, err);
     }

@@ -20,7 +20,14 @@ const PathQuery = Type.String({
 /** A whole number in a query string (the app does not coerce them); its range is checked by the route. */
 const IntQuery = (description: string) => Type.String({ pattern: '^[0-9]{1,15}$', description });
 const LineEnding = Type.Union([Type.Literal('crlf'), Type.Literal('lf')]);
-const MatchedIgnore = Type.Null({ description: 'Always null: acpd applies no ignore rules.' });
+const MatchedIgnore = Type.Union([Type.Literal('file'), Type.Literal('directory'), Type.Null()], {
+  description:
+    "Which kind of the workspace's ignore rules (root .gitignore, .qwenignore, .git/) matches the path: a file pattern, a directory pattern, or none.",
+});
+
+const IgnoredFlag = Type.String({
+  description: '`1` or `true`: include what the ignore rules match, each entry marked `ignored`; otherwise left out.',
+});
 
 const readErrors = errors('fsRefused', 'fsNotFound', 'fsConflict', 'fsTooLarge', 'fsUnprocessable', 'fsDenied', 'fsIo');
 const writeErrors = errors(
@@ -126,7 +133,7 @@ export const listDir = {
   tags,
   operationId: 'dirList',
   summary: `A directory's entries (at most ${LIMITS.maxListEntries})`,
-  querystring: Type.Object({ path: PathQuery, includeIgnored: Type.Optional(Type.String()) }),
+  querystring: Type.Object({ path: PathQuery, includeIgnored: Type.Optional(IgnoredFlag) }),
   response: {
     200: Type.Object({
       kind: Type.Literal('list'),
@@ -147,7 +154,7 @@ export const globFiles = {
     pattern: Type.String({ minLength: 1 }),
     cwd: Type.Optional(Type.String({ description: 'A directory inside the workspace to match from.' })),
     maxResults: Type.Optional(IntQuery(`1 to ${LIMITS.maxGlobResults}; default ${LIMITS.defaultGlobResults}.`)),
-    includeIgnored: Type.Optional(Type.String()),
+    includeIgnored: Type.Optional(IgnoredFlag),
   }),
   response: {
     200: Type.Object({

@@ -13,6 +13,7 @@ import { constants, promises as fs, type Stats } from 'node:fs';
 import path from 'node:path';
 import { glob } from 'tinyglobby';
 import { isInside } from './workspace.js';
+import { type IgnoreCategory, WorkspaceIgnore } from './workspace-ignore.js';
 
 /** The qwen daemon's error kinds and the status each answers with. */
 export const FS_ERROR_STATUS = {
@@ -181,7 +182,8 @@ export interface TextRead {
   truncated: boolean;
   /** The whole file's; not on a cursor page, which reads a window of a file the client already hashed. */
   hash?: string;
-  matchedIgnore: null;
+  /** Which kind of ignore rule matches the file (src/services/workspace-ignore.ts), or null. */
+  matchedIgnore: IgnoreCategory | null;
   originalLineCount: number | null;
   nextCursor: string | null;
   hasMore: boolean;
@@ -196,11 +198,20 @@ export interface WriteEvent {
 }
 
 export class WorkspaceFiles {
+  private readonly ignored: WorkspaceIgnore;
+
   constructor(
     private readonly workspace: string,
     /** acpd's own directory: never written through these routes (it may lie inside the workspace). */
     private readonly dataDir: string,
-  ) {}
+  ) {
+    this.ignored = new WorkspaceIgnore(workspace);
+  }
+
+  /** The ignore rule kind matching a file at `real`, with the rule files re-read when they changed. */
+  private async fileIgnore(real: string): Promise<IgnoreCategory | null> {
+    return (await this.ignored.refresh()).verdict(real, 'file');
+  }
 
   /** `abs` relative to the workspace, with `/`, `.` for the root. */
   relative(abs: string): string {
@@ -397,7 +408,7 @@ export class WorkspaceFiles {
       // As the qwen daemon answers: a cursor page is a window (truncated, no hash, no line count).
       truncated: paged || hasMore || (opts.line !== undefined && lineOffset < opts.line - 1),
       ...(paged ? {} : { hash: hashOf(buf) }),
-      matchedIgnore: null,
+      matchedIgnore: await this.fileIgnore(real),
       originalLineCount: paged ? null : text.split('\n').length,
       // Pages follow lines: a read cut by maxBytes names no cursor (its end may split a line).
       nextCursor:
@@ -448,32 +459,35 @@ export class WorkspaceFiles {
     };
   }
 
-  async list(input: string) {
+  async list(input: string, includeIgnored = false) {
     const real = await this.resolve(input, 'read');
     const st = await fs.stat(real);
     if (!st.isDirectory()) throw new FsError('parse_error', `path is not a directory: ${input}`);
+    const rules = await this.ignored.refresh();
     const entries: { name: string; kind: ReturnType<typeof kindOf>; ignored: boolean }[] = [];
     let truncated = false;
     const dir = await fs.opendir(real);
     for await (const d of dir) {
-      // Git's own directory is not part of the listing, as the qwen daemon's ignore rules leave it out.
-      if (d.name === '.git') continue;
+      const kind = kindOf(d);
+      const ignored = rules.verdict(path.join(real, d.name), kind === 'directory' ? 'directory' : 'file') !== null;
+      if (ignored && !includeIgnored) continue;
       if (entries.length >= LIMITS.maxListEntries) {
         truncated = true;
         break;
       }
-      entries.push({ name: d.name, kind: kindOf(d), ignored: false });
+      entries.push({ name: d.name, kind, ignored });
     }
     return { kind: 'list' as const, path: this.relative(real), entries, truncated, matchedIgnore: null };
   }
 
-  async glob(pattern: string, cwd: string | undefined, maxResults: number) {
+  async glob(pattern: string, cwd: string | undefined, maxResults: number, includeIgnored = false) {
     if (pattern.split(/[\\/]/).includes('..')) {
       throw new FsError('parse_error', `glob pattern may not contain '..' segments: ${pattern}`);
     }
     if (path.isAbsolute(pattern))
       throw new FsError('parse_error', `glob pattern must be workspace-relative: ${pattern}`);
     const root = cwd === undefined ? this.workspace : await this.resolve(cwd, 'read');
+    const rules = await this.ignored.refresh();
     const started = performance.now();
     const matches: string[] = [];
     let truncated = false;
@@ -494,6 +508,10 @@ export class WorkspaceFiles {
         continue;
       }
       if (!isInside(this.workspace, real)) continue;
+      if (!includeIgnored) {
+        const isDir = (await fs.lstat(real).catch(() => undefined))?.isDirectory() === true;
+        if (rules.verdict(real, isDir ? 'directory' : 'file') !== null) continue;
+      }
       if (matches.length >= maxResults) {
         truncated = true;
         break;
@@ -597,7 +615,7 @@ export class WorkspaceFiles {
       encoding: 'utf-8',
       bom,
       lineEnding,
-      matchedIgnore: null,
+      matchedIgnore: await this.fileIgnore(real),
     };
   }
 
@@ -631,7 +649,7 @@ export class WorkspaceFiles {
       encoding: 'utf-8',
       bom,
       lineEnding,
-      matchedIgnore: null,
+      matchedIgnore: await this.fileIgnore(real),
     };
   }
 

@@ -3935,11 +3935,8 @@ export interface operations {
                         truncated: boolean;
                         /** @description `sha256:` and the hex SHA-256 of the bytes. */
                         hash?: string;
-                        /**
-                         * @description Always null: acpd applies no ignore rules.
-                         * @enum {object|null}
-                         */
-                        matchedIgnore: never | null;
+                        /** @description Which kind of the workspace's ignore rules (root .gitignore, .qwenignore, .git/) matches the path: a file pattern, a directory pattern, or none. */
+                        matchedIgnore: "file" | "directory" | (never | null);
                         /** @description null on a cursor page. */
                         originalLineCount: number | null;
                         /** @description Where the next page starts; null at the end. */
@@ -4359,6 +4356,7 @@ export interface operations {
             query: {
                 /** @description Relative to the workspace, or absolute inside it. Symlinks are followed and must stay inside. */
                 path: string;
+                /** @description `1` or `true`: include what the ignore rules match, each entry marked `ignored`; otherwise left out. */
                 includeIgnored?: string;
             };
             header?: never;
@@ -4384,11 +4382,8 @@ export interface operations {
                             ignored: boolean;
                         }[];
                         truncated: boolean;
-                        /**
-                         * @description Always null: acpd applies no ignore rules.
-                         * @enum {object|null}
-                         */
-                        matchedIgnore: never | null;
+                        /** @description Which kind of the workspace's ignore rules (root .gitignore, .qwenignore, .git/) matches the path: a file pattern, a directory pattern, or none. */
+                        matchedIgnore: "file" | "directory" | (never | null);
                     };
                 };
             };
@@ -4513,6 +4508,7 @@ export interface operations {
                 cwd?: string;
                 /** @description 1 to 50000; default 5000. */
                 maxResults?: string;
+                /** @description `1` or `true`: include what the ignore rules match, each entry marked `ignored`; otherwise left out. */
                 includeIgnored?: string;
             };
             header?: never;
@@ -4697,11 +4693,8 @@ export interface operations {
                         encoding: string;
                         bom: boolean;
                         lineEnding: "crlf" | "lf";
-                        /**
-                         * @description Always null: acpd applies no ignore rules.
-                         * @enum {object|null}
-                         */
-                        matchedIgnore: never | null;
+                        /** @description Which kind of the workspace's ignore rules (root .gitignore, .qwenignore, .git/) matches the path: a file pattern, a directory pattern, or none. */
+                        matchedIgnore: "file" | "directory" | (never | null);
                     };
                 };
             };
@@ -4724,11 +4717,8 @@ export interface operations {
                         encoding: string;
                         bom: boolean;
                         lineEnding: "crlf" | "lf";
-                        /**
-                         * @description Always null: acpd applies no ignore rules.
-                         * @enum {object|null}
-                         */
-                        matchedIgnore: never | null;
+                        /** @description Which kind of the workspace's ignore rules (root .gitignore, .qwenignore, .git/) matches the path: a file pattern, a directory pattern, or none. */
+                        matchedIgnore: "file" | "directory" | (never | null);
                     };
                 };
             };
@@ -4898,11 +4888,8 @@ export interface operations {
                         encoding: string;
                         bom: boolean;
                         lineEnding: "crlf" | "lf";
-                        /**
-                         * @description Always null: acpd applies no ignore rules.
-                         * @enum {object|null}
-                         */
-                        matchedIgnore: never | null;
+                        /** @description Which kind of the workspace's ignore rules (root .gitignore, .qwenignore, .git/) matches the path: a file pattern, a directory pattern, or none. */
+                        matchedIgnore: "file" | "directory" | (never | null);
                     };
                 };
             };

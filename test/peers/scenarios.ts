@@ -626,7 +626,7 @@ const GIT_ENV = {
   GIT_CONFIG_NOSYSTEM: '1',
 };
 
-/** A repository of three commits, one file changed since, one untracked, in `ws`. */
+/** A repository of three commits, one file changed since, one untracked, and three its .gitignore hides, in `ws`. */
 function makeRepository(ws: string): void {
   let n = 0;
   const git = (...args: string[]): void => {
@@ -645,6 +645,7 @@ function makeRepository(ws: string): void {
     Array.from({ length: to - from + 1 }, (_, i) => `line ${from + i}\n`).join('');
   git('init', '-q', '-b', 'main');
   write('README.md', '# peers\n');
+  write('.gitignore', 'build/\n*.log\n');
   write('src/lib.ts', lines(1, 30));
   write('data.bin', Buffer.from(Array.from({ length: 64 }, (_, i) => (i * 37) % 256)));
   n = 1;
@@ -661,6 +662,9 @@ function makeRepository(ws: string): void {
   // The dirty file and the untracked one.
   write('src/lib.ts', lines(1, 10) + 'line 11 changed\n' + lines(12, 30) + 'line 31\n');
   write('notes.txt', 'untracked\n');
+  write('build/out.ts', 'export {};\n');
+  write('debug.log', 'ignored\n');
+  write('src/trace.log', 'ignored too\n');
 }
 
 const TIME_KEY = /^(mtime|ctime|atime|birthtime|modified|computedAt)(Ms)?$/i;
@@ -756,6 +760,13 @@ const s7: Scenario = {
     await fact('s7.statDir', 'GET /stat src', () => c.fileStat('src'));
     await fact('s7.list', 'GET /list .', () => c.dirList('.'));
     await fact('s7.glob', 'GET /glob **/*.ts', () => c.glob('**/*.ts'));
+    await fact('s7.globIgnored', 'GET /glob **/*.log (every hit .gitignored)', () => c.glob('**/*.log'));
+    await fact('s7.readIgnored', 'GET /file debug.log (matched by a file rule)', () =>
+      c.readWorkspaceFile('debug.log'),
+    );
+    await fact('s7.readIgnoredDir', 'GET /file build/out.ts (under a directory rule)', () =>
+      c.readWorkspaceFile('build/out.ts'),
+    );
     await fact('s7.outside', 'GET /file ../outside (refused)', () => c.readWorkspaceFile('../outside'));
     await fact('s7.missing', 'GET /file nope.txt (missing)', () => c.readWorkspaceFile('nope.txt'));
     await fact('s7.gitStatus', 'GET /workspace/git?wait=1', () => c.workspaceGit({ wait: true }));
