@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import t, { type Test } from 'tap';
 import { client, RequestError } from '@agentclientprotocol/sdk';
 import { createHttpStream } from '@agentclientprotocol/sdk/experimental/http-client';
+import { request } from 'undici';
 import { until } from '../harness/wait.js';
 import { hashToken } from '../src/services/tokens.js';
 import { steerDaemon, tempDir, type Endpoint, type TestDaemon } from './support/app.js';
@@ -317,4 +318,65 @@ t.test('the real process reloads its tokens file on SIGHUP without dropping a st
   t.equal(child.exitCode, null, 'SIGHUP did not stop the daemon');
   t.equal((await call(prompter, 'POST', `/session/${id}/prompt`, textPrompt('still here'))).status, 200);
   await events.waitFor(isType('turn_complete'), 'the stream opened before SIGHUP goes on');
+});
+
+t.test("an Idempotency-Key is its user's: another user's same key runs its own request", async (t) => {
+  const { d } = await teamDaemon(t);
+  const key = { 'idempotency-key': 'shared-key-1' };
+  // A session of its own each time (the default scope would attach them all to one).
+  const thread = { sessionScope: 'thread' };
+  const first = await call(as(d, 'prompter'), 'POST', '/session', thread, key);
+  t.equal(first.status, 200);
+  const mine = String(obj(first.body).sessionId);
+  const retry = await call(as(d, 'prompter'), 'POST', '/session', thread, key);
+  t.equal(retry.headers['idempotent-replayed'], 'true', 'its own retry is answered from the receipt');
+  t.equal(obj(retry.body).sessionId, mine);
+
+  const other = await call(as(d, 'boss'), 'POST', '/session', thread, key);
+  t.equal(other.status, 200);
+  t.equal(other.headers['idempotent-replayed'], undefined, "another user's request with the key is not a replay");
+  t.not(obj(other.body).sessionId, mine, "and is not handed the first user's session");
+  // Nor is another request under the same key a mismatch for a user who never used it.
+  const model = await call(
+    as(d, 'boss'),
+    'POST',
+    `/session/${mine}/model`,
+    { modelId: 'm2' },
+    {
+      'idempotency-key': 'shared-key-2',
+    },
+  );
+  t.equal(model.status, 200);
+  const mismatch = await call(as(d, 'prompter'), 'POST', '/session', thread, { 'idempotency-key': 'shared-key-2' });
+  t.equal(mismatch.status, 200, "prompter's first use of a key boss used runs (no 422)");
+});
+
+t.test('an /acp client reading a session is listed among its attached users while it reads', async (t) => {
+  const { d } = await teamDaemon(t);
+  const id = String(obj((await call(as(d, 'prompter'), 'POST', '/session', {})).body).sessionId);
+  const status = async () => obj((await call(as(d, 'boss'), 'GET', `/session/${id}/status`)).body).attachedUsers;
+  t.same(await status(), ['prompter'], 'the creator');
+
+  const init = await call(as(d, 'reader'), 'POST', '/acp', {
+    jsonrpc: '2.0',
+    id: 1,
+    method: 'initialize',
+    params: { protocolVersion: 1, clientCapabilities: {} },
+  });
+  const connection = { 'acp-connection-id': String(init.headers['acp-connection-id']) };
+  const ac = new AbortController();
+  t.teardown(() => ac.abort());
+  const stream = await request(`${d.baseUrl}/acp`, {
+    headers: { ...as(d, 'reader').headers, ...connection, accept: 'text/event-stream', 'acp-session-id': id },
+    signal: ac.signal,
+  });
+  t.equal(stream.statusCode, 200);
+  stream.body.resume();
+  await until(
+    async () => JSON.stringify(await status()) === JSON.stringify(['prompter', 'reader']) || undefined,
+    'the /acp reader listed',
+  );
+  t.pass('the /acp reader is listed beside the creator');
+  t.equal((await call(as(d, 'reader', connection), 'DELETE', '/acp')).status, 202);
+  t.same(await status(), ['prompter'], 'gone with its connection');
 });
