@@ -239,7 +239,7 @@ t.test('/acp messages are their REST routes: the same scopes apply, method by me
     await overAcp(d, user, async (agent) => {
       await agent.request('initialize', { protocolVersion: 1, clientCapabilities: {} });
       // Extension methods too: the SDK's request sends any method name.
-      const send = agent.request.bind(agent) as (method: string, params: unknown) => Promise<unknown>;
+      const send = (method: string, params: Record<string, unknown>): Promise<unknown> => agent.request(method, params);
       for (const [method, { params, scope }] of Object.entries(methods)) {
         const outcome = await acpOutcome(send(method, params));
         const label = `${user}: ${method}`;
