@@ -2,6 +2,8 @@
 // own Redis connections and its own agent processes (the steerable agent, so that races are ordered by
 // parking agent calls), and they share a workspace and a data directory as a cluster's nodes do. What a
 // node that dies with SIGKILL costs is in cluster.test.ts, with real processes behind nginx.
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
 import t, { type Test } from 'tap';
 import { Redis } from 'ioredis';
 import { request } from 'undici';
@@ -9,6 +11,7 @@ import { RedisServer } from '../harness/redis.js';
 import { until } from '../harness/wait.js';
 import { Steer } from './fixtures/steer.js';
 import { buildApp } from '../src/app.js';
+import { hashToken } from '../src/services/tokens.js';
 import { freePort } from '../harness/ports.js';
 import { startDaemon, tempDir, testConfig, type TestDaemon } from './support/app.js';
 import { call, createSession, obj, type JsonResponse } from './support/http.js';
@@ -26,7 +29,11 @@ interface Cluster {
   client: Redis;
 }
 
-async function cluster(t: Test, count: number, opts: { hold?: string[]; args?: string[] } = {}): Promise<Cluster> {
+async function cluster(
+  t: Test,
+  count: number,
+  opts: { hold?: string[]; args?: string[]; nodeArgs?: (i: number) => string[] } = {},
+): Promise<Cluster> {
   const redis = await RedisServer.start();
   t.teardown(() => redis.stop());
   const steer = await Steer.create({ hold: opts.hold });
@@ -48,6 +55,7 @@ async function cluster(t: Test, count: number, opts: { hold?: string[]; args?: s
           '--lease-ttl',
           String(LEASE_TTL_S),
           ...(opts.args ?? []),
+          ...(opts.nodeArgs?.(i) ?? []),
         ],
       }),
     );
@@ -142,6 +150,74 @@ t.test('cluster nodes', async (t) => {
     t.same(await asked, { outcome: { outcome: 'selected', optionId } }, 'the agent got the vote');
     const again = await call(b, 'POST', `/permission/${requestId}`, { outcome: { outcome: 'selected', optionId } });
     t.equal(again.status, 404, 'a second vote finds nothing, as on one node');
+  });
+
+  t.test("a forwarded vote is judged by the client's user and address, not the forwarding node's", async (t) => {
+    const tokens = path.join(tempDir(t, 'acpd-cluster-tokens-'), 'tokens.yaml');
+    const user = (name: string) =>
+      `  - name: ${name}\n    tokens: ["${hashToken(`tok-${name}`)}"]\n    scopes: [admin]\n`;
+    writeFileSync(tokens, `users:\n${user('alice')}${user('bob')}`);
+    // Node 2 sits behind a proxy on this machine and believes its X-Forwarded-For; node 1 believes nobody,
+    // so a request node 2 forwards reaches node 1 from loopback whoever its client is.
+    const c = await cluster(t, 2, {
+      args: ['--tokens-file', tokens, '--permission-policy', 'local-only'],
+      nodeArgs: (i) => (i === 2 ? ['--trust-proxy', '127.0.0.1'] : []),
+    });
+    const [a, b] = c.nodes as [TestDaemon, TestDaemon];
+    const as = (d: TestDaemon, name: string, extra: Record<string, string> = {}) => ({
+      baseUrl: d.baseUrl,
+      headers: { authorization: `Bearer tok-${name}`, ...extra },
+    });
+    const sessionId = String(
+      obj((await call(as(a, 'alice'), 'POST', '/session', { sessionScope: 'thread' })).body).sessionId,
+    );
+    t.ok(a.app.sessions.get(sessionId), 'node 1 runs the session');
+    const stream = await openEvents(t, as(a, 'alice'), sessionId);
+    const agent = await c.steer.agent(0);
+    const asked = agent.permission(sessionId, { toolCallId: 'tc-1', title: 'write a file' }, [
+      { optionId: 'allow', name: 'Allow', kind: 'allow_once' },
+    ]);
+    const frame = await stream.waitFor(isType('permission_request'));
+    const requestId = String(frame.envelope?.data.requestId);
+    const allow = { outcome: { outcome: 'selected', optionId: 'allow' } };
+
+    // A remote client through node 2, claiming to be loopback and alice in the headers nodes use between them.
+    const forged = { 'x-acpd-client-ip': '127.0.0.1', 'x-acpd-client-user': 'alice', 'x-forwarded-for': '203.0.113.7' };
+    const remote = await call(as(b, 'bob', forged), 'POST', `/permission/${requestId}`, allow);
+    t.match([remote.status, remote.body], [403, { code: 'vote_not_allowed', policy: 'local-only' }], 'remote: refused');
+    // The same headers sent straight to the owner, without the cluster's secret, are not believed either.
+    const direct = await call(
+      as(a, 'bob', { 'x-acpd-client-user': 'alice' }),
+      'POST',
+      `/permission/${requestId}`,
+      allow,
+    );
+    t.equal(direct.status, 200, 'a loopback client of node 1 votes');
+    t.same(await asked, allow);
+    const resolved = await stream.waitFor(isType('permission_resolved'));
+    t.match(resolved.envelope?.data, { votes: [{ user: 'bob' }], _meta: { user: 'bob' } }, 'as bob, not alice');
+
+    // Through node 2 from a client on this machine: counted, as bob.
+    const again = agent.permission(sessionId, { toolCallId: 'tc-2', title: 'write another' }, [
+      { optionId: 'allow', name: 'Allow', kind: 'allow_once' },
+    ]);
+    const second = await stream.waitFor(
+      (f) => isType('permission_request')(f) && f.envelope?.data.requestId !== requestId,
+      'the second permission_request',
+    );
+    const local = await call(
+      as(b, 'bob', { 'x-forwarded-for': '127.0.0.2', 'x-acpd-client-user': 'alice' }),
+      'POST',
+      `/permission/${String(second.envelope?.data.requestId)}`,
+      allow,
+    );
+    t.equal(local.status, 200, 'a loopback client of node 2 votes through it');
+    t.same(await again, allow);
+    const settled = await stream.waitFor(
+      (f) => isType('permission_resolved')(f) && f.envelope?.data.requestId === second.envelope?.data.requestId,
+      'the second permission_resolved',
+    );
+    t.match(settled.envelope?.data, { votes: [{ user: 'bob' }], _meta: { user: 'bob' } }, 'still as bob');
   });
 
   t.test('restores racing on three nodes: one agent call for one action, 409 for the other', async (t) => {

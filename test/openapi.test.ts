@@ -6,6 +6,7 @@ import t from 'tap';
 import { causes, type ErrorCause } from '../src/schemas/errors.js';
 import { startDaemon } from './support/app.js';
 import { call, obj } from './support/http.js';
+import { routesFromTree } from './support/routes.js';
 
 const DOCS_PREFIX = '/docs';
 /** The description lines (see errorResponse) of the reasons whose answers carry `Retry-After`. */
@@ -16,31 +17,6 @@ const SENDS_RETRY_AFTER = new Set<string>(
 );
 /** The orchestrators' probes: public on a loopback bind, never shed, no rate budget. */
 const PROBES = new Set(['/health', '/livez', '/readyz']);
-
-interface AppRoute {
-  method: string;
-  url: string;
-}
-
-/**
- * The routes in `app.printRoutes({ commonPrefix: false })`, the router's own listing: a tree of path
- * pieces, four columns per level, methods in parentheses on the nodes that are routes.
- */
-function routesFromTree(tree: string): AppRoute[] {
-  const routes: AppRoute[] = [];
-  const stack: string[] = [];
-  for (const line of tree.split('\n')) {
-    const match = /^((?:│ {3}| {4})*)(?:├── |└── )(.*?)(?: \(([A-Z, ]+)\))?$/.exec(line);
-    if (!match) continue;
-    const depth = match[1].length / 4;
-    stack.length = depth;
-    stack.push(match[2]);
-    if (match[3] === undefined) continue;
-    const url = stack.join('');
-    for (const method of match[3].split(', ')) routes.push({ method, url });
-  }
-  return routes;
-}
 
 /** `/session/:id/prompt` → `/session/{id}/prompt`. */
 function openapiPath(url: string): string {

@@ -250,3 +250,52 @@ t.test('with only --token every client is `default`: consensus takes the first a
   const resolved = await events.waitFor(isType('permission_resolved'), 'permission_resolved');
   t.match(resolved.envelope?.data, { policy: 'consensus', votes: [{ user: 'default', optionId: 'deny' }] });
 });
+
+t.test('consensus without a quorum: a majority of the users attached when the agent asks', async (t) => {
+  const { d, steer } = await policyDaemon(t, ['--permission-policy', 'consensus']);
+  const id = String(obj((await call(as(d, 'alice'), 'POST', '/session', {})).body).sessionId);
+  const events = await openEvents(t, as(d, 'carol'), id);
+  await events.waitFor(isType('session_state'), 'session_state');
+  const agent = await steer.agent(0);
+  const ask = async (toolCallId: string) => {
+    const answer = agent.permission(id, { toolCallId, title: 'write' }, OPTIONS);
+    const asked = await events.waitFor(
+      (f) =>
+        isType('permission_request')(f) &&
+        (f.envelope?.data.toolCall as { toolCallId?: string }).toolCallId === toolCallId,
+      `permission_request ${toolCallId}`,
+    );
+    return { answer, data: asked.envelope?.data ?? {}, requestId: String(asked.envelope?.data.requestId) };
+  };
+
+  // Two users attached (alice created it, carol reads it): both must agree.
+  const two = await ask('tc-2');
+  t.match(two.data, { policy: 'consensus', quorum: 2 }, 'two attached: quorum 2');
+  const notAllowed = await call(as(d, 'dave'), 'POST', `/permission/${two.requestId}`, ALLOW);
+  t.match([notAllowed.status, notAllowed.body], [403, { code: 'insufficient_scope' }], 'dave may not vote');
+  t.equal((await call(as(d, 'alice'), 'POST', `/permission/${two.requestId}`, ALLOW)).status, 200);
+  await events.waitFor(isType('permission_vote'), 'one vote of two');
+  t.equal((await call(as(d, 'carol'), 'POST', `/permission/${two.requestId}`, ALLOW)).status, 200);
+  t.same(await two.answer, ALLOW, 'settled by the second user');
+
+  // Three attached (bob reads too): two of three settle it; four (dave reads as well): three of four.
+  await (await openEvents(t, as(d, 'bob'), id)).waitFor(isType('session_state'), 'bob attached');
+  const three = await ask('tc-3');
+  t.match(three.data, { quorum: 2 }, 'three attached: quorum 2');
+  t.equal((await call(as(d, 'bob'), 'POST', `/permission/${three.requestId}`, DENY)).status, 200);
+  t.equal((await call(as(d, 'carol'), 'POST', `/permission/${three.requestId}`, DENY)).status, 200);
+  t.same(await three.answer, DENY, 'two of three');
+  await (await openEvents(t, as(d, 'dave'), id)).waitFor(isType('session_state'), 'dave attached');
+  const four = await ask('tc-4');
+  t.match(four.data, { quorum: 3 }, 'four attached: quorum 3, although dave cannot vote');
+  for (const voter of ['alice', 'bob', 'carol']) {
+    t.equal((await call(as(d, voter), 'POST', `/permission/${four.requestId}`, ALLOW)).status, 200, voter);
+  }
+  t.same(await four.answer, ALLOW, 'three of four');
+  t.match(obj((await call(as(d, 'dave'), 'GET', `/session/${id}/status`)).body).attachedUsers, [
+    'alice',
+    'bob',
+    'carol',
+    'dave',
+  ]);
+});

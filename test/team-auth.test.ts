@@ -8,10 +8,13 @@ import { fileURLToPath } from 'node:url';
 import t, { type Test } from 'tap';
 import { client, RequestError } from '@agentclientprotocol/sdk';
 import { createHttpStream } from '@agentclientprotocol/sdk/experimental/http-client';
+import { request } from 'undici';
 import { until } from '../harness/wait.js';
+import { METHODS } from '../src/acp/methods.js';
 import { hashToken } from '../src/services/tokens.js';
 import { steerDaemon, tempDir, type Endpoint, type TestDaemon } from './support/app.js';
 import { call, obj } from './support/http.js';
+import { routesFromTree } from './support/routes.js';
 import { isType, openEvents } from './support/sse.js';
 import { textPrompt } from './support/values.js';
 
@@ -56,37 +59,103 @@ async function teamDaemon(t: Test, yaml = tokensYaml(USERS, EXPIRED_USER)) {
   return { ...steered, file };
 }
 
+/** Whether an answer is the guards' refusal for want of a scope or a token (not a route's own 403, e.g. writes off). */
+function refused(res: { status: number; body: unknown }): boolean {
+  return (
+    res.status === 401 ||
+    (res.status === 403 && (res.body as { code?: unknown } | undefined)?.code === 'insufficient_scope')
+  );
+}
+
 t.test('every route answers by the scope of the token: 403 insufficient_scope names the scope', async (t) => {
   const { d } = await teamDaemon(t);
   const created = await call(as(d, 'boss'), 'POST', '/session', {});
   const id = String(obj(created.body).sessionId);
   const ws = encodeURIComponent(d.config.workspace);
-  const routes: { method: 'GET' | 'POST' | 'DELETE'; url: string; body?: unknown; scope?: Scope }[] = [
-    { method: 'GET', url: '/health' },
-    { method: 'GET', url: '/capabilities', scope: 'read' },
-    { method: 'GET', url: `/workspace/${ws}/sessions`, scope: 'read' },
-    { method: 'GET', url: `/session/${id}/status`, scope: 'read' },
-    { method: 'GET', url: `/session/${id}/pending-prompts`, scope: 'read' },
-    { method: 'GET', url: `/session/${id}/turns/current`, scope: 'read' },
-    { method: 'GET', url: '/session/no-such/events', scope: 'read' },
-    { method: 'GET', url: '/metrics', scope: 'admin' },
-    { method: 'GET', url: '/docs/json', scope: 'admin' },
-    { method: 'POST', url: '/session', body: {}, scope: 'prompt' },
-    { method: 'POST', url: `/session/${id}/prompt`, body: textPrompt('hi'), scope: 'prompt' },
-    { method: 'POST', url: `/session/${id}/cancel`, body: {}, scope: 'prompt' },
-    { method: 'POST', url: `/session/${id}/model`, body: { modelId: 'm2' }, scope: 'prompt' },
-    { method: 'POST', url: '/session/unknown-1/load', body: {}, scope: 'prompt' },
-    { method: 'POST', url: '/session/unknown-2/resume', body: {}, scope: 'prompt' },
-    { method: 'DELETE', url: `/session/${id}/pending-prompts/nope`, scope: 'prompt' },
-    { method: 'DELETE', url: '/session/no-such', scope: 'prompt' },
-    { method: 'POST', url: '/permission/nope', body: { outcome: { outcome: 'cancelled' } }, scope: 'approve' },
-  ];
+  const acpInit = {
+    jsonrpc: '2.0',
+    id: 1,
+    method: 'initialize',
+    params: { protocolVersion: 1, clientCapabilities: {} },
+  };
+  // Every route the app serves, by its router pattern: what to send it and the scope it needs
+  // (undefined: any valid token, or none at all for the probes and the console's public files).
+  type Route = { url: string; body?: unknown; scope?: Scope };
+  const routes: Record<string, Route> = {
+    'GET /health': { url: '/health' },
+    'GET /livez': { url: '/livez' },
+    'GET /readyz': { url: '/readyz' },
+    'GET /console': { url: '/console' },
+    'GET /console/': { url: '/console/' },
+    'GET /console/:file': { url: '/console/app.js' },
+    'GET /console/client/:file': { url: '/console/client/index.js' },
+    'GET /capabilities': { url: '/capabilities', scope: 'read' },
+    'GET /metrics': { url: '/metrics', scope: 'admin' },
+    'GET /docs': { url: '/docs', scope: 'admin' },
+    'GET /docs/': { url: '/docs/', scope: 'admin' },
+    'GET /docs/json': { url: '/docs/json', scope: 'admin' },
+    'GET /docs/yaml': { url: '/docs/yaml', scope: 'admin' },
+    'GET /docs/static/index.html': { url: '/docs/static/index.html', scope: 'admin' },
+    'GET /docs/static/swagger-initializer.js': { url: '/docs/static/swagger-initializer.js', scope: 'admin' },
+    'GET /docs/*': { url: '/docs/static/swagger-ui.css', scope: 'admin' },
+    'GET /workspace/:id/sessions': { url: `/workspace/${ws}/sessions`, scope: 'read' },
+    'GET /session/:id/status': { url: `/session/${id}/status`, scope: 'read' },
+    'GET /session/:id/pending-prompts': { url: `/session/${id}/pending-prompts`, scope: 'read' },
+    'GET /session/:id/turns/current': { url: `/session/${id}/turns/current`, scope: 'read' },
+    'GET /session/:id/events': { url: '/session/no-such/events', scope: 'read' },
+    'POST /session': { url: '/session', body: {}, scope: 'prompt' },
+    'POST /session/:id/prompt': { url: `/session/${id}/prompt`, body: textPrompt('hi'), scope: 'prompt' },
+    'POST /session/:id/cancel': { url: `/session/${id}/cancel`, body: {}, scope: 'prompt' },
+    'POST /session/:id/model': { url: `/session/${id}/model`, body: { modelId: 'm2' }, scope: 'prompt' },
+    'POST /session/:id/load': { url: '/session/unknown-1/load', body: {}, scope: 'prompt' },
+    'POST /session/:id/resume': { url: '/session/unknown-2/resume', body: {}, scope: 'prompt' },
+    'DELETE /session/:id/pending-prompts/:promptId': { url: `/session/${id}/pending-prompts/nope`, scope: 'prompt' },
+    'DELETE /session/:id': { url: '/session/no-such', scope: 'prompt' },
+    'POST /permission/:requestId': {
+      url: '/permission/nope',
+      body: { outcome: { outcome: 'cancelled' } },
+      scope: 'approve',
+    },
+    'GET /file': { url: '/file?path=README.md', scope: 'read' },
+    'GET /file/bytes': { url: '/file/bytes?path=README.md', scope: 'read' },
+    'GET /stat': { url: '/stat?path=README.md', scope: 'read' },
+    'GET /list': { url: '/list?path=.', scope: 'read' },
+    'GET /glob': { url: '/glob?pattern=*.md', scope: 'read' },
+    'GET /workspace/git': { url: '/workspace/git', scope: 'read' },
+    'GET /workspace/git/diff': { url: '/workspace/git/diff', scope: 'read' },
+    'GET /workspace/git/diff/file': { url: '/workspace/git/diff/file?path=README.md', scope: 'read' },
+    'GET /workspace/git/log': { url: '/workspace/git/log', scope: 'read' },
+    'POST /file/write': { url: '/file/write', body: { path: 'x.txt', content: 'x' }, scope: 'prompt' },
+    'POST /file/edit': { url: '/file/edit', body: { path: 'x.txt', oldText: 'a', newText: 'b' }, scope: 'prompt' },
+    'POST /file/upload': { url: '/file/upload?path=x.bin', body: {}, scope: 'prompt' },
+    // The transport needs `read`; each message it carries needs its route's scope (the /acp test below).
+    'POST /acp': { url: '/acp', body: acpInit, scope: 'read' },
+    'GET /acp': { url: '/acp', scope: 'read' },
+    'DELETE /acp': { url: '/acp', scope: 'read' },
+  };
+  // The table is the whole API: a route added without a row here fails this test. (No webhook route:
+  // webhooks go out, nothing comes in.)
+  const served = routesFromTree(d.app.printRoutes({ commonPrefix: false }))
+    .filter((r) => r.method !== 'HEAD')
+    .map((r) => `${r.method} ${r.url}`);
+  t.same(
+    served.filter((r) => !(r in routes)),
+    [],
+    'every route the app serves has a row',
+  );
+  t.same(
+    Object.keys(routes).filter((r) => !served.includes(r)),
+    [],
+    'every row is a route the app serves',
+  );
+
   for (const [user, scopes] of Object.entries(USERS)) {
-    for (const route of routes) {
-      const res = await call(as(d, user), route.method, route.url, route.body);
-      const label = `${user} ${route.method} ${route.url} → ${res.status}`;
+    for (const [pattern, route] of Object.entries(routes)) {
+      const method = pattern.split(' ')[0] as 'GET' | 'POST' | 'DELETE';
+      const res = await call(as(d, user), method, route.url, route.body);
+      const label = `${user} ${method} ${route.url} → ${res.status}`;
       if (allowed(scopes, route.scope)) {
-        t.ok(res.status !== 401 && res.status !== 403, label);
+        t.notOk(refused(res), label);
       } else {
         t.equal(res.status, 403, label);
         t.match(res.body, { code: 'insufficient_scope', scope: route.scope, user }, label);
@@ -125,9 +194,36 @@ async function acpOutcome(p: Promise<unknown>): Promise<unknown> {
   }
 }
 
-t.test('/acp messages are their REST routes: the same scopes apply', async (t) => {
+t.test('/acp messages are their REST routes: the same scopes apply, method by method', async (t) => {
   const { d } = await teamDaemon(t);
   const cwd = d.config.workspace;
+  const onSession = { sessionId: 'no-such', cwd, mcpServers: [] };
+  // Every method /acp serves, with the scope its REST route needs (undefined: any valid token).
+  const methods: Record<string, { params: Record<string, unknown>; scope?: Scope }> = {
+    'session/new': { params: { cwd, mcpServers: [] }, scope: 'prompt' },
+    'session/load': { params: onSession, scope: 'prompt' },
+    'session/resume': { params: onSession, scope: 'prompt' },
+    'session/prompt': { params: { sessionId: 'no-such', prompt: [{ type: 'text', text: 'x' }] }, scope: 'prompt' },
+    'session/cancel': { params: { sessionId: 'no-such' }, scope: 'prompt' },
+    'session/set_model': { params: { sessionId: 'no-such', modelId: 'm2' }, scope: 'prompt' },
+    'session/close': { params: { sessionId: 'no-such' }, scope: 'prompt' },
+    'session/list': { params: { cwd }, scope: 'read' },
+    'session/permission': { params: { requestId: 'nope', outcome: { outcome: 'cancelled' } }, scope: 'approve' },
+    authenticate: { params: { methodId: 'none' } },
+    '_qwen/health': { params: {} },
+    '_qwen/file/read': { params: { path: 'README.md' }, scope: 'read' },
+    '_qwen/file/read_bytes': { params: { path: 'README.md' }, scope: 'read' },
+    '_qwen/file/stat': { params: { path: 'README.md' }, scope: 'read' },
+    '_qwen/file/list': { params: { path: '.' }, scope: 'read' },
+    '_qwen/file/glob': { params: { pattern: '*.md' }, scope: 'read' },
+    '_qwen/file/write': { params: { path: 'x.txt', content: 'x' }, scope: 'prompt' },
+    '_qwen/file/edit': { params: { path: 'x.txt', oldText: 'a', newText: 'b' }, scope: 'prompt' },
+  };
+  t.same(
+    Object.keys(METHODS).filter((m) => !(m in methods)),
+    [],
+    'every /acp method has a row',
+  );
   for (const [user, scopes] of Object.entries(USERS)) {
     if (!scopes.includes('read') && !scopes.includes('admin')) {
       // The transport itself needs `read`: it carries the session's updates.
@@ -142,17 +238,17 @@ t.test('/acp messages are their REST routes: the same scopes apply', async (t) =
     }
     await overAcp(d, user, async (agent) => {
       await agent.request('initialize', { protocolVersion: 1, clientCapabilities: {} });
-      const listed = await acpOutcome(agent.request('session/list', { cwd }));
-      t.equal(listed, 'ok', `${user}: session/list`);
-      const made = await acpOutcome(agent.request('session/new', { cwd, mcpServers: [] }));
-      const mayPrompt = allowed(scopes, 'prompt');
-      if (mayPrompt) t.equal(made, 'ok', `${user}: session/new`);
-      else t.match(made, { httpStatus: 403, code: 'insufficient_scope', scope: 'prompt' }, `${user}: session/new`);
-      for (const method of ['session/prompt', 'session/cancel', 'session/close'] as const) {
-        const params = { sessionId: 'no-such', prompt: [{ type: 'text', text: 'x' }] };
-        const outcome = await acpOutcome(agent.request(method, params));
-        if (mayPrompt) t.notMatch(outcome, { httpStatus: 403 }, `${user}: ${method}`);
-        else t.match(outcome, { httpStatus: 403, code: 'insufficient_scope' }, `${user}: ${method}`);
+      // Extension methods too: the SDK's request sends any method name.
+      const send = (method: string, params: Record<string, unknown>): Promise<unknown> => agent.request(method, params);
+      for (const [method, { params, scope }] of Object.entries(methods)) {
+        const outcome = await acpOutcome(send(method, params));
+        const label = `${user}: ${method}`;
+        if (allowed(scopes, scope)) {
+          t.notMatch(outcome, { httpStatus: 403, code: 'insufficient_scope' }, label);
+          t.notMatch(outcome, { httpStatus: 401 }, label);
+        } else {
+          t.match(outcome, { httpStatus: 403, code: 'insufficient_scope', scope, user }, label);
+        }
       }
     });
   }
@@ -317,4 +413,65 @@ t.test('the real process reloads its tokens file on SIGHUP without dropping a st
   t.equal(child.exitCode, null, 'SIGHUP did not stop the daemon');
   t.equal((await call(prompter, 'POST', `/session/${id}/prompt`, textPrompt('still here'))).status, 200);
   await events.waitFor(isType('turn_complete'), 'the stream opened before SIGHUP goes on');
+});
+
+t.test("an Idempotency-Key is its user's: another user's same key runs its own request", async (t) => {
+  const { d } = await teamDaemon(t);
+  const key = { 'idempotency-key': 'shared-key-1' };
+  // A session of its own each time (the default scope would attach them all to one).
+  const thread = { sessionScope: 'thread' };
+  const first = await call(as(d, 'prompter'), 'POST', '/session', thread, key);
+  t.equal(first.status, 200);
+  const mine = String(obj(first.body).sessionId);
+  const retry = await call(as(d, 'prompter'), 'POST', '/session', thread, key);
+  t.equal(retry.headers['idempotent-replayed'], 'true', 'its own retry is answered from the receipt');
+  t.equal(obj(retry.body).sessionId, mine);
+
+  const other = await call(as(d, 'boss'), 'POST', '/session', thread, key);
+  t.equal(other.status, 200);
+  t.equal(other.headers['idempotent-replayed'], undefined, "another user's request with the key is not a replay");
+  t.not(obj(other.body).sessionId, mine, "and is not handed the first user's session");
+  // Nor is another request under the same key a mismatch for a user who never used it.
+  const model = await call(
+    as(d, 'boss'),
+    'POST',
+    `/session/${mine}/model`,
+    { modelId: 'm2' },
+    {
+      'idempotency-key': 'shared-key-2',
+    },
+  );
+  t.equal(model.status, 200);
+  const mismatch = await call(as(d, 'prompter'), 'POST', '/session', thread, { 'idempotency-key': 'shared-key-2' });
+  t.equal(mismatch.status, 200, "prompter's first use of a key boss used runs (no 422)");
+});
+
+t.test('an /acp client reading a session is listed among its attached users while it reads', async (t) => {
+  const { d } = await teamDaemon(t);
+  const id = String(obj((await call(as(d, 'prompter'), 'POST', '/session', {})).body).sessionId);
+  const status = async () => obj((await call(as(d, 'boss'), 'GET', `/session/${id}/status`)).body).attachedUsers;
+  t.same(await status(), ['prompter'], 'the creator');
+
+  const init = await call(as(d, 'reader'), 'POST', '/acp', {
+    jsonrpc: '2.0',
+    id: 1,
+    method: 'initialize',
+    params: { protocolVersion: 1, clientCapabilities: {} },
+  });
+  const connection = { 'acp-connection-id': String(init.headers['acp-connection-id']) };
+  const ac = new AbortController();
+  t.teardown(() => ac.abort());
+  const stream = await request(`${d.baseUrl}/acp`, {
+    headers: { ...as(d, 'reader').headers, ...connection, accept: 'text/event-stream', 'acp-session-id': id },
+    signal: ac.signal,
+  });
+  t.equal(stream.statusCode, 200);
+  stream.body.resume();
+  await until(
+    async () => JSON.stringify(await status()) === JSON.stringify(['prompter', 'reader']) || undefined,
+    'the /acp reader listed',
+  );
+  t.pass('the /acp reader is listed beside the creator');
+  t.equal((await call(as(d, 'reader', connection), 'DELETE', '/acp')).status, 202);
+  t.same(await status(), ['prompter'], 'gone with its connection');
 });

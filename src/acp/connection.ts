@@ -50,8 +50,15 @@ export interface AcpHost {
   readonly workspace: string;
   /** One REST call as the connection's client, with its headers: status and parsed body. */
   rest(call: RestCall, headers: Record<string, string>, ip: string): Promise<{ status: number; body: unknown }>;
-  /** The session's events (throws when the session is live nowhere). */
-  openEvents(sessionId: string, opts: SessionEventsOptions): Promise<{ events: EventSubscription; epoch: string }>;
+  /**
+   * The session's events (throws when the session is live nowhere). `user`
+   * is listed among the session's attached users while the read lasts.
+   */
+  openEvents(
+    sessionId: string,
+    opts: SessionEventsOptions,
+    user?: string,
+  ): Promise<{ events: EventSubscription; epoch: string }>;
   /** The id of the session's last event, when the session is live on this node. */
   lastEventId(sessionId: string): number | undefined;
   isNotFound(err: unknown): boolean;
@@ -143,6 +150,8 @@ export class AcpConnection {
     private readonly host: AcpHost,
     private readonly headers: Record<string, string>,
     private readonly ip: string,
+    /** The user of the token it was opened with (undefined without tokens): a reader of its sessions. */
+    private readonly user?: string,
   ) {
     this.out = new Mailbox(() => this.close());
   }
@@ -389,11 +398,15 @@ export class AcpConnection {
     const from = cursor?.lastEventId ?? (b.replayFromStart ? 0 : undefined);
     let opened: { events: EventSubscription; epoch: string };
     try {
-      opened = await this.host.openEvents(b.sessionId, {
-        ...(from !== undefined ? { lastEventId: from } : {}),
-        ...(cursor?.epoch !== undefined ? { epoch: cursor.epoch } : {}),
-        signal: ac.signal,
-      });
+      opened = await this.host.openEvents(
+        b.sessionId,
+        {
+          ...(from !== undefined ? { lastEventId: from } : {}),
+          ...(cursor?.epoch !== undefined ? { epoch: cursor.epoch } : {}),
+          signal: ac.signal,
+        },
+        this.user,
+      );
     } catch (err) {
       // Not live anywhere yet (a stream opened before its load): it starts when a call makes it live.
       if (this.host.isNotFound(err)) return;

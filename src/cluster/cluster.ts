@@ -33,7 +33,13 @@ import type { EventSubscription, SubscribeOptions } from '../services/event-bus.
 import type { SessionOwnership } from '../services/session-registry.js';
 import type { SessionStore } from '../services/session-store.js';
 import { leaveOutcomeUnknown } from '../plugins/idempotency.js';
-import { FORWARDED_BY_HEADER, FORWARD_SECRET_HEADER, forward, isForwardedWith } from './forward.js';
+import {
+  FORWARDED_BY_HEADER,
+  FORWARD_SECRET_HEADER,
+  forward,
+  forwardedClientWith,
+  isForwardedWith,
+} from './forward.js';
 import type { ClusterKeys } from './keys.js';
 import type { ClusterNode, LeaseHolder } from './node.js';
 import type { RedisEventStore } from './redis-event-log.js';
@@ -121,6 +127,11 @@ export class Cluster implements SessionOwnership {
   /** A request another node of this cluster forwarded here: it was judged ours there. */
   isForwarded(req: FastifyRequest): boolean {
     return isForwardedWith(req, this.opts.secret);
+  }
+
+  /** The client of a request another node forwarded here, as that node saw it; undefined when not forwarded. */
+  forwardedClient(req: FastifyRequest): { ip: string; user?: string } | undefined {
+    return forwardedClientWith(req, this.opts.secret);
   }
 
   /** The node (not this one) whose lease on `sessionId` is live; undefined when none, or this one. */

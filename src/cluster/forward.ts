@@ -24,6 +24,15 @@ import { SessionOwnerUnavailableError } from '../errors.js';
 export const FORWARDED_BY_HEADER = 'x-acpd-forwarded-by';
 /** The cluster's secret, proving the request comes from a node. */
 export const FORWARD_SECRET_HEADER = 'x-acpd-forward-secret';
+/**
+ * Who the client is, as the forwarding node saw it: its address (`req.ip`,
+ * after that node's --trust-proxy) and the user of its token. The owner
+ * cannot see either (its peer is the forwarding node), and a permission
+ * policy needs both. Believed only beside the secret; a client's own copies
+ * are never passed on.
+ */
+export const CLIENT_IP_HEADER = 'x-acpd-client-ip';
+export const CLIENT_USER_HEADER = 'x-acpd-client-user';
 
 // Headers that describe one connection, or that the forward sets itself.
 const NOT_FORWARDED = new Set([
@@ -40,6 +49,8 @@ const NOT_FORWARDED = new Set([
   'origin',
   FORWARDED_BY_HEADER,
   FORWARD_SECRET_HEADER,
+  CLIENT_IP_HEADER,
+  CLIENT_USER_HEADER,
 ]);
 
 const NOT_ANSWERED = new Set(['connection', 'keep-alive', 'transfer-encoding', 'content-length', 'date']);
@@ -48,6 +59,18 @@ const NOT_ANSWERED = new Set(['connection', 'keep-alive', 'transfer-encoding', '
 export function isForwardedWith(req: FastifyRequest, secret: string | undefined): boolean {
   if (secret === undefined) return false;
   return req.headers[FORWARD_SECRET_HEADER] === secret && typeof req.headers[FORWARDED_BY_HEADER] === 'string';
+}
+
+/** The client of a request another node forwarded here (see CLIENT_IP_HEADER); undefined for any other request. */
+export function forwardedClientWith(
+  req: FastifyRequest,
+  secret: string | undefined,
+): { ip: string; user?: string } | undefined {
+  if (!isForwardedWith(req, secret)) return undefined;
+  const ip = req.headers[CLIENT_IP_HEADER];
+  const user = req.headers[CLIENT_USER_HEADER];
+  if (typeof ip !== 'string' || ip === '') return undefined;
+  return { ip, ...(typeof user === 'string' && user !== '' ? { user } : {}) };
 }
 
 export interface ForwardTarget {
@@ -118,6 +141,8 @@ export async function forward(
   }
   headers[FORWARDED_BY_HEADER] = opts.from;
   headers[FORWARD_SECRET_HEADER] = opts.secret;
+  headers[CLIENT_IP_HEADER] = req.ip;
+  if (req.identity !== undefined) headers[CLIENT_USER_HEADER] = req.identity.user;
   const reads = req.method === 'GET' || req.method === 'HEAD';
   const body = req.body === undefined || reads ? undefined : JSON.stringify(req.body);
   if (body !== undefined) headers['content-type'] = 'application/json';

@@ -113,12 +113,13 @@ function fingerprintOf(req: FastifyRequest): string {
 }
 
 /**
- * The namespace a key lives in. One for now, as there is one token; with
- * named users each will get their own, so that one user's key can neither
- * replay nor block another's.
+ * The namespace a key lives in: the user of the request's token, so that one
+ * user's key can neither replay another's answer (which may name that user's
+ * session or say what it did) nor block or mismatch another's request. One
+ * namespace without tokens, or with only --token: everyone is the same user.
  */
-function namespaceOf(_req: FastifyRequest): string {
-  return '';
+function namespaceOf(req: FastifyRequest): string {
+  return req.identity?.user ?? '';
 }
 
 /** The route's schema with the header added (merged into a headers schema it already has). */

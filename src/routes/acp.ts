@@ -185,7 +185,7 @@ function acpHost(app: FastifyInstance): AcpHost {
       }
       return { status: res.statusCode, body };
     },
-    openEvents: (sessionId, opts) => openSessionEvents(app, sessionId, opts),
+    openEvents: (sessionId, opts, user) => openSessionEvents(app, sessionId, opts, user),
     lastEventId: (sessionId) => app.sessions.get(sessionId)?.events.lastEventId,
     isNotFound: (err) => err instanceof SessionNotFoundError,
     serveFiles: (sessionId, client) => app.channels.fs.serveBy(sessionId, client),
@@ -230,7 +230,7 @@ const acpRoutes: FastifyPluginAsync<{ heartbeatMs: number }> = async (app, opts)
 
   function open(transport: 'http' | 'ws', req: FastifyRequest): AcpConnection | undefined {
     if (connections.size >= MAX_CONNECTIONS) return undefined;
-    const conn = new AcpConnection(transport, host, headersOf(req), req.ip);
+    const conn = new AcpConnection(transport, host, headersOf(req), req.ip, req.identity?.user);
     connections.set(conn.id, conn);
     // Its messages run with the headers it opened with: only their user may send on it or read it.
     owners.set(conn.id, req.identity?.user);

@@ -12,9 +12,14 @@ const permissionRoutes: FastifyPluginAsyncTypebox = async (app) => {
     { schema: vote, config: { policy: policies.vote, cluster: 'permission' } },
     async (req) => {
       const { requestId } = req.params;
-      const actor = actorOf(req);
-      // req.ip honours --trust-proxy: behind a trusted proxy, the forwarded client is the one that counts.
-      const voter = { ...actor, user: req.identity?.user, loopback: isLoopbackAddress(req.ip) };
+      // A vote another node forwarded here is the client's, not that node's: it says who the client is
+      // (the cluster's secret vouches for it). req.ip honours --trust-proxy: behind a trusted proxy, the
+      // forwarded client is the one that counts.
+      const forwarded = app.cluster?.cluster.forwardedClient(req);
+      const user = forwarded !== undefined ? forwarded.user : req.identity?.user;
+      const own = actorOf(req);
+      const actor = user === undefined ? undefined : { ...own, user };
+      const voter = { ...actor, user, loopback: isLoopbackAddress(forwarded?.ip ?? req.ip) };
       if (!app.sessions.respondToPermission(requestId, req.body, actor, voter))
         throw new PermissionNotFoundError(requestId);
       return {};
