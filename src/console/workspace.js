@@ -133,10 +133,7 @@ export function workspaceViews({ api, el }) {
     }
     if (at.file !== rel) return;
     if (cursor === undefined) {
-      files.head.replaceChildren(
-        el('code', 'path', rel),
-        el('span', 'muted', `${page.sizeBytes} bytes`),
-      );
+      files.head.replaceChildren(el('code', 'path', rel), el('span', 'muted', `${page.sizeBytes} bytes`));
       files.body.replaceChildren(el('pre', 'file-text'));
     }
     files.body.querySelector('.more')?.remove();
