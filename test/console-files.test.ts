@@ -2,7 +2,8 @@
 // driven by playwright-core) against a real acpd on a real git repository: a committed file changed, new
 // files, a binary one, a long one read page by page, and a file whose name is HTML. The Files view walks the
 // directories and shows a file's text; the Changes view shows the branch, the changed files and a diff with
-// its added and removed lines marked; a write over HTTP (its `fs.access` frame) refreshes the view on screen.
+// its added and removed lines marked; a write over HTTP (its `fs.access` frame) and an agent's write (its
+// tool call completed, its turn ended) refresh the view on screen.
 // A workspace that is not a repository shows so; a refused read shows its envelope in the view.
 // ACPD_SCREENSHOT=1 writes docs/console-changes.png (the README's).
 import { rmSync, writeFileSync } from 'node:fs';
@@ -12,6 +13,7 @@ import t from 'tap';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { startDaemon, tempDir, type Teardown } from './support/app.js';
 import { gitRepo } from './support/git-repo.js';
+import { openEvents } from './support/sse.js';
 import { requireSystemPackage, SYSTEM_PACKAGES } from './support/system-deps.js';
 
 const TOKEN = 'console-files-token';
@@ -172,6 +174,27 @@ t.test('in Chromium: the Files and Changes views of a repository, refreshed by a
   await page.click('#workspace-refresh');
   await change(page, 'quiet.txt').waitFor();
   t.pass('the refresh button reads it again');
+
+  // The agent writes a file in a turn another client drives: when its tool call completes and the turn ends,
+  // the view on screen reads the workspace again.
+  const sessionId = (await page.textContent('#session-title')) ?? '';
+  const frames = await openEvents(t, d, sessionId);
+  const prompt = await fetch(`${d.baseUrl}/session/${sessionId}/prompt`, {
+    method: 'POST',
+    headers: { ...d.headers, 'content-type': 'application/json', prefer: 'respond-async' },
+    body: JSON.stringify({ prompt: [{ type: 'text', text: '/write by-agent.txt hi' }] }),
+  });
+  t.equal(prompt.status, 202);
+  const ask = await frames.waitFor((f) => f.envelope?.type === 'permission_request', 'permission_request');
+  const { requestId, options } = ask.envelope?.data as { requestId: string; options: { optionId: string }[] };
+  const vote = await fetch(`${d.baseUrl}/permission/${requestId}`, {
+    method: 'POST',
+    headers: { ...d.headers, 'content-type': 'application/json' },
+    body: JSON.stringify({ outcome: { outcome: 'selected', optionId: options[0]?.optionId } }),
+  });
+  t.equal(vote.status, 200);
+  await change(page, 'by-agent.txt').waitFor();
+  t.pass("the agent's write is listed without a click");
   t.same(pageErrors, [], 'no script errors');
 });
 
