@@ -10,6 +10,7 @@ import t from 'tap';
 import { within } from '../harness/wait.js';
 import {
   AcpdClient,
+  AcpdError,
   PendingPromptNotFoundError,
   PermissionNotFoundError,
   RestoreInProgressError,
@@ -23,7 +24,8 @@ import {
   type SessionEvent,
 } from '../src/client/index.js';
 import { parked, restore } from './restore-kit.js';
-import { startDaemon, steerDaemon, type TestDaemon } from './support/app.js';
+import { startDaemon, steerDaemon, tempDir, type TestDaemon } from './support/app.js';
+import { gitRepo } from './support/git-repo.js';
 import { openEvents } from './support/sse.js';
 
 const TOKEN = 'client-lib-token';
@@ -346,6 +348,122 @@ t.test('typed errors, never retried', async (t) => {
 
   const frames = client.events('nope');
   await t.rejects(frames.next(), SessionNotFoundError, 'events of an unknown session');
+});
+
+t.test('the workspace through the client: files (read, page, bytes, stat, list, glob) and git', async (t) => {
+  const repo = gitRepo(t, [
+    { message: 'first', files: { 'README.md': 'one\ntwo\nthree\n', 'src/a.ts': 'export const a = 1;\n' } },
+    { message: 'second', files: { 'bin.dat': Buffer.from([0, 1, 2, 3]) } },
+  ]);
+  repo.write('README.md', 'one\nTWO\nthree\nfour\n');
+  repo.write('new file.txt', 'fresh\n');
+  const d = await startDaemon(t, {
+    workspace: repo.dir,
+    dataDir: tempDir(t),
+    args: ['--token', TOKEN],
+    checkAnswers: true,
+  });
+  const { client, sent } = clientOf(d);
+
+  const whole = await client.readFile('README.md');
+  t.match(whole, { kind: 'file', path: 'README.md', content: 'one\nTWO\nthree\nfour\n', hasMore: false });
+  const page1 = await client.readFile('README.md', { limit: 2 });
+  t.equal(page1.content, 'one\nTWO', 'a window of lines (without the last line ending)');
+  t.ok(page1.hasMore && page1.nextCursor !== null, 'a window says where the next page starts');
+  const page2 = await client.readFile('README.md', { cursor: page1.nextCursor ?? '', limit: 2 });
+  t.equal(page2.content, 'three\nfour\n', 'the cursor reads on');
+  t.equal((await client.readFile('README.md', { line: 3, limit: 1 })).content, 'three', 'from a line');
+  const spaced = await client.readFile('new file.txt');
+  t.equal(spaced.content, 'fresh\n', 'a path with a space, encoded in the query');
+
+  const bytes = await client.readFileBytes('bin.dat', { offset: 1, maxBytes: 2 });
+  t.match(bytes, { kind: 'file_bytes', offset: 1, returnedBytes: 2, sizeBytes: 4, contentBase64: 'AQI=' });
+  t.match(await client.stat('src'), { kind: 'stat', type: 'directory' });
+  t.match(await client.stat('README.md'), { type: 'file', sizeBytes: 19 });
+
+  const root = await client.listDir();
+  // `.git` is not listed.
+  t.same(root.entries.map((e) => [e.name, e.kind]).sort(), [
+    ['README.md', 'file'],
+    ['bin.dat', 'file'],
+    ['new file.txt', 'file'],
+    ['src', 'directory'],
+  ]);
+  t.same(
+    (await client.listDir('src')).entries.map((e) => e.name),
+    ['a.ts'],
+  );
+  t.same((await client.glob('**/*.ts')).matches, ['src/a.ts']);
+  t.same((await client.glob('*.ts', { cwd: 'src', maxResults: 5 })).matches, ['src/a.ts'], 'from a directory');
+
+  // Refusals are typed errors carrying the qwen daemon's error kind; none is retried.
+  const refused = async (p: Promise<unknown>) => {
+    const err = await p.catch((e: unknown) => e);
+    return err instanceof AcpdError ? [err.status, err.code] : err;
+  };
+  t.same(await refused(client.readFile('missing.txt')), [404, 'path_not_found']);
+  t.same(await refused(client.readFile('bin.dat')), [422, 'binary_file']);
+  t.same(await refused(client.readFile('../etc/passwd')), [400, 'path_outside_workspace']);
+  t.same(await refused(client.listDir('README.md')), [400, 'parse_error']);
+  t.same(await refused(client.readFile('README.md', { limit: 0 })), [400, 'parse_error']);
+
+  t.match(await client.gitStatus(), { branch: 'main', unstaged: 1, untracked: 1, staged: 0 });
+  const diff = await client.gitDiff();
+  t.same(
+    diff.files.map((f) => [f.path, f.added, f.removed, f.isUntracked]),
+    [
+      ['README.md', 2, 1, false],
+      ['new file.txt', 1, 0, true],
+    ],
+  );
+  const readme = await client.gitDiffFile('README.md');
+  t.same(readme.hunks[0]?.lines, [' one', '-two', '+TWO', ' three', '+four']);
+  t.same((await client.gitDiffFile('new file.txt')).hunks[0]?.lines, ['+fresh']);
+
+  const log = await client.gitLog({ limit: 1 });
+  t.same(
+    log.entries.map((e) => e.subject),
+    ['second'],
+  );
+  t.equal(log.hasMore, true);
+  const older = await client.gitLog({ limit: 1, skip: 1 });
+  t.same(
+    older.entries.map((e) => e.subject),
+    ['first'],
+  );
+  t.equal(older.hasMore, false);
+  t.same(
+    (await client.gitLog({ search: 'first' })).entries.map((e) => e.subject),
+    ['first'],
+  );
+  t.same(
+    (await client.gitLog({ range: 'HEAD~1..HEAD', all: false })).entries.map((e) => e.subject),
+    ['second'],
+  );
+
+  t.ok(
+    sent.every((r) => r.method === 'GET' && r.headers.get('authorization') === `Bearer ${TOKEN}`),
+    'every call a GET with the token',
+  );
+  t.ok(
+    sent.some((r) => r.path === '/file?path=new+file.txt'),
+    'the query as the daemon reads it',
+  );
+  t.notOk(
+    sent.some((r) => r.path.includes('all=')),
+    '`all: false` is not sent',
+  );
+});
+
+t.test('the workspace through the client: a workspace that is not a repository', async (t) => {
+  const ws = tempDir(t, 'acpd-plain-');
+  const d = await startDaemon(t, { workspace: ws, dataDir: tempDir(t), args: ['--token', TOKEN], checkAnswers: true });
+  const { client } = clientOf(d);
+  t.same(await client.gitStatus(), { v: 2, workspaceCwd: ws, branch: null });
+  t.match(await client.gitDiff(), { available: false, files: [] });
+  t.match(await client.gitDiffFile('a.txt'), { available: false, hunks: [] });
+  t.match(await client.gitLog(), { available: false, entries: [], hasMore: false });
+  t.same((await client.listDir('.')).entries, []);
 });
 
 t.test('the SSE parser: line endings, split chunks, multi-line data, comments', async (t) => {

@@ -26,6 +26,17 @@ import type {
   SessionListPage,
   SessionStatus,
 } from '../schemas/sessions.js';
+import type {
+  gitDiff,
+  gitDiffFile,
+  gitLog,
+  gitStatus,
+  globFiles,
+  listDir,
+  readFile,
+  readFileBytes,
+  statFile,
+} from '../schemas/workspace.js';
 import { sessionEvents, type EventsOptions, type SessionEvent } from './events.js';
 import { Transport, type RetryInfo, type RetryOptions } from './http.js';
 
@@ -50,6 +61,37 @@ export type ModelResult = Static<typeof SetModelResponse>;
 export type Content = Static<typeof ContentBlock>;
 export type Notification = Static<typeof SessionNotification>;
 export type VoteOutcome = Static<typeof VoteBody>['outcome'];
+export type FileText = Static<(typeof readFile.response)[200]>;
+export type FileBytes = Static<(typeof readFileBytes.response)[200]>;
+export type FileStat = Static<(typeof statFile.response)[200]>;
+export type DirListing = Static<(typeof listDir.response)[200]>;
+export type DirEntry = DirListing['entries'][number];
+export type GlobResult = Static<(typeof globFiles.response)[200]>;
+export type GitStatus = Static<(typeof gitStatus.response)[200]>;
+export type GitDiff = Static<(typeof gitDiff.response)[200]>;
+export type GitDiffEntry = GitDiff['files'][number];
+export type GitFileDiff = Static<(typeof gitDiffFile.response)[200]>;
+export type GitLog = Static<(typeof gitLog.response)[200]>;
+export type GitCommit = GitLog['entries'][number];
+
+/** A window of a text file: from `line` (1-based) or the `cursor` of the last page, `limit` lines, `maxBytes`. */
+export interface ReadFileOptions {
+  line?: number;
+  limit?: number;
+  maxBytes?: number;
+  cursor?: string;
+  signal?: AbortSignal;
+}
+
+/** A page of the log: `limit` commits after `skip`; `range` (`a..b`), `all` branches, `search` in messages. */
+export interface GitLogOptions {
+  limit?: number;
+  skip?: number;
+  range?: string;
+  all?: boolean;
+  search?: string;
+  signal?: AbortSignal;
+}
 
 export interface AcpdClientOptions {
   /** Where the daemon listens, e.g. `http://127.0.0.1:4170` (a path prefix behind a proxy is kept). */
@@ -74,6 +116,17 @@ function blocks(prompt: PromptInput): Content[] {
 }
 
 const sessionPath = (id: string) => `/session/${encodeURIComponent(id)}`;
+
+/** A path with its query string; parameters left undefined are not sent. */
+function withQuery(path: string, params: Record<string, string | number | boolean | undefined>): string {
+  const query = new URLSearchParams();
+  for (const [name, value] of Object.entries(params)) {
+    if (value === undefined) continue;
+    query.set(name, typeof value === 'boolean' ? (value ? '1' : '0') : String(value));
+  }
+  const qs = query.toString();
+  return qs === '' ? path : `${path}?${qs}`;
+}
 
 export class AcpdClient {
   readonly #http: Transport;
@@ -104,11 +157,10 @@ export class AcpdClient {
    */
   async listSessions(opts: { size?: number; cursor?: string; workspace?: string; signal?: AbortSignal } = {}) {
     const workspace = opts.workspace ?? (this.#workspace ??= (await this.capabilities(opts.signal)).workspaceCwd);
-    const query = new URLSearchParams();
-    if (opts.size !== undefined) query.set('size', String(opts.size));
-    if (opts.cursor !== undefined) query.set('cursor', opts.cursor);
-    const qs = query.toString() === '' ? '' : `?${query.toString()}`;
-    const path = `/workspace/${encodeURIComponent(workspace)}/sessions${qs}`;
+    const path = withQuery(`/workspace/${encodeURIComponent(workspace)}/sessions`, {
+      size: opts.size,
+      cursor: opts.cursor,
+    });
     return (await this.#http.request<SessionList>('GET', path, { signal: opts.signal })).body;
   }
 
@@ -191,6 +243,73 @@ export class AcpdClient {
   /** The prompt running now, or `state: 'idle'`. */
   async currentTurn(sessionId: string, signal?: AbortSignal): Promise<CurrentTurn> {
     return (await this.#http.request<CurrentTurn>('GET', `${sessionPath(sessionId)}/turns/current`, { signal })).body;
+  }
+
+  // ---- the workspace: files and git (read-only here), as the qwen daemon serves them ----
+  // Paths are relative to the daemon's workspace (or absolute inside it). Refusals are AcpdErrors whose
+  // `code` is the qwen daemon's error kind: `path_not_found`, `binary_file`, `file_too_large`,
+  // `path_outside_workspace`, `symlink_escape`, …
+
+  /**
+   * A text file, whole (up to the daemon's byte cap: 413 `file_too_large` past it) or a window of it;
+   * `nextCursor` of the answer (with `hasMore`) reads on. A binary file is 422 `binary_file`.
+   */
+  async readFile(path: string, opts: ReadFileOptions = {}): Promise<FileText> {
+    const { signal, ...window } = opts;
+    return (await this.#http.request<FileText>('GET', withQuery('/file', { path, ...window }), { signal })).body;
+  }
+
+  /** A window of any regular file's bytes, as base64 (`contentBase64`). */
+  async readFileBytes(
+    path: string,
+    opts: { offset?: number; maxBytes?: number; signal?: AbortSignal } = {},
+  ): Promise<FileBytes> {
+    const { signal, ...window } = opts;
+    return (await this.#http.request<FileBytes>('GET', withQuery('/file/bytes', { path, ...window }), { signal })).body;
+  }
+
+  /** What a path is (symlinks followed), its size and modification time. */
+  async stat(path: string, signal?: AbortSignal): Promise<FileStat> {
+    return (await this.#http.request<FileStat>('GET', withQuery('/stat', { path }), { signal })).body;
+  }
+
+  /** A directory's entries (`.` for the workspace itself); symlinks are listed as such, not followed. */
+  async listDir(path = '.', signal?: AbortSignal): Promise<DirListing> {
+    return (await this.#http.request<DirListing>('GET', withQuery('/list', { path }), { signal })).body;
+  }
+
+  /** Workspace paths matching a glob pattern (relative, no `..`), sorted. */
+  async glob(
+    pattern: string,
+    opts: { cwd?: string; maxResults?: number; signal?: AbortSignal } = {},
+  ): Promise<GlobResult> {
+    const { signal, cwd, maxResults } = opts;
+    const path = withQuery('/glob', { pattern, cwd, maxResults });
+    return (await this.#http.request<GlobResult>('GET', path, { signal })).body;
+  }
+
+  /** The branch, ahead/behind its upstream, counts of changed files; `branch: null` outside a repository. */
+  async gitStatus(signal?: AbortSignal): Promise<GitStatus> {
+    return (await this.#http.request<GitStatus>('GET', '/workspace/git', { signal })).body;
+  }
+
+  /** The working tree against HEAD: totals and the changed files; `available: false` outside a repository. */
+  async gitDiff(signal?: AbortSignal): Promise<GitDiff> {
+    return (await this.#http.request<GitDiff>('GET', '/workspace/git/diff', { signal })).body;
+  }
+
+  /** One file's hunks against HEAD (`oldPath` for a rename); `truncated` when the daemon cut it. */
+  async gitDiffFile(path: string, opts: { oldPath?: string; signal?: AbortSignal } = {}): Promise<GitFileDiff> {
+    const url = withQuery('/workspace/git/diff/file', { path, oldPath: opts.oldPath });
+    return (await this.#http.request<GitFileDiff>('GET', url, { signal: opts.signal })).body;
+  }
+
+  /** A page of commits, newest first; `hasMore` when there are older ones (ask again with `skip`). */
+  async gitLog(opts: GitLogOptions = {}): Promise<GitLog> {
+    const { signal, all, ...rest } = opts;
+    // `all` is sent only when asked for (the daemon takes `all=1` and nothing else as yes).
+    const path = withQuery('/workspace/git/log', { ...rest, all: all === true || undefined });
+    return (await this.#http.request<GitLog>('GET', path, { signal })).body;
   }
 
   /**

@@ -4,6 +4,7 @@
 // the URL, never in localStorage. The open session's id is in the URL's fragment, so a reload opens it
 // again and replays its whole event log (Last-Event-ID 0): the page shows the same history.
 import { AcpdClient, SessionNotFoundError, UnauthorizedError } from './client/index.js';
+import { workspaceViews } from './workspace.js';
 
 const TOKEN_KEY = 'acpd.token';
 
@@ -284,6 +285,8 @@ function textOf(content) {
 
 function render(session, frame) {
   if (session !== current) return;
+  // Frames of the replay are history: the views were read after them.
+  if (session.live && touchesWorkspace(frame)) void views.changed();
   switch (frame.type) {
     case 'session_update':
       renderUpdate(session, frame.data.update);
@@ -459,6 +462,51 @@ ui.close.addEventListener(
     if (current) await api((c) => c.close(current.id));
   }),
 );
+
+// ---- the views: the conversation, the workspace's files, its changes -------------------------------------
+
+// Every session of a daemon runs in its one workspace (a `cwd` elsewhere is refused), so the files and changes
+// shown are those of the open session's workspace.
+const views = workspaceViews({ api, el });
+const tabs = /** @type {HTMLButtonElement[]} */ ([$('tab-transcript'), $('tab-files'), $('tab-changes')]);
+const TAB_VIEWS = { 'tab-transcript': undefined, 'tab-files': 'files', 'tab-changes': 'changes' };
+
+function selectTab(tab) {
+  for (const other of tabs) {
+    const selected = other === tab;
+    other.setAttribute('aria-selected', String(selected));
+    other.tabIndex = selected ? 0 : -1;
+    $(other.getAttribute('aria-controls') ?? '').hidden = !selected;
+  }
+  const view = TAB_VIEWS[tab.id];
+  $('workspace-refresh').hidden = view === undefined;
+  return views.show(view);
+}
+
+for (const tab of tabs) {
+  tab.addEventListener(
+    'click',
+    action(() => selectTab(tab)),
+  );
+  // The tab list's keys: arrows move between the tabs (one tab stop for the list, as ARIA's tabs pattern has it).
+  tab.addEventListener('keydown', (event) => {
+    const step = event.key === 'ArrowRight' ? 1 : event.key === 'ArrowLeft' ? -1 : 0;
+    if (step === 0) return;
+    event.preventDefault();
+    const next = tabs[(tabs.indexOf(tab) + step + tabs.length) % tabs.length];
+    next.focus();
+    action(() => selectTab(next))();
+  });
+}
+tabs.forEach((tab, i) => (tab.tabIndex = i === 0 ? 0 : -1));
+$('workspace-refresh').addEventListener('click', action(views.changed));
+
+/** Frames after which the workspace may look different: a write over HTTP, a finished tool call, a turn's end. */
+function touchesWorkspace(frame) {
+  if (frame.type === 'fs.access' || frame.type === 'turn_complete' || frame.type === 'turn_error') return true;
+  const update = frame.type === 'session_update' ? frame.data.update : undefined;
+  return update?.sessionUpdate === 'tool_call_update' && update.status === 'completed';
+}
 
 // ---- start -----------------------------------------------------------------------------------------------
 
