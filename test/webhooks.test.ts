@@ -307,6 +307,36 @@ t.test('a delivery pending at shutdown is sent by the next daemon, with the same
   t.equal(await metric(after, 'acpd_webhook_queued'), 0, 'nothing left queued');
 });
 
+t.test(
+  'a delivery the receiver took but the daemon never saw answered is sent again: once after de-duplication',
+  async (t) => {
+    const workspace = tempDir(t, 'acpd-ws-');
+    const dataDir = path.join(workspace, '.acpd');
+    // The receiver reads the whole delivery and keeps the answer back: the daemon stops before it hears one.
+    const r = await receiver(t, 'hold');
+    const args = webhookArgs(r);
+    const { d: before } = await steerDaemon(t, { workspace, dataDir, args });
+    const id = await createSession(before);
+    await call(before, 'POST', `/session/${id}/prompt`, textPrompt('hello'));
+    const [taken] = await r.reached(1);
+    t.equal(taken.body.type, 'turn_complete');
+    t.equal(taken.answer, 'hold');
+    await before.app.close();
+    r.release(200); // too late: that daemon is gone
+
+    r.otherwise = 200;
+    const after = await startDaemon(t, { workspace, dataDir, args });
+    const received = await r.reached(3);
+    await metricReaches(after, 'acpd_webhook_deliveries_total', 'outcome="ok"', 2);
+    t.equal(received[1].headers['acpd-delivery'], taken.headers['acpd-delivery'], 'the taken delivery again, same id');
+    t.equal(received[1].raw, taken.raw, 'the same body');
+    for (const x of received) t.ok(verify(SECRET, x.headers['acpd-signature'], x.raw), 'signed');
+    const unique = new Map(received.map((x) => [String(x.headers['acpd-delivery']), String(x.body.type)]));
+    t.same([...unique.values()], ['turn_complete', 'session_died'], 'each event once after de-duplication');
+    t.equal(await metric(after, 'acpd_webhook_queued'), 0, 'nothing left queued');
+  },
+);
+
 t.test('config: the receivers, the secret from a flag or a file, refused without one', async (t) => {
   const cwd = tempDir(t);
   const load = (argv: string[], env: NodeJS.ProcessEnv = {}) => loadConfig({ argv, env, cwd });
