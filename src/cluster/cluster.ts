@@ -130,7 +130,7 @@ export class Cluster implements SessionOwnership {
   }
 
   /** The client of a request another node forwarded here, as that node saw it; undefined when not forwarded. */
-  forwardedClient(req: FastifyRequest): { ip: string; user?: string } | undefined {
+  forwardedClient(req: FastifyRequest): { ip: string } | undefined {
     return forwardedClientWith(req, this.opts.secret);
   }
 

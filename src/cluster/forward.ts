@@ -25,14 +25,13 @@ export const FORWARDED_BY_HEADER = 'x-acpd-forwarded-by';
 /** The cluster's secret, proving the request comes from a node. */
 export const FORWARD_SECRET_HEADER = 'x-acpd-forward-secret';
 /**
- * Who the client is, as the forwarding node saw it: its address (`req.ip`,
- * after that node's --trust-proxy) and the user of its token. The owner
- * cannot see either (its peer is the forwarding node), and a permission
- * policy needs both. Believed only beside the secret; a client's own copies
- * are never passed on.
+ * The client's address as the forwarding node saw it (`req.ip`, after that
+ * node's --trust-proxy): the owner's peer is the forwarding node, and
+ * `local-only` needs the client's. Believed only beside the secret; a
+ * client's own copy is never passed on. (The user needs no header: the
+ * client's token goes along and the owner checks it itself.)
  */
 export const CLIENT_IP_HEADER = 'x-acpd-client-ip';
-export const CLIENT_USER_HEADER = 'x-acpd-client-user';
 
 // Headers that describe one connection, or that the forward sets itself.
 const NOT_FORWARDED = new Set([
@@ -50,7 +49,8 @@ const NOT_FORWARDED = new Set([
   FORWARDED_BY_HEADER,
   FORWARD_SECRET_HEADER,
   CLIENT_IP_HEADER,
-  CLIENT_USER_HEADER,
+  // Sent by nodes of an earlier version; never passed on.
+  'x-acpd-client-user',
 ]);
 
 const NOT_ANSWERED = new Set(['connection', 'keep-alive', 'transfer-encoding', 'content-length', 'date']);
@@ -62,15 +62,11 @@ export function isForwardedWith(req: FastifyRequest, secret: string | undefined)
 }
 
 /** The client of a request another node forwarded here (see CLIENT_IP_HEADER); undefined for any other request. */
-export function forwardedClientWith(
-  req: FastifyRequest,
-  secret: string | undefined,
-): { ip: string; user?: string } | undefined {
+export function forwardedClientWith(req: FastifyRequest, secret: string | undefined): { ip: string } | undefined {
   if (!isForwardedWith(req, secret)) return undefined;
   const ip = req.headers[CLIENT_IP_HEADER];
-  const user = req.headers[CLIENT_USER_HEADER];
   if (typeof ip !== 'string' || ip === '') return undefined;
-  return { ip, ...(typeof user === 'string' && user !== '' ? { user } : {}) };
+  return { ip };
 }
 
 export interface ForwardTarget {
@@ -142,7 +138,6 @@ export async function forward(
   headers[FORWARDED_BY_HEADER] = opts.from;
   headers[FORWARD_SECRET_HEADER] = opts.secret;
   headers[CLIENT_IP_HEADER] = req.ip;
-  if (req.identity !== undefined) headers[CLIENT_USER_HEADER] = req.identity.user;
   const reads = req.method === 'GET' || req.method === 'HEAD';
   const body = req.body === undefined || reads ? undefined : JSON.stringify(req.body);
   if (body !== undefined) headers['content-type'] = 'application/json';

@@ -12,14 +12,12 @@ const permissionRoutes: FastifyPluginAsyncTypebox = async (app) => {
     { schema: vote, config: { policy: policies.vote, cluster: 'permission' } },
     async (req) => {
       const { requestId } = req.params;
-      // A vote another node forwarded here is the client's, not that node's: it says who the client is
-      // (the cluster's secret vouches for it). req.ip honours --trust-proxy: behind a trusted proxy, the
-      // forwarded client is the one that counts.
+      // The voter is the token's user, checked here even when another node forwarded the vote. Its address
+      // is the client's: req.ip (after --trust-proxy), or, for a forwarded vote, what the forwarding node
+      // saw (the cluster's secret vouches for it).
       const forwarded = app.cluster?.cluster.forwardedClient(req);
-      const user = forwarded !== undefined ? forwarded.user : req.identity?.user;
-      const own = actorOf(req);
-      const actor = user === undefined ? undefined : { ...own, user };
-      const voter = { ...actor, user, loopback: isLoopbackAddress(forwarded?.ip ?? req.ip) };
+      const actor = actorOf(req);
+      const voter = { ...actor, user: actor?.user, loopback: isLoopbackAddress(forwarded?.ip ?? req.ip) };
       if (!app.sessions.respondToPermission(requestId, req.body, actor, voter))
         throw new PermissionNotFoundError(requestId);
       return {};
