@@ -3,7 +3,7 @@
  * `/file/bytes`, `/stat`, `/list`, `/glob`; with --allow-file-writes also
  * `/file/write`, `/file/edit`, `/file/upload`) and git, read-only
  * (`/workspace/git`, `/workspace/git/diff`, `/workspace/git/diff/file`,
- * `/workspace/git/log`). Errors carry the qwen daemon's `errorKind` (also as
+ * `/workspace/git/log`, `/workspace/git/log/commit`, `/workspace/git/branches`). Errors carry the qwen daemon's `errorKind` (also as
  * `code`) and `status`. A write tells every live session of the workspace
  * (`fs.access`), so attached clients see what changed.
  */
@@ -15,6 +15,8 @@ import { policies } from '../plugins/route-policy.js';
 import {
   editFile,
   gitDiff,
+  gitBranches,
+  gitCommit,
   gitDiffFile,
   gitLog,
   gitStatus,
@@ -27,7 +29,7 @@ import {
   writeFile,
 } from '../schemas/workspace.js';
 import { asFsError, FsError, LIMITS, WorkspaceFiles, type WriteEvent } from '../services/workspace-files.js';
-import { GIT_LIMITS, WorkspaceGit } from '../services/workspace-git.js';
+import { COMMIT_SHA, GIT_LIMITS, MAX_SEARCH_CHARS, NotARepository, WorkspaceGit } from '../services/workspace-git.js';
 
 const NO_STORE = { 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' };
 
@@ -227,9 +229,30 @@ const workspaceRoutes: FastifyPluginAsyncTypebox<{ config: Config }> = async (ap
       skip: Math.max(intParam(skip, 0), 0),
       range: range?.trim() || undefined,
       all: all === '1',
-      search: search?.trim() || undefined,
+      search: search?.trim().slice(0, MAX_SEARCH_CHARS) || undefined,
     });
     return reply.headers(NO_STORE).send(out);
+  });
+
+  app.get('/workspace/git/log/commit', { schema: gitCommit, config: read }, async (req, reply) => {
+    const { sha } = req.query;
+    // Checked here rather than by the schema: a bad sha gets the qwen daemon's parse_error envelope.
+    if (sha === undefined || !COMMIT_SHA.test(sha)) {
+      return fail(reply, new FsError('parse_error', 'sha query parameter is required'));
+    }
+    return reply.headers(NO_STORE).send(await git.commit(sha));
+  });
+
+  app.get('/workspace/git/branches', { schema: gitBranches, config: read }, async (_req, reply) => {
+    try {
+      return reply.headers(NO_STORE).send(await git.branches());
+    } catch (err) {
+      if (!(err instanceof NotARepository)) throw err;
+      return reply
+        .code(404)
+        .headers(NO_STORE)
+        .send({ error: 'not_a_git_repository', code: 'not_a_git_repository', message: err.message });
+    }
   });
 };
 

@@ -200,6 +200,14 @@ export const causes = {
     status: 503,
     when: '`errorKind` `io_error`: the disk failed, is full, or too many files are open.',
   },
+  gitInvalidSha: {
+    status: 400,
+    when: '`errorKind` (and `code`) `parse_error`: `sha` is missing or not 7 to 40 hex digits.',
+  },
+  gitNotRepository: {
+    status: 404,
+    when: "`error` (and `code`) `not_a_git_repository`: the workspace is not in a git repository; `message` is git's, its paths redacted.",
+  },
   internal: {
     status: 500,
     when: 'The agent failed, timed out or went away, or acpd failed; a JSON-RPC error keeps its `code` and `data`.',

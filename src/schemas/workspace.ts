@@ -2,10 +2,10 @@
  * The workspace's files and git state (routes/workspace.ts), in the qwen
  * daemon's shapes: those its published client (`DaemonClient`) parses.
  */
-import { Type } from '@sinclair/typebox';
+import { type TOptional, type TSchema, Type } from '@sinclair/typebox';
 import { errors } from './errors.js';
 import { LIMITS } from '../services/workspace-files.js';
-import { GIT_LIMITS } from '../services/workspace-git.js';
+import { GIT_LIMITS, MAX_SEARCH_CHARS } from '../services/workspace-git.js';
 
 const tags = ['workspace'];
 const Hash = Type.String({
@@ -320,6 +320,24 @@ export const gitDiffFile = {
   },
 };
 
+const commitFields = {
+  sha: Type.String(),
+  shortSha: Type.String(),
+  authorName: Type.String(),
+  authorEmail: Type.String(),
+  authorDate: Type.Integer({ description: 'Unix seconds.' }),
+  subject: Type.String(),
+  refs: Type.Optional(Type.String({ description: 'Its decorations (`HEAD -> main, tag: v1`), when it has any.' })),
+  parents: Type.Array(Type.String()),
+};
+
+/** The same fields, each optional (absent from an `available: false` answer). */
+function optional<T extends Record<string, TSchema>>(fields: T): { [K in keyof T]: TOptional<T[K]> } {
+  return Object.fromEntries(Object.entries(fields).map(([k, v]) => [k, Type.Optional(v)])) as {
+    [K in keyof T]: TOptional<T[K]>;
+  };
+}
+
 export const gitLog = {
   tags,
   operationId: 'workspaceGitLog',
@@ -329,27 +347,96 @@ export const gitLog = {
     skip: Type.Optional(Type.String()),
     range: Type.Optional(Type.String()),
     all: Type.Optional(Type.String()),
-    search: Type.Optional(Type.String({ maxLength: 200 })),
+    search: Type.Optional(
+      Type.String({
+        description: `Trimmed and cut to ${MAX_SEARCH_CHARS} characters; matches the message (case-insensitive, a fixed string), the author, or a sha prefix (4 to 40 hex digits).`,
+      }),
+    ),
   }),
   response: {
     200: Type.Object({
       v: Type.Literal(1),
       workspaceCwd: Type.String(),
       available: Type.Boolean(),
-      entries: Type.Array(
-        Type.Object({
-          sha: Type.String(),
-          shortSha: Type.String(),
-          authorName: Type.String(),
-          authorEmail: Type.String(),
-          authorDate: Type.Integer({ description: 'Unix seconds.' }),
-          subject: Type.String(),
-          refs: Type.Optional(Type.String()),
-          parents: Type.Array(Type.String()),
-        }),
-      ),
+      entries: Type.Array(Type.Object(commitFields)),
       hasMore: Type.Boolean(),
     }),
+  },
+};
+
+export const gitCommit = {
+  tags,
+  operationId: 'workspaceGitCommitDetail',
+  summary: `One commit: its message and the files it changed (the first ${GIT_LIMITS.maxFiles}, with line counts)`,
+  querystring: Type.Object({
+    sha: Type.Optional(Type.String({ description: 'The commit: 7 to 40 hex digits.' })),
+  }),
+  response: {
+    200: Type.Object({
+      v: Type.Literal(1),
+      workspaceCwd: Type.String(),
+      available: Type.Boolean({
+        description: 'False for a commit git does not know, or outside a repository (and nothing else).',
+      }),
+      ...optional(commitFields),
+      body: Type.Optional(Type.String({ description: 'The message after the subject, its last newline cut.' })),
+      files: Type.Optional(
+        Type.Array(
+          Type.Object({
+            path: Type.String(),
+            added: Type.Integer(),
+            removed: Type.Integer(),
+            isBinary: Type.Boolean(),
+          }),
+        ),
+      ),
+      filesCount: Type.Optional(Type.Integer()),
+      linesAdded: Type.Optional(Type.Integer()),
+      linesRemoved: Type.Optional(Type.Integer()),
+      hiddenCount: Type.Optional(Type.Integer({ description: 'Files changed but not listed.' })),
+    }),
+    ...errors('gitInvalidSha'),
+  },
+};
+
+const Branch = Type.Object({
+  name: Type.String(),
+  isHead: Type.Boolean(),
+  upstream: Type.Optional(Type.String()),
+  upstreamGone: Type.Optional(Type.Literal(true, { description: 'The upstream is configured but its ref is gone.' })),
+  ahead: Type.Integer(),
+  behind: Type.Integer(),
+  pushTarget: Type.Optional(Type.String({ description: 'Where `git push` would push.' })),
+  pushAhead: Type.Optional(Type.Integer()),
+  pushBehind: Type.Optional(Type.Integer()),
+  pushGone: Type.Optional(Type.Literal(true)),
+  commitDate: Type.Integer({ description: "The tip commit's committer date, Unix seconds." }),
+  commitSubject: Type.String(),
+});
+
+export const gitBranches = {
+  tags,
+  operationId: 'workspaceGitBranches',
+  summary: 'The local and remote-tracking branches, the tags, the branches checked out recently, and HEAD',
+  response: {
+    200: Type.Object({
+      v: Type.Literal(1),
+      workspaceCwd: Type.String(),
+      available: Type.Literal(true),
+      local: Type.Array(Branch),
+      remote: Type.Array(Branch),
+      tags: Type.Array(
+        Type.Object({
+          name: Type.String(),
+          date: Type.Integer({ description: 'Unix seconds.' }),
+          subject: Type.String(),
+        }),
+      ),
+      recent: Type.Array(Type.String(), { description: 'Branches checked out before the current one, newest first.' }),
+      head: Type.String({ description: 'The current branch, or the short sha of a detached HEAD.' }),
+      detached: Type.Boolean(),
+    }),
+    ...errors('gitNotRepository'),
   },
 };
 
@@ -384,9 +471,15 @@ const DESCRIPTIONS: [{ description?: string; response: Record<number, unknown> }
   [gitDiffFile, 'A path that climbs out of the repository has no diff (`available: false`).', "The file's hunks."],
   [
     gitLog,
-    '`range` (a revision or `a..b`), `all=1` (every branch and tag), `search` (in messages). `available: false` outside a repository.',
+    '`range` (a revision or `a..b`), `all=1` (every branch and tag), `search` (messages, authors, a sha prefix; the hits merged, newest commit first). `available: false` outside a repository.',
     'One page of commits.',
   ],
+  [
+    gitCommit,
+    'A merge is compared with its first parent, a root commit with the empty tree; renames count once, by the new path.',
+    'The commit, or `available: false`.',
+  ],
+  [gitBranches, 'Read-only: nothing is checked out or created.', 'The branches.'],
 ];
 for (const [schema, description, ok] of DESCRIPTIONS) {
   schema.description ??= description;

@@ -7,8 +7,9 @@
  * because it is what the repository's owner runs (the same config, the same
  * answers), and because the qwen daemon runs it too, so both agree on edge
  * cases; no JavaScript git library reads every index and pack format.
- * A workspace outside any repository answers `available: false`
- * (`branch: null` for the status), as the qwen daemon does.
+ * Also a commit's detail and the branch listing. A workspace outside any
+ * repository answers `available: false` (`branch: null` for the status, a
+ * 404 `not_a_git_repository` for the branches), as the qwen daemon does.
  */
 import { execFile } from 'node:child_process';
 import { promises as fs } from 'node:fs';
@@ -23,6 +24,15 @@ export const GIT_LIMITS = { maxFiles: 50, maxLinesPerFile: 400, maxDiffBytes: 1_
 const SAFE_CONFIG = ['-c', 'core.quotepath=false', '-c', 'core.fsmonitor=false', '-c', 'diff.external='];
 
 function git(args: string[], cwd: string): Promise<string | null> {
+  return gitRun(args, cwd).then((r) => (r.ok ? r.stdout : null));
+}
+
+/** A git run with its stderr kept. */
+function gitRun(
+  args: string[],
+  cwd: string,
+  env: NodeJS.ProcessEnv = {},
+): Promise<{ ok: boolean; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     execFile(
       'git',
@@ -32,12 +42,161 @@ function git(args: string[], cwd: string): Promise<string | null> {
         timeout: GIT_TIMEOUT_MS,
         maxBuffer: MAX_OUTPUT_BYTES,
         encoding: 'utf8',
-        env: { ...process.env, GIT_TERMINAL_PROMPT: '0', GIT_OPTIONAL_LOCKS: '0' },
+        env: { ...process.env, GIT_TERMINAL_PROMPT: '0', GIT_OPTIONAL_LOCKS: '0', ...env },
       },
-      (err, stdout) => resolve(err ? null : stdout),
+      (err, stdout, stderr) => resolve({ ok: !err, stdout, stderr }),
     );
   });
 }
+
+/** The fields of one log entry (`%x00` between them), the committer date last: search hits are merged by it. */
+const LOG_FORMAT = '%H%x00%h%x00%an%x00%ae%x00%at%x00%s%x00%D%x00%P%x00%ct';
+const LOG_FIELDS = 9;
+const LOG_ALL = ['HEAD', '--branches', '--tags', '--remotes'];
+/** The longest `search` used; longer ones are cut, as the qwen daemon does. */
+export const MAX_SEARCH_CHARS = 200;
+/** A commit id as the detail route takes it. */
+export const COMMIT_SHA = /^[0-9a-f]{7,40}$/i;
+const MAX_RECENT_BRANCHES = 20;
+const MAX_REFLOG_ENTRIES = 200;
+
+interface LogEntry {
+  sha: string;
+  shortSha: string;
+  authorName: string;
+  authorEmail: string;
+  authorDate: number;
+  subject: string;
+  refs?: string;
+  parents: string[];
+}
+
+/** `git log -z --format=LOG_FORMAT` output, each entry with its committer date. */
+function parseLog(out: string): { entry: LogEntry; commitDate: number }[] {
+  const fields = out.split('\0');
+  if (fields.at(-1) === '') fields.pop();
+  const entries = [];
+  for (let i = 0; i + LOG_FIELDS <= fields.length; i += LOG_FIELDS) {
+    const [
+      sha = '',
+      shortSha = '',
+      authorName = '',
+      authorEmail = '',
+      at = '',
+      subject = '',
+      refs = '',
+      parents = '',
+      ct = '',
+    ] = fields.slice(i, i + LOG_FIELDS);
+    entries.push({
+      entry: {
+        // `-z` separates commits with a NUL too, which lands before the next sha.
+        sha: sha.replace(/^\n/, ''),
+        shortSha,
+        authorName,
+        authorEmail,
+        authorDate: Number.parseInt(at, 10) || 0,
+        subject,
+        ...(refs ? { refs } : {}),
+        parents: parents.split(' ').filter(Boolean),
+      },
+      commitDate: Number.parseInt(ct, 10) || 0,
+    });
+  }
+  return entries;
+}
+
+/** `--numstat -z` records: a rename is `added\tremoved\t` then its old and new paths; counted by the new one. */
+function forEachNumstat(
+  out: string,
+  visit: (f: { path: string; oldPath?: string; added: number; removed: number; isBinary: boolean }) => void,
+): void {
+  const tokens = out.split('\0');
+  if (tokens.at(-1) === '') tokens.pop();
+  for (let i = 0; i < tokens.length; i++) {
+    const [a = '', r = '', p] = (tokens[i] ?? '').split('\t');
+    if (p === undefined) continue;
+    const isBinary = a === '-' || r === '-';
+    const stats = { added: isBinary ? 0 : Number(a) || 0, removed: isBinary ? 0 : Number(r) || 0, isBinary };
+    if (p === '') {
+      const oldPath = tokens[++i] ?? '';
+      visit({ path: tokens[++i] ?? '', oldPath, ...stats });
+    } else visit({ path: p, ...stats });
+  }
+}
+
+/** `for-each-ref` lines of branches (symbolic refs such as `origin/HEAD` left out), as the qwen daemon lists them. */
+const BRANCH_FORMAT =
+  '--format=%(refname:short)%00%(HEAD)%00%(upstream:short)%00%(upstream:track,nobracket)%00%(committerdate:unix)%00%(subject)%00%(symref)%00%(push:short)%00%(push:track,nobracket)';
+
+function parseBranches(raw: string) {
+  return raw
+    .trim()
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => line.split('\0'))
+    .filter((f) => !f[6])
+    .map((f) => {
+      const [
+        name = '',
+        head = '',
+        upstreamRaw = '',
+        track = '',
+        date = '',
+        subject = '',
+        ,
+        pushRaw = '',
+        pushTrack = '',
+      ] = f;
+      const upstream = upstreamRaw || undefined;
+      const push = pushRaw || undefined;
+      const pushGone = push !== undefined && /\bgone\b/.test(pushTrack);
+      const count = (re: RegExp, s: string) => Number(re.exec(s)?.[1] ?? 0);
+      return {
+        name,
+        isHead: head === '*',
+        ...(upstream !== undefined ? { upstream } : {}),
+        ...(upstream !== undefined && /\bgone\b/.test(track) ? { upstreamGone: true as const } : {}),
+        ahead: count(/ahead (\d+)/, track),
+        behind: count(/behind (\d+)/, track),
+        ...(push !== undefined ? { pushTarget: push } : {}),
+        ...(push !== undefined && !pushGone
+          ? { pushAhead: count(/ahead (\d+)/, pushTrack), pushBehind: count(/behind (\d+)/, pushTrack) }
+          : {}),
+        ...(pushGone ? { pushGone: true as const } : {}),
+        commitDate: Number.parseInt(date, 10) || 0,
+        commitSubject: subject,
+      };
+    });
+}
+
+/** The branches checked out before, newest first, from the reflog's `checkout: moving from A to B`. */
+function recentBranches(reflog: string, current: string): string[] {
+  const seen = new Set<string>();
+  for (const line of reflog.trim().split('\n')) {
+    if (!line.startsWith('checkout: moving from ')) continue;
+    const at = line.indexOf(' to ');
+    if (at < 0) continue;
+    const branch = line.slice(at + 4);
+    if (!branch || branch === current || seen.has(branch) || /^[0-9a-f]{7,40}$/.test(branch)) continue;
+    seen.add(branch);
+    if (seen.size >= MAX_RECENT_BRANCHES) break;
+  }
+  return [...seen];
+}
+
+/** A git message without the machine's paths: the workspace as `<workspace>`, any other absolute path as `<path>`. */
+function redact(message: string, workspace: string): string {
+  return message
+    .split(workspace)
+    .join('<workspace>')
+    .replace(/(^|[\s'"(<])\/[^\s'"<>]*/g, '$1<path>')
+    .trim()
+    .slice(0, 512);
+}
+
+/** The branch listing of a workspace outside any repository: the qwen daemon's 404. */
+export class NotARepository extends Error {}
 
 interface Hunk {
   oldStart: number;
@@ -313,22 +472,30 @@ export class WorkspaceGit {
   }
 
   async log(opts: { limit: number; skip: number; range?: string; all: boolean; search?: string }) {
+    const answer = (available: boolean, entries: LogEntry[] = [], hasMore = false) => ({
+      v: 1 as const,
+      workspaceCwd: this.workspace,
+      available,
+      entries,
+      hasMore,
+    });
     const root = await this.root();
-    if (root === null)
-      return { v: 1 as const, workspaceCwd: this.workspace, available: false, entries: [], hasMore: false };
+    if (root === null) return answer(false);
     const revisions = opts.all
-      ? ['HEAD', '--branches', '--tags', '--remotes']
-      : opts.range !== undefined && /^[A-Za-z0-9_./~^-]+$/.test(opts.range) && !opts.range.startsWith('-')
+      ? LOG_ALL
+      : opts.range !== undefined && /^[A-Za-z0-9_./~^-]+$/.test(opts.range) && !/^(-|\.\.)/.test(opts.range)
         ? [opts.range]
         : [];
-    const search = opts.search === undefined ? [] : ['-i', '--fixed-strings', `--grep=${opts.search}`];
+    if (opts.search !== undefined) {
+      const found = await this.search(root, revisions, opts.search, opts.skip + opts.limit + 1);
+      return answer(true, found.slice(opts.skip, opts.skip + opts.limit), found.length > opts.skip + opts.limit);
+    }
     const out = await git(
       [
         'log',
         '-z',
-        '--format=%H%x00%h%x00%an%x00%ae%x00%at%x00%s%x00%D%x00%P',
+        `--format=${LOG_FORMAT}`,
         '--date-order',
-        ...search,
         '-n',
         String(opts.limit + 1),
         ...(opts.skip > 0 ? ['--skip', String(opts.skip)] : []),
@@ -337,41 +504,164 @@ export class WorkspaceGit {
       ],
       root,
     );
-    // An unborn branch has no log: an empty one, as the qwen daemon answers.
-    if (out === null)
-      return { v: 1 as const, workspaceCwd: this.workspace, available: true, entries: [], hasMore: false };
-    const fields = out.split('\0');
-    if (fields.at(-1) === '') fields.pop();
-    const entries = [];
-    for (let i = 0; i + 8 <= fields.length; i += 8) {
-      const [
-        sha = '',
-        shortSha = '',
-        authorName = '',
-        authorEmail = '',
-        at = '',
-        subject = '',
-        refs = '',
-        parents = '',
-      ] = fields.slice(i, i + 8);
-      entries.push({
-        // `-z` separates commits with a NUL too, which lands before the next sha.
-        sha: sha.replace(/^\n/, ''),
-        shortSha,
-        authorName,
-        authorEmail,
-        authorDate: Number(at) || 0,
-        subject,
-        ...(refs ? { refs } : {}),
-        parents: parents.split(' ').filter(Boolean),
-      });
+    if (out === null) {
+      // An unborn branch has an empty log; a range git refuses has none (the qwen daemon's answers for both).
+      return (await git(['rev-parse', '--verify', 'HEAD'], root)) === null ? answer(true) : answer(false);
     }
+    const entries = parseLog(out).map((e) => e.entry);
+    return answer(true, entries.slice(0, opts.limit), entries.length > opts.limit);
+  }
+
+  /**
+   * Commits whose message (case-insensitive, a fixed string) or author matches, and the commit a hex
+   * prefix of 4 to 40 names: one list, without duplicates, newest commit first (ties in the order found).
+   * Each walk stops at `window`, as far as the page asked for reaches.
+   */
+  private async search(root: string, revisions: string[], query: string, window: number): Promise<LogEntry[]> {
+    const walk = (filter: string) =>
+      git(
+        [
+          'log',
+          '-z',
+          `--format=${LOG_FORMAT}`,
+          '--date-order',
+          '-i',
+          '--fixed-strings',
+          filter,
+          '-n',
+          String(window),
+          ...revisions,
+          '--',
+        ],
+        root,
+      );
+    const runs = [walk(`--grep=${query}`), walk(`--author=${query}`)];
+    if (/^[0-9a-f]{4,40}$/i.test(query)) {
+      runs.push(
+        git(['rev-parse', '--verify', '--quiet', '--end-of-options', `${query}^{commit}`], root).then((sha) =>
+          sha ? git(['log', '-z', `--format=${LOG_FORMAT}`, '--no-walk', sha.trim(), '--'], root) : null,
+        ),
+      );
+    }
+    const bySha = new Map<string, { entry: LogEntry; commitDate: number; rank: number }>();
+    for (const out of await Promise.all(runs)) {
+      for (const hit of parseLog(out ?? '')) {
+        if (!bySha.has(hit.entry.sha)) bySha.set(hit.entry.sha, { ...hit, rank: bySha.size });
+      }
+    }
+    return [...bySha.values()].sort((a, b) => b.commitDate - a.commitDate || a.rank - b.rank).map((h) => h.entry);
+  }
+
+  /**
+   * One commit: its message and the files it changed with their line counts (the first `maxFiles`), against
+   * its first parent (a merge), or the empty tree (a root commit); renames count once, by the new path.
+   * `available: false` for a commit git does not know, or outside a repository.
+   */
+  async commit(sha: string) {
+    const none = { v: 1 as const, workspaceCwd: this.workspace, available: false };
+    if (!COMMIT_SHA.test(sha)) return none;
+    const root = await this.root();
+    if (root === null) return none;
+    const meta = await git(
+      ['log', '-1', '-z', '--format=%H%x00%h%x00%an%x00%ae%x00%at%x00%s%x00%D%x00%P%x00%b', sha],
+      root,
+    );
+    if (meta === null) return none;
+    const parts = meta.split('\0');
+    if (parts.at(-1) === '') parts.pop();
+    if (parts.length !== 9) return none;
+    const [
+      full = '',
+      shortSha = '',
+      authorName = '',
+      authorEmail = '',
+      at = '',
+      subject = '',
+      refs = '',
+      parentList = '',
+      body = '',
+    ] = parts;
+    const parents = parentList.split(' ').filter(Boolean);
+    // diff-tree does not read diff.renames: -M asks for renames, --root diffs a root commit against the empty tree.
+    const against = parents.length > 1 ? [`${full}^1`, full] : ['--root', full];
+    const numstat = await git(['diff-tree', '--no-commit-id', '--numstat', '-M', '-r', '-z', ...against], root);
+    const files: { path: string; added: number; removed: number; isBinary: boolean }[] = [];
+    let filesCount = 0;
+    let linesAdded = 0;
+    let linesRemoved = 0;
+    forEachNumstat(numstat ?? '', (f) => {
+      filesCount++;
+      linesAdded += f.added;
+      linesRemoved += f.removed;
+      if (files.length < GIT_LIMITS.maxFiles)
+        files.push({ path: f.path, added: f.added, removed: f.removed, isBinary: f.isBinary });
+    });
     return {
       v: 1 as const,
       workspaceCwd: this.workspace,
       available: true,
-      entries: entries.slice(0, opts.limit),
-      hasMore: entries.length > opts.limit,
+      sha: full,
+      shortSha,
+      authorName,
+      authorEmail,
+      authorDate: Number.parseInt(at, 10) || 0,
+      subject,
+      body: body.replace(/\n$/, ''),
+      ...(refs ? { refs } : {}),
+      parents,
+      files,
+      filesCount,
+      linesAdded,
+      linesRemoved,
+      hiddenCount: filesCount - files.length,
+    };
+  }
+
+  /**
+   * The local and remote-tracking branches (tracking state, tip commit), the tags newest first, the branches
+   * checked out recently, and HEAD (a branch name, or the short sha when detached). Outside a repository
+   * it throws NotARepository, with git's message, for the qwen daemon's 404.
+   */
+  async branches() {
+    // git's messages in English, which is how the "not a repository" case is told apart.
+    const C = { LC_ALL: 'C', LANG: 'C' };
+    const probe = await gitRun(['rev-parse', '--git-dir'], this.workspace, C);
+    if (!probe.ok) {
+      const message = redact(probe.stderr || probe.stdout, this.workspace);
+      if (/not a git repository/i.test(message)) throw new NotARepository(message);
+      throw new Error(`git rev-parse failed: ${message}`);
+    }
+    const run = (args: string[]) => gitRun(args, this.workspace, C).then((r) => (r.ok ? r.stdout : ''));
+    const [local, remote, tags, head, reflog] = await Promise.all([
+      run(['for-each-ref', BRANCH_FORMAT, 'refs/heads/']),
+      run(['for-each-ref', BRANCH_FORMAT, 'refs/remotes/']),
+      run([
+        'for-each-ref',
+        '--format=%(refname:short)%00%(creatordate:unix)%00%(subject)',
+        '--sort=-creatordate',
+        'refs/tags/',
+      ]),
+      run(['symbolic-ref', '--short', 'HEAD']),
+      run(['reflog', 'show', '--format=%gs', `-${MAX_REFLOG_ENTRIES}`]),
+    ]);
+    const branch = head.trim();
+    return {
+      v: 1 as const,
+      workspaceCwd: this.workspace,
+      available: true as const,
+      local: parseBranches(local),
+      remote: parseBranches(remote),
+      tags: tags
+        .trim()
+        .split('\n')
+        .filter(Boolean)
+        .map((line) => {
+          const [name = '', date = '', subject = ''] = line.split('\0');
+          return { name, date: Number.parseInt(date, 10) || 0, subject };
+        }),
+      recent: recentBranches(reflog, branch),
+      head: branch || (await run(['rev-parse', '--short', 'HEAD'])).trim(),
+      detached: branch === '',
     };
   }
 }

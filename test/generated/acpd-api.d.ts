@@ -610,9 +610,49 @@ export interface paths {
         };
         /**
          * Commits, newest first, paged by `limit` (at most 200) and `skip`
-         * @description `range` (a revision or `a..b`), `all=1` (every branch and tag), `search` (in messages). `available: false` outside a repository.
+         * @description `range` (a revision or `a..b`), `all=1` (every branch and tag), `search` (messages, authors, a sha prefix; the hits merged, newest commit first). `available: false` outside a repository.
          */
         get: operations["workspaceGitLog"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/workspace/git/log/commit": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * One commit: its message and the files it changed (the first 50, with line counts)
+         * @description A merge is compared with its first parent, a root commit with the empty tree; renames count once, by the new path.
+         */
+        get: operations["workspaceGitCommitDetail"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/workspace/git/branches": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The local and remote-tracking branches, the tags, the branches checked out recently, and HEAD
+         * @description Read-only: nothing is checked out or created.
+         */
+        get: operations["workspaceGitBranches"];
         put?: never;
         post?: never;
         delete?: never;
@@ -5497,6 +5537,7 @@ export interface operations {
                 skip?: string;
                 range?: string;
                 all?: string;
+                /** @description Trimmed and cut to 200 characters; matches the message (case-insensitive, a fixed string), the author, or a sha prefix (4 to 40 hex digits). */
                 search?: string;
             };
             header?: never;
@@ -5524,6 +5565,7 @@ export interface operations {
                             /** @description Unix seconds. */
                             authorDate: number;
                             subject: string;
+                            /** @description Its decorations (`HEAD -> main, tag: v1`), when it has any. */
                             refs?: string;
                             parents: string[];
                         }[];
@@ -5558,6 +5600,280 @@ export interface operations {
              *     - `code` `insufficient_scope`: the token's user (--tokens-file) lacks the scope this route needs (`scope`, `user`).
              */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - `code` `rate_limited`: the client spent this route's budget for the minute (`budget`); only when --rate-limit-* sets one. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - The agent failed, timed out or went away, or acpd failed; a JSON-RPC error keeps its `code` and `data`. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /**
+             * @description - `code` `overloaded`: the daemon is shedding load (event-loop delay or memory past its limit; `reason`).
+             *     - `code` `connection_limit`: the request came on a connection past --max-connections (`limit`).
+             *     - `code` `redis_unavailable`: with --redis-url, the cluster's Redis cannot be reached.
+             *     - `code` `session_owner_unavailable`: with --redis-url, the node that runs the session cannot be reached (`node`); another takes it over once the lease expires.
+             */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    workspaceGitCommitDetail: {
+        parameters: {
+            query?: {
+                /** @description The commit: 7 to 40 hex digits. */
+                sha?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The commit, or `available: false`. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @enum {number} */
+                        v: 1;
+                        workspaceCwd: string;
+                        /** @description False for a commit git does not know, or outside a repository (and nothing else). */
+                        available: boolean;
+                        sha?: string;
+                        shortSha?: string;
+                        authorName?: string;
+                        authorEmail?: string;
+                        /** @description Unix seconds. */
+                        authorDate?: number;
+                        subject?: string;
+                        /** @description Its decorations (`HEAD -> main, tag: v1`), when it has any. */
+                        refs?: string;
+                        parents?: string[];
+                        /** @description The message after the subject, its last newline cut. */
+                        body?: string;
+                        files?: {
+                            path: string;
+                            added: number;
+                            removed: number;
+                            isBinary: boolean;
+                        }[];
+                        filesCount?: number;
+                        linesAdded?: number;
+                        linesRemoved?: number;
+                        /** @description Files changed but not listed. */
+                        hiddenCount?: number;
+                    };
+                };
+            };
+            /**
+             * @description - `errorKind` (and `code`) `parse_error`: `sha` is missing or not 7 to 40 hex digits.
+             *     - The path, query, headers or JSON body break a rule of this route; `error` names it (`code` is `invalid_session_id` or `invalid_session_scope` for those checks).
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /**
+             * @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`).
+             *     - `code` `token_expired`: the token is one of a --tokens-file user whose `expires` has passed.
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /**
+             * @description - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`).
+             *     - `code` `client_id_taken`: the `X-Qwen-Client-Id` (or the /acp connection) was first used by another user (`clientId`).
+             *     - `code` `insufficient_scope`: the token's user (--tokens-file) lacks the scope this route needs (`scope`, `user`).
+             */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - `code` `rate_limited`: the client spent this route's budget for the minute (`budget`); only when --rate-limit-* sets one. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - The agent failed, timed out or went away, or acpd failed; a JSON-RPC error keeps its `code` and `data`. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /**
+             * @description - `code` `overloaded`: the daemon is shedding load (event-loop delay or memory past its limit; `reason`).
+             *     - `code` `connection_limit`: the request came on a connection past --max-connections (`limit`).
+             *     - `code` `redis_unavailable`: with --redis-url, the cluster's Redis cannot be reached.
+             *     - `code` `session_owner_unavailable`: with --redis-url, the node that runs the session cannot be reached (`node`); another takes it over once the lease expires.
+             */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying (5 unless a rate limit says otherwise). */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    workspaceGitBranches: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The branches. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @enum {number} */
+                        v: 1;
+                        workspaceCwd: string;
+                        /** @enum {boolean} */
+                        available: true;
+                        local: {
+                            name: string;
+                            isHead: boolean;
+                            upstream?: string;
+                            /**
+                             * @description The upstream is configured but its ref is gone.
+                             * @enum {boolean}
+                             */
+                            upstreamGone?: true;
+                            ahead: number;
+                            behind: number;
+                            /** @description Where `git push` would push. */
+                            pushTarget?: string;
+                            pushAhead?: number;
+                            pushBehind?: number;
+                            /** @enum {boolean} */
+                            pushGone?: true;
+                            /** @description The tip commit's committer date, Unix seconds. */
+                            commitDate: number;
+                            commitSubject: string;
+                        }[];
+                        remote: {
+                            name: string;
+                            isHead: boolean;
+                            upstream?: string;
+                            /**
+                             * @description The upstream is configured but its ref is gone.
+                             * @enum {boolean}
+                             */
+                            upstreamGone?: true;
+                            ahead: number;
+                            behind: number;
+                            /** @description Where `git push` would push. */
+                            pushTarget?: string;
+                            pushAhead?: number;
+                            pushBehind?: number;
+                            /** @enum {boolean} */
+                            pushGone?: true;
+                            /** @description The tip commit's committer date, Unix seconds. */
+                            commitDate: number;
+                            commitSubject: string;
+                        }[];
+                        tags: {
+                            name: string;
+                            /** @description Unix seconds. */
+                            date: number;
+                            subject: string;
+                        }[];
+                        /** @description Branches checked out before the current one, newest first. */
+                        recent: string[];
+                        /** @description The current branch, or the short sha of a detached HEAD. */
+                        head: string;
+                        detached: boolean;
+                    };
+                };
+            };
+            /**
+             * @description - A token is configured and `Authorization: Bearer <token>` is missing or wrong (`Unauthorized`).
+             *     - `code` `token_expired`: the token is one of a --tokens-file user whose `expires` has passed.
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /**
+             * @description - An `Origin` that is neither the daemon's own origin nor listed in --allow-origin (`Request denied by CORS policy`); on a loopback bind, a `Host` outside the allowlist (`Invalid Host header`).
+             *     - `code` `client_id_taken`: the `X-Qwen-Client-Id` (or the /acp connection) was first used by another user (`clientId`).
+             *     - `code` `insufficient_scope`: the token's user (--tokens-file) lacks the scope this route needs (`scope`, `user`).
+             */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description - `error` (and `code`) `not_a_git_repository`: the workspace is not in a git repository; `message` is git's, its paths redacted. */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };

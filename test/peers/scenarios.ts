@@ -659,6 +659,11 @@ function makeRepository(ws: string): void {
   n = 3;
   git('add', '.');
   git('commit', '-qm', 'third: readme');
+  // A branch, a tag, and a checkout there and back, for the branch listing (its `recent` reads the reflog).
+  git('branch', 'topic', 'HEAD~1');
+  git('tag', 'v0.1', 'HEAD~2');
+  git('checkout', '-q', 'topic');
+  git('checkout', '-q', 'main');
   // The dirty file and the untracked one.
   write('src/lib.ts', lines(1, 10) + 'line 11 changed\n' + lines(12, 30) + 'line 31\n');
   write('notes.txt', 'untracked\n');
@@ -715,7 +720,8 @@ function refusal(err: unknown): string {
 
 const s7: Scenario = {
   id: 7,
-  title: 'workspace read routes: read (paged), bytes, stat, list, glob, git status, diff, diff of a file, log',
+  title:
+    'workspace read routes: read (paged), bytes, stat, list, glob, git status, diff, diff of a file, log, log search, commit detail, branches',
   // Over `/acp` the client's initialize waits for the real agent to start: on a loaded machine, seconds.
   timeoutMs: 120_000,
   async run(ctx) {
@@ -777,6 +783,33 @@ const s7: Scenario = {
     );
     await fact('s7.gitLog', 'GET /workspace/git/log limit=2', () => c.workspaceGitLog(2, 0));
     await fact('s7.gitLog2', 'GET /workspace/git/log limit=2 skip=2', () => c.workspaceGitLog(2, 2));
+    await fact('s7.gitSearch', 'GET /workspace/git/log search=README (messages, case-insensitive)', () =>
+      c.workspaceGitLog(10, 0, undefined, { search: 'README' }),
+    );
+    await fact('s7.gitSearchAuthor', 'GET /workspace/git/log search=peer limit=2 skip=1 (the author)', () =>
+      c.workspaceGitLog(2, 1, undefined, { search: 'peer' }),
+    );
+    const log = (await c.workspaceGitLog(3, 0).catch(() => undefined))?.entries ?? [];
+    const [third, second, first] = log.map((e) => e.sha);
+    if (second)
+      await fact('s7.gitSearchSha', 'GET /workspace/git/log search=<6 hex of the second commit>', () =>
+        c.workspaceGitLog(10, 0, undefined, { search: second.slice(0, 6) }),
+      );
+    if (third)
+      await fact('s7.gitCommit', 'GET /workspace/git/log/commit sha=<HEAD, 7 hex>', () =>
+        c.workspaceGitCommitDetail(third.slice(0, 7)),
+      );
+    if (first)
+      await fact('s7.gitCommitRoot', 'GET /workspace/git/log/commit sha=<the root commit>', () =>
+        c.workspaceGitCommitDetail(first),
+      );
+    await fact('s7.gitCommitUnknown', 'GET /workspace/git/log/commit sha=<40 zeros>', () =>
+      c.workspaceGitCommitDetail('0'.repeat(40)),
+    );
+    await fact('s7.gitCommitBad', 'GET /workspace/git/log/commit sha=HEAD (not hex: refused)', () =>
+      c.workspaceGitCommitDetail('HEAD'),
+    );
+    await fact('s7.gitBranches', 'GET /workspace/git/branches', () => c.workspaceGitBranches());
     const ok = whole !== undefined;
     obs.require('s7.reads', 'the client reads a workspace file', ok ? 'yes' : 'no', ok);
     obs.note(`HTTP: ${distinctHttp(obs.http).join('; ')}`);
