@@ -125,6 +125,8 @@ t.test('every route answers by the scope of the token: 403 insufficient_scope na
     'GET /workspace/git/diff': { url: '/workspace/git/diff', scope: 'read' },
     'GET /workspace/git/diff/file': { url: '/workspace/git/diff/file?path=README.md', scope: 'read' },
     'GET /workspace/git/log': { url: '/workspace/git/log', scope: 'read' },
+    'GET /workspace/git/log/commit': { url: '/workspace/git/log/commit?sha=0000000', scope: 'read' },
+    'GET /workspace/git/branches': { url: '/workspace/git/branches', scope: 'read' },
     'POST /file/write': { url: '/file/write', body: { path: 'x.txt', content: 'x' }, scope: 'prompt' },
     'POST /file/edit': { url: '/file/edit', body: { path: 'x.txt', oldText: 'a', newText: 'b' }, scope: 'prompt' },
     'POST /file/upload': { url: '/file/upload?path=x.bin', body: {}, scope: 'prompt' },

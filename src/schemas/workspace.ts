@@ -436,7 +436,7 @@ export const gitBranches = {
       head: Type.String({ description: 'The current branch, or the short sha of a detached HEAD.' }),
       detached: Type.Boolean(),
     }),
-    ...errors('gitNotRepository'),
+    ...errors('gitNotRepository', 'fsIo'),
   },
 };
 

@@ -14,6 +14,7 @@
 import { execFile } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
+import { FsError } from './workspace-files.js';
 
 const GIT_TIMEOUT_MS = 5000;
 const MAX_OUTPUT_BYTES = 16 * 1024 * 1024;
@@ -629,7 +630,8 @@ export class WorkspaceGit {
     if (!probe.ok) {
       const message = redact(probe.stderr || probe.stdout, this.workspace);
       if (/not a git repository/i.test(message)) throw new NotARepository(message);
-      throw new Error(`git rev-parse failed: ${message}`);
+      // Anything else (a timeout, a broken repository) is the daemon's trouble, not the request's: 503.
+      throw new FsError('io_error', `git rev-parse failed: ${message}`);
     }
     const run = (args: string[]) => gitRun(args, this.workspace, C).then((r) => (r.ok ? r.stdout : ''));
     const [local, remote, tags, head, reflog] = await Promise.all([

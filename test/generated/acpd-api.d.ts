@@ -5902,7 +5902,8 @@ export interface operations {
                 };
             };
             /**
-             * @description - `code` `overloaded`: the daemon is shedding load (event-loop delay or memory past its limit; `reason`).
+             * @description - `errorKind` `io_error`: the disk failed, is full, or too many files are open.
+             *     - `code` `overloaded`: the daemon is shedding load (event-loop delay or memory past its limit; `reason`).
              *     - `code` `connection_limit`: the request came on a connection past --max-connections (`limit`).
              *     - `code` `redis_unavailable`: with --redis-url, the cluster's Redis cannot be reached.
              *     - `code` `session_owner_unavailable`: with --redis-url, the node that runs the session cannot be reached (`node`); another takes it over once the lease expires.
