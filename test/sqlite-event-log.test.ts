@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import t from 'tap';
 import { until, within } from '../harness/wait.js';
 import { BusStats, EventBus } from '../src/services/event-bus.js';
-import { EVENTS_FILE, SqliteEventStore, type StoreLogger } from '../src/services/sqlite-event-log.js';
+import { EVENTS_FILE, SqliteEventStore, storedEvents, type StoreLogger } from '../src/services/sqlite-event-log.js';
 import { startDaemon, tempDir } from './support/app.js';
 import { call, createSession, obj } from './support/http.js';
 import { openEvents } from './support/sse.js';
@@ -72,10 +72,7 @@ async function afterBurst(): Promise<void> {
 
 /** The rows the database holds for `sessionId`, whatever the log's counters say. */
 function rowsOf(store: SqliteEventStore, sessionId: string): number[] {
-  return store.database
-    .prepare<[string], { id: number }>('SELECT id FROM events WHERE session_id = ? ORDER BY id')
-    .all(sessionId)
-    .map((row) => row.id);
+  return storedEvents(store.database, sessionId).map((row) => row.id);
 }
 
 t.test('firstId: the next id while empty, the oldest id held after drops, the same after a reopen', async (t) => {
@@ -475,10 +472,7 @@ t.test('disk full: events still reach subscribers from memory, the failure is re
   bus.publish('tick', { i: 6 });
   bus.flush();
   t.equal(store.writeError, undefined, 'the next write that succeeds clears it');
-  const rows = db
-    .prepare<[], { id: number }>("SELECT id FROM events WHERE session_id = 's' ORDER BY id")
-    .all()
-    .map((r) => r.id);
+  const rows = storedEvents(db, 's').map((r) => r.id);
   t.same(rows, [1, 7], 'the file has what could be written; ids went on');
   t.end();
 });
