@@ -387,6 +387,16 @@ export class EventBus {
     return this.log.firstId;
   }
 
+  /**
+   * Whether a publish reaches nobody before the log's next group commit (a
+   * log that commits in groups), so publishing cannot fill a subscriber's
+   * queue by itself: the commit sends the burst, and the burst stretches the
+   * queue's cap by its size.
+   */
+  get sendsAtCommit(): boolean {
+    return this.log.commit !== undefined && !this.closed;
+  }
+
   /** The epoch of the log behind this bus. */
   get epoch(): string {
     return this.log.epoch;
