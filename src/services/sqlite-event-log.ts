@@ -203,7 +203,10 @@ class Statements {
     this.oldest = db.prepare<[string], RunRow>(
       'SELECT first_id, last_id, bytes, frames FROM event_runs WHERE session_id = ? ORDER BY first_id',
     );
-    this.dropRuns = db.prepare<[string, number]>('DELETE FROM event_runs WHERE session_id = ? AND last_id <= ?');
+    // `first_id <= ?` bounds the walk of the primary key to the runs that can go.
+    this.dropRuns = db.prepare<[string, number, number]>(
+      'DELETE FROM event_runs WHERE session_id = ? AND first_id <= ? AND last_id <= ?',
+    );
     this.runAt = db.prepare<[string, number, number], RunRow>(
       'SELECT first_id, last_id, bytes, frames FROM event_runs WHERE session_id = ? AND first_id <= ? AND last_id > ?',
     );
@@ -685,7 +688,7 @@ export class SqliteEventLog implements EventLog {
 
   /** Deletes every event up to `id`: the runs wholly before it go, the one it cuts keeps its newer frames. */
   private dropThrough(id: number): void {
-    this.sql.dropRuns.run(this.sessionId, id);
+    this.sql.dropRuns.run(this.sessionId, id, id);
     const cut = this.sql.runAt.get(this.sessionId, id, id);
     if (cut === undefined || cut.first_id > id) return;
     let rest = '';
