@@ -32,17 +32,17 @@
  * the bounds, in the same transaction; so a flood costs one transaction per
  * burst and one trim per eighth of the bounds, not a trim after every burst.
  * A trim deletes the runs that fall wholly before the new oldest event and
- * rewrites the one run it cuts, so what the file holds is exactly the
- * bounds. Where to cut comes from the tail when it can (it keeps the same
+ * rewrites the one run it cuts, so a trim leaves the file holding
+ * exactly the bounds. Where to cut comes from the tail when it can (it keeps the same
  * bounds over the same events, so its oldest event is where the file's
  * must start), else from a walk over the runs. Readers never see the excess:
  * `after` (and `firstId`, `size`, `bytes`) trim their session to the exact
  * bounds first, and an unref'd timer trims every session over its bounds and
  * truncates the WAL file now and then. What a trim drops is reported to the
  * buses watching the log (their `dropped` stats), so under a flood the count
- * comes in steps. Only the oldest rows go: ids stay dense and the newest
+ * comes in steps. Only the oldest events go: ids stay dense and the newest
  * event always stays, which is also what gives a log's next id at open (its
- * `logs.next_id` is written only by a log that keeps no rows).
+ * `logs.next_id` is written only by a log that keeps no events).
  *
  * Each log also keeps its newest events in memory, as the bus built them
  * (a `MemoryEventLog` with the same bounds): a reconnect replays from there
