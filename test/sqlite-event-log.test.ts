@@ -688,3 +688,29 @@ t.test('a database of the row-per-event layout: its events become runs at open, 
   t.same(tables, [], 'the old table is gone');
   t.end();
 });
+
+t.test('after a failed write the trim walks the file: the tail holds an event the file lacks', (t) => {
+  const store = openStore(tempDir(t), { maxEvents: 4, maxBytes: 0 });
+  t.teardown(() => store.close());
+  const db = store.database;
+  const bus = new EventBus({ log: store.logFor('s') });
+  for (let i = 1; i <= 4; i++) {
+    bus.publish('tick', { i });
+    bus.flush();
+  }
+  // Event 5 cannot be written (the file may not grow), so only the tail has it.
+  const pages = Number(db.pragma('page_count', { simple: true }));
+  db.pragma(`max_page_count = ${pages}`);
+  bus.publish('tick', { big: 'x'.repeat(16_384) });
+  bus.flush();
+  t.ok(store.writeError, 'the write failed');
+  db.pragma('max_page_count = 1073741823');
+  for (let i = 6; i <= 7; i++) {
+    bus.publish('tick', { i });
+    bus.flush();
+  }
+  // Seven ids, six in the file: past the slack (5) at event 7, back to the newest four the file holds.
+  t.same(rowsOf(store, 's'), [3, 4, 6, 7], "the file's newest four, not the tail's");
+  t.equal(store.logFor('s').size, 4, 'and the count says so');
+  t.end();
+});
