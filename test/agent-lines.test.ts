@@ -123,3 +123,30 @@ t.test('a malformed update from the agent never reaches a client; valid ones aro
   t.equal(updates[1]?.sessionUpdate, 'tool_call', 'a valid update of another kind passes, through the SDK');
   t.same(updates[2], chunk('last'));
 });
+
+t.test(
+  'a read of chunks for a bus that sends at its commit is delivered in one run; others in runs of 64',
+  async (t) => {
+    const update = (i: number) =>
+      JSON.stringify({ jsonrpc: '2.0', method: 'session/update', params: { sessionId: 's', update: chunk(`c${i}`) } });
+    const read = Buffer.from(Array.from({ length: 200 }, (_, i) => `${update(i)}\n`).join(''));
+    for (const grouped of [true, false]) {
+      const input = new PassThrough();
+      let delivered = 0;
+      new AgentLines(
+        input,
+        () => {
+          delivered++;
+          return grouped;
+        },
+        (err) => t.error(err),
+      );
+      // 'data' is emitted synchronously on a flowing PassThrough: what the write delivered before any macrotask.
+      input.write(read);
+      t.equal(delivered, grouped ? 200 : 64, grouped ? 'the whole read at once: one group commit' : 'a run of 64');
+      await new Promise((resolve) => setImmediate(resolve));
+      t.equal(delivered, grouped ? 200 : 128, 'the next run after a macrotask');
+      input.end();
+    }
+  },
+);

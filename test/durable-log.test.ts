@@ -20,7 +20,7 @@ import { tempDir, type Endpoint } from './support/app.js';
 import { call, createSession, obj } from './support/http.js';
 import { openEvents, type SseFrame, type SseStream } from './support/sse.js';
 import { textPrompt } from './support/values.js';
-import { EVENTS_FILE } from '../src/services/sqlite-event-log.js';
+import { EVENTS_FILE, storedEvents } from '../src/services/sqlite-event-log.js';
 
 const SERVER = fileURLToPath(new URL('../../dist/server.js', import.meta.url));
 const LISTENING = /acpd listening on (http:\/\/\S+) /;
@@ -73,9 +73,7 @@ function chunkText(f: SseFrame): string | undefined {
 function logged(dataDir: string, sessionId: string): { id: number; json: string }[] {
   const db = new Database(path.join(dataDir, EVENTS_FILE), { readonly: true, fileMustExist: true });
   try {
-    return db
-      .prepare<[string], { id: number; json: string }>('SELECT id, json FROM events WHERE session_id = ? ORDER BY id')
-      .all(sessionId);
+    return storedEvents(db, sessionId);
   } finally {
     db.close();
   }

@@ -1,13 +1,14 @@
 // The durable event log (issue 12): SQLite under the data directory, bounded per session, kept across
 // a restart and a kill -9, and a damaged database moved aside at start-up instead of crashing.
 import { spawn } from 'node:child_process';
+import Database from 'better-sqlite3';
 import { existsSync, readdirSync, truncateSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
 import { until, within } from '../harness/wait.js';
 import { BusStats, EventBus } from '../src/services/event-bus.js';
-import { EVENTS_FILE, SqliteEventStore, type StoreLogger } from '../src/services/sqlite-event-log.js';
+import { EVENTS_FILE, SqliteEventStore, storedEvents, type StoreLogger } from '../src/services/sqlite-event-log.js';
 import { startDaemon, tempDir } from './support/app.js';
 import { call, createSession, obj } from './support/http.js';
 import { openEvents } from './support/sse.js';
@@ -72,10 +73,7 @@ async function afterBurst(): Promise<void> {
 
 /** The rows the database holds for `sessionId`, whatever the log's counters say. */
 function rowsOf(store: SqliteEventStore, sessionId: string): number[] {
-  return store.database
-    .prepare<[string], { id: number }>('SELECT id FROM events WHERE session_id = ? ORDER BY id')
-    .all(sessionId)
-    .map((row) => row.id);
+  return storedEvents(store.database, sessionId).map((row) => row.id);
 }
 
 t.test('firstId: the next id while empty, the oldest id held after drops, the same after a reopen', async (t) => {
@@ -475,10 +473,7 @@ t.test('disk full: events still reach subscribers from memory, the failure is re
   bus.publish('tick', { i: 6 });
   bus.flush();
   t.equal(store.writeError, undefined, 'the next write that succeeds clears it');
-  const rows = db
-    .prepare<[], { id: number }>("SELECT id FROM events WHERE session_id = 's' ORDER BY id")
-    .all()
-    .map((r) => r.id);
+  const rows = storedEvents(db, 's').map((r) => r.id);
   t.same(rows, [1, 7], 'the file has what could be written; ids went on');
   t.end();
 });
@@ -567,5 +562,155 @@ t.test('a group commit larger than the count cap does not evict a reader that ke
   for (let i = 0; i < 10; i++) bus.publish('tick', { i });
   bus.flush();
   t.equal(bus.subscriberCount, 0, 'two bursts unread: over the cap, evicted');
+  t.end();
+});
+
+/** How many rows (runs of events) the database holds for `sessionId`. */
+function runsOf(store: SqliteEventStore, sessionId: string): number {
+  return store.database
+    .prepare<[string], { n: number }>('SELECT COUNT(*) AS n FROM event_runs WHERE session_id = ?')
+    .get(sessionId)!.n;
+}
+
+t.test('a group commit is one row of the frames as sent; a trim cuts a run and leaves exactly the bounds', (t) => {
+  const store = openStore(tempDir(t), { maxEvents: 10, maxBytes: 0 });
+  t.teardown(() => store.close());
+  const bus = new EventBus({ log: store.logFor('s') });
+  const live = bus.subscribe();
+  for (let i = 0; i < 7; i++) bus.publish('tick', { i, text: 'é\n' });
+  bus.flush();
+  const sent = live.takeBuffered().map((ev) => ev.frame);
+  t.equal(runsOf(store, 's'), 1, 'seven events, one row');
+  t.same(
+    storedEvents(store.database, 's').map((row) => `id: ${row.id}\nevent: tick\ndata: ${row.json}\n\n`),
+    sent,
+    'the row holds the frames sent, byte for byte',
+  );
+  for (let i = 0; i < 5; i++) bus.publish('tick', { i });
+  bus.flush();
+  t.equal(runsOf(store, 's'), 2);
+  t.same(
+    rowsOf(store, 's'),
+    Array.from({ length: 12 }, (_, i) => 1 + i),
+    'within the slack',
+  );
+  t.same(
+    [...store.logFor('s').after(0)].map((ev) => ev.envelope.id),
+    Array.from({ length: 10 }, (_, i) => 3 + i),
+  );
+  t.same(
+    rowsOf(store, 's'),
+    Array.from({ length: 10 }, (_, i) => 3 + i),
+    'the first run cut after its second event, the second whole',
+  );
+  t.equal(runsOf(store, 's'), 2);
+  t.end();
+});
+
+t.test('after a reopen a trim walks the runs: exactly the newest events within the bytes bound', (t) => {
+  const dir = tempDir(t);
+  const bounds = { maxEvents: 100, maxBytes: 1500 };
+  const first = openStore(dir, bounds);
+  const bus = new EventBus({ log: first.logFor('s') });
+  const sizes: number[] = [];
+  for (let run = 0; run < 4; run++) {
+    for (let i = 0; i < 3; i++) bus.publish('tick', { pad: 'p'.repeat(20 + 37 * ((run * 3 + i) % 5)) });
+    bus.flush();
+  }
+  for (const ev of first.logFor('s').after(0)) sizes[(ev.envelope.id ?? 0) - 1] = ev.bytes;
+  first.close();
+
+  const store = openStore(dir, bounds);
+  t.teardown(() => store.close());
+  const bus2 = new EventBus({ log: store.logFor('s') });
+  bus2.publish('tick', { pad: 'q'.repeat(300) });
+  bus2.flush();
+  const held = [...store.logFor('s').after(0)];
+  sizes[12] = held[held.length - 1].bytes;
+  // The newest suffix of every event so far that fits in the bytes bound, computed here from the sizes.
+  let keepFrom = sizes.length;
+  let bytes = 0;
+  while (keepFrom > 0 && bytes + (sizes[keepFrom - 1] ?? 0) <= bounds.maxBytes) bytes += sizes[--keepFrom] ?? 0;
+  t.ok(keepFrom > 1, 'the bound cuts into the older runs');
+  t.same(
+    held.map((ev) => ev.envelope.id),
+    Array.from({ length: 13 - keepFrom }, (_, i) => keepFrom + 1 + i),
+  );
+  t.same(
+    rowsOf(store, 's'),
+    held.map((ev) => ev.envelope.id),
+    'the file holds the same',
+  );
+  t.equal(store.logFor('s').bytes, bytes, 'and its byte count');
+  t.end();
+});
+
+t.test('a database of the row-per-event layout: its events become runs at open, the same frames', (t) => {
+  const dir = tempDir(t);
+  const old = new Database(path.join(dir, EVENTS_FILE));
+  old.exec(`
+    CREATE TABLE logs (session_id TEXT PRIMARY KEY, epoch TEXT NOT NULL, next_id INTEGER NOT NULL) WITHOUT ROWID;
+    CREATE TABLE events (session_id TEXT NOT NULL, id INTEGER NOT NULL, type TEXT NOT NULL, json TEXT NOT NULL,
+      bytes INTEGER NOT NULL, PRIMARY KEY (session_id, id)) WITHOUT ROWID;
+  `);
+  old.prepare("INSERT INTO logs VALUES ('s', 'e1', 1)").run();
+  const frames: string[] = [];
+  for (let id = 4; id <= 6; id++) {
+    const json = JSON.stringify({ id, v: 1, type: 'tick', data: { id, text: 'ü' } });
+    const frame = `id: ${id}\nevent: tick\ndata: ${json}\n\n`;
+    frames.push(frame);
+    old.prepare('INSERT INTO events VALUES (?, ?, ?, ?, ?)').run('s', id, 'tick', json, Buffer.byteLength(frame));
+  }
+  old.close();
+
+  const store = openStore(dir);
+  t.teardown(() => store.close());
+  const log = store.logFor('s');
+  t.equal(log.epoch, 'e1');
+  t.equal(log.nextId, 7);
+  t.equal(log.firstId, 4);
+  t.equal(
+    log.bytes,
+    frames.reduce((n, f) => n + Buffer.byteLength(f), 0),
+  );
+  t.same(
+    [...log.after(0)].map((ev) => ev.frame),
+    frames,
+    'the same frames',
+  );
+  t.same(
+    [...log.after(4)].map((ev) => ev.envelope),
+    [5, 6].map((id) => ({ id, v: 1, type: 'tick', data: { id, text: 'ü' } })),
+  );
+  const tables = store.database
+    .prepare<[], { name: string }>("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'events'")
+    .all();
+  t.same(tables, [], 'the old table is gone');
+  t.end();
+});
+
+t.test('after a failed write the trim walks the file: the tail holds an event the file lacks', (t) => {
+  const store = openStore(tempDir(t), { maxEvents: 4, maxBytes: 0 });
+  t.teardown(() => store.close());
+  const db = store.database;
+  const bus = new EventBus({ log: store.logFor('s') });
+  for (let i = 1; i <= 4; i++) {
+    bus.publish('tick', { i });
+    bus.flush();
+  }
+  // Event 5 cannot be written (the file may not grow), so only the tail has it.
+  const pages = Number(db.pragma('page_count', { simple: true }));
+  db.pragma(`max_page_count = ${pages}`);
+  bus.publish('tick', { big: 'x'.repeat(16_384) });
+  bus.flush();
+  t.ok(store.writeError, 'the write failed');
+  db.pragma('max_page_count = 1073741823');
+  for (let i = 6; i <= 7; i++) {
+    bus.publish('tick', { i });
+    bus.flush();
+  }
+  // Seven ids, six in the file: past the slack (5) at event 7, back to the newest four the file holds.
+  t.same(rowsOf(store, 's'), [3, 4, 6, 7], "the file's newest four, not the tail's");
+  t.equal(store.logFor('s').size, 4, 'and the count says so');
   t.end();
 });

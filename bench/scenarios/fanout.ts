@@ -16,6 +16,13 @@ import { log, type WorkDir } from '../lib/util.js';
 import { floodFrame, stampOf, unstamped } from '../baseline/frames.js';
 import { commandLine } from '../../harness/peer-daemon.js';
 
+/**
+ * The id of a flood's first chunk in a fresh acpd session: the daemon numbers the prompt's echo (a
+ * `user_message_chunk`) 1 before the agent's first chunk. The raw server numbers its frames from here
+ * too, so that both write the same bytes (`sameBytes` checks it).
+ */
+export const FLOOD_FIRST_ID = 2;
+
 /** `acpd` runs with its default (durable SQLite) event log, `acpd-memory` with `--event-log memory`. */
 type FanoutSystem = 'acpd' | 'acpd-memory' | 'raw' | 'acpd-embedded';
 
@@ -217,7 +224,7 @@ export async function runRaw(
       subscribers,
       frames,
       async () => {
-        await client.ok('/flood', { count: frames, firstId: 1, sessionId, subscribers });
+        await client.ok('/flood', { count: frames, firstId: FLOOD_FIRST_ID, sessionId, subscribers });
       },
       true,
       sample,
@@ -227,12 +234,20 @@ export async function runRaw(
   }
 }
 
-/** Do acpd's frames and the raw server's frames have the same bytes (stamps aside)? */
+/**
+ * Do acpd's frames and the raw server's frames have the same bytes (stamps aside)? Each first frame
+ * must be exactly `floodFrame` of its own session (a random UUID each, of the same length), with the
+ * same id and count.
+ */
 export function sameBytes(acpdFrame: string, rawFrame: string): boolean {
-  const sid = /"sessionId":"([^"]+)"/.exec(acpdFrame)?.[1] ?? '';
-  const count = /flood 1\/(\d+) /.exec(acpdFrame)?.[1] ?? '0';
-  const expected = floodFrame(1, sid, 1, Number(count));
-  return unstamped(`${acpdFrame}\n\n`) === expected && unstamped(`${rawFrame}\n\n`).length === expected.length;
+  const expected = (frame: string): string => {
+    const sid = /"sessionId":"([^"]+)"/.exec(frame)?.[1] ?? '';
+    const count = /flood 1\/(\d+) /.exec(frame)?.[1] ?? '0';
+    return floodFrame(FLOOD_FIRST_ID, sid, 1, Number(count));
+  };
+  const a = unstamped(`${acpdFrame}\n\n`);
+  const r = unstamped(`${rawFrame}\n\n`);
+  return a === expected(acpdFrame) && r === expected(rawFrame) && a.length === r.length;
 }
 
 export function logRun(r: FanoutRun): void {

@@ -32,7 +32,8 @@ export interface ExitInfo {
 
 /** The client-side ACP methods the daemon serves to its agent. */
 export interface ClientHandlers {
-  sessionUpdate(params: SessionNotification): void;
+  /** True when the event waits for its bus's group commit: it reached no subscriber yet (see agent-lines). */
+  sessionUpdate(params: SessionNotification): boolean | void;
   requestPermission(params: RequestPermissionRequest): Promise<RequestPermissionResponse>;
   readTextFile(params: ReadTextFileRequest): Promise<ReadTextFileResponse>;
   writeTextFile(params: WriteTextFileRequest): Promise<WriteTextFileResponse>;
@@ -140,7 +141,9 @@ export class AgentChannel {
     );
     const stream = ndJsonStream(Writable.toWeb(stdin) as WritableStream<Uint8Array>, lines.rest);
     this.connection = client({ name: 'acpd' })
-      .onNotification('session/update', ({ params }) => h.sessionUpdate(params))
+      .onNotification('session/update', ({ params }) => {
+        h.sessionUpdate(params);
+      })
       .onRequest('session/request_permission', ({ params }) => h.requestPermission(params))
       .onRequest('fs/read_text_file', ({ params }) => h.readTextFile(params))
       .onRequest('fs/write_text_file', ({ params }) => h.writeTextFile(params))

@@ -30,6 +30,15 @@ const NEWLINE = 0x0a;
  * that keeps well under it and still makes bursts for the group commit.
  */
 const MAX_RUN = 64;
+/**
+ * The same for chunks whose bus sends nothing before its group commit (the
+ * durable log; `deliver` returns true for those): they cannot fill a queue
+ * during the run, and the commit sends them as one burst, which stretches
+ * the queue's cap by its size. A whole pipe read (hundreds of short chunks)
+ * is then one commit, not one per `MAX_RUN`: a commit costs per transaction
+ * as well as per event. The bound only keeps a run of queued lines short.
+ */
+const MAX_GROUPED_RUN = 1024;
 
 type ChunkKind = 'agent_message_chunk' | 'agent_thought_chunk' | 'user_message_chunk';
 
@@ -89,8 +98,9 @@ export class AgentLines {
   private queue: Buffer[] = [];
   private queued = 0;
   private waiting = false;
-  /** Chunks delivered since the last macrotask. */
+  /** Chunks delivered since the last macrotask, and how many of them went to a bus that sends at its commit. */
   private run = 0;
+  private grouped = 0;
   private ended = false;
   private closed = false;
   /** A line longer than the SDK's limit came: from then on every byte goes to the SDK, which refuses it. */
@@ -98,7 +108,8 @@ export class AgentLines {
 
   constructor(
     input: Readable,
-    private readonly deliver: (params: SessionNotification) => void,
+    /** True when the update's bus sends it only at its next group commit (so no subscriber's queue grew). */
+    private readonly deliver: (params: SessionNotification) => boolean | void,
     private readonly onDeliverError: (err: unknown) => void,
   ) {
     this.rest = new ReadableStream<Uint8Array>({
@@ -155,12 +166,13 @@ export class AgentLines {
       this.forward(line);
       return;
     }
+    let grouped = false;
     try {
-      this.deliver(update);
+      grouped = this.deliver(update) === true;
     } catch (err) {
       this.onDeliverError(err);
     }
-    if (++this.run >= MAX_RUN) this.pause();
+    if (grouped ? ++this.grouped >= MAX_GROUPED_RUN : ++this.run >= MAX_RUN) this.pause();
   }
 
   /** Hands a line to the SDK, and holds the next ones until it has dispatched it. */
@@ -178,6 +190,7 @@ export class AgentLines {
   private resume(): void {
     this.waiting = false;
     this.run = 0;
+    this.grouped = 0;
     while (!this.waiting && this.queued < this.queue.length && !this.closed) {
       this.handle(this.queue[this.queued++]);
     }

@@ -82,11 +82,14 @@ export class AgentRouter implements ClientHandlers {
 
   // ---- what the agent calls ---------------------------------------------
 
-  sessionUpdate(params: SessionNotification): void {
+  /** True when the update went to a bus that sends it only at its group commit (agent-lines may keep going). */
+  sessionUpdate(params: SessionNotification): boolean {
     const route = this.routes.get(params.sessionId);
-    if (!route) return;
+    if (!route) return true;
     route.replay?.collect(params);
-    if (route.replay?.publish !== false) route.events.publish('session_update', params);
+    if (route.replay?.publish === false) return true;
+    route.events.publish('session_update', params);
+    return route.events.sendsAtCommit;
   }
 
   requestPermission(params: RequestPermissionRequest): Promise<RequestPermissionResponse> {

@@ -387,6 +387,16 @@ export class EventBus {
     return this.log.firstId;
   }
 
+  /**
+   * Whether a publish reaches nobody before the log's next group commit (a
+   * log that commits in groups), so publishing cannot fill a subscriber's
+   * queue by itself: the commit sends the burst, and the burst stretches the
+   * queue's cap by its size.
+   */
+  get sendsAtCommit(): boolean {
+    return this.log.commit !== undefined && !this.closed;
+  }
+
   /** The epoch of the log behind this bus. */
   get epoch(): string {
     return this.log.epoch;
@@ -433,10 +443,15 @@ export class EventBus {
     const dataJson: string | undefined = JSON.stringify(data);
     const id = this.log.nextId;
     const envelope: EventEnvelope = { id, v: EVENT_SCHEMA_VERSION, type, data };
-    const json =
-      `{"id":${id},"v":${EVENT_SCHEMA_VERSION},"type":${JSON.stringify(type)}` +
-      (dataJson === undefined ? '}' : `,"data":${dataJson}}`);
-    const ev = frameOf(envelope, json);
+    // The frame is built whole and its JSON is a slice of it: one string per event kept in the
+    // ring, not a frame and a JSON text beside it (fewer bytes copied by every young-generation GC).
+    const head = `id: ${id}\nevent: ${type}\ndata: `;
+    const frame =
+      `${head}{"id":${id},"v":${EVENT_SCHEMA_VERSION},"type":${JSON.stringify(type)}` +
+      (dataJson === undefined ? '}\n\n' : `,"data":${dataJson}}\n\n`);
+    // byteLength flattens the frame first, so the slice below shares its characters.
+    const bytes = Buffer.byteLength(frame);
+    const ev: BusEvent = { envelope, json: frame.slice(head.length, frame.length - 2), frame, bytes };
     this.stats.published++;
     this.stats.dropped += this.log.append(ev);
     if (this.log.commit) {

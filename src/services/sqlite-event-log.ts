@@ -17,18 +17,32 @@
  * fsync per event (a streamed answer is hundreds of events) to guard against
  * that last case, which replay after a reboot does not need.
  *
- * Bounds are kept lazily: a commit inserts its burst (`INSERT_ROWS` rows to
- * a statement) and trims its session only once it holds an eighth more than
- * the bounds (`TRIM_SLACK`), back to the bounds, in the same transaction; so
- * a flood costs one transaction per burst and one DELETE per eighth of the
- * bounds, not a trim after every burst. Readers never see the excess:
+ * Storage: a row holds a run of consecutive events (up to `RUN_EVENTS` of
+ * one commit), as the concatenation of their SSE frames: the very strings
+ * the bus built once, sent and keeps in its tail. A commit of a burst is one
+ * row (or a few), not a row per event: SQLite's cost was per row (one B-tree
+ * insertion, one value binding and its UTF-8 conversion each, and more WAL
+ * pages touched), about as much CPU per event as the rest of the path
+ * (bench/notes/16-round-two.md). A replay from the file splits a run at its
+ * blank lines (no frame holds one: the JSON on a `data:` line has no raw
+ * newline), and parses an envelope only if someone asks for it.
+ *
+ * Bounds are kept lazily: a commit inserts its burst and trims its session
+ * only once it holds an eighth more than the bounds (`TRIM_SLACK`), back to
+ * the bounds, in the same transaction; so a flood costs one transaction per
+ * burst and one trim per eighth of the bounds, not a trim after every burst.
+ * A trim deletes the runs that fall wholly before the new oldest event and
+ * rewrites the one run it cuts, so a trim leaves the file holding
+ * exactly the bounds. Where to cut comes from the tail when it can (it keeps the same
+ * bounds over the same events, so its oldest event is where the file's
+ * must start), else from a walk over the runs. Readers never see the excess:
  * `after` (and `firstId`, `size`, `bytes`) trim their session to the exact
  * bounds first, and an unref'd timer trims every session over its bounds and
  * truncates the WAL file now and then. What a trim drops is reported to the
  * buses watching the log (their `dropped` stats), so under a flood the count
- * comes in steps. Only the oldest rows go: ids stay dense and the newest
+ * comes in steps. Only the oldest events go: ids stay dense and the newest
  * event always stays, which is also what gives a log's next id at open (its
- * `logs.next_id` is written only by a log that keeps no rows).
+ * `logs.next_id` is written only by a log that keeps no events).
  *
  * Each log also keeps its newest events in memory, as the bus built them
  * (a `MemoryEventLog` with the same bounds): a reconnect replays from there
@@ -51,7 +65,7 @@ import { randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, renameSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import { frameText, type BusEvent, type EventEnvelope } from './event-bus.js';
+import type { BusEvent, EventEnvelope } from './event-bus.js';
 import { MemoryEventLog, type EventLog } from './event-log.js';
 
 export const EVENTS_FILE = 'events.sqlite';
@@ -84,8 +98,11 @@ interface StoreOptions {
 
 const DEFAULT_MAINTENANCE_MS = 60_000;
 
-/** Rows per multi-row INSERT (5 parameters each, far below SQLite's limit of 32766). */
-const INSERT_ROWS = 32;
+/**
+ * The most events one row holds: a commit of a larger burst is several rows.
+ * Keeps the run a trim rewrites (the one it cuts) small.
+ */
+const RUN_EVENTS = 256;
 
 /**
  * A commit lets its log grow past the bounds by this fraction of them before
@@ -112,14 +129,27 @@ const SCHEMA = `
     epoch TEXT NOT NULL,
     next_id INTEGER NOT NULL
   ) WITHOUT ROWID;
-  CREATE TABLE IF NOT EXISTS events (
+  CREATE TABLE IF NOT EXISTS event_runs (
     session_id TEXT NOT NULL,
-    id INTEGER NOT NULL,
-    type TEXT NOT NULL,
-    json TEXT NOT NULL,
+    first_id INTEGER NOT NULL,
+    last_id INTEGER NOT NULL,
     bytes INTEGER NOT NULL,
-    PRIMARY KEY (session_id, id)
-  ) WITHOUT ROWID;
+    frames TEXT NOT NULL,
+    PRIMARY KEY (session_id, first_id)
+  );
+`;
+
+/**
+ * A database written before runs (one row per event, table `events`): its
+ * rows become runs of one event each, the same frames, and the old table
+ * goes. Runs once, in one transaction, at open.
+ */
+const MIGRATE_EVENTS = `
+  INSERT INTO event_runs (session_id, first_id, last_id, bytes, frames)
+    SELECT session_id, id, id, bytes,
+      'id: ' || id || char(10) || 'event: ' || type || char(10) || 'data: ' || json || char(10) || char(10)
+    FROM events ORDER BY session_id, id;
+  DROP TABLE events;
 `;
 
 interface LogRow {
@@ -134,16 +164,11 @@ interface ExtentRow {
   bytes: number | null;
 }
 
-interface EventRow {
-  id: number;
-  type: string;
-  json: string;
+interface RunRow {
+  first_id: number;
+  last_id: number;
   bytes: number;
-}
-
-interface SizeRow {
-  id: number;
-  bytes: number;
+  frames: string;
 }
 
 /** The prepared statements every session log shares. */
@@ -152,12 +177,12 @@ class Statements {
   readonly putLog;
   readonly setNext;
   readonly extent;
-  readonly insert;
-  /** `INSERT_ROWS` events in one statement: a burst binds and steps a few statements, not one per event. */
-  readonly insertMany;
+  readonly insertRun;
   readonly after;
   readonly oldest;
-  readonly dropThrough;
+  readonly dropRuns;
+  readonly cutRun;
+  readonly runAt;
   /** Write transactions run so far (commits, trims), for tests and the bench: a flood's cost per event. */
   transactions = 0;
 
@@ -166,19 +191,28 @@ class Statements {
     this.putLog = db.prepare<[string, string]>('INSERT INTO logs (session_id, epoch, next_id) VALUES (?, ?, 1)');
     this.setNext = db.prepare<[number, string]>('UPDATE logs SET next_id = ? WHERE session_id = ?');
     this.extent = db.prepare<[string], ExtentRow>(
-      'SELECT MIN(id) AS first, MAX(id) AS last, COUNT(*) AS count, SUM(bytes) AS bytes FROM events WHERE session_id = ?',
+      'SELECT MIN(first_id) AS first, MAX(last_id) AS last, SUM(last_id - first_id + 1) AS count, SUM(bytes) AS bytes' +
+        ' FROM event_runs WHERE session_id = ?',
     );
-    this.insert = db.prepare<[string, number, string, string, number]>(
-      'INSERT INTO events (session_id, id, type, json, bytes) VALUES (?, ?, ?, ?, ?)',
+    this.insertRun = db.prepare<[string, number, number, number, string]>(
+      'INSERT INTO event_runs (session_id, first_id, last_id, bytes, frames) VALUES (?, ?, ?, ?, ?)',
     );
-    this.insertMany = db.prepare<[unknown[]]>(
-      `INSERT INTO events (session_id, id, type, json, bytes) VALUES ${Array(INSERT_ROWS).fill('(?, ?, ?, ?, ?)').join(', ')}`,
+    this.after = db.prepare<[string, number], RunRow>(
+      'SELECT first_id, last_id, bytes, frames FROM event_runs WHERE session_id = ? AND last_id > ? ORDER BY first_id',
     );
-    this.after = db.prepare<[string, number], EventRow>(
-      'SELECT id, type, json, bytes FROM events WHERE session_id = ? AND id > ? ORDER BY id',
+    this.oldest = db.prepare<[string], RunRow>(
+      'SELECT first_id, last_id, bytes, frames FROM event_runs WHERE session_id = ? ORDER BY first_id',
     );
-    this.oldest = db.prepare<[string], SizeRow>('SELECT id, bytes FROM events WHERE session_id = ? ORDER BY id');
-    this.dropThrough = db.prepare<[string, number]>('DELETE FROM events WHERE session_id = ? AND id <= ?');
+    // `first_id <= ?` bounds the walk of the primary key to the runs that can go.
+    this.dropRuns = db.prepare<[string, number, number]>(
+      'DELETE FROM event_runs WHERE session_id = ? AND first_id <= ? AND last_id <= ?',
+    );
+    this.runAt = db.prepare<[string, number, number], RunRow>(
+      'SELECT first_id, last_id, bytes, frames FROM event_runs WHERE session_id = ? AND first_id <= ? AND last_id > ?',
+    );
+    this.cutRun = db.prepare<[number, number, string, string, number]>(
+      'UPDATE event_runs SET first_id = ?, bytes = ?, frames = ? WHERE session_id = ? AND first_id = ?',
+    );
   }
 }
 
@@ -361,6 +395,8 @@ export class SqliteEventStore {
       const verdict: unknown = db.pragma('quick_check', { simple: true });
       if (verdict !== 'ok') throw new Error(`quick_check: ${String(verdict)}`);
       db.exec(SCHEMA);
+      const old = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'").get();
+      if (old !== undefined) db.transaction(() => db.exec(MIGRATE_EVENTS))();
       return db;
     } catch (err) {
       db.close();
@@ -406,8 +442,13 @@ export class SqliteEventLog implements EventLog {
   private readonly tail: MemoryEventLog;
   /** Appended, not yet committed. */
   private pending: BusEvent[] = [];
-  /** What `commit` passes to the transaction, reused: no arrays made per burst. */
-  private readonly rowArgs: unknown[] = new Array<unknown>(INSERT_ROWS * 5);
+  /**
+   * From this id on, every event the file holds the tail was given too, and
+   * the other way round (a failed write moves it past the events it lost):
+   * when the tail has dropped an event of its own past here, its oldest event
+   * is exactly where a trim of the file must start (`planTrim`).
+   */
+  private tailFrom: number;
   private readonly commitTx: (batch: BusEvent[], count: number, bytes: number) => Trim | undefined;
   private readonly trimTx: () => Trim | undefined;
   /** Past these a commit trims its log (back to the bounds); see `TRIM_SLACK`. */
@@ -438,6 +479,7 @@ export class SqliteEventLog implements EventLog {
     this.count = extent?.count ?? 0;
     this.heldBytes = extent?.bytes ?? 0;
     this.tail = new MemoryEventLog(bounds);
+    this.tailFrom = this.next;
     this.trimAtEvents = bounds.maxEvents + Math.ceil(bounds.maxEvents / TRIM_SLACK);
     this.trimAtBytes = bounds.maxBytes + Math.ceil(bounds.maxBytes / TRIM_SLACK);
     this.commitTx = db.transaction((batch: BusEvent[], count: number, bytes: number) => {
@@ -522,6 +564,8 @@ export class SqliteEventLog implements EventLog {
     try {
       trim = this.commitTx(batch, count, bytes);
     } catch (err) {
+      // The tail holds events the file lacks now: it no longer says where the file's trim goes.
+      this.tailFrom = this.next;
       this.hooks.writeFailed(err);
       return;
     }
@@ -536,25 +580,19 @@ export class SqliteEventLog implements EventLog {
     this.hooks.appended(this);
   }
 
-  /** Inside the commit's transaction: the batch's rows, `INSERT_ROWS` to a statement, the rest one by one. */
+  /** Inside the commit's transaction: the batch as runs of up to `RUN_EVENTS` events, one row each. */
   private insert(batch: BusEvent[]): void {
-    const args = this.rowArgs;
-    let i = 0;
-    for (; i + INSERT_ROWS <= batch.length; i += INSERT_ROWS) {
-      for (let k = 0; k < INSERT_ROWS; k++) {
-        const event = batch[i + k];
-        const at = k * 5;
-        args[at] = this.sessionId;
-        args[at + 1] = event.envelope.id ?? 0;
-        args[at + 2] = event.envelope.type;
-        args[at + 3] = event.json;
-        args[at + 4] = event.bytes;
+    for (let i = 0; i < batch.length; i += RUN_EVENTS) {
+      const end = Math.min(batch.length, i + RUN_EVENTS);
+      let frames = '';
+      let bytes = 0;
+      for (let k = i; k < end; k++) {
+        frames += batch[k].frame;
+        bytes += batch[k].bytes;
       }
-      this.sql.insertMany.run(args);
-    }
-    for (; i < batch.length; i++) {
-      const event = batch[i];
-      this.sql.insert.run(this.sessionId, event.envelope.id ?? 0, event.envelope.type, event.json, event.bytes);
+      const firstId = batch[i].envelope.id ?? 0;
+      const lastId = batch[end - 1].envelope.id ?? 0;
+      this.sql.insertRun.run(this.sessionId, firstId, lastId, bytes, frames);
     }
   }
 
@@ -581,7 +619,13 @@ export class SqliteEventLog implements EventLog {
     this.trimIfOver();
     // A cursor older than everything held: the tail serves when the file holds nothing before it.
     if (this.tail.size > 0 && this.first >= this.tail.firstId) return [...this.tail.after(cursor)];
-    return this.sql.after.all(this.sessionId, cursor).map(storedEvent);
+    const events: BusEvent[] = [];
+    for (const run of this.sql.after.iterate(this.sessionId, cursor)) {
+      eachFrame(run, (id, frame) => {
+        if (id > cursor) events.push(storedEvent(frame));
+      });
+    }
+    return events;
   }
 
   /** Whether the log holds more than its bounds now (at most `TRIM_SLACK` more: a commit trims past that). */
@@ -597,24 +641,65 @@ export class SqliteEventLog implements EventLog {
   }
 
   /**
-   * Inside a transaction: deletes the oldest rows while the count or the
+   * Inside a transaction: deletes the oldest events while the count or the
    * bytes are over their bound, the newest event always staying. Undefined
    * when the log is within its bounds. The counters are left to `trimmed`,
    * called once the transaction has committed.
+   *
+   * Where to cut: the tail keeps the same bounds, by the same rule, over the
+   * same events from `tailFrom` on; once it has dropped one of those itself,
+   * the file must keep exactly what it keeps (no row read). Otherwise (after
+   * a restart, or a failed write) the runs are walked, oldest first.
    */
   planTrim(count = this.count, bytes = this.heldBytes): Trim | undefined {
     if (!this.isOver(count, bytes)) return undefined;
-    let dropThrough = 0;
-    let dropped = 0;
-    for (const row of this.sql.oldest.iterate(this.sessionId)) {
-      if (!this.isOver(count, bytes)) break;
-      dropThrough = row.id;
-      dropped++;
-      count--;
-      bytes -= row.bytes;
+    const tailFirst = this.tail.firstId;
+    const trim =
+      this.tail.size > 0 && tailFirst > this.tailFrom
+        ? { first: tailFirst, count: this.tail.size, bytes: this.tail.bytes, dropped: count - this.tail.size }
+        : this.walkTrim(count, bytes);
+    this.dropThrough(trim.first - 1);
+    return trim;
+  }
+
+  /** Where a trim cuts, from the runs themselves: whole runs while that is not too many, then event by event. */
+  private walkTrim(count: number, bytes: number): Trim {
+    let first = this.first;
+    const total = count;
+    for (const run of this.sql.oldest.iterate(this.sessionId)) {
+      const events = run.last_id - run.first_id + 1;
+      if (this.isOver(count - events, bytes - run.bytes)) {
+        count -= events;
+        bytes -= run.bytes;
+        first = run.last_id + 1;
+        continue;
+      }
+      eachFrame(run, (id, frame) => {
+        if (!this.isOver(count, bytes)) return false;
+        count--;
+        bytes -= Buffer.byteLength(frame);
+        first = id + 1;
+        return true;
+      });
+      break;
     }
-    this.sql.dropThrough.run(this.sessionId, dropThrough);
-    return { first: dropThrough + 1, count, bytes, dropped };
+    return { first, count, bytes, dropped: total - count };
+  }
+
+  /** Deletes every event up to `id`: the runs wholly before it go, the one it cuts keeps its newer frames. */
+  private dropThrough(id: number): void {
+    this.sql.dropRuns.run(this.sessionId, id, id);
+    const cut = this.sql.runAt.get(this.sessionId, id, id);
+    if (cut === undefined || cut.first_id > id) return;
+    let rest = '';
+    let restBytes = 0;
+    eachFrame(cut, (frameId, frame) => {
+      if (frameId > id) {
+        rest += frame;
+        restBytes += Buffer.byteLength(frame);
+      }
+    });
+    this.sql.cutRun.run(id + 1, restBytes, rest, this.sessionId, cut.first_id);
   }
 
   /** Takes a committed trim into the counters and tells the watchers; returns how many events it dropped. */
@@ -632,19 +717,64 @@ export class SqliteEventLog implements EventLog {
   }
 }
 
+const FRAME_END = '\n\n';
+const DATA_LINE = '\ndata: ';
+
 /**
- * An event read back from the database. Its frame is rebuilt from the
- * stored columns; the envelope is parsed only if someone asks for it (a
- * replay writes frames and never does).
+ * Calls `each` with the id and frame of every event of a run, oldest first,
+ * until it returns false. A frame ends at the first blank line: none holds
+ * one before its end (its lines are `id:`, `event:` and one `data:` line of
+ * JSON, which escapes every newline).
  */
-function storedEvent(row: EventRow): BusEvent {
+function eachFrame(run: RunRow, each: (id: number, frame: string) => boolean | void): void {
+  const text = run.frames;
+  let at = 0;
+  for (let id = run.first_id; id <= run.last_id && at < text.length; id++) {
+    const end = text.indexOf(FRAME_END, at) + FRAME_END.length;
+    if (end < FRAME_END.length) return;
+    if (each(id, text.slice(at, end)) === false) return;
+    at = end;
+  }
+}
+
+/**
+ * An event read back from the database, as the bus built it: its frame as
+ * stored; its JSON (the `data:` line) and envelope are taken out of the
+ * frame only if someone asks for them (a replay writes frames and never
+ * does).
+ */
+function storedEvent(frame: string): BusEvent {
   let envelope: EventEnvelope | undefined;
+  let json: string | undefined;
+  let bytes: number | undefined;
+  const jsonOf = (): string =>
+    (json ??= frame.slice(frame.indexOf(DATA_LINE) + DATA_LINE.length, frame.length - FRAME_END.length));
   return {
     get envelope() {
-      return (envelope ??= JSON.parse(row.json) as EventEnvelope);
+      return (envelope ??= JSON.parse(jsonOf()) as EventEnvelope);
     },
-    json: row.json,
-    frame: frameText(row.id, row.type, row.json),
-    bytes: row.bytes,
+    get json() {
+      return jsonOf();
+    },
+    frame,
+    get bytes() {
+      return (bytes ??= Buffer.byteLength(frame));
+    },
   };
+}
+
+/**
+ * Every event the database holds for `sessionId`, oldest first, with its id
+ * and its JSON (the frame's `data:` line), read straight from the file
+ * without a store (tests, and anyone inspecting a data directory).
+ */
+export function storedEvents(db: Database.Database, sessionId: string): { id: number; json: string }[] {
+  const rows = db
+    .prepare<[string], RunRow>(
+      'SELECT first_id, last_id, bytes, frames FROM event_runs WHERE session_id = ? ORDER BY first_id',
+    )
+    .all(sessionId);
+  const events: { id: number; json: string }[] = [];
+  for (const row of rows) eachFrame(row, (id, frame) => void events.push({ id, json: storedEvent(frame).json }));
+  return events;
 }
