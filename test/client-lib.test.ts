@@ -395,6 +395,11 @@ t.test('the workspace through the client: files (read, page, bytes, stat, list, 
   );
   t.same((await client.glob('**/*.ts')).matches, ['src/a.ts']);
   t.same((await client.glob('*.ts', { cwd: 'src', maxResults: 5 })).matches, ['src/a.ts'], 'from a directory');
+  t.same(
+    (await client.listDir('.', { includeIgnored: true })).entries.filter((e) => e.ignored).map((e) => e.name),
+    ['.git'],
+    'includeIgnored lists what the ignore rules hide, marked',
+  );
 
   // Refusals are typed errors carrying the qwen daemon's error kind; none is retried.
   const refused = async (p: Promise<unknown>) => {
@@ -440,6 +445,10 @@ t.test('the workspace through the client: files (read, page, bytes, stat, list, 
     (await client.gitLog({ range: 'HEAD~1..HEAD', all: false })).entries.map((e) => e.subject),
     ['second'],
   );
+  const head = log.entries[0];
+  t.match(await client.gitCommit(head?.sha ?? ''), { available: true, subject: 'second', sha: head?.sha });
+  t.same(await refused(client.gitCommit('not-a-sha')), [400, 'parse_error']);
+  t.match(await client.gitBranches(), { available: true, head: 'main', detached: false, local: [{ name: 'main' }] });
 
   t.ok(
     sent.every((r) => r.method === 'GET' && r.headers.get('authorization') === `Bearer ${TOKEN}`),
@@ -463,6 +472,9 @@ t.test('the workspace through the client: a workspace that is not a repository',
   t.match(await client.gitDiff(), { available: false, files: [] });
   t.match(await client.gitDiffFile('a.txt'), { available: false, hunks: [] });
   t.match(await client.gitLog(), { available: false, entries: [], hasMore: false });
+  t.match(await client.gitCommit('0123456'), { available: false });
+  const branches = await client.gitBranches().catch((e: unknown) => e);
+  t.match(branches, { status: 404, code: 'not_a_git_repository' }, 'branches outside a repository: 404');
   t.same((await client.listDir('.')).entries, []);
 });
 

@@ -27,6 +27,8 @@ import type {
   SessionStatus,
 } from '../schemas/sessions.js';
 import type {
+  gitBranches,
+  gitCommit,
   gitDiff,
   gitDiffFile,
   gitLog,
@@ -73,6 +75,8 @@ export type GitDiffEntry = GitDiff['files'][number];
 export type GitFileDiff = Static<(typeof gitDiffFile.response)[200]>;
 export type GitLog = Static<(typeof gitLog.response)[200]>;
 export type GitCommit = GitLog['entries'][number];
+export type GitCommitDetail = Static<(typeof gitCommit.response)[200]>;
+export type GitBranches = Static<(typeof gitBranches.response)[200]>;
 
 /** A window of a text file: from `line` (1-based) or the `cursor` of the last page, `limit` lines, `maxBytes`. */
 export interface ReadFileOptions {
@@ -273,18 +277,22 @@ export class AcpdClient {
     return (await this.#http.request<FileStat>('GET', withQuery('/stat', { path }), { signal })).body;
   }
 
-  /** A directory's entries (`.` for the workspace itself); symlinks are listed as such, not followed. */
-  async listDir(path = '.', signal?: AbortSignal): Promise<DirListing> {
-    return (await this.#http.request<DirListing>('GET', withQuery('/list', { path }), { signal })).body;
+  /**
+   * A directory's entries (`.` for the workspace itself); symlinks are listed as such, not followed. What the
+   * workspace's ignore rules match is left out unless `includeIgnored` (then marked `ignored`).
+   */
+  async listDir(path = '.', opts: { includeIgnored?: boolean; signal?: AbortSignal } = {}): Promise<DirListing> {
+    const url = withQuery('/list', { path, includeIgnored: opts.includeIgnored || undefined });
+    return (await this.#http.request<DirListing>('GET', url, { signal: opts.signal })).body;
   }
 
-  /** Workspace paths matching a glob pattern (relative, no `..`), sorted. */
+  /** Workspace paths matching a glob pattern (relative, no `..`), sorted; ignored ones only with `includeIgnored`. */
   async glob(
     pattern: string,
-    opts: { cwd?: string; maxResults?: number; signal?: AbortSignal } = {},
+    opts: { cwd?: string; maxResults?: number; includeIgnored?: boolean; signal?: AbortSignal } = {},
   ): Promise<GlobResult> {
-    const { signal, cwd, maxResults } = opts;
-    const path = withQuery('/glob', { pattern, cwd, maxResults });
+    const { signal, cwd, maxResults, includeIgnored } = opts;
+    const path = withQuery('/glob', { pattern, cwd, maxResults, includeIgnored: includeIgnored || undefined });
     return (await this.#http.request<GlobResult>('GET', path, { signal })).body;
   }
 
@@ -310,6 +318,17 @@ export class AcpdClient {
     // `all` is sent only when asked for (the daemon takes `all=1` and nothing else as yes).
     const path = withQuery('/workspace/git/log', { ...rest, all: all === true || undefined });
     return (await this.#http.request<GitLog>('GET', path, { signal })).body;
+  }
+
+  /** One commit: message, parents, the files it changed with line counts; `available: false` when unknown. */
+  async gitCommit(sha: string, signal?: AbortSignal): Promise<GitCommitDetail> {
+    const url = withQuery('/workspace/git/log/commit', { sha });
+    return (await this.#http.request<GitCommitDetail>('GET', url, { signal })).body;
+  }
+
+  /** Local and remote-tracking branches, tags, recently checked-out branches and HEAD. */
+  async gitBranches(signal?: AbortSignal): Promise<GitBranches> {
+    return (await this.#http.request<GitBranches>('GET', '/workspace/git/branches', { signal })).body;
   }
 
   /**
