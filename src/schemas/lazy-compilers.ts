@@ -11,16 +11,9 @@
  * `compileAllSchemas()` compiles whatever is still pending: a test calls it
  * so that a schema ajv would refuse still fails the suite, not a request.
  */
-import { createRequire } from 'node:module';
-import type * as AjvCompilerModule from '@fastify/ajv-compiler';
-import type * as FjsCompilerModule from '@fastify/fast-json-stringify-compiler';
+import { AjvCompiler } from '@fastify/ajv-compiler';
+import { SerializerSelector } from '@fastify/fast-json-stringify-compiler';
 import type { FastifyServerOptions } from 'fastify';
-
-// Both compilers (and ajv and fast-json-stringify behind them, some hundred modules) are required
-// on the first compilation, not imported: a daemon that has served nothing has not loaded them.
-const require = createRequire(import.meta.url);
-type BuildAjv = ReturnType<typeof AjvCompilerModule.AjvCompiler>;
-type BuildFjs = ReturnType<typeof FjsCompilerModule.SerializerSelector>;
 
 type Validate = ((data: unknown, context?: unknown) => unknown) & { errors?: unknown };
 type Serialize = (payload: unknown) => string;
@@ -85,41 +78,25 @@ export function lazySchemaController(): {
   schemas: PendingSchemas;
 } {
   const schemas: PendingSchemas = { pending: new Set() };
-  let ajvSelector: BuildAjv | undefined;
-  let fjsSelector: BuildFjs | undefined;
-  const buildAjv: BuildAjv = (externalSchemas, options) => {
-    ajvSelector ??= (require('@fastify/ajv-compiler') as typeof AjvCompilerModule).AjvCompiler();
-    return ajvSelector(externalSchemas, options);
-  };
-  const buildFjs: BuildFjs = (externalSchemas, options) => {
-    fjsSelector ??= (require('@fastify/fast-json-stringify-compiler') as typeof FjsCompilerModule).SerializerSelector();
-    return fjsSelector(externalSchemas, options);
-  };
+  const buildAjv = AjvCompiler();
+  const buildFjs = SerializerSelector();
   type Factory = NonNullable<NonNullable<FastifyServerOptions['schemaController']>['compilersFactory']>;
   // Fastify's types want ajv's own function types; these wrappers behave as them where Fastify looks.
   const compilersFactory = {
-    // The compilers themselves are built on the first compilation too: an Ajv instance checks every
-    // shared schema against its meta-schema as it is added, a tenth of the CPU from start to listening.
     buildValidator(externalSchemas: Parameters<typeof buildAjv>[0], ajvOptions: Parameters<typeof buildAjv>[1]) {
-      let compile: ReturnType<typeof buildAjv> | undefined;
+      const compile = buildAjv(externalSchemas, ajvOptions);
       return (route: Parameters<ReturnType<typeof buildAjv>>[0]) => {
         checkHeaderSchema(route);
-        return lazyValidator(() => {
-          compile ??= buildAjv(externalSchemas, ajvOptions);
-          return compile(route) as Validate;
-        }, schemas.pending);
+        return lazyValidator(() => compile(route) as Validate, schemas.pending);
       };
     },
     buildSerializer(
       externalSchemas: Parameters<typeof buildFjs>[0],
       serializerOptions: Parameters<typeof buildFjs>[1],
     ) {
-      let compile: ReturnType<typeof buildFjs> | undefined;
+      const compile = buildFjs(externalSchemas, serializerOptions);
       return (route: Parameters<ReturnType<typeof buildFjs>>[0]) =>
-        lazySerializer(() => {
-          compile ??= buildFjs(externalSchemas, serializerOptions);
-          return compile(route) as Serialize;
-        }, schemas.pending);
+        lazySerializer(() => compile(route) as Serialize, schemas.pending);
     },
   } as unknown as Factory;
   return { schemaController: { compilersFactory }, schemas };
