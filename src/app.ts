@@ -6,9 +6,9 @@
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyRequest } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { fastifySSE } from '@fastify/sse';
-import { RequestError } from '@agentclientprotocol/sdk';
 import type { Config } from './config.js';
 import { BadRequestError, isWireError } from './errors.js';
+import { isRequestError } from './services/acp-sdk.js';
 import channelSupervisor from './plugins/channel-supervisor.js';
 import cluster, { clusterRoutes } from './plugins/cluster.js';
 import connections, { connectionTimeouts } from './plugins/connections.js';
@@ -247,7 +247,7 @@ function unreadBodyMessage(contentType: string | undefined): string {
 
 /** The agent's JSON-RPC "invalid params" answer to a request acpd forwarded for a client. */
 function isAgentInvalidParams(err: Error): boolean {
-  return err instanceof RequestError && err.code === INVALID_PARAMS;
+  return isRequestError(err) && err.code === INVALID_PARAMS;
 }
 
 function sessionIdOf(params: unknown): string | undefined {

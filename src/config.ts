@@ -9,7 +9,7 @@
 //   names.ts          a setting's flag and Config field, from its variable's name
 //   shape.ts          the Config type derived from the schema, and the copy of plain settings
 //   load.ts           loadConfig: flags over variables, validation in boot order, Config
-//   validate.ts       env-schema, and its failures worded per setting
+//   validate.ts       the schema's checks and defaults, failures worded per setting
 //   command-line.ts   the flags and the --help text
 //   split-command.ts  --agent's command into argv
 //   network.ts        bind address checks, the listen URL, --trust-proxy

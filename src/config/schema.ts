@@ -307,7 +307,7 @@ export const ConfigSchema = Type.Object({
   }),
 });
 
-/** The settings as env-schema hands them back: coerced, defaults filled in. */
+/** The settings as validate.ts hands them back: coerced, defaults filled in. */
 export type Settings = Static<typeof ConfigSchema>;
 export type SettingName = keyof Settings;
 

@@ -17,7 +17,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Config } from '../config.js';
 import { VERSION } from '../version.js';
 import { MemoryWebhookQueue, SqliteWebhookQueue } from '../services/webhook-queue.js';
-import { Webhooks } from '../services/webhooks.js';
+import type { Webhooks } from '../services/webhooks.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -35,6 +35,8 @@ async function webhooks(app: FastifyInstance, opts: { config: Config }) {
   const log = app.log.child({ component: 'webhooks' });
   const store = app.dataStore;
   if (!store) log.warn({}, 'webhook deliveries kept in memory only: those pending at shutdown are lost');
+  // Imported only with receivers: the HTTP client it brings (undici) is most of a megabyte of code.
+  const { Webhooks } = await import('../services/webhooks.js');
   const service = new Webhooks({
     receivers: config.webhookUrl,
     secret,

@@ -22,12 +22,13 @@ import { once } from 'node:events';
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import websocket from '@fastify/websocket';
 import fp from 'fastify-plugin';
-import { PROTOCOL_VERSION, type InitializeResponse } from '@agentclientprotocol/sdk';
+import type { InitializeResponse } from '@agentclientprotocol/sdk';
 import { AcpConnection, type AcpHost, type Outlet } from '../acp/connection.js';
 import { SESSION_STREAM_REPLIES } from '../acp/methods.js';
 import { RPC, failure, isObject, isRequest, parseMessage, type RpcMessage } from '../acp/wire.js';
 import { ClientIdTakenError, SessionNotFoundError } from '../errors.js';
 import { openSessionEvents } from '../services/session-events.js';
+import { ACP_PROTOCOL_VERSION } from '../services/acp-sdk.js';
 
 export const ACP_PATH = '/acp';
 const CONNECTION_HEADER = 'acp-connection-id';
@@ -165,7 +166,7 @@ function acpHost(app: FastifyInstance): AcpHost {
     if (known) return known;
     const lease = await app.channels.acquire();
     await lease.release();
-    return app.channels.lastInitialize ?? { protocolVersion: PROTOCOL_VERSION };
+    return app.channels.lastInitialize ?? { protocolVersion: ACP_PROTOCOL_VERSION };
   }
   return {
     workspace: app.sessions.workspace,
@@ -193,7 +194,7 @@ function acpHost(app: FastifyInstance): AcpHost {
       const agent = await hosted();
       const caps = agent.agentCapabilities ?? {};
       return {
-        protocolVersion: PROTOCOL_VERSION,
+        protocolVersion: ACP_PROTOCOL_VERSION,
         // acpd itself lists and closes sessions, whatever the agent does.
         agentCapabilities: {
           ...caps,

@@ -23,7 +23,10 @@ import type {
 import type { FastifyBaseLogger } from 'fastify';
 import { AgentTimeoutError, ChannelClosedError } from '../errors.js';
 import { VERSION } from '../version.js';
+import { knowRequestError } from './acp-sdk.js';
 import { AgentLines } from './agent-lines.js';
+
+knowRequestError(RequestError);
 
 export interface ExitInfo {
   exitCode: number | null;

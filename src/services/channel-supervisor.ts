@@ -8,10 +8,11 @@
  * stopped. During a kill-then-spawn overlap a dying channel and a fresh one
  * coexist.
  */
-import { RequestError, type InitializeResponse } from '@agentclientprotocol/sdk';
+import type { InitializeResponse } from '@agentclientprotocol/sdk';
 import type { FastifyBaseLogger } from 'fastify';
 import { AgentTimeoutError, AgentUnavailableError, ChannelClosedError, ShuttingDownError } from '../errors.js';
-import { AgentChannel, type ExitInfo } from './agent-channel.js';
+import { isRequestError } from './acp-sdk.js';
+import type { AgentChannel, ExitInfo } from './agent-channel.js';
 import { checkCommand, commandLine, type CommandCheck } from './agent-command.js';
 import { AgentRouter } from './agent-router.js';
 import type { FsProxy } from './fs-proxy.js';
@@ -138,6 +139,8 @@ export class ChannelSupervisor {
   }
 
   private async spawn(): Promise<AgentChannel> {
+    // The channel brings the ACP SDK with it: loaded with the first agent, not at start-up (see acp-sdk.ts).
+    const { AgentChannel } = await import('./agent-channel.js');
     const channel = new AgentChannel({
       argv: this.opts.argv,
       cwd: this.opts.cwd,
@@ -212,7 +215,7 @@ export class ChannelSupervisor {
     }
     let reason: string;
     if (err instanceof AgentTimeoutError) reason = `initialize timed out after ${this.opts.initTimeoutMs}ms`;
-    else if (err instanceof RequestError) reason = `initialize was refused: ${err.message} (JSON-RPC ${err.code})`;
+    else if (isRequestError(err)) reason = `initialize was refused: ${err.message} (JSON-RPC ${err.code})`;
     else if (err instanceof ChannelClosedError) reason = 'closed its connection during initialize';
     else reason = `initialize failed: ${err instanceof Error ? err.message : String(err)}`;
     return new AgentUnavailableError({ command, reason, ...tail });
