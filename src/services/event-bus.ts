@@ -433,14 +433,17 @@ export class EventBus {
    * BigInt, nesting too deep for JSON.stringify: RangeError), the error
    * propagates to the caller and the bus is exactly as before: no id used up,
    * nothing in the ring, nothing sent, so ids stay dense for every subscriber.
+   *
+   * `dataJson`, when given, must be exactly `JSON.stringify(data)`: a caller
+   * that has that text already (a text chunk scanned from the agent's line)
+   * spares the bus serializing the object again.
    */
-  publish(type: string, data: unknown): EventEnvelope | undefined {
+  publish(type: string, data: unknown, dataJson: string | undefined = JSON.stringify(data)): EventEnvelope | undefined {
     if (this.closed) return undefined;
     // The envelope's JSON is assembled around the serialised data, giving the
     // same text as JSON.stringify(envelope) (an undefined `data` is left out,
     // as JSON.stringify leaves it out) without needing the id beforehand. The
     // one difference: a toJSON() on `data` itself is called with the key ''.
-    const dataJson: string | undefined = JSON.stringify(data);
     const id = this.log.nextId;
     const envelope: EventEnvelope = { id, v: EVENT_SCHEMA_VERSION, type, data };
     // The frame is built whole and its JSON is a slice of it: one string per event kept in the
