@@ -6,7 +6,8 @@ import { PassThrough } from 'node:stream';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import t from 'tap';
 import type { SessionNotification, SessionUpdate } from '@agentclientprotocol/sdk';
-import { AgentLines, fastSessionUpdate } from '../src/services/agent-lines.js';
+import { AgentLines, fastSessionUpdate, scanChunkLine } from '../src/services/agent-lines.js';
+import { EventBus } from '../src/services/event-bus.js';
 import { steerDaemon } from './support/app.js';
 import { createSession } from './support/http.js';
 import { openEvents } from './support/sse.js';
@@ -148,5 +149,122 @@ t.test(
       t.equal(delivered, grouped ? 200 : 128, 'the next run after a macrotask');
       input.end();
     }
+  },
+);
+
+/** A chunk line as `JSON.stringify` writes the SDK's message: the exact text the scanner matches. */
+function chunkLine(sessionId: string, text: string, kind = 'agent_message_chunk'): string {
+  return JSON.stringify({
+    jsonrpc: '2.0',
+    method: 'session/update',
+    params: { sessionId, update: { sessionUpdate: kind, content: { type: 'text', text } } },
+  });
+}
+
+/** What the general path makes of a line: the whole line parsed, then the shape check. */
+function generalPath(line: string): SessionNotification | undefined {
+  return fastSessionUpdate((JSON.parse(line) as { params: unknown }).params);
+}
+
+t.test('the scanned text chunk is the general path’s update, and its JSON the same bytes', async (t) => {
+  const texts = ['hi', '', 'é\n"\\', 'tab\there\r\u0001\u001f', '😀 \u2028 \u007f', '\ud800 lone', 'a/b', '\\u0041'];
+  const lines = texts.flatMap((text, i) => [
+    chunkLine(`s-${i}`, text),
+    chunkLine('s', text, 'agent_thought_chunk'),
+    chunkLine('s', text, 'user_message_chunk'),
+  ]);
+  // Escapes an agent may write that JSON.stringify would not: the text is serialized again.
+  const head = '{"jsonrpc":"2.0","method":"session/update","params":{"sessionId":"s","update":';
+  const written = (literal: string) =>
+    `${head}{"sessionUpdate":"agent_message_chunk","content":{"type":"text","text":${literal}}}}}`;
+  lines.push(written('"\\u0041"'), written('"\\/"'), written('"\\u0041\\/\\uD83D\\ude00"'));
+  for (const [i, line] of lines.entries()) {
+    const scanned = scanChunkLine(line);
+    const general = generalPath(line);
+    t.ok(scanned, `line ${i} scanned`);
+    t.same(scanned?.update, general, 'the same update');
+    t.equal(scanned?.json, JSON.stringify(general), 'its JSON, byte for byte');
+    // And the frame a bus builds from that JSON is the frame it builds from the object.
+    const [a, b] = [new EventBus(), new EventBus()];
+    const frames: string[] = [];
+    for (const bus of [a, b]) {
+      const sub = bus.subscribe({ lastEventId: 0 });
+      bus.publish('session_update', general, bus === a ? scanned?.json : undefined);
+      frames.push(
+        sub
+          .takeBuffered()
+          .map((ev) => ev.frame)
+          .join(''),
+      );
+    }
+    t.equal(frames[0], frames[1], 'the same frame');
+  }
+  t.equal(scanChunkLine(lines.at(-1) ?? '')?.json?.includes('"text":"A/😀"'), true, 'escapes written anew');
+  t.equal(scanChunkLine(lines.at(-2) ?? '')?.json?.includes('"text":"/"'), true, 'an escaped slash written anew');
+});
+
+t.test(
+  'a line that is not exactly that serialization takes the general path; a malformed one goes to the SDK',
+  async (t) => {
+    const good = chunkLine('s', 'x');
+    const head = '{"jsonrpc":"2.0","method":"session/update","params":{"sessionId":"s","update":{"sessionUpdate":';
+    // Valid updates in another serialization: the general path delivers them, without a JSON text.
+    const valid = [
+      ` ${good}`,
+      `${good} `,
+      JSON.stringify(JSON.parse(good), null, 1),
+      `${head}"agent_message_chunk","content":{"type":"text","text": "x"}}}}`,
+      `${head}"agent_message_chunk","content":{"type":"text","text":"x" }}}}`,
+      `{"jsonrpc":"2.0","method":"session/update","params":{"sessionId":"s\\u0041","update":{"sessionUpdate":"agent_message_chunk","content":{"type":"text","text":"x"}}}}`,
+    ];
+    // Near misses that the SDK must see (and refuse, or answer): each differs from a chunk line in one place.
+    const refused = [
+      `${head}"agent_message_chunk","content":{"type":"text","text":5}}}}`,
+      `${head}"agent_message_chunk","content":{"type":"text","text":"a","x":"b"}}}}`,
+      `${head}"agent_message_chunk","content":{"type":"text","text":"a\tb"}}}}`,
+      `${head}"agent_message_chunk","content":{"type":"text","text":"a\\qb"}}}}`,
+      `${head}"agent_message_chunk","content":{"type":"text","text":"a\\"}}}}`,
+      `${head}"agent_message_chunk","content":{"type":"text","text":""}}}}}`,
+      `${head}"agent_message_chunk","content":{"type":"text","text":"a"}}}`,
+      `${head}"plan","content":{"type":"text","text":"a"}}}}`,
+      `${head}"agent_message_chunk\\u0000","content":{"type":"text","text":"a"}}}}`,
+      `{"jsonrpc":"2.0","method":"session/update","params":{"sessionId":"s\u0001","update":{"sessionUpdate":"agent_message_chunk","content":{"type":"text","text":"x"}}}}`,
+      good.replace('"jsonrpc":"2.0"', '"jsonrpc":"2.0","id":1'),
+    ];
+    for (const line of valid) t.equal(scanChunkLine(line), undefined, `not scanned: ${line}`);
+    for (const line of refused) t.equal(scanChunkLine(line), undefined, `not scanned: ${line}`);
+
+    const input = new PassThrough();
+    const delivered: (string | undefined)[] = [];
+    const lines = new AgentLines(
+      input,
+      (_params, json) => {
+        delivered.push(json);
+      },
+      (err) => t.error(err),
+    );
+    const forwarded: string[] = [];
+    const reading = (async () => {
+      const reader = lines.rest.getReader();
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        forwarded.push(
+          ...Buffer.from(value)
+            .toString()
+            .split('\n')
+            .filter((l) => l !== ''),
+        );
+      }
+    })();
+    input.end([good, ...valid.filter((l) => !l.includes('\n')), ...refused].map((l) => `${l}\n`).join(''));
+    await reading;
+    t.strictSame(forwarded, refused, 'every near miss went to the SDK, as it came');
+    t.equal(delivered[0], JSON.stringify(generalPath(good)), 'the exact line was scanned');
+    t.strictSame(
+      delivered.slice(1),
+      valid.filter((l) => !l.includes('\n')).map(() => undefined),
+      'the others parsed whole',
+    );
   },
 );

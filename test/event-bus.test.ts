@@ -1083,3 +1083,35 @@ t.test('async commit: close ends the streams after the last commit settles, with
     ['tick', 'session_closed'],
   );
 });
+
+t.test(
+  'a published event keeps only its frame: the envelope is read from it when asked for, never to fan out',
+  async (t) => {
+    const bus = new EventBus({ ringSize: 100 });
+    const live = bus.subscribe();
+    const data = { text: 'é "x"\n', n: 1, skipped: undefined };
+    const parse = JSON.parse;
+    let parses = 0;
+    JSON.parse = ((text: string, reviver?: (this: unknown, key: string, value: unknown) => unknown) => {
+      parses++;
+      return parse(text, reviver) as unknown;
+    }) as typeof JSON.parse;
+    let returned: EventEnvelope | undefined;
+    let events: BusEvent[];
+    try {
+      for (let i = 0; i < 50; i++) returned = bus.publish('tick', data);
+      // Fan-out, a replay and the live queue go by id and frame alone.
+      const replay = bus.subscribe({ lastEventId: 10 });
+      events = [...live.takeBuffered(), ...replay.takeBuffered()];
+    } finally {
+      JSON.parse = parse;
+    }
+    t.equal(parses, 0, 'nothing was parsed to publish, fan out or replay');
+    t.equal(events.length, 90);
+    const last = events.at(-1) as BusEvent;
+    t.equal(last.id, 50);
+    t.equal(last.json, last.frame.slice('id: 50\nevent: tick\ndata: '.length, -2), "the JSON is the frame's data line");
+    t.strictSame(last.envelope, JSON.parse(JSON.stringify(returned)), 'the envelope is what was published, as JSON');
+    t.equal(last.envelope, last.envelope, 'parsed once');
+  },
+);

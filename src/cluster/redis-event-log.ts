@@ -209,7 +209,7 @@ export class RedisEventLog implements EventLog {
     const token = this.token();
     if (token === undefined) throw new FencedError(`FENCED no lease held on session ${this.sessionId}`);
     const args: (string | number)[] = [String(token), this.tail.firstId, EVENT_RETENTION_MS];
-    for (const ev of batch) args.push(ev.envelope.id ?? 0, ev.json);
+    for (const ev of batch) args.push(ev.id ?? 0, ev.json);
     const { keys, sessionId } = this;
     await this.redis.eval(
       COMMIT_SCRIPT,
@@ -394,7 +394,7 @@ export class RedisEventStore {
     }
     const top = entries[0] ? entryId(entries[0][0]) : 0;
     const nextId = Math.max(Number(next ?? 1), top + 1);
-    const oldest = newestFirst.at(-1)?.envelope.id;
+    const oldest = newestFirst.at(-1)?.id;
     const held = oldest !== undefined && top + 1 === nextId;
     const tail = new MemoryEventLog(bounds, { epoch, nextId: held ? oldest : nextId });
     if (held) for (let i = newestFirst.length - 1; i >= 0; i--) tail.append(newestFirst[i]);
@@ -492,7 +492,7 @@ export class RedisEventStore {
           // they hold; they reconnect with their cursor to a new follower, which tells them
           // `state_resync_required` (cursor_expired) and replays what the stream holds.
           this.opts.log.warn(
-            { sessionId: follower.sessionId, expected: follower.bus.lastEventId + 1, got: ev.envelope.id },
+            { sessionId: follower.sessionId, expected: follower.bus.lastEventId + 1, got: ev.id },
             'event stream follower fell behind a trim; resyncing its subscribers',
           );
           this.unfollow(follower);

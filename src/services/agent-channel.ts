@@ -36,7 +36,8 @@ export interface ExitInfo {
 /** The client-side ACP methods the daemon serves to its agent. */
 export interface ClientHandlers {
   /** True when the event waits for its bus's group commit: it reached no subscriber yet (see agent-lines). */
-  sessionUpdate(params: SessionNotification): boolean | void;
+  /** `json`, when given, is exactly `JSON.stringify(params)` (the agent's line held it). */
+  sessionUpdate(params: SessionNotification, json?: string): boolean | void;
   requestPermission(params: RequestPermissionRequest): Promise<RequestPermissionResponse>;
   readTextFile(params: ReadTextFileRequest): Promise<ReadTextFileResponse>;
   writeTextFile(params: WriteTextFileRequest): Promise<WriteTextFileResponse>;
@@ -139,7 +140,7 @@ export class AgentChannel {
     // Text chunks skip the SDK's inbound path (see agent-lines); the rest goes through it.
     const lines = new AgentLines(
       stdout,
-      (params) => h.sessionUpdate(params),
+      (params, json) => h.sessionUpdate(params, json),
       (err) => this.log.error({ err }, 'session/update handler failed'),
     );
     const stream = ndJsonStream(Writable.toWeb(stdin) as WritableStream<Uint8Array>, lines.rest);

@@ -12,6 +12,11 @@
  * chunk, malformed ones included) goes to the SDK unchanged, which validates
  * it and answers or refuses it as before.
  *
+ * The chunk line an agent writes most often, the SDK's own serialization of
+ * it, is not even parsed whole: `scanChunkLine` matches its fixed text and
+ * parses only the chunk's text, and hands the bus the update's JSON with it,
+ * so that the bus need not serialize the object again.
+ *
  * Order is kept: after a line is handed to the SDK, the next lines wait for a
  * macrotask, by which time the SDK has dispatched it (its dispatch is a chain
  * of microtasks), so a chunk never overtakes the message before it.
@@ -46,6 +51,20 @@ function isChunkKind(value: unknown): value is ChunkKind {
   return value === 'agent_message_chunk' || value === 'agent_thought_chunk' || value === 'user_message_chunk';
 }
 
+/** The kind named by `value`, as the constant (not a slice of the line that named it). */
+function chunkKind(value: string): ChunkKind | undefined {
+  switch (value) {
+    case 'agent_message_chunk':
+      return 'agent_message_chunk';
+    case 'agent_thought_chunk':
+      return 'agent_thought_chunk';
+    case 'user_message_chunk':
+      return 'user_message_chunk';
+    default:
+      return undefined;
+  }
+}
+
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
@@ -74,17 +93,100 @@ export function fastSessionUpdate(params: unknown): SessionNotification | undefi
   return { sessionId, update: { content: { text: content.text, type: 'text' }, sessionUpdate } };
 }
 
-/** The update a line carries, when it is a `session/update` notification `fastSessionUpdate` takes. */
-function fastLine(line: Buffer): SessionNotification | undefined {
+/** A text chunk taken off the fast path, and the JSON text of `update` when the line gave it without a stringify. */
+export interface FastChunk {
+  update: SessionNotification;
+  /** Exactly `JSON.stringify(update)`. */
+  json?: string;
+}
+
+/**
+ * The text of a chunk line as `JSON.stringify` writes the SDK's message
+ * object (the SDK's own agents and most others), around its three values:
+ * the session id, the kind, and the text as a JSON string literal.
+ */
+const CHUNK_HEAD = '{"jsonrpc":"2.0","method":"session/update","params":{"sessionId":"';
+const CHUNK_KIND = '","update":{"sessionUpdate":"';
+const CHUNK_TEXT = '","content":{"type":"text","text":';
+const CHUNK_TAIL = '}}}}';
+/** Whether a session id is its own JSON text between quotes: no escape, no control character. */
+function plainId(id: string): boolean {
+  for (let i = 0; i < id.length; i++) {
+    const c = id.charCodeAt(i);
+    if (c < 0x20 || c === 0x5c) return false;
+  }
+  return true;
+}
+
+/**
+ * The last session id scanned, as a string of its own. A slice of the line
+ * would keep the whole line alive for as long as the bus keeps the update
+ * (thousands of events in its tail); consecutive chunks nearly always name
+ * the same session, so one copy serves them all.
+ */
+let lastSessionId = '';
+
+function ownSessionId(slice: string): string {
+  if (slice !== lastSessionId) lastSessionId = JSON.parse(`"${slice}"`) as string;
+  return lastSessionId;
+}
+
+/**
+ * The chunk a line carries when the line is, byte for byte, that
+ * serialization of a text chunk; undefined for any other line (which then
+ * takes the general path). Everything outside the three values is matched
+ * exactly, so there is no room for another key; the text must be one JSON
+ * string literal, which `JSON.parse` of just that literal checks. The
+ * update's JSON is then assembled from the pieces with no stringify of an
+ * object: the id and the kind are copied as they are, and so is the
+ * literal unless it holds an escape `JSON.stringify` would write otherwise
+ * (`\u`, `\/`), in which case the parsed text is serialized again.
+ */
+export function scanChunkLine(text: string): FastChunk | undefined {
+  if (!text.startsWith(CHUNK_HEAD) || !text.endsWith(CHUNK_TAIL)) return undefined;
+  const idEnd = text.indexOf('"', CHUNK_HEAD.length);
+  if (idEnd === -1 || !text.startsWith(CHUNK_KIND, idEnd)) return undefined;
+  const idSlice = text.slice(CHUNK_HEAD.length, idEnd);
+  const kindStart = idEnd + CHUNK_KIND.length;
+  const kindEnd = text.indexOf('"', kindStart);
+  if (kindEnd === -1 || !text.startsWith(CHUNK_TEXT, kindEnd)) return undefined;
+  const sessionUpdate = chunkKind(text.slice(kindStart, kindEnd));
+  if (sessionUpdate === undefined || !plainId(idSlice)) return undefined;
+  const literal = text.slice(kindEnd + CHUNK_TEXT.length, text.length - CHUNK_TAIL.length);
+  // Quotes at both ends rule out whitespace around the literal, which JSON.parse would skip.
+  if (literal.length < 2 || literal.charCodeAt(0) !== 0x22 || literal.charCodeAt(literal.length - 1) !== 0x22) {
+    return undefined;
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(literal);
+  } catch {
+    return undefined;
+  }
+  if (typeof value !== 'string') return undefined;
+  const sessionId = ownSessionId(idSlice);
+  const textJson = literal.includes('\\u') || literal.includes('\\/') ? JSON.stringify(value) : literal;
+  return {
+    update: { sessionId, update: { content: { text: value, type: 'text' }, sessionUpdate } },
+    json: `{"sessionId":"${sessionId}","update":{"content":{"text":${textJson},"type":"text"},"sessionUpdate":"${sessionUpdate}"}}`,
+  };
+}
+
+/** The chunk a line carries, when it is a `session/update` notification `fastSessionUpdate` takes. */
+export function fastLine(line: Buffer): FastChunk | undefined {
+  const text = line.toString('utf8');
+  const scanned = scanChunkLine(text);
+  if (scanned) return scanned;
   let message: unknown;
   try {
-    message = JSON.parse(line.toString('utf8'));
+    message = JSON.parse(text);
   } catch {
     return undefined;
   }
   if (!isRecord(message) || message.jsonrpc !== '2.0' || 'id' in message) return undefined;
   if (message.method !== 'session/update') return undefined;
-  return fastSessionUpdate(message.params);
+  const update = fastSessionUpdate(message.params);
+  return update && { update };
 }
 
 export class AgentLines {
@@ -108,8 +210,11 @@ export class AgentLines {
 
   constructor(
     input: Readable,
-    /** True when the update's bus sends it only at its next group commit (so no subscriber's queue grew). */
-    private readonly deliver: (params: SessionNotification) => boolean | void,
+    /**
+     * True when the update's bus sends it only at its next group commit (so no subscriber's queue grew).
+     * `json`, when given, is exactly `JSON.stringify(params)`, taken from the line.
+     */
+    private readonly deliver: (params: SessionNotification, json?: string) => boolean | void,
     private readonly onDeliverError: (err: unknown) => void,
   ) {
     this.rest = new ReadableStream<Uint8Array>({
@@ -161,14 +266,14 @@ export class AgentLines {
 
   private handle(line: Buffer): void {
     if (line.length === 0) return; // the SDK skips blank lines too
-    const update = fastLine(line);
-    if (update === undefined) {
+    const chunk = fastLine(line);
+    if (chunk === undefined) {
       this.forward(line);
       return;
     }
     let grouped = false;
     try {
-      grouped = this.deliver(update) === true;
+      grouped = this.deliver(chunk.update, chunk.json) === true;
     } catch (err) {
       this.onDeliverError(err);
     }

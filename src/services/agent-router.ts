@@ -83,12 +83,12 @@ export class AgentRouter implements ClientHandlers {
   // ---- what the agent calls ---------------------------------------------
 
   /** True when the update went to a bus that sends it only at its group commit (agent-lines may keep going). */
-  sessionUpdate(params: SessionNotification): boolean {
+  sessionUpdate(params: SessionNotification, json?: string): boolean {
     const route = this.routes.get(params.sessionId);
     if (!route) return true;
     route.replay?.collect(params);
     if (route.replay?.publish === false) return true;
-    route.events.publish('session_update', params);
+    route.events.publish('session_update', params, json);
     return route.events.sendsAtCommit;
   }
 

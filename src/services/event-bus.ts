@@ -39,6 +39,8 @@ export interface EventEnvelope {
  * built once at publish and shared by every subscriber.
  */
 export interface BusEvent {
+  /** The envelope's id, read without the envelope (which may be built only when asked for). */
+  readonly id: number | undefined;
   readonly envelope: EventEnvelope;
   readonly json: string;
   /** `id:` (when the envelope has one), `event:` and one `data:` line, then the blank line. */
@@ -135,7 +137,36 @@ export interface SubscribeOptions {
  */
 export function frameOf(envelope: EventEnvelope, json: string): BusEvent {
   const frame = frameText(envelope.id, envelope.type, json);
-  return { envelope, json, frame, bytes: Buffer.byteLength(frame) };
+  return { id: envelope.id, envelope, json, frame, bytes: Buffer.byteLength(frame) };
+}
+
+/**
+ * An event as `publish` keeps it: its id, its frame and the frame's size.
+ * The envelope and its JSON are taken out of the frame when someone asks
+ * (a subscriber's stream and the durable log only write frames). The bus
+ * keeps thousands of these in its tail; an envelope held beside each, with
+ * its data's objects and strings, made every young-generation collection
+ * copy all of them at least once.
+ */
+class PublishedEvent implements BusEvent {
+  private parsed: EventEnvelope | undefined;
+  private text: string | undefined;
+
+  constructor(
+    readonly id: number,
+    readonly frame: string,
+    readonly bytes: number,
+    /** Where the envelope's JSON starts in the frame (it ends before the blank line). */
+    private readonly jsonStart: number,
+  ) {}
+
+  get json(): string {
+    return (this.text ??= this.frame.slice(this.jsonStart, this.frame.length - 2));
+  }
+
+  get envelope(): EventEnvelope {
+    return (this.parsed ??= JSON.parse(this.json) as EventEnvelope);
+  }
 }
 
 /** The SSE frame of an event: `id:` (when it has one), `event:` and one `data:` line, then the blank line. */
@@ -204,7 +235,7 @@ class Subscription implements EventSubscription {
    * evicted for the size of a single event.
    */
   pushLive(ev: BusEvent, burst = 0): boolean {
-    if (this.closed || (ev.envelope.id ?? Infinity) <= this.skipThrough) return true;
+    if (this.closed || (ev.id ?? Infinity) <= this.skipThrough) return true;
     if (this.waiter) {
       const w = this.waiter;
       this.waiter = undefined;
@@ -433,25 +464,27 @@ export class EventBus {
    * BigInt, nesting too deep for JSON.stringify: RangeError), the error
    * propagates to the caller and the bus is exactly as before: no id used up,
    * nothing in the ring, nothing sent, so ids stay dense for every subscriber.
+   *
+   * `dataJson`, when given, must be exactly `JSON.stringify(data)`: a caller
+   * that has that text already (a text chunk scanned from the agent's line)
+   * spares the bus serializing the object again.
    */
-  publish(type: string, data: unknown): EventEnvelope | undefined {
+  publish(type: string, data: unknown, dataJson: string | undefined = JSON.stringify(data)): EventEnvelope | undefined {
     if (this.closed) return undefined;
     // The envelope's JSON is assembled around the serialised data, giving the
     // same text as JSON.stringify(envelope) (an undefined `data` is left out,
     // as JSON.stringify leaves it out) without needing the id beforehand. The
     // one difference: a toJSON() on `data` itself is called with the key ''.
-    const dataJson: string | undefined = JSON.stringify(data);
     const id = this.log.nextId;
     const envelope: EventEnvelope = { id, v: EVENT_SCHEMA_VERSION, type, data };
-    // The frame is built whole and its JSON is a slice of it: one string per event kept in the
-    // ring, not a frame and a JSON text beside it (fewer bytes copied by every young-generation GC).
+    // The frame is built whole and the event keeps nothing else: one string per event kept in the
+    // ring, not a frame, a JSON text and the envelope's objects beside it (see PublishedEvent).
     const head = `id: ${id}\nevent: ${type}\ndata: `;
     const frame =
       `${head}{"id":${id},"v":${EVENT_SCHEMA_VERSION},"type":${JSON.stringify(type)}` +
       (dataJson === undefined ? '}\n\n' : `,"data":${dataJson}}\n\n`);
-    // byteLength flattens the frame first, so the slice below shares its characters.
-    const bytes = Buffer.byteLength(frame);
-    const ev: BusEvent = { envelope, json: frame.slice(head.length, frame.length - 2), frame, bytes };
+    // byteLength flattens the frame first, so a later slice of it shares its characters.
+    const ev = new PublishedEvent(id, frame, Buffer.byteLength(frame), head.length);
     this.stats.published++;
     this.stats.dropped += this.log.append(ev);
     if (this.log.commit) {
@@ -573,7 +606,7 @@ export class EventBus {
    * must rebuild the follower. Meant for a bus whose log does not commit.
    */
   ingest(ev: BusEvent): boolean {
-    const id = ev.envelope.id;
+    const id = ev.id;
     if (this.closed || id === undefined || id < this.log.nextId) return true;
     if (id > this.log.nextId) return false;
     this.stats.dropped += this.log.append(ev);
@@ -582,7 +615,7 @@ export class EventBus {
   }
 
   private fanOut(ev: BusEvent, burst = 0): void {
-    const id = ev.envelope.id;
+    const id = ev.id;
     if (id !== undefined) this.sentId = id;
     for (const sub of this.subscribers) {
       if (!sub.pushLive(ev, burst)) {
@@ -646,10 +679,10 @@ export class EventBus {
     let lastId: number | null = null;
     for (const ev of this.log.after(cursor)) {
       // The log may hold events whose commit is still in flight: they come live, like to everybody.
-      if ((ev.envelope.id ?? 0) > this.sentId) break;
+      if ((ev.id ?? 0) > this.sentId) break;
       sub.pushReplay(ev);
       count++;
-      lastId = ev.envelope.id ?? lastId;
+      lastId = ev.id ?? lastId;
     }
     this.stats.replayed += count;
     return { count, lastId };

@@ -89,7 +89,7 @@ export class MemoryEventLog implements EventLog {
   }
 
   get firstId(): number {
-    return this.count === 0 ? this.next : (this.at(0).envelope.id ?? this.next);
+    return this.count === 0 ? this.next : (this.at(0).id ?? this.next);
   }
 
   get size(): number {
@@ -128,7 +128,7 @@ export class MemoryEventLog implements EventLog {
 
   *after(cursor: number): Generator<BusEvent> {
     if (this.count === 0) return;
-    const firstId = this.at(0).envelope.id ?? 0;
+    const firstId = this.at(0).id ?? 0;
     const skip = Math.max(0, Math.min(this.count, cursor - firstId + 1));
     for (let i = skip; i < this.count; i++) yield this.at(i);
   }

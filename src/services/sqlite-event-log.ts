@@ -485,7 +485,7 @@ export class SqliteEventLog implements EventLog {
     this.commitTx = db.transaction((batch: BusEvent[], count: number, bytes: number) => {
       this.sql.transactions++;
       if (this.bounds.maxEvents === 0) {
-        const last = batch[batch.length - 1]?.envelope.id ?? 0;
+        const last = batch[batch.length - 1]?.id ?? 0;
         this.sql.setNext.run(last + 1, this.sessionId);
         return undefined;
       }
@@ -556,7 +556,7 @@ export class SqliteEventLog implements EventLog {
     let bytes = this.heldBytes;
     for (const event of batch) {
       this.tail.append(event);
-      if (count === 0) first = event.envelope.id ?? first;
+      if (count === 0) first = event.id ?? first;
       count++;
       bytes += event.bytes;
     }
@@ -590,8 +590,8 @@ export class SqliteEventLog implements EventLog {
         frames += batch[k].frame;
         bytes += batch[k].bytes;
       }
-      const firstId = batch[i].envelope.id ?? 0;
-      const lastId = batch[end - 1].envelope.id ?? 0;
+      const firstId = batch[i].id ?? 0;
+      const lastId = batch[end - 1].id ?? 0;
       this.sql.insertRun.run(this.sessionId, firstId, lastId, bytes, frames);
     }
   }
@@ -622,7 +622,7 @@ export class SqliteEventLog implements EventLog {
     const events: BusEvent[] = [];
     for (const run of this.sql.after.iterate(this.sessionId, cursor)) {
       eachFrame(run, (id, frame) => {
-        if (id > cursor) events.push(storedEvent(frame));
+        if (id > cursor) events.push(storedEvent(id, frame));
       });
     }
     return events;
@@ -743,13 +743,14 @@ function eachFrame(run: RunRow, each: (id: number, frame: string) => boolean | v
  * frame only if someone asks for them (a replay writes frames and never
  * does).
  */
-function storedEvent(frame: string): BusEvent {
+function storedEvent(id: number, frame: string): BusEvent {
   let envelope: EventEnvelope | undefined;
   let json: string | undefined;
   let bytes: number | undefined;
   const jsonOf = (): string =>
     (json ??= frame.slice(frame.indexOf(DATA_LINE) + DATA_LINE.length, frame.length - FRAME_END.length));
   return {
+    id,
     get envelope() {
       return (envelope ??= JSON.parse(jsonOf()) as EventEnvelope);
     },
@@ -775,6 +776,6 @@ export function storedEvents(db: Database.Database, sessionId: string): { id: nu
     )
     .all(sessionId);
   const events: { id: number; json: string }[] = [];
-  for (const row of rows) eachFrame(row, (id, frame) => void events.push({ id, json: storedEvent(frame).json }));
+  for (const row of rows) eachFrame(row, (id, frame) => void events.push({ id, json: storedEvent(id, frame).json }));
   return events;
 }
