@@ -20,7 +20,7 @@ WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci
 COPY tsconfig.json tsconfig.client.json ./
-COPY scripts/copy-console.mjs ./scripts/
+COPY scripts/copy-console.mjs scripts/bundle.mjs ./scripts/
 COPY src ./src
 RUN npm run build
 
