@@ -78,33 +78,27 @@ function parseLog(out: string): { entry: LogEntry; commitDate: number }[] {
   if (fields.at(-1) === '') fields.pop();
   const entries = [];
   for (let i = 0; i + LOG_FIELDS <= fields.length; i += LOG_FIELDS) {
-    const [
-      sha = '',
-      shortSha = '',
-      authorName = '',
-      authorEmail = '',
-      at = '',
-      subject = '',
-      refs = '',
-      parents = '',
-      ct = '',
-    ] = fields.slice(i, i + LOG_FIELDS);
-    entries.push({
-      entry: {
-        // `-z` separates commits with a NUL too, which lands before the next sha.
-        sha: sha.replace(/^\n/, ''),
-        shortSha,
-        authorName,
-        authorEmail,
-        authorDate: Number.parseInt(at, 10) || 0,
-        subject,
-        ...(refs ? { refs } : {}),
-        parents: parents.split(' ').filter(Boolean),
-      },
-      commitDate: Number.parseInt(ct, 10) || 0,
-    });
+    const f = fields.slice(i, i + LOG_FIELDS);
+    entries.push({ entry: logEntry(f), commitDate: Number.parseInt(f[8] ?? '', 10) || 0 });
   }
   return entries;
+}
+
+/** One commit from the first eight fields of LOG_FORMAT, which the commit detail's format shares. */
+function logEntry(f: readonly string[]): LogEntry {
+  const [sha = '', shortSha = '', authorName = '', authorEmail = '', at = '', subject = '', refs = '', parents = ''] =
+    f;
+  return {
+    // `-z` separates commits with a NUL too, which lands before the next sha.
+    sha: sha.replace(/^\n/, ''),
+    shortSha,
+    authorName,
+    authorEmail,
+    authorDate: Number.parseInt(at, 10) || 0,
+    subject,
+    ...(refs ? { refs } : {}),
+    parents: parents.split(' ').filter(Boolean),
+  };
 }
 
 /** `--numstat -z` records: a rename is `added\tremoved\t` then its old and new paths; counted by the new one. */
@@ -571,20 +565,10 @@ export class WorkspaceGit {
     const parts = meta.split('\0');
     if (parts.at(-1) === '') parts.pop();
     if (parts.length !== 9) return none;
-    const [
-      full = '',
-      shortSha = '',
-      authorName = '',
-      authorEmail = '',
-      at = '',
-      subject = '',
-      refs = '',
-      parentList = '',
-      body = '',
-    ] = parts;
-    const parents = parentList.split(' ').filter(Boolean);
+    const entry = logEntry(parts);
+    const body = parts[8] ?? '';
     // diff-tree does not read diff.renames: -M asks for renames, --root diffs a root commit against the empty tree.
-    const against = parents.length > 1 ? [`${full}^1`, full] : ['--root', full];
+    const against = entry.parents.length > 1 ? [`${entry.sha}^1`, entry.sha] : ['--root', entry.sha];
     const numstat = await git(['diff-tree', '--no-commit-id', '--numstat', '-M', '-r', '-z', ...against], root);
     const files: { path: string; added: number; removed: number; isBinary: boolean }[] = [];
     let filesCount = 0;
@@ -601,15 +585,8 @@ export class WorkspaceGit {
       v: 1 as const,
       workspaceCwd: this.workspace,
       available: true,
-      sha: full,
-      shortSha,
-      authorName,
-      authorEmail,
-      authorDate: Number.parseInt(at, 10) || 0,
-      subject,
+      ...entry,
       body: body.replace(/\n$/, ''),
-      ...(refs ? { refs } : {}),
-      parents,
       files,
       filesCount,
       linesAdded,
