@@ -308,7 +308,11 @@ async function main(): Promise<number> {
     if (args.only.has('qwen')) {
       await section('qwen', results, async () => {
         log('5. against qwen serve');
-        results.qwen = await runQwen(dir('qwen'), { reps: args.quick ? 3 : 8, subscribers: 10 });
+        results.qwen = await runQwen(dir('qwen'), {
+          reps: args.quick ? 3 : 8,
+          subscribers: 10,
+          startReps: args.quick ? 3 : 7,
+        });
         if (results.qwen.skipped) log(`   skipped: ${results.qwen.skipped}`);
       });
     }

@@ -18,6 +18,7 @@ import { logsArePretty, redactArgv } from './plugins/request-log.js';
 import { scrubEnvironment } from './services/scrub-env.js';
 import { hashToken, newToken } from './services/tokens.js';
 import { VERSION } from './version.js';
+import { leaveStartUpMode } from './start-up-mode.js';
 
 // Headroom on top of the agents' SIGTERM→SIGKILL grace for the listener to
 // drain; past it, the process kills what is left and exits 1.
@@ -157,6 +158,8 @@ async function main(): Promise<void> {
   const argv = process.argv.slice(2);
   if (argv[0] === 'hash-token') process.exit(await hashTokenCommand(argv.slice(1)));
   if (isClientCommand(argv[0])) {
+    // The terminal client is not a daemon starting: it runs as V8 would run it.
+    leaveStartUpMode();
     const { runClient } = await import('./cli/main.js');
     process.exit(await runClient(argv, process.env, process));
   }
@@ -224,6 +227,7 @@ async function main(): Promise<void> {
     process.exit(1);
   }
 
+  leaveStartUpMode();
   const address = app.server.address();
   const port = typeof address === 'object' && address !== null ? address.port : config.port;
   const url = formatListenUrl(config.hostname, port);

@@ -14,7 +14,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { FakeModel } from '../../harness/fake-model.js';
 import { agentCommand, startDaemon } from '../../harness/peer-daemon.js';
 import { checkPrerequisites, makeHome, packageVersion, peerEnv, qwenCli, qwenPkgDir } from '../../harness/peer-env.js';
-import { childrenOf, cmdline, rssKb } from '../../harness/proc-table.js';
+import { childrenOf, cmdline, rssKb, statOf } from '../../harness/proc-table.js';
 import { within } from '../../harness/wait.js';
 import { BareAgent } from '../lib/acp-client.js';
 import { HttpClient, stringField, textPrompt } from '../lib/http.js';
@@ -31,7 +31,10 @@ type Contender = 'qwen' | 'acpd' | 'acpd-warm';
 
 export interface DaemonFigures {
   kind: Contender;
+  /** Spawn → the "listening on" line, median of the start-up rounds. */
   startupMs: number;
+  /** Each start-up round: spawn → listening, the process's CPU time then, and its RSS 300 ms later. */
+  startups: { ms: Summary; cpuMs: Summary; rssMb: Summary };
   coldCreateMs: number;
   createMs: Summary;
   /** POST prompt → first frame of any kind (qwen serve echoes the prompt itself). */
@@ -43,7 +46,7 @@ export interface DaemonFigures {
   /** POST prompt → the reply chunk at all 10 subscribers. */
   fanout10Ms: Summary;
   loadMs: Summary;
-  /** Daemon process only (not its agent child), MB. */
+  /** Daemon process only (not its agent child), MB: 300 ms after listening, median of the start-up rounds. */
   rssIdleMb: number;
   rssLoadedMb: Summary;
   agentRssMb: number;
@@ -77,6 +80,8 @@ interface Running {
 interface QwenOptions {
   reps: number;
   subscribers: number;
+  /** Start-up rounds: each starts every daemon once, in turn, and stops it. */
+  startReps: number;
 }
 
 const STEP_MS = 60_000;
@@ -107,6 +112,9 @@ const isTurnEnd = (frame: string): boolean => frame.startsWith('id: ') && frame.
 function step<T>(p: Promise<T>, label: string): Promise<T> {
   return within(p, label, STEP_MS);
 }
+
+// USER_HZ: the unit of utime and stime in /proc/<pid>/stat (100 on Linux).
+const TICK_MS = 10;
 
 /** Daemon RSS in MB, settled a moment (the agent's background model calls end meanwhile). */
 async function rssMb(pid: number): Promise<number> {
@@ -202,10 +210,11 @@ class Contestant {
   d: (Running & { kind: Contender }) | undefined;
   http: HttpClient | undefined;
   readonly sids: string[] = [];
-  startupMs = Number.NaN;
   coldCreateMs = Number.NaN;
-  rssIdleMb = Number.NaN;
   agentRssMb = Number.NaN;
+  readonly startMs: number[] = [];
+  readonly startCpuMs: number[] = [];
+  readonly idleRssMb: number[] = [];
   readonly create: number[] = [];
   readonly firstFrame: number[] = [];
   readonly firstChunk: number[] = [];
@@ -219,14 +228,26 @@ class Contestant {
     private readonly start: () => Promise<Running & { kind: Contender }>,
   ) {}
 
+  /**
+   * One start-up round: spawn → listening, the CPU the process had used by then, its RSS once idle a
+   * moment (no agent yet: neither daemon spawns one before its first session); then stopped.
+   */
+  async startOnce(): Promise<void> {
+    const t0 = nowMs();
+    const d = await this.start();
+    try {
+      this.startMs.push(nowMs() - t0);
+      const stat = statOf(d.pid);
+      this.startCpuMs.push(stat === undefined ? Number.NaN : (stat.utime + stat.stime) * TICK_MS);
+      this.idleRssMb.push(await rssMb(d.pid));
+    } finally {
+      await d.stop();
+    }
+  }
+
   /** Starts the daemon and warms its agent up with one create (timed as the cold create on the first start). */
   async up(first: boolean): Promise<void> {
-    const t0 = nowMs();
     this.d = await this.start();
-    if (first) {
-      this.startupMs = nowMs() - t0;
-      this.rssIdleMb = await rssMb(this.d.pid);
-    }
     this.http = new HttpClient(this.d.baseUrl);
     const cold = await this.newSession();
     if (first) this.coldCreateMs = cold.ms;
@@ -257,7 +278,8 @@ class Contestant {
   figures(): DaemonFigures {
     return {
       kind: this.kind,
-      startupMs: this.startupMs,
+      startupMs: summarize(this.startMs).median,
+      startups: { ms: summarize(this.startMs), cpuMs: summarize(this.startCpuMs), rssMb: summarize(this.idleRssMb) },
       coldCreateMs: this.coldCreateMs,
       createMs: summarize(this.create),
       firstFrameMs: summarize(this.firstFrame),
@@ -265,7 +287,7 @@ class Contestant {
       firstChunkLaterMs: summarize(this.firstChunkLater),
       fanout10Ms: summarize(this.fanout),
       loadMs: summarize(this.load),
-      rssIdleMb: this.rssIdleMb,
+      rssIdleMb: summarize(this.idleRssMb).median,
       rssLoadedMb: summarize(this.rssLoaded),
       agentRssMb: this.agentRssMb,
     };
@@ -339,6 +361,12 @@ async function measureAll(
     for (const c of contestants) await fn(c);
   };
   try {
+    // Phase 0: start-up, many times over: a single start on a 2-core machine is mostly the machine's load.
+    for (let i = 0; i < opts.startReps; i++)
+      await rotate(
+        i,
+        contestants.map((c) => () => c.startOnce()),
+      );
     // Phase 1: creates, first prompts, prompts fanned out to 10 subscribers; every session gets
     // the same two turns (also what makes qwen persist it).
     await floor.up(true);
@@ -392,7 +420,7 @@ async function measureAll(
       const agentPid = c.running().agentPids()[0];
       c.agentRssMb = agentPid === undefined ? Number.NaN : rssKb(agentPid) / 1024;
       log(
-        `  ${c.kind}: startup ${c.startupMs.toFixed(0)} ms, cold create ${c.coldCreateMs.toFixed(0)} ms, warm create p50 ${summarize(c.create).median.toFixed(1)} ms, first chunk p50 ${summarize(c.firstChunk).median.toFixed(1)} ms, fan-out to ${opts.subscribers} p50 ${summarize(c.fanout).median.toFixed(1)} ms, rss ${summarize(c.rssLoaded).median.toFixed(1)} MB`,
+        `  ${c.kind}: startup p50 ${summarize(c.startMs).median.toFixed(0)} ms (CPU ${summarize(c.startCpuMs).median.toFixed(0)} ms, idle RSS ${summarize(c.idleRssMb).median.toFixed(1)} MB), cold create ${c.coldCreateMs.toFixed(0)} ms, warm create p50 ${summarize(c.create).median.toFixed(1)} ms, first chunk p50 ${summarize(c.firstChunk).median.toFixed(1)} ms, fan-out to ${opts.subscribers} p50 ${summarize(c.fanout).median.toFixed(1)} ms, rss ${summarize(c.rssLoaded).median.toFixed(1)} MB`,
       );
     });
 
