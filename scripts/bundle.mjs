@@ -6,12 +6,13 @@
 // loaded when used, as before.
 //
 // Left outside the bundle, loaded from node_modules as before: better-sqlite3 (a native addon), pino and
-// thread-stream (pino's transports start workers by file path), @fastify/swagger-ui (serves files from
-// its own directory), and what is only ever imported on demand (ioredis, undici, @fastify/rate-limit):
-// it costs nothing at start-up, and Node's own CommonJS interop gives their named exports exactly. The bundle sits one directory below dist/, as every other module does, so the
-// paths the code builds from its own location (../agent/main.js, ../console/, ../client/) still land in
-// dist/. The tsc output stays beside it: the embedded agent runs from dist/agent/, the browser loads
-// dist/client/.
+// thread-stream (pino's transports start workers by file path), and what is only ever imported on demand
+// (ioredis, undici, @fastify/rate-limit): it costs nothing at start-up, and Node's own CommonJS interop
+// gives their named exports exactly. swagger-ui-dist is never imported: routes/docs.ts looks up its
+// directory in node_modules when /docs asks for one of its files. The bundle sits one directory below
+// dist/, as every other module does, so the paths the code builds from its own location
+// (../agent/main.js, ../console/, ../client/) still land in dist/. The tsc output stays beside it: the
+// embedded agent runs from dist/agent/, the browser loads dist/client/.
 //
 //   node scripts/bundle.mjs
 import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
@@ -46,7 +47,6 @@ try {
       'better-sqlite3',
       'pino',
       'thread-stream',
-      '@fastify/swagger-ui',
       'ioredis',
       'undici',
       '@fastify/rate-limit',

@@ -1,7 +1,8 @@
 /**
  * What the daemon leaves out of its start-up (issue 16): the ACP SDK (its zod
  * schemas) is loaded with the first agent, undici only when webhooks are
- * configured. A probe process (test/fixtures/module-probe.ts) records every
+ * configured, and nothing of Swagger UI (routes/docs.ts reads its files when
+ * /docs asks). A probe process (test/fixtures/module-probe.ts) records every
  * module it imports while it starts the real app, then creates a session.
  */
 import { execFileSync } from 'node:child_process';
@@ -16,6 +17,12 @@ import { ACP_PROTOCOL_VERSION } from '../src/services/acp-sdk.js';
 const PROBE = fileURLToPath(new URL('./fixtures/module-probe.js', import.meta.url));
 const SDK = '/node_modules/@agentclientprotocol/sdk/';
 const UNDICI = '/node_modules/undici/';
+/** Swagger UI's static build, and the file server and UI plugin /docs once came with. */
+const DOCS_UI = [
+  '/node_modules/swagger-ui-dist/',
+  '/node_modules/@fastify/static/',
+  '/node_modules/@fastify/swagger-ui/',
+];
 
 /** The module URLs the probe resolved before it listened, and between then and its first session. */
 function probe(t: Test, flags: string[] = []): { start: string[]; create: string[] } {
@@ -52,5 +59,18 @@ t.test('start-up loads neither the ACP SDK nor undici; the first agent brings th
   t.ok(
     create.some((url) => url.includes(SDK)),
     'the SDK is loaded when the first agent is spawned',
+  );
+});
+
+t.test('start-up loads nothing of Swagger UI or a static file server', async (t) => {
+  const { start } = probe(t);
+  t.ok(
+    start.some((url) => url.includes('/node_modules/@fastify/swagger/lib/')),
+    'the probe sees the modules CommonJS require()s (the document generator loads its lib/ so)',
+  );
+  t.same(
+    start.filter((url) => DOCS_UI.some((dir) => url.includes(dir))),
+    [],
+    'none of them before listening',
   );
 });

@@ -1,12 +1,18 @@
-// The OpenAPI document (issue 5): generated from the route schemas and served at /docs/json, with Swagger
-// UI at /docs. Every route the app really serves must be in it, with every response its schema declares.
+// The OpenAPI document (issue 5): generated from the route schemas and served at /docs/json and /docs/yaml,
+// with Swagger UI at /docs. Every route the app really serves must be in it, with every response its schema
+// declares. The viewer's files (swagger-ui-dist's, read on demand) are only those the page links to, and the
+// page runs in headless Chromium under its CSP.
 import { readdirSync } from 'node:fs';
+import { get as httpGet } from 'node:http';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
+import { chromium } from 'playwright-core';
+import { parse as parseYaml } from 'yaml';
 import { causes, type ErrorCause } from '../src/schemas/errors.js';
-import { startDaemon } from './support/app.js';
+import { startDaemon, type TestDaemon } from './support/app.js';
 import { call, obj } from './support/http.js';
 import { routesFromTree } from './support/routes.js';
+import { requireSystemPackage, SYSTEM_PACKAGES } from './support/system-deps.js';
 
 const DOCS_PREFIX = '/docs';
 /** The description lines (see errorResponse) of the reasons whose answers carry `Retry-After`. */
@@ -253,14 +259,150 @@ t.test('with --require-auth the probes need the token in the document too', asyn
   }
 });
 
+/** GET with the path sent exactly as written (fetch and undici would resolve `..` first), the body as text. */
+function rawGet(d: TestDaemon, path: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = httpGet({ host: '127.0.0.1', port: d.port, path, headers: d.headers }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => (body += chunk));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+  });
+}
+
+/** The URLs a page's src and href attributes name, resolved against the page's own URL. */
+function linkedUrls(html: string, pageUrl: string): string[] {
+  return [...html.matchAll(/\s(?:src|href)="([^"]+)"/g)].map((m) => new URL(m[1] ?? '', pageUrl).href);
+}
+
+const TYPES: Record<string, RegExp> = {
+  '.js': /^text\/javascript/,
+  '.css': /^text\/css/,
+  '.png': /^image\/png$/,
+};
+
 t.test('Swagger UI at /docs, behind the token like the rest', async (t) => {
   const d = await startDaemon(t, { args: ['--token', 'docs-secret'] });
-  t.equal((await call(d, 'GET', `${DOCS_PREFIX}/json`, undefined, { authorization: '' })).status, 401);
-  const ui = await call(d, 'GET', DOCS_PREFIX);
-  t.equal(ui.status, 200);
-  t.match(String(ui.headers['content-type']), /^text\/html/);
-  t.match(String(ui.body), /swagger/i);
+  const get = (url: string, headers: Record<string, string> = {}) =>
+    fetch(url.startsWith('http') ? url : `${d.baseUrl}${url}`, {
+      headers: { ...d.headers, ...headers },
+      redirect: 'manual',
+    });
+  for (const url of [DOCS_PREFIX, `${DOCS_PREFIX}/`, `${DOCS_PREFIX}/json`, `${DOCS_PREFIX}/static/swagger-ui.css`]) {
+    t.equal((await call(d, 'GET', url, undefined, { authorization: '' })).status, 401, `${url} needs the token`);
+  }
+
+  const redirect = await get(DOCS_PREFIX);
+  t.equal(redirect.status, 308, '/docs goes to the page');
+  t.equal(redirect.headers.get('location'), 'docs/', 'by a relative Location (a proxy prefix is kept)');
+  const fromStatic = await get(`${DOCS_PREFIX}/static/index.html`);
+  t.equal(fromStatic.status, 308, "swagger-ui-dist's own page name goes to ours");
+  t.equal(
+    new URL(fromStatic.headers.get('location') ?? '', `${d.baseUrl}${DOCS_PREFIX}/static/index.html`).pathname,
+    '/docs/',
+  );
+
+  const pageUrl = `${d.baseUrl}${DOCS_PREFIX}/`;
+  const page = await get(pageUrl);
+  t.equal(page.status, 200);
+  t.match(page.headers.get('content-type'), /^text\/html/);
+  const csp = page.headers.get('content-security-policy') ?? '';
+  t.match(csp, /script-src 'self'(;|$)/, 'scripts from this origin only');
+  t.match(csp, /connect-src 'self'(;|$)/, 'requests to this origin only');
+  t.match(csp, /frame-ancestors 'none'/);
+  const html = await page.text();
+  t.notMatch(html, /<script>|<script(?![^>]*\ssrc=)[^>]*>/, 'no inline script');
+  const etag = page.headers.get('etag') ?? '';
+  t.match(etag, /^"[\w-]+"$/);
+  t.equal((await get(pageUrl, { 'if-none-match': etag })).status, 304, 'the page unchanged: 304');
+
+  // Every file the page links to is served, with its type; the UI's own and our initializer among them.
+  const linked = linkedUrls(html, pageUrl);
+  for (const name of [
+    'swagger-ui-bundle.js',
+    'swagger-ui-standalone-preset.js',
+    'swagger-initializer.js',
+    'swagger-ui.css',
+  ]) {
+    t.ok(linked.includes(`${d.baseUrl}${DOCS_PREFIX}/static/${name}`), `the page loads static/${name}`);
+  }
+  for (const url of linked) {
+    const res = await get(url);
+    const name = url.slice(url.lastIndexOf('/') + 1);
+    t.equal(res.status, 200, `${name} is served`);
+    t.match(res.headers.get('content-type'), TYPES[name.slice(name.lastIndexOf('.'))] ?? /^$/, `${name}: its type`);
+    t.equal(res.headers.get('x-content-type-options'), 'nosniff', `${name}: nosniff`);
+    t.equal(res.headers.get('cache-control'), 'no-cache', `${name}: revalidated`);
+    t.ok((await res.arrayBuffer()).byteLength > 0, `${name} has a body`);
+    const tag = res.headers.get('etag') ?? '';
+    t.equal((await get(url, { 'if-none-match': tag })).status, 304, `${name} unchanged: 304`);
+  }
+  const bundle = await (await get(`${DOCS_PREFIX}/static/swagger-ui-bundle.js`)).text();
+  t.match(bundle, /SwaggerUIBundle/, "the bundle is swagger-ui-dist's");
+  const initializer = await (await get(`${DOCS_PREFIX}/static/swagger-initializer.js`)).text();
+  t.match(initializer, /new URL\('\.\.\/json', document\.currentScript\.src\)/, 'the UI reads /docs/json');
+
+  // Only the files the page links to: not another file of swagger-ui-dist, and nothing outside it.
+  for (const path of [
+    `${DOCS_PREFIX}/static/nope.js`,
+    `${DOCS_PREFIX}/static/swagger-ui.js`,
+    `${DOCS_PREFIX}/static/swagger-ui-bundle.js.map`,
+    `${DOCS_PREFIX}/static/package.json`,
+    `${DOCS_PREFIX}/static/..%2f..%2fpackage.json`,
+    `${DOCS_PREFIX}/static/..%2F..%2F..%2F..%2Fpackage.json`,
+    `${DOCS_PREFIX}/static/%2e%2e%2fpackage.json`,
+    `${DOCS_PREFIX}/static/../../package.json`,
+    `${DOCS_PREFIX}/static/../../../../package.json`,
+    `${DOCS_PREFIX}/static/..\\..\\package.json`,
+  ]) {
+    const res = await rawGet(d, path);
+    t.equal(res.status, 404, `${path}: 404`);
+    t.match(JSON.parse(res.body), { error: /not found/ }, `${path}: the JSON envelope, no file`);
+    t.notMatch(res.body, /"(version|dependencies)"/, `${path}: no package.json`);
+  }
+
   const json = await call(d, 'GET', `${DOCS_PREFIX}/json`);
   t.equal(json.status, 200);
   t.same(obj(obj(obj(json.body).components).securitySchemes).bearer, { type: 'http', scheme: 'bearer' });
+  const yaml = await get(`${DOCS_PREFIX}/yaml`);
+  t.equal(yaml.status, 200);
+  t.match(yaml.headers.get('content-type'), /^application\/x-yaml/);
+  t.same(parseYaml(await yaml.text()), json.body, '/docs/yaml is the same document');
+});
+
+t.test('in Chromium: /docs shows the operations, with no CSP violation or console error', async (t) => {
+  if (!requireSystemPackage(t, SYSTEM_PACKAGES.chromium)) return;
+  const d = await startDaemon(t, { args: ['--token', 'docs-secret'] });
+  const browser = await chromium.launch({ executablePath: SYSTEM_PACKAGES.chromium.binary });
+  t.teardown(() => browser.close());
+  // The page itself is behind the token: the browser sends it with every request, as a proxy in front would.
+  const context = await browser.newContext({ extraHTTPHeaders: d.headers });
+  const page = await context.newPage();
+  const problems: string[] = [];
+  page.on('console', (message) => {
+    if (message.type() === 'error') problems.push(message.text());
+  });
+  page.on('pageerror', (err) => problems.push(err.message));
+  page.on('requestfailed', (req) => problems.push(`${req.url()}: ${req.failure()?.errorText}`));
+  page.on('response', (res) => {
+    if (res.status() >= 400) problems.push(`${res.url()}: ${res.status()}`);
+  });
+  // Chromium logs a violation as a console error too; the event names the directive for certain.
+  await page.addInitScript(
+    "document.addEventListener('securitypolicyviolation', (e) => console.error('CSP violation: ' + e.violatedDirective + ' ' + e.blockedURI));",
+  );
+  const requests: string[] = [];
+  page.on('request', (req) => requests.push(new URL(req.url()).pathname));
+
+  await page.goto(`${d.baseUrl}${DOCS_PREFIX}`);
+  t.equal(new URL(page.url()).pathname, `${DOCS_PREFIX}/`, 'redirected to the page');
+  await page.locator('.opblock', { hasText: '/session' }).first().waitFor({ timeout: 30_000 });
+  t.ok((await page.locator('.opblock').count()) >= 14, 'every operation is shown');
+  t.match(await page.locator('.info .title').innerText(), /acpd/, "the document's title");
+  t.ok(requests.includes(`${DOCS_PREFIX}/json`), 'the UI loaded /docs/json');
+  t.ok(await page.locator('.swagger-ui .topbar').isVisible(), 'in the standalone layout');
+  t.same(problems, [], 'no CSP violation, failed request or console error');
 });

@@ -97,7 +97,7 @@ t.test('every route answers by the scope of the token: 403 insufficient_scope na
     'GET /docs/yaml': { url: '/docs/yaml', scope: 'admin' },
     'GET /docs/static/index.html': { url: '/docs/static/index.html', scope: 'admin' },
     'GET /docs/static/swagger-initializer.js': { url: '/docs/static/swagger-initializer.js', scope: 'admin' },
-    'GET /docs/*': { url: '/docs/static/swagger-ui.css', scope: 'admin' },
+    'GET /docs/static/:file': { url: '/docs/static/swagger-ui.css', scope: 'admin' },
     'GET /workspace/:id/sessions': { url: `/workspace/${ws}/sessions`, scope: 'read' },
     'GET /session/:id/status': { url: `/session/${id}/status`, scope: 'read' },
     'GET /session/:id/pending-prompts': { url: `/session/${id}/pending-prompts`, scope: 'read' },

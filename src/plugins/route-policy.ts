@@ -6,8 +6,9 @@
  *
  * The plugin makes the declaration mandatory: a route that reaches
  * `ready()` without a policy fails start-up. The check waits for ready
- * because routes a library registers (the docs) get their policy from a
- * hook of the plugin that registers them, which runs after this one.
+ * because an onRoute hook that runs after this one may still give a route
+ * its policy (the way to fit routes a library registers, which take no
+ * route config).
  */
 import fp from 'fastify-plugin';
 import type { FastifyInstance, FastifyRequest, RouteOptions } from 'fastify';

@@ -8,20 +8,14 @@
  * asks for the token, which every API call it makes then carries. Hidden from
  * the API document, which describes the API, not its pages.
  */
-import { createHash } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import { policies } from '../plugins/route-policy.js';
+import { readAssets, sendAsset, type Asset } from './assets.js';
 
 const CONSOLE_DIR = new URL('../console/', import.meta.url);
 const CLIENT_DIR = new URL('../client/', import.meta.url);
-
-const CONTENT_TYPES: Record<string, string> = {
-  '.html': 'text/html; charset=utf-8',
-  '.js': 'text/javascript; charset=utf-8',
-  '.css': 'text/css; charset=utf-8',
-};
 
 /**
  * Scripts and styles from this origin only (no inline ones), requests to this
@@ -39,45 +33,6 @@ const CONTENT_SECURITY_POLICY = [
   "frame-ancestors 'none'",
 ].join('; ');
 
-interface Asset {
-  body: Buffer;
-  type: string;
-  etag: string;
-}
-
-function extension(name: string): string {
-  const dot = name.lastIndexOf('.');
-  return dot < 0 ? '' : name.slice(dot);
-}
-
-/** The servable files of a directory: those of a known type (not maps, not type declarations). */
-function readAssets(dir: URL): Map<string, Asset> {
-  const assets = new Map<string, Asset>();
-  for (const name of readdirSync(dir)) {
-    const type = CONTENT_TYPES[extension(name)];
-    if (type === undefined) continue;
-    const body = readFileSync(new URL(name, dir));
-    const etag = `"${createHash('sha256').update(body).digest('base64url').slice(0, 27)}"`;
-    assets.set(name, { body, type, etag });
-  }
-  return assets;
-}
-
-function send(req: FastifyRequest, reply: FastifyReply, asset: Asset | undefined) {
-  if (asset === undefined) {
-    return reply.code(404).send({ error: `Route ${req.method} ${req.url.split('?')[0]} not found` });
-  }
-  // Revalidated on every load (the names carry no version), answered 304 while unchanged.
-  reply
-    .header('cache-control', 'no-cache')
-    .header('etag', asset.etag)
-    .header('x-content-type-options', 'nosniff')
-    .header('referrer-policy', 'no-referrer');
-  if (asset.type.startsWith('text/html')) reply.header('content-security-policy', CONTENT_SECURITY_POLICY);
-  if (req.headers['if-none-match'] === asset.etag) return reply.code(304).send();
-  return reply.type(asset.type).send(asset.body);
-}
-
 const consoleRoutes: FastifyPluginAsync = async (app) => {
   if (!existsSync(new URL('index.html', CONSOLE_DIR))) {
     throw new Error(`The web console is not built (no ${fileURLToPath(CONSOLE_DIR)}index.html): run npm run build`);
@@ -85,6 +40,8 @@ const consoleRoutes: FastifyPluginAsync = async (app) => {
   const pages = readAssets(CONSOLE_DIR);
   const client = readAssets(CLIENT_DIR);
   const route = { schema: { hide: true }, config: { policy: policies.asset } };
+  const send = (req: FastifyRequest, reply: FastifyReply, file: Asset | undefined) =>
+    sendAsset(req, reply, file, CONTENT_SECURITY_POLICY);
 
   // Relative, so that a proxy's path prefix is kept: /prefix/console → /prefix/console/.
   app.get('/console', route, async (_req, reply) => reply.redirect('console/', 308));
