@@ -1,7 +1,7 @@
 /**
  * The executable runs its start-up in V8's start-up mode (src/start-up-mode.ts):
- * the young generation does not grow and TurboFan does not optimize until the
- * daemon listens; then both are as V8 would have them. Read from inside the
+ * the young generation does not grow and neither TurboFan nor the baseline
+ * compiler compiles until the daemon listens; then both are as V8 would have them. Read from inside the
  * real daemon's process (dist/server.js, as `npm start` runs it) by a probe
  * loaded before it (test/fixtures/start-up-probe.ts).
  */
@@ -21,6 +21,8 @@ interface Findings {
   youngAfterWorkMb: number;
   optimizedDuringStartUp?: boolean;
   optimizedAfterListening: boolean;
+  baselineDuringStartUp?: boolean;
+  baselineAfterListening: boolean;
 }
 
 async function probeDaemon(): Promise<Findings> {
@@ -59,6 +61,8 @@ t.test('V8 runs the start-up lean and the daemon as usual', async (t) => {
   );
   t.equal(f.optimizedDuringStartUp, false, 'no TurboFan while the daemon starts');
   t.equal(f.optimizedAfterListening, true, 'TurboFan once it listens');
+  t.equal(f.baselineDuringStartUp, false, 'no baseline compiler while the daemon starts');
+  t.equal(f.baselineAfterListening, true, 'the baseline compiler once it listens');
   t.ok(
     f.youngAfterWorkMb > f.youngAtListeningMb,
     `the young generation grows under work again (${f.youngAfterWorkMb} MB)`,
