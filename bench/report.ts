@@ -81,6 +81,7 @@ function fanoutSection(r: Results, charts: Map<string, string>): string[] {
               bar('acpd', row.acpd.fps),
               ...(row.memoryLog ? [bar('acpd, memory log', row.memoryLog.fps)] : []),
               bar('raw node:http', row.raw.fps),
+              ...(row.relay ? [bar('relay floor', row.relay.fps)] : []),
               ...(row.embedded ? [bar('acpd + embedded agent', row.embedded.fps)] : []),
             ],
           })),
@@ -124,6 +125,17 @@ function fanoutSection(r: Results, charts: Map<string, string>): string[] {
       .map((row) => {
         const mem = row.memoryLog as NonNullable<typeof row.memoryLog>;
         return `| ${row.subscribers} | ${med(row.acpd.fps, 0)} | ${med(mem.fps, 0)} | ${ratio(row.acpd.fps.median / mem.fps.median)} | ${ratio(row.fpsRatio)} | ${ratio(mem.fps.median / row.raw.fps.median)} | ${med(row.acpd.cpuPer1k, 2)} / ${med(mem.cpuPer1k, 2)} |`;
+      }),
+    '',
+    "What relaying an agent costs before any daemon work: the relay floor (`bench/baseline/relay-sse-server`) spawns the same flood agent, parses each of its lines once and writes acpd's very frame for it to every socket — no framework, bus, log or validation. The raw writer has no agent process and no pipe: on 2 cores, the agent's own CPU competes with the server's and the client's.",
+    '',
+    '| Subscribers | relay floor frames/s | relay / raw | acpd / relay | acpd (memory log) / relay |',
+    '|---:|---:|---:|---:|---:|',
+    ...f.rows
+      .filter((row) => row.relay)
+      .map((row) => {
+        const relay = row.relay as NonNullable<typeof row.relay>;
+        return `| ${row.subscribers} | ${med(relay.fps, 0)} | ${ratio(relay.fps.median / row.raw.fps.median)} | ${ratio(row.acpd.fps.median / relay.fps.median)} | ${row.memoryLog ? ratio(row.memoryLog.fps.median / relay.fps.median) : '—'} |`;
       }),
     '',
     'Server CPU per 1000 delivered frames (user + system time of the server process from /proc, so other load on the machine hardly moves it):',

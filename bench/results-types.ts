@@ -26,6 +26,8 @@ export interface FanoutRow {
   embedded?: { fps: Summary; cpuPer1k: Summary };
   /** acpd with `--event-log memory` (the rest is the durable default): what the log costs. */
   memoryLog?: { fps: Summary; cpuPer1k: Summary };
+  /** The relay floor: the same flood agent relayed by a bare node:http server (baseline/relay-sse-server). */
+  relay?: { fps: Summary; cpuPer1k: Summary };
   /** acpd / raw server CPU per delivered frame. */
   cpuRatio: number;
   /** acpd / raw, medians. */

@@ -19,7 +19,15 @@ import { summarize } from './lib/stats.js';
 import { log, workDir, type WorkDir } from './lib/util.js';
 import { renderAll } from './report.js';
 import type { FanoutResult, FanoutRow, Machine, Results } from './results-types.js';
-import { type FanoutRun, logRun, runAcpd, runRaw, sameBytes, startFanoutServers } from './scenarios/fanout.js';
+import {
+  type FanoutRun,
+  logRun,
+  runAcpd,
+  runRaw,
+  runRelay,
+  sameBytes,
+  startFanoutServers,
+} from './scenarios/fanout.js';
 import { runCluster } from './scenarios/cluster.js';
 import { runMany } from './scenarios/many.js';
 import { runProfile } from './scenarios/profile.js';
@@ -118,6 +126,7 @@ function fanoutRows(runs: FanoutRun[]): FanoutRow[] {
     const r = of('raw');
     const e = of('acpd-embedded');
     const m = of('acpd-memory');
+    const l = of('relay');
     const figures = (xs: FanoutRun[]) => ({
       fps: summarize(xs.map((x) => x.framesPerSec)),
       p50: summarize(xs.map((x) => x.p50Ms)),
@@ -139,6 +148,10 @@ function fanoutRows(runs: FanoutRun[]): FanoutRow[] {
         m.length > 0
           ? { fps: summarize(m.map((x) => x.framesPerSec)), cpuPer1k: summarize(m.map((x) => x.serverCpuMsPer1k)) }
           : undefined,
+      relay:
+        l.length > 0
+          ? { fps: summarize(l.map((x) => x.framesPerSec)), cpuPer1k: summarize(l.map((x) => x.serverCpuMsPer1k)) }
+          : undefined,
       cpuRatio: acpd.cpuPer1k.median / raw.cpuPer1k.median,
       fpsRatio: acpd.fps.median / raw.fps.median,
       p50Ratio: acpd.p50.median / raw.p50.median,
@@ -158,6 +171,7 @@ async function fanoutAndReplay(dir: WorkDir, args: Args, results: Results): Prom
       await runAcpd(ctx.acpd, 10, 1000);
       await runAcpd(ctx.acpdMemory, 10, 1000, 'acpd-memory');
       await runRaw(ctx.raw, 10, 1000);
+      await runRelay(ctx.relay, 10, 1000);
       if (ctx.embedded) await runAcpd(ctx.embedded, 10, 1000, 'acpd-embedded');
       const runs: FanoutRun[] = [];
       let acpdFrame = '';
@@ -178,6 +192,9 @@ async function fanoutAndReplay(dir: WorkDir, args: Args, results: Results): Prom
           const m = await runAcpd(ctx.acpdMemory, subscribers, frames, 'acpd-memory');
           logRun(m);
           runs.push(m);
+          const floor = await runRelay(ctx.relay, subscribers, frames);
+          logRun(floor);
+          runs.push(floor);
           if (ctx.embedded) {
             const r = await runAcpd(ctx.embedded, subscribers, frames, 'acpd-embedded');
             logRun(r);
@@ -199,7 +216,7 @@ async function fanoutAndReplay(dir: WorkDir, args: Args, results: Results): Prom
       results.replay = await runReplay(ctx.acpd, ctx.raw, args.reps * 3, ctx.acpdMemory);
     }
   } finally {
-    await Promise.all([ctx.acpd.stop(), ctx.acpdMemory.stop(), ctx.raw.stop(), ctx.embedded?.stop()]);
+    await Promise.all([ctx.acpd.stop(), ctx.acpdMemory.stop(), ctx.raw.stop(), ctx.relay.stop(), ctx.embedded?.stop()]);
   }
 }
 

@@ -14,6 +14,7 @@ const LISTENING = /listening on (http:\/\/127\.0\.0\.1:(\d+))/;
 
 const floodAgentPath = fileURLToPath(new URL('../agents/flood-agent.js', import.meta.url));
 const rawServerPath = fileURLToPath(new URL('../baseline/raw-sse-server.js', import.meta.url));
+const relayServerPath = fileURLToPath(new URL('../baseline/relay-sse-server.js', import.meta.url));
 export const embeddedAgentPath = join(acpdServer, '..', 'agent', 'main.js');
 
 /** The flood agent as acpd's --agent value. */
@@ -117,4 +118,15 @@ export function startAcpd(opts: AcpdOptions): Promise<Server> {
 
 export function startRawServer(cwd: string, logDir: string): Promise<Server> {
   return startServer({ name: 'raw-sse', script: rawServerPath, cwd, logDir });
+}
+
+/** The relay floor (baseline/relay-sse-server): the flood agent's chunks as acpd's frames, nothing else. */
+export function startRelayServer(cwd: string, logDir: string): Promise<Server> {
+  return startServer({
+    name: 'relay-sse',
+    script: relayServerPath,
+    args: [process.execPath, floodAgentPath],
+    cwd,
+    logDir,
+  });
 }

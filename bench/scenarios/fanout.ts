@@ -9,7 +9,14 @@
 import { randomUUID } from 'node:crypto';
 import { HttpClient, stringField, textPrompt } from '../lib/http.js';
 import { cpuMs, childrenOf } from '../../harness/proc-table.js';
-import { embeddedAgentPath, floodAgentCommand, type Server, startAcpd, startRawServer } from '../lib/procs.js';
+import {
+  embeddedAgentPath,
+  floodAgentCommand,
+  type Server,
+  startAcpd,
+  startRawServer,
+  startRelayServer,
+} from '../lib/procs.js';
 import { nowMs, openMany, type SseStream } from '../lib/sse.js';
 import { latencyPercentiles, round } from '../lib/stats.js';
 import { log, type WorkDir } from '../lib/util.js';
@@ -23,8 +30,11 @@ import { commandLine } from '../../harness/peer-daemon.js';
  */
 export const FLOOD_FIRST_ID = 2;
 
-/** `acpd` runs with its default (durable SQLite) event log, `acpd-memory` with `--event-log memory`. */
-type FanoutSystem = 'acpd' | 'acpd-memory' | 'raw' | 'acpd-embedded';
+/**
+ * `acpd` runs with its default (durable SQLite) event log, `acpd-memory` with `--event-log memory`;
+ * `relay` is the floor of relaying the same flood agent (baseline/relay-sse-server).
+ */
+type FanoutSystem = 'acpd' | 'acpd-memory' | 'raw' | 'relay' | 'acpd-embedded';
 
 export interface FanoutRun {
   system: FanoutSystem;
@@ -140,6 +150,7 @@ interface FanoutContext {
   /** The same daemon and agent with the in-memory event log: what the durable log costs. */
   acpdMemory: Server;
   raw: Server;
+  relay: Server;
   embedded: Server | undefined;
 }
 
@@ -165,6 +176,7 @@ export async function startFanoutServers(
     nodeArgs,
   });
   const raw = await startRawServer(dir.workspace, dir.logDir);
+  const relay = await startRelayServer(dir.workspace, dir.logDir);
   const emb = embedded
     ? await startAcpd({
         workspace: dir.workspace,
@@ -174,7 +186,7 @@ export async function startFanoutServers(
         args: ['--max-sessions', '0'],
       })
     : undefined;
-  return { acpd, acpdMemory, raw, embedded: emb };
+  return { acpd, acpdMemory, raw, relay, embedded: emb };
 }
 
 /** One acpd run: a fresh session (ids from 1, an empty subscriber set), S subscribers, `flood N`. */
@@ -202,6 +214,26 @@ export async function runAcpd(
       },
       system !== 'acpd-embedded',
       sample,
+    );
+  } finally {
+    client.close();
+  }
+}
+
+/** One run of the relay floor: the flood agent's `flood N`, relayed to S subscribers. */
+export async function runRelay(server: Server, subscribers: number, frames: number): Promise<FanoutRun> {
+  const client = new HttpClient(server.baseUrl);
+  try {
+    return await measure(
+      { server: server.pid, agent: childrenOf(server.pid)[0] },
+      'relay',
+      `${server.baseUrl}/events`,
+      subscribers,
+      frames,
+      async () => {
+        await client.ok('/flood', { count: frames, firstId: FLOOD_FIRST_ID, subscribers });
+      },
+      true,
     );
   } finally {
     client.close();
