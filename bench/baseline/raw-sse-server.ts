@@ -18,6 +18,7 @@
 import http from 'node:http';
 import { stampNow, STAMP_DIGITS } from '../agents/flood-agent-stamp.js';
 import { floodFrame } from './frames.js';
+import { writable } from './sse-write.js';
 
 const SSE_HEADERS = {
   'content-type': 'text/event-stream',
@@ -62,19 +63,6 @@ function splitFrames(raw: Buffer): Buffer[] {
     start = end + 2;
   }
   return out;
-}
-
-/** 'drain', or 'close' for a socket that went away meanwhile. */
-function writable(res: http.ServerResponse): Promise<void> {
-  return new Promise((resolve) => {
-    const done = (): void => {
-      res.off('drain', done);
-      res.off('close', done);
-      resolve();
-    };
-    res.on('drain', done);
-    res.on('close', done);
-  });
 }
 
 /** The previous run's sockets may still be closing: wait until exactly `want` are left. */

@@ -15,6 +15,7 @@
 //                                     every frame is written
 import { spawn } from 'node:child_process';
 import http from 'node:http';
+import { writable } from './sse-write.js';
 
 const SSE_HEADERS = {
   'content-type': 'text/event-stream',
@@ -35,18 +36,6 @@ function request(method: string, params: unknown): Promise<unknown> {
   const id = nextRequest++;
   agent.stdin.write(`${JSON.stringify({ jsonrpc: '2.0', id, method, params })}\n`);
   return new Promise((resolve) => answers.set(id, resolve));
-}
-
-function writable(res: http.ServerResponse): Promise<void> {
-  return new Promise((resolve) => {
-    const done = (): void => {
-      res.off('drain', done);
-      res.off('close', done);
-      resolve();
-    };
-    res.on('drain', done);
-    res.on('close', done);
-  });
 }
 
 interface Update {

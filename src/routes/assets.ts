@@ -56,6 +56,26 @@ export async function readAsset(file: string): Promise<Asset> {
   return asset(file, await readFile(file));
 }
 
+/**
+ * The Content-Security-Policy of a page acpd serves: scripts and styles from
+ * this origin only, requests to this origin only, no framing, no forms, no
+ * plugins — a page that holds a token should not run anything it did not
+ * ship or be clickjacked. `inlineStyles` allows style attributes and
+ * elements (Swagger UI renders with them; the console has none).
+ */
+export function pagePolicy({ inlineStyles }: { inlineStyles: boolean }): string {
+  return [
+    "default-src 'none'",
+    "script-src 'self'",
+    inlineStyles ? "style-src 'self' 'unsafe-inline'" : "style-src 'self'",
+    "img-src 'self' data:",
+    "connect-src 'self'",
+    "base-uri 'none'",
+    "form-action 'none'",
+    "frame-ancestors 'none'",
+  ].join('; ');
+}
+
 /** The answer of a request that matched no file: the app's own 404 envelope (app.ts). */
 export function notFound(req: FastifyRequest, reply: FastifyReply) {
   return reply.code(404).send({ error: `Route ${req.method} ${req.url.split('?')[0]} not found` });

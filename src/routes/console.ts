@@ -12,26 +12,13 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import { policies } from '../plugins/route-policy.js';
-import { readAssets, sendAsset, type Asset } from './assets.js';
+import { pagePolicy, readAssets, sendAsset, type Asset } from './assets.js';
 
 const CONSOLE_DIR = new URL('../console/', import.meta.url);
 const CLIENT_DIR = new URL('../client/', import.meta.url);
 
-/**
- * Scripts and styles from this origin only (no inline ones), requests to this
- * origin only, and no framing: a page that holds a token should not run
- * anything it did not ship or be clickjacked.
- */
-const CONTENT_SECURITY_POLICY = [
-  "default-src 'none'",
-  "script-src 'self'",
-  "style-src 'self'",
-  "img-src 'self' data:",
-  "connect-src 'self'",
-  "base-uri 'none'",
-  "form-action 'none'",
-  "frame-ancestors 'none'",
-].join('; ');
+/** No inline scripts or styles at all. */
+const CONTENT_SECURITY_POLICY = pagePolicy({ inlineStyles: false });
 
 const consoleRoutes: FastifyPluginAsync = async (app) => {
   if (!existsSync(new URL('index.html', CONSOLE_DIR))) {

@@ -17,7 +17,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import type { FastifyPluginAsync } from 'fastify';
 import { policies } from '../plugins/route-policy.js';
-import { asset, notFound, readAsset, sendAsset } from './assets.js';
+import { asset, notFound, pagePolicy, readAsset, sendAsset } from './assets.js';
 
 /** Swagger UI's own files the page links to (from swagger-ui-dist): the only ones served. */
 const STYLES = ['swagger-ui.css', 'index.css'];
@@ -73,21 +73,8 @@ const INITIALIZER_SCRIPT = `'use strict';
 })();
 `;
 
-/**
- * Like the console's: scripts from this origin only, requests to it only, no
- * framing. Swagger UI also needs inline styles (it renders style attributes)
- * and data: images (its stylesheet's icons).
- */
-const CONTENT_SECURITY_POLICY = [
-  "default-src 'none'",
-  "script-src 'self'",
-  "style-src 'self' 'unsafe-inline'",
-  "img-src 'self' data:",
-  "connect-src 'self'",
-  "base-uri 'none'",
-  "form-action 'none'",
-  "frame-ancestors 'none'",
-].join('; ');
+/** The console's, but Swagger UI renders with inline styles (style attributes) and needs them. */
+const CONTENT_SECURITY_POLICY = pagePolicy({ inlineStyles: true });
 
 /** swagger-ui-dist's directory, looked up (not loaded) on the first request for one of its files. */
 let uiDirectory: string | undefined;
