@@ -155,6 +155,7 @@ if (requireSystemPackage(t, SYSTEM_PACKAGES.tmux)) {
     pane.type('typed ahead');
     await pane.waitFor(/^echo: typed ahead$/m, 'the line typed during the turn, sent after it');
     t.match(pane.screen(), /slow 5\/5[\s\S]*echo: typed ahead/, 'after the running turn');
+    await pane.waitFor(/^echo: typed ahead$[\s\S]*^> $/m, 'the prompt again, the turn over');
 
     pane.keys('C-d');
     await pane.waitFor(/\[exited 0\]/, 'Ctrl-D at the prompt quits with 0');
@@ -177,6 +178,8 @@ if (requireSystemPackage(t, SYSTEM_PACKAGES.tmux)) {
     pane.type('from tmux');
     const screen = await pane.waitFor(/^echo: from tmux$/m, 'a prompt of its own');
     t.equal(screen.match(/^echo: from rest$/gm)?.length, 1, 'each reply once');
+    // The reply's text arrives before its turn ends: only the prompt after it says the client is idle.
+    await pane.waitFor(/^echo: from tmux$[\s\S]*^> $/m, 'the prompt again, the turn over');
     pane.keys('C-c');
     await pane.waitFor(/\[exited 0\]/, 'Ctrl-C at an idle prompt quits');
   });
