@@ -3,7 +3,7 @@
  *
  * Starting is a burst of code that runs once: modules evaluate, TypeBox builds
  * the route schemas, Fastify builds the router. V8 treats it like any other
- * work, and two of its reactions are waste here (measured on the bundled
+ * work, and three of its reactions are waste here (measured on the bundled
  * daemon, bench/notes/16-footprint.md):
  *
  * - Objects that survive its scavenges make it grow the young generation,
@@ -26,20 +26,44 @@
  * for what that work needs, as before.)
  *
  * V8 reads these flags whenever it decides (to grow the space, to compile a
- * function), so setting them at run time takes effect.
+ * function), so setting them at run time takes effect. A process started with
+ * flags of its own about V8's compilers or young generation (`--jitless`,
+ * `--no-opt`, `--max-semi-space-size`, … on the command line or in
+ * NODE_OPTIONS) is left exactly as started: no start-up mode, nothing restored.
  */
 import { setFlagsFromString } from 'node:v8';
 
 /** V8's own --semi-space-growth-factor (Node 20's V8 11.3 and later). */
 const V8_DEFAULT_GROWTH_FACTOR = 2;
 
-export function enterStartUpMode(): void {
+/** The V8 flags that say how it compiles and how its young generation grows. */
+const OWN_FLAGS =
+  /--(?:no-)?(?:jitless|lite-mode|opt|turbofan|sparkplug|maglev|max-lazy|semi-space|max-semi-space|min-semi-space)/;
+
+/**
+ * Whether the process is in start-up mode: kept on the global object, as the
+ * entry and the bundled daemon each have their own copy of this module.
+ */
+const ENTERED = Symbol.for('acpd.startUpMode');
+const marks = globalThis as { [ENTERED]?: boolean };
+
+export function enterStartUpMode(execArgv = process.execArgv, nodeOptions = process.env.NODE_OPTIONS ?? ''): boolean {
+  if (
+    execArgv.some((flag) => OWN_FLAGS.test(flag.replaceAll('_', '-'))) ||
+    OWN_FLAGS.test(nodeOptions.replaceAll('_', '-'))
+  ) {
+    return false;
+  }
   setFlagsFromString('--semi-space-growth-factor=1');
   setFlagsFromString('--no-turbofan');
   setFlagsFromString('--no-sparkplug');
+  marks[ENTERED] = true;
+  return true;
 }
 
 export function leaveStartUpMode(): void {
+  if (marks[ENTERED] !== true) return;
+  marks[ENTERED] = false;
   setFlagsFromString(`--semi-space-growth-factor=${V8_DEFAULT_GROWTH_FACTOR}`);
   setFlagsFromString('--turbofan');
   setFlagsFromString('--sparkplug');

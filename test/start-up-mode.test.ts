@@ -11,6 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
+import { enterStartUpMode, leaveStartUpMode } from '../src/start-up-mode.js';
 
 const DIST_SERVER = fileURLToPath(new URL('../../dist/server.js', import.meta.url));
 const PROBE = fileURLToPath(new URL('./fixtures/start-up-probe.js', import.meta.url));
@@ -67,4 +68,14 @@ t.test('V8 runs the start-up lean and the daemon as usual', async (t) => {
     f.youngAfterWorkMb > f.youngAtListeningMb,
     `the young generation grows under work again (${f.youngAfterWorkMb} MB)`,
   );
+});
+
+t.test('a process started with V8 flags of its own about compilers or the young generation is left as it is', (t) => {
+  for (const flags of [['--jitless'], ['--no-opt'], ['--max-semi-space-size=4'], ['--no_turbofan']]) {
+    t.equal(enterStartUpMode(flags, ''), false, flags.join(' '));
+  }
+  t.equal(enterStartUpMode([], '--max-semi-space-size=2 --enable-source-maps'), false, 'NODE_OPTIONS too');
+  t.equal(enterStartUpMode(['--enable-source-maps', '--import=x.js'], ''), true, 'other flags do not count');
+  leaveStartUpMode();
+  t.end();
 });
