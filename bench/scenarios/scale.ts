@@ -99,10 +99,18 @@ async function startupStages(workspace: string, reps: number): Promise<StageRss[
   return [...runs].map(([stage, v]) => ({ stage, rssMb: summarize(v.rss), heapUsedMb: summarize(v.heap) }));
 }
 
+/**
+ * Dependencies the daemon never imports: importing one alone would measure something no daemon loads.
+ * swagger-ui-dist is files for the browser; /docs reads them from its directory (routes/docs.ts).
+ */
+const NEVER_IMPORTED = new Set(['swagger-ui-dist']);
+
 /** Each runtime dependency of package.json imported alone in a fresh process: what it adds to RSS. */
 async function dependencyCosts(): Promise<Array<{ name: string; addedMb: number }>> {
   const pkg: unknown = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8'));
-  const deps = isRecord(pkg) && isRecord(pkg.dependencies) ? Object.keys(pkg.dependencies) : [];
+  const deps = (isRecord(pkg) && isRecord(pkg.dependencies) ? Object.keys(pkg.dependencies) : []).filter(
+    (name) => !NEVER_IMPORTED.has(name),
+  );
   const out: Array<{ name: string; addedMb: number }> = [];
   for (const name of deps) {
     try {
