@@ -368,7 +368,7 @@ function qwenSection(r: Results, charts: Map<string, string>): string[] {
           title: 'Daemon RSS (agent excluded)',
           unit: 'MB',
           groups: [
-            { label: 'idle', bars: contenders.map(([n, d]) => ({ series: n, value: d.rssIdleMb })) },
+            { label: 'idle', bars: contenders.map(([n, d]) => bar(n, d.startups.rssMb)) },
             { label: 'loaded, 10 subs', bars: contenders.map(([n, d]) => bar(n, d.rssLoadedMb)) },
           ],
           lines: [{ value: qw.rssLoadedMb.median / 3, label: 'target: 1/3 of qwen serve' }],

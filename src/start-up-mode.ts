@@ -48,12 +48,8 @@ const ENTERED = Symbol.for('acpd.startUpMode');
 const marks = globalThis as { [ENTERED]?: boolean };
 
 export function enterStartUpMode(execArgv = process.execArgv, nodeOptions = process.env.NODE_OPTIONS ?? ''): boolean {
-  if (
-    execArgv.some((flag) => OWN_FLAGS.test(flag.replaceAll('_', '-'))) ||
-    OWN_FLAGS.test(nodeOptions.replaceAll('_', '-'))
-  ) {
-    return false;
-  }
+  // V8 reads `_` in a flag's name as `-`.
+  if ([...execArgv, nodeOptions].some((flags) => OWN_FLAGS.test(flags.replaceAll('_', '-')))) return false;
   setFlagsFromString('--semi-space-growth-factor=1');
   setFlagsFromString('--no-turbofan');
   setFlagsFromString('--no-sparkplug');

@@ -18,7 +18,7 @@
 import http from 'node:http';
 import { stampNow, STAMP_DIGITS } from '../agents/flood-agent-stamp.js';
 import { floodFrame } from './frames.js';
-import { writable } from './sse-write.js';
+import { settle, writable, writeToAll } from './sse-write.js';
 
 const SSE_HEADERS = {
   'content-type': 'text/event-stream',
@@ -65,14 +65,8 @@ function splitFrames(raw: Buffer): Buffer[] {
   return out;
 }
 
-/** The previous run's sockets may still be closing: wait until exactly `want` are left. */
-async function settle(want: number): Promise<void> {
-  const end = Date.now() + 5000;
-  while (subscribers.size !== want && Date.now() < end) await new Promise((r) => setImmediate(r));
-}
-
 async function flood(count: number, firstId: number, sessionId: string, want: number): Promise<void> {
-  await settle(want);
+  await settle(subscribers, want);
   // Everything is in memory before the first write; the stamp slot is overwritten in place.
   const frames: Buffer[] = [];
   const slots: number[] = [];
@@ -85,11 +79,8 @@ async function flood(count: number, firstId: number, sessionId: string, want: nu
   for (let i = 0; i < count; i++) {
     const buf = frames[i];
     buf.write(stampNow(), slots[i], STAMP_DIGITS, 'latin1');
-    let waits: Promise<void>[] | undefined;
-    for (const res of socks) {
-      if (!res.destroyed && !res.write(buf)) (waits ??= []).push(writable(res));
-    }
-    if (waits) await Promise.all(waits);
+    const pushedBack = writeToAll(socks, buf);
+    if (pushedBack) await pushedBack;
   }
 }
 

@@ -15,7 +15,7 @@
 //                                     every frame is written
 import { spawn } from 'node:child_process';
 import http from 'node:http';
-import { writable } from './sse-write.js';
+import { settle, writeToAll } from './sse-write.js';
 
 const SSE_HEADERS = {
   'content-type': 'text/event-stream',
@@ -55,15 +55,6 @@ function frameOf(id: number, p: Update): string {
   return `id: ${id}\nevent: session_update\ndata: ${JSON.stringify({ id, v: 1, type: 'session_update', data })}\n\n`;
 }
 
-/** Writes one read's frames to every socket in one write each, waiting for 'drain' where one pushes back. */
-async function relay(frames: string): Promise<void> {
-  let waits: Promise<void>[] | undefined;
-  for (const res of subscribers) {
-    if (!res.destroyed && !res.write(frames)) (waits ??= []).push(writable(res));
-  }
-  if (waits) await Promise.all(waits);
-}
-
 /** One line of the agent: a chunk becomes its frame; an answer settles its request. */
 function take(line: string): string {
   const msg = JSON.parse(line) as { id?: number; method?: string; params?: Update; result?: unknown };
@@ -86,7 +77,7 @@ agent.stdout.on('data', (chunk: string) => {
   partial = lines.pop() ?? '';
   let frames = '';
   for (const line of lines) if (line !== '') frames += take(line);
-  if (frames !== '') sending = sending.then(() => relay(frames));
+  if (frames !== '') sending = sending.then(() => writeToAll(subscribers, frames));
 });
 
 function readBody(req: http.IncomingMessage): Promise<string> {
@@ -98,13 +89,8 @@ function readBody(req: http.IncomingMessage): Promise<string> {
   });
 }
 
-async function settle(want: number): Promise<void> {
-  const end = Date.now() + 5000;
-  while (subscribers.size !== want && Date.now() < end) await new Promise((r) => setImmediate(r));
-}
-
 async function flood(count: number, firstId: number, want: number): Promise<void> {
-  await settle(want);
+  await settle(subscribers, want);
   const session = (await request('session/new', { cwd: process.cwd(), mcpServers: [] })) as { sessionId: string };
   nextEventId = firstId;
   await request('session/prompt', { sessionId: session.sessionId, prompt: [{ type: 'text', text: `flood ${count}` }] });

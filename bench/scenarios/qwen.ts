@@ -31,9 +31,10 @@ type Contender = 'qwen' | 'acpd' | 'acpd-warm';
 
 export interface DaemonFigures {
   kind: Contender;
-  /** Spawn → the "listening on" line, median of the start-up rounds. */
-  startupMs: number;
-  /** Each start-up round: spawn → listening, the process's CPU time then, and its RSS 300 ms later. */
+  /**
+   * The start-up rounds: spawn → the "listening on" line, the process's CPU time then, and its RSS
+   * 300 ms later (the daemon process only, not an agent: neither spawns one before its first session).
+   */
   startups: { ms: Summary; cpuMs: Summary; rssMb: Summary };
   coldCreateMs: number;
   createMs: Summary;
@@ -46,8 +47,6 @@ export interface DaemonFigures {
   /** POST prompt → the reply chunk at all 10 subscribers. */
   fanout10Ms: Summary;
   loadMs: Summary;
-  /** Daemon process only (not its agent child), MB: 300 ms after listening, median of the start-up rounds. */
-  rssIdleMb: number;
   rssLoadedMb: Summary;
   agentRssMb: number;
 }
@@ -278,7 +277,6 @@ class Contestant {
   figures(): DaemonFigures {
     return {
       kind: this.kind,
-      startupMs: summarize(this.startMs).median,
       startups: { ms: summarize(this.startMs), cpuMs: summarize(this.startCpuMs), rssMb: summarize(this.idleRssMb) },
       coldCreateMs: this.coldCreateMs,
       createMs: summarize(this.create),
@@ -287,7 +285,6 @@ class Contestant {
       firstChunkLaterMs: summarize(this.firstChunkLater),
       fanout10Ms: summarize(this.fanout),
       loadMs: summarize(this.load),
-      rssIdleMb: summarize(this.idleRssMb).median,
       rssLoadedMb: summarize(this.rssLoaded),
       agentRssMb: this.agentRssMb,
     };
