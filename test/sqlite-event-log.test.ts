@@ -9,6 +9,7 @@ import t from 'tap';
 import { until, within } from '../harness/wait.js';
 import { BusStats, EventBus } from '../src/services/event-bus.js';
 import { EVENTS_FILE, SqliteEventStore, storedEvents, type StoreLogger } from '../src/services/sqlite-event-log.js';
+import { WalCheckpointer } from '../src/services/wal-checkpointer.js';
 import { startDaemon, tempDir } from './support/app.js';
 import { call, createSession, obj } from './support/http.js';
 import { openEvents } from './support/sse.js';
@@ -572,40 +573,86 @@ function runsOf(store: SqliteEventStore, sessionId: string): number {
     .get(sessionId)!.n;
 }
 
-t.test('a group commit is one row of the frames as sent; a trim cuts a run and leaves exactly the bounds', (t) => {
-  const store = openStore(tempDir(t), { maxEvents: 10, maxBytes: 0 });
-  t.teardown(() => store.close());
-  const bus = new EventBus({ log: store.logFor('s') });
-  const live = bus.subscribe();
-  for (let i = 0; i < 7; i++) bus.publish('tick', { i, text: 'é\n' });
-  bus.flush();
-  const sent = live.takeBuffered().map((ev) => ev.frame);
-  t.equal(runsOf(store, 's'), 1, 'seven events, one row');
-  t.same(
-    storedEvents(store.database, 's').map((row) => `id: ${row.id}\nevent: tick\ndata: ${row.json}\n\n`),
-    sent,
-    'the row holds the frames sent, byte for byte',
-  );
-  for (let i = 0; i < 5; i++) bus.publish('tick', { i });
-  bus.flush();
-  t.equal(runsOf(store, 's'), 2);
-  t.same(
-    rowsOf(store, 's'),
-    Array.from({ length: 12 }, (_, i) => 1 + i),
-    'within the slack',
-  );
-  t.same(
-    [...store.logFor('s').after(0)].map((ev) => ev.envelope.id),
-    Array.from({ length: 10 }, (_, i) => 3 + i),
-  );
-  t.same(
-    rowsOf(store, 's'),
-    Array.from({ length: 10 }, (_, i) => 3 + i),
-    'the first run cut after its second event, the second whole',
-  );
-  t.equal(runsOf(store, 's'), 2);
-  t.end();
-});
+/** How many events the rows hold, readable or not (a trim keeps the run it cuts whole). */
+function eventsInRows(store: SqliteEventStore, sessionId: string): number {
+  return store.database
+    .prepare<[string], { n: number }>('SELECT SUM(last_id - first_id + 1) AS n FROM event_runs WHERE session_id = ?')
+    .get(sessionId)!.n;
+}
+
+t.test(
+  'a group commit is one row of the frames as sent; a trim keeps the run it cuts, its older frames never read again',
+  (t) => {
+    const dir = tempDir(t);
+    const bounds = { maxEvents: 10, maxBytes: 0 };
+    const store = openStore(dir, bounds);
+    const bus = new EventBus({ log: store.logFor('s') });
+    const live = bus.subscribe();
+    for (let i = 0; i < 7; i++) bus.publish('tick', { i, text: 'é\n' });
+    bus.flush();
+    const sent = live.takeBuffered().map((ev) => ev.frame);
+    t.equal(runsOf(store, 's'), 1, 'seven events, one row');
+    t.same(
+      storedEvents(store.database, 's').map((row) => `id: ${row.id}\nevent: tick\ndata: ${row.json}\n\n`),
+      sent,
+      'the row holds the frames sent, byte for byte',
+    );
+    for (let i = 0; i < 5; i++) bus.publish('tick', { i });
+    bus.flush();
+    sent.push(...live.takeBuffered().map((ev) => ev.frame));
+    t.equal(runsOf(store, 's'), 2);
+    t.same(
+      rowsOf(store, 's'),
+      Array.from({ length: 12 }, (_, i) => 1 + i),
+      'within the slack',
+    );
+    const newest = Array.from({ length: 10 }, (_, i) => 3 + i);
+    t.same(
+      [...store.logFor('s').after(0)].map((ev) => ev.envelope.id),
+      newest,
+    );
+    t.same(rowsOf(store, 's'), newest, 'the file gives exactly the bounds');
+    t.equal(runsOf(store, 's'), 2, 'the first run cut after its second event, not rewritten');
+    t.equal(eventsInRows(store, 's'), 12, 'its two older frames are still in it');
+    const keptBytes = sent.slice(2).reduce((n, f) => n + Buffer.byteLength(f), 0);
+    t.equal(store.logFor('s').bytes, keptBytes, 'the byte count is of the readable frames');
+    store.close();
+
+    // A reopen reads the cut from the file, not from the rows.
+    const again = openStore(dir, bounds);
+    t.teardown(() => again.close());
+    const log = again.logFor('s');
+    t.equal(log.firstId, 3);
+    t.equal(log.size, 10);
+    t.equal(log.bytes, keptBytes);
+    t.equal(log.nextId, 13);
+    t.same(
+      [...log.after(0)].map((ev) => ev.frame),
+      sent.slice(2),
+      'a replay from the file starts at the cut',
+    );
+    t.same(
+      [...log.after(1)].map((ev) => ev.envelope.id),
+      newest,
+      'a cursor inside the hidden frames too',
+    );
+    // Past the first run's last event the next trim deletes it whole.
+    const bus2 = new EventBus({ log });
+    for (let i = 0; i < 8; i++) bus2.publish('tick', { i });
+    bus2.flush();
+    t.same(
+      [...log.after(0)].map((ev) => ev.envelope.id),
+      Array.from({ length: 10 }, (_, i) => 11 + i),
+    );
+    t.equal(runsOf(again, 's'), 2, 'the cut run went whole; the next one is cut');
+    t.equal(eventsInRows(again, 's'), 13);
+    t.same(
+      storedEvents(again.database, 's').map((row) => row.id),
+      Array.from({ length: 10 }, (_, i) => 11 + i),
+    );
+    t.end();
+  },
+);
 
 t.test('after a reopen a trim walks the runs: exactly the newest events within the bytes bound', (t) => {
   const dir = tempDir(t);
@@ -712,5 +759,116 @@ t.test('after a failed write the trim walks the file: the tail holds an event th
   // Seven ids, six in the file: past the slack (5) at event 7, back to the newest four the file holds.
   t.same(rowsOf(store, 's'), [3, 4, 6, 7], "the file's newest four, not the tail's");
   t.equal(store.logFor('s').size, 4, 'and the count says so');
+  t.end();
+});
+
+/** Publishes about `megabytes` MB of frames in bursts of `perBurst` (each burst one commit). */
+function publishMegabytes(bus: EventBus, megabytes: number, perBurst = 100): void {
+  const pad = 'w'.repeat(1000);
+  for (let burst = 0; burst < (megabytes * 1000) / perBurst; burst++) {
+    for (let i = 0; i < perBurst; i++) bus.publish('tick', { i, pad });
+    bus.flush();
+  }
+}
+
+t.test("the WAL's checkpoints run on a worker thread: none in the commits, and the WAL starts over", async (t) => {
+  const dir = tempDir(t);
+  const store = openStore(dir, { maxEvents: 100, maxBytes: 0 });
+  t.teardown(() => store.close());
+  const checkpointer = store.checkpointer!;
+  t.equal(store.database.pragma('wal_autocheckpoint', { simple: true }), 0, "the daemon's connection makes none");
+  t.notOk(checkpointer.running, 'no thread before there is anything to fold');
+  const bus = new EventBus({ log: store.logFor('s') });
+  publishMegabytes(bus, 5);
+  t.ok(checkpointer.running, 'a thread once 4 MB went to the WAL');
+  await until(() => checkpointer.checkpoints >= 1, 'the first checkpoint');
+  t.ok(checkpointer.pagesCopied > 1000, `it copied the WAL's pages (${checkpointer.pagesCopied})`);
+  const wal = path.join(dir, `${EVENTS_FILE}-wal`);
+  const afterFirst = statSync(wal).size;
+  publishMegabytes(bus, 5);
+  // Without a checkpoint the WAL only grows (SQLite's own are off): 5 MB more on top of the first 5.
+  t.ok(statSync(wal).size < afterFirst + 2 * 1024 * 1024, 'the next commits wrote the WAL from its start again');
+  await until(() => checkpointer.checkpoints >= 2, 'a second checkpoint');
+  t.same(
+    rowsOf(store, 's'),
+    Array.from({ length: 100 }, (_, i) => bus.lastEventId - 99 + i),
+    'the log is whole',
+  );
+});
+
+t.test(
+  'a checkpoint thread that cannot start: reported once, and SQLite checkpoints in the commits again',
+  async (t) => {
+    const warnings: string[] = [];
+    const store = new SqliteEventStore({
+      dataDir: tempDir(t),
+      bounds: { maxEvents: 100, maxBytes: 0 },
+      log: { error: () => {}, warn: (_obj, msg) => warnings.push(msg) },
+      checkpointWorkerUrl: new URL('./no-such-worker.js', import.meta.url),
+    });
+    t.teardown(() => store.close());
+    const bus = new EventBus({ log: store.logFor('s') });
+    publishMegabytes(bus, 5);
+    await until(() => !store.checkpointer!.active, 'the checkpointer gave up');
+    t.equal(store.database.pragma('wal_autocheckpoint', { simple: true }), 1000, "SQLite's default again");
+    t.same(warnings, ['checkpoint worker unavailable; checkpoints are made by the commits']);
+    publishMegabytes(bus, 5);
+    t.same(warnings.length, 1, 'reported once');
+    t.equal(store.logFor('s').size, 100, 'the log goes on');
+  },
+);
+
+t.test('the checkpoint thread ends when idle and starts again when needed', async (t) => {
+  const dir = tempDir(t);
+  const store = new SqliteEventStore({
+    dataDir: dir,
+    bounds: { maxEvents: 10, maxBytes: 0 },
+    log: recorder(),
+    checkpointWorker: false,
+  });
+  t.teardown(() => store.close());
+  t.equal(store.checkpointer, undefined, 'off: SQLite checkpoints in the commits');
+  t.equal(store.database.pragma('wal_autocheckpoint', { simple: true }), 1000);
+  const fellBack: string[] = [];
+  const checkpointer = new WalCheckpointer({
+    file: store.file,
+    everyBytes: 100,
+    capBytes: 1024 * 1024 * 1024,
+    truncate: () => t.fail('the WAL is far below its cap'),
+    idleMs: 10,
+    fallBack: (reason) => fellBack.push(reason),
+  });
+  t.teardown(() => checkpointer.close());
+  checkpointer.wrote(60);
+  t.notOk(checkpointer.running, 'not yet 100 bytes');
+  checkpointer.wrote(60);
+  t.ok(checkpointer.running);
+  await until(() => checkpointer.checkpoints === 1 && !checkpointer.running, 'one checkpoint, then idle: gone');
+  checkpointer.request();
+  await until(() => checkpointer.checkpoints === 2, 'a second checkpoint');
+  t.equal(checkpointer.started, 2, 'on a new thread');
+  t.same(fellBack, [], 'an idle thread ending is no failure');
+});
+
+t.test('a steady stream of commits: the WAL file stays within its cap', (t) => {
+  const dir = tempDir(t);
+  const cap = 2 * 1024 * 1024;
+  const store = new SqliteEventStore({
+    dataDir: dir,
+    bounds: { maxEvents: 100, maxBytes: 0 },
+    log: recorder(),
+    checkpointEveryBytes: 256 * 1024,
+    walCapBytes: cap,
+  });
+  t.teardown(() => store.close());
+  const bus = new EventBus({ log: store.logFor('s') });
+  // Small commits, one after the other, and never a turn of the event loop: nothing the worker answers is
+  // even read, as under a flood that never pauses.
+  publishMegabytes(bus, 20, 5);
+  const walSize = statSync(path.join(dir, `${EVENTS_FILE}-wal`)).size;
+  t.ok(store.checkpointer!.truncations > 0, `the cap called for truncations (${store.checkpointer!.truncations})`);
+  // A check every 256 KB of frames: between two, the WAL grows by a few times that.
+  t.ok(walSize < cap + 4 * 1024 * 1024, `the WAL file is ${walSize} bytes`);
+  t.equal(store.logFor('s').size, 100);
   t.end();
 });

@@ -32,10 +32,14 @@
  * the bounds, in the same transaction; so a flood costs one transaction per
  * burst and one trim per eighth of the bounds, not a trim after every burst.
  * A trim deletes the runs that fall wholly before the new oldest event and
- * rewrites the one run it cuts, so a trim leaves the file holding
- * exactly the bounds. Where to cut comes from the tail when it can (it keeps the same
- * bounds over the same events, so its oldest event is where the file's
- * must start), else from a walk over the runs. Readers never see the excess:
+ * records that event's id (`logs.first_id`); the run it cuts stays as it
+ * is, its older frames skipped by every read, until a later trim deletes it
+ * whole. Rewriting that run instead cost a copy of up to `RUN_EVENTS` frames
+ * per trim for nothing a client can see (bench/notes/16-round-two.md, step
+ * 6). So the file holds the bounds plus at most one run's older part. Where
+ * to cut comes from the tail when it can (it keeps the same bounds over the
+ * same events, so its oldest event is where the file's must start), else
+ * from a walk over the runs. Readers never see the excess:
  * `after` (and `firstId`, `size`, `bytes`) trim their session to the exact
  * bounds first, and an unref'd timer trims every session over its bounds and
  * truncates the WAL file now and then. What a trim drops is reported to the
@@ -67,6 +71,7 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import type { BusEvent, EventEnvelope } from './event-bus.js';
 import { MemoryEventLog, type EventLog } from './event-log.js';
+import { CHECKPOINT_EVERY_BYTES, CHECKPOINTER_IDLE_MS, WAL_CAP_BYTES, WalCheckpointer } from './wal-checkpointer.js';
 
 export const EVENTS_FILE = 'events.sqlite';
 
@@ -94,13 +99,27 @@ interface StoreOptions {
    * on a timer (bursts are still compacted). One minute when absent.
    */
   maintenanceMs?: number;
+  /**
+   * Whether a worker thread makes the WAL's checkpoints (see
+   * `WalCheckpointer`); true when absent. False leaves them to SQLite, inside
+   * the commits.
+   */
+  checkpointWorker?: boolean;
+  /** The checkpoint worker's module (tests); the daemon's own when absent. */
+  checkpointWorkerUrl?: URL;
+  /** `WalCheckpointer`'s cadence and WAL cap (tests); the defaults when absent. */
+  checkpointEveryBytes?: number;
+  walCapBytes?: number;
 }
 
 const DEFAULT_MAINTENANCE_MS = 60_000;
 
+/** SQLite's own default for automatic checkpoints, put back when the checkpoint worker is gone. */
+const SQLITE_AUTOCHECKPOINT_PAGES = 1000;
+
 /**
  * The most events one row holds: a commit of a larger burst is several rows.
- * Keeps the run a trim rewrites (the one it cuts) small.
+ * Bounds what a trim leaves behind in the run it cuts.
  */
 const RUN_EVENTS = 256;
 
@@ -115,8 +134,8 @@ const TRIM_SLACK = 8;
 
 /** What a session's log tells its store. */
 interface LogHooks {
-  /** An event was committed: the log may now be over its bounds. */
-  appended(log: SqliteEventLog): void;
+  /** Events were committed (`bytes` of frames): the log may now be over its bounds. */
+  appended(log: SqliteEventLog, bytes: number): void;
   /** A write failed (disk full, I/O error); the event lives in memory only. */
   writeFailed(err: unknown): void;
   /** The last bus watching the log let go of it (its session ended here). */
@@ -127,7 +146,8 @@ const SCHEMA = `
   CREATE TABLE IF NOT EXISTS logs (
     session_id TEXT PRIMARY KEY,
     epoch TEXT NOT NULL,
-    next_id INTEGER NOT NULL
+    next_id INTEGER NOT NULL,
+    first_id INTEGER NOT NULL DEFAULT 0
   ) WITHOUT ROWID;
   CREATE TABLE IF NOT EXISTS event_runs (
     session_id TEXT NOT NULL,
@@ -152,9 +172,17 @@ const MIGRATE_EVENTS = `
   DROP TABLE events;
 `;
 
+/**
+ * A database written before trims kept the run they cut (its `logs` had no
+ * `first_id`): every event its runs hold is readable, which 0 says.
+ */
+const ADD_FIRST_ID = 'ALTER TABLE logs ADD COLUMN first_id INTEGER NOT NULL DEFAULT 0';
+
 interface LogRow {
   epoch: string;
   next_id: number;
+  /** The oldest id a read may give: a trim's cut (older frames of the run it cut are skipped); 0 before any. */
+  first_id: number;
 }
 
 interface ExtentRow {
@@ -179,20 +207,20 @@ class Statements {
   readonly extent;
   readonly insertRun;
   readonly after;
-  readonly oldest;
   readonly dropRuns;
-  readonly cutRun;
+  readonly setFirst;
   readonly runAt;
   /** Write transactions run so far (commits, trims), for tests and the bench: a flood's cost per event. */
   transactions = 0;
 
   constructor(db: Database.Database) {
-    this.getLog = db.prepare<[string], LogRow>('SELECT epoch, next_id FROM logs WHERE session_id = ?');
+    this.getLog = db.prepare<[string], LogRow>('SELECT epoch, next_id, first_id FROM logs WHERE session_id = ?');
     this.putLog = db.prepare<[string, string]>('INSERT INTO logs (session_id, epoch, next_id) VALUES (?, ?, 1)');
     this.setNext = db.prepare<[number, string]>('UPDATE logs SET next_id = ? WHERE session_id = ?');
-    this.extent = db.prepare<[string], ExtentRow>(
+    // The runs wholly readable: from the trim's cut on (the run it cut, if any, is `runAt` the cut).
+    this.extent = db.prepare<[string, number], ExtentRow>(
       'SELECT MIN(first_id) AS first, MAX(last_id) AS last, SUM(last_id - first_id + 1) AS count, SUM(bytes) AS bytes' +
-        ' FROM event_runs WHERE session_id = ?',
+        ' FROM event_runs WHERE session_id = ? AND first_id >= ?',
     );
     this.insertRun = db.prepare<[string, number, number, number, string]>(
       'INSERT INTO event_runs (session_id, first_id, last_id, bytes, frames) VALUES (?, ?, ?, ?, ?)',
@@ -200,19 +228,14 @@ class Statements {
     this.after = db.prepare<[string, number], RunRow>(
       'SELECT first_id, last_id, bytes, frames FROM event_runs WHERE session_id = ? AND last_id > ? ORDER BY first_id',
     );
-    this.oldest = db.prepare<[string], RunRow>(
-      'SELECT first_id, last_id, bytes, frames FROM event_runs WHERE session_id = ? ORDER BY first_id',
-    );
     // `first_id <= ?` bounds the walk of the primary key to the runs that can go.
     this.dropRuns = db.prepare<[string, number, number]>(
       'DELETE FROM event_runs WHERE session_id = ? AND first_id <= ? AND last_id <= ?',
     );
     this.runAt = db.prepare<[string, number, number], RunRow>(
-      'SELECT first_id, last_id, bytes, frames FROM event_runs WHERE session_id = ? AND first_id <= ? AND last_id > ?',
+      'SELECT first_id, last_id, bytes, frames FROM event_runs WHERE session_id = ? AND first_id < ? AND last_id >= ?',
     );
-    this.cutRun = db.prepare<[number, number, string, string, number]>(
-      'UPDATE event_runs SET first_id = ?, bytes = ?, frames = ? WHERE session_id = ? AND first_id = ?',
-    );
+    this.setFirst = db.prepare<[number, string]>('UPDATE logs SET first_id = ? WHERE session_id = ?');
   }
 }
 
@@ -226,16 +249,19 @@ export class SqliteEventStore {
   private readonly dirty = new Set<SqliteEventLog>();
   private readonly compactTx: (logs: SqliteEventLog[]) => (Trim | undefined)[];
   private readonly timer: NodeJS.Timeout | undefined;
+  /** Makes the WAL's checkpoints beside the event loop; undefined when SQLite makes them in the commits. */
+  readonly checkpointer: WalCheckpointer | undefined;
 
   /** Why the last write failed, while writes fail; undefined when the last one succeeded. */
   private failing: string | undefined;
   private readonly hooks: LogHooks = {
-    appended: (log) => {
+    appended: (log, bytes) => {
       if (this.failing !== undefined) {
         this.opts.log.warn({ file: this.file }, 'event log writable again');
         this.failing = undefined;
       }
       this.markDirty(log);
+      this.checkpointer?.wrote(bytes);
     },
     writeFailed: (err) => {
       const reason = err instanceof Error ? err.message : String(err);
@@ -260,6 +286,25 @@ export class SqliteEventStore {
     this.file = path.join(opts.dataDir, EVENTS_FILE);
     this.db = this.openChecked();
     this.statements = new Statements(this.db);
+    if (opts.checkpointWorker !== false) {
+      const db = this.db;
+      this.checkpointer = new WalCheckpointer({
+        file: this.file,
+        everyBytes: opts.checkpointEveryBytes ?? CHECKPOINT_EVERY_BYTES,
+        capBytes: opts.walCapBytes ?? WAL_CAP_BYTES,
+        truncate: () => this.guarded(() => this.checkpoint()),
+        idleMs: CHECKPOINTER_IDLE_MS,
+        workerUrl: opts.checkpointWorkerUrl,
+        fallBack: (reason) => {
+          opts.log.warn(
+            { file: this.file, reason },
+            'checkpoint worker unavailable; checkpoints are made by the commits',
+          );
+          if (db.open) db.pragma(`wal_autocheckpoint = ${SQLITE_AUTOCHECKPOINT_PAGES}`);
+        },
+      });
+      this.db.pragma('wal_autocheckpoint = 0');
+    }
     this.compactTx = this.db.transaction((logs: SqliteEventLog[]) => {
       this.statements.transactions++;
       return logs.map((log) => log.planTrim());
@@ -342,6 +387,7 @@ export class SqliteEventStore {
   /** Closes the database; a log asked to append afterwards keeps nothing. */
   close(): void {
     if (this.timer) clearInterval(this.timer);
+    this.checkpointer?.close();
     if (!this.db.open) return;
     for (const log of this.logs.values()) log.commit();
     this.guarded(() => this.compact());
@@ -395,6 +441,8 @@ export class SqliteEventStore {
       const verdict: unknown = db.pragma('quick_check', { simple: true });
       if (verdict !== 'ok') throw new Error(`quick_check: ${String(verdict)}`);
       db.exec(SCHEMA);
+      const logColumns = db.pragma('table_info(logs)') as { name: string }[];
+      if (!logColumns.some((column) => column.name === 'first_id')) db.exec(ADD_FIRST_ID);
       const old = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'").get();
       if (old !== undefined) db.transaction(() => db.exec(MIGRATE_EVENTS))();
       return db;
@@ -464,6 +512,7 @@ export class SqliteEventLog implements EventLog {
     private readonly hooks: LogHooks,
   ) {
     const known = sql.getLog.get(sessionId);
+    const floor = known?.first_id ?? 0;
     if (known) {
       this.epoch = known.epoch;
       this.next = known.next_id;
@@ -472,12 +521,23 @@ export class SqliteEventLog implements EventLog {
       this.next = 1;
       sql.putLog.run(sessionId, this.epoch);
     }
-    const extent = sql.extent.get(sessionId);
+    const extent = sql.extent.get(sessionId, floor);
     // `next_id` is written only by a log that keeps no rows; otherwise the newest row (never trimmed) says it.
     if (extent?.last != null) this.next = Math.max(this.next, extent.last + 1);
     this.first = extent?.first ?? this.next;
     this.count = extent?.count ?? 0;
     this.heldBytes = extent?.bytes ?? 0;
+    // The run the last trim cut: its frames from the cut on are readable, the older ones are not.
+    const cut = floor > 0 ? sql.runAt.get(sessionId, floor, floor) : undefined;
+    if (cut) {
+      eachFrame(cut, (id, frame) => {
+        if (id < floor) return;
+        this.count++;
+        this.heldBytes += Buffer.byteLength(frame);
+      });
+      this.first = floor;
+      this.next = Math.max(this.next, cut.last_id + 1);
+    }
     this.tail = new MemoryEventLog(bounds);
     this.tailFrom = this.next;
     this.trimAtEvents = bounds.maxEvents + Math.ceil(bounds.maxEvents / TRIM_SLACK);
@@ -554,12 +614,14 @@ export class SqliteEventLog implements EventLog {
     let first = this.first;
     let count = this.count;
     let bytes = this.heldBytes;
+    let written = 0;
     for (const event of batch) {
       this.tail.append(event);
       if (count === 0) first = event.id ?? first;
       count++;
-      bytes += event.bytes;
+      written += event.bytes;
     }
+    bytes += written;
     let trim: Trim | undefined;
     try {
       trim = this.commitTx(batch, count, bytes);
@@ -577,7 +639,7 @@ export class SqliteEventLog implements EventLog {
     this.count = count;
     this.heldBytes = bytes;
     if (trim) this.trimmed(trim);
-    this.hooks.appended(this);
+    this.hooks.appended(this, written);
   }
 
   /** Inside the commit's transaction: the batch as runs of up to `RUN_EVENTS` events, one row each. */
@@ -619,10 +681,12 @@ export class SqliteEventLog implements EventLog {
     this.trimIfOver();
     // A cursor older than everything held: the tail serves when the file holds nothing before it.
     if (this.tail.size > 0 && this.first >= this.tail.firstId) return [...this.tail.after(cursor)];
+    // The run a trim cut holds frames older than the log's first: never read.
+    const from = Math.max(cursor, this.first - 1);
     const events: BusEvent[] = [];
-    for (const run of this.sql.after.iterate(this.sessionId, cursor)) {
+    for (const run of this.sql.after.iterate(this.sessionId, from)) {
       eachFrame(run, (id, frame) => {
-        if (id > cursor) events.push(storedEvent(id, frame));
+        if (id > from) events.push(storedEvent(id, frame));
       });
     }
     return events;
@@ -662,44 +726,38 @@ export class SqliteEventLog implements EventLog {
     return trim;
   }
 
-  /** Where a trim cuts, from the runs themselves: whole runs while that is not too many, then event by event. */
+  /**
+   * Where a trim cuts, from the runs themselves (the readable part of each):
+   * whole runs while that is not too many, then event by event.
+   */
   private walkTrim(count: number, bytes: number): Trim {
     let first = this.first;
     const total = count;
-    for (const run of this.sql.oldest.iterate(this.sessionId)) {
+    for (const run of this.sql.after.iterate(this.sessionId, first - 1)) {
       const events = run.last_id - run.first_id + 1;
-      if (this.isOver(count - events, bytes - run.bytes)) {
+      if (run.first_id >= first && this.isOver(count - events, bytes - run.bytes)) {
         count -= events;
         bytes -= run.bytes;
         first = run.last_id + 1;
         continue;
       }
       eachFrame(run, (id, frame) => {
+        if (id < first) return true;
         if (!this.isOver(count, bytes)) return false;
         count--;
         bytes -= Buffer.byteLength(frame);
         first = id + 1;
         return true;
       });
-      break;
+      if (!this.isOver(count, bytes)) break;
     }
     return { first, count, bytes, dropped: total - count };
   }
 
-  /** Deletes every event up to `id`: the runs wholly before it go, the one it cuts keeps its newer frames. */
+  /** Drops every event up to `id`: the runs wholly before it go, the one it cuts stays, read from `id + 1` on. */
   private dropThrough(id: number): void {
     this.sql.dropRuns.run(this.sessionId, id, id);
-    const cut = this.sql.runAt.get(this.sessionId, id, id);
-    if (cut === undefined || cut.first_id > id) return;
-    let rest = '';
-    let restBytes = 0;
-    eachFrame(cut, (frameId, frame) => {
-      if (frameId > id) {
-        rest += frame;
-        restBytes += Buffer.byteLength(frame);
-      }
-    });
-    this.sql.cutRun.run(id + 1, restBytes, rest, this.sessionId, cut.first_id);
+    this.sql.setFirst.run(id + 1, this.sessionId);
   }
 
   /** Takes a committed trim into the counters and tells the watchers; returns how many events it dropped. */
@@ -770,12 +828,18 @@ function storedEvent(id: number, frame: string): BusEvent {
  * without a store (tests, and anyone inspecting a data directory).
  */
 export function storedEvents(db: Database.Database, sessionId: string): { id: number; json: string }[] {
+  const floor =
+    db.prepare<[string], { first_id: number }>('SELECT first_id FROM logs WHERE session_id = ?').get(sessionId)
+      ?.first_id ?? 0;
   const rows = db
     .prepare<[string], RunRow>(
       'SELECT first_id, last_id, bytes, frames FROM event_runs WHERE session_id = ? ORDER BY first_id',
     )
     .all(sessionId);
   const events: { id: number; json: string }[] = [];
-  for (const row of rows) eachFrame(row, (id, frame) => void events.push({ id, json: storedEvent(id, frame).json }));
+  for (const row of rows)
+    eachFrame(row, (id, frame) => {
+      if (id >= floor) events.push({ id, json: storedEvent(id, frame).json });
+    });
   return events;
 }
