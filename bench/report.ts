@@ -602,7 +602,7 @@ function inTheWay(r: Results): string[] {
       out.push(`- **${t.target}** — ${t.measured}. See the notes above ("Round two") and the profile of the hot path.`);
     } else if (t.target.startsWith('Issue 16')) {
       out.push(
-        `- **${t.target}** — ${t.measured}. At one subscriber the relay floor (section 1: the same agent relayed with no daemon work) bounds what any server relaying a live agent can do on this machine, and acpd with the memory log runs at it; the gap left is the durable log's SQLite commit, written before anything is sent (notes above, "Round two", Step 5, and the profile at 1 subscriber).`,
+        `- **${t.target}** — ${t.measured}. At one subscriber the relay floor (section 1: the same agent relayed with no daemon work) bounds what any server relaying a live agent can do on this machine, and acpd with the memory log runs at it; the gap left is the durable log's SQLite commit, written before anything is sent (notes above, "Round two", Steps 5 and 6, and the profile at 1 subscriber).`,
       );
     } else if (t.target.startsWith('Fan-out') || t.target.startsWith('Replay')) {
       out.push(
