@@ -71,7 +71,13 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import type { BusEvent, EventEnvelope } from './event-bus.js';
 import { MemoryEventLog, type EventLog } from './event-log.js';
-import { CHECKPOINT_EVERY_BYTES, CHECKPOINTER_IDLE_MS, WAL_CAP_BYTES, WalCheckpointer } from './wal-checkpointer.js';
+import {
+  AUTOCHECKPOINT_PAGES_WITH_WORKER,
+  CHECKPOINT_EVERY_PAGES,
+  CHECKPOINTER_IDLE_MS,
+  SQLITE_AUTOCHECKPOINT_PAGES,
+  WalCheckpointer,
+} from './wal-checkpointer.js';
 
 export const EVENTS_FILE = 'events.sqlite';
 
@@ -107,15 +113,11 @@ interface StoreOptions {
   checkpointWorker?: boolean;
   /** The checkpoint worker's module (tests); the daemon's own when absent. */
   checkpointWorkerUrl?: URL;
-  /** `WalCheckpointer`'s cadence and WAL cap (tests); the defaults when absent. */
-  checkpointEveryBytes?: number;
-  walCapBytes?: number;
+  /** WAL pages between two of the worker's checkpoints (tests); `CHECKPOINT_EVERY_PAGES` when absent. */
+  checkpointEveryPages?: number;
 }
 
 const DEFAULT_MAINTENANCE_MS = 60_000;
-
-/** SQLite's own default for automatic checkpoints, put back when the checkpoint worker is gone. */
-const SQLITE_AUTOCHECKPOINT_PAGES = 1000;
 
 /**
  * The most events one row holds: a commit of a larger burst is several rows.
@@ -249,7 +251,7 @@ export class SqliteEventStore {
   private readonly dirty = new Set<SqliteEventLog>();
   private readonly compactTx: (logs: SqliteEventLog[]) => (Trim | undefined)[];
   private readonly timer: NodeJS.Timeout | undefined;
-  /** Makes the WAL's checkpoints beside the event loop; undefined when SQLite makes them in the commits. */
+  /** Makes the WAL's checkpoints beside the event loop; undefined when SQLite makes them all in the commits. */
   readonly checkpointer: WalCheckpointer | undefined;
 
   /** Why the last write failed, while writes fail; undefined when the last one succeeded. */
@@ -290,9 +292,7 @@ export class SqliteEventStore {
       const db = this.db;
       this.checkpointer = new WalCheckpointer({
         file: this.file,
-        everyBytes: opts.checkpointEveryBytes ?? CHECKPOINT_EVERY_BYTES,
-        capBytes: opts.walCapBytes ?? WAL_CAP_BYTES,
-        truncate: () => this.guarded(() => this.checkpoint()),
+        everyPages: opts.checkpointEveryPages ?? CHECKPOINT_EVERY_PAGES,
         idleMs: CHECKPOINTER_IDLE_MS,
         workerUrl: opts.checkpointWorkerUrl,
         fallBack: (reason) => {
@@ -303,7 +303,7 @@ export class SqliteEventStore {
           if (db.open) db.pragma(`wal_autocheckpoint = ${SQLITE_AUTOCHECKPOINT_PAGES}`);
         },
       });
-      this.db.pragma('wal_autocheckpoint = 0');
+      this.db.pragma(`wal_autocheckpoint = ${AUTOCHECKPOINT_PAGES_WITH_WORKER}`);
     }
     this.compactTx = this.db.transaction((logs: SqliteEventLog[]) => {
       this.statements.transactions++;

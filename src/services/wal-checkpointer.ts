@@ -2,31 +2,29 @@
  * Checkpoints of the event log's WAL, made on a worker thread.
  *
  * SQLite folds the WAL back into the database file by itself once the WAL
- * holds about 1000 pages: inside whichever commit crosses that line, on the
- * daemon's event loop, copying every page and waiting for an fsync of the
- * WAL and one of the database file. Under a streamed answer that is most of
- * what the durable log costs in wall time (bench/notes/16-round-two.md,
- * step 6). So the daemon's connection turns those automatic checkpoints off
- * and this class asks a worker thread, with a connection of its own, to make
- * a PASSIVE checkpoint after every `everyBytes` written: the commits go on
- * while it runs (WAL mode lets one connection write while another
- * checkpoints), and SQLite starts the WAL over from its beginning at the
- * first commit after a checkpoint that copied it all.
+ * holds `wal_autocheckpoint` pages: inside whichever commit crosses that
+ * line, on the daemon's event loop, copying the pages not yet copied and
+ * waiting for an fsync of the WAL and one of the database file. Under a
+ * streamed answer that was a large part of what the durable log cost in wall
+ * time (bench/notes/16-round-two.md, step 6). So a worker thread with a
+ * connection of its own makes a PASSIVE checkpoint each time about
+ * `everyPages` pages went to the WAL (counted from the commits' bytes): it
+ * copies and syncs beside the commits (WAL mode lets one connection write
+ * while another checkpoints), and SQLite starts the WAL over at the first
+ * commit that finds it wholly copied.
  *
- * SQLite starts the WAL over only at a commit that finds it wholly copied,
- * and under a steady stream of commits a checkpoint running beside them
- * never quite catches up: the WAL would grow for as long as the stream
- * lasts. So once the WAL file is larger than `capBytes`, `truncate` is
- * called on the event loop: the daemon's connection copies the little the
- * worker has not and truncates the file (one blocking checkpoint per
- * `capBytes` of WAL instead of one per 4 MB).
+ * Under a steady stream of commits that moment may never come (a commit
+ * always lands while the worker copies), so the daemon's connection keeps
+ * its automatic checkpoints, at a higher mark: past it, a commit copies the
+ * few pages the worker has not and syncs them, and the WAL starts over. An
+ * automatic checkpoint never waits for the worker's: while that one runs, the
+ * commit goes on and the next one tries again.
  *
  * The thread starts with the first checkpoint (an idle daemon never pays
  * for it) and ends after `idleMs` without one. Should it fail to start or
- * die, `fallBack` is called once (the daemon's connection takes up the
- * automatic checkpoints again) and the checkpointer stays off.
+ * die, `fallBack` is called once (the caller puts SQLite's own mark back)
+ * and the checkpointer stays off.
  */
-import { statSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 
 /** What the worker is started with. */
@@ -40,29 +38,34 @@ export type CheckpointDone = { pages: number; walPages: number } | { error: stri
 
 export interface WalCheckpointerOptions {
   file: string;
-  /** Frame bytes committed between two checkpoints (the WAL grows by more: whole pages). */
-  everyBytes: number;
-  /** Past this size of the WAL file, `truncate` is called instead of asking the worker. */
-  capBytes: number;
-  /** A checkpoint on the caller's connection that truncates the WAL file. */
-  truncate(): void;
+  /** WAL pages written between two checkpoints (as `pagesOf` counts them). */
+  everyPages: number;
   /** A thread with no checkpoint to make for this long ends. */
   idleMs: number;
-  /** Called once when the thread cannot start or dies: the caller checkpoints by itself from then on. */
+  /** Called once when the thread cannot start or dies: SQLite's own checkpoints are the caller's again. */
   fallBack(reason: string): void;
   /** The worker's module; the one beside this file when absent (tests pass another). */
   workerUrl?: URL;
 }
 
+/** WAL pages between two checkpoints of the worker: SQLite's own default mark. */
+export const CHECKPOINT_EVERY_PAGES = 1000;
 /**
- * Frame bytes between two checkpoints. A commit writes whole pages (its runs'
- * and the B-tree's), 1 to 8 times the bytes of its frames: about SQLite's own
- * default (1000 pages of 4 KiB) of WAL.
+ * The daemon connection's own mark while the worker makes the checkpoints: 4000 pages (16 MB of WAL at
+ * 4 KiB a page), four times SQLite's default, which comes back when the worker is gone.
  */
-export const CHECKPOINT_EVERY_BYTES = 1024 * 1024;
-/** The WAL file size past which the event loop truncates it. */
-export const WAL_CAP_BYTES = 32 * 1024 * 1024;
+export const AUTOCHECKPOINT_PAGES_WITH_WORKER = 4000;
+export const SQLITE_AUTOCHECKPOINT_PAGES = 1000;
 export const CHECKPOINTER_IDLE_MS = 10_000;
+
+/**
+ * About how many pages a commit of `bytes` of frames adds to the WAL: its
+ * rows' pages, and two more (the table's leaf and the database header or a
+ * free-list page). A commit of one small event still writes three pages.
+ */
+export function pagesOf(bytes: number): number {
+  return Math.ceil(bytes / 4096) + 2;
+}
 
 export class WalCheckpointer {
   private worker: Worker | undefined;
@@ -71,7 +74,6 @@ export class WalCheckpointer {
   /** A checkpoint was asked for while one was running: another follows it. */
   private again = false;
   private failed = false;
-  private readonly walFile: string;
   private idleTimer: NodeJS.Timeout | undefined;
   /** Checkpoints the worker made, and the pages they copied (tests, the bench). */
   checkpoints = 0;
@@ -79,12 +81,7 @@ export class WalCheckpointer {
   /** Threads started so far. */
   started = 0;
 
-  /** Truncations the WAL's size called for. */
-  truncations = 0;
-
-  constructor(private readonly opts: WalCheckpointerOptions) {
-    this.walFile = `${opts.file}-wal`;
-  }
+  constructor(private readonly opts: WalCheckpointerOptions) {}
 
   /** Whether the thread is up now. */
   get running(): boolean {
@@ -96,17 +93,13 @@ export class WalCheckpointer {
     return !this.failed;
   }
 
-  /** Counts bytes a commit wrote; asks for a checkpoint once they add up to `everyBytes`. */
+  /** Counts the WAL pages of a commit of `bytes`; asks for a checkpoint once they add up to `everyPages`. */
   wrote(bytes: number): void {
     if (this.failed) return;
-    this.written += bytes;
-    if (this.written < this.opts.everyBytes) return;
+    this.written += pagesOf(bytes);
+    if (this.written < this.opts.everyPages) return;
     this.written = 0;
-    const walSize = statSync(this.walFile, { throwIfNoEntry: false })?.size ?? 0;
-    if (walSize > this.opts.capBytes) {
-      this.truncations++;
-      this.opts.truncate();
-    } else this.request();
+    this.request();
   }
 
   /** Asks for a checkpoint now (one follows the running one, if any). */
