@@ -35,11 +35,17 @@ export interface RetryInfo {
 }
 
 export interface TransportOptions {
+  /** Where the daemon listens, e.g. `http://127.0.0.1:4170` (a path prefix behind a proxy is kept). */
   baseUrl: string;
+  /** The daemon's bearer token, when it has one. */
   token?: string;
+  /** A fetch to use instead of the global one (tests, proxies, instrumentation). */
   fetch?: typeof fetch;
+  /** Sent as `X-Qwen-Client-Id` (the daemon echoes it in restore answers). */
   clientId?: string;
+  /** Bounds of the retries of requests and of event-stream reconnects. */
   retry?: Partial<RetryOptions>;
+  /** Told before each wait for a retry (to show "retrying in 5 s", or to log). */
   onRetry?: (info: RetryInfo) => void;
 }
 

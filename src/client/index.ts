@@ -40,7 +40,7 @@ import type {
   statFile,
 } from '../schemas/workspace.js';
 import { sessionEvents, type EventsOptions, type SessionEvent } from './events.js';
-import { Transport, type RetryInfo, type RetryOptions } from './http.js';
+import { Transport, type TransportOptions } from './http.js';
 
 export * from './errors.js';
 export type { EventOf, EventsOptions, SessionEvent, SessionEventType } from './events.js';
@@ -97,20 +97,8 @@ export interface GitLogOptions {
   signal?: AbortSignal;
 }
 
-export interface AcpdClientOptions {
-  /** Where the daemon listens, e.g. `http://127.0.0.1:4170` (a path prefix behind a proxy is kept). */
-  baseUrl: string;
-  /** The daemon's bearer token, when it has one. */
-  token?: string;
-  /** A fetch to use instead of the global one (tests, proxies, instrumentation). */
-  fetch?: typeof fetch;
-  /** Sent as `X-Qwen-Client-Id` (the daemon echoes it in restore answers). */
-  clientId?: string;
-  /** Bounds of the retries of requests and of event-stream reconnects. */
-  retry?: Partial<RetryOptions>;
-  /** Told before each wait for a retry (to show "retrying in 5 s", or to log). */
-  onRetry?: (info: RetryInfo) => void;
-}
+/** How a client reaches the daemon: the transport's own options. */
+export type AcpdClientOptions = TransportOptions;
 
 /** A prompt: plain text, or ACP content blocks as they are. */
 export type PromptInput = string | Content[];
