@@ -15,7 +15,9 @@
  * bytes. Only an operating-system crash or a power cut can lose the last
  * commits, and even then the database stays consistent. FULL would add an
  * fsync per event (a streamed answer is hundreds of events) to guard against
- * that last case, which replay after a reboot does not need.
+ * that last case, which replay after a reboot does not need. The fsyncs
+ * NORMAL does make, a checkpoint's, are mostly a worker thread's
+ * (`WalCheckpointer`), not the event loop's.
  *
  * Storage: a row holds a run of consecutive events (up to `RUN_EVENTS` of
  * one commit), as the concatenation of their SSE frames: the very strings
@@ -113,8 +115,6 @@ interface StoreOptions {
   checkpointWorker?: boolean;
   /** The checkpoint worker's module (tests); the daemon's own when absent. */
   checkpointWorkerUrl?: URL;
-  /** WAL pages between two of the worker's checkpoints (tests); `CHECKPOINT_EVERY_PAGES` when absent. */
-  checkpointEveryPages?: number;
 }
 
 const DEFAULT_MAINTENANCE_MS = 60_000;
@@ -292,7 +292,7 @@ export class SqliteEventStore {
       const db = this.db;
       this.checkpointer = new WalCheckpointer({
         file: this.file,
-        everyPages: opts.checkpointEveryPages ?? CHECKPOINT_EVERY_PAGES,
+        everyPages: CHECKPOINT_EVERY_PAGES,
         idleMs: CHECKPOINTER_IDLE_MS,
         workerUrl: opts.checkpointWorkerUrl,
         fallBack: (reason) => {
